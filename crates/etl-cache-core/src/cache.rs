@@ -1,0 +1,180 @@
+//! The `Cache` trait every backend implements.
+
+use std::fmt::Debug;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{BoxStream, Stream};
+
+use crate::{EntryMeta, Result, SetOptions, Stats, Value};
+
+/// A stream of bytes, as taken by [`Cache::set_stream`] and returned by
+/// [`Cache::get_stream`].
+pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
+
+/// The chunk size used when the caller has no preference: 64 KiB, as the seed.
+pub const DEFAULT_CHUNK_SIZE: usize = 64 * 1024;
+
+/// A cache shared between tasks, threads and backends.
+pub type DynCache = dyn Cache;
+
+/// A persistent cache of text, bytes, JSON and streams.
+///
+/// Object safe: use it as `Arc<dyn Cache>`. Typed helpers (`set_json`,
+/// `get_json`, `get_text`, …) come from [`crate::CacheExt`].
+///
+/// # Contract
+///
+/// Every backend keeps these promises, and runs the shared suite in
+/// [`crate::testing`] (feature `testing`) to prove it.
+///
+/// - **Misses are not errors.** A missing, expired or removed entry reads as
+///   `Ok(None)`.
+/// - **Values round-trip exactly.** The kind is stored with the entry: text
+///   comes back as text, bytes as bytes, JSON as JSON. Nothing is guessed.
+/// - **Atomic.** A reader sees the old entry, the new one, or none: never a
+///   partial or mixed one, whatever crashes or races. A failed set (bad input,
+///   a failing stream, a full disk) leaves the previous value as it was.
+/// - **Integrity.** Every entry carries checksums. An entry that fails them is
+///   reported as [`crate::Error::Corrupt`] and removed; wrong bytes are never
+///   returned. A stream that finds corruption ends with an error.
+/// - **Expiry.** An expired entry is invisible and is removed when seen;
+///   [`Cache::purge_expired`] removes them in bulk.
+/// - **Streams are bounded.** `set_stream` and `get_stream` hold a few chunks
+///   in memory whatever the payload size; `get_stream` yields the logical
+///   (decompressed) bytes in chunks of exactly the size asked for, but the last.
+/// - **Cancellation.** Dropping a future or a stream part way leaves the cache
+///   as if the call had not been made (for writes) or had ended (for reads).
+#[async_trait]
+pub trait Cache: Debug + Send + Sync + 'static {
+    /// Stores `value` under `key`, replacing any previous entry.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::InvalidKey`], [`crate::Error::TooLarge`],
+    /// [`crate::Error::LockTimeout`], I/O or backend failures.
+    async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta>;
+
+    /// Stores the bytes of `stream` under `key` (kind [`crate::Kind::Bytes`]),
+    /// compressing on the fly, never holding the whole payload in memory.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::set`], plus [`crate::Error::Stream`] when the stream yields an
+    /// error; nothing is published then.
+    async fn set_stream(
+        &self,
+        key: &str,
+        stream: ByteStream,
+        opts: SetOptions,
+    ) -> Result<EntryMeta>;
+
+    /// Reads the value under `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Corrupt`] (the entry is removed), I/O or backend failures.
+    async fn get(&self, key: &str) -> Result<Option<Value>>;
+
+    /// Streams the logical bytes under `key` in chunks of `chunk_size` bytes
+    /// (the last may be shorter).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::InvalidInput`] for a zero chunk size; otherwise as
+    /// [`Cache::get`]. Corruption found part way ends the stream with an
+    /// [`io::ErrorKind::InvalidData`] error, and the entry is removed.
+    async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>>;
+
+    /// Reads an entry's metadata without its payload.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::get`].
+    async fn head(&self, key: &str) -> Result<Option<EntryMeta>>;
+
+    /// Whether a live entry exists under `key`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::head`].
+    async fn contains(&self, key: &str) -> Result<bool> {
+        Ok(self.head(key).await?.is_some())
+    }
+
+    /// Removes the entry under `key`; returns whether there was one.
+    ///
+    /// # Errors
+    ///
+    /// I/O or backend failures.
+    async fn delete(&self, key: &str) -> Result<bool>;
+
+    /// Lists the metadata of live entries whose key starts with `prefix`, in no
+    /// particular order.
+    fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>>;
+
+    /// Removes every expired entry; returns how many were removed.
+    ///
+    /// # Errors
+    ///
+    /// I/O or backend failures.
+    async fn purge_expired(&self) -> Result<u64>;
+
+    /// Removes every entry; returns how many were removed.
+    ///
+    /// # Errors
+    ///
+    /// I/O or backend failures.
+    async fn clear(&self) -> Result<u64>;
+
+    /// Counters of this handle (hits, misses, sets, evictions) and the size of
+    /// the cache (entries, bytes).
+    ///
+    /// # Errors
+    ///
+    /// I/O or backend failures while measuring the size.
+    async fn stats(&self) -> Result<Stats>;
+}
+
+/// The answer of [`Cache::get_stream`]: the entry's metadata and a stream of its
+/// logical bytes.
+pub struct GetStream {
+    meta: EntryMeta,
+    stream: ByteStream,
+}
+
+impl Debug for GetStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetStream")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GetStream {
+    /// Pairs metadata with a stream; for backends.
+    pub fn new(meta: EntryMeta, stream: ByteStream) -> Self {
+        GetStream { meta, stream }
+    }
+
+    /// The entry's metadata.
+    pub fn meta(&self) -> &EntryMeta {
+        &self.meta
+    }
+
+    /// Splits into metadata and stream.
+    pub fn into_parts(self) -> (EntryMeta, ByteStream) {
+        (self.meta, self.stream)
+    }
+}
+
+impl Stream for GetStream {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.stream.as_mut().poll_next(cx)
+    }
+}

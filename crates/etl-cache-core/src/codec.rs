@@ -1,0 +1,316 @@
+//! Streaming compression with checksums, shared by every backend.
+//!
+//! [`Encoder`] is push based: hand it logical chunks, write what it returns.
+//! [`PayloadReader`] is pull based, so a highly compressed payload never
+//! expands into more memory than the caller's read buffer.
+
+use std::io::{self, BufReader, Read, Write};
+
+use bytes::Bytes;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+
+use crate::{Codec, Compression};
+
+/// Lengths and checksum of a payload, as recorded in the entry trailer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Totals {
+    /// Bytes before compression.
+    pub logical_len: u64,
+    /// Bytes as stored.
+    pub stored_len: u64,
+    /// crc32c of the stored bytes.
+    pub crc: u32,
+}
+
+enum Enc {
+    None,
+    Gzip(GzEncoder<Vec<u8>>),
+    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+}
+
+/// Compresses a payload chunk by chunk and checksums what is stored.
+pub struct Encoder {
+    enc: Enc,
+    totals: Totals,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("totals", &self.totals)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Encoder {
+    /// An encoder for `compression`.
+    ///
+    /// # Errors
+    ///
+    /// When the compressor cannot be set up (out of memory).
+    pub fn new(compression: Compression) -> io::Result<Encoder> {
+        let enc = match compression.codec() {
+            Codec::None => Enc::None,
+            Codec::Gzip => Enc::Gzip(GzEncoder::new(
+                Vec::new(),
+                flate2::Compression::new(compression.level() as u32),
+            )),
+            Codec::Zstd => Enc::Zstd(zstd::stream::write::Encoder::new(
+                Vec::new(),
+                compression.level(),
+            )?),
+        };
+        Ok(Encoder {
+            enc,
+            totals: Totals::default(),
+        })
+    }
+
+    fn account(&mut self, out: &[u8]) {
+        self.totals.stored_len += out.len() as u64;
+        self.totals.crc = crc32c::crc32c_append(self.totals.crc, out);
+    }
+
+    /// Feeds logical bytes; returns the stored bytes ready to write (possibly empty).
+    ///
+    /// # Errors
+    ///
+    /// When the compressor fails.
+    pub fn encode(&mut self, input: Bytes) -> io::Result<Bytes> {
+        self.totals.logical_len += input.len() as u64;
+        let out = match &mut self.enc {
+            Enc::None => input,
+            Enc::Gzip(e) => {
+                e.write_all(&input)?;
+                Bytes::from(std::mem::take(e.get_mut()))
+            }
+            Enc::Zstd(e) => {
+                e.write_all(&input)?;
+                Bytes::from(std::mem::take(e.get_mut()))
+            }
+        };
+        self.account(&out);
+        Ok(out)
+    }
+
+    /// Ends the payload; returns the last stored bytes and the totals.
+    ///
+    /// # Errors
+    ///
+    /// When the compressor fails.
+    pub fn finish(mut self) -> io::Result<(Bytes, Totals)> {
+        let out = match std::mem::replace(&mut self.enc, Enc::None) {
+            Enc::None => Bytes::new(),
+            Enc::Gzip(e) => Bytes::from(e.finish()?),
+            Enc::Zstd(e) => Bytes::from(e.finish()?),
+        };
+        self.account(&out);
+        Ok((out, self.totals))
+    }
+
+    /// Compresses a whole value at once.
+    ///
+    /// # Errors
+    ///
+    /// When the compressor fails.
+    pub fn encode_all(compression: Compression, input: Bytes) -> io::Result<(Bytes, Totals)> {
+        let mut enc = Encoder::new(compression)?;
+        let first = enc.encode(input)?;
+        let (last, totals) = enc.finish()?;
+        if last.is_empty() {
+            return Ok((first, totals));
+        }
+        let mut all = Vec::with_capacity(first.len() + last.len());
+        all.extend_from_slice(&first);
+        all.extend_from_slice(&last);
+        Ok((Bytes::from(all), totals))
+    }
+}
+
+/// A reader that checksums and counts what passes through it.
+#[derive(Debug)]
+pub struct CrcReader<R> {
+    inner: R,
+    crc: u32,
+    len: u64,
+    io_failed: bool,
+}
+
+impl<R: Read> CrcReader<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Self {
+        CrcReader {
+            inner,
+            crc: 0,
+            len: 0,
+            io_failed: false,
+        }
+    }
+}
+
+impl<R: Read> Read for CrcReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+                self.len += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.io_failed = true;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+enum Dec<R: Read> {
+    None(CrcReader<R>),
+    Gzip(Box<GzDecoder<CrcReader<R>>>),
+    Zstd(Box<zstd::stream::read::Decoder<'static, BufReader<CrcReader<R>>>>),
+}
+
+/// Reads the logical bytes of a stored payload, checksumming the stored bytes.
+///
+/// Read it to the end, then call [`PayloadReader::totals`] and compare with the
+/// entry's trailer. A decompression failure is reported as
+/// [`io::ErrorKind::InvalidData`]; a failure of the underlying reader keeps its
+/// own kind (see [`PayloadReader::source_failed`]).
+pub struct PayloadReader<R: Read> {
+    dec: Dec<R>,
+    logical: u64,
+}
+
+impl<R: Read> std::fmt::Debug for PayloadReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayloadReader")
+            .field("logical", &self.logical)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Read> PayloadReader<R> {
+    /// Decodes the stored bytes read from `inner` with `codec`. `inner` must end
+    /// where the payload ends (use [`Read::take`]).
+    ///
+    /// # Errors
+    ///
+    /// When the decompressor cannot be set up.
+    pub fn new(codec: Codec, inner: R) -> io::Result<Self> {
+        let inner = CrcReader::new(inner);
+        let dec = match codec {
+            Codec::None => Dec::None(inner),
+            Codec::Gzip => Dec::Gzip(Box::new(GzDecoder::new(inner))),
+            Codec::Zstd => Dec::Zstd(Box::new(zstd::stream::read::Decoder::new(inner)?)),
+        };
+        Ok(PayloadReader { dec, logical: 0 })
+    }
+
+    fn crc_reader(&mut self) -> &mut CrcReader<R> {
+        match &mut self.dec {
+            Dec::None(r) => r,
+            Dec::Gzip(d) => d.get_mut(),
+            Dec::Zstd(d) => d.get_mut().get_mut(),
+        }
+    }
+
+    /// Whether the underlying reader (not the decompressor) failed.
+    pub fn source_failed(&mut self) -> bool {
+        self.crc_reader().io_failed
+    }
+
+    /// Reads whatever stored bytes the decompressor left unread, so the
+    /// checksum covers the whole payload, and returns the totals.
+    ///
+    /// # Errors
+    ///
+    /// When the underlying reader fails.
+    pub fn finish(&mut self) -> io::Result<Totals> {
+        let logical = self.logical;
+        let r = self.crc_reader();
+        io::copy(r, &mut io::sink())?;
+        Ok(Totals {
+            logical_len: logical,
+            stored_len: r.len,
+            crc: r.crc,
+        })
+    }
+}
+
+impl<R: Read> Read for PayloadReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let res = match &mut self.dec {
+            Dec::None(r) => r.read(buf),
+            Dec::Gzip(d) => d.read(buf),
+            Dec::Zstd(d) => d.read(buf),
+        };
+        match res {
+            Ok(n) => {
+                self.logical += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                if self.source_failed() {
+                    Err(e)
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("payload does not decompress: {e}"),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(c: Compression, data: &[u8]) {
+        let mut enc = Encoder::new(c).unwrap();
+        let mut stored = Vec::new();
+        for chunk in data.chunks(7_000) {
+            stored.extend_from_slice(&enc.encode(Bytes::copy_from_slice(chunk)).unwrap());
+        }
+        let (last, totals) = enc.finish().unwrap();
+        stored.extend_from_slice(&last);
+        assert_eq!(totals.logical_len, data.len() as u64);
+        assert_eq!(totals.stored_len, stored.len() as u64);
+        assert_eq!(totals.crc, crc32c::crc32c(&stored));
+        let mut r = PayloadReader::new(c.codec(), &stored[..]).unwrap();
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+        assert_eq!(r.finish().unwrap(), totals);
+    }
+
+    #[test]
+    fn every_codec_roundtrips() {
+        let data: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| format!("<row id=\"{i}\"/>").into_bytes())
+            .collect();
+        for c in [
+            Compression::NONE,
+            Compression::gzip(),
+            Compression::zstd(),
+            Compression::zstd_level(19).unwrap(),
+        ] {
+            roundtrip(c, &data);
+            roundtrip(c, b"");
+        }
+    }
+
+    #[test]
+    fn garbage_is_invalid_data() {
+        for codec in [Codec::Gzip, Codec::Zstd] {
+            let mut r = PayloadReader::new(codec, &b"definitely not compressed"[..]).unwrap();
+            let err = r.read_to_end(&mut Vec::new()).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{codec}");
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Typed helpers over any [`Cache`].
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{Cache, EntryMeta, Error, Kind, Result, SetOptions, Value};
+
+/// Typed helpers for every [`Cache`], `dyn Cache` included. Do not implement it:
+/// it is implemented for all caches.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> etl_cache_core::Result<()> {
+/// use etl_cache_core::{CacheExt, MemoryCache, SetOptions};
+/// #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+/// struct RunStats { records_processed: u64, status: String }
+///
+/// let cache = MemoryCache::new();
+/// let stats = RunStats { records_processed: 1042, status: "success".into() };
+/// cache.set_json("job_123_stats", &stats, SetOptions::new()).await?;
+/// let back: Option<RunStats> = cache.get_json("job_123_stats").await?;
+/// assert_eq!(back, Some(stats));
+/// # Ok(()) }
+/// ```
+#[async_trait::async_trait]
+pub trait CacheExt: Cache {
+    /// Stores any `serde` value as JSON.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Json`] when the value does not serialize; otherwise as [`Cache::set`].
+    async fn set_json<T: Serialize + Sync + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        opts: SetOptions,
+    ) -> Result<EntryMeta> {
+        let json = serde_json::to_value(value).map_err(|source| Error::Json {
+            key: Error::display_key(key),
+            source,
+        })?;
+        self.set(key, Value::Json(json), opts).await
+    }
+
+    /// Reads a JSON entry into any `serde` type.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KindMismatch`] when the entry is not JSON, [`Error::Json`] when it
+    /// does not fit `T`; otherwise as [`Cache::get`].
+    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.get(key).await? {
+            None => Ok(None),
+            Some(Value::Json(j)) => {
+                serde_json::from_value(j)
+                    .map(Some)
+                    .map_err(|source| Error::Json {
+                        key: Error::display_key(key),
+                        source,
+                    })
+            }
+            Some(other) => Err(Error::KindMismatch {
+                key: Error::display_key(key),
+                expected: Kind::Json,
+                found: other.kind(),
+            }),
+        }
+    }
+
+    /// Stores text.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::set`].
+    async fn set_text(&self, key: &str, text: &str, opts: SetOptions) -> Result<EntryMeta> {
+        self.set(key, Value::Text(text.to_owned()), opts).await
+    }
+
+    /// Reads a text entry.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KindMismatch`] when the entry is not text; otherwise as [`Cache::get`].
+    async fn get_text(&self, key: &str) -> Result<Option<String>> {
+        match self.get(key).await? {
+            None => Ok(None),
+            Some(Value::Text(t)) => Ok(Some(t)),
+            Some(other) => Err(Error::KindMismatch {
+                key: Error::display_key(key),
+                expected: Kind::Text,
+                found: other.kind(),
+            }),
+        }
+    }
+
+    /// Reads the logical bytes of an entry of any kind (UTF-8 for text, the
+    /// serialized document for JSON).
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::get`].
+    async fn get_bytes(&self, key: &str) -> Result<Option<Bytes>> {
+        Ok(self.get(key).await?.map(Value::into_bytes))
+    }
+
+    /// The keys under `prefix`, sorted.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::list`].
+    async fn keys(&self, prefix: Option<&str>) -> Result<Vec<String>> {
+        let mut keys: Vec<String> = self.list(prefix).map_ok(|m| m.key).try_collect().await?;
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+impl<C: Cache + ?Sized> CacheExt for C {}

@@ -1,0 +1,371 @@
+//! The self-describing entry format shared by every backend.
+//!
+//! An entry is stored as one blob (a file, an object):
+//!
+//! ```text
+//! header   magic "ETLC" | version u8 | kind u8 | codec u8 | flags u8
+//!          | created u64 (ns since the Unix epoch) | expires u64 (ns, 0 = never)
+//!          | key length u16 | key (UTF-8) | crc32c of all the above
+//! payload  the stored (possibly compressed) bytes
+//! trailer  logical length u64 | stored length u64 | crc32c of the payload
+//!          | crc32c of the header | crc32c of the 24 bytes before | magic "CLTE"
+//! ```
+//!
+//! All integers are little endian. Everything known before the payload is
+//! written sits in the header, so a stream can be written front to back without
+//! seeking; what is known only at the end sits in the fixed-size trailer. The
+//! trailer repeats the header's checksum, so a header and a trailer from two
+//! different writes never pass as one entry.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::{Codec, Kind, MAX_KEY_LEN};
+
+/// The first four bytes of every entry.
+pub const MAGIC: [u8; 4] = *b"ETLC";
+/// The last four bytes of every entry.
+pub const TRAILER_MAGIC: [u8; 4] = *b"CLTE";
+/// The format version written by this crate. Bump when an older reader could
+/// misread newer entries.
+pub const FORMAT_VERSION: u8 = 1;
+/// Bytes before the key in the header.
+pub const HEADER_FIXED_LEN: usize = 26;
+/// The largest header: fixed part, longest key, checksum.
+pub const MAX_HEADER_LEN: usize = HEADER_FIXED_LEN + MAX_KEY_LEN + 4;
+/// Size of the trailer.
+pub const TRAILER_LEN: usize = 32;
+
+/// Why bytes are not a valid header or trailer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatError {
+    /// More bytes are needed: at least this many in all.
+    Truncated(usize),
+    /// The bytes are not a valid entry.
+    Invalid(String),
+}
+
+impl std::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FormatError::Truncated(n) => write!(f, "truncated: at least {n} bytes needed"),
+            FormatError::Invalid(s) => f.write_str(s),
+        }
+    }
+}
+
+/// The part of an entry's metadata written before the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The key.
+    pub key: String,
+    /// What the payload holds.
+    pub kind: Kind,
+    /// How the payload is compressed.
+    pub codec: Codec,
+    /// When the entry was written.
+    pub created: SystemTime,
+    /// When the entry expires.
+    pub expires: Option<SystemTime>,
+}
+
+fn to_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn from_nanos(n: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(n)
+}
+
+impl Header {
+    /// Serializes the header. The key must already be valid.
+    pub fn encode(&self) -> Vec<u8> {
+        let key = self.key.as_bytes();
+        assert!(key.len() <= MAX_KEY_LEN, "key validated before encoding");
+        let mut out = Vec::with_capacity(HEADER_FIXED_LEN + key.len() + 4);
+        out.extend_from_slice(&MAGIC);
+        out.push(FORMAT_VERSION);
+        out.push(self.kind.to_u8());
+        out.push(self.codec.to_u8());
+        out.push(0);
+        out.extend_from_slice(&to_nanos(self.created).to_le_bytes());
+        // An expiry is never stored as 0 (which means "never").
+        let expires = self.expires.map(|t| to_nanos(t).max(1)).unwrap_or(0);
+        out.extend_from_slice(&expires.to_le_bytes());
+        out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        out.extend_from_slice(key);
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Parses a header from the start of `buf`; returns it with its length in
+    /// bytes and its checksum.
+    ///
+    /// # Errors
+    ///
+    /// [`FormatError::Truncated`] when `buf` is too short to tell,
+    /// [`FormatError::Invalid`] when the bytes are not a header.
+    pub fn decode(buf: &[u8]) -> Result<(Header, usize, u32), FormatError> {
+        if buf.len() < HEADER_FIXED_LEN {
+            if !MAGIC.starts_with(&buf[..buf.len().min(4)]) {
+                return Err(FormatError::Invalid("bad magic".into()));
+            }
+            return Err(FormatError::Truncated(HEADER_FIXED_LEN));
+        }
+        if buf[..4] != MAGIC {
+            return Err(FormatError::Invalid("bad magic".into()));
+        }
+        if buf[4] != FORMAT_VERSION {
+            return Err(FormatError::Invalid(format!(
+                "unsupported format version {}",
+                buf[4]
+            )));
+        }
+        let key_len = u16::from_le_bytes([buf[24], buf[25]]) as usize;
+        if key_len == 0 || key_len > MAX_KEY_LEN {
+            return Err(FormatError::Invalid(format!(
+                "key length {key_len} out of range"
+            )));
+        }
+        let total = HEADER_FIXED_LEN + key_len + 4;
+        if buf.len() < total {
+            return Err(FormatError::Truncated(total));
+        }
+        let body = &buf[..total - 4];
+        let crc = u32::from_le_bytes(buf[total - 4..total].try_into().expect("4 bytes"));
+        if crc32c::crc32c(body) != crc {
+            return Err(FormatError::Invalid("header checksum mismatch".into()));
+        }
+        let kind = Kind::from_u8(buf[5])
+            .ok_or_else(|| FormatError::Invalid(format!("unknown kind {}", buf[5])))?;
+        let codec = Codec::from_u8(buf[6])
+            .ok_or_else(|| FormatError::Invalid(format!("unknown codec {}", buf[6])))?;
+        let created = u64::from_le_bytes(buf[8..16].try_into().expect("8 bytes"));
+        let expires = u64::from_le_bytes(buf[16..24].try_into().expect("8 bytes"));
+        let key = std::str::from_utf8(&buf[HEADER_FIXED_LEN..HEADER_FIXED_LEN + key_len])
+            .map_err(|_| FormatError::Invalid("key is not UTF-8".into()))?
+            .to_owned();
+        Ok((
+            Header {
+                key,
+                kind,
+                codec,
+                created: from_nanos(created),
+                expires: (expires != 0).then(|| from_nanos(expires)),
+            },
+            total,
+            crc,
+        ))
+    }
+}
+
+/// The part of an entry's metadata written after the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trailer {
+    /// Length of the payload after decompression.
+    pub logical_len: u64,
+    /// Length of the payload as stored.
+    pub stored_len: u64,
+    /// crc32c of the stored payload.
+    pub payload_crc: u32,
+    /// crc32c of the header this trailer belongs to.
+    pub header_crc: u32,
+}
+
+impl Trailer {
+    /// Serializes the trailer.
+    pub fn encode(&self) -> [u8; TRAILER_LEN] {
+        let mut out = [0u8; TRAILER_LEN];
+        out[0..8].copy_from_slice(&self.logical_len.to_le_bytes());
+        out[8..16].copy_from_slice(&self.stored_len.to_le_bytes());
+        out[16..20].copy_from_slice(&self.payload_crc.to_le_bytes());
+        out[20..24].copy_from_slice(&self.header_crc.to_le_bytes());
+        let crc = crc32c::crc32c(&out[0..24]);
+        out[24..28].copy_from_slice(&crc.to_le_bytes());
+        out[28..32].copy_from_slice(&TRAILER_MAGIC);
+        out
+    }
+
+    /// Parses a trailer.
+    ///
+    /// # Errors
+    ///
+    /// A description when the bytes are not a valid trailer.
+    pub fn decode(buf: &[u8]) -> Result<Trailer, FormatError> {
+        if buf.len() != TRAILER_LEN {
+            return Err(FormatError::Truncated(TRAILER_LEN));
+        }
+        if buf[28..32] != TRAILER_MAGIC {
+            return Err(FormatError::Invalid(
+                "bad trailer magic (entry incomplete?)".into(),
+            ));
+        }
+        let crc = u32::from_le_bytes(buf[24..28].try_into().expect("4 bytes"));
+        if crc32c::crc32c(&buf[0..24]) != crc {
+            return Err(FormatError::Invalid("trailer checksum mismatch".into()));
+        }
+        Ok(Trailer {
+            logical_len: u64::from_le_bytes(buf[0..8].try_into().expect("8 bytes")),
+            stored_len: u64::from_le_bytes(buf[8..16].try_into().expect("8 bytes")),
+            payload_crc: u32::from_le_bytes(buf[16..20].try_into().expect("4 bytes")),
+            header_crc: u32::from_le_bytes(buf[20..24].try_into().expect("4 bytes")),
+        })
+    }
+}
+
+/// Everything known about a stored entry, without its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EntryMeta {
+    /// The key.
+    pub key: String,
+    /// What the payload holds.
+    pub kind: Kind,
+    /// How the payload is compressed.
+    pub codec: Codec,
+    /// When the entry was written.
+    pub created: SystemTime,
+    /// When the entry expires, if ever.
+    pub expires: Option<SystemTime>,
+    /// Length of the value after decompression.
+    pub logical_len: u64,
+    /// Length of the payload as stored.
+    pub stored_len: u64,
+    /// crc32c of the stored payload.
+    pub checksum: u32,
+    /// Total bytes the entry takes in the store (header, payload, trailer).
+    pub size: u64,
+}
+
+impl EntryMeta {
+    /// Combines a header and a trailer that were checked to belong together.
+    ///
+    /// # Errors
+    ///
+    /// A description when the trailer belongs to another header or the sizes disagree.
+    pub fn from_parts(
+        header: Header,
+        header_len: usize,
+        header_crc: u32,
+        trailer: Trailer,
+        total_len: u64,
+    ) -> Result<EntryMeta, FormatError> {
+        if trailer.header_crc != header_crc {
+            return Err(FormatError::Invalid(
+                "trailer belongs to another header".into(),
+            ));
+        }
+        let expected = header_len as u64 + trailer.stored_len + TRAILER_LEN as u64;
+        if expected != total_len {
+            return Err(FormatError::Invalid(format!(
+                "entry is {total_len} bytes but its trailer says {expected}"
+            )));
+        }
+        if header.codec == Codec::None && trailer.logical_len != trailer.stored_len {
+            return Err(FormatError::Invalid(
+                "uncompressed entry with differing lengths".into(),
+            ));
+        }
+        Ok(EntryMeta {
+            key: header.key,
+            kind: header.kind,
+            codec: header.codec,
+            created: header.created,
+            expires: header.expires,
+            logical_len: trailer.logical_len,
+            stored_len: trailer.stored_len,
+            checksum: trailer.payload_crc,
+            size: total_len,
+        })
+    }
+
+    /// Whether the entry has expired at `now`.
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        self.expires.is_some_and(|e| e <= now)
+    }
+
+    /// Time left before expiry at `now`; `None` when the entry never expires.
+    pub fn ttl_left(&self, now: SystemTime) -> Option<Duration> {
+        self.expires
+            .map(|e| e.duration_since(now).unwrap_or(Duration::ZERO))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Header {
+        Header {
+            key: "reports/2026.xml".into(),
+            kind: Kind::Text,
+            codec: Codec::Zstd,
+            created: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789),
+            expires: Some(UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
+        }
+    }
+
+    #[test]
+    fn header_roundtrips_and_is_pinned() {
+        let h = header();
+        let bytes = h.encode();
+        assert_eq!(bytes.len(), HEADER_FIXED_LEN + 16 + 4);
+        assert_eq!(&bytes[..8], b"ETLC\x01\x01\x02\x00");
+        let (back, len, crc) = Header::decode(&bytes).unwrap();
+        assert_eq!(back, h);
+        assert_eq!(len, bytes.len());
+        assert_eq!(
+            crc,
+            u32::from_le_bytes(bytes[len - 4..].try_into().unwrap())
+        );
+    }
+
+    #[test]
+    fn header_detects_every_single_bit_flip() {
+        let bytes = header().encode();
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut b = bytes.clone();
+                b[i] ^= 1 << bit;
+                match Header::decode(&b) {
+                    Err(_) => {}
+                    Ok((h, ..)) => panic!("flip at byte {i} bit {bit} accepted as {h:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_header_asks_for_more() {
+        let bytes = header().encode();
+        assert_eq!(
+            Header::decode(&bytes[..10]),
+            Err(FormatError::Truncated(HEADER_FIXED_LEN))
+        );
+        assert_eq!(
+            Header::decode(&bytes[..30]),
+            Err(FormatError::Truncated(bytes.len()))
+        );
+    }
+
+    #[test]
+    fn trailer_roundtrips_and_ties_to_header() {
+        let t = Trailer {
+            logical_len: 10,
+            stored_len: 7,
+            payload_crc: 42,
+            header_crc: 7,
+        };
+        let enc = t.encode();
+        assert_eq!(Trailer::decode(&enc).unwrap(), t);
+        let mut bad = enc;
+        bad[3] ^= 1;
+        assert!(Trailer::decode(&bad).is_err());
+        let h = header();
+        let hb = h.encode();
+        let err = EntryMeta::from_parts(h, hb.len(), 8, t, hb.len() as u64 + 7 + 32).unwrap_err();
+        assert!(matches!(err, FormatError::Invalid(_)));
+    }
+}

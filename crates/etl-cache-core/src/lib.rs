@@ -1,0 +1,50 @@
+//! The etl-cache contract: one object-safe async [`Cache`] trait for every
+//! backend, the values it stores, the options of a write, the entry format,
+//! the codecs, the errors, and (feature `testing`) the shared contract suite.
+//!
+//! You probably want the `etl-cache` facade crate, which re-exports this one
+//! with the backends.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> etl_cache_core::Result<()> {
+//! use std::sync::Arc;
+//! use etl_cache_core::{Cache, CacheExt, MemoryCache, SetOptions, Value};
+//!
+//! let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new());
+//! cache.set("payload_123", "<xml>...</xml>".into(), SetOptions::new().compress(true)).await?;
+//! assert_eq!(cache.get_text("payload_123").await?.as_deref(), Some("<xml>...</xml>"));
+//! cache.delete("payload_123").await?;
+//! assert_eq!(cache.get("payload_123").await?, None);
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod cache;
+mod clock;
+pub mod codec;
+mod error;
+mod ext;
+pub mod format;
+mod key;
+mod memory;
+mod options;
+mod stats;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod value;
+
+pub use crate::cache::{ByteStream, Cache, DEFAULT_CHUNK_SIZE, DynCache, GetStream};
+pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::error::{Error, Result};
+pub use crate::ext::CacheExt;
+pub use crate::format::EntryMeta;
+pub use crate::key::{MAX_KEY_LEN, validate_key};
+pub use crate::memory::MemoryCache;
+pub use crate::options::{Codec, Compression, SetOptions};
+pub use crate::stats::{Counters, Stats};
+pub use crate::value::{Kind, Value};
+
+#[doc(hidden)]
+pub use async_trait::async_trait;

@@ -1,0 +1,285 @@
+//! `MemoryCache`: the reference implementation of the contract, in memory.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+use crate::codec::{Encoder, PayloadReader};
+use crate::format::{HEADER_FIXED_LEN, TRAILER_LEN};
+use crate::{
+    ByteStream, Cache, Clock, Counters, EntryMeta, Error, GetStream, Kind, Result, SetOptions,
+    Stats, SystemClock, Value, validate_key,
+};
+
+#[derive(Debug, Clone)]
+struct Stored {
+    meta: EntryMeta,
+    payload: Bytes,
+}
+
+/// A cache in this process's memory: the reference implementation of the
+/// [`Cache`] contract, for tests and examples. It has no capacity limit and
+/// `set_stream` collects the stream in memory; for a bounded memory tier use
+/// the tiered crate.
+#[derive(Debug, Clone)]
+pub struct MemoryCache {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    map: Mutex<HashMap<String, Stored>>,
+    clock: Arc<dyn Clock>,
+    counters: Counters,
+}
+
+impl Default for MemoryCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryCache {
+    /// An empty cache on the system clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// An empty cache reading time from `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        MemoryCache {
+            inner: Arc::new(Inner {
+                map: Mutex::new(HashMap::new()),
+                clock,
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Stored>> {
+        self.inner.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn store(
+        &self,
+        key: &str,
+        kind: Kind,
+        opts: SetOptions,
+        payload: Bytes,
+        totals: crate::codec::Totals,
+    ) -> EntryMeta {
+        let now = self.inner.clock.now();
+        let meta = EntryMeta {
+            key: key.to_owned(),
+            kind,
+            codec: opts.compression.codec(),
+            created: now,
+            expires: opts.ttl.map(|t| now + t),
+            logical_len: totals.logical_len,
+            stored_len: totals.stored_len,
+            checksum: totals.crc,
+            size: (HEADER_FIXED_LEN + key.len() + 4 + TRAILER_LEN) as u64 + totals.stored_len,
+        };
+        self.map().insert(
+            key.to_owned(),
+            Stored {
+                meta: meta.clone(),
+                payload,
+            },
+        );
+        Counters::bump(&self.inner.counters.sets);
+        meta
+    }
+
+    /// The live entry under `key`, removing it when expired.
+    fn live(&self, key: &str) -> Option<Stored> {
+        let now = self.inner.clock.now();
+        let mut map = self.map();
+        match map.get(key) {
+            Some(s) if s.meta.is_expired(now) => {
+                map.remove(key);
+                Counters::bump(&self.inner.counters.expired);
+                None
+            }
+            other => other.cloned(),
+        }
+    }
+
+    fn lookup(&self, key: &str) -> Result<Option<Stored>> {
+        validate_key(key)?;
+        let found = self.live(key);
+        Counters::bump(if found.is_some() {
+            &self.inner.counters.hits
+        } else {
+            &self.inner.counters.misses
+        });
+        Ok(found)
+    }
+}
+
+fn corrupt(key: &str, reason: impl Into<String>) -> Error {
+    Error::Corrupt {
+        key: Error::display_key(key),
+        reason: reason.into(),
+    }
+}
+
+#[async_trait]
+impl Cache for MemoryCache {
+    async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
+        validate_key(key)?;
+        let kind = value.kind();
+        let (payload, totals) =
+            Encoder::encode_all(opts.compression, value.into_bytes()).map_err(|source| {
+                Error::Io {
+                    key: key.to_owned(),
+                    path: "memory".into(),
+                    op: "compress",
+                    source,
+                }
+            })?;
+        Ok(self.store(key, kind, opts, payload, totals))
+    }
+
+    async fn set_stream(
+        &self,
+        key: &str,
+        mut stream: ByteStream,
+        opts: SetOptions,
+    ) -> Result<EntryMeta> {
+        validate_key(key)?;
+        let io = |source| Error::Io {
+            key: key.to_owned(),
+            path: "memory".into(),
+            op: "compress",
+            source,
+        };
+        let mut enc = Encoder::new(opts.compression).map_err(io)?;
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|source| Error::Stream {
+                key: Error::display_key(key),
+                source,
+            })?;
+            buf.extend_from_slice(&enc.encode(chunk).map_err(io)?);
+        }
+        let (last, totals) = enc.finish().map_err(io)?;
+        buf.extend_from_slice(&last);
+        Ok(self.store(key, Kind::Bytes, opts, buf.freeze(), totals))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Value>> {
+        let Some(s) = self.lookup(key)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(s.meta.logical_len as usize);
+        PayloadReader::new(s.meta.codec, &s.payload[..])
+            .and_then(|mut r| r.read_to_end(&mut out))
+            .map_err(|e| corrupt(key, e.to_string()))?;
+        Value::from_stored(s.meta.kind, Bytes::from(out))
+            .map(Some)
+            .map_err(|r| corrupt(key, r))
+    }
+
+    async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>> {
+        if chunk_size == 0 {
+            return Err(Error::InvalidInput {
+                message: "chunk_size must be at least 1".into(),
+            });
+        }
+        let Some(s) = self.lookup(key)? else {
+            return Ok(None);
+        };
+        let reader = PayloadReader::new(s.meta.codec, std::io::Cursor::new(s.payload.clone()))
+            .map_err(|e| corrupt(key, e.to_string()))?;
+        let stream = futures::stream::unfold(Some(reader), move |state| async move {
+            let mut reader = state?;
+            let mut buf = vec![0u8; chunk_size];
+            let mut filled = 0;
+            while filled < chunk_size {
+                match reader.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) => return Some((Err(e), None)),
+                }
+            }
+            if filled == 0 {
+                return None;
+            }
+            buf.truncate(filled);
+            Some((Ok(Bytes::from(buf)), Some(reader)))
+        });
+        Ok(Some(GetStream::new(s.meta, stream.boxed())))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
+        validate_key(key)?;
+        Ok(self.live(key).map(|s| s.meta))
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        validate_key(key)?;
+        let removed = self.map().remove(key).is_some();
+        if removed {
+            Counters::bump(&self.inner.counters.deletes);
+        }
+        Ok(removed)
+    }
+
+    fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
+        let now = self.inner.clock.now();
+        let prefix = prefix.unwrap_or("");
+        let metas: Vec<Result<EntryMeta>> = self
+            .map()
+            .values()
+            .filter(|s| s.meta.key.starts_with(prefix) && !s.meta.is_expired(now))
+            .map(|s| Ok(s.meta.clone()))
+            .collect();
+        futures::stream::iter(metas).boxed()
+    }
+
+    async fn purge_expired(&self) -> Result<u64> {
+        let now = self.inner.clock.now();
+        let mut map = self.map();
+        let before = map.len();
+        map.retain(|_, s| !s.meta.is_expired(now));
+        let n = (before - map.len()) as u64;
+        self.inner
+            .counters
+            .expired
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+
+    async fn clear(&self) -> Result<u64> {
+        let mut map = self.map();
+        let n = map.len() as u64;
+        map.clear();
+        Ok(n)
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let map = self.map();
+        let bytes = map.values().map(|s| s.meta.size).sum();
+        Ok(self.inner.counters.snapshot(map.len() as u64, bytes))
+    }
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::testing::Harness;
+    use crate::{ManualClock, MemoryCache};
+
+    async fn make(clock: Arc<ManualClock>) -> Harness {
+        Harness::new(Arc::new(MemoryCache::with_clock(clock.clone())), clock, ())
+    }
+
+    crate::contract_tests!(make);
+}

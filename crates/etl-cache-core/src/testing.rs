@@ -1,0 +1,691 @@
+//! The shared contract suite. Every backend runs it with one macro call:
+//!
+//! ```ignore
+//! async fn make(clock: Arc<ManualClock>) -> Harness {
+//!     let dir = tempfile::tempdir().unwrap();
+//!     let cache = MyCache::open(dir.path(), clock.clone());
+//!     Harness::new(Arc::new(cache), clock, dir)
+//! }
+//! etl_cache_core::contract_tests!(make);
+//! ```
+//!
+//! `make` gets a [`ManualClock`] that the backend must read expiry from; the
+//! suite advances it instead of sleeping. The third argument of
+//! [`Harness::new`] is kept alive for the test (a temporary directory, a server).
+
+use std::any::Any;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ByteStream, Cache, CacheExt, Codec, Compression, DEFAULT_CHUNK_SIZE, Error, Kind, MAX_KEY_LEN,
+    ManualClock, SetOptions, Value,
+};
+
+/// A cache under test with the clock it reads.
+pub struct Harness {
+    /// The cache.
+    pub cache: Arc<dyn Cache>,
+    /// The clock the cache reads expiry from.
+    pub clock: Arc<ManualClock>,
+    _keep: Box<dyn Any + Send + Sync>,
+}
+
+impl Harness {
+    /// Bundles a cache, its clock and anything that must live as long as the test.
+    pub fn new(
+        cache: Arc<dyn Cache>,
+        clock: Arc<ManualClock>,
+        keep: impl Any + Send + Sync,
+    ) -> Self {
+        Harness {
+            cache,
+            clock,
+            _keep: Box::new(keep),
+        }
+    }
+}
+
+/// Generates one `#[tokio::test]` per contract check, each with a fresh cache
+/// from `$make` (an `async fn(Arc<ManualClock>) -> Harness`).
+#[macro_export]
+macro_rules! contract_tests {
+    ($make:path) => {
+        $crate::__contract_tests!($make;
+            kinds_roundtrip_exactly,
+            empty_values_roundtrip,
+            overwrite_replaces,
+            misses_are_none,
+            compression_roundtrips,
+            streams_roundtrip_in_exact_chunks,
+            failing_stream_keeps_previous_value,
+            ttl_hides_and_removes_expired,
+            purge_expired_removes_only_expired,
+            invalid_keys_are_rejected,
+            hostile_keys_are_plain_keys,
+            list_filters_by_prefix,
+            delete_and_clear,
+            stats_count_operations,
+            typed_helpers,
+            head_reports_metadata,
+            zero_chunk_size_is_invalid,
+            concurrent_writers_leave_one_complete_value,
+            dropped_stream_reader_leaves_entry,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_tests {
+    ($make:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let clock = ::std::sync::Arc::new($crate::ManualClock::new());
+                let harness = $make(clock).await;
+                $crate::testing::$name(&harness).await;
+            }
+        )*
+    };
+}
+
+fn stream_of(chunks: Vec<Bytes>) -> ByteStream {
+    futures::stream::iter(chunks.into_iter().map(Ok)).boxed()
+}
+
+/// A deterministic, compressible payload of `len` bytes.
+pub fn sample_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    while out.len() < len {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let line = format!("<row id=\"{}\" v=\"{}\"/>\n", x >> 40, (x >> 20) & 0xff);
+        out.extend_from_slice(line.as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+async fn collect(cache: &dyn Cache, key: &str, chunk: usize) -> Option<(Vec<usize>, Vec<u8>)> {
+    let s = cache.get_stream(key, chunk).await.expect("get_stream")?;
+    let chunks: Vec<Bytes> = s.try_collect().await.expect("stream reads");
+    let sizes = chunks.iter().map(Bytes::len).collect();
+    Some((sizes, chunks.concat()))
+}
+
+/// Text that looks like JSON stays text; UTF-8 bytes stay bytes; JSON stays JSON.
+pub async fn kinds_roundtrip_exactly(h: &Harness) {
+    let c = &*h.cache;
+    let o = SetOptions::new();
+    c.set("text", Value::Text("{\"looks\": \"like json\"}".into()), o)
+        .await
+        .unwrap();
+    c.set("bytes", Value::Bytes(Bytes::from_static(b"plain utf-8")), o)
+        .await
+        .unwrap();
+    let doc =
+        serde_json::json!({"records_processed": 1042, "status": "success", "list": [1, 2.5, null]});
+    c.set("json", Value::Json(doc.clone()), o).await.unwrap();
+    c.set(
+        "binary",
+        Value::Bytes(Bytes::from((0..=255u8).collect::<Vec<_>>())),
+        o,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        c.get("text").await.unwrap(),
+        Some(Value::Text("{\"looks\": \"like json\"}".into()))
+    );
+    assert_eq!(
+        c.get("bytes").await.unwrap(),
+        Some(Value::Bytes(Bytes::from_static(b"plain utf-8")))
+    );
+    assert_eq!(c.get("json").await.unwrap(), Some(Value::Json(doc)));
+    assert_eq!(
+        c.get("binary").await.unwrap(),
+        Some(Value::Bytes(Bytes::from((0..=255u8).collect::<Vec<_>>())))
+    );
+}
+
+/// Empty text, bytes and streams are values, not misses.
+pub async fn empty_values_roundtrip(h: &Harness) {
+    let c = &*h.cache;
+    for comp in [Compression::NONE, Compression::gzip(), Compression::zstd()] {
+        let o = SetOptions::new().compression(comp);
+        c.set("t", Value::Text(String::new()), o).await.unwrap();
+        assert_eq!(
+            c.get("t").await.unwrap(),
+            Some(Value::Text(String::new())),
+            "{comp}"
+        );
+        c.set_stream("s", stream_of(vec![]), o).await.unwrap();
+        assert_eq!(
+            c.get("s").await.unwrap(),
+            Some(Value::Bytes(Bytes::new())),
+            "{comp}"
+        );
+        let (sizes, data) = collect(c, "s", 10).await.expect("present");
+        assert!(sizes.is_empty() && data.is_empty(), "{comp}");
+    }
+}
+
+/// A set replaces the previous value and its kind.
+pub async fn overwrite_replaces(h: &Harness) {
+    let c = &*h.cache;
+    c.set("k", "first".into(), SetOptions::new()).await.unwrap();
+    c.set(
+        "k",
+        Value::Bytes(Bytes::from_static(b"second")),
+        SetOptions::new().compress(true),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        c.get("k").await.unwrap(),
+        Some(Value::Bytes(Bytes::from_static(b"second")))
+    );
+    assert_eq!(c.keys(None).await.unwrap(), vec!["k".to_string()]);
+    assert_eq!(c.stats().await.unwrap().entries, 1);
+}
+
+/// Every read of a missing key is `Ok(None)` or `false`.
+pub async fn misses_are_none(h: &Harness) {
+    let c = &*h.cache;
+    assert_eq!(c.get("nope").await.unwrap(), None);
+    assert_eq!(c.head("nope").await.unwrap(), None);
+    assert!(c.get_stream("nope", 10).await.unwrap().is_none());
+    assert!(!c.contains("nope").await.unwrap());
+    assert!(!c.delete("nope").await.unwrap());
+    assert_eq!(c.get_json::<serde_json::Value>("nope").await.unwrap(), None);
+}
+
+/// Values and streams come back decompressed whatever the codec.
+pub async fn compression_roundtrips(h: &Harness) {
+    let c = &*h.cache;
+    let xml = String::from_utf8(sample_bytes(300_000, 1)).unwrap();
+    for comp in [
+        Compression::NONE,
+        Compression::gzip(),
+        Compression::gzip_level(1).unwrap(),
+        Compression::zstd(),
+        Compression::zstd_level(19).unwrap(),
+    ] {
+        let meta = c
+            .set(
+                "xml",
+                Value::Text(xml.clone()),
+                SetOptions::new().compression(comp),
+            )
+            .await
+            .unwrap();
+        assert_eq!(meta.codec, comp.codec());
+        assert_eq!(meta.logical_len, xml.len() as u64);
+        if comp.codec() != Codec::None {
+            assert!(
+                meta.stored_len * 2 < meta.logical_len,
+                "{comp} should shrink XML: {meta:?}"
+            );
+        }
+        assert_eq!(
+            c.get_text("xml").await.unwrap().as_deref(),
+            Some(xml.as_str()),
+            "{comp}"
+        );
+        let (_, streamed) = collect(c, "xml", 4096).await.unwrap();
+        assert_eq!(
+            streamed,
+            xml.as_bytes(),
+            "stream of {comp} returns logical bytes"
+        );
+    }
+}
+
+/// `set_stream` stores many chunks; `get_stream` yields exact chunk sizes.
+pub async fn streams_roundtrip_in_exact_chunks(h: &Harness) {
+    let c = &*h.cache;
+    let data = sample_bytes(1_000_003, 7);
+    for comp in [Compression::NONE, Compression::gzip(), Compression::zstd()] {
+        let chunks: Vec<Bytes> = data.chunks(10_007).map(Bytes::copy_from_slice).collect();
+        let meta = c
+            .set_stream(
+                "big",
+                stream_of(chunks),
+                SetOptions::new().compression(comp),
+            )
+            .await
+            .unwrap();
+        assert_eq!(meta.kind, Kind::Bytes);
+        assert_eq!(meta.logical_len, data.len() as u64);
+        for chunk in [1000, DEFAULT_CHUNK_SIZE, 2_000_000] {
+            let (sizes, back) = collect(c, "big", chunk).await.unwrap();
+            assert_eq!(back, data, "{comp} chunk {chunk}");
+            let (last, rest) = sizes.split_last().unwrap();
+            assert!(
+                rest.iter().all(|&s| s == chunk),
+                "{comp}: every chunk but the last is {chunk}"
+            );
+            assert!(*last <= chunk && *last > 0);
+        }
+        assert_eq!(
+            c.get("big").await.unwrap(),
+            Some(Value::Bytes(Bytes::from(data.clone())))
+        );
+    }
+}
+
+/// A stream that fails part way publishes nothing and keeps the old value.
+pub async fn failing_stream_keeps_previous_value(h: &Harness) {
+    let c = &*h.cache;
+    c.set("k", "previous".into(), SetOptions::new())
+        .await
+        .unwrap();
+    let before = c.stats().await.unwrap();
+    for comp in [Compression::NONE, Compression::zstd()] {
+        let chunks: Vec<std::io::Result<Bytes>> = vec![
+            Ok(Bytes::from(sample_bytes(100_000, 3))),
+            Ok(Bytes::from(sample_bytes(100_000, 4))),
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "upstream API hung up",
+            )),
+            Ok(Bytes::from_static(b"never read")),
+        ];
+        let err = c
+            .set_stream(
+                "k",
+                futures::stream::iter(chunks).boxed(),
+                SetOptions::new().compression(comp),
+            )
+            .await
+            .unwrap_err();
+        match &err {
+            Error::Stream { key, source } => {
+                assert_eq!(key, "k");
+                assert_eq!(source.kind(), io::ErrorKind::ConnectionReset);
+            }
+            other => panic!("expected Error::Stream, got {other:?}"),
+        }
+        assert_eq!(c.get_text("k").await.unwrap().as_deref(), Some("previous"));
+        let new_key_err = c
+            .set_stream(
+                "fresh",
+                futures::stream::iter(vec![Err(io::Error::other("boom"))]).boxed(),
+                SetOptions::new(),
+            )
+            .await;
+        assert!(new_key_err.is_err());
+        assert_eq!(c.get("fresh").await.unwrap(), None);
+    }
+    let after = c.stats().await.unwrap();
+    assert_eq!(
+        (after.entries, after.bytes),
+        (before.entries, before.bytes),
+        "failed sets leave no debris"
+    );
+}
+
+/// An expired entry reads as a miss everywhere and is removed.
+pub async fn ttl_hides_and_removes_expired(h: &Harness) {
+    let c = &*h.cache;
+    c.set(
+        "daily_report",
+        "ok".into(),
+        SetOptions::new().ttl_seconds(3600),
+    )
+    .await
+    .unwrap();
+    c.set_stream(
+        "stream",
+        stream_of(vec![Bytes::from_static(b"abc")]),
+        SetOptions::new().ttl(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    c.set("forever", "stays".into(), SetOptions::new())
+        .await
+        .unwrap();
+    h.clock.advance(Duration::from_secs(59));
+    assert!(c.get_stream("stream", 2).await.unwrap().is_some());
+    assert_eq!(
+        c.get_text("daily_report").await.unwrap().as_deref(),
+        Some("ok")
+    );
+    let ttl = c.head("daily_report").await.unwrap().unwrap();
+    assert!(ttl.expires.is_some());
+    h.clock.advance(Duration::from_secs(2));
+    assert!(c.get_stream("stream", 2).await.unwrap().is_none());
+    h.clock.advance(Duration::from_secs(3600));
+    assert_eq!(c.get("daily_report").await.unwrap(), None);
+    assert_eq!(c.head("daily_report").await.unwrap(), None);
+    assert!(!c.contains("daily_report").await.unwrap());
+    assert_eq!(c.keys(None).await.unwrap(), vec!["forever".to_string()]);
+    assert_eq!(
+        c.get_text("forever").await.unwrap().as_deref(),
+        Some("stays")
+    );
+    assert_eq!(
+        c.stats().await.unwrap().entries,
+        1,
+        "expired entries were removed when seen"
+    );
+}
+
+/// `purge_expired` removes exactly the expired entries.
+pub async fn purge_expired_removes_only_expired(h: &Harness) {
+    let c = &*h.cache;
+    for i in 0..10 {
+        let ttl = if i % 2 == 0 {
+            Some(Duration::from_secs(10))
+        } else {
+            None
+        };
+        let mut o = SetOptions::new();
+        if let Some(t) = ttl {
+            o = o.ttl(t);
+        }
+        c.set(&format!("k{i}"), Value::Text(format!("v{i}")), o)
+            .await
+            .unwrap();
+    }
+    assert_eq!(c.purge_expired().await.unwrap(), 0);
+    h.clock.advance(Duration::from_secs(11));
+    assert_eq!(c.purge_expired().await.unwrap(), 5);
+    assert_eq!(c.stats().await.unwrap().entries, 5);
+    assert_eq!(
+        c.keys(None).await.unwrap(),
+        vec!["k1", "k3", "k5", "k7", "k9"]
+    );
+    assert_eq!(c.purge_expired().await.unwrap(), 0);
+}
+
+/// Empty keys, keys over the maximum and keys with NUL are `InvalidKey` everywhere.
+pub async fn invalid_keys_are_rejected(h: &Harness) {
+    let c = &*h.cache;
+    let long = "x".repeat(MAX_KEY_LEN + 1);
+    for key in ["", long.as_str(), "a\0b"] {
+        let is_invalid = |r: Result<(), Error>| matches!(r, Err(Error::InvalidKey { .. }));
+        assert!(
+            is_invalid(c.set(key, "v".into(), SetOptions::new()).await.map(|_| ())),
+            "{key:?}"
+        );
+        assert!(is_invalid(
+            c.set_stream(key, stream_of(vec![]), SetOptions::new())
+                .await
+                .map(|_| ())
+        ));
+        assert!(is_invalid(c.get(key).await.map(|_| ())));
+        assert!(is_invalid(c.get_stream(key, 10).await.map(|_| ())));
+        assert!(is_invalid(c.head(key).await.map(|_| ())));
+        assert!(is_invalid(c.delete(key).await.map(|_| ())));
+    }
+    let max = "y".repeat(MAX_KEY_LEN);
+    c.set(&max, "longest key".into(), SetOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get_text(&max).await.unwrap().as_deref(),
+        Some("longest key")
+    );
+    assert!(c.keys(None).await.unwrap().contains(&max));
+}
+
+/// Keys that look like paths, and any Unicode, are stored and listed as given.
+pub async fn hostile_keys_are_plain_keys(h: &Harness) {
+    let c = &*h.cache;
+    let keys = [
+        "my_folder/financial_data",
+        "../../../etc/passwd",
+        "/absolute/path",
+        "a//b/./c/..",
+        "with space and\ttab\nnewline",
+        "ünïcödé/日本語/𝄞/🦀",
+        "C:\\windows\\system32",
+        ".",
+        "..",
+    ];
+    for (i, k) in keys.iter().enumerate() {
+        c.set(k, Value::Text(format!("value {i}")), SetOptions::new())
+            .await
+            .unwrap();
+    }
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(
+            c.get_text(k).await.unwrap(),
+            Some(format!("value {i}")),
+            "{k:?}"
+        );
+    }
+    let mut expected: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    expected.sort();
+    assert_eq!(c.keys(None).await.unwrap(), expected);
+}
+
+/// `list` filters by prefix and returns metadata.
+pub async fn list_filters_by_prefix(h: &Harness) {
+    let c = &*h.cache;
+    for k in ["runs/2026/a", "runs/2026/b", "runs/2027/a", "other"] {
+        c.set(k, Value::Text(k.into()), SetOptions::new())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        c.keys(Some("runs/2026/")).await.unwrap(),
+        vec!["runs/2026/a", "runs/2026/b"]
+    );
+    assert_eq!(c.keys(Some("runs/")).await.unwrap().len(), 3);
+    assert_eq!(c.keys(Some("zzz")).await.unwrap(), Vec::<String>::new());
+    let metas: Vec<_> = c.list(Some("other")).try_collect().await.unwrap();
+    assert_eq!(metas.len(), 1);
+    assert_eq!(metas[0].kind, Kind::Text);
+    assert_eq!(metas[0].logical_len, 5);
+}
+
+/// `delete` removes one entry; `clear` removes all.
+pub async fn delete_and_clear(h: &Harness) {
+    let c = &*h.cache;
+    for i in 0..5 {
+        c.set(
+            &format!("k{i}"),
+            Value::Text(i.to_string()),
+            SetOptions::new(),
+        )
+        .await
+        .unwrap();
+    }
+    assert!(c.delete("k0").await.unwrap());
+    assert!(!c.delete("k0").await.unwrap());
+    assert_eq!(c.get("k0").await.unwrap(), None);
+    assert_eq!(c.clear().await.unwrap(), 4);
+    assert_eq!(c.keys(None).await.unwrap(), Vec::<String>::new());
+    let s = c.stats().await.unwrap();
+    assert_eq!((s.entries, s.bytes), (0, 0));
+    c.set("after", "works".into(), SetOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(c.get_text("after").await.unwrap().as_deref(), Some("works"));
+}
+
+/// Hits, misses, sets and the size figures follow the operations.
+pub async fn stats_count_operations(h: &Harness) {
+    let c = &*h.cache;
+    let s0 = c.stats().await.unwrap();
+    c.set(
+        "a",
+        Value::Bytes(Bytes::from(vec![1u8; 1000])),
+        SetOptions::new(),
+    )
+    .await
+    .unwrap();
+    let b = c.set("b", "x".into(), SetOptions::new()).await.unwrap();
+    c.get("a").await.unwrap();
+    c.get("a").await.unwrap();
+    c.get("missing").await.unwrap();
+    let s = c.stats().await.unwrap();
+    assert_eq!(s.sets - s0.sets, 2);
+    assert_eq!(s.hits - s0.hits, 2);
+    assert_eq!(s.misses - s0.misses, 1);
+    assert_eq!(s.entries, 2);
+    let a = c.head("a").await.unwrap().unwrap();
+    assert_eq!(s.bytes, a.size + b.size);
+    assert!(a.size >= 1000);
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct RunStats {
+    records_processed: u64,
+    status: String,
+    tags: Vec<String>,
+}
+
+/// `set_json`/`get_json` round-trip serde types; kinds are checked.
+pub async fn typed_helpers(h: &Harness) {
+    let c = &*h.cache;
+    let stats = RunStats {
+        records_processed: 1042,
+        status: "success".into(),
+        tags: vec!["daily".into()],
+    };
+    c.set_json("job_123_stats", &stats, SetOptions::new().compress(true))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get_json::<RunStats>("job_123_stats").await.unwrap(),
+        Some(stats)
+    );
+    assert!(matches!(
+        c.get_json::<Vec<u8>>("job_123_stats").await,
+        Err(Error::Json { .. })
+    ));
+    c.set_text("t", "[1,2,3]", SetOptions::new()).await.unwrap();
+    match c.get_json::<Vec<u32>>("t").await {
+        Err(Error::KindMismatch {
+            expected, found, ..
+        }) => assert_eq!((expected, found), (Kind::Json, Kind::Text)),
+        other => panic!("expected KindMismatch, got {other:?}"),
+    }
+    assert_eq!(c.get_text("t").await.unwrap().as_deref(), Some("[1,2,3]"));
+    assert!(matches!(
+        c.get_text("job_123_stats").await,
+        Err(Error::KindMismatch { .. })
+    ));
+    assert_eq!(
+        c.get_bytes("t").await.unwrap().as_deref(),
+        Some(&b"[1,2,3]"[..])
+    );
+}
+
+/// `head` reports kind, codec, lengths and expiry without reading the payload.
+pub async fn head_reports_metadata(h: &Harness) {
+    let c = &*h.cache;
+    let data = Bytes::from(sample_bytes(50_000, 9));
+    let set = c
+        .set(
+            "m",
+            Value::Bytes(data.clone()),
+            SetOptions::new()
+                .compression(Compression::zstd())
+                .ttl_seconds(100),
+        )
+        .await
+        .unwrap();
+    let m = c.head("m").await.unwrap().unwrap();
+    assert_eq!(m, set);
+    assert_eq!(m.key, "m");
+    assert_eq!(m.kind, Kind::Bytes);
+    assert_eq!(m.codec, Codec::Zstd);
+    assert_eq!(m.logical_len, 50_000);
+    assert!(m.stored_len < 50_000);
+    let left = m.ttl_left(h.clock.now_for_tests()).unwrap();
+    assert!(
+        left <= Duration::from_secs(100) && left > Duration::from_secs(90),
+        "{left:?}"
+    );
+}
+
+/// A zero chunk size is invalid input, not a hang.
+pub async fn zero_chunk_size_is_invalid(h: &Harness) {
+    let c = &*h.cache;
+    c.set("k", "v".into(), SetOptions::new()).await.unwrap();
+    assert!(matches!(
+        c.get_stream("k", 0).await,
+        Err(Error::InvalidInput { .. })
+    ));
+}
+
+/// Concurrent writers of one key leave one of their values, whole.
+pub async fn concurrent_writers_leave_one_complete_value(h: &Harness) {
+    let values: Vec<Vec<u8>> = (0..8)
+        .map(|i| sample_bytes(200_000 + i * 1000, i as u64))
+        .collect();
+    let mut tasks = Vec::new();
+    for v in values.clone() {
+        let c = h.cache.clone();
+        tasks.push(tokio::spawn(async move {
+            let chunks: Vec<Bytes> = v.chunks(16_384).map(Bytes::copy_from_slice).collect();
+            c.set_stream(
+                "contended",
+                stream_of(chunks),
+                SetOptions::new().compress(true),
+            )
+            .await
+            .unwrap();
+        }));
+    }
+    let reader = {
+        let c = h.cache.clone();
+        let values = values.clone();
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                if let Some(v) = c.get_bytes("contended").await.unwrap() {
+                    assert!(
+                        values.iter().any(|w| w[..] == v[..]),
+                        "a read saw a mixed or partial value"
+                    );
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    for t in tasks {
+        t.await.unwrap();
+    }
+    reader.await.unwrap();
+    let v = h.cache.get_bytes("contended").await.unwrap().unwrap();
+    assert!(values.iter().any(|w| w[..] == v[..]));
+    assert_eq!(h.cache.stats().await.unwrap().entries, 1);
+}
+
+/// Dropping a stream part way leaves the entry readable.
+pub async fn dropped_stream_reader_leaves_entry(h: &Harness) {
+    let c = &*h.cache;
+    let data = sample_bytes(2_000_000, 5);
+    c.set(
+        "k",
+        Value::Bytes(Bytes::from(data.clone())),
+        SetOptions::new().compress(true),
+    )
+    .await
+    .unwrap();
+    let mut s = c.get_stream("k", 1000).await.unwrap().unwrap();
+    assert_eq!(s.next().await.unwrap().unwrap().len(), 1000);
+    drop(s);
+    assert_eq!(c.get_bytes("k").await.unwrap().as_deref(), Some(&data[..]));
+}
+
+impl ManualClock {
+    /// The clock's time; for the suite.
+    pub fn now_for_tests(&self) -> std::time::SystemTime {
+        crate::Clock::now(self)
+    }
+}

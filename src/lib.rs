@@ -1,0 +1,31 @@
+//! # etl-cache
+//!
+//! A persistent, disk-backed LRU cache for data pipelines. Cache the output of
+//! expensive extract and transform steps; when a later step fails, the rerun
+//! reads the transformed state back and skips the work.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> etl_cache::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! use std::time::Duration;
+//! use etl_cache::{CacheExt, DiskCache, SetOptions};
+//!
+//! let cache = DiskCache::builder().root(dir.path()).max_entries(1000).build().await?;
+//! cache.set_text("financial_run_001", "<dataset>…</dataset>",
+//!     SetOptions::new().ttl(Duration::from_secs(3600)).compress(true)).await?;
+//! let xml = cache.get_text("financial_run_001").await?;
+//! assert_eq!(xml.as_deref(), Some("<dataset>…</dataset>"));
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub use etl_cache_core::*;
+
+#[cfg(feature = "fs")]
+pub use etl_cache_fs::{DiskCache, DiskCacheBuilder};
+
+/// The local disk backend.
+#[cfg(feature = "fs")]
+pub use etl_cache_fs as fs;
