@@ -1,1 +1,2 @@
+//! Placeholder until the pipeline example lands.
 fn main() {}

@@ -12,6 +12,11 @@ use flate2::write::GzEncoder;
 
 use crate::{Codec, Compression};
 
+/// The crc32c of `bytes` (hardware accelerated where the CPU has it).
+pub fn crc32c(bytes: &[u8]) -> u32 {
+    crc32c::crc32c(bytes)
+}
+
 /// Lengths and checksum of a payload, as recorded in the entry trailer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Totals {

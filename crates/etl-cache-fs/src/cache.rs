@@ -1,0 +1,423 @@
+//! `DiskCache` and its `Cache` implementation.
+
+use std::fmt;
+use std::fs::{self, DirBuilder, File};
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use etl_cache_core::{
+    ByteStream, Cache, Counters, EntryMeta, Error, GetStream, Result, SetOptions, Stats, Value,
+    validate_key,
+};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tokio::sync::mpsc;
+
+use crate::builder::{Config, DiskCacheBuilder};
+use crate::layout::{Layout, key_hash};
+use crate::read::Found;
+use crate::usage::Usage;
+use crate::write::Msg;
+use crate::{lock, sys};
+
+/// Chunks in flight between a stream and its writer or reader thread.
+const CHANNEL_CHUNKS: usize = 4;
+
+/// A persistent cache in a local directory. See the crate documentation.
+///
+/// Cheap to clone: clones share one handle.
+#[derive(Clone)]
+pub struct DiskCache {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub layout: Layout,
+    pub config: Config,
+    pub counters: Counters,
+    pub usage: Usage,
+    /// Held shared while this handle is open (see `open_with`).
+    _users: File,
+}
+
+impl fmt::Debug for DiskCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DiskCache")
+            .field("root", &self.inner.layout.root)
+            .field("max_entries", &self.inner.config.max_entries)
+            .field("max_bytes", &self.inner.config.max_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for DiskCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DiskCache({})", self.inner.layout.root.display())
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("blocking task cancelled: {e}"),
+    }
+}
+
+impl DiskCache {
+    /// A builder with default settings (root `.cache`, no limits).
+    pub fn builder() -> DiskCacheBuilder {
+        DiskCacheBuilder::new()
+    }
+
+    /// Opens (creating if needed) a cache at `root` with default settings.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Open`] when the root is not a writable directory.
+    pub async fn open(root: impl AsRef<Path>) -> Result<DiskCache> {
+        Self::builder().root(root.as_ref()).build().await
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.layout.root
+    }
+
+    pub(crate) async fn open_with(config: Config) -> Result<DiskCache> {
+        let inner = blocking(move || Inner::open(config)).await?;
+        Ok(DiskCache {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Recounts entries and bytes from the directory and stores the result in
+    /// the counters shared by every process (they are kept exact as entries
+    /// come and go; this repairs them after a process was killed mid-write).
+    ///
+    /// # Errors
+    ///
+    /// Never at present; reserved for I/O failures.
+    pub async fn recount(&self) -> Result<Stats> {
+        let inner = self.inner.clone();
+        let c = blocking(move || inner.recount()).await;
+        Ok(self.inner.counters.snapshot(c.entries, c.bytes))
+    }
+}
+
+impl Inner {
+    fn open(config: Config) -> Result<Inner> {
+        let root = config.root.clone();
+        let bad = |message: String| Error::Open {
+            location: root.display().to_string(),
+            message,
+        };
+        match fs::metadata(&root) {
+            Ok(m) if !m.is_dir() => {
+                return Err(bad(
+                    "it exists and is not a directory; pick another root".into()
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let mut b = DirBuilder::new();
+                b.recursive(true);
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+                b.create(&root)
+                    .map_err(|e| bad(format!("cannot create the directory: {e}")))?;
+                sys::set_private_dir(&root)
+                    .map_err(|e| bad(format!("cannot make the directory private: {e}")))?;
+            }
+            Err(e) => return Err(bad(format!("cannot inspect it: {e}"))),
+        }
+        let layout = Layout::new(&root);
+        for dir in [&layout.base, &layout.entries, &layout.locks, &layout.tmp] {
+            make_private_dir(dir).map_err(|e| {
+                bad(format!(
+                    "cannot create {}: {e} (is the directory writable by this user?)",
+                    dir.display()
+                ))
+            })?;
+        }
+        for dir in layout.fanout_dirs() {
+            make_private_dir(&dir)
+                .map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let users = lock::open_persistent(&layout.users_lock()).map_err(|e| {
+            bad(format!(
+                "cannot open the users lock (is the directory writable?): {e}"
+            ))
+        })?;
+        let usage = Usage::open(&layout.usage_file())
+            .map_err(|e| bad(format!("cannot open the usage file: {e}")))?;
+        let inner = Inner {
+            layout,
+            config,
+            counters: Counters::default(),
+            usage,
+            _users: users,
+        };
+        inner.sweep_temp_files();
+        // Alone with the root: the counters can be rebuilt exactly.
+        if inner._users.try_lock().is_ok() {
+            let c = inner.recount();
+            tracing::debug!(entries = c.entries, bytes = c.bytes, "recounted the cache");
+            if inner.over_limits(c) {
+                inner.evict(None);
+            }
+        }
+        inner
+            ._users
+            .lock_shared()
+            .map_err(|e| bad(format!("cannot take the users lock: {e}")))?;
+        Ok(inner)
+    }
+
+    /// Removes temp files whose writer is gone (their lock is free).
+    fn sweep_temp_files(&self) {
+        let Ok(rd) = fs::read_dir(&self.layout.tmp) else {
+            return;
+        };
+        let mut swept = 0u64;
+        for e in rd.flatten() {
+            let path = e.path();
+            let Ok(f) = lock::open_persistent(&path) else {
+                continue;
+            };
+            if f.try_lock().is_ok() && fs::remove_file(&path).is_ok() {
+                swept += 1;
+            }
+        }
+        if swept > 0 {
+            tracing::info!(swept, "removed temp files left by interrupted writes");
+        }
+    }
+
+    fn delete(&self, key: &str, hash: &str) -> Result<bool> {
+        let lock =
+            lock::KeyLock::acquire(&self.layout.lock_path(hash), key, self.config.lock_timeout)?;
+        let removed = self.remove_locked(hash, None).is_some();
+        drop(lock);
+        if removed {
+            Counters::bump(&self.counters.deletes);
+        }
+        Ok(removed)
+    }
+
+    /// Removes every entry for which `doomed` says so; returns how many.
+    fn sweep(&self, doomed: impl Fn(&EntryMeta) -> bool) -> u64 {
+        let mut n = 0;
+        for (hash, path) in self.entry_files() {
+            if let Some((meta, id)) = self.peek(&hash, &path)
+                && doomed(&meta)
+                && self.remove_if_same(&meta.key, &hash, id).is_some()
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+fn make_private_dir(dir: &Path) -> io::Result<()> {
+    let mut b = DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    match b.create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let m = fs::symlink_metadata(dir)?;
+            if m.is_dir() {
+                Ok(())
+            } else {
+                Err(io::Error::other(
+                    "exists and is not a directory (a symbolic link is not followed)",
+                ))
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[async_trait]
+impl Cache for DiskCache {
+    async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
+        validate_key(key)?;
+        let inner = self.inner.clone();
+        let key = key.to_owned();
+        blocking(move || {
+            let kind = value.kind();
+            inner.write_value(&key, kind, value.into_bytes(), opts)
+        })
+        .await
+    }
+
+    async fn set_stream(
+        &self,
+        key: &str,
+        mut stream: ByteStream,
+        opts: SetOptions,
+    ) -> Result<EntryMeta> {
+        validate_key(key)?;
+        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        let inner = self.inner.clone();
+        let owned = key.to_owned();
+        let writer = tokio::task::spawn_blocking(move || inner.write_stream(&owned, rx, opts));
+        let fed: Result<()> = loop {
+            match stream.next().await {
+                Some(Ok(chunk)) if chunk.is_empty() => {}
+                Some(Ok(chunk)) => {
+                    if tx.send(Msg::Data(chunk)).await.is_err() {
+                        break Ok(()); // the writer stopped; its error says why
+                    }
+                }
+                Some(Err(source)) => {
+                    break Err(Error::Stream {
+                        key: Error::display_key(key),
+                        source,
+                    });
+                }
+                None => {
+                    let _ = tx.send(Msg::End).await;
+                    break Ok(());
+                }
+            }
+        };
+        drop(tx);
+        let written = match writer.await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("writer task cancelled: {e}"),
+        };
+        fed?;
+        written
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Value>> {
+        validate_key(key)?;
+        let inner = self.inner.clone();
+        let key = key.to_owned();
+        blocking(move || inner.read_value(&key, &key_hash(&key))).await
+    }
+
+    async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>> {
+        validate_key(key)?;
+        if chunk_size == 0 {
+            return Err(Error::InvalidInput {
+                message: "chunk_size must be at least 1".into(),
+            });
+        }
+        let inner = self.inner.clone();
+        let key = key.to_owned();
+        let hash = key_hash(&key);
+        let opened = {
+            let (inner, key, hash) = (inner.clone(), key.clone(), hash.clone());
+            blocking(move || inner.lookup(&key, &hash, false)).await?
+        };
+        let Some(opened) = opened else {
+            return Ok(None);
+        };
+        let meta = opened.meta.clone();
+        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        tokio::task::spawn_blocking(move || {
+            inner.stream_entry(&key, &hash, *opened, chunk_size, tx)
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(Some(GetStream::new(meta, stream.boxed())))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
+        validate_key(key)?;
+        let inner = self.inner.clone();
+        let key = key.to_owned();
+        blocking(move || {
+            let hash = key_hash(&key);
+            match inner.open_entry(Some(&key), &hash, &inner.layout.entry_path(&hash), false)? {
+                Found::Missing => Ok(None),
+                Found::Expired(o) => {
+                    if inner.remove_if_same(&key, &hash, o.id).is_some() {
+                        Counters::bump(&inner.counters.expired);
+                    }
+                    Ok(None)
+                }
+                Found::Live(o) => Ok(Some(o.meta)),
+            }
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        validate_key(key)?;
+        let inner = self.inner.clone();
+        let key = key.to_owned();
+        blocking(move || inner.delete(&key, &key_hash(&key))).await
+    }
+
+    fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
+        let inner = self.inner.clone();
+        let prefix = prefix.unwrap_or("").to_owned();
+        let (tx, rx) = mpsc::channel(256);
+        tokio::task::spawn_blocking(move || {
+            let now = inner.config.clock.now();
+            for (hash, path) in inner.entry_files() {
+                if let Some((meta, _)) = inner.peek(&hash, &path)
+                    && meta.key.starts_with(&prefix)
+                    && !meta.is_expired(now)
+                    && tx.blocking_send(Ok(meta)).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+        .boxed()
+    }
+
+    async fn purge_expired(&self) -> Result<u64> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let now = inner.config.clock.now();
+            let n = inner.sweep(|m| m.is_expired(now));
+            inner
+                .counters
+                .expired
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            if n > 0 {
+                tracing::info!(removed = n, "purged expired entries");
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn clear(&self) -> Result<u64> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let n = inner.sweep(|_| true);
+            tracing::info!(removed = n, "cleared the cache");
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let c = inner.usage.get().map_err(|source| Error::Io {
+                key: String::new(),
+                path: inner.layout.usage_file(),
+                op: "read the usage counters",
+                source,
+            })?;
+            Ok(inner.counters.snapshot(c.entries, c.bytes))
+        })
+        .await
+    }
+}

@@ -1,0 +1,121 @@
+//! LRU eviction: amortized, one evictor at a time across processes.
+//!
+//! Sets only bump the shared counters. When a set pushes them past a limit,
+//! that process tries to become the evictor (a non-blocking lock on
+//! `evict.lock`; if another process holds it, that one is already at work),
+//! scans the entry files once, and removes the least recently used (oldest
+//! mtime) until the counts are at the low-water mark. With a low-water mark
+//! of 90% a scan of N entries frees N/10 of them, so a set costs O(1)
+//! amortized and never scans the directory on its own account.
+
+use std::fs;
+use std::time::{Instant, SystemTime};
+
+use etl_cache_core::Counters;
+
+use crate::cache::Inner;
+use crate::lock::KeyLock;
+use crate::sys;
+use crate::usage::Counts;
+
+struct Candidate {
+    mtime: SystemTime,
+    id: (u64, u64),
+    hash: String,
+}
+
+impl Inner {
+    /// Counts the entry files and stores the result in the shared counters.
+    pub(crate) fn recount(&self) -> Counts {
+        let mut c = Counts::default();
+        for (_, path) in self.entry_files() {
+            if let Ok(m) = fs::symlink_metadata(&path)
+                && m.is_file()
+            {
+                c = c.add(1, m.len() as i64);
+            }
+        }
+        let _ = self.usage.set(c);
+        c
+    }
+
+    pub(crate) fn over_limits(&self, c: Counts) -> bool {
+        self.config.max_entries.is_some_and(|m| c.entries > m)
+            || self.config.max_bytes.is_some_and(|m| c.bytes > m)
+    }
+
+    fn low_water(&self, max: Option<u64>) -> u64 {
+        max.map_or(u64::MAX, |m| {
+            ((m as f64) * self.config.low_water).floor() as u64
+        })
+    }
+
+    /// Evicts down to the low-water mark if this process can become the
+    /// evictor. `keep` is the entry being published (never a victim). Errors
+    /// are logged, not returned: a set does not fail because eviction did.
+    pub(crate) fn evict(&self, keep: Option<&str>) {
+        let Ok(guard) = crate::lock::open_persistent(&self.layout.evict_lock()) else {
+            return;
+        };
+        if guard.try_lock().is_err() {
+            return; // another process is evicting
+        }
+        let started = Instant::now();
+        let mut candidates: Vec<Candidate> = self
+            .entry_files()
+            .filter(|(hash, _)| Some(hash.as_str()) != keep)
+            .filter_map(|(hash, path)| {
+                let m = fs::symlink_metadata(&path).ok()?;
+                m.is_file().then(|| Candidate {
+                    mtime: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    id: sys::file_id(&m),
+                    hash,
+                })
+            })
+            .collect();
+        candidates.sort_unstable_by_key(|c| c.mtime);
+        let target_entries = self.low_water(self.config.max_entries);
+        let target_bytes = self.low_water(self.config.max_bytes);
+        let (mut evicted, mut freed) = (0u64, 0u64);
+        let mut counts = self.usage.get().unwrap_or_default();
+        let scanned = candidates.len();
+        for c in &candidates {
+            if counts.entries <= target_entries && counts.bytes <= target_bytes {
+                break;
+            }
+            let Ok(Some(lock)) = KeyLock::try_acquire(&self.layout.lock_path(&c.hash)) else {
+                continue;
+            };
+            // Skip an entry read or replaced since the scan.
+            let path = self.layout.entry_path(&c.hash);
+            let still = fs::symlink_metadata(&path)
+                .ok()
+                .is_some_and(|m| sys::file_id(&m) == c.id && m.modified().ok() == Some(c.mtime));
+            if still && let Some(n) = self.remove_locked(&c.hash, Some(c.id)) {
+                evicted += 1;
+                freed += n;
+                Counters::bump(&self.counters.evictions);
+            }
+            drop(lock);
+            counts = self.usage.get().unwrap_or(counts);
+        }
+        if evicted as usize == scanned && self.over_limits(counts) {
+            // Everything scanned is gone and the counters still say too much:
+            // they drifted (a process died between reserving and publishing).
+            let truth = self.recount();
+            tracing::warn!(
+                ?counts,
+                ?truth,
+                "usage counters drifted; recounted from the directory"
+            );
+        }
+        tracing::info!(
+            evicted,
+            freed_bytes = freed,
+            scanned,
+            took_ms = started.elapsed().as_millis() as u64,
+            "evicted least recently used entries"
+        );
+        let _ = guard.unlock();
+    }
+}

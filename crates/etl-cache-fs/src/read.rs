@@ -1,0 +1,436 @@
+//! Reads: one blocking call opens, checks and reads an entry; streams run
+//! on one blocking thread that sends chunks through a bounded channel.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use etl_cache_core::codec::PayloadReader;
+use etl_cache_core::format::{
+    FormatError, HEADER_FIXED_LEN, Header, MAX_HEADER_LEN, TRAILER_LEN, Trailer,
+};
+use etl_cache_core::{Codec, Counters, EntryMeta, Error, Result, Value};
+use tokio::sync::mpsc;
+
+use crate::cache::Inner;
+use crate::lock::KeyLock;
+use crate::sys;
+
+/// Entries up to this size are read with one `read` call.
+const SMALL_ENTRY: u64 = 64 * 1024;
+
+/// An entry file opened and checked (header, trailer, sizes, key).
+pub(crate) struct Opened {
+    pub file: File,
+    pub meta: EntryMeta,
+    pub header_len: u64,
+    pub id: (u64, u64),
+    pub mtime: Option<SystemTime>,
+    /// The whole file, when it was small enough to read at once.
+    pub whole: Option<Vec<u8>>,
+}
+
+/// What looking at an entry file found.
+pub(crate) enum Found {
+    Missing,
+    Live(Box<Opened>),
+    Expired(Box<Opened>),
+}
+
+fn invalid(e: FormatError) -> String {
+    match e {
+        FormatError::Truncated(n) => format!("entry is truncated (at least {n} bytes expected)"),
+        FormatError::Invalid(s) => s,
+    }
+}
+
+impl Inner {
+    pub(crate) fn corrupt(&self, key: &str, reason: impl Into<String>) -> Error {
+        Error::Corrupt {
+            key: Error::display_key(key),
+            reason: reason.into(),
+        }
+    }
+
+    /// Opens the entry at `path` and checks its framing. `key` is the key the
+    /// caller expects, or `None` when listing (then the file name must match
+    /// the key in the header). A file that fails the checks is removed and
+    /// reported as `Err(Corrupt)`.
+    pub(crate) fn open_entry(
+        &self,
+        key: Option<&str>,
+        hash: &str,
+        path: &Path,
+        want_whole: bool,
+    ) -> Result<Found> {
+        let shown = key.unwrap_or(hash);
+        let mut opts = OpenOptions::new();
+        opts.read(true);
+        sys::read_nofollow(&mut opts);
+        let file = match opts.open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
+            Err(e) if is_symlink_error(&e) => {
+                self.remove_foreign(path);
+                return Err(self.corrupt(
+                    shown,
+                    "a symbolic link stood in place of the entry; it was removed",
+                ));
+            }
+            Err(e) => return Err(self.io(shown, path, "open the entry")(e)),
+        };
+        let m = file
+            .metadata()
+            .map_err(self.io(shown, path, "stat the entry"))?;
+        let id = sys::file_id(&m);
+        if !m.is_file() {
+            self.remove_foreign(path);
+            return Err(self.corrupt(
+                shown,
+                "something other than a file stood in place of the entry; it was removed",
+            ));
+        }
+        match self.check_entry(key, hash, file, m.len(), want_whole) {
+            Ok(mut opened) => {
+                opened.id = id;
+                opened.mtime = m.modified().ok();
+                if opened.meta.is_expired(self.config.clock.now()) {
+                    Ok(Found::Expired(Box::new(opened)))
+                } else {
+                    Ok(Found::Live(Box::new(opened)))
+                }
+            }
+            Err(CheckError::Io(e)) => Err(self.io(shown, path, "read the entry")(e)),
+            Err(CheckError::Corrupt(reason)) => {
+                self.remove_if_same(shown, hash, id);
+                Err(self.corrupt(shown, reason))
+            }
+        }
+    }
+
+    fn check_entry(
+        &self,
+        key: Option<&str>,
+        hash: &str,
+        file: File,
+        len: u64,
+        want_whole: bool,
+    ) -> std::result::Result<Opened, CheckError> {
+        if len < (HEADER_FIXED_LEN + 4 + TRAILER_LEN) as u64 {
+            return Err(CheckError::Corrupt(format!(
+                "entry is truncated ({len} bytes)"
+            )));
+        }
+        let whole = if want_whole && len <= SMALL_ENTRY {
+            let mut buf = vec![0u8; len as usize];
+            sys::read_exact_at(&file, &mut buf, 0).map_err(CheckError::read)?;
+            Some(buf)
+        } else {
+            None
+        };
+        let head_buf;
+        let head: &[u8] = match &whole {
+            Some(w) => w,
+            None => {
+                let n = len.min(MAX_HEADER_LEN as u64) as usize;
+                let mut b = vec![0u8; n];
+                sys::read_exact_at(&file, &mut b, 0).map_err(CheckError::read)?;
+                head_buf = b;
+                &head_buf
+            }
+        };
+        let (header, header_len, header_crc) =
+            Header::decode(head).map_err(|e| CheckError::Corrupt(invalid(e)))?;
+        match key {
+            Some(k) if header.key != k => {
+                return Err(CheckError::Corrupt(
+                    "the entry file holds another key".into(),
+                ));
+            }
+            None if crate::layout::key_hash(&header.key) != hash => {
+                return Err(CheckError::Corrupt(
+                    "the entry file name does not match its key".into(),
+                ));
+            }
+            _ => {}
+        }
+        let mut tbuf = [0u8; TRAILER_LEN];
+        match &whole {
+            Some(w) => tbuf.copy_from_slice(&w[w.len() - TRAILER_LEN..]),
+            None => sys::read_exact_at(&file, &mut tbuf, len - TRAILER_LEN as u64)
+                .map_err(CheckError::read)?,
+        }
+        let trailer = Trailer::decode(&tbuf).map_err(|e| CheckError::Corrupt(invalid(e)))?;
+        let meta = EntryMeta::from_parts(header, header_len, header_crc, trailer, len)
+            .map_err(|e| CheckError::Corrupt(invalid(e)))?;
+        Ok(Opened {
+            file,
+            meta,
+            header_len: header_len as u64,
+            id: (0, 0),
+            mtime: None,
+            whole,
+        })
+    }
+
+    /// Removes whatever stands at `path` that is not an entry (a symlink, a
+    /// directory, a FIFO); never follows it.
+    fn remove_foreign(&self, path: &Path) {
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => {
+                let _ = fs::remove_dir_all(path);
+            }
+            Ok(_) => {
+                let _ = fs::remove_file(path);
+            }
+            Err(_) => {}
+        }
+        tracing::warn!(path = %path.display(), "removed a foreign file from the cache directory");
+    }
+
+    /// Removes the entry `hash` if it is still the file `id` (a newer write
+    /// may have replaced it), under the key's lock. Returns the bytes freed.
+    pub(crate) fn remove_if_same(&self, key: &str, hash: &str, id: (u64, u64)) -> Option<u64> {
+        let lock =
+            KeyLock::acquire(&self.layout.lock_path(hash), key, self.config.lock_timeout).ok()?;
+        let freed = self.remove_locked(hash, Some(id));
+        drop(lock);
+        freed
+    }
+
+    /// Removes the entry `hash` (if it is still `id`, when given). The caller
+    /// holds the key's lock. Returns the bytes freed.
+    pub(crate) fn remove_locked(&self, hash: &str, id: Option<(u64, u64)>) -> Option<u64> {
+        let path = self.layout.entry_path(hash);
+        let m = fs::symlink_metadata(&path).ok()?;
+        if !m.is_file() || id.is_some_and(|id| id != sys::file_id(&m)) {
+            return None;
+        }
+        fs::remove_file(&path).ok()?;
+        let _ = self.usage.add(-1, -(m.len() as i64));
+        Some(m.len())
+    }
+
+    /// Refreshes the entry's recency (its mtime).
+    pub(crate) fn touch(&self, opened: &Opened) {
+        let now = SystemTime::now();
+        let fresh = opened
+            .mtime
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age < self.config.touch_interval);
+        if !fresh {
+            // The descriptor is read-only; futimens only needs ownership.
+            let _ = opened.file.set_modified(now);
+        }
+    }
+
+    /// Looks up a live entry: expired ones are removed and read as `None`.
+    pub(crate) fn lookup(
+        &self,
+        key: &str,
+        hash: &str,
+        want_whole: bool,
+    ) -> Result<Option<Box<Opened>>> {
+        let path = self.layout.entry_path(hash);
+        match self.open_entry(Some(key), hash, &path, want_whole)? {
+            Found::Missing => {
+                Counters::bump(&self.counters.misses);
+                Ok(None)
+            }
+            Found::Expired(o) => {
+                Counters::bump(&self.counters.misses);
+                if self.remove_if_same(key, hash, o.id).is_some() {
+                    Counters::bump(&self.counters.expired);
+                }
+                Ok(None)
+            }
+            Found::Live(o) => {
+                Counters::bump(&self.counters.hits);
+                self.touch(&o);
+                Ok(Some(o))
+            }
+        }
+    }
+
+    /// Reads and verifies a whole value. Runs on a blocking thread.
+    pub(crate) fn read_value(&self, key: &str, hash: &str) -> Result<Option<Value>> {
+        let Some(o) = self.lookup(key, hash, true)? else {
+            return Ok(None);
+        };
+        let path = self.layout.entry_path(hash);
+        let stored_len = o.meta.stored_len as usize;
+        let start = o.header_len as usize;
+        let stored: Bytes = match o.whole {
+            Some(ref w) => Bytes::copy_from_slice(&w[start..start + stored_len]),
+            None => {
+                let mut buf = vec![0u8; stored_len];
+                sys::read_exact_at(&o.file, &mut buf, o.header_len).map_err(self.io(
+                    key,
+                    &path,
+                    "read the entry",
+                ))?;
+                Bytes::from(buf)
+            }
+        };
+        let fail = |reason: String| {
+            self.remove_if_same(key, hash, o.id);
+            Err(self.corrupt(key, reason))
+        };
+        if crc32c_of(&stored) != o.meta.checksum {
+            return fail("payload checksum mismatch".into());
+        }
+        let logical = if o.meta.codec == Codec::None {
+            stored
+        } else {
+            let mut out = Vec::with_capacity(o.meta.logical_len.min(1 << 30) as usize);
+            match PayloadReader::new(o.meta.codec, &stored[..])
+                .and_then(|mut r| r.read_to_end(&mut out))
+            {
+                Ok(_) => Bytes::from(out),
+                Err(e) => return fail(format!("payload does not decompress: {e}")),
+            }
+        };
+        if logical.len() as u64 != o.meta.logical_len {
+            return fail(format!(
+                "payload is {} bytes after decompression, {} expected",
+                logical.len(),
+                o.meta.logical_len
+            ));
+        }
+        match Value::from_stored(o.meta.kind, logical) {
+            Ok(v) => Ok(Some(v)),
+            Err(reason) => fail(reason),
+        }
+    }
+
+    /// Streams the logical bytes of an opened entry into `tx` in chunks of
+    /// exactly `chunk_size`, then checks the checksum. Runs on a blocking thread
+    /// until the stream ends or the receiver is dropped.
+    pub(crate) fn stream_entry(
+        &self,
+        key: &str,
+        hash: &str,
+        o: Opened,
+        chunk_size: usize,
+        tx: mpsc::Sender<io::Result<Bytes>>,
+    ) {
+        let Opened {
+            mut file,
+            meta,
+            header_len,
+            id,
+            ..
+        } = o;
+        let corrupt = |reason: String| {
+            self.remove_if_same(key, hash, id);
+            io::Error::new(io::ErrorKind::InvalidData, self.corrupt(key, reason))
+        };
+        let result = (|| -> io::Result<()> {
+            file.seek(SeekFrom::Start(header_len))?;
+            let mut reader = PayloadReader::new(meta.codec, (&mut file).take(meta.stored_len))?;
+            loop {
+                let mut buf = vec![0u8; chunk_size];
+                let mut filled = 0;
+                while filled < chunk_size {
+                    match reader.read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e)
+                            if e.kind() == io::ErrorKind::InvalidData
+                                && !reader.source_failed() =>
+                        {
+                            return Err(corrupt(e.to_string()));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                if filled == 0 {
+                    break;
+                }
+                buf.truncate(filled);
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return Ok(()); // the reader went away
+                }
+                if filled < chunk_size {
+                    break;
+                }
+            }
+            let totals = reader.finish()?;
+            if totals.stored_len != meta.stored_len || totals.crc != meta.checksum {
+                return Err(corrupt("payload checksum mismatch".into()));
+            }
+            if totals.logical_len != meta.logical_len {
+                return Err(corrupt(format!(
+                    "payload is {} bytes after decompression, {} expected",
+                    totals.logical_len, meta.logical_len
+                )));
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(e));
+        }
+    }
+
+    /// Reads the entry at `path` for listing and sweeps: its metadata, or
+    /// `None` when missing, foreign or corrupt (corrupt ones are removed).
+    pub(crate) fn peek(&self, hash: &str, path: &Path) -> Option<(EntryMeta, (u64, u64))> {
+        match self.open_entry(None, hash, path, false) {
+            Ok(Found::Live(o)) | Ok(Found::Expired(o)) => Some((o.meta, o.id)),
+            Ok(Found::Missing) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping an unreadable entry");
+                None
+            }
+        }
+    }
+
+    /// Every entry file: its hash and path.
+    pub(crate) fn entry_files(&self) -> impl Iterator<Item = (String, PathBuf)> + '_ {
+        self.layout.fanout_dirs().flat_map(|dir| {
+            let names: Vec<(String, PathBuf)> = match fs::read_dir(&dir) {
+                Ok(rd) => rd
+                    .filter_map(|e| e.ok())
+                    .filter_map(|e| {
+                        let name = e.file_name().into_string().ok()?;
+                        crate::layout::is_entry_name(&name).then(|| (name, e.path()))
+                    })
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            names
+        })
+    }
+}
+
+fn crc32c_of(b: &[u8]) -> u32 {
+    etl_cache_core::codec::crc32c(b)
+}
+
+enum CheckError {
+    Io(io::Error),
+    Corrupt(String),
+}
+
+impl CheckError {
+    fn read(e: io::Error) -> CheckError {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            CheckError::Corrupt("entry is shorter than its size".into())
+        } else {
+            CheckError::Io(e)
+        }
+    }
+}
+
+#[cfg(unix)]
+fn is_symlink_error(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ELOOP)
+}
+
+#[cfg(not(unix))]
+fn is_symlink_error(_e: &io::Error) -> bool {
+    false
+}

@@ -1,0 +1,122 @@
+//! The few OS-specific bits.
+
+use std::fs::{Metadata, OpenOptions};
+
+#[cfg(unix)]
+pub(crate) fn private_nofollow(opts: &mut OpenOptions) {
+    use std::os::unix::fs::OpenOptionsExt;
+    opts.mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+}
+
+#[cfg(not(unix))]
+pub(crate) fn private_nofollow(_opts: &mut OpenOptions) {}
+
+/// Read-only, not following symlinks, and not blocking on a FIFO planted in
+/// place of an entry.
+#[cfg(unix)]
+pub(crate) fn read_nofollow(opts: &mut OpenOptions) {
+    use std::os::unix::fs::OpenOptionsExt;
+    opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
+}
+
+#[cfg(not(unix))]
+pub(crate) fn read_nofollow(_opts: &mut OpenOptions) {}
+
+#[cfg(unix)]
+pub(crate) fn same_file(a: &Metadata, b: &Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+#[cfg(not(unix))]
+pub(crate) fn same_file(a: &Metadata, b: &Metadata) -> bool {
+    a.len() == b.len() && a.modified().ok() == b.modified().ok()
+}
+
+/// Identity of a file, to check later that a path still names it.
+#[cfg(unix)]
+pub(crate) fn file_id(m: &Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
+#[cfg(not(unix))]
+pub(crate) fn file_id(m: &Metadata) -> (u64, u64) {
+    (
+        m.len(),
+        m.modified()
+            .map(|t| t.elapsed().map(|d| d.as_nanos() as u64).unwrap_or(0))
+            .unwrap_or(0),
+    )
+}
+
+#[cfg(unix)]
+pub(crate) fn set_private_dir(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+#[cfg(not(unix))]
+pub(crate) fn set_private_dir(_path: &std::path::Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`.
+#[cfg(unix)]
+pub(crate) fn read_exact_at(f: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    f.read_exact_at(buf, offset)
+}
+
+#[cfg(windows)]
+pub(crate) fn read_exact_at(
+    f: &std::fs::File,
+    mut buf: &mut [u8],
+    mut offset: u64,
+) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match f.seek_read(buf, offset)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `buf` at `offset`.
+#[cfg(unix)]
+pub(crate) fn write_all_at(f: &std::fs::File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(buf, offset)
+}
+
+#[cfg(windows)]
+pub(crate) fn write_all_at(
+    f: &std::fs::File,
+    mut buf: &[u8],
+    mut offset: u64,
+) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        let n = f.seek_write(buf, offset)?;
+        buf = &buf[n..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+/// Flushes a directory entry (a rename) to stable storage.
+#[cfg(unix)]
+pub(crate) fn sync_dir(path: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()
+}
+
+#[cfg(not(unix))]
+pub(crate) fn sync_dir(_path: &std::path::Path) -> std::io::Result<()> {
+    Ok(())
+}

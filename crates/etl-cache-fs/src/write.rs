@@ -1,0 +1,270 @@
+//! Writes: a uniquely named temp file, locked while being written, then an
+//! atomic rename into place under the key's lock.
+
+use std::fs::{self, File, OpenOptions};
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use etl_cache_core::codec::{Encoder, Totals};
+use etl_cache_core::format::{Header, TRAILER_LEN, Trailer};
+use etl_cache_core::{Counters, EntryMeta, Error, Kind, Result, SetOptions};
+use tokio::sync::mpsc;
+
+use crate::cache::Inner;
+use crate::lock::KeyLock;
+use crate::sys;
+
+/// What the async side of `set_stream` sends to the writer thread.
+pub(crate) enum Msg {
+    Data(Bytes),
+    End,
+}
+
+/// A temp file being written; removed on drop unless published.
+pub(crate) struct TempEntry {
+    out: BufWriter<File>,
+    path: PathBuf,
+    published: bool,
+}
+
+impl Drop for TempEntry {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn temp_name() -> String {
+    let mut h = std::hash::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    format!("{:016x}-{}.tmp", h.finish(), std::process::id())
+}
+
+impl Inner {
+    pub(crate) fn io(
+        &self,
+        key: &str,
+        path: impl Into<PathBuf>,
+        op: &'static str,
+    ) -> impl FnOnce(io::Error) -> Error {
+        let key = Error::display_key(key);
+        let path = path.into();
+        move |source| Error::Io {
+            key,
+            path,
+            op,
+            source,
+        }
+    }
+
+    /// Creates a fresh temp file (O_EXCL, 0600), locked so that a sweep by
+    /// another process never removes a write in progress.
+    fn create_temp(&self, key: &str) -> Result<TempEntry> {
+        loop {
+            let path = self.layout.tmp.join(temp_name());
+            let mut opts = OpenOptions::new();
+            opts.write(true).create_new(true);
+            sys::private_nofollow(&mut opts);
+            match opts.open(&path) {
+                Ok(file) => {
+                    file.lock()
+                        .map_err(self.io(key, &path, "lock the temp file"))?;
+                    return Ok(TempEntry {
+                        out: BufWriter::with_capacity(1 << 20, file),
+                        path,
+                        published: false,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(self.io(key, &path, "create a temp file")(e)),
+            }
+        }
+    }
+
+    fn check_size(&self, key: &str, size: u64) -> Result<()> {
+        match self.config.max_bytes {
+            Some(limit) if size > limit => Err(Error::TooLarge {
+                key: Error::display_key(key),
+                size,
+                limit,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn header(&self, key: &str, kind: Kind, opts: &SetOptions) -> Header {
+        let created = self.config.clock.now();
+        Header {
+            key: key.to_owned(),
+            kind,
+            codec: opts.compression.codec(),
+            created,
+            expires: opts.ttl.map(|t| created + t),
+        }
+    }
+
+    /// Writes a whole value and publishes it. Runs on a blocking thread.
+    pub(crate) fn write_value(
+        &self,
+        key: &str,
+        kind: Kind,
+        payload: Bytes,
+        opts: SetOptions,
+    ) -> Result<EntryMeta> {
+        let header = self.header(key, kind, &opts);
+        let (stored, totals) = Encoder::encode_all(opts.compression, payload).map_err(self.io(
+            key,
+            &self.layout.tmp,
+            "compress",
+        ))?;
+        let header_bytes = header.encode();
+        self.check_size(
+            key,
+            (header_bytes.len() + TRAILER_LEN) as u64 + totals.stored_len,
+        )?;
+        let mut tmp = self.create_temp(key)?;
+        let path = tmp.path.clone();
+        tmp.out
+            .write_all(&header_bytes)
+            .and_then(|()| tmp.out.write_all(&stored))
+            .map_err(self.io(key, &path, "write the entry"))?;
+        self.finish_and_publish(key, tmp, header, &header_bytes, totals)
+    }
+
+    /// Writes what arrives on `rx` and publishes it when `Msg::End` comes; a
+    /// closed channel without `End` (a failed or dropped stream) publishes
+    /// nothing. Runs on a blocking thread.
+    pub(crate) fn write_stream(
+        &self,
+        key: &str,
+        mut rx: mpsc::Receiver<Msg>,
+        opts: SetOptions,
+    ) -> Result<EntryMeta> {
+        let header = self.header(key, Kind::Bytes, &opts);
+        let header_bytes = header.encode();
+        let mut tmp = self.create_temp(key)?;
+        let path = tmp.path.clone();
+        let mut enc =
+            Encoder::new(opts.compression).map_err(self.io(key, &path, "start compressing"))?;
+        let mut written = (header_bytes.len() + TRAILER_LEN) as u64;
+        tmp.out
+            .write_all(&header_bytes)
+            .map_err(self.io(key, &path, "write the entry"))?;
+        loop {
+            match rx.blocking_recv() {
+                Some(Msg::Data(chunk)) => {
+                    let out = enc.encode(chunk).map_err(self.io(key, &path, "compress"))?;
+                    written += out.len() as u64;
+                    self.check_size(key, written)?;
+                    tmp.out
+                        .write_all(&out)
+                        .map_err(self.io(key, &path, "write the entry"))?;
+                }
+                Some(Msg::End) => break,
+                None => {
+                    return Err(Error::Stream {
+                        key: Error::display_key(key),
+                        source: io::Error::new(
+                            io::ErrorKind::Interrupted,
+                            "the stream ended without completing",
+                        ),
+                    });
+                }
+            }
+        }
+        drop(rx);
+        let (last, totals) = enc.finish().map_err(self.io(key, &path, "compress"))?;
+        self.check_size(key, written + last.len() as u64)?;
+        tmp.out
+            .write_all(&last)
+            .map_err(self.io(key, &path, "write the entry"))?;
+        self.finish_and_publish(key, tmp, header, &header_bytes, totals)
+    }
+
+    fn finish_and_publish(
+        &self,
+        key: &str,
+        mut tmp: TempEntry,
+        header: Header,
+        header_bytes: &[u8],
+        totals: Totals,
+    ) -> Result<EntryMeta> {
+        let path = tmp.path.clone();
+        let header_crc = u32::from_le_bytes(
+            header_bytes[header_bytes.len() - 4..]
+                .try_into()
+                .expect("4 bytes"),
+        );
+        let trailer = Trailer {
+            logical_len: totals.logical_len,
+            stored_len: totals.stored_len,
+            payload_crc: totals.crc,
+            header_crc,
+        };
+        tmp.out
+            .write_all(&trailer.encode())
+            .and_then(|()| tmp.out.flush())
+            .map_err(self.io(key, &path, "write the entry"))?;
+        let file = tmp.out.get_ref();
+        // Recency is the file's mtime, set precisely (the kernel's own stamp is coarse).
+        file.set_modified(SystemTime::now()).map_err(self.io(
+            key,
+            &path,
+            "set the entry's time",
+        ))?;
+        if self.config.durable {
+            file.sync_all()
+                .map_err(self.io(key, &path, "fsync the entry"))?;
+        }
+        let size = header_bytes.len() as u64 + totals.stored_len + TRAILER_LEN as u64;
+        let meta = EntryMeta::from_parts(header, header_bytes.len(), header_crc, trailer, size)
+            .expect("a fresh header and trailer agree");
+        self.publish(key, &mut tmp, size)?;
+        Counters::bump(&self.counters.sets);
+        Ok(meta)
+    }
+
+    /// Renames the temp file over the entry, under the key's lock, after
+    /// reserving its size in the shared counters (evicting if that passes a limit).
+    fn publish(&self, key: &str, tmp: &mut TempEntry, size: u64) -> Result<()> {
+        let hash = crate::layout::key_hash(key);
+        let target = self.layout.entry_path(&hash);
+        let _lock = KeyLock::acquire(&self.layout.lock_path(&hash), key, self.config.lock_timeout)?;
+        let old = fs::symlink_metadata(&target)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
+        let (d_entries, d_bytes) = match old {
+            Some(old) => (0, size as i64 - old as i64),
+            None => (1, size as i64),
+        };
+        let counts = self.usage.add(d_entries, d_bytes).map_err(self.io(
+            key,
+            self.layout.usage_file(),
+            "update the usage counters",
+        ))?;
+        if self.over_limits(counts) {
+            self.evict(Some(&hash));
+        }
+        if let Err(e) = fs::rename(&tmp.path, &target) {
+            let _ = self.usage.add(-d_entries, -d_bytes);
+            return Err(self.io(key, &target, "publish the entry")(e));
+        }
+        tmp.published = true;
+        if self.config.durable
+            && let Some(dir) = target.parent()
+        {
+            sys::sync_dir(dir).map_err(self.io(key, dir, "fsync the directory"))?;
+        }
+        Ok(())
+    }
+}
