@@ -29,3 +29,8 @@ pub use etl_cache_fs::{DiskCache, DiskCacheBuilder};
 /// The local disk backend.
 #[cfg(feature = "fs")]
 pub use etl_cache_fs as fs;
+
+/// The README's examples, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
