@@ -15,6 +15,12 @@ use crate::{EntryMeta, Result, SetOptions, Stats, Value};
 /// [`Cache::get_stream`].
 pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
 
+/// Any error, boxed; what a computation handed to `get_or_insert_with` may fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The computation of a missing value, as taken by [`Cache::get_or_insert_boxed`].
+pub type InitFuture<'a> = futures::future::BoxFuture<'a, std::result::Result<Value, BoxError>>;
+
 /// The chunk size used when the caller has no preference: 64 KiB, as the seed.
 pub const DEFAULT_CHUNK_SIZE: usize = 64 * 1024;
 
@@ -129,6 +135,36 @@ pub trait Cache: Debug + Send + Sync + 'static {
     ///
     /// I/O or backend failures.
     async fn clear(&self) -> Result<u64>;
+
+    /// Single flight: returns the value under `key`, or runs `init` to compute
+    /// it, stores it with `opts` and returns it. Of all the callers that miss
+    /// the same key at once, one computes and the others wait for its result
+    /// (bounded by the backend's lock timeout, then [`crate::Error::LockTimeout`]).
+    /// Call it through [`crate::CacheExt::get_or_insert_with`].
+    ///
+    /// The default runs `init` without coordination; backends override it:
+    /// `DiskCache` coordinates tasks and processes sharing a directory.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Init`] when `init` fails (nothing is stored), and the
+    /// errors of [`Cache::get`] and [`Cache::set`].
+    async fn get_or_insert_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        opts: SetOptions,
+        init: InitFuture<'a>,
+    ) -> Result<Value> {
+        if let Some(v) = self.get(key).await? {
+            return Ok(v);
+        }
+        let value = init.await.map_err(|source| crate::Error::Init {
+            key: crate::Error::display_key(key),
+            source,
+        })?;
+        self.set(key, value.clone(), opts).await?;
+        Ok(value)
+    }
 
     /// Counters of this handle (hits, misses, sets, evictions) and the size of
     /// the cache (entries, bytes).

@@ -118,6 +118,15 @@ pub enum Error {
         message: String,
     },
 
+    /// The computation handed to `get_or_insert_with` failed; nothing was stored.
+    #[error("computing the value for key {key:?} failed: {source}")]
+    Init {
+        /// The key being computed.
+        key: String,
+        /// The computation's error (downcast it to get yours back).
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
     /// A backend (an object store, a lower tier) failed.
     #[error("{backend} backend failed for key {key:?}: {source}")]
     Backend {
@@ -154,6 +163,7 @@ impl Error {
             | Error::Json { key, .. }
             | Error::Stream { key, .. }
             | Error::Io { key, .. }
+            | Error::Init { key, .. }
             | Error::Backend { key, .. } => (!key.is_empty()).then_some(key.as_str()),
             Error::InvalidInput { .. } | Error::Open { .. } => None,
         }

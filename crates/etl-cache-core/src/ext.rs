@@ -105,6 +105,65 @@ pub trait CacheExt: Cache {
         Ok(self.get(key).await?.map(Value::into_bytes))
     }
 
+    /// Returns the value under `key`, or computes it with `init`, stores it and
+    /// returns it. Many callers missing the same key at once compute it once
+    /// (see [`Cache::get_or_insert_boxed`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> etl_cache_core::Result<()> {
+    /// use etl_cache_core::{CacheExt, MemoryCache, SetOptions, Value};
+    /// let cache = MemoryCache::new();
+    /// let v = cache
+    ///     .get_or_insert_with("report", SetOptions::new(), || async { Value::from("expensive") })
+    ///     .await?;
+    /// assert_eq!(v, Value::from("expensive"));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::get_or_insert_boxed`].
+    async fn get_or_insert_with<F, Fut>(
+        &self,
+        key: &str,
+        opts: SetOptions,
+        init: F,
+    ) -> Result<Value>
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: std::future::Future<Output = Value> + Send,
+    {
+        self.get_or_insert_boxed(key, opts, Box::pin(async move { Ok(init().await) }))
+            .await
+    }
+
+    /// As [`CacheExt::get_or_insert_with`] for a computation that can fail. Its
+    /// error comes back as [`Error::Init`] (downcast `source` to get it) and
+    /// nothing is stored.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::get_or_insert_boxed`].
+    async fn try_get_or_insert_with<F, Fut, E>(
+        &self,
+        key: &str,
+        opts: SetOptions,
+        init: F,
+    ) -> Result<Value>
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: std::future::Future<Output = std::result::Result<Value, E>> + Send,
+        E: Into<crate::BoxError> + Send,
+    {
+        self.get_or_insert_boxed(
+            key,
+            opts,
+            Box::pin(async move { init().await.map_err(Into::into) }),
+        )
+        .await
+    }
+
     /// The keys under `prefix`, sorted.
     ///
     /// # Errors

@@ -30,12 +30,15 @@ pub mod format;
 mod key;
 mod memory;
 mod options;
+mod single_flight;
 mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod value;
 
-pub use crate::cache::{ByteStream, Cache, DEFAULT_CHUNK_SIZE, DynCache, GetStream};
+pub use crate::cache::{
+    BoxError, ByteStream, Cache, DEFAULT_CHUNK_SIZE, DynCache, GetStream, InitFuture,
+};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{Error, Result};
 pub use crate::ext::CacheExt;
@@ -43,6 +46,7 @@ pub use crate::format::EntryMeta;
 pub use crate::key::{MAX_KEY_LEN, validate_key};
 pub use crate::memory::MemoryCache;
 pub use crate::options::{Codec, Compression, SetOptions};
+pub use crate::single_flight::{KeyedGuard, KeyedMutex};
 pub use crate::stats::{Counters, Stats};
 pub use crate::value::{Kind, Value};
 

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -12,8 +13,8 @@ use futures::stream::BoxStream;
 use crate::codec::{Encoder, PayloadReader};
 use crate::format::{HEADER_FIXED_LEN, TRAILER_LEN};
 use crate::{
-    ByteStream, Cache, Clock, Counters, EntryMeta, Error, GetStream, Kind, Result, SetOptions,
-    Stats, SystemClock, Value, validate_key,
+    ByteStream, Cache, Clock, Counters, EntryMeta, Error, GetStream, InitFuture, KeyedMutex, Kind,
+    Result, SetOptions, Stats, SystemClock, Value, validate_key,
 };
 
 #[derive(Debug, Clone)]
@@ -36,6 +37,7 @@ struct Inner {
     map: Mutex<HashMap<String, Stored>>,
     clock: Arc<dyn Clock>,
     counters: Counters,
+    flights: KeyedMutex,
 }
 
 impl Default for MemoryCache {
@@ -57,6 +59,7 @@ impl MemoryCache {
                 map: Mutex::new(HashMap::new()),
                 clock,
                 counters: Counters::default(),
+                flights: KeyedMutex::new(),
             }),
         }
     }
@@ -261,6 +264,33 @@ impl Cache for MemoryCache {
         let n = map.len() as u64;
         map.clear();
         Ok(n)
+    }
+
+    async fn get_or_insert_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        opts: SetOptions,
+        init: InitFuture<'a>,
+    ) -> Result<Value> {
+        if let Some(v) = self.get(key).await? {
+            return Ok(v);
+        }
+        let _flight = self
+            .inner
+            .flights
+            .lock(key, Duration::from_secs(60))
+            .await?;
+        if self.live(key).is_some()
+            && let Some(v) = self.get(key).await?
+        {
+            return Ok(v);
+        }
+        let value = init.await.map_err(|source| Error::Init {
+            key: Error::display_key(key),
+            source,
+        })?;
+        self.set(key, value.clone(), opts).await?;
+        Ok(value)
     }
 
     async fn stats(&self) -> Result<Stats> {

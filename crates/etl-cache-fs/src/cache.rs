@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use etl_cache_core::{
-    ByteStream, Cache, Counters, EntryMeta, Error, GetStream, Result, SetOptions, Stats, Value,
-    validate_key,
+    ByteStream, Cache, Counters, EntryMeta, Error, GetStream, InitFuture, KeyedMutex, Result,
+    SetOptions, Stats, Value, validate_key,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -38,6 +38,8 @@ pub(crate) struct Inner {
     pub config: Config,
     pub counters: Counters,
     pub usage: Usage,
+    /// Coalesces `get_or_insert_with` callers of this process per key.
+    pub flights: KeyedMutex,
     /// Held shared while this handle is open (see `open_with`).
     _users: File,
 }
@@ -158,6 +160,7 @@ impl Inner {
             config,
             counters: Counters::default(),
             usage,
+            flights: KeyedMutex::new(),
             _users: users,
         };
         inner.sweep_temp_files();
@@ -250,7 +253,7 @@ impl Cache for DiskCache {
         let key = key.to_owned();
         blocking(move || {
             let kind = value.kind();
-            inner.write_value(&key, kind, value.into_bytes(), opts)
+            inner.write_value(&key, kind, value.into_bytes(), opts, false)
         })
         .await
     }
@@ -300,7 +303,7 @@ impl Cache for DiskCache {
         validate_key(key)?;
         let inner = self.inner.clone();
         let key = key.to_owned();
-        blocking(move || inner.read_value(&key, &key_hash(&key))).await
+        blocking(move || inner.read_value(&key, &key_hash(&key), true)).await
     }
 
     async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>> {
@@ -315,7 +318,7 @@ impl Cache for DiskCache {
         let hash = key_hash(&key);
         let opened = {
             let (inner, key, hash) = (inner.clone(), key.clone(), hash.clone());
-            blocking(move || inner.lookup(&key, &hash, false)).await?
+            blocking(move || inner.lookup(&key, &hash, false, true)).await?
         };
         let Some(opened) = opened else {
             return Ok(None);
@@ -405,6 +408,59 @@ impl Cache for DiskCache {
             Ok(n)
         })
         .await
+    }
+
+    /// Single flight across tasks and processes: tasks of this process queue on
+    /// an in-memory lock, then one of them takes the key's OS lock, which
+    /// processes sharing the directory queue on. The holder computes and
+    /// publishes under the lock; the others find the value when they get it.
+    /// A holder that dies releases the lock (the OS drops it with the
+    /// process) and the next waiter computes; one that hangs makes the waiters
+    /// fail with [`Error::LockTimeout`] after the lock timeout.
+    async fn get_or_insert_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        opts: SetOptions,
+        init: InitFuture<'a>,
+    ) -> Result<Value> {
+        validate_key(key)?;
+        if let Some(v) = self.get(key).await? {
+            return Ok(v);
+        }
+        let timeout = self.inner.config.lock_timeout;
+        let _local = self.inner.flights.lock(key, timeout).await?;
+        let recheck = |inner: Arc<Inner>, key: String| {
+            blocking(move || {
+                let hash = key_hash(&key);
+                inner.read_value(&key, &hash, false)
+            })
+        };
+        if let Some(v) = recheck(self.inner.clone(), key.to_owned()).await? {
+            return Ok(v);
+        }
+        let lock = {
+            let (inner, key) = (self.inner.clone(), key.to_owned());
+            blocking(move || {
+                lock::KeyLock::acquire(&inner.layout.lock_path(&key_hash(&key)), &key, timeout)
+            })
+            .await?
+        };
+        if let Some(v) = recheck(self.inner.clone(), key.to_owned()).await? {
+            return Ok(v);
+        }
+        let value = init.await.map_err(|source| Error::Init {
+            key: Error::display_key(key),
+            source,
+        })?;
+        let (inner, owned, v) = (self.inner.clone(), key.to_owned(), value.clone());
+        blocking(move || {
+            let kind = v.kind();
+            let r = inner.write_value(&owned, kind, v.into_bytes(), opts, true);
+            drop(lock);
+            r
+        })
+        .await?;
+        Ok(value)
     }
 
     async fn stats(&self) -> Result<Stats> {

@@ -227,27 +227,34 @@ impl Inner {
     }
 
     /// Looks up a live entry: expired ones are removed and read as `None`.
+    /// `count` says whether the read counts as a hit or a miss in the stats.
     pub(crate) fn lookup(
         &self,
         key: &str,
         hash: &str,
         want_whole: bool,
+        count: bool,
     ) -> Result<Option<Box<Opened>>> {
         let path = self.layout.entry_path(hash);
+        let bump = |c| {
+            if count {
+                Counters::bump(c)
+            }
+        };
         match self.open_entry(Some(key), hash, &path, want_whole)? {
             Found::Missing => {
-                Counters::bump(&self.counters.misses);
+                bump(&self.counters.misses);
                 Ok(None)
             }
             Found::Expired(o) => {
-                Counters::bump(&self.counters.misses);
+                bump(&self.counters.misses);
                 if self.remove_if_same(key, hash, o.id).is_some() {
                     Counters::bump(&self.counters.expired);
                 }
                 Ok(None)
             }
             Found::Live(o) => {
-                Counters::bump(&self.counters.hits);
+                bump(&self.counters.hits);
                 self.touch(&o);
                 Ok(Some(o))
             }
@@ -255,8 +262,8 @@ impl Inner {
     }
 
     /// Reads and verifies a whole value. Runs on a blocking thread.
-    pub(crate) fn read_value(&self, key: &str, hash: &str) -> Result<Option<Value>> {
-        let Some(o) = self.lookup(key, hash, true)? else {
+    pub(crate) fn read_value(&self, key: &str, hash: &str, count: bool) -> Result<Option<Value>> {
+        let Some(o) = self.lookup(key, hash, true, count)? else {
             return Ok(None);
         };
         let path = self.layout.entry_path(hash);

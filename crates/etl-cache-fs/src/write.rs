@@ -113,12 +113,14 @@ impl Inner {
     }
 
     /// Writes a whole value and publishes it. Runs on a blocking thread.
+    /// `held` says the caller already holds the key's lock.
     pub(crate) fn write_value(
         &self,
         key: &str,
         kind: Kind,
         payload: Bytes,
         opts: SetOptions,
+        held: bool,
     ) -> Result<EntryMeta> {
         let header = self.header(key, kind, &opts);
         let (stored, totals) = Encoder::encode_all(opts.compression, payload).map_err(self.io(
@@ -137,7 +139,7 @@ impl Inner {
             .write_all(&header_bytes)
             .and_then(|()| tmp.out.write_all(&stored))
             .map_err(self.io(key, &path, "write the entry"))?;
-        self.finish_and_publish(key, tmp, header, &header_bytes, totals)
+        self.finish_and_publish(key, tmp, header, &header_bytes, totals, held)
     }
 
     /// Writes what arrives on `rx` and publishes it when `Msg::End` comes; a
@@ -187,7 +189,7 @@ impl Inner {
         tmp.out
             .write_all(&last)
             .map_err(self.io(key, &path, "write the entry"))?;
-        self.finish_and_publish(key, tmp, header, &header_bytes, totals)
+        self.finish_and_publish(key, tmp, header, &header_bytes, totals, false)
     }
 
     fn finish_and_publish(
@@ -197,6 +199,7 @@ impl Inner {
         header: Header,
         header_bytes: &[u8],
         totals: Totals,
+        held: bool,
     ) -> Result<EntryMeta> {
         let path = tmp.path.clone();
         let header_crc = u32::from_le_bytes(
@@ -228,17 +231,25 @@ impl Inner {
         let size = header_bytes.len() as u64 + totals.stored_len + TRAILER_LEN as u64;
         let meta = EntryMeta::from_parts(header, header_bytes.len(), header_crc, trailer, size)
             .expect("a fresh header and trailer agree");
-        self.publish(key, &mut tmp, size)?;
+        self.publish(key, &mut tmp, size, held)?;
         Counters::bump(&self.counters.sets);
         Ok(meta)
     }
 
     /// Renames the temp file over the entry, under the key's lock, after
     /// reserving its size in the shared counters (evicting if that passes a limit).
-    fn publish(&self, key: &str, tmp: &mut TempEntry, size: u64) -> Result<()> {
+    fn publish(&self, key: &str, tmp: &mut TempEntry, size: u64, held: bool) -> Result<()> {
         let hash = crate::layout::key_hash(key);
         let target = self.layout.entry_path(&hash);
-        let _lock = KeyLock::acquire(&self.layout.lock_path(&hash), key, self.config.lock_timeout)?;
+        let _lock = if held {
+            None
+        } else {
+            Some(KeyLock::acquire(
+                &self.layout.lock_path(&hash),
+                key,
+                self.config.lock_timeout,
+            )?)
+        };
         let old = fs::symlink_metadata(&target)
             .ok()
             .filter(|m| m.is_file())
