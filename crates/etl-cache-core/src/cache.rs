@@ -122,6 +122,13 @@ pub trait Cache: Debug + Send + Sync + 'static {
     /// particular order.
     fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>>;
 
+    /// As [`Cache::list`], but also yields entries that have expired and are
+    /// not yet removed (for inspection tools: check `EntryMeta::is_expired`).
+    /// The default is [`Cache::list`].
+    fn list_all(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
+        self.list(prefix)
+    }
+
     /// Removes every expired entry; returns how many were removed.
     ///
     /// # Errors

@@ -113,6 +113,24 @@ impl MemoryCache {
         }
     }
 
+    fn list_filtered(
+        &self,
+        prefix: Option<&str>,
+        include_expired: bool,
+    ) -> BoxStream<'static, Result<EntryMeta>> {
+        let now = self.inner.clock.now();
+        let prefix = prefix.unwrap_or("");
+        let metas: Vec<Result<EntryMeta>> = self
+            .map()
+            .values()
+            .filter(|s| {
+                s.meta.key.starts_with(prefix) && (include_expired || !s.meta.is_expired(now))
+            })
+            .map(|s| Ok(s.meta.clone()))
+            .collect();
+        futures::stream::iter(metas).boxed()
+    }
+
     fn lookup(&self, key: &str) -> Result<Option<Stored>> {
         validate_key(key)?;
         let found = self.live(key);
@@ -235,15 +253,11 @@ impl Cache for MemoryCache {
     }
 
     fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        let now = self.inner.clock.now();
-        let prefix = prefix.unwrap_or("");
-        let metas: Vec<Result<EntryMeta>> = self
-            .map()
-            .values()
-            .filter(|s| s.meta.key.starts_with(prefix) && !s.meta.is_expired(now))
-            .map(|s| Ok(s.meta.clone()))
-            .collect();
-        futures::stream::iter(metas).boxed()
+        self.list_filtered(prefix, false)
+    }
+
+    fn list_all(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
+        self.list_filtered(prefix, true)
     }
 
     async fn purge_expired(&self) -> Result<u64> {

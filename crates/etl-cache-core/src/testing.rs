@@ -372,6 +372,11 @@ pub async fn ttl_hides_and_removes_expired(h: &Harness) {
     assert_eq!(c.get("daily_report").await.unwrap(), None);
     assert_eq!(c.head("daily_report").await.unwrap(), None);
     assert!(!c.contains("daily_report").await.unwrap());
+    let all: Vec<_> = c.list_all(None).try_collect().await.unwrap();
+    assert!(
+        all.iter()
+            .all(|m| m.key == "forever" || m.is_expired(h.clock.now_for_tests()))
+    );
     assert_eq!(c.keys(None).await.unwrap(), vec!["forever".to_string()]);
     assert_eq!(
         c.get_text("forever").await.unwrap().as_deref(),
@@ -403,6 +408,14 @@ pub async fn purge_expired_removes_only_expired(h: &Harness) {
     }
     assert_eq!(c.purge_expired().await.unwrap(), 0);
     h.clock.advance(Duration::from_secs(11));
+    let all: Vec<_> = c.list_all(None).try_collect().await.unwrap();
+    let now = h.clock.now_for_tests();
+    assert_eq!(
+        all.len(),
+        10,
+        "list_all still shows expired entries before a purge"
+    );
+    assert_eq!(all.iter().filter(|m| m.is_expired(now)).count(), 5);
     assert_eq!(c.purge_expired().await.unwrap(), 5);
     assert_eq!(c.stats().await.unwrap().entries, 5);
     assert_eq!(

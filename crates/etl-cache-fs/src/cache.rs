@@ -95,6 +95,32 @@ impl DiskCache {
         })
     }
 
+    fn list_filtered(
+        &self,
+        prefix: Option<&str>,
+        include_expired: bool,
+    ) -> BoxStream<'static, Result<EntryMeta>> {
+        let inner = self.inner.clone();
+        let prefix = prefix.unwrap_or("").to_owned();
+        let (tx, rx) = mpsc::channel(256);
+        tokio::task::spawn_blocking(move || {
+            let now = inner.config.clock.now();
+            for (hash, path) in inner.entry_files() {
+                if let Some((meta, _)) = inner.peek(&hash, &path)
+                    && meta.key.starts_with(&prefix)
+                    && (include_expired || !meta.is_expired(now))
+                    && tx.blocking_send(Ok(meta)).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+        .boxed()
+    }
+
     /// Recounts entries and bytes from the directory and stores the result in
     /// the counters shared by every process (they are kept exact as entries
     /// come and go; this repairs them after a process was killed mid-write).
@@ -362,25 +388,11 @@ impl Cache for DiskCache {
     }
 
     fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        let inner = self.inner.clone();
-        let prefix = prefix.unwrap_or("").to_owned();
-        let (tx, rx) = mpsc::channel(256);
-        tokio::task::spawn_blocking(move || {
-            let now = inner.config.clock.now();
-            for (hash, path) in inner.entry_files() {
-                if let Some((meta, _)) = inner.peek(&hash, &path)
-                    && meta.key.starts_with(&prefix)
-                    && !meta.is_expired(now)
-                    && tx.blocking_send(Ok(meta)).is_err()
-                {
-                    return;
-                }
-            }
-        });
-        futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        })
-        .boxed()
+        self.list_filtered(prefix, false)
+    }
+
+    fn list_all(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
+        self.list_filtered(prefix, true)
     }
 
     async fn purge_expired(&self) -> Result<u64> {
