@@ -30,6 +30,13 @@ pub use etl_cache_fs::{DiskCache, DiskCacheBuilder};
 #[cfg(feature = "fs")]
 pub use etl_cache_fs as fs;
 
+#[cfg(feature = "tiered")]
+pub use etl_cache_tiered::{Served, TieredCache, TieredCacheBuilder};
+
+/// The memory tier and chained tiers.
+#[cfg(feature = "tiered")]
+pub use etl_cache_tiered as tiered;
+
 /// The README's examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

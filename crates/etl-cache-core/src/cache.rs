@@ -85,6 +85,37 @@ pub trait Cache: Debug + Send + Sync + 'static {
     /// [`crate::Error::Corrupt`] (the entry is removed), I/O or backend failures.
     async fn get(&self, key: &str) -> Result<Option<Value>>;
 
+    /// Reads the value under `key` with its metadata, from one version of the
+    /// entry. The default collects [`Cache::get_stream`]; backends that can do
+    /// it in one step override it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::get`].
+    async fn get_entry(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
+        use futures::TryStreamExt;
+        let Some(s) = self.get_stream(key, 1 << 20).await? else {
+            return Ok(None);
+        };
+        let (meta, stream) = s.into_parts();
+        let mut buf = bytes::BytesMut::with_capacity(meta.logical_len.min(1 << 30) as usize);
+        let mut stream = stream;
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .map_err(|e| stream_read_error(key, e))?
+        {
+            buf.extend_from_slice(&chunk);
+        }
+        let value = Value::from_stored(meta.kind, buf.freeze()).map_err(|reason| {
+            crate::Error::Corrupt {
+                key: crate::Error::display_key(key),
+                reason,
+            }
+        })?;
+        Ok(Some((meta, value)))
+    }
+
     /// Streams the logical bytes under `key` in chunks of `chunk_size` bytes
     /// (the last may be shorter).
     ///
@@ -180,6 +211,26 @@ pub trait Cache: Debug + Send + Sync + 'static {
     ///
     /// I/O or backend failures while measuring the size.
     async fn stats(&self) -> Result<Stats>;
+}
+
+/// Maps an error read from a `get_stream` stream back to a cache error.
+pub fn stream_read_error(key: &str, e: io::Error) -> crate::Error {
+    if e.get_ref().is_some_and(|inner| inner.is::<crate::Error>()) {
+        let inner = e.into_inner().expect("checked above");
+        return *inner.downcast::<crate::Error>().expect("checked above");
+    }
+    if e.kind() == io::ErrorKind::InvalidData {
+        return crate::Error::Corrupt {
+            key: crate::Error::display_key(key),
+            reason: e.to_string(),
+        };
+    }
+    crate::Error::Io {
+        key: crate::Error::display_key(key),
+        path: std::path::PathBuf::new(),
+        op: "read the entry",
+        source: e,
+    }
 }
 
 /// The answer of [`Cache::get_stream`]: the entry's metadata and a stream of its

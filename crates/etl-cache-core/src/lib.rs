@@ -38,6 +38,7 @@ mod value;
 
 pub use crate::cache::{
     BoxError, ByteStream, Cache, DEFAULT_CHUNK_SIZE, DynCache, GetStream, InitFuture,
+    stream_read_error,
 };
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{Error, Result};

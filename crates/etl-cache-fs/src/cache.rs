@@ -329,6 +329,15 @@ impl Cache for DiskCache {
         validate_key(key)?;
         let inner = self.inner.clone();
         let key = key.to_owned();
+        blocking(move || inner.read_value(&key, &key_hash(&key), true))
+            .await
+            .map(|found| found.map(|(_, v)| v))
+    }
+
+    async fn get_entry(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
+        validate_key(key)?;
+        let inner = self.inner.clone();
+        let key = key.to_owned();
         blocking(move || inner.read_value(&key, &key_hash(&key), true)).await
     }
 
@@ -444,7 +453,9 @@ impl Cache for DiskCache {
         let recheck = |inner: Arc<Inner>, key: String| {
             blocking(move || {
                 let hash = key_hash(&key);
-                inner.read_value(&key, &hash, false)
+                inner
+                    .read_value(&key, &hash, false)
+                    .map(|found| found.map(|(_, v)| v))
             })
         };
         if let Some(v) = recheck(self.inner.clone(), key.to_owned()).await? {

@@ -18,6 +18,14 @@ use crate::lock::KeyLock;
 use crate::sys;
 use crate::usage::Counts;
 
+/// The entry a set is publishing: reserved in the counters, not yet on disk.
+pub(crate) struct Publishing<'a> {
+    /// Its file name; never a victim.
+    pub hash: &'a str,
+    /// What its reservation added to the counters (entries, bytes).
+    pub reserved: (i64, i64),
+}
+
 struct Candidate {
     mtime: SystemTime,
     id: (u64, u64),
@@ -53,7 +61,7 @@ impl Inner {
     /// Evicts down to the low-water mark if this process can become the
     /// evictor. `keep` is the entry being published (never a victim). Errors
     /// are logged, not returned: a set does not fail because eviction did.
-    pub(crate) fn evict(&self, keep: Option<&str>) {
+    pub(crate) fn evict(&self, keep: Option<Publishing<'_>>) {
         let Ok(guard) = crate::lock::open_persistent(&self.layout.evict_lock()) else {
             return;
         };
@@ -63,7 +71,7 @@ impl Inner {
         let started = Instant::now();
         let mut candidates: Vec<Candidate> = self
             .entry_files()
-            .filter(|(hash, _)| Some(hash.as_str()) != keep)
+            .filter(|(hash, _)| keep.as_ref().map(|k| k.hash) != Some(hash.as_str()))
             .filter_map(|(hash, path)| {
                 let m = fs::symlink_metadata(&path).ok()?;
                 m.is_file().then(|| Candidate {
@@ -102,7 +110,12 @@ impl Inner {
         if evicted as usize == scanned && self.over_limits(counts) {
             // Everything scanned is gone and the counters still say too much:
             // they drifted (a process died between reserving and publishing).
-            let truth = self.recount();
+            let mut truth = self.recount();
+            // The entry being published is reserved but not on disk yet (an
+            // entry it replaces is, and was recounted): keep its reservation.
+            if let Some(k) = &keep {
+                truth = self.usage.add(k.reserved.0, k.reserved.1).unwrap_or(truth);
+            }
             tracing::warn!(
                 ?counts,
                 ?truth,

@@ -262,15 +262,20 @@ impl Inner {
     }
 
     /// Reads and verifies a whole value. Runs on a blocking thread.
-    pub(crate) fn read_value(&self, key: &str, hash: &str, count: bool) -> Result<Option<Value>> {
-        let Some(o) = self.lookup(key, hash, true, count)? else {
+    pub(crate) fn read_value(
+        &self,
+        key: &str,
+        hash: &str,
+        count: bool,
+    ) -> Result<Option<(EntryMeta, Value)>> {
+        let Some(mut o) = self.lookup(key, hash, true, count)? else {
             return Ok(None);
         };
         let path = self.layout.entry_path(hash);
         let stored_len = o.meta.stored_len as usize;
         let start = o.header_len as usize;
-        let stored: Bytes = match o.whole {
-            Some(ref w) => Bytes::copy_from_slice(&w[start..start + stored_len]),
+        let stored: Bytes = match o.whole.take() {
+            Some(w) => Bytes::from(w).slice(start..start + stored_len),
             None => {
                 let mut buf = vec![0u8; stored_len];
                 sys::read_exact_at(&o.file, &mut buf, o.header_len).map_err(self.io(
@@ -307,7 +312,7 @@ impl Inner {
             ));
         }
         match Value::from_stored(o.meta.kind, logical) {
-            Ok(v) => Ok(Some(v)),
+            Ok(v) => Ok(Some((o.meta.clone(), v))),
             Err(reason) => fail(reason),
         }
     }

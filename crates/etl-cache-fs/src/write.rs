@@ -14,6 +14,7 @@ use etl_cache_core::{Counters, EntryMeta, Error, Kind, Result, SetOptions};
 use tokio::sync::mpsc;
 
 use crate::cache::Inner;
+use crate::evict::Publishing;
 use crate::lock::KeyLock;
 use crate::sys;
 
@@ -264,7 +265,10 @@ impl Inner {
             "update the usage counters",
         ))?;
         if self.over_limits(counts) {
-            self.evict(Some(&hash));
+            self.evict(Some(Publishing {
+                hash: &hash,
+                reserved: (d_entries, d_bytes),
+            }));
         }
         if let Err(e) = fs::rename(&tmp.path, &target) {
             let _ = self.usage.add(-d_entries, -d_bytes);

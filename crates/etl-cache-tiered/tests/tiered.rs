@@ -1,0 +1,186 @@
+//! What the tiers do beyond the contract: promotion, write-through,
+//! invalidation, expiry in memory, the size threshold, streams.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use etl_cache_core::{Cache, CacheExt, ManualClock, MemoryCache, SetOptions, Value};
+use etl_cache_fs::DiskCache;
+use etl_cache_tiered::{Served, TieredCache};
+use futures::TryStreamExt;
+
+struct Setup {
+    cache: TieredCache,
+    disk: Arc<DiskCache>,
+    store: Arc<MemoryCache>,
+    clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(max_memory_entry: u64) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new());
+    let disk = Arc::new(
+        DiskCache::builder()
+            .root(dir.path())
+            .clock(clock.clone())
+            .build()
+            .await
+            .unwrap(),
+    );
+    let store = Arc::new(MemoryCache::with_clock(clock.clone()));
+    let cache = TieredCache::builder()
+        .clock(clock.clone())
+        .memory_bytes(1 << 20)
+        .max_memory_entry(max_memory_entry)
+        .tier(disk.clone())
+        .tier(store.clone())
+        .build()
+        .unwrap();
+    Setup {
+        cache,
+        disk,
+        store,
+        clock,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn reads_promote_into_every_tier_above() {
+    let s = setup(4096).await;
+    s.store
+        .set("k", "from the store".into(), SetOptions::new().ttl_seconds(600))
+        .await
+        .unwrap();
+    assert!(s.disk.get("k").await.unwrap().is_none());
+    let (v, served) = s.cache.get_traced("k").await.unwrap().unwrap();
+    assert_eq!((v, served), (Value::from("from the store"), Served::Tier(1)));
+    // Promoted to disk with the time it had left, and into memory.
+    let on_disk = s.disk.head("k").await.unwrap().expect("promoted to disk");
+    assert!(on_disk.expires.is_some());
+    assert_eq!(s.cache.get_traced("k").await.unwrap().unwrap().1, Served::Memory);
+    let counts = s.cache.tier_counts();
+    assert_eq!((counts.memory, counts.tiers.clone()), (1, vec![0, 1]));
+}
+
+#[tokio::test]
+async fn writes_go_through_to_every_tier() {
+    let s = setup(4096).await;
+    s.cache
+        .set_json("k", &serde_json::json!({"a": 1}), SetOptions::new().compress(true))
+        .await
+        .unwrap();
+    for tier in [&*s.disk as &dyn Cache, &*s.store] {
+        assert_eq!(
+            tier.get("k").await.unwrap(),
+            Some(Value::Json(serde_json::json!({"a": 1})))
+        );
+    }
+    assert_eq!(s.cache.get_traced("k").await.unwrap().unwrap().1, Served::Memory);
+}
+
+#[tokio::test]
+async fn delete_and_clear_invalidate_every_tier() {
+    let s = setup(4096).await;
+    s.cache.set("a", "1".into(), SetOptions::new()).await.unwrap();
+    s.cache.set("b", "2".into(), SetOptions::new()).await.unwrap();
+    assert!(s.cache.delete("a").await.unwrap());
+    assert!(s.cache.get("a").await.unwrap().is_none());
+    assert!(s.disk.get("a").await.unwrap().is_none());
+    assert!(s.store.get("a").await.unwrap().is_none());
+    s.cache.clear().await.unwrap();
+    assert!(s.cache.get("b").await.unwrap().is_none());
+    assert!(s.disk.get("b").await.unwrap().is_none());
+    assert!(s.store.get("b").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn memory_never_serves_an_expired_entry() {
+    let s = setup(4096).await;
+    s.cache
+        .set("k", "short lived".into(), SetOptions::new().ttl_seconds(10))
+        .await
+        .unwrap();
+    assert_eq!(s.cache.get_traced("k").await.unwrap().unwrap().1, Served::Memory);
+    s.clock.advance(Duration::from_secs(11));
+    assert!(s.cache.get("k").await.unwrap().is_none());
+    assert!(s.cache.get_stream("k", 10).await.unwrap().is_none());
+    assert!(s.cache.head("k").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn big_entries_bypass_memory() {
+    let s = setup(1000).await;
+    let big = Bytes::from(vec![7u8; 5000]);
+    s.cache
+        .set("big", Value::Bytes(big.clone()), SetOptions::new())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let (v, served) = s.cache.get_traced("big").await.unwrap().unwrap();
+        assert_eq!(v, Value::Bytes(big.clone()));
+        assert_eq!(served, Served::Tier(0), "never kept in memory");
+    }
+    // A big entry streamed from below is passed through in the asked chunks.
+    let chunks: Vec<Bytes> = s
+        .cache
+        .get_stream("big", 1024)
+        .await
+        .unwrap()
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        chunks.iter().map(Bytes::len).collect::<Vec<_>>(),
+        vec![1024, 1024, 1024, 1024, 904]
+    );
+    assert_eq!(s.cache.tier_counts().memory, 0);
+}
+
+#[tokio::test]
+async fn small_streams_are_served_from_memory() {
+    let s = setup(4096).await;
+    s.cache
+        .set("small", Value::Bytes(Bytes::from_static(b"0123456789")), SetOptions::new())
+        .await
+        .unwrap();
+    let chunks: Vec<Bytes> = s
+        .cache
+        .get_stream("small", 4)
+        .await
+        .unwrap()
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(chunks, vec![&b"0123"[..], &b"4567"[..], &b"89"[..]]);
+    assert_eq!(s.cache.tier_counts().memory, 1);
+}
+
+#[tokio::test]
+async fn set_stream_lands_in_every_tier() {
+    let s = setup(4096).await;
+    let data: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let chunks: Vec<std::io::Result<Bytes>> = data
+        .chunks(65536)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    s.cache
+        .set_stream(
+            "s",
+            Box::pin(futures::stream::iter(chunks)),
+            SetOptions::new().compress(true),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.disk.get_bytes("s").await.unwrap().as_deref(), Some(&data[..]));
+    assert_eq!(s.store.get_bytes("s").await.unwrap().as_deref(), Some(&data[..]));
+}
+
+#[tokio::test]
+async fn building_without_a_tier_is_an_error() {
+    assert!(TieredCache::builder().build().is_err());
+}
