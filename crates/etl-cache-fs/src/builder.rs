@@ -21,6 +21,7 @@ pub(crate) struct Config {
     pub lock_timeout: Duration,
     pub durable: bool,
     pub touch_interval: Duration,
+    pub inline_io_max: u64,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -60,6 +61,7 @@ impl Default for DiskCacheBuilder {
                 lock_timeout: Duration::from_secs(60),
                 durable: false,
                 touch_interval: Duration::ZERO,
+                inline_io_max: 16 * 1024,
                 clock: Arc::new(SystemClock),
             },
         }
@@ -153,6 +155,16 @@ impl DiskCacheBuilder {
     /// within that window.
     pub fn touch_interval(mut self, interval: Duration) -> Self {
         self.config.touch_interval = interval;
+        self
+    }
+
+    /// Entries up to this size (default 16 KiB) are read and written directly
+    /// on the calling task, without a hop through Tokio's blocking pool: a few
+    /// syscalls on a local disk cost less than the hop. Larger entries, waits
+    /// for a busy key, eviction and `durable` writes always go to the
+    /// blocking pool. Set 0 on slow network filesystems.
+    pub fn inline_io(mut self, max_bytes: u64) -> Self {
+        self.config.inline_io_max = max_bytes;
         self
     }
 

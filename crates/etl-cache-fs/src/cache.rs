@@ -19,7 +19,7 @@ use crate::builder::{Config, DiskCacheBuilder};
 use crate::layout::{Layout, key_hash};
 use crate::read::Found;
 use crate::usage::Usage;
-use crate::write::Msg;
+use crate::write::{Msg, Publish};
 use crate::{lock, sys};
 
 /// Chunks in flight between a stream and its writer or reader thread.
@@ -225,6 +225,25 @@ impl Inner {
         }
     }
 
+    /// Whether small operations run on the calling task (see `inline_io`).
+    pub(crate) fn inline(&self) -> bool {
+        self.config.inline_io_max > 0 && !self.config.durable
+    }
+
+    fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
+        let hash = key_hash(key);
+        match self.open_entry(Some(key), &hash, &self.layout.entry_path(&hash), false)? {
+            Found::Missing => Ok(None),
+            Found::Expired(o) => {
+                if self.remove_if_same(key, &hash, o.id).is_some() {
+                    Counters::bump(&self.counters.expired);
+                }
+                Ok(None)
+            }
+            Found::Live(o) => Ok(Some(o.meta)),
+        }
+    }
+
     fn delete(&self, key: &str, hash: &str) -> Result<bool> {
         let lock =
             lock::KeyLock::acquire(&self.layout.lock_path(hash), key, self.config.lock_timeout)?;
@@ -276,10 +295,24 @@ impl Cache for DiskCache {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
         validate_key(key)?;
         let inner = self.inner.clone();
+        let kind = value.kind();
+        let payload = value.into_bytes();
+        if inner.inline() && payload.len() as u64 <= inner.config.inline_io_max {
+            match inner.write_value(key, kind, payload, opts, false, false)? {
+                Publish::Done(meta) => return Ok(meta),
+                Publish::Blocked(sealed) => {
+                    let key = key.to_owned();
+                    return blocking(move || inner.publish(&key, sealed, false, true))
+                        .await
+                        .map(Publish::done);
+                }
+            }
+        }
         let key = key.to_owned();
         blocking(move || {
-            let kind = value.kind();
-            inner.write_value(&key, kind, value.into_bytes(), opts, false)
+            inner
+                .write_value(&key, kind, payload, opts, false, true)
+                .map(Publish::done)
         })
         .await
     }
@@ -326,18 +359,25 @@ impl Cache for DiskCache {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Value>> {
-        validate_key(key)?;
-        let inner = self.inner.clone();
-        let key = key.to_owned();
-        blocking(move || inner.read_value(&key, &key_hash(&key), true))
-            .await
-            .map(|found| found.map(|(_, v)| v))
+        Ok(self.get_entry(key).await?.map(|(_, v)| v))
     }
 
     async fn get_entry(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
         validate_key(key)?;
         let inner = self.inner.clone();
         let key = key.to_owned();
+        if inner.inline() {
+            let hash = key_hash(&key);
+            let Some(o) = inner.lookup(&key, &hash, true, true)? else {
+                return Ok(None);
+            };
+            if inner.finishes_inline(&o) {
+                return inner.finish_value(&key, &hash, *o).map(Some);
+            }
+            return blocking(move || inner.finish_value(&key, &hash, *o))
+                .await
+                .map(Some);
+        }
         blocking(move || inner.read_value(&key, &key_hash(&key), true)).await
     }
 
@@ -351,7 +391,9 @@ impl Cache for DiskCache {
         let inner = self.inner.clone();
         let key = key.to_owned();
         let hash = key_hash(&key);
-        let opened = {
+        let opened = if inner.inline() {
+            inner.lookup(&key, &hash, false, true)?
+        } else {
             let (inner, key, hash) = (inner.clone(), key.clone(), hash.clone());
             blocking(move || inner.lookup(&key, &hash, false, true)).await?
         };
@@ -372,21 +414,11 @@ impl Cache for DiskCache {
     async fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
         validate_key(key)?;
         let inner = self.inner.clone();
+        if inner.inline() {
+            return inner.head(key);
+        }
         let key = key.to_owned();
-        blocking(move || {
-            let hash = key_hash(&key);
-            match inner.open_entry(Some(&key), &hash, &inner.layout.entry_path(&hash), false)? {
-                Found::Missing => Ok(None),
-                Found::Expired(o) => {
-                    if inner.remove_if_same(&key, &hash, o.id).is_some() {
-                        Counters::bump(&inner.counters.expired);
-                    }
-                    Ok(None)
-                }
-                Found::Live(o) => Ok(Some(o.meta)),
-            }
-        })
-        .await
+        blocking(move || inner.head(&key)).await
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
@@ -478,7 +510,9 @@ impl Cache for DiskCache {
         let (inner, owned, v) = (self.inner.clone(), key.to_owned(), value.clone());
         blocking(move || {
             let kind = v.kind();
-            let r = inner.write_value(&owned, kind, v.into_bytes(), opts, true);
+            let r = inner
+                .write_value(&owned, kind, v.into_bytes(), opts, true, true)
+                .map(Publish::done);
             drop(lock);
             r
         })

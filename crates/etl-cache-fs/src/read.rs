@@ -192,9 +192,12 @@ impl Inner {
 
     /// Removes the entry `hash` if it is still the file `id` (a newer write
     /// may have replaced it), under the key's lock. Returns the bytes freed.
-    pub(crate) fn remove_if_same(&self, key: &str, hash: &str, id: (u64, u64)) -> Option<u64> {
-        let lock =
-            KeyLock::acquire(&self.layout.lock_path(hash), key, self.config.lock_timeout).ok()?;
+    ///
+    /// Never waits: if another worker holds the key's lock it is writing or
+    /// removing this entry anyway, and the call leaves it to that worker. So
+    /// reads may run this on an async thread.
+    pub(crate) fn remove_if_same(&self, _key: &str, hash: &str, id: (u64, u64)) -> Option<u64> {
+        let lock = KeyLock::try_acquire(&self.layout.lock_path(hash)).ok()??;
         let freed = self.remove_locked(hash, Some(id));
         drop(lock);
         freed
@@ -268,9 +271,25 @@ impl Inner {
         hash: &str,
         count: bool,
     ) -> Result<Option<(EntryMeta, Value)>> {
-        let Some(mut o) = self.lookup(key, hash, true, count)? else {
+        let Some(o) = self.lookup(key, hash, true, count)? else {
             return Ok(None);
         };
+        self.finish_value(key, hash, *o).map(Some)
+    }
+
+    /// Whether an opened entry can be finished on an async thread: it was read
+    /// whole and is small.
+    pub(crate) fn finishes_inline(&self, o: &Opened) -> bool {
+        o.whole.is_some() && o.meta.logical_len <= self.config.inline_io_max
+    }
+
+    /// Reads (unless read whole already), verifies and decodes an opened entry.
+    pub(crate) fn finish_value(
+        &self,
+        key: &str,
+        hash: &str,
+        mut o: Opened,
+    ) -> Result<(EntryMeta, Value)> {
         let path = self.layout.entry_path(hash);
         let stored_len = o.meta.stored_len as usize;
         let start = o.header_len as usize;
@@ -312,7 +331,7 @@ impl Inner {
             ));
         }
         match Value::from_stored(o.meta.kind, logical) {
-            Ok(v) => Ok(Some((o.meta.clone(), v))),
+            Ok(v) => Ok((o.meta.clone(), v)),
             Err(reason) => fail(reason),
         }
     }

@@ -43,11 +43,12 @@ fn decode(buf: &[u8; 16]) -> Counts {
 
 fn read(file: &File) -> io::Result<Counts> {
     let mut buf = [0u8; 16];
-    if file.metadata()?.len() < 16 {
-        return Ok(Counts::default());
+    match sys::read_exact_at(file, &mut buf, 0) {
+        Ok(()) => Ok(decode(&buf)),
+        // A new (or truncated) file: nothing counted yet.
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(Counts::default()),
+        Err(e) => Err(e),
     }
-    sys::read_exact_at(file, &mut buf, 0)?;
-    Ok(decode(&buf))
 }
 
 fn write(file: &File, c: Counts) -> io::Result<()> {

@@ -18,6 +18,31 @@ use crate::evict::Publishing;
 use crate::lock::KeyLock;
 use crate::sys;
 
+/// A complete temp file, ready to be renamed into place.
+pub(crate) struct Sealed {
+    tmp: TempEntry,
+    meta: EntryMeta,
+    size: u64,
+}
+
+/// The outcome of [`Inner::publish`].
+pub(crate) enum Publish {
+    /// Published.
+    Done(EntryMeta),
+    /// Not published: finishing needs to wait for a lock or to evict.
+    Blocked(Sealed),
+}
+
+impl Publish {
+    /// The metadata of an entry published by a call allowed to block.
+    pub(crate) fn done(self) -> EntryMeta {
+        match self {
+            Publish::Done(meta) => meta,
+            Publish::Blocked(_) => unreachable!("a blocking publish always completes"),
+        }
+    }
+}
+
 /// What the async side of `set_stream` sends to the writer thread.
 pub(crate) enum Msg {
     Data(Bytes),
@@ -69,7 +94,7 @@ impl Inner {
 
     /// Creates a fresh temp file (O_EXCL, 0600), locked so that a sweep by
     /// another process never removes a write in progress.
-    fn create_temp(&self, key: &str) -> Result<TempEntry> {
+    fn create_temp(&self, key: &str, buffer: usize) -> Result<TempEntry> {
         loop {
             let path = self.layout.tmp.join(temp_name());
             let mut opts = OpenOptions::new();
@@ -79,8 +104,20 @@ impl Inner {
                 Ok(file) => {
                     file.lock()
                         .map_err(self.io(key, &path, "lock the temp file"))?;
+                    // Opening a cache sweeps unlocked temp files: a sweep may
+                    // have removed this one between its creation and the
+                    // lock. Then the lock guards nothing: start over.
+                    let ours =
+                        file.metadata()
+                            .map_err(self.io(key, &path, "stat the temp file"))?;
+                    match fs::symlink_metadata(&path) {
+                        Ok(m) if sys::same_file(&m, &ours) => {}
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(self.io(key, &path, "stat the temp file")(e)),
+                    }
                     return Ok(TempEntry {
-                        out: BufWriter::with_capacity(1 << 20, file),
+                        out: BufWriter::with_capacity(buffer, file),
                         path,
                         published: false,
                     });
@@ -122,7 +159,8 @@ impl Inner {
         payload: Bytes,
         opts: SetOptions,
         held: bool,
-    ) -> Result<EntryMeta> {
+        may_block: bool,
+    ) -> Result<Publish> {
         let header = self.header(key, kind, &opts);
         let (stored, totals) = Encoder::encode_all(opts.compression, payload).map_err(self.io(
             key,
@@ -134,13 +172,17 @@ impl Inner {
             key,
             (header_bytes.len() + TRAILER_LEN) as u64 + totals.stored_len,
         )?;
-        let mut tmp = self.create_temp(key)?;
+        let mut tmp = self.create_temp(
+            key,
+            (header_bytes.len() + stored.len() + TRAILER_LEN).min(1 << 20),
+        )?;
         let path = tmp.path.clone();
         tmp.out
             .write_all(&header_bytes)
             .and_then(|()| tmp.out.write_all(&stored))
             .map_err(self.io(key, &path, "write the entry"))?;
-        self.finish_and_publish(key, tmp, header, &header_bytes, totals, held)
+        let sealed = self.seal(key, tmp, header, &header_bytes, totals)?;
+        self.publish(key, sealed, held, may_block)
     }
 
     /// Writes what arrives on `rx` and publishes it when `Msg::End` comes; a
@@ -154,7 +196,7 @@ impl Inner {
     ) -> Result<EntryMeta> {
         let header = self.header(key, Kind::Bytes, &opts);
         let header_bytes = header.encode();
-        let mut tmp = self.create_temp(key)?;
+        let mut tmp = self.create_temp(key, 1 << 20)?;
         let path = tmp.path.clone();
         let mut enc =
             Encoder::new(opts.compression).map_err(self.io(key, &path, "start compressing"))?;
@@ -190,18 +232,20 @@ impl Inner {
         tmp.out
             .write_all(&last)
             .map_err(self.io(key, &path, "write the entry"))?;
-        self.finish_and_publish(key, tmp, header, &header_bytes, totals, false)
+        let sealed = self.seal(key, tmp, header, &header_bytes, totals)?;
+        self.publish(key, sealed, false, true).map(Publish::done)
     }
 
-    fn finish_and_publish(
+    /// Writes the trailer and the entry's time, syncs if durable: the temp
+    /// file is then ready to be published.
+    fn seal(
         &self,
         key: &str,
         mut tmp: TempEntry,
         header: Header,
         header_bytes: &[u8],
         totals: Totals,
-        held: bool,
-    ) -> Result<EntryMeta> {
+    ) -> Result<Sealed> {
         let path = tmp.path.clone();
         let header_crc = u32::from_le_bytes(
             header_bytes[header_bytes.len() - 4..]
@@ -232,29 +276,38 @@ impl Inner {
         let size = header_bytes.len() as u64 + totals.stored_len + TRAILER_LEN as u64;
         let meta = EntryMeta::from_parts(header, header_bytes.len(), header_crc, trailer, size)
             .expect("a fresh header and trailer agree");
-        self.publish(key, &mut tmp, size, held)?;
-        Counters::bump(&self.counters.sets);
-        Ok(meta)
+        Ok(Sealed { tmp, meta, size })
     }
 
     /// Renames the temp file over the entry, under the key's lock, after
-    /// reserving its size in the shared counters (evicting if that passes a limit).
-    fn publish(&self, key: &str, tmp: &mut TempEntry, size: u64, held: bool) -> Result<()> {
+    /// reserving its size in the shared counters (evicting if that passes a
+    /// limit). `held` says the caller holds the key's lock. When `may_block`
+    /// is false, gives the entry back as [`Publish::Blocked`] rather than wait
+    /// for the lock or evict; the caller then retries on a blocking thread.
+    pub(crate) fn publish(
+        &self,
+        key: &str,
+        mut sealed: Sealed,
+        held: bool,
+        may_block: bool,
+    ) -> Result<Publish> {
         let hash = crate::layout::key_hash(key);
         let target = self.layout.entry_path(&hash);
-        let _lock = if held {
-            None
-        } else {
-            Some(KeyLock::acquire(
-                &self.layout.lock_path(&hash),
-                key,
-                self.config.lock_timeout,
-            )?)
+        let lock_path = self.layout.lock_path(&hash);
+        let _lock = match (held, may_block) {
+            (true, _) => None,
+            (false, true) => Some(KeyLock::acquire(&lock_path, key, self.config.lock_timeout)?),
+            (false, false) => match KeyLock::try_acquire(&lock_path) {
+                Ok(Some(lock)) => Some(lock),
+                Ok(None) => return Ok(Publish::Blocked(sealed)),
+                Err(e) => return Err(self.io(key, &lock_path, "take the key lock")(e)),
+            },
         };
         let old = fs::symlink_metadata(&target)
             .ok()
             .filter(|m| m.is_file())
             .map(|m| m.len());
+        let size = sealed.size;
         let (d_entries, d_bytes) = match old {
             Some(old) => (0, size as i64 - old as i64),
             None => (1, size as i64),
@@ -265,21 +318,26 @@ impl Inner {
             "update the usage counters",
         ))?;
         if self.over_limits(counts) {
+            if !may_block {
+                let _ = self.usage.add(-d_entries, -d_bytes);
+                return Ok(Publish::Blocked(sealed));
+            }
             self.evict(Some(Publishing {
                 hash: &hash,
                 reserved: (d_entries, d_bytes),
             }));
         }
-        if let Err(e) = fs::rename(&tmp.path, &target) {
+        if let Err(e) = fs::rename(&sealed.tmp.path, &target) {
             let _ = self.usage.add(-d_entries, -d_bytes);
             return Err(self.io(key, &target, "publish the entry")(e));
         }
-        tmp.published = true;
+        sealed.tmp.published = true;
         if self.config.durable
             && let Some(dir) = target.parent()
         {
             sys::sync_dir(dir).map_err(self.io(key, dir, "fsync the directory"))?;
         }
-        Ok(())
+        Counters::bump(&self.counters.sets);
+        Ok(Publish::Done(sealed.meta))
     }
 }

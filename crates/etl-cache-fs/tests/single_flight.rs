@@ -31,7 +31,11 @@ fn spawn(role: &str, dir: &Path, id: usize) -> Child {
 fn wait_for(path: &Path, within: Duration) {
     let start = Instant::now();
     while !path.exists() {
-        assert!(start.elapsed() < within, "{} did not appear", path.display());
+        assert!(
+            start.elapsed() < within,
+            "{} did not appear",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -62,7 +66,10 @@ fn four_processes_compute_a_missing_key_once() {
     let dir = tempfile::tempdir().unwrap();
     let children: Vec<Child> = (0..4).map(|i| spawn("compute", dir.path(), i)).collect();
     for i in 0..4 {
-        wait_for(&dir.path().join(format!("ready{i}")), Duration::from_secs(60));
+        wait_for(
+            &dir.path().join(format!("ready{i}")),
+            Duration::from_secs(60),
+        );
     }
     fs::write(dir.path().join("go"), b"").unwrap();
     let results: Vec<String> = children

@@ -51,16 +51,26 @@ async fn setup(max_memory_entry: u64) -> Setup {
 async fn reads_promote_into_every_tier_above() {
     let s = setup(4096).await;
     s.store
-        .set("k", "from the store".into(), SetOptions::new().ttl_seconds(600))
+        .set(
+            "k",
+            "from the store".into(),
+            SetOptions::new().ttl_seconds(600),
+        )
         .await
         .unwrap();
     assert!(s.disk.get("k").await.unwrap().is_none());
     let (v, served) = s.cache.get_traced("k").await.unwrap().unwrap();
-    assert_eq!((v, served), (Value::from("from the store"), Served::Tier(1)));
+    assert_eq!(
+        (v, served),
+        (Value::from("from the store"), Served::Tier(1))
+    );
     // Promoted to disk with the time it had left, and into memory.
     let on_disk = s.disk.head("k").await.unwrap().expect("promoted to disk");
     assert!(on_disk.expires.is_some());
-    assert_eq!(s.cache.get_traced("k").await.unwrap().unwrap().1, Served::Memory);
+    assert_eq!(
+        s.cache.get_traced("k").await.unwrap().unwrap().1,
+        Served::Memory
+    );
     let counts = s.cache.tier_counts();
     assert_eq!((counts.memory, counts.tiers.clone()), (1, vec![0, 1]));
 }
@@ -69,7 +79,11 @@ async fn reads_promote_into_every_tier_above() {
 async fn writes_go_through_to_every_tier() {
     let s = setup(4096).await;
     s.cache
-        .set_json("k", &serde_json::json!({"a": 1}), SetOptions::new().compress(true))
+        .set_json(
+            "k",
+            &serde_json::json!({"a": 1}),
+            SetOptions::new().compress(true),
+        )
         .await
         .unwrap();
     for tier in [&*s.disk as &dyn Cache, &*s.store] {
@@ -78,14 +92,23 @@ async fn writes_go_through_to_every_tier() {
             Some(Value::Json(serde_json::json!({"a": 1})))
         );
     }
-    assert_eq!(s.cache.get_traced("k").await.unwrap().unwrap().1, Served::Memory);
+    assert_eq!(
+        s.cache.get_traced("k").await.unwrap().unwrap().1,
+        Served::Memory
+    );
 }
 
 #[tokio::test]
 async fn delete_and_clear_invalidate_every_tier() {
     let s = setup(4096).await;
-    s.cache.set("a", "1".into(), SetOptions::new()).await.unwrap();
-    s.cache.set("b", "2".into(), SetOptions::new()).await.unwrap();
+    s.cache
+        .set("a", "1".into(), SetOptions::new())
+        .await
+        .unwrap();
+    s.cache
+        .set("b", "2".into(), SetOptions::new())
+        .await
+        .unwrap();
     assert!(s.cache.delete("a").await.unwrap());
     assert!(s.cache.get("a").await.unwrap().is_none());
     assert!(s.disk.get("a").await.unwrap().is_none());
@@ -103,7 +126,10 @@ async fn memory_never_serves_an_expired_entry() {
         .set("k", "short lived".into(), SetOptions::new().ttl_seconds(10))
         .await
         .unwrap();
-    assert_eq!(s.cache.get_traced("k").await.unwrap().unwrap().1, Served::Memory);
+    assert_eq!(
+        s.cache.get_traced("k").await.unwrap().unwrap().1,
+        Served::Memory
+    );
     s.clock.advance(Duration::from_secs(11));
     assert!(s.cache.get("k").await.unwrap().is_none());
     assert!(s.cache.get_stream("k", 10).await.unwrap().is_none());
@@ -144,7 +170,11 @@ async fn big_entries_bypass_memory() {
 async fn small_streams_are_served_from_memory() {
     let s = setup(4096).await;
     s.cache
-        .set("small", Value::Bytes(Bytes::from_static(b"0123456789")), SetOptions::new())
+        .set(
+            "small",
+            Value::Bytes(Bytes::from_static(b"0123456789")),
+            SetOptions::new(),
+        )
         .await
         .unwrap();
     let chunks: Vec<Bytes> = s
@@ -176,8 +206,14 @@ async fn set_stream_lands_in_every_tier() {
         )
         .await
         .unwrap();
-    assert_eq!(s.disk.get_bytes("s").await.unwrap().as_deref(), Some(&data[..]));
-    assert_eq!(s.store.get_bytes("s").await.unwrap().as_deref(), Some(&data[..]));
+    assert_eq!(
+        s.disk.get_bytes("s").await.unwrap().as_deref(),
+        Some(&data[..])
+    );
+    assert_eq!(
+        s.store.get_bytes("s").await.unwrap().as_deref(),
+        Some(&data[..])
+    );
 }
 
 #[tokio::test]
