@@ -18,10 +18,19 @@
 //! assert_eq!(xml.as_deref(), Some("<dataset>…</dataset>"));
 //! # Ok(()) }
 //! ```
+//!
+//! Any cache can also be opened from a URL with [`open`]: a directory path,
+//! `file:///abs/path`, `memory://`, and (with the `aws`, `gcp` or `azure`
+//! features) `s3://`, `gs://`, `az://`. The `etl-cache` command line (feature
+//! `cli`, on by default) inspects, fetches, seeds and cleans any of them.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod open;
+
 pub use etl_cache_core::*;
+
+pub use crate::open::open;
 
 #[cfg(feature = "fs")]
 pub use etl_cache_fs::{DiskCache, DiskCacheBuilder};

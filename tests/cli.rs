@@ -1,0 +1,708 @@
+//! The `etl-cache` binary, run as a user would: every command, the exit codes,
+//! the JSON outputs, a corrupt entry found by `verify`, TTL expiry, and 1 GiB
+//! through pipes in bounded memory.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+const BIN: &str = env!("CARGO_BIN_EXE_etl-cache");
+
+/// What a run of the binary left behind.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Run {
+    fn out(&self) -> String {
+        String::from_utf8(self.stdout.clone()).expect("stdout is UTF-8")
+    }
+
+    fn json(&self) -> Json {
+        serde_json::from_slice(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.out()))
+    }
+
+    #[track_caller]
+    fn expect(self, code: i32) -> Run {
+        assert_eq!(
+            self.code,
+            code,
+            "exit code; stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&self.stdout),
+            self.stderr
+        );
+        self
+    }
+}
+
+/// The binary with a clean environment for the variables it reads.
+fn bin() -> Command {
+    let mut c = Command::new(BIN);
+    c.env_remove("ETL_CACHE_URL")
+        .env_remove("ETL_CACHE_REPORT_PEAK_RSS");
+    c
+}
+
+/// Runs `etl-cache --cache URL ARGS…` with `stdin` piped in.
+fn run_with(url: &str, args: &[&str], stdin: &[u8]) -> Run {
+    let mut child = bin()
+        .arg("--cache")
+        .arg(url)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        // The command may not read its stdin at all.
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    Run {
+        code: out.status.code().expect("exited, not killed"),
+        stdout: out.stdout,
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// Runs against the cache in `dir`.
+fn run(dir: &Path, args: &[&str]) -> Run {
+    run_with(dir.to_str().unwrap(), args, b"")
+}
+
+fn run_in(dir: &Path, args: &[&str], stdin: &[u8]) -> Run {
+    run_with(dir.to_str().unwrap(), args, stdin)
+}
+
+/// A fresh cache directory (inside a temp dir that lives as long as the guard).
+fn cache_dir() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cache");
+    (tmp, root)
+}
+
+/// Where DiskCache keeps the entry of `key` (its documented layout).
+fn entry_file(root: &Path, key: &str) -> PathBuf {
+    let hex: String = Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    root.join("etl-cache-v1")
+        .join("entries")
+        .join(&hex[..2])
+        .join(hex)
+}
+
+/// Flips one byte in the middle of the stored file (inside the payload).
+fn corrupt(root: &Path, key: &str) {
+    let path = entry_file(root, key);
+    let mut bytes = std::fs::read(&path).expect("the entry file exists where the layout says");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(&path, bytes).unwrap();
+}
+
+/// Deterministic pseudo-random bytes: chunk `n` of `len` bytes (a multiple of 8).
+fn pattern(n: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    for _ in 0..len / 8 {
+        // splitmix64
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out
+}
+
+fn keys_of(ls_json: &Json) -> Vec<String> {
+    ls_json
+        .as_array()
+        .expect("ls --json is an array")
+        .iter()
+        .map(|e| e["key"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn set_get_rm_round_trip_every_kind_with_exit_codes() {
+    let (tmp, root) = cache_dir();
+
+    // Text from stdin.
+    run_in(
+        &root,
+        &["set", "payload_123", "--text"],
+        b"<xml>caf\xc3\xa9</xml>",
+    )
+    .expect(0);
+    let got = run(&root, &["get", "payload_123"]).expect(0);
+    assert_eq!(got.stdout, "<xml>café</xml>".as_bytes());
+
+    // JSON from a file: validated, stored as JSON, read back compact.
+    let doc = tmp.path().join("stats.json");
+    std::fs::write(
+        &doc,
+        "{ \"records_processed\" : 1042,\n \"status\": \"success\" }\n",
+    )
+    .unwrap();
+    let set = run(
+        &root,
+        &["set", "job_stats", doc.to_str().unwrap(), "--json"],
+    )
+    .expect(0);
+    assert!(set.out().contains("stored job_stats"), "{}", set.out());
+    let got = run(&root, &["get", "job_stats"]).expect(0);
+    assert_eq!(
+        got.out(),
+        r#"{"records_processed":1042,"status":"success"}"#
+    );
+
+    // Bytes from a file with each codec, to stdout and to a file with -o.
+    let blob = pattern(7, 3 << 20);
+    let src = tmp.path().join("blob.bin");
+    std::fs::write(&src, &blob).unwrap();
+    for codec in ["none", "gzip", "zstd", "gzip:1"] {
+        let key = format!("blob/{codec}");
+        run(
+            &root,
+            &["set", &key, src.to_str().unwrap(), "--compress", codec],
+        )
+        .expect(0);
+        assert_eq!(run(&root, &["get", &key]).expect(0).stdout, blob, "{codec}");
+        let dst = tmp
+            .path()
+            .join(format!("out-{}.bin", codec.replace(':', "-")));
+        let quiet = run(&root, &["-q", "get", &key, "-o", dst.to_str().unwrap()]).expect(0);
+        assert!(
+            quiet.stdout.is_empty() && quiet.stderr.is_empty(),
+            "{quiet:?}"
+        );
+        assert_eq!(std::fs::read(&dst).unwrap(), blob, "{codec} -o");
+    }
+    // `set KEY -` reads stdin too, and replaces the previous value.
+    run_in(&root, &["set", "blob/none", "-"], b"replaced").expect(0);
+    assert_eq!(
+        run(&root, &["get", "blob/none", "-o", "-"])
+            .expect(0)
+            .stdout,
+        b"replaced"
+    );
+
+    // A miss is exit 1 with a message; rm is 0 then 1.
+    let miss = run(&root, &["get", "nope"]).expect(1);
+    assert!(miss.stdout.is_empty());
+    assert!(
+        miss.stderr.contains("no entry for key \"nope\""),
+        "{}",
+        miss.stderr
+    );
+    let rm = run(&root, &["rm", "payload_123"]).expect(0);
+    assert!(rm.out().contains("removed payload_123"));
+    let again = run(&root, &["rm", "payload_123"]).expect(1);
+    assert!(
+        again.stderr.contains("no entry for key"),
+        "{}",
+        again.stderr
+    );
+    run(&root, &["get", "payload_123"]).expect(1);
+
+    // Bad input is exit 2 with a message saying what to do; nothing is stored.
+    let bad = run_in(&root, &["set", "j", "--json"], b"{not json").expect(2);
+    assert!(
+        bad.stderr.contains("not valid JSON") && bad.stderr.contains("hint:"),
+        "{}",
+        bad.stderr
+    );
+    let bad = run_in(&root, &["set", "t", "--text"], b"ok\xff").expect(2);
+    assert!(bad.stderr.contains("not valid UTF-8"), "{}", bad.stderr);
+    let bad = run(&root, &["set", "f", "/definitely/not/here"]).expect(2);
+    assert!(
+        bad.stderr.contains("cannot read /definitely/not/here"),
+        "{}",
+        bad.stderr
+    );
+    let bad = run_in(&root, &["set", "x", "--ttl", "soon"], b"v").expect(2);
+    assert!(bad.stderr.contains("invalid TTL"), "{}", bad.stderr);
+    let bad = run_in(&root, &["set", "x", "--compress", "lz4"], b"v").expect(2);
+    assert!(bad.stderr.contains("unknown compression"), "{}", bad.stderr);
+    run_in(&root, &["set", "x", "--json", "--text"], b"1").expect(2);
+    let long_key = "k".repeat(1025);
+    let bad = run_in(&root, &["set", &long_key], b"v").expect(2);
+    assert!(bad.stderr.contains("invalid key"), "{}", bad.stderr);
+    for k in ["j", "t", "f", "x"] {
+        run(&root, &["get", k]).expect(1);
+    }
+}
+
+#[test]
+fn ls_shows_every_column_and_its_json_parses() {
+    let (_tmp, root) = cache_dir();
+    run_in(
+        &root,
+        &["set", "reports/a.xml", "--text", "--compress", "zstd"],
+        &[b'x'; 10_000],
+    )
+    .expect(0);
+    run_in(
+        &root,
+        &["set", "reports/b.json", "--json", "--ttl", "1h30m"],
+        b"[1,2,3]",
+    )
+    .expect(0);
+    run_in(
+        &root,
+        &["set", "raw", "--compress", "gzip"],
+        &pattern(1, 4096),
+    )
+    .expect(0);
+
+    let ls = run(&root, &["ls"]).expect(0).out();
+    let lines: Vec<&str> = ls.lines().collect();
+    assert_eq!(lines.len(), 4, "{ls}");
+    for col in ["KEY", "KIND", "SIZE", "LOGICAL", "CODEC", "AGE", "EXPIRES"] {
+        assert!(lines[0].contains(col), "{ls}");
+    }
+    assert!(
+        lines[1].starts_with("raw ") && lines[1].contains("gzip"),
+        "{ls}"
+    );
+    assert!(
+        lines[2].starts_with("reports/a.xml") && lines[2].contains("9.8 KiB"),
+        "{ls}"
+    );
+    assert!(
+        lines[2].contains("text") && lines[2].contains("never"),
+        "{ls}"
+    );
+    assert!(
+        lines[3].contains("json") && lines[3].contains("in 1h 29m"),
+        "{ls}"
+    );
+
+    let prefixed = run(&root, &["ls", "reports/", "--json"]).expect(0).json();
+    assert_eq!(keys_of(&prefixed), ["reports/a.xml", "reports/b.json"]);
+    let a = &prefixed[0];
+    assert_eq!(a["kind"], "text");
+    assert_eq!(a["codec"], "zstd");
+    assert_eq!(a["logical_size"], 10_000);
+    assert!(
+        a["size"].as_u64().unwrap() < 1000,
+        "zstd shrinks a run of x: {a}"
+    );
+    assert_eq!(a["expires"], Json::Null);
+    assert_eq!(a["expired"], false);
+    assert!(a["created"].as_str().unwrap().ends_with('Z'));
+    let b = &prefixed[1];
+    assert_eq!(b["kind"], "json");
+    let left = b["expires_in_seconds"].as_f64().unwrap();
+    assert!((5300.0..=5400.0).contains(&left), "{b}");
+
+    let none = run(&root, &["ls", "zzz"]).expect(0);
+    assert!(none.stdout.is_empty());
+    assert!(none.stderr.contains("no entries"), "{}", none.stderr);
+    assert_eq!(
+        run(&root, &["ls", "zzz", "--json"]).expect(0).json(),
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn ttl_expiry_shows_in_stat_and_purge_removes_it() {
+    let (_tmp, root) = cache_dir();
+    run_in(&root, &["set", "short", "--ttl", "1s"], b"soon gone").expect(0);
+    run_in(&root, &["set", "kept"], b"stays").expect(0);
+    let before = run(&root, &["stat", "--json"]).expect(0).json();
+    assert_eq!(before["entries"], 2);
+    assert_eq!(before["expired"], 0);
+    assert_eq!(before["oldest"]["key"], "short");
+    assert_eq!(before["newest"]["key"], "kept");
+
+    std::thread::sleep(Duration::from_millis(1200));
+
+    let stat = run(&root, &["stat", "--json"]).expect(0).json();
+    assert_eq!(stat["entries"], 2, "{stat}");
+    assert_eq!(stat["expired"], 1, "{stat}");
+    assert_eq!(stat["logical_bytes"], 9 + 5);
+    assert!(stat["bytes"].as_u64().unwrap() > 14);
+    assert_eq!(stat["counters"]["entries"], 2);
+    let human = run(&root, &["stat"]).expect(0).out();
+    assert!(human.contains("entries  2 (1 expired"), "{human}");
+    assert!(
+        human.contains("oldest") && human.contains("short"),
+        "{human}"
+    );
+    let ls = run(&root, &["ls", "--json"]).expect(0).json();
+    assert_eq!(ls[1]["key"], "short");
+    assert_eq!(ls[1]["expired"], true);
+    assert!(run(&root, &["ls"]).expect(0).out().contains("expired"));
+
+    let purge = run(&root, &["purge", "--expired"]).expect(0);
+    assert!(
+        purge.out().contains("removed 1 expired entry"),
+        "{}",
+        purge.out()
+    );
+    let stat = run(&root, &["stat", "--json"]).expect(0).json();
+    assert_eq!(
+        (stat["entries"].as_u64(), stat["expired"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(
+        keys_of(&run(&root, &["ls", "--json"]).expect(0).json()),
+        ["kept"]
+    );
+    assert_eq!(run(&root, &["get", "kept"]).expect(0).stdout, b"stays");
+
+    // purge needs --expired: to remove everything there is clear --yes.
+    let usage = run(&root, &["purge"]).expect(2);
+    assert!(usage.stderr.contains("--expired"), "{}", usage.stderr);
+}
+
+#[test]
+fn verify_reports_and_removes_corrupt_entries() {
+    let (tmp, root) = cache_dir();
+    run_in(&root, &["set", "good"], &pattern(2, 1 << 20)).expect(0);
+    run_in(
+        &root,
+        &["set", "good.gz", "--compress", "gzip"],
+        &pattern(3, 1 << 20),
+    )
+    .expect(0);
+    for bad in ["bad1", "bad2", "bad3"] {
+        run_in(&root, &["set", bad], &pattern(4, 1 << 20)).expect(0);
+    }
+    let clean = run(&root, &["verify"]).expect(0).out();
+    assert!(
+        clean.contains("verified 5 entries (5.0 MiB): 5 ok, 0 corrupt"),
+        "{clean}"
+    );
+
+    // Text report: the key, the reason, exit 2; the entry is gone.
+    corrupt(&root, "bad1");
+    let report = run(&root, &["verify"]).expect(2).out();
+    assert!(
+        report.contains("corrupt  bad1: payload checksum mismatch (removed)"),
+        "{report}"
+    );
+    assert!(report.contains("4 ok, 1 corrupt and removed"), "{report}");
+    assert!(!keys_of(&run(&root, &["ls", "--json"]).expect(0).json()).contains(&"bad1".into()));
+
+    // JSON report.
+    corrupt(&root, "bad2");
+    let doc = run(&root, &["verify", "--json"]).expect(2).json();
+    assert_eq!(doc["checked"], 4);
+    assert_eq!(doc["ok"], 3);
+    assert_eq!(doc["corrupt"][0]["key"], "bad2");
+    assert!(
+        doc["corrupt"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("checksum"),
+        "{doc}"
+    );
+    assert_eq!(doc["failed"], serde_json::json!([]));
+
+    // get of a corrupt entry: exit 2, and -o leaves no file behind.
+    corrupt(&root, "bad3");
+    let out = tmp.path().join("out.bin");
+    let got = run(&root, &["get", "bad3", "-o", out.to_str().unwrap()]).expect(2);
+    assert!(got.stderr.contains("corrupt"), "{}", got.stderr);
+    assert!(!out.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains("etl-cache"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let after = run(&root, &["verify", "--json"]).expect(0).json();
+    assert_eq!(
+        (after["checked"].as_u64(), after["ok"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(
+        keys_of(&run(&root, &["ls", "--json"]).expect(0).json()),
+        ["good", "good.gz"]
+    );
+}
+
+#[test]
+fn clear_refuses_without_yes() {
+    let (_tmp, root) = cache_dir();
+    for k in ["a", "b", "c"] {
+        run_in(&root, &["set", k], k.as_bytes()).expect(0);
+    }
+    let refused = run(&root, &["clear"]).expect(2);
+    assert!(refused.stderr.contains("3 entries"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("clear --yes"), "{}", refused.stderr);
+    assert_eq!(
+        keys_of(&run(&root, &["ls", "--json"]).expect(0).json()),
+        ["a", "b", "c"]
+    );
+    let done = run(&root, &["clear", "--yes"]).expect(0);
+    assert!(done.out().contains("removed 3 entries"), "{}", done.out());
+    assert_eq!(
+        run(&root, &["ls", "--json"]).expect(0).json(),
+        serde_json::json!([])
+    );
+    let stat = run(&root, &["stat", "--json"]).expect(0).json();
+    assert_eq!(
+        (stat["entries"].as_u64(), stat["bytes"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(stat["oldest"], Json::Null);
+}
+
+#[test]
+fn read_commands_never_create_a_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("typo");
+    for args in [
+        &["ls"][..],
+        &["stat"],
+        &["verify"],
+        &["purge", "--expired"],
+        &["clear", "--yes"],
+    ] {
+        let r = run(&missing, args).expect(2);
+        assert!(
+            r.stderr.contains("no cache at") && r.stderr.contains("--cache"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    // get and rm: a miss, with the reason.
+    let r = run(&missing, &["get", "k"]).expect(1);
+    assert!(
+        r.stderr.contains("no entry for key \"k\": no cache at"),
+        "{}",
+        r.stderr
+    );
+    run(&missing, &["rm", "k"]).expect(1);
+    assert!(!missing.exists());
+    // A directory that is not a cache root is left alone too.
+    let r = run(tmp.path(), &["ls"]).expect(2);
+    assert!(r.stderr.contains("not an etl-cache root"), "{}", r.stderr);
+    assert!(!tmp.path().join("etl-cache-v1").exists());
+    // set creates it.
+    run_in(&missing, &["set", "k"], b"v").expect(0);
+    assert_eq!(run(&missing, &["get", "k"]).expect(0).stdout, b"v");
+}
+
+#[test]
+fn cache_urls_and_the_environment() {
+    let (_tmp, root) = cache_dir();
+    // file:// with an absolute path is the same directory.
+    let url = format!("file://{}", root.display());
+    run_with(&url, &["set", "k"], b"via file://").expect(0);
+    assert_eq!(run(&root, &["get", "k"]).expect(0).stdout, b"via file://");
+
+    // ETL_CACHE_URL when --cache is not given; --cache wins over it.
+    let env_get = bin()
+        .env("ETL_CACHE_URL", &url)
+        .args(["get", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(env_get.status.code(), Some(0));
+    assert_eq!(env_get.stdout, b"via file://");
+    let other = root.with_file_name("other");
+    let flag_wins = bin()
+        .env("ETL_CACHE_URL", &url)
+        .args(["--cache", other.to_str().unwrap(), "get", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(flag_wins.status.code(), Some(1));
+
+    // Default: .cache in the working directory.
+    let cwd = root.with_file_name("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let mut child = bin()
+        .current_dir(&cwd)
+        .args(["set", "here"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"default root")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(entry_file(&cwd.join(".cache"), "here").exists());
+
+    // memory:// works within one process: a set succeeds, the next process sees nothing.
+    run_with("memory://", &["set", "m"], b"v").expect(0);
+    run_with("memory://", &["get", "m"], b"").expect(1);
+    assert_eq!(
+        run_with("memory://", &["ls", "--json"], b"")
+            .expect(0)
+            .json(),
+        serde_json::json!([])
+    );
+
+    // Object stores name the cargo feature; unknown schemes list the supported ones.
+    let s3 = run_with("s3://bucket/prefix", &["ls"], b"").expect(2);
+    assert!(s3.stderr.contains("`aws` feature"), "{}", s3.stderr);
+    let gs = run_with("gs://bucket/prefix", &["ls"], b"").expect(2);
+    assert!(gs.stderr.contains("`gcp` feature"), "{}", gs.stderr);
+    let az = run_with("az://container/prefix", &["ls"], b"").expect(2);
+    assert!(az.stderr.contains("`azure` feature"), "{}", az.stderr);
+    let ftp = run_with("ftp://host/dir", &["ls"], b"").expect(2);
+    assert!(
+        ftp.stderr.contains("unknown scheme") && ftp.stderr.contains("memory://"),
+        "{}",
+        ftp.stderr
+    );
+}
+
+#[test]
+fn help_documents_the_exit_codes_and_usage_errors_exit_2() {
+    let help = bin().arg("--help").output().unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8(help.stdout).unwrap();
+    for needle in [
+        "Exit status",
+        "0  found",
+        "1  miss",
+        "2  error",
+        "ETL_CACHE_URL",
+        "ETL_CACHE_REPORT_PEAK_RSS",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    for cmd in ["ls", "get", "set", "rm", "stat", "purge", "clear", "verify"] {
+        assert!(
+            text.contains(&format!("  {cmd} ")),
+            "{cmd} missing from:\n{text}"
+        );
+    }
+    let set_help =
+        String::from_utf8(bin().args(["set", "--help"]).output().unwrap().stdout).unwrap();
+    assert!(
+        set_help.contains("--ttl") && set_help.contains("1h30m"),
+        "{set_help}"
+    );
+    assert_eq!(
+        bin().arg("frobnicate").output().unwrap().status.code(),
+        Some(2)
+    );
+    assert_eq!(bin().arg("get").output().unwrap().status.code(), Some(2));
+}
+
+#[test]
+fn get_into_a_closed_pipe_exits_quietly() {
+    let (_tmp, root) = cache_dir();
+    run_in(&root, &["set", "big"], &pattern(5, 4 << 20)).expect(0);
+    let mut child = bin()
+        .args(["--cache", root.to_str().unwrap(), "get", "big"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(child.stdout.take()); // like `| head -c 16`
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(&first[..], &pattern(5, 16)[..]);
+}
+
+/// Reads `peak_rss_bytes=N` from the binary's stderr.
+fn peak_rss(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("peak_rss_bytes="))
+        .unwrap_or_else(|| panic!("no peak_rss_bytes in stderr: {stderr}"))
+        .parse()
+        .expect("a number of bytes")
+}
+
+#[test]
+fn one_gib_set_and_get_through_pipes_in_bounded_memory() {
+    const CHUNK: usize = 1 << 20;
+    const CHUNKS: u64 = 1024; // 1 GiB
+    const LIMIT: u64 = 64 << 20;
+    let (_tmp, root) = cache_dir();
+    let cache = root.to_str().unwrap();
+
+    let mut set = bin()
+        .args(["--cache", cache, "set", "big", "-"])
+        .env("ETL_CACHE_REPORT_PEAK_RSS", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = set.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        for n in 0..CHUNKS {
+            stdin.write_all(&pattern(n, CHUNK)).unwrap();
+        }
+    });
+    feeder.join().unwrap();
+    let out = set.wait_with_output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1.0 GiB of bytes"));
+    let set_rss = peak_rss(&stderr);
+
+    let mut get = bin()
+        .args(["--cache", cache, "get", "big"])
+        .env("ETL_CACHE_REPORT_PEAK_RSS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = get.stdout.take().unwrap();
+    let mut buf = vec![0u8; CHUNK];
+    for n in 0..CHUNKS {
+        stdout
+            .read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("output ends in chunk {n}: {e}"));
+        assert!(buf == pattern(n, CHUNK), "chunk {n} differs");
+    }
+    assert_eq!(
+        stdout.read(&mut buf).unwrap(),
+        0,
+        "output longer than 1 GiB"
+    );
+    let out = get.wait_with_output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let get_rss = peak_rss(&stderr);
+
+    eprintln!("1 GiB through pipes: peak RSS set {set_rss} B, get {get_rss} B");
+    assert!(set_rss < LIMIT, "set peaked at {set_rss} bytes");
+    assert!(get_rss < LIMIT, "get peaked at {get_rss} bytes");
+}
