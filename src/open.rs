@@ -92,7 +92,10 @@ pub async fn open(url: &str) -> Result<Arc<dyn Cache>> {
 #[cfg(feature = "fs")]
 async fn open_dir(root: PathBuf, _url: &str) -> Result<Arc<dyn Cache>> {
     // Limits, lock timeout and durability from ETL_CACHE_* variables; the root from the URL.
-    let cache = crate::DiskCacheBuilder::from_env()?.root(root).build().await?;
+    let cache = crate::DiskCacheBuilder::from_env()?
+        .root(root)
+        .build()
+        .await?;
     Ok(Arc::new(cache))
 }
 
