@@ -62,11 +62,27 @@ impl Inner {
     /// evictor. `keep` is the entry being published (never a victim). Errors
     /// are logged, not returned: a set does not fail because eviction did.
     pub(crate) fn evict(&self, keep: Option<Publishing<'_>>) {
+        // Sets of other processes that pass a limit while this one evicts
+        // return at once (the evict lock is taken): check again after each
+        // round, so the limits hold when the last of them returns.
+        for _ in 0..3 {
+            if !self.evict_round(keep.as_ref()) {
+                return; // another process is evicting, and will check again
+            }
+            match self.usage.get() {
+                Ok(c) if self.over_limits(c) => continue,
+                _ => return,
+            }
+        }
+    }
+
+    /// One scan and eviction; false when another process holds the evict lock.
+    fn evict_round(&self, keep: Option<&Publishing<'_>>) -> bool {
         let Ok(guard) = crate::lock::open_persistent(&self.layout.evict_lock()) else {
-            return;
+            return false;
         };
         if guard.try_lock().is_err() {
-            return; // another process is evicting
+            return false; // another process is evicting
         }
         let started = Instant::now();
         let mut candidates: Vec<Candidate> = self
@@ -130,5 +146,6 @@ impl Inner {
             "evicted least recently used entries"
         );
         let _ = guard.unlock();
+        true
     }
 }
