@@ -39,6 +39,13 @@ pub use etl_cache_fs::{DiskCache, DiskCacheBuilder};
 #[cfg(feature = "fs")]
 pub use etl_cache_fs as fs;
 
+#[cfg(feature = "object")]
+pub use etl_cache_object::{ObjectCache, ObjectCacheBuilder};
+
+/// The object store backend: S3 (`aws`), Azure (`azure`), GCS (`gcp`), local files, memory.
+#[cfg(feature = "object")]
+pub use etl_cache_object as object;
+
 #[cfg(feature = "tiered")]
 pub use etl_cache_tiered::{Served, TieredCache, TieredCacheBuilder};
 

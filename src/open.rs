@@ -135,33 +135,23 @@ impl ObjectBackend {
     }
 }
 
-// ---------------------------------------------------------------------------
-// OBJECT BACKEND: wire `etl-cache-object` in here.
-//
-// Every s3://, s3a://, gs://, az://, azure://, abfs:// and abfss:// URL arrives
-// here with its backend family. Until the object backend is wired in, each
-// one fails with an `Error::Open` that names the cargo feature to enable. To
-// wire it: under `#[cfg(feature = "<backend.feature()>")]` build an
-// `ObjectCache` from `url` (credentials from the environment), and keep this
-// error for the features that are off. Make the function async if the builder is.
-// ---------------------------------------------------------------------------
+/// An object store URL: an [`ObjectCache`](crate::ObjectCache) when its
+/// feature is compiled in (credentials and endpoint from the environment, as
+/// `ObjectCache::from_url` reads them), else an error naming the feature.
 fn open_object(url: &str, backend: ObjectBackend) -> Result<Arc<dyn Cache>> {
+    #[cfg(feature = "object")]
+    if backend.compiled_in() {
+        let builder = etl_cache_object::ObjectCacheBuilder::from_env()?.url(url);
+        return Ok(Arc::new(builder.build()?));
+    }
     let scheme = url.split_once("://").map_or(url, |(s, _)| s);
     let feature = backend.feature();
-    let message = if backend.compiled_in() {
-        format!(
-            "{scheme}:// is not wired into etl_cache::open yet (the `{feature}` feature is on); \
-             build an ObjectCache with etl_cache_object directly for now"
-        )
-    } else {
-        format!(
-            "{scheme}:// needs the `{feature}` feature: cargo install --path . --features {feature} \
-             (library users: etl-cache = {{ features = [\"{feature}\"] }})"
-        )
-    };
     Err(Error::Open {
         location: url.to_owned(),
-        message,
+        message: format!(
+            "{scheme}:// needs the `{feature}` feature: cargo install --path . --features {feature} \
+             (library users: etl-cache = {{ features = [\"{feature}\"] }})"
+        ),
     })
 }
 
@@ -184,18 +174,30 @@ mod tests {
     }
 
     #[test]
-    fn cloud_schemes_name_their_feature() {
-        assert!(open_error("s3://bucket/prefix").contains("`aws` feature"));
-        assert!(open_error("gs://bucket/prefix").contains("`gcp` feature"));
-        for url in [
-            "az://c/p",
-            "azure://c/p",
-            "abfs://c@a.dfs.core.windows.net/p",
-        ] {
-            assert!(open_error(url).contains("`azure` feature"), "{url}");
-        }
-        if !cfg!(feature = "aws") {
-            assert!(open_error("s3://b").contains("--features aws"));
+    fn cloud_schemes_name_their_feature_when_it_is_off() {
+        let cases = [
+            ("s3://bucket/prefix", ObjectBackend::Aws),
+            ("gs://bucket/prefix", ObjectBackend::Gcp),
+            ("az://c/p", ObjectBackend::Azure),
+            ("azure://c/p", ObjectBackend::Azure),
+            ("abfs://c@a.dfs.core.windows.net/p", ObjectBackend::Azure),
+        ];
+        for (url, backend) in cases {
+            let feature = backend.feature();
+            if backend.compiled_in() {
+                // Compiled in: never the "needs the feature" error.
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                if let Err(e) = rt.block_on(open(url)) {
+                    assert!(!e.to_string().contains("needs the"), "{url}: {e}");
+                }
+            } else {
+                let e = open_error(url);
+                assert!(e.contains(&format!("`{feature}` feature")), "{url}: {e}");
+                assert!(e.contains(&format!("--features {feature}")), "{url}: {e}");
+            }
         }
     }
 

@@ -4,8 +4,10 @@ use crate::{Error, Result};
 
 /// The longest key accepted, in bytes of UTF-8.
 ///
-/// 1024 bytes is the object key limit of S3 and GCS, so a key valid here is
-/// valid on every backend (the object backend adds its prefix within that).
+/// 1024 bytes is the object key limit of S3 and GCS. Every backend accepts
+/// every key valid here: the object backend stores a key that does not fit
+/// beside its prefix under a name derived from its hash, and keeps the key
+/// itself in the entry.
 pub const MAX_KEY_LEN: usize = 1024;
 
 /// Checks a key against the rules every backend shares: non-empty, at most

@@ -1,0 +1,487 @@
+//! `ObjectCache` and its `Cache` implementation.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use etl_cache_core::{
+    ByteStream, Cache, Counters, EntryMeta, Error, GetStream, InitFuture, KeyedMutex, Result,
+    SetOptions, Stats, Value, validate_key,
+};
+use futures::stream::{self, BoxStream};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+
+use crate::builder::{Config, ObjectCacheBuilder};
+use crate::error::{ObjectError, ObjectErrorKind, classify, is_not_found};
+use crate::layout::{Layout, Name};
+use crate::read::Probe;
+
+/// How many entries `list` and `purge_expired` read at once.
+const LIST_CONCURRENCY: usize = 16;
+
+/// State shared by the clones of one cache handle.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub store: Arc<dyn ObjectStore>,
+    pub layout: Layout,
+    pub name: &'static str,
+    pub bucket: String,
+    pub config: Config,
+    pub counters: Counters,
+    /// Tasks of this process missing one key queue here; one of them takes
+    /// the key's lease.
+    pub flights: KeyedMutex,
+}
+
+impl Inner {
+    pub(crate) fn new(
+        store: Arc<dyn ObjectStore>,
+        layout: Layout,
+        name: &'static str,
+        bucket: String,
+        config: Config,
+    ) -> Inner {
+        Inner {
+            store,
+            layout,
+            name,
+            bucket,
+            config,
+            counters: Counters::default(),
+            flights: KeyedMutex::new(),
+        }
+    }
+
+    /// An [`ObjectError`] of this store.
+    pub(crate) fn object_error(
+        &self,
+        kind: ObjectErrorKind,
+        op: &'static str,
+        key: &str,
+        path: &Path,
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> ObjectError {
+        ObjectError {
+            kind,
+            store: self.name,
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            path: path.to_string(),
+            op,
+            source,
+        }
+    }
+
+    /// A cache error for a failure of this store.
+    pub(crate) fn error(
+        &self,
+        kind: ObjectErrorKind,
+        op: &'static str,
+        key: &str,
+        path: &Path,
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Error {
+        Error::Backend {
+            backend: self.name,
+            key: Error::display_key(key),
+            source: Box::new(self.object_error(kind, op, key, path, source)),
+        }
+    }
+
+    /// A cache error for an `object_store` error.
+    pub(crate) fn fail(
+        &self,
+        op: &'static str,
+        key: &str,
+        path: &Path,
+        e: object_store::Error,
+    ) -> Error {
+        self.error(classify(&e), op, key, path, Some(Box::new(e)))
+    }
+
+    pub(crate) fn corrupt(&self, key: &str, reason: impl Into<String>) -> Error {
+        Error::Corrupt {
+            key: Error::display_key(key),
+            reason: reason.into(),
+        }
+    }
+
+    /// Deletes an object, logging rather than failing (expired and corrupt
+    /// entries: the caller already has its answer).
+    pub(crate) async fn remove_quietly(&self, key: &str, location: &Path) -> bool {
+        match self.store.delete(location).await {
+            Ok(()) => true,
+            Err(e) if is_not_found(&e) => false,
+            Err(e) => {
+                tracing::warn!(key, object = %location, error = %e, "could not remove an entry");
+                false
+            }
+        }
+    }
+
+    /// Lists objects under `root` (the whole store for the empty path).
+    pub(crate) fn list_objects(&self, root: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+        let inner_name = self.name;
+        let bucket = self.bucket.clone();
+        let shown = root.clone();
+        let listing = if root.as_ref().is_empty() {
+            self.store.list(None)
+        } else {
+            self.store.list(Some(root))
+        };
+        listing
+            .map_err(move |e| Error::Backend {
+                backend: inner_name,
+                key: String::new(),
+                source: Box::new(ObjectError {
+                    kind: classify(&e),
+                    store: inner_name,
+                    bucket: bucket.clone(),
+                    key: String::new(),
+                    path: shown.to_string(),
+                    op: "list",
+                    source: Some(Box::new(e)),
+                }),
+            })
+            .boxed()
+    }
+
+    /// The entries (by name) under the folders holding keys with `prefix`.
+    fn candidates(
+        self: &Arc<Self>,
+        key_prefix: &str,
+    ) -> BoxStream<'static, Result<(ObjectMeta, Option<String>)>> {
+        let root = self.layout.list_root(key_prefix);
+        let mut roots = vec![root.clone()];
+        if root != *self.layout.prefix() {
+            roots.push(self.layout.long_root());
+        }
+        let this = self.clone();
+        let wanted = key_prefix.to_owned();
+        stream::iter(roots)
+            .flat_map(move |r| this.list_objects(&r))
+            .try_filter_map({
+                let this = self.clone();
+                move |m| {
+                    let found = match this.layout.classify(&m.location) {
+                        Name::Direct(k) if k.starts_with(&wanted) => Some((m, Some(k))),
+                        Name::Long => Some((m, None)),
+                        _ => None,
+                    };
+                    futures::future::ready(Ok(found))
+                }
+            })
+            .boxed()
+    }
+
+    /// Reads the metadata of listed entries (corrupt ones are removed) and
+    /// yields `(meta, expired)`. With `purge`, expired entries are removed
+    /// (and yielded only if that removed them).
+    fn probe_all(
+        self: &Arc<Self>,
+        key_prefix: &str,
+        purge: bool,
+    ) -> BoxStream<'static, Result<(EntryMeta, bool)>> {
+        let this = self.clone();
+        let wanted = key_prefix.to_owned();
+        self.candidates(key_prefix)
+            .try_filter(|(m, _)| futures::future::ready(m.size >= 4))
+            .map_ok(move |(m, key)| {
+                let this = this.clone();
+                let wanted = wanted.clone();
+                async move {
+                    let shown = key.clone().unwrap_or_else(|| m.location.to_string());
+                    match this.probe(&shown, &m.location).await {
+                        Ok(Probe::Missing) | Ok(Probe::Foreign) => Ok(None),
+                        Ok(Probe::Entry(p)) => {
+                            if !p.meta.key.starts_with(&wanted) {
+                                return Ok(None);
+                            }
+                            let expired = p.meta.is_expired(this.config.clock.now());
+                            if expired && purge {
+                                if !this.remove_quietly(&p.meta.key, &m.location).await {
+                                    return Ok(None);
+                                }
+                                Counters::bump(&this.counters.expired);
+                            }
+                            Ok(Some((p.meta, expired)))
+                        }
+                        Err(Error::Corrupt { key, reason }) => {
+                            tracing::warn!(key, reason, "removed a corrupt entry while listing");
+                            Ok(None)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .try_buffer_unordered(LIST_CONCURRENCY)
+            .try_filter_map(|x| futures::future::ready(Ok(x)))
+            .boxed()
+    }
+}
+
+/// The etl-cache contract on any object store: S3, Azure Blob Storage, GCS,
+/// a local directory or memory.
+///
+/// Cheap to clone: clones share the store and the counters.
+///
+/// - **One object per entry**, at `<prefix>/<key>` (a key's folders stay
+///   folders), holding the entry format of [`etl_cache_core::format`]: a
+///   header (key, kind, codec, creation and expiry times), the payload and a
+///   trailer (lengths, checksums). It works on every store, since nothing
+///   depends on object metadata.
+/// - **Atomic.** Each write is one `PUT` or one multipart upload, which
+///   stores publish all at once; a reader sees the old entry or the new one.
+///   A read that needs more than one request (a resumed body, the trailer of a
+///   stream) pins its requests to the object's e-tag, so two writes are never
+///   mixed: the read fails instead.
+/// - **Streams** go up as multipart uploads with at most
+///   `max_concurrency` parts of `part_size` bytes in memory, and come down as
+///   they arrive, decompressed on the fly. A body cut mid-way is resumed with
+///   a ranged get pinned to the e-tag, or fails — never returns short data.
+/// - **Expiry** is checked on every read (an expired entry reads as a miss
+///   and is deleted) and by [`Cache::purge_expired`], which lists the prefix.
+///   Bucket lifecycle rules are a useful backstop (see the crate README).
+/// - **Single flight** across hosts: `get_or_insert_with` of
+///   [`etl_cache_core::CacheExt`], and [`ObjectCache::get_or_insert_with_timeout`].
+///
+/// Unlike the disk cache, it has no capacity limit: buckets are large, and
+/// lifecycle rules expire old objects cheaply.
+#[derive(Debug, Clone)]
+pub struct ObjectCache {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl ObjectCache {
+    pub(crate) fn from_inner(inner: Inner) -> ObjectCache {
+        ObjectCache {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// A builder with default settings.
+    pub fn builder() -> ObjectCacheBuilder {
+        ObjectCacheBuilder::new()
+    }
+
+    /// A cache under `prefix` of an injected store, with default settings.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for an invalid prefix.
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Result<ObjectCache> {
+        ObjectCacheBuilder::new()
+            .store(store)
+            .prefix(prefix)
+            .build()
+    }
+
+    /// A cache on the store a URL names, configured from the environment.
+    ///
+    /// # Errors
+    ///
+    /// As [`ObjectCacheBuilder::build`].
+    pub fn from_url(url: &str) -> Result<ObjectCache> {
+        ObjectCacheBuilder::new().url(url).build()
+    }
+
+    /// A cache on the store a URL names, with store options over the environment.
+    ///
+    /// # Errors
+    ///
+    /// As [`ObjectCacheBuilder::build`].
+    pub fn from_url_opts<K: Into<String>, V: Into<String>>(
+        url: &str,
+        options: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<ObjectCache> {
+        ObjectCacheBuilder::new().url(url).options(options).build()
+    }
+
+    /// The store under the cache.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.store
+    }
+
+    /// The folder of the bucket holding the cache.
+    pub fn prefix(&self) -> &str {
+        self.inner.layout.prefix().as_ref()
+    }
+
+    /// The object that holds (or would hold) the entry of `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidKey`] for an invalid key.
+    pub fn object_path(&self, key: &str) -> Result<Path> {
+        validate_key(key)?;
+        Ok(self.inner.layout.entry(key))
+    }
+}
+
+#[async_trait]
+impl Cache for ObjectCache {
+    async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
+        validate_key(key)?;
+        self.inner.write_value(key, value, opts).await
+    }
+
+    async fn set_stream(
+        &self,
+        key: &str,
+        stream: ByteStream,
+        opts: SetOptions,
+    ) -> Result<EntryMeta> {
+        validate_key(key)?;
+        self.inner.write_stream(key, stream, opts).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Value>> {
+        Ok(self.get_entry(key).await?.map(|(_, v)| v))
+    }
+
+    async fn get_entry(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
+        validate_key(key)?;
+        let found = self.inner.read_value(key).await?;
+        Counters::bump(if found.is_some() {
+            &self.inner.counters.hits
+        } else {
+            &self.inner.counters.misses
+        });
+        Ok(found)
+    }
+
+    async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>> {
+        validate_key(key)?;
+        if chunk_size == 0 {
+            return Err(Error::InvalidInput {
+                message: "chunk_size must be at least 1".into(),
+            });
+        }
+        let found = self.inner.open_stream(key, chunk_size).await?;
+        Counters::bump(if found.is_some() {
+            &self.inner.counters.hits
+        } else {
+            &self.inner.counters.misses
+        });
+        Ok(found)
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
+        validate_key(key)?;
+        let location = self.inner.layout.entry(key);
+        match self.inner.probe(key, &location).await? {
+            Probe::Missing => Ok(None),
+            Probe::Foreign => Err(self.inner.not_an_entry(key, &location)),
+            Probe::Entry(p) => {
+                if p.meta.is_expired(self.inner.config.clock.now()) {
+                    if self.inner.remove_quietly(key, &location).await {
+                        Counters::bump(&self.inner.counters.expired);
+                    }
+                    return Ok(None);
+                }
+                Ok(Some(p.meta))
+            }
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        validate_key(key)?;
+        let location = self.inner.layout.entry(key);
+        match self.inner.store.head(&location).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) => return Err(self.inner.fail("head", key, &location, e)),
+        }
+        match self.inner.store.delete(&location).await {
+            Ok(()) => {
+                Counters::bump(&self.inner.counters.deletes);
+                Ok(true)
+            }
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(self.inner.fail("delete", key, &location, e)),
+        }
+    }
+
+    fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
+        self.inner
+            .probe_all(prefix.unwrap_or(""), false)
+            .try_filter_map(|(meta, expired)| {
+                futures::future::ready(Ok((!expired).then_some(meta)))
+            })
+            .boxed()
+    }
+
+    fn list_all(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
+        self.inner
+            .probe_all(prefix.unwrap_or(""), false)
+            .map_ok(|(meta, _)| meta)
+            .boxed()
+    }
+
+    async fn purge_expired(&self) -> Result<u64> {
+        self.inner
+            .probe_all("", true)
+            .try_fold(
+                0u64,
+                |n, (_, expired)| async move { Ok(n + expired as u64) },
+            )
+            .await
+    }
+
+    async fn clear(&self) -> Result<u64> {
+        let inner = self.inner.clone();
+        let entries: Vec<Path> = inner
+            .list_objects(inner.layout.prefix())
+            .try_filter_map(|m| {
+                let keep = matches!(
+                    inner.layout.classify(&m.location),
+                    Name::Direct(_) | Name::Long
+                );
+                futures::future::ready(Ok(keep.then_some(m.location)))
+            })
+            .try_collect()
+            .await?;
+        let locations = stream::iter(entries.into_iter().map(Ok)).boxed();
+        let removed = self
+            .inner
+            .store
+            .delete_stream(locations)
+            .filter_map(|r| {
+                futures::future::ready(match r {
+                    Ok(_) => Some(Ok(())),
+                    Err(e) if is_not_found(&e) => None,
+                    Err(e) => Some(Err(e)),
+                })
+            })
+            .try_fold(0u64, |n, ()| async move { Ok(n + 1) })
+            .await
+            .map_err(|e| self.inner.fail("delete", "", self.inner.layout.prefix(), e))?;
+        Ok(removed)
+    }
+
+    async fn get_or_insert_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        opts: SetOptions,
+        init: InitFuture<'a>,
+    ) -> Result<Value> {
+        self.single_flight(key, opts, self.inner.config.lock_timeout, init)
+            .await
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let inner = self.inner.clone();
+        let (entries, bytes) = inner
+            .list_objects(inner.layout.prefix())
+            .try_fold((0u64, 0u64), |(n, b), m| {
+                let entry = matches!(
+                    inner.layout.classify(&m.location),
+                    Name::Direct(_) | Name::Long
+                );
+                futures::future::ready(Ok(if entry { (n + 1, b + m.size) } else { (n, b) }))
+            })
+            .await?;
+        Ok(self.inner.counters.snapshot(entries, bytes))
+    }
+}

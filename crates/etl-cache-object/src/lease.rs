@@ -1,0 +1,388 @@
+//! Single flight across processes and hosts: a lease object per key.
+//!
+//! The lease lives at `<prefix>/.etl-cache/leases/<sha256 of key>` and holds
+//! its owner and its expiry (JSON). It is created with `PutMode::Create`, so
+//! one caller wins; the winner computes, renews the lease every third of its
+//! duration (`PutMode::Update` on the e-tag it holds), writes the value and
+//! deletes the lease. The others poll for the value with backoff; a lease
+//! whose expiry has passed (its holder died) is taken over with
+//! `PutMode::Update` on the e-tag read, so only one waiter takes it.
+//!
+//! Stores without conditional updates (`LocalFileSystem`) take an expired
+//! lease over by deleting and re-creating it; two waiters racing for the same
+//! expired lease may then both compute, once each.
+
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use etl_cache_core::{BoxError, Cache, Error, Result, SetOptions, Value, validate_key};
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use serde::{Deserialize, Serialize};
+
+use crate::ObjectCache;
+use crate::cache::Inner;
+use crate::error::is_not_found;
+
+/// What a lease object holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct LeaseBody {
+    owner: String,
+    key: String,
+    /// Nanoseconds since the Unix epoch.
+    expires: u64,
+}
+
+enum Acquire {
+    Won(UpdateVersion),
+    Held,
+}
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u64(nanos(SystemTime::now()));
+    h.finish()
+}
+
+fn owner_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("{host}/{}/{:016x}", std::process::id(), random_u64())
+}
+
+fn is_conflict(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }
+    )
+}
+
+fn is_unsupported(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }
+    )
+}
+
+impl Inner {
+    fn lease_payload(&self, key: &str, owner: &str) -> PutPayload {
+        let body = LeaseBody {
+            owner: owner.to_owned(),
+            key: key.to_owned(),
+            expires: nanos(self.config.clock.now() + self.config.lease_duration),
+        };
+        PutPayload::from(serde_json::to_vec(&body).expect("a lease serializes"))
+    }
+
+    async fn put_lease(
+        &self,
+        path: &Path,
+        key: &str,
+        owner: &str,
+        mode: PutMode,
+    ) -> object_store::Result<UpdateVersion> {
+        self.store
+            .put_opts(path, self.lease_payload(key, owner), PutOptions::from(mode))
+            .await
+            .map(UpdateVersion::from)
+    }
+
+    /// Reads a lease: its body and version, or `None` when there is none.
+    async fn read_lease(
+        &self,
+        path: &Path,
+        key: &str,
+    ) -> Result<Option<(Option<LeaseBody>, UpdateVersion)>> {
+        let got = match self.store.get(path).await {
+            Ok(r) => r,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(self.fail("read the lease", key, path, e)),
+        };
+        let version = UpdateVersion {
+            e_tag: got.meta.e_tag.clone(),
+            version: got.meta.version.clone(),
+        };
+        let bytes = match got.bytes().await {
+            Ok(b) => b,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(self.fail("read the lease", key, path, e)),
+        };
+        Ok(Some((serde_json::from_slice(&bytes).ok(), version)))
+    }
+
+    /// Tries to become the holder of the lease of `key`.
+    async fn try_acquire(&self, path: &Path, key: &str, owner: &str) -> Result<Acquire> {
+        match self.put_lease(path, key, owner, PutMode::Create).await {
+            Ok(v) => return Ok(Acquire::Won(v)),
+            Err(e) if is_conflict(&e) => {}
+            Err(e) => return Err(self.fail("create the lease", key, path, e)),
+        }
+        let Some((body, version)) = self.read_lease(path, key).await? else {
+            return Ok(Acquire::Held); // just released: the next round tries again
+        };
+        let now = nanos(self.config.clock.now());
+        if body.as_ref().is_some_and(|b| b.expires > now) {
+            return Ok(Acquire::Held);
+        }
+        tracing::info!(key, previous = ?body.map(|b| b.owner), "taking over an expired lease");
+        match self
+            .put_lease(path, key, owner, PutMode::Update(version))
+            .await
+        {
+            Ok(v) => Ok(Acquire::Won(v)),
+            Err(e) if is_conflict(&e) || is_not_found(&e) => Ok(Acquire::Held),
+            Err(e) if is_unsupported(&e) => {
+                // No conditional update here: delete the expired lease and
+                // race for a new one.
+                match self.store.delete(path).await {
+                    Ok(()) => {}
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(self.fail("delete the expired lease", key, path, e)),
+                }
+                match self.put_lease(path, key, owner, PutMode::Create).await {
+                    Ok(v) => Ok(Acquire::Won(v)),
+                    Err(e) if is_conflict(&e) => Ok(Acquire::Held),
+                    Err(e) => Err(self.fail("create the lease", key, path, e)),
+                }
+            }
+            Err(e) => Err(self.fail("take over the lease", key, path, e)),
+        }
+    }
+
+    /// Deletes the lease if this owner still holds it.
+    async fn release(&self, path: &Path, key: &str, owner: &str) {
+        match self.read_lease(path, key).await {
+            Ok(Some((Some(b), _))) if b.owner == owner => {
+                if let Err(e) = self.store.delete(path).await
+                    && !is_not_found(&e)
+                {
+                    tracing::warn!(key, error = %e, "could not release a lease; it expires by itself");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(key, error = %e, "could not read a lease to release it"),
+        }
+    }
+
+    /// Renews the lease every third of its duration until dropped.
+    async fn renew_forever(
+        self: Arc<Self>,
+        path: Path,
+        key: String,
+        owner: String,
+        mut version: UpdateVersion,
+    ) {
+        let every = self.config.lease_duration / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            match self
+                .put_lease(&path, &key, &owner, PutMode::Update(version.clone()))
+                .await
+            {
+                Ok(v) => version = v,
+                Err(e) if is_unsupported(&e) => {
+                    match self.read_lease(&path, &key).await {
+                        Ok(Some((Some(b), _))) if b.owner == owner => {}
+                        _ => {
+                            tracing::warn!(key, "lost the lease while computing");
+                            return;
+                        }
+                    }
+                    if let Ok(v) = self
+                        .put_lease(&path, &key, &owner, PutMode::Overwrite)
+                        .await
+                    {
+                        version = v;
+                    }
+                }
+                Err(e) if is_conflict(&e) || is_not_found(&e) => {
+                    tracing::warn!(
+                        key,
+                        "lost the lease while computing (it expired and was taken over)"
+                    );
+                    return;
+                }
+                Err(e) => tracing::warn!(key, error = %e, "could not renew the lease; will retry"),
+            }
+        }
+    }
+}
+
+/// Stops the renewal when the computation ends, however it ends; releases
+/// the lease in the background when the caller's future was dropped.
+struct Holding {
+    inner: Arc<Inner>,
+    path: Path,
+    key: String,
+    owner: String,
+    renewal: tokio::task::JoinHandle<()>,
+    released: bool,
+}
+
+impl Holding {
+    async fn release(mut self) {
+        self.renewal.abort();
+        self.released = true;
+        self.inner.release(&self.path, &self.key, &self.owner).await;
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.renewal.abort();
+        if !self.released
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let (inner, path, key, owner) = (
+                self.inner.clone(),
+                self.path.clone(),
+                self.key.clone(),
+                self.owner.clone(),
+            );
+            rt.spawn(async move { inner.release(&path, &key, &owner).await });
+        }
+    }
+}
+
+impl ObjectCache {
+    /// Single flight with an explicit wait: returns the value under `key`;
+    /// when there is none, computes it with `compute`, stores it with `opts`
+    /// and returns it — running the computation once even when many tasks,
+    /// processes or hosts ask for the same missing key at once.
+    ///
+    /// This is [`etl_cache_core::CacheExt::try_get_or_insert_with`] with
+    /// `timeout` in place of the cache's
+    /// [`lock_timeout`](crate::ObjectCacheBuilder::lock_timeout).
+    ///
+    /// Tasks of one process queue in memory; one of them takes the key's
+    /// lease (an object created only if absent) and computes, renewing the
+    /// lease while it works; the other processes poll for the value with
+    /// backoff (see [`crate::ObjectCacheBuilder::lease_poll_interval`]). If
+    /// the holder dies, its lease expires after
+    /// [`crate::ObjectCacheBuilder::lease_duration`] and one waiter takes it
+    /// over. If the computation fails, the holder gets [`Error::Init`], the
+    /// lease is released and a waiter computes in turn.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> etl_cache_core::Result<()> {
+    /// use std::time::Duration;
+    /// use etl_cache_core::{SetOptions, Value};
+    /// use etl_cache_object::ObjectCache;
+    ///
+    /// let cache = ObjectCache::from_url("memory:///etl")?;
+    /// let rows = cache
+    ///     .get_or_insert_with_timeout("extract/2026-11-28", SetOptions::new().ttl_seconds(3600),
+    ///         Duration::from_secs(600), || async {
+    ///             // the expensive extraction, run once across every worker
+    ///             Ok::<_, etl_cache_core::Error>(Value::Text("<rows>…</rows>".into()))
+    ///         })
+    ///     .await?;
+    /// assert_eq!(rows.as_text(), Some("<rows>…</rows>"));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockTimeout`] when another worker held the key for longer
+    /// than `timeout` without producing the value (the holder's own
+    /// computation has no time limit); [`Error::Init`] with the error of
+    /// `compute` for the caller that ran it; [`Error::InvalidKey`] and
+    /// backend failures as [`Cache::get`] and [`Cache::set`].
+    pub async fn get_or_insert_with_timeout<F, Fut, E>(
+        &self,
+        key: &str,
+        opts: SetOptions,
+        timeout: Duration,
+        compute: F,
+    ) -> Result<Value>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<Value, E>>,
+        E: Into<BoxError>,
+    {
+        self.single_flight(key, opts, timeout, async move {
+            compute().await.map_err(Into::into)
+        })
+        .await
+    }
+
+    pub(crate) async fn single_flight(
+        &self,
+        key: &str,
+        opts: SetOptions,
+        timeout: Duration,
+        init: impl Future<Output = std::result::Result<Value, BoxError>>,
+    ) -> Result<Value> {
+        validate_key(key)?;
+        if let Some(v) = self.get(key).await? {
+            return Ok(v);
+        }
+        let inner = &self.inner;
+        let started = Instant::now();
+        let _local = inner.flights.lock(key, timeout).await?;
+        let path = inner.layout.lease(key);
+        let owner = owner_id();
+        let mut delay = inner.config.poll_min;
+        let version = loop {
+            if let Some(v) = self.get(key).await? {
+                return Ok(v);
+            }
+            if let Acquire::Won(v) = inner.try_acquire(&path, key, &owner).await? {
+                break v;
+            }
+            let waited = started.elapsed();
+            if waited >= timeout {
+                return Err(Error::LockTimeout {
+                    key: Error::display_key(key),
+                    waited,
+                });
+            }
+            // Jitter: between half the delay and the delay.
+            let half = delay / 2;
+            let jitter = Duration::from_nanos(random_u64() % (half.as_nanos() as u64 + 1));
+            tokio::time::sleep((half + jitter).min(timeout - waited)).await;
+            delay = (delay * 2).min(inner.config.poll_max);
+        };
+        let holding = Holding {
+            inner: inner.clone(),
+            path: path.clone(),
+            key: key.to_owned(),
+            owner: owner.clone(),
+            renewal: tokio::spawn(inner.clone().renew_forever(
+                path,
+                key.to_owned(),
+                owner,
+                version,
+            )),
+            released: false,
+        };
+        // The value may have landed between the last look and the lease.
+        if let Some(v) = self.get(key).await? {
+            holding.release().await;
+            return Ok(v);
+        }
+        let result = match init.await {
+            Ok(value) => self.set(key, value.clone(), opts).await.map(|_| value),
+            Err(source) => Err(Error::Init {
+                key: Error::display_key(key),
+                source,
+            }),
+        };
+        holding.release().await;
+        result
+    }
+}

@@ -1,0 +1,65 @@
+//! `ObjectCache`: the etl-cache contract on any object store — Amazon S3 and
+//! S3-compatible stores (feature `aws`), Azure Blob Storage (`azure`), Google
+//! Cloud Storage (`gcp`), a local directory and memory (always).
+//!
+//! - **Same contract** as the disk cache: text, bytes and JSON round-trip
+//!   exactly, misses are `Ok(None)`, writes are atomic, entries are checked
+//!   (crc32c) and corrupt ones removed, expired ones are invisible.
+//! - **Folders stay folders**: the key `my_folder/financial_data` under the
+//!   prefix `etl` is the object `etl/my_folder/financial_data`.
+//! - **Metadata in the object**: each object starts with the entry header
+//!   (kind, codec, expiry, key) and ends with its trailer (lengths,
+//!   checksums), so it works on every store.
+//! - **Streams** go up as multipart uploads in bounded memory and come down
+//!   as they arrive, gzip or zstd on the fly; a cut body is resumed with a
+//!   ranged get pinned to the object's e-tag, or fails — never short.
+//! - **Single flight** across hosts with lease objects:
+//!   `get_or_insert_with` (of [`etl_cache_core::CacheExt`]) and
+//!   [`ObjectCache::get_or_insert_with_timeout`].
+//! - **Errors** name the store, bucket, key and object, and tell a missing
+//!   bucket, rejected credentials, an unreachable endpoint and a timeout
+//!   apart ([`ObjectError`]).
+//!
+//! You probably want the `etl-cache` facade crate (features `object`, `aws`,
+//! `azure`, `gcp`), which re-exports this one.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> etl_cache_core::Result<()> {
+//! use std::sync::Arc;
+//! use etl_cache_core::{Cache, CacheExt, SetOptions};
+//! use etl_cache_object::ObjectCache;
+//! use object_store::memory::InMemory;
+//!
+//! // Inject any configured store (here in memory; `ObjectCache::from_url`
+//! // opens `s3://bucket/prefix`, `az://…`, `gs://…`, `file://…` too).
+//! let cache = ObjectCache::new(Arc::new(InMemory::new()), "etl/cache")?;
+//! cache
+//!     .set_text("my_folder/financial_data", "<xml>…</xml>",
+//!         SetOptions::new().ttl_seconds(3600).compress(true))
+//!     .await?;
+//! assert_eq!(cache.get_text("my_folder/financial_data").await?.as_deref(), Some("<xml>…</xml>"));
+//! assert_eq!(cache.object_path("my_folder/financial_data")?.as_ref(),
+//!            "etl/cache/my_folder/financial_data");
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod builder;
+mod cache;
+mod error;
+mod layout;
+mod lease;
+mod read;
+mod store;
+mod write;
+
+pub use crate::builder::{DEFAULT_PART_SIZE, MIN_CLOUD_PART_SIZE, ObjectCacheBuilder};
+pub use crate::cache::ObjectCache;
+pub use crate::error::{ObjectError, ObjectErrorKind};
+#[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
+pub use crate::store::{default_client_options, default_retry};
+
+/// The `object_store` crate this cache is built on, for configuring stores.
+pub use object_store;

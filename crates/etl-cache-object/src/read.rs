@@ -1,0 +1,758 @@
+//! Reads: an entry's header and trailer, whole values, and streams that
+//! resume a cut body and decompress on the fly.
+//!
+//! Every read that takes more than one request pins the later ones to the
+//! e-tag of the first, so the parts of two writes are never mixed.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use etl_cache_core::codec::PayloadReader;
+use etl_cache_core::format::{FormatError, HEADER_FIXED_LEN, Header, MAGIC, TRAILER_LEN, Trailer};
+use etl_cache_core::{Codec, Counters, EntryMeta, Error, GetStream, Result, Value};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, GetResult, ObjectStoreExt};
+use tokio::sync::mpsc;
+
+use crate::cache::Inner;
+use crate::error::{ObjectError, ObjectErrorKind, is_not_found};
+
+/// Bytes read from the start of an object to find its header; small entries
+/// come whole with it.
+const PROBE_LEN: u64 = 64 * 1024;
+/// How often a read starts over when the object is replaced between its
+/// first request and the next.
+const CHANGE_RETRIES: u32 = 3;
+/// The smallest valid entry: a one-byte key, empty payload.
+const MIN_ENTRY: u64 = (HEADER_FIXED_LEN + 1 + 4 + TRAILER_LEN) as u64;
+/// Payloads above this are checked and decompressed on a blocking thread.
+const INLINE_LIMIT: usize = 256 * 1024;
+
+/// An entry's metadata, read from its header and trailer.
+#[derive(Debug)]
+pub(crate) struct Probed {
+    pub meta: EntryMeta,
+}
+
+/// What stands at an entry's location.
+#[derive(Debug)]
+pub(crate) enum Probe {
+    Missing,
+    /// An object not written by the cache.
+    Foreign,
+    Entry(Box<Probed>),
+}
+
+enum Bad {
+    Foreign,
+    Corrupt(String),
+}
+
+fn reason(e: FormatError) -> String {
+    match e {
+        FormatError::Truncated(n) => format!("entry is truncated (at least {n} bytes expected)"),
+        FormatError::Invalid(s) => s,
+    }
+}
+
+fn is_ours(head: &[u8], size: u64) -> bool {
+    size >= 4 && head.len() >= 4 && head[..4] == MAGIC
+}
+
+/// Verifies and decodes a whole stored payload.
+fn decode_value(meta: &EntryMeta, stored: Bytes) -> std::result::Result<Value, String> {
+    if crc32c::crc32c(&stored) != meta.checksum {
+        return Err("payload checksum mismatch".into());
+    }
+    let logical = if meta.codec == Codec::None {
+        stored
+    } else {
+        let mut out = Vec::with_capacity(meta.logical_len.min(1 << 30) as usize);
+        PayloadReader::new(meta.codec, &stored[..])
+            .and_then(|mut r| r.read_to_end(&mut out))
+            .map_err(|e| format!("payload does not decompress: {e}"))?;
+        Bytes::from(out)
+    };
+    if logical.len() as u64 != meta.logical_len {
+        return Err(format!(
+            "payload is {} bytes after decompression, {} expected",
+            logical.len(),
+            meta.logical_len
+        ));
+    }
+    Value::from_stored(meta.kind, logical)
+}
+
+impl Inner {
+    /// Wraps an [`ObjectError`] of this store into a cache error.
+    pub(crate) fn wrap(&self, e: ObjectError) -> Error {
+        Error::Backend {
+            backend: self.name,
+            key: Error::display_key(&e.key),
+            source: Box::new(e),
+        }
+    }
+
+    pub(crate) fn not_an_entry(&self, key: &str, location: &Path) -> Error {
+        self.error(ObjectErrorKind::NotAnEntry, "read", key, location, None)
+    }
+
+    /// Checks the framing of an object: its header, its trailer, its size and
+    /// that its name is the one its key maps to.
+    fn parse(
+        &self,
+        location: &Path,
+        head: &[u8],
+        trailer: &[u8],
+        size: u64,
+    ) -> std::result::Result<(EntryMeta, usize), Bad> {
+        if !is_ours(head, size) {
+            return Err(Bad::Foreign);
+        }
+        if size < MIN_ENTRY {
+            return Err(Bad::Corrupt(format!("entry is truncated ({size} bytes)")));
+        }
+        let (header, header_len, header_crc) =
+            Header::decode(head).map_err(|e| Bad::Corrupt(reason(e)))?;
+        if self.layout.entry(&header.key) != *location {
+            return Err(Bad::Corrupt(
+                "the object's name does not match the key in its header".into(),
+            ));
+        }
+        let trailer = Trailer::decode(trailer).map_err(|e| Bad::Corrupt(reason(e)))?;
+        let meta = EntryMeta::from_parts(header, header_len, header_crc, trailer, size)
+            .map_err(|e| Bad::Corrupt(reason(e)))?;
+        Ok((meta, header_len))
+    }
+
+    async fn corrupt_removed<T>(&self, key: &str, location: &Path, why: String) -> Result<T> {
+        self.remove_quietly(key, location).await;
+        Err(self.corrupt(key, why))
+    }
+
+    /// Reads the metadata of the object at `location` (the entry of `key`,
+    /// or a listed object): its first bytes, and its trailer pinned to the
+    /// same version. A corrupt entry is removed and reported.
+    pub(crate) async fn probe(&self, key: &str, location: &Path) -> Result<Probe> {
+        for _ in 0..CHANGE_RETRIES {
+            let opts = GetOptions::new().with_range(Some(0..PROBE_LEN));
+            let res = match self.store.get_opts(location, opts).await {
+                Ok(r) => r,
+                Err(e) if is_not_found(&e) => return Ok(Probe::Missing),
+                Err(e) => return Err(self.fail("get", key, location, e)),
+            };
+            let size = res.meta.size;
+            let e_tag = res.meta.e_tag.clone();
+            let version = res.meta.version.clone();
+            let head = res
+                .bytes()
+                .await
+                .map_err(|e| self.fail("get", key, location, e))?;
+            if !is_ours(&head, size) {
+                return Ok(Probe::Foreign);
+            }
+            if size < MIN_ENTRY {
+                return self
+                    .corrupt_removed(key, location, format!("entry is truncated ({size} bytes)"))
+                    .await;
+            }
+            let trailer = if size <= head.len() as u64 {
+                head.slice((size as usize - TRAILER_LEN)..size as usize)
+            } else {
+                let opts = GetOptions::new()
+                    .with_range(Some(size - TRAILER_LEN as u64..size))
+                    .with_if_match(e_tag.clone())
+                    .with_version(version.clone());
+                let got = match self.store.get_opts(location, opts).await {
+                    Ok(r) => r.bytes().await,
+                    Err(e) => Err(e),
+                };
+                match got {
+                    Ok(b) => b,
+                    Err(object_store::Error::Precondition { .. }) => continue,
+                    Err(e) if is_not_found(&e) => return Ok(Probe::Missing),
+                    Err(e) => return Err(self.fail("get", key, location, e)),
+                }
+            };
+            return match self.parse(location, &head, &trailer, size) {
+                Ok((meta, _)) => Ok(Probe::Entry(Box::new(Probed { meta }))),
+                Err(Bad::Foreign) => Ok(Probe::Foreign),
+                Err(Bad::Corrupt(why)) => self.corrupt_removed(key, location, why).await,
+            };
+        }
+        Err(self.error(ObjectErrorKind::Changed, "get", key, location, None))
+    }
+
+    /// Reads and verifies a whole value; expired entries are removed.
+    pub(crate) async fn read_value(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
+        let location = self.layout.entry(key);
+        let res = match self.store.get(&location).await {
+            Ok(r) => r,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(self.fail("get", key, &location, e)),
+        };
+        let size = res.meta.size;
+        let bytes = res
+            .bytes()
+            .await
+            .map_err(|e| self.fail("get", key, &location, e))?;
+        if bytes.len() as u64 != size {
+            return Err(self.error(ObjectErrorKind::Truncated, "get", key, &location, None));
+        }
+        if !is_ours(&bytes, size) {
+            return Err(self.not_an_entry(key, &location));
+        }
+        if size < MIN_ENTRY {
+            return self
+                .corrupt_removed(key, &location, format!("entry is truncated ({size} bytes)"))
+                .await;
+        }
+        let trailer = &bytes[bytes.len() - TRAILER_LEN..];
+        let (meta, header_len) = match self.parse(&location, &bytes, trailer, size) {
+            Ok(x) => x,
+            Err(Bad::Foreign) => return Err(self.not_an_entry(key, &location)),
+            Err(Bad::Corrupt(why)) => return self.corrupt_removed(key, &location, why).await,
+        };
+        if meta.is_expired(self.config.clock.now()) {
+            if self.remove_quietly(key, &location).await {
+                Counters::bump(&self.counters.expired);
+            }
+            return Ok(None);
+        }
+        let stored = bytes.slice(header_len..header_len + meta.stored_len as usize);
+        let decoded = if stored.len() > INLINE_LIMIT {
+            let m = meta.clone();
+            tokio::task::spawn_blocking(move || decode_value(&m, stored))
+                .await
+                .map_err(|e| self.corrupt(key, format!("decoding failed: {e}")))?
+        } else {
+            decode_value(&meta, stored)
+        };
+        match decoded {
+            Ok(v) => Ok(Some((meta, v))),
+            Err(why) => self.corrupt_removed(key, &location, why).await,
+        }
+    }
+
+    /// Opens a stream of an entry's logical bytes in chunks of `chunk_size`.
+    pub(crate) async fn open_stream(
+        self: &Arc<Self>,
+        key: &str,
+        chunk_size: usize,
+    ) -> Result<Option<GetStream>> {
+        let location = self.layout.entry(key);
+        for _ in 0..CHANGE_RETRIES {
+            // The trailer is asked for at once (a suffix range), beside the
+            // body; both answers must come from one version of the object.
+            // Azure has no suffix ranges: there it is asked for after the
+            // header, pinned to the body's e-tag.
+            let (res, tail) = if self.name == "azure" {
+                (self.store.get(&location).await, None)
+            } else {
+                let suffix =
+                    GetOptions::new().with_range(Some(GetRange::Suffix(TRAILER_LEN as u64)));
+                let (res, tail) = tokio::join!(
+                    self.store.get(&location),
+                    self.store.get_opts(&location, suffix)
+                );
+                (res, Some(tail))
+            };
+            let res = match res {
+                Ok(r) => r,
+                Err(e) if is_not_found(&e) => return Ok(None),
+                Err(e) => return Err(self.fail("get", key, &location, e)),
+            };
+            let mut body = Body::new(self.clone(), key, location.clone(), res);
+            let size = body.size;
+            let tail = match tail {
+                Some(Ok(t)) if t.meta.size == size && t.meta.e_tag == body.e_tag => {
+                    match t.bytes().await {
+                        Ok(b) if b.len() == TRAILER_LEN => Some(b),
+                        _ => None,
+                    }
+                }
+                // Another version answered: start over.
+                Some(Ok(_)) => continue,
+                Some(Err(e)) if is_not_found(&e) => continue,
+                _ => None,
+            };
+            let mut buf = BytesMut::new();
+            loop {
+                if buf.len() >= 4 && buf[..4] != MAGIC {
+                    break;
+                }
+                match Header::decode(&buf) {
+                    Err(FormatError::Truncated(_)) if (buf.len() as u64) < size => {
+                        match body.next().await.map_err(|e| self.wrap(e))? {
+                            Some(b) => buf.extend_from_slice(&b),
+                            None => break,
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            if !is_ours(&buf, size) {
+                return Err(self.not_an_entry(key, &location));
+            }
+            if size < MIN_ENTRY {
+                return self
+                    .corrupt_removed(key, &location, format!("entry is truncated ({size} bytes)"))
+                    .await;
+            }
+            let trailer = if buf.len() as u64 >= size {
+                Bytes::copy_from_slice(&buf[size as usize - TRAILER_LEN..size as usize])
+            } else if let Some(t) = tail {
+                t
+            } else {
+                match body.trailer().await {
+                    Ok(t) => t,
+                    Err(e) if e.kind == ObjectErrorKind::Changed => continue,
+                    Err(e) => return Err(self.wrap(e)),
+                }
+            };
+            let (meta, header_len) = match self.parse(&location, &buf, &trailer, size) {
+                Ok(x) => x,
+                Err(Bad::Foreign) => return Err(self.not_an_entry(key, &location)),
+                Err(Bad::Corrupt(why)) => return self.corrupt_removed(key, &location, why).await,
+            };
+            if meta.is_expired(self.config.clock.now()) {
+                if self.remove_quietly(key, &location).await {
+                    Counters::bump(&self.counters.expired);
+                }
+                return Ok(None);
+            }
+            let first = buf.split_off(header_len).freeze();
+            let source = Payload {
+                body,
+                first: Some(first),
+                left: meta.stored_len,
+            };
+            let stream = if meta.codec == Codec::None {
+                plain_stream(source, meta.clone(), chunk_size)
+            } else {
+                decoded_stream(source, meta.clone(), chunk_size)
+            };
+            return Ok(Some(GetStream::new(meta, stream)));
+        }
+        Err(self.error(ObjectErrorKind::Changed, "get", key, &location, None))
+    }
+}
+
+/// The body of one version of an object, resumed with ranged gets pinned to
+/// its e-tag when the connection is cut.
+pub(crate) struct Body {
+    inner: Arc<Inner>,
+    key: String,
+    location: Path,
+    stream: Option<BoxStream<'static, object_store::Result<Bytes>>>,
+    pos: u64,
+    size: u64,
+    e_tag: Option<String>,
+    version: Option<String>,
+    resumes: u32,
+}
+
+impl Body {
+    fn new(inner: Arc<Inner>, key: &str, location: Path, res: GetResult) -> Body {
+        Body {
+            inner,
+            key: key.to_owned(),
+            location,
+            pos: res.range.start,
+            size: res.meta.size,
+            e_tag: res.meta.e_tag.clone(),
+            version: res.meta.version.clone(),
+            resumes: 0,
+            stream: Some(res.into_stream()),
+        }
+    }
+
+    fn error(&self, kind: ObjectErrorKind, source: Option<object_store::Error>) -> ObjectError {
+        self.inner.object_error(
+            kind,
+            "read body",
+            &self.key,
+            &self.location,
+            source.map(|e| Box::new(e) as _),
+        )
+    }
+
+    fn pinned(&self) -> GetOptions {
+        GetOptions::new()
+            .with_if_match(self.e_tag.clone())
+            .with_version(self.version.clone())
+    }
+
+    /// The last bytes of this version of the object.
+    async fn trailer(&mut self) -> std::result::Result<Bytes, ObjectError> {
+        let opts = self
+            .pinned()
+            .with_range(Some(self.size - TRAILER_LEN as u64..self.size));
+        let got = match self.inner.store.get_opts(&self.location, opts).await {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        };
+        got.map_err(|e| match e {
+            object_store::Error::Precondition { .. } => self.error(ObjectErrorKind::Changed, None),
+            e if is_not_found(&e) => self.error(ObjectErrorKind::Changed, Some(e)),
+            e => self.error(crate::error::classify(&e), Some(e)),
+        })
+    }
+
+    /// The next bytes of the body; `None` at its end.
+    pub(crate) async fn next(&mut self) -> std::result::Result<Option<Bytes>, ObjectError> {
+        loop {
+            if self.pos >= self.size {
+                return Ok(None);
+            }
+            let cause = match self.stream.as_mut() {
+                None => None,
+                Some(s) => match s.next().await {
+                    Some(Ok(b)) if b.is_empty() => continue,
+                    Some(Ok(mut b)) => {
+                        let left = self.size - self.pos;
+                        if b.len() as u64 > left {
+                            b.truncate(left as usize);
+                        }
+                        self.pos += b.len() as u64;
+                        return Ok(Some(b));
+                    }
+                    Some(Err(e)) => Some(e),
+                    None => None,
+                },
+            };
+            self.stream = None;
+            self.resume(cause).await?;
+        }
+    }
+
+    /// Asks for the rest of this version of the object.
+    async fn resume(
+        &mut self,
+        cause: Option<object_store::Error>,
+    ) -> std::result::Result<(), ObjectError> {
+        if self.e_tag.is_none() && self.version.is_none() {
+            return Err(self.error(ObjectErrorKind::Truncated, cause));
+        }
+        if self.resumes >= self.inner.config.resume_attempts {
+            return Err(self.error(ObjectErrorKind::Truncated, cause));
+        }
+        self.resumes += 1;
+        tracing::warn!(
+            key = %self.key,
+            object = %self.location,
+            at = self.pos,
+            of = self.size,
+            attempt = self.resumes,
+            cause = cause.as_ref().map(|e| e.to_string()).unwrap_or_else(|| "body ended early".into()),
+            "resuming a cut read with a ranged get pinned to the e-tag"
+        );
+        tokio::time::sleep(Duration::from_millis(50 * u64::from(self.resumes))).await;
+        let opts = self.pinned().with_range(Some(self.pos..self.size));
+        match self.inner.store.get_opts(&self.location, opts).await {
+            Ok(r) if r.meta.size == self.size && r.range.start == self.pos => {
+                self.stream = Some(r.into_stream());
+                Ok(())
+            }
+            Ok(_) => Err(self.error(ObjectErrorKind::Changed, None)),
+            Err(object_store::Error::Precondition { .. }) => {
+                Err(self.error(ObjectErrorKind::Changed, None))
+            }
+            Err(e) if is_not_found(&e) => Err(self.error(ObjectErrorKind::Changed, Some(e))),
+            Err(e) => Err(self.error(crate::error::classify(&e), Some(e))),
+        }
+    }
+
+    /// Reads what is left (the trailer) so the connection can be reused.
+    async fn drain(&mut self) {
+        if self.size - self.pos <= 64 * 1024 {
+            while let Ok(Some(_)) = self.next().await {}
+        }
+    }
+}
+
+/// The stored payload: what was read with the header, then the body, up to
+/// the payload's length.
+struct Payload {
+    body: Body,
+    first: Option<Bytes>,
+    left: u64,
+}
+
+impl Payload {
+    async fn next(&mut self) -> std::result::Result<Option<Bytes>, ObjectError> {
+        if self.left == 0 {
+            self.body.drain().await;
+            return Ok(None);
+        }
+        let b = match self.first.take() {
+            Some(b) if !b.is_empty() => b,
+            _ => match self.body.next().await? {
+                Some(b) => b,
+                None => return Err(self.body.error(ObjectErrorKind::Truncated, None)),
+            },
+        };
+        let b = if b.len() as u64 > self.left {
+            b.slice(..self.left as usize)
+        } else {
+            b
+        };
+        self.left -= b.len() as u64;
+        Ok(Some(b))
+    }
+
+    fn corrupt(&self, why: String) -> io::Error {
+        let inner = self.body.inner.clone();
+        let (key, location) = (self.body.key.clone(), self.body.location.clone());
+        tokio::spawn(async move { inner.remove_quietly(&key, &location).await });
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            self.body.inner.corrupt(&self.body.key, why),
+        )
+    }
+}
+
+impl Inner {
+    /// An I/O error for a stream, carrying the cache error (so that
+    /// `stream_read_error` and [`ObjectError::find_io`] get it back).
+    fn to_io(&self, e: ObjectError) -> io::Error {
+        io::Error::new(e.io_kind(), self.wrap(e))
+    }
+}
+
+/// Cuts a byte stream into chunks of one size: zero-copy when a piece
+/// holds a whole chunk, one copy into an exact-size buffer otherwise.
+struct Rechunker {
+    parts: VecDeque<Bytes>,
+    len: usize,
+    chunk: usize,
+}
+
+impl Rechunker {
+    fn new(chunk: usize) -> Rechunker {
+        Rechunker {
+            parts: VecDeque::new(),
+            len: 0,
+            chunk,
+        }
+    }
+
+    fn push(&mut self, b: Bytes) {
+        self.len += b.len();
+        self.parts.push_back(b);
+    }
+
+    /// A chunk of exactly `chunk` bytes, if that many are buffered.
+    fn full(&mut self) -> Option<Bytes> {
+        (self.len >= self.chunk).then(|| self.take(self.chunk))
+    }
+
+    /// Whatever is buffered (the last, short chunk).
+    fn rest(&mut self) -> Option<Bytes> {
+        (self.len > 0).then(|| self.take(self.len))
+    }
+
+    fn take(&mut self, n: usize) -> Bytes {
+        self.len -= n;
+        let front = self.parts.front_mut().expect("n bytes are buffered");
+        if front.len() >= n {
+            let out = front.split_to(n);
+            if front.is_empty() {
+                self.parts.pop_front();
+            }
+            return out;
+        }
+        let mut out = BytesMut::with_capacity(n);
+        while out.len() < n {
+            let need = n - out.len();
+            let front = self.parts.front_mut().expect("n bytes are buffered");
+            if front.len() <= need {
+                out.extend_from_slice(front);
+                self.parts.pop_front();
+            } else {
+                out.extend_from_slice(&front.split_to(need));
+            }
+        }
+        out.freeze()
+    }
+}
+
+/// An uncompressed payload: checksummed and cut into chunks as it arrives.
+fn plain_stream(
+    src: Payload,
+    meta: EntryMeta,
+    chunk_size: usize,
+) -> BoxStream<'static, io::Result<Bytes>> {
+    struct State {
+        src: Payload,
+        chunks: Rechunker,
+        crc: u32,
+        done: bool,
+    }
+    let st = State {
+        src,
+        chunks: Rechunker::new(chunk_size),
+        crc: 0,
+        done: false,
+    };
+    futures::stream::unfold(st, move |mut st| {
+        let expected = meta.checksum;
+        async move {
+            if st.done {
+                return None;
+            }
+            loop {
+                if let Some(out) = st.chunks.full() {
+                    return Some((Ok(out), st));
+                }
+                match st.src.next().await {
+                    Ok(Some(b)) => {
+                        st.crc = crc32c::crc32c_append(st.crc, &b);
+                        st.chunks.push(b);
+                    }
+                    Ok(None) => {
+                        st.done = true;
+                        if st.crc != expected {
+                            let e = st.src.corrupt("payload checksum mismatch".into());
+                            return Some((Err(e), st));
+                        }
+                        let out = st.chunks.rest()?;
+                        return Some((Ok(out), st));
+                    }
+                    Err(e) => {
+                        st.done = true;
+                        let e = st.src.body.inner.to_io(e);
+                        return Some((Err(e), st));
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// Reads the payload from a blocking thread, pulling body chunks on demand.
+struct BlockingSource {
+    src: Payload,
+    handle: tokio::runtime::Handle,
+    cur: Bytes,
+}
+
+impl Read for BlockingSource {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cur.is_empty() {
+            match self.handle.block_on(self.src.next()) {
+                Ok(Some(b)) => self.cur = b,
+                Ok(None) => return Ok(0),
+                Err(e) => return Err(self.src.body.inner.to_io(e)),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur.split_to(n));
+        Ok(n)
+    }
+}
+
+/// A compressed payload: decompressed on a blocking thread (pull based, so
+/// memory stays at a few chunks whatever the ratio) and sent through a
+/// bounded channel.
+fn decoded_stream(
+    src: Payload,
+    meta: EntryMeta,
+    chunk_size: usize,
+) -> BoxStream<'static, io::Result<Bytes>> {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(2);
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let spoiled = Spoiled {
+            inner: src.body.inner.clone(),
+            key: src.body.key.clone(),
+            location: src.body.location.clone(),
+            handle: handle.clone(),
+        };
+        let source = BlockingSource {
+            src,
+            handle,
+            cur: Bytes::new(),
+        };
+        let mut reader = match PayloadReader::new(meta.codec, source) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        let result = (|| -> io::Result<()> {
+            loop {
+                let mut buf = vec![0u8; chunk_size];
+                let mut filled = 0;
+                while filled < chunk_size {
+                    match reader.read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e)
+                            if e.kind() == io::ErrorKind::InvalidData
+                                && !reader.source_failed() =>
+                        {
+                            return Err(spoiled.report(e.to_string()));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                if filled == 0 {
+                    break;
+                }
+                buf.truncate(filled);
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return Ok(()); // the reader went away
+                }
+                if filled < chunk_size {
+                    break;
+                }
+            }
+            let totals = reader.finish()?;
+            if totals.stored_len != meta.stored_len || totals.crc != meta.checksum {
+                return Err(spoiled.report("payload checksum mismatch".into()));
+            }
+            if totals.logical_len != meta.logical_len {
+                return Err(spoiled.report(format!(
+                    "payload is {} bytes after decompression, {} expected",
+                    totals.logical_len, meta.logical_len
+                )));
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed()
+}
+
+/// Reports (and removes) a corrupt entry from the decoding thread.
+struct Spoiled {
+    inner: Arc<Inner>,
+    key: String,
+    location: Path,
+    handle: tokio::runtime::Handle,
+}
+
+impl Spoiled {
+    fn report(&self, why: String) -> io::Error {
+        self.handle
+            .block_on(self.inner.remove_quietly(&self.key, &self.location));
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            self.inner.corrupt(&self.key, why),
+        )
+    }
+}

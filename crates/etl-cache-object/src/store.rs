@@ -1,0 +1,411 @@
+//! Opening an object store from a URL, and naming stores for errors.
+
+use std::sync::Arc;
+
+use etl_cache_core::{Error, Result};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreScheme};
+use url::Url;
+
+#[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
+use object_store::{BackoffConfig, ClientOptions, RetryConfig};
+
+/// A store opened from a URL, with what errors need to name it.
+pub(crate) struct Opened {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: Path,
+    pub name: &'static str,
+    pub bucket: String,
+}
+
+/// HTTP settings of the cloud stores.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Http {
+    #[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
+    pub retry: Option<RetryConfig>,
+    #[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
+    pub client: Option<ClientOptions>,
+}
+
+/// The retry policy of the cloud stores unless another is given: up to 5
+/// retries with exponential backoff from 100 ms to 5 s, for at most 30 s.
+#[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
+pub fn default_retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: std::time::Duration::from_millis(100),
+            max_backoff: std::time::Duration::from_secs(5),
+            base: 2.0,
+        },
+        max_retries: 5,
+        retry_timeout: std::time::Duration::from_secs(30),
+    }
+}
+
+/// The HTTP client settings of the cloud stores unless others are given: a
+/// 5 s connect timeout and a 30 s read timeout (a stalled connection fails),
+/// but no limit on a whole request, so multi-gigabyte streams are not cut.
+#[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
+pub fn default_client_options() -> ClientOptions {
+    ClientOptions::new()
+        .with_timeout_disabled()
+        .with_connect_timeout(std::time::Duration::from_secs(5))
+        .with_read_timeout(std::time::Duration::from_secs(30))
+}
+
+fn open_error(location: &str, message: impl Into<String>) -> Error {
+    Error::Open {
+        location: location.to_owned(),
+        message: message.into(),
+    }
+}
+
+#[allow(dead_code)] // unused when every cloud feature is on
+fn feature_off(url: &str, scheme: &str, feature: &str) -> Error {
+    open_error(
+        url,
+        format!(
+            "{scheme}:// URLs need the `{feature}` cargo feature of etl-cache-object \
+             (the `{feature}` feature of the etl-cache facade); it is not enabled in this build"
+        ),
+    )
+}
+
+/// Names a store for errors: its kind and its bucket, from its `Display`.
+pub(crate) fn describe(store: &dyn ObjectStore) -> (&'static str, String) {
+    let shown = store.to_string();
+    let inside = |s: &str| {
+        s.split_once('(')
+            .and_then(|(_, r)| r.rsplit_once(')'))
+            .map(|(b, _)| b.to_owned())
+            .unwrap_or_default()
+    };
+    if shown.starts_with("AmazonS3") {
+        ("s3", inside(&shown))
+    } else if shown.starts_with("GoogleCloudStorage") {
+        ("gcs", inside(&shown))
+    } else if shown.starts_with("MicrosoftAzure") {
+        let container = shown
+            .split("container: ")
+            .nth(1)
+            .map(|s| s.trim_end_matches([' ', '}']).to_owned())
+            .unwrap_or_default();
+        ("azure", container)
+    } else if shown.starts_with("LocalFileSystem") {
+        ("local", inside(&shown))
+    } else if shown.starts_with("InMemory") {
+        ("memory", "memory".to_owned())
+    } else {
+        ("object", shown)
+    }
+}
+
+/// Opens the store a URL names, with credentials and settings from the
+/// environment and `options` (which win over the environment).
+pub(crate) fn open_url(raw: &str, options: &[(String, String)], http: &Http) -> Result<Opened> {
+    let url = Url::parse(raw).map_err(|e| open_error(raw, format!("not a URL: {e}")))?;
+    let (scheme, prefix) = ObjectStoreScheme::parse(&url)
+        .map_err(|e| open_error(raw, format!("not an object store URL: {e}")))?;
+    let _ = http;
+    match scheme {
+        ObjectStoreScheme::Memory => {
+            reject_options(raw, options)?;
+            Ok(Opened {
+                store: Arc::new(object_store::memory::InMemory::new()),
+                prefix,
+                name: "memory",
+                bucket: "memory".into(),
+            })
+        }
+        ObjectStoreScheme::Local => {
+            reject_options(raw, options)?;
+            let dir = url
+                .to_file_path()
+                .map_err(|_| open_error(raw, "not a local path"))?;
+            std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+                key: String::new(),
+                path: dir.clone(),
+                op: "create the cache directory",
+                source: e,
+            })?;
+            let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                .map_err(|e| open_error(raw, e.to_string()))?;
+            Ok(Opened {
+                store: Arc::new(store),
+                prefix: Path::ROOT,
+                name: "local",
+                bucket: dir.display().to_string(),
+            })
+        }
+        ObjectStoreScheme::AmazonS3 => {
+            #[cfg(feature = "aws")]
+            return cloud::s3(raw, &url, prefix, options, http);
+            #[cfg(not(feature = "aws"))]
+            return Err(feature_off(raw, url.scheme(), "aws"));
+        }
+        ObjectStoreScheme::MicrosoftAzure => {
+            #[cfg(feature = "azure")]
+            return cloud::azure(raw, &url, prefix, options, http);
+            #[cfg(not(feature = "azure"))]
+            return Err(feature_off(raw, url.scheme(), "azure"));
+        }
+        ObjectStoreScheme::GoogleCloudStorage => {
+            #[cfg(feature = "gcp")]
+            return cloud::gcs(raw, &url, prefix, options, http);
+            #[cfg(not(feature = "gcp"))]
+            return Err(feature_off(raw, url.scheme(), "gcp"));
+        }
+        _ => Err(open_error(
+            raw,
+            "unsupported scheme: use s3://, az://, gs://, file:// or memory://",
+        )),
+    }
+}
+
+fn reject_options(raw: &str, options: &[(String, String)]) -> Result<()> {
+    match options.first() {
+        None => Ok(()),
+        Some((k, _)) => Err(open_error(
+            raw,
+            format!("option {k:?} is not accepted: this store takes no options"),
+        )),
+    }
+}
+
+#[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
+mod cloud {
+    use super::*;
+    use object_store::ClientConfigKey;
+
+    /// Applies the client keys found in the environment (`{env_prefix}*`) and
+    /// in `options` to the client settings, and returns the other options.
+    fn split_options<K: std::str::FromStr>(
+        raw: &str,
+        env_prefix: &str,
+        options: &[(String, String)],
+        http: &Http,
+        as_client: impl Fn(&K) -> Option<ClientConfigKey>,
+    ) -> Result<(ClientOptions, Vec<(K, String)>)> {
+        let mut client = http.client.clone().unwrap_or_else(default_client_options);
+        if http.client.is_none() {
+            for (k, v) in std::env::vars() {
+                if k.starts_with(env_prefix)
+                    && let Ok(key) = k.to_ascii_lowercase().parse::<K>()
+                    && let Some(ck) = as_client(&key)
+                {
+                    client = client.with_config(ck, v);
+                }
+            }
+        }
+        let mut rest = Vec::new();
+        for (k, v) in options {
+            let key = k
+                .to_ascii_lowercase()
+                .parse::<K>()
+                .map_err(|_| open_error(raw, format!("unknown option {k:?} for this store")))?;
+            match as_client(&key) {
+                Some(ck) => client = client.with_config(ck, v.clone()),
+                None => rest.push((key, v.clone())),
+            }
+        }
+        Ok((client, rest))
+    }
+
+    fn built<T: ObjectStore>(
+        raw: &str,
+        r: object_store::Result<T>,
+        prefix: Path,
+        name: &'static str,
+    ) -> Result<Opened> {
+        let store = r.map_err(|e| open_error(raw, e.to_string()))?;
+        let (_, bucket) = describe(&store);
+        Ok(Opened {
+            store: Arc::new(store),
+            prefix,
+            name,
+            bucket,
+        })
+    }
+
+    #[cfg(feature = "aws")]
+    pub(super) fn s3(
+        raw: &str,
+        url: &Url,
+        prefix: Path,
+        options: &[(String, String)],
+        http: &Http,
+    ) -> Result<Opened> {
+        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+        let (client, rest) =
+            split_options::<AmazonS3ConfigKey>(raw, "AWS_", options, http, |k| match k {
+                AmazonS3ConfigKey::Client(c) => Some(*c),
+                _ => None,
+            })?;
+        let mut b = AmazonS3Builder::from_env().with_url(url.as_str());
+        for (k, v) in rest {
+            b = b.with_config(k, v);
+        }
+        let b = b
+            .with_client_options(client)
+            .with_retry(http.retry.clone().unwrap_or_else(default_retry));
+        built(raw, b.build(), prefix, "s3")
+    }
+
+    #[cfg(feature = "azure")]
+    pub(super) fn azure(
+        raw: &str,
+        url: &Url,
+        prefix: Path,
+        options: &[(String, String)],
+        http: &Http,
+    ) -> Result<Opened> {
+        use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+        let (client, rest) =
+            split_options::<AzureConfigKey>(raw, "AZURE_", options, http, |k| match k {
+                AzureConfigKey::Client(c) => Some(*c),
+                _ => None,
+            })?;
+        let mut b = MicrosoftAzureBuilder::from_env().with_url(url.as_str());
+        for (k, v) in rest {
+            b = b.with_config(k, v);
+        }
+        let b = b
+            .with_client_options(client)
+            .with_retry(http.retry.clone().unwrap_or_else(default_retry));
+        built(raw, b.build(), prefix, "azure")
+    }
+
+    #[cfg(feature = "gcp")]
+    pub(super) fn gcs(
+        raw: &str,
+        url: &Url,
+        prefix: Path,
+        options: &[(String, String)],
+        http: &Http,
+    ) -> Result<Opened> {
+        use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+        let (client, rest) =
+            split_options::<GoogleConfigKey>(raw, "GOOGLE_", options, http, |k| match k {
+                GoogleConfigKey::Client(c) => Some(*c),
+                _ => None,
+            })?;
+        let mut b = GoogleCloudStorageBuilder::from_env().with_url(url.as_str());
+        for (k, v) in rest {
+            b = b.with_config(k, v);
+        }
+        let b = b
+            .with_client_options(client)
+            .with_retry(http.retry.clone().unwrap_or_else(default_retry));
+        built(raw, b.build(), prefix, "gcs")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_and_file_urls_open() {
+        let o = open_url("memory:///runs/2026", &[], &Http::default()).unwrap();
+        assert_eq!((o.name, o.prefix.as_ref()), ("memory", "runs/2026"));
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/cache", dir.path().display());
+        let o = open_url(&url, &[], &Http::default()).unwrap();
+        assert_eq!(o.name, "local");
+        assert!(dir.path().join("cache").is_dir());
+    }
+
+    #[test]
+    fn bad_urls_are_open_errors() {
+        for url in ["not a url", "ftp://host/x", "http://example.com/x"] {
+            let err = open_url(url, &[], &Http::default()).err().unwrap();
+            assert!(matches!(err, Error::Open { .. }), "{url}: {err}");
+        }
+        let err = open_url("memory:///", &[("x".into(), "y".into())], &Http::default())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("\"x\""), "{err}");
+    }
+
+    #[cfg(not(feature = "aws"))]
+    #[test]
+    fn s3_without_feature_names_it() {
+        let err = open_url("s3://bucket/prefix", &[], &Http::default())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("`aws`"), "{err}");
+    }
+
+    #[cfg(not(feature = "azure"))]
+    #[test]
+    fn azure_without_feature_names_it() {
+        let err = open_url("az://container/prefix", &[], &Http::default())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("`azure`"), "{err}");
+    }
+
+    #[cfg(not(feature = "gcp"))]
+    #[test]
+    fn gcs_without_feature_names_it() {
+        let err = open_url("gs://bucket/prefix", &[], &Http::default())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("`gcp`"), "{err}");
+    }
+
+    #[cfg(feature = "aws")]
+    #[test]
+    fn s3_url_opens_with_options_and_rejects_unknown_ones() {
+        let opts = vec![
+            ("aws_endpoint".to_string(), "http://127.0.0.1:1".to_string()),
+            ("allow_http".to_string(), "true".to_string()),
+            ("aws_region".to_string(), "us-east-1".to_string()),
+        ];
+        let o = open_url("s3://my-bucket/deve/runs", &opts, &Http::default()).unwrap();
+        assert_eq!((o.name, o.bucket.as_str()), ("s3", "my-bucket"));
+        assert_eq!(o.prefix.as_ref(), "deve/runs");
+        let bad = vec![("no_such_option".to_string(), "1".to_string())];
+        let err = open_url("s3://b", &bad, &Http::default()).err().unwrap();
+        assert!(err.to_string().contains("no_such_option"), "{err}");
+    }
+
+    #[cfg(feature = "gcp")]
+    #[test]
+    fn gcs_url_opens_from_url_and_options() {
+        let o = open_url("gs://etl-bucket/runs", &[], &Http::default()).unwrap();
+        assert_eq!(
+            (o.name, o.bucket.as_str(), o.prefix.as_ref()),
+            ("gcs", "etl-bucket", "runs")
+        );
+        // Client settings are options too; the bucket of the URL wins.
+        let opts = vec![
+            ("google_bucket".to_string(), "other".to_string()),
+            ("connect_timeout".to_string(), "2s".to_string()),
+        ];
+        let o = open_url("gs://etl-bucket/runs", &opts, &Http::default()).unwrap();
+        assert_eq!(o.bucket, "etl-bucket");
+        let bad = vec![("google_no_such_key".to_string(), "1".to_string())];
+        assert!(open_url("gs://etl-bucket/runs", &bad, &Http::default()).is_err());
+    }
+
+    #[cfg(feature = "azure")]
+    #[test]
+    fn azure_url_opens_from_url_and_options() {
+        let opts = vec![
+            ("azure_storage_account_name".to_string(), "acct".to_string()),
+            ("azure_storage_account_key".to_string(), "a2V5".to_string()),
+        ];
+        let o = open_url("az://container/runs", &opts, &Http::default()).unwrap();
+        assert_eq!(
+            (o.name, o.bucket.as_str(), o.prefix.as_ref()),
+            ("azure", "container", "runs")
+        );
+    }
+
+    #[test]
+    fn stores_are_described() {
+        let mem = object_store::memory::InMemory::new();
+        assert_eq!(describe(&mem), ("memory", "memory".to_string()));
+    }
+}

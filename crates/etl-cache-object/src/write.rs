@@ -1,0 +1,308 @@
+//! Writes: one `PUT` for what fits in a part, a multipart upload with
+//! bounded memory for the rest. Nothing is visible until the store publishes
+//! the whole object; a failed or cancelled write aborts its upload.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use etl_cache_core::codec::{Encoder, Totals};
+use etl_cache_core::format::{Header, TRAILER_LEN, Trailer};
+use etl_cache_core::{ByteStream, Counters, EntryMeta, Error, Kind, Result, SetOptions, Value};
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{MultipartUpload, PutMultipartOptions, PutOptions, PutPayload, PutResult};
+use tokio::task::JoinSet;
+
+use crate::cache::Inner;
+
+/// Whole values up to this size go up in one request.
+const SINGLE_PUT_LIMIT: usize = 64 << 20;
+/// Values above this are compressed on a blocking thread.
+const INLINE_LIMIT: usize = 256 * 1024;
+
+/// An entry's header, ready to write.
+struct Head {
+    header: Header,
+    bytes: Bytes,
+    crc: u32,
+}
+
+impl Inner {
+    fn head(&self, key: &str, kind: Kind, opts: SetOptions) -> Head {
+        let now = self.config.clock.now();
+        let header = Header {
+            key: key.to_owned(),
+            kind,
+            codec: opts.compression.codec(),
+            created: now,
+            expires: opts.ttl.map(|t| now + t),
+        };
+        let bytes = header.encode();
+        let crc = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"));
+        Head {
+            header,
+            bytes: Bytes::from(bytes),
+            crc,
+        }
+    }
+
+    fn finish_meta(&self, head: Head, totals: Totals) -> (Bytes, impl FnOnce() -> EntryMeta) {
+        let trailer = Trailer {
+            logical_len: totals.logical_len,
+            stored_len: totals.stored_len,
+            payload_crc: totals.crc,
+            header_crc: head.crc,
+        };
+        let header_len = head.bytes.len();
+        let size = header_len as u64 + totals.stored_len + TRAILER_LEN as u64;
+        let meta = move || {
+            EntryMeta::from_parts(head.header, header_len, head.crc, trailer, size)
+                .expect("a trailer built for its header")
+        };
+        (Bytes::copy_from_slice(&trailer.encode()), meta)
+    }
+
+    fn compress_error(&self, key: &str, location: &Path, source: std::io::Error) -> Error {
+        Error::Io {
+            key: Error::display_key(key),
+            path: location.as_ref().into(),
+            op: "compress the payload",
+            source,
+        }
+    }
+
+    /// Writes a whole value.
+    pub(crate) async fn write_value(
+        self: &Arc<Self>,
+        key: &str,
+        value: Value,
+        opts: SetOptions,
+    ) -> Result<EntryMeta> {
+        let location = self.layout.entry(key);
+        let head = self.head(key, value.kind(), opts);
+        let logical = value.into_bytes();
+        let compression = opts.compression;
+        let encoded =
+            if logical.len() > INLINE_LIMIT && compression.codec() != etl_cache_core::Codec::None {
+                tokio::task::spawn_blocking(move || Encoder::encode_all(compression, logical))
+                    .await
+                    .map_err(|e| self.compress_error(key, &location, std::io::Error::other(e)))?
+            } else {
+                Encoder::encode_all(compression, logical)
+            };
+        let (stored, totals) = encoded.map_err(|e| self.compress_error(key, &location, e))?;
+        let header_bytes = head.bytes.clone();
+        let (trailer, meta) = self.finish_meta(head, totals);
+        let size = header_bytes.len() + stored.len() + trailer.len();
+        let mut up = Uploader::new(self.clone(), key, location, size > SINGLE_PUT_LIMIT);
+        let written = async {
+            up.push(header_bytes).await?;
+            up.push(stored).await?;
+            up.push(trailer).await?;
+            up.finish().await
+        }
+        .await;
+        if let Err(e) = written {
+            up.abort().await;
+            return Err(e);
+        }
+        Counters::bump(&self.counters.sets);
+        Ok(meta())
+    }
+
+    /// Writes a stream, compressing on the fly, with at most
+    /// `max_concurrency` parts in flight.
+    pub(crate) async fn write_stream(
+        self: &Arc<Self>,
+        key: &str,
+        mut stream: ByteStream,
+        opts: SetOptions,
+    ) -> Result<EntryMeta> {
+        let location = self.layout.entry(key);
+        let head = self.head(key, Kind::Bytes, opts);
+        let mut enc =
+            Encoder::new(opts.compression).map_err(|e| self.compress_error(key, &location, e))?;
+        let mut up = Uploader::new(self.clone(), key, location.clone(), true);
+        let written = async {
+            up.push(head.bytes.clone()).await?;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|source| Error::Stream {
+                    key: Error::display_key(key),
+                    source,
+                })?;
+                let out = enc
+                    .encode(chunk)
+                    .map_err(|e| self.compress_error(key, &location, e))?;
+                up.push(out).await?;
+            }
+            let (last, totals) = enc
+                .finish()
+                .map_err(|e| self.compress_error(key, &location, e))?;
+            up.push(last).await?;
+            Ok::<_, Error>(totals)
+        }
+        .await;
+        let totals = match written {
+            Ok(t) => t,
+            Err(e) => {
+                up.abort().await;
+                return Err(e);
+            }
+        };
+        let (trailer, meta) = self.finish_meta(head, totals);
+        let done = async {
+            up.push(trailer).await?;
+            up.finish().await
+        }
+        .await;
+        if let Err(e) = done {
+            up.abort().await;
+            return Err(e);
+        }
+        Counters::bump(&self.counters.sets);
+        Ok(meta())
+    }
+}
+
+/// Sends bytes to one object: buffered up to a part, then as a multipart
+/// upload with bounded parts in flight; a single `PUT` when everything fits
+/// in one part.
+struct Uploader {
+    inner: Arc<Inner>,
+    key: String,
+    location: Path,
+    part_size: usize,
+    pending: Vec<Bytes>,
+    pending_len: usize,
+    multipart_allowed: bool,
+    upload: Option<Box<dyn MultipartUpload>>,
+    tasks: JoinSet<object_store::Result<()>>,
+}
+
+impl Uploader {
+    fn new(inner: Arc<Inner>, key: &str, location: Path, multipart_allowed: bool) -> Uploader {
+        let part_size = inner.config.part_size;
+        Uploader {
+            inner,
+            key: key.to_owned(),
+            location,
+            part_size,
+            pending: Vec::new(),
+            pending_len: 0,
+            multipart_allowed,
+            upload: None,
+            tasks: JoinSet::new(),
+        }
+    }
+
+    fn fail(&self, op: &'static str, e: object_store::Error) -> Error {
+        self.inner.fail(op, &self.key, &self.location, e)
+    }
+
+    async fn push(&mut self, mut b: Bytes) -> Result<()> {
+        if !self.multipart_allowed {
+            self.pending_len += b.len();
+            self.pending.push(b);
+            return Ok(());
+        }
+        while !b.is_empty() {
+            let room = self.part_size - self.pending_len;
+            if b.len() < room {
+                self.pending_len += b.len();
+                self.pending.push(b);
+                break;
+            }
+            self.pending.push(b.split_to(room));
+            self.pending_len += room;
+            let part: PutPayload = std::mem::take(&mut self.pending).into_iter().collect();
+            self.pending_len = 0;
+            self.send(part).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, part: PutPayload) -> Result<()> {
+        if self.upload.is_none() {
+            let up = self
+                .inner
+                .store
+                .put_multipart_opts(&self.location, PutMultipartOptions::default())
+                .await
+                .map_err(|e| self.fail("start a multipart upload", e))?;
+            self.upload = Some(up);
+        }
+        while self.tasks.len() >= self.inner.config.max_concurrency {
+            self.join_one().await?;
+        }
+        let fut = self.upload.as_mut().expect("started above").put_part(part);
+        self.tasks.spawn(fut);
+        Ok(())
+    }
+
+    async fn join_one(&mut self) -> Result<()> {
+        match self.tasks.join_next().await {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(self.fail("upload a part", e)),
+            Some(Err(e)) => Err(self.fail(
+                "upload a part",
+                object_store::Error::Generic {
+                    store: "upload task",
+                    source: Box::new(e),
+                },
+            )),
+        }
+    }
+
+    async fn finish(&mut self) -> Result<PutResult> {
+        let rest: PutPayload = std::mem::take(&mut self.pending).into_iter().collect();
+        self.pending_len = 0;
+        if self.upload.is_none() {
+            return self
+                .inner
+                .store
+                .put_opts(&self.location, rest, PutOptions::default())
+                .await
+                .map_err(|e| self.fail("put", e));
+        }
+        if rest.content_length() > 0 {
+            self.send(rest).await?;
+        }
+        while !self.tasks.is_empty() {
+            self.join_one().await?;
+        }
+        let mut up = self.upload.take().expect("checked above");
+        match up.complete().await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.upload = Some(up);
+                Err(self.fail("complete the multipart upload", e))
+            }
+        }
+    }
+
+    /// Stops the upload: parts in flight are cancelled, uploaded parts discarded.
+    async fn abort(&mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        if let Some(mut up) = self.upload.take()
+            && let Err(e) = up.abort().await
+        {
+            tracing::warn!(key = %self.key, object = %self.location, error = %e,
+                "could not abort a multipart upload; a bucket lifecycle rule will remove its parts");
+        }
+    }
+}
+
+impl Drop for Uploader {
+    /// A cancelled write (its future dropped) aborts its upload in the
+    /// background, so no parts are left behind.
+    fn drop(&mut self) {
+        if let Some(mut up) = self.upload.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let _ = up.abort().await;
+            });
+        }
+    }
+}

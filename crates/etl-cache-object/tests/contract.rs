@@ -1,0 +1,79 @@
+//! The shared contract suite on ObjectCache over the stores every build has:
+//! object_store's InMemory and LocalFileSystem. Small parts make the
+//! suite's streams go through multipart uploads.
+
+use std::sync::Arc;
+
+use etl_cache_core::ManualClock;
+use etl_cache_core::testing::Harness;
+use etl_cache_object::ObjectCache;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+
+mod memory {
+    use super::*;
+
+    async fn make(clock: Arc<ManualClock>) -> Harness {
+        let cache = ObjectCache::builder()
+            .store(Arc::new(InMemory::new()))
+            .prefix("etl/cache")
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        Harness::new(Arc::new(cache), clock, ())
+    }
+
+    etl_cache_core::contract_tests!(make);
+}
+
+mod memory_multipart {
+    use super::*;
+
+    async fn make(clock: Arc<ManualClock>) -> Harness {
+        let cache = ObjectCache::builder()
+            .store(Arc::new(InMemory::new()))
+            .clock(clock.clone())
+            .part_size(64 * 1024)
+            .max_concurrency(3)
+            .build()
+            .unwrap();
+        Harness::new(Arc::new(cache), clock, ())
+    }
+
+    etl_cache_core::contract_tests!(make);
+}
+
+mod local {
+    use super::*;
+
+    async fn make(clock: Arc<ManualClock>) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        let cache = ObjectCache::builder()
+            .store(Arc::new(store))
+            .prefix("cache")
+            .clock(clock.clone())
+            .part_size(64 * 1024)
+            .build()
+            .unwrap();
+        Harness::new(Arc::new(cache), clock, dir)
+    }
+
+    etl_cache_core::contract_tests!(make);
+}
+
+mod local_from_url {
+    use super::*;
+
+    async fn make(clock: Arc<ManualClock>) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ObjectCache::builder()
+            .url(format!("file://{}/cache", dir.path().display()))
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        Harness::new(Arc::new(cache), clock, dir)
+    }
+
+    etl_cache_core::contract_tests!(make);
+}
