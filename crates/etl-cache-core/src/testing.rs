@@ -1,6 +1,6 @@
 //! The shared contract suite. Every backend runs it with one macro call:
 //!
-//! ```ignore
+//! ```rs
 //! async fn make(clock: Arc<ManualClock>) -> Harness {
 //!     let dir = tempfile::tempdir().unwrap();
 //!     let cache = MyCache::open(dir.path(), clock.clone());
