@@ -17,18 +17,6 @@ use etl_cache::object::ObjectCache;
 use etl_cache::object::object_store::memory::InMemory;
 use etl_cache::{Cache, CacheExt, DiskCache, Served, SetOptions, TieredCache, Value};
 
-fn tiers_of(cache: &TieredCache) -> Vec<String> {
-    let mut names = vec!["memory".to_string()];
-    names.extend(cache.tiers().iter().map(|t| {
-        format!("{t:?}")
-            .split('(')
-            .next()
-            .unwrap_or("?")
-            .to_string()
-    }));
-    names
-}
-
 async fn read(cache: &TieredCache, key: &str) -> etl_cache::Result<()> {
     let started = Instant::now();
     let found = cache.get_traced(key).await?;
