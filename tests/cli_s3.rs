@@ -2,7 +2,6 @@
 //! command, its exit code and its JSON, on an `s3://bucket/prefix` URL.
 
 #[path = "../crates/etl-cache-object/tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::io::Write;
