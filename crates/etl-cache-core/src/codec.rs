@@ -180,7 +180,7 @@ enum Dec<R: Read> {
 
 /// Reads the logical bytes of a stored payload, checksumming the stored bytes.
 ///
-/// Read it to the end, then call [`PayloadReader::totals`] and compare with the
+/// Read it to the end, then call [`PayloadReader::finish`] and compare with the
 /// entry's trailer. A decompression failure is reported as
 /// [`io::ErrorKind::InvalidData`]; a failure of the underlying reader keeps its
 /// own kind (see [`PayloadReader::source_failed`]).
