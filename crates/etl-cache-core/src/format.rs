@@ -257,10 +257,15 @@ impl EntryMeta {
                 "trailer belongs to another header".into(),
             ));
         }
-        let expected = header_len as u64 + trailer.stored_len + TRAILER_LEN as u64;
-        if expected != total_len {
+        // Checked: a crafted trailer may claim any length (an overflow
+        // panicked in debug builds).
+        let expected = (header_len as u64)
+            .checked_add(trailer.stored_len)
+            .and_then(|n| n.checked_add(TRAILER_LEN as u64));
+        if expected != Some(total_len) {
             return Err(FormatError::Invalid(format!(
-                "entry is {total_len} bytes but its trailer says {expected}"
+                "entry is {total_len} bytes but its trailer says {}",
+                expected.map_or_else(|| "more than 2^64".into(), |n| n.to_string())
             )));
         }
         if header.codec == Codec::None && trailer.logical_len != trailer.stored_len {
