@@ -11,10 +11,7 @@
 use std::fs;
 use std::time::{Instant, SystemTime};
 
-use etl_cache_core::Counters;
-
 use crate::cache::Inner;
-use crate::lock::KeyLock;
 use crate::sys;
 use crate::usage::Counts;
 
@@ -25,6 +22,9 @@ pub(crate) struct Publishing<'a> {
     /// What its reservation added to the counters (entries, bytes).
     pub reserved: (i64, i64),
 }
+
+/// Victims removed per hold of the counters.
+const EVICT_BATCH: usize = 32;
 
 struct Candidate {
     mtime: SystemTime,
@@ -85,43 +85,87 @@ impl Inner {
             return false; // another process is evicting
         }
         let started = Instant::now();
-        let mut candidates: Vec<Candidate> = self
-            .entry_files()
-            .filter(|(hash, _)| keep.as_ref().map(|k| k.hash) != Some(hash.as_str()))
-            .filter_map(|(hash, path)| {
-                let m = fs::symlink_metadata(&path).ok()?;
-                m.is_file().then(|| Candidate {
-                    mtime: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                    id: sys::file_id(&m),
-                    hash,
-                })
-            })
-            .collect();
+        // Stat each entry relative to its open directory (`DirEntry::metadata`
+        // does not follow symlinks and looks up one name, not the whole path):
+        // the scan is most of an eviction's cost at a million entries.
+        let mut candidates: Vec<Candidate> = Vec::new();
+        for dir in self.layout.fanout_dirs() {
+            let Ok(rd) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let Ok(hash) = e.file_name().into_string() else {
+                    continue;
+                };
+                if !crate::layout::is_entry_name(&hash)
+                    || keep.as_ref().map(|k| k.hash) == Some(hash.as_str())
+                {
+                    continue;
+                }
+                if let Ok(m) = e.metadata()
+                    && m.is_file()
+                {
+                    candidates.push(Candidate {
+                        mtime: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                        id: sys::file_id(&m),
+                        hash,
+                    });
+                }
+            }
+        }
         candidates.sort_unstable_by_key(|c| c.mtime);
         let target_entries = self.low_water(self.config.max_entries);
         let target_bytes = self.low_water(self.config.max_bytes);
         let (mut evicted, mut freed) = (0u64, 0u64);
         let mut counts = self.usage.get().unwrap_or_default();
         let scanned = candidates.len();
-        for c in &candidates {
-            if counts.entries <= target_entries && counts.bytes <= target_bytes {
+        let within = |c: Counts| c.entries <= target_entries && c.bytes <= target_bytes;
+        // Victims go in batches, each with the counters held exclusively (as
+        // publications hold them), so no lock file per victim is needed and
+        // the counters are read and written once per batch, not per victim.
+        for batch in candidates.chunks(EVICT_BATCH) {
+            if within(counts) {
                 break;
             }
-            let Ok(Some(lock)) = KeyLock::try_acquire(&self.layout.lock_path(&c.hash)) else {
-                continue;
-            };
-            // Skip an entry read or replaced since the scan.
-            let path = self.layout.entry_path(&c.hash);
-            let still = fs::symlink_metadata(&path)
-                .ok()
-                .is_some_and(|m| sys::file_id(&m) == c.id && m.modified().ok() == Some(c.mtime));
-            if still && let Some(n) = self.remove_locked(&c.hash, Some(c.id)) {
-                evicted += 1;
-                freed += n;
-                Counters::bump(&self.counters.evictions);
+            let done = self
+                .usage
+                .exclusive(|u| -> std::io::Result<(u64, u64, Counts)> {
+                    let mut now = u.get()?;
+                    let (mut n, mut bytes) = (0u64, 0u64);
+                    for c in batch {
+                        if within(now) {
+                            break;
+                        }
+                        // Skip an entry read or replaced since the scan.
+                        let path = self.layout.entry_path(&c.hash);
+                        let Ok(m) = fs::symlink_metadata(&path) else {
+                            continue;
+                        };
+                        let still = m.is_file()
+                            && sys::file_id(&m) == c.id
+                            && m.modified().ok() == Some(c.mtime);
+                        if still && fs::remove_file(&path).is_ok() {
+                            n += 1;
+                            bytes += m.len();
+                            now = now.add(-1, -(m.len() as i64));
+                        }
+                    }
+                    if n > 0 {
+                        now = u.add(-(n as i64), -(bytes as i64))?;
+                    }
+                    Ok((n, bytes, now))
+                });
+            match done {
+                Ok(Ok((n, bytes, now))) => {
+                    evicted += n;
+                    freed += bytes;
+                    self.counters
+                        .evictions
+                        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    counts = now;
+                }
+                _ => counts = self.usage.get().unwrap_or(counts),
             }
-            drop(lock);
-            counts = self.usage.get().unwrap_or(counts);
         }
         if evicted as usize == scanned && self.over_limits(counts) {
             // Everything scanned is gone and the counters still say too much:

@@ -34,6 +34,10 @@
 mod builder;
 mod cache;
 mod evict;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+#[cfg(not(feature = "fault-injection"))]
+mod fault;
 mod layout;
 mod lock;
 mod read;

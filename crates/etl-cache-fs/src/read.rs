@@ -15,7 +15,7 @@ use etl_cache_core::{Codec, Counters, EntryMeta, Error, Result, Value};
 use tokio::sync::mpsc;
 
 use crate::cache::Inner;
-use crate::lock::KeyLock;
+use crate::fault::Point;
 use crate::sys;
 
 /// Entries up to this size are read with one `read` call.
@@ -26,10 +26,32 @@ pub(crate) struct Opened {
     pub file: File,
     pub meta: EntryMeta,
     pub header_len: u64,
-    pub id: (u64, u64),
+    /// The file's identity, when it was stat'ed (see [`Opened::id`]).
+    pub known_id: Option<(u64, u64)>,
     pub mtime: Option<SystemTime>,
     /// The whole file, when it was small enough to read at once.
     pub whole: Option<Vec<u8>>,
+}
+
+impl Opened {
+    /// The file's identity (device, inode), to remove it only if it is still
+    /// the entry. Small reads skip the stat; it is made here when needed.
+    pub(crate) fn id(&self) -> (u64, u64) {
+        self.known_id.unwrap_or_else(|| {
+            self.file
+                .metadata()
+                .map(|m| sys::file_id(&m))
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// Small entries are read with one `read` into a buffer of this size, with no
+/// stat first; a read that fills it takes the general path.
+const FAST_READ: usize = 32 * 1024;
+
+thread_local! {
+    static FAST_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// What looking at an entry file found.
@@ -81,6 +103,21 @@ impl Inner {
             }
             Err(e) => return Err(self.io(shown, path, "open the entry")(e)),
         };
+        // A small entry (every inline get) is read whole at once, without a
+        // stat: one system call less on the hottest path. Recency then needs
+        // no mtime (`touch_interval` zero). Anything unusual (a file too short
+        // to be an entry or too long for the buffer, a failed check) takes the
+        // general path, which stats the file and decides.
+        let file = if want_whole && self.config.touch_interval.is_zero() {
+            self.fault(Point::Read)
+                .map_err(self.io(shown, path, "read the entry"))?;
+            match self.open_small(key, hash, file) {
+                Ok(opened) => return Ok(self.found(opened)),
+                Err(file) => file,
+            }
+        } else {
+            file
+        };
         let m = file
             .metadata()
             .map_err(self.io(shown, path, "stat the entry"))?;
@@ -94,13 +131,9 @@ impl Inner {
         }
         match self.check_entry(key, hash, file, m.len(), want_whole) {
             Ok(mut opened) => {
-                opened.id = id;
+                opened.known_id = Some(id);
                 opened.mtime = m.modified().ok();
-                if opened.meta.is_expired(self.config.clock.now()) {
-                    Ok(Found::Expired(Box::new(opened)))
-                } else {
-                    Ok(Found::Live(Box::new(opened)))
-                }
+                Ok(self.found(opened))
             }
             Err(CheckError::Io(e)) => Err(self.io(shown, path, "read the entry")(e)),
             Err(CheckError::Corrupt(reason)) => {
@@ -123,6 +156,7 @@ impl Inner {
                 "entry is truncated ({len} bytes)"
             )));
         }
+        self.fault(Point::Read).map_err(CheckError::Io)?;
         let whole = if want_whole && len <= SMALL_ENTRY {
             let mut buf = vec![0u8; len as usize];
             sys::read_exact_at(&file, &mut buf, 0).map_err(CheckError::read)?;
@@ -130,13 +164,76 @@ impl Inner {
         } else {
             None
         };
+        let (meta, header_len, whole) = self.parse_entry(key, hash, &file, len, whole)?;
+        Ok(Opened {
+            file,
+            meta,
+            header_len,
+            known_id: None,
+            mtime: None,
+            whole,
+        })
+    }
+
+    /// Reads a small entry whole with one `read` and checks it; gives the
+    /// file back when that is not enough to decide.
+    fn open_small(
+        &self,
+        key: Option<&str>,
+        hash: &str,
+        file: File,
+    ) -> std::result::Result<Opened, File> {
+        let whole = FAST_BUF.with_borrow_mut(|buf| {
+            buf.resize(FAST_READ, 0);
+            let n = (&file).read(buf).ok()?;
+            (HEADER_FIXED_LEN + 4 + TRAILER_LEN..FAST_READ)
+                .contains(&n)
+                .then(|| buf[..n].to_vec())
+        });
+        let Some(w) = whole else {
+            return Err(file);
+        };
+        // A failed check is left to the general path, which stats the file
+        // and decides (and removes a corrupt one).
+        match self.parse_entry(key, hash, &file, w.len() as u64, Some(w)) {
+            Ok((meta, header_len, whole)) => Ok(Opened {
+                file,
+                meta,
+                header_len,
+                known_id: None,
+                mtime: None,
+                whole,
+            }),
+            Err(_) => Err(file),
+        }
+    }
+
+    fn found(&self, opened: Opened) -> Found {
+        if opened.meta.is_expired(self.config.clock.now()) {
+            Found::Expired(Box::new(opened))
+        } else {
+            Found::Live(Box::new(opened))
+        }
+    }
+
+    /// Checks the framing of an entry of `len` bytes, from `whole` when it
+    /// was read whole, else by reading its header and trailer.
+    #[allow(clippy::type_complexity)]
+    fn parse_entry(
+        &self,
+        key: Option<&str>,
+        hash: &str,
+        file: &File,
+        len: u64,
+        whole: Option<Vec<u8>>,
+    ) -> std::result::Result<(EntryMeta, u64, Option<Vec<u8>>), CheckError> {
         let head_buf;
         let head: &[u8] = match &whole {
             Some(w) => w,
             None => {
                 let n = len.min(MAX_HEADER_LEN as u64) as usize;
                 let mut b = vec![0u8; n];
-                sys::read_exact_at(&file, &mut b, 0).map_err(CheckError::read)?;
+                sys::read_exact_at(file, &mut b, 0).map_err(CheckError::read)?;
                 head_buf = b;
                 &head_buf
             }
@@ -159,20 +256,13 @@ impl Inner {
         let mut tbuf = [0u8; TRAILER_LEN];
         match &whole {
             Some(w) => tbuf.copy_from_slice(&w[w.len() - TRAILER_LEN..]),
-            None => sys::read_exact_at(&file, &mut tbuf, len - TRAILER_LEN as u64)
+            None => sys::read_exact_at(file, &mut tbuf, len - TRAILER_LEN as u64)
                 .map_err(CheckError::read)?,
         }
         let trailer = Trailer::decode(&tbuf).map_err(|e| CheckError::Corrupt(invalid(e)))?;
         let meta = EntryMeta::from_parts(header, header_len, header_crc, trailer, len)
             .map_err(|e| CheckError::Corrupt(invalid(e)))?;
-        Ok(Opened {
-            file,
-            meta,
-            header_len: header_len as u64,
-            id: (0, 0),
-            mtime: None,
-            whole,
-        })
+        Ok((meta, header_len as u64, whole))
     }
 
     /// Removes whatever stands at `path` that is not an entry (a symlink, a
@@ -191,29 +281,44 @@ impl Inner {
     }
 
     /// Removes the entry `hash` if it is still the file `id` (a newer write
-    /// may have replaced it), under the key's lock. Returns the bytes freed.
+    /// may have replaced it). Returns the bytes freed.
     ///
-    /// Never waits: if another worker holds the key's lock it is writing or
-    /// removing this entry anyway, and the call leaves it to that worker. So
-    /// reads may run this on an async thread.
+    /// Never waits for a key's lock, so reads may run this on an async
+    /// thread: the check and the removal run with the counters held
+    /// exclusively, as every publication does (see [`Inner::remove_entry`]).
     pub(crate) fn remove_if_same(&self, _key: &str, hash: &str, id: (u64, u64)) -> Option<u64> {
-        let lock = KeyLock::try_acquire(&self.layout.lock_path(hash)).ok()??;
-        let freed = self.remove_locked(hash, Some(id));
-        drop(lock);
-        freed
+        self.remove_entry(hash, |m| sys::file_id(m) == id)
     }
 
-    /// Removes the entry `hash` (if it is still `id`, when given). The caller
-    /// holds the key's lock. Returns the bytes freed.
+    /// Removes the entry `hash` (if it is still `id`, when given). Returns
+    /// the bytes freed.
     pub(crate) fn remove_locked(&self, hash: &str, id: Option<(u64, u64)>) -> Option<u64> {
+        self.remove_entry(hash, |m| id.is_none_or(|id| id == sys::file_id(m)))
+    }
+
+    /// Removes the entry `hash` if `still` says the file at its path is the
+    /// one the caller means. The check, the removal and the counters' update
+    /// run with the counters held exclusively, as publishing does, so a file
+    /// published meanwhile is never taken for the one meant and the counters
+    /// stay exact. Returns the bytes freed.
+    pub(crate) fn remove_entry(
+        &self,
+        hash: &str,
+        still: impl FnOnce(&fs::Metadata) -> bool,
+    ) -> Option<u64> {
         let path = self.layout.entry_path(hash);
-        let m = fs::symlink_metadata(&path).ok()?;
-        if !m.is_file() || id.is_some_and(|id| id != sys::file_id(&m)) {
-            return None;
-        }
-        fs::remove_file(&path).ok()?;
-        let _ = self.usage.add(-1, -(m.len() as i64));
-        Some(m.len())
+        self.usage
+            .exclusive(|u| {
+                let m = fs::symlink_metadata(&path).ok()?;
+                if !m.is_file() || !still(&m) {
+                    return None;
+                }
+                fs::remove_file(&path).ok()?;
+                let _ = u.add(-1, -(m.len() as i64));
+                Some(m.len())
+            })
+            .ok()
+            .flatten()
     }
 
     /// Refreshes the entry's recency (its mtime).
@@ -251,7 +356,7 @@ impl Inner {
             }
             Found::Expired(o) => {
                 bump(&self.counters.misses);
-                if self.remove_if_same(key, hash, o.id).is_some() {
+                if self.remove_if_same(key, hash, o.id()).is_some() {
                     Counters::bump(&self.counters.expired);
                 }
                 Ok(None)
@@ -306,7 +411,7 @@ impl Inner {
             }
         };
         let fail = |reason: String| {
-            self.remove_if_same(key, hash, o.id);
+            self.remove_if_same(key, hash, o.id());
             Err(self.corrupt(key, reason))
         };
         if crc32c_of(&stored) != o.meta.checksum {
@@ -347,11 +452,11 @@ impl Inner {
         chunk_size: usize,
         tx: mpsc::Sender<io::Result<Bytes>>,
     ) {
+        let id = o.id();
         let Opened {
             mut file,
             meta,
             header_len,
-            id,
             ..
         } = o;
         let corrupt = |reason: String| {
@@ -362,6 +467,7 @@ impl Inner {
             file.seek(SeekFrom::Start(header_len))?;
             let mut reader = PayloadReader::new(meta.codec, (&mut file).take(meta.stored_len))?;
             loop {
+                self.fault(Point::Read)?;
                 let mut buf = vec![0u8; chunk_size];
                 let mut filled = 0;
                 while filled < chunk_size {
@@ -410,7 +516,10 @@ impl Inner {
     /// `None` when missing, foreign or corrupt (corrupt ones are removed).
     pub(crate) fn peek(&self, hash: &str, path: &Path) -> Option<(EntryMeta, (u64, u64))> {
         match self.open_entry(None, hash, path, false) {
-            Ok(Found::Live(o)) | Ok(Found::Expired(o)) => Some((o.meta, o.id)),
+            Ok(Found::Live(o)) | Ok(Found::Expired(o)) => {
+                let id = o.id();
+                Some((o.meta, id))
+            }
             Ok(Found::Missing) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "skipping an unreadable entry");

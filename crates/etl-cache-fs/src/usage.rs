@@ -99,4 +99,31 @@ impl Usage {
     pub fn set(&self, c: Counts) -> io::Result<()> {
         self.with_lock(true, |f| write(f, c))
     }
+
+    /// Runs `f` holding the counters exclusively. Every change to the entry
+    /// files (publishing by rename, removing) runs in here together with its
+    /// change to the counters, so the counters stay exact without a lock
+    /// file per key.
+    pub fn exclusive<T>(&self, f: impl FnOnce(&Locked<'_>) -> T) -> io::Result<T> {
+        self.with_lock(true, |file| Ok(f(&Locked { file })))
+    }
+}
+
+/// The counters while [`Usage::exclusive`] holds them.
+pub(crate) struct Locked<'a> {
+    file: &'a File,
+}
+
+impl Locked<'_> {
+    /// The current counts.
+    pub fn get(&self) -> io::Result<Counts> {
+        read(self.file)
+    }
+
+    /// Adds a delta; returns the new counts.
+    pub fn add(&self, entries: i64, bytes: i64) -> io::Result<Counts> {
+        let c = read(self.file)?.add(entries, bytes);
+        write(self.file, c)?;
+        Ok(c)
+    }
 }

@@ -10,11 +10,12 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use etl_cache_core::codec::{Encoder, Totals};
 use etl_cache_core::format::{Header, TRAILER_LEN, Trailer};
-use etl_cache_core::{Counters, EntryMeta, Error, Kind, Result, SetOptions};
+use etl_cache_core::{Codec, Counters, EntryMeta, Error, Kind, Result, SetOptions};
 use tokio::sync::mpsc;
 
 use crate::cache::Inner;
 use crate::evict::Publishing;
+use crate::fault::Point;
 use crate::lock::KeyLock;
 use crate::sys;
 
@@ -43,10 +44,23 @@ impl Publish {
     }
 }
 
+/// The first step of [`Inner::publish`]: its reservation in the counters.
+enum Reserved {
+    /// Within the limits: renamed into place.
+    Published,
+    /// Within the limits, but the rename failed (the reservation is undone).
+    Failed(io::Error),
+    /// Past a limit: reserved (unless the caller may not block), not renamed.
+    OverLimits((i64, i64)),
+}
+
 /// What the async side of `set_stream` sends to the writer thread.
 pub(crate) enum Msg {
     Data(Bytes),
-    End,
+    /// The stream ended. Uncompressed streams are checksummed by the async
+    /// side as the chunks pass (see `DiskCache::set_stream`), which sends
+    /// the totals here; compressed ones are checksummed by the writer.
+    End(Option<Totals>),
 }
 
 /// A temp file being written; removed on drop unless published.
@@ -72,7 +86,14 @@ fn temp_name() -> String {
             .unwrap_or_default()
             .as_nanos(),
     );
-    format!("{:016x}-{}.tmp", h.finish(), std::process::id())
+    // The process id is only informative (the lock tells whether a writer is
+    // alive); read once, as each read is a system call.
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    format!(
+        "{:016x}-{}.tmp",
+        h.finish(),
+        PID.get_or_init(std::process::id)
+    )
 }
 
 impl Inner {
@@ -177,8 +198,8 @@ impl Inner {
             (header_bytes.len() + stored.len() + TRAILER_LEN).min(1 << 20),
         )?;
         let path = tmp.path.clone();
-        tmp.out
-            .write_all(&header_bytes)
+        self.fault(Point::Write)
+            .and_then(|()| tmp.out.write_all(&header_bytes))
             .and_then(|()| tmp.out.write_all(&stored))
             .map_err(self.io(key, &path, "write the entry"))?;
         let sealed = self.seal(key, tmp, header, &header_bytes, totals)?;
@@ -198,23 +219,33 @@ impl Inner {
         let header_bytes = header.encode();
         let mut tmp = self.create_temp(key, 1 << 20)?;
         let path = tmp.path.clone();
-        let mut enc =
-            Encoder::new(opts.compression).map_err(self.io(key, &path, "start compressing"))?;
+        // No encoder for an uncompressed stream: its chunks arrive checksummed.
+        let mut enc = match opts.compression.codec() {
+            Codec::None => None,
+            _ => Some(Encoder::new(opts.compression).map_err(self.io(
+                key,
+                &path,
+                "start compressing",
+            ))?),
+        };
         let mut written = (header_bytes.len() + TRAILER_LEN) as u64;
         tmp.out
             .write_all(&header_bytes)
             .map_err(self.io(key, &path, "write the entry"))?;
-        loop {
+        let fed = loop {
             match rx.blocking_recv() {
                 Some(Msg::Data(chunk)) => {
-                    let out = enc.encode(chunk).map_err(self.io(key, &path, "compress"))?;
+                    let out = match &mut enc {
+                        Some(enc) => enc.encode(chunk).map_err(self.io(key, &path, "compress"))?,
+                        None => chunk,
+                    };
                     written += out.len() as u64;
                     self.check_size(key, written)?;
-                    tmp.out
-                        .write_all(&out)
+                    self.fault(Point::Write)
+                        .and_then(|()| tmp.out.write_all(&out))
                         .map_err(self.io(key, &path, "write the entry"))?;
                 }
-                Some(Msg::End) => break,
+                Some(Msg::End(fed)) => break fed,
                 None => {
                     return Err(Error::Stream {
                         key: Error::display_key(key),
@@ -225,9 +256,13 @@ impl Inner {
                     });
                 }
             }
-        }
+        };
         drop(rx);
-        let (last, totals) = enc.finish().map_err(self.io(key, &path, "compress"))?;
+        let (last, totals) = match (enc, fed) {
+            (Some(enc), _) => enc.finish().map_err(self.io(key, &path, "compress"))?,
+            (None, Some(totals)) => (Bytes::new(), totals),
+            (None, None) => unreachable!("an uncompressed stream ends with its totals"),
+        };
         self.check_size(key, written + last.len() as u64)?;
         tmp.out
             .write_all(&last)
@@ -279,11 +314,16 @@ impl Inner {
         Ok(Sealed { tmp, meta, size })
     }
 
-    /// Renames the temp file over the entry, under the key's lock, after
-    /// reserving its size in the shared counters (evicting if that passes a
-    /// limit). `held` says the caller holds the key's lock. When `may_block`
-    /// is false, gives the entry back as [`Publish::Blocked`] rather than wait
-    /// for the lock or evict; the caller then retries on a blocking thread.
+    /// Renames the temp file over the entry after reserving its size in the
+    /// shared counters (evicting if that passes a limit). The reservation and
+    /// the rename run with the counters held exclusively (see
+    /// [`crate::usage::Usage::exclusive`]), which keeps them exact across
+    /// processes without a lock file per key: a set makes no lock file unless
+    /// a worker holds the key's lock (a single-flight computation, a delete),
+    /// and then waits for it. `held` says the caller holds the key's lock.
+    /// When `may_block` is false, gives the entry back as
+    /// [`Publish::Blocked`] rather than wait for the lock or evict; the caller
+    /// then retries on a blocking thread.
     pub(crate) fn publish(
         &self,
         key: &str,
@@ -294,42 +334,88 @@ impl Inner {
         let hash = crate::layout::key_hash(key);
         let target = self.layout.entry_path(&hash);
         let lock_path = self.layout.lock_path(&hash);
-        let _lock = match (held, may_block) {
-            (true, _) => None,
-            (false, true) => Some(KeyLock::acquire(&lock_path, key, self.config.lock_timeout)?),
-            (false, false) => match KeyLock::try_acquire(&lock_path) {
+        // Lock files exist only while held: no file, no holder to wait for.
+        let _lock = if held || fs::symlink_metadata(&lock_path).is_err() {
+            None
+        } else if may_block {
+            Some(KeyLock::acquire(&lock_path, key, self.config.lock_timeout)?)
+        } else {
+            match KeyLock::try_acquire(&lock_path) {
                 Ok(Some(lock)) => Some(lock),
                 Ok(None) => return Ok(Publish::Blocked(sealed)),
                 Err(e) => return Err(self.io(key, &lock_path, "take the key lock")(e)),
-            },
-        };
-        let old = fs::symlink_metadata(&target)
-            .ok()
-            .filter(|m| m.is_file())
-            .map(|m| m.len());
-        let size = sealed.size;
-        let (d_entries, d_bytes) = match old {
-            Some(old) => (0, size as i64 - old as i64),
-            None => (1, size as i64),
-        };
-        let counts = self.usage.add(d_entries, d_bytes).map_err(self.io(
-            key,
-            self.layout.usage_file(),
-            "update the usage counters",
-        ))?;
-        if self.over_limits(counts) {
-            if !may_block {
-                let _ = self.usage.add(-d_entries, -d_bytes);
-                return Ok(Publish::Blocked(sealed));
             }
-            self.evict(Some(Publishing {
-                hash: &hash,
-                reserved: (d_entries, d_bytes),
-            }));
-        }
-        if let Err(e) = fs::rename(&sealed.tmp.path, &target) {
-            let _ = self.usage.add(-d_entries, -d_bytes);
-            return Err(self.io(key, &target, "publish the entry")(e));
+        };
+        let size = sealed.size;
+        let delta = || match fs::symlink_metadata(&target) {
+            Ok(m) if m.is_file() => (0, size as i64 - m.len() as i64),
+            _ => (1, size as i64),
+        };
+        let rename = || {
+            self.fault(Point::Rename)
+                .and_then(|()| fs::rename(&sealed.tmp.path, &target))
+        };
+        let usage_err = |e| self.io(key, self.layout.usage_file(), "update the usage counters")(e);
+        // Reserve, then rename at once unless that passes a limit. Only
+        // growth is reserved; a shrink (a smaller replacement) is counted
+        // after the rename, so a process killed in between leaves the
+        // counters high, never low.
+        let first = self
+            .usage
+            .exclusive(|u| {
+                let (d_entries, d_bytes) = delta();
+                let counts = u.add(d_entries, d_bytes.max(0))?;
+                if !self.over_limits(counts) {
+                    return Ok(match rename() {
+                        Ok(()) => {
+                            if d_bytes < 0 {
+                                let _ = u.add(0, d_bytes);
+                            }
+                            Reserved::Published
+                        }
+                        Err(e) => {
+                            let _ = u.add(-d_entries, -d_bytes.max(0));
+                            Reserved::Failed(e)
+                        }
+                    });
+                }
+                if !may_block {
+                    u.add(-d_entries, -d_bytes.max(0))?;
+                }
+                Ok(Reserved::OverLimits((d_entries, d_bytes.max(0))))
+            })
+            .and_then(|r| r)
+            .map_err(usage_err)?;
+        match first {
+            Reserved::Published => {}
+            Reserved::Failed(e) => return Err(self.io(key, &target, "publish the entry")(e)),
+            Reserved::OverLimits(_) if !may_block => return Ok(Publish::Blocked(sealed)),
+            Reserved::OverLimits(reserved) => {
+                self.evict(Some(Publishing {
+                    hash: &hash,
+                    reserved,
+                }));
+                // The entry this one replaces may have changed meanwhile.
+                self.usage
+                    .exclusive(|u| {
+                        let (d_entries, d_bytes) = delta();
+                        let grow = (d_entries, d_bytes.max(0));
+                        if grow != reserved {
+                            u.add(grow.0 - reserved.0, grow.1 - reserved.1)?;
+                        }
+                        if let Err(e) = rename() {
+                            let _ = u.add(-grow.0, -grow.1);
+                            return Ok(Err(e));
+                        }
+                        if d_bytes < 0 {
+                            let _ = u.add(0, d_bytes);
+                        }
+                        Ok(Ok(()))
+                    })
+                    .and_then(|r| r)
+                    .map_err(usage_err)?
+                    .map_err(self.io(key, &target, "publish the entry"))?;
+            }
         }
         sealed.tmp.published = true;
         if self.config.durable
