@@ -1,0 +1,802 @@
+//! Hostile inputs: keys that look like paths (`../`, absolute, Windows),
+//! NUL, a 1 MB key, characters from all 17 Unicode planes, names of the
+//! caches' own files; symbolic links planted in the cache root pointing
+//! outside it; a root shared with unrelated files; stored files replaced by
+//! a directory or a FIFO; a crafted entry whose lengths overflow.
+//!
+//! Nothing may be read or written outside the root (every test snapshots a
+//! sibling directory and checks it is untouched), and nothing may hang or
+//! panic: every operation runs under a timeout.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use etl_cache_core::format::{Header, Trailer};
+use etl_cache_core::{Cache, CacheExt, Codec, Error, Kind, ManualClock, SetOptions, Value};
+use etl_cache_fs::DiskCache;
+use etl_cache_object::ObjectCache;
+use etl_cache_reliability::{layout, report, runtime};
+use etl_cache_tiered::TieredCache;
+use futures::{StreamExt, TryStreamExt};
+
+/// Runs `f` with a deadline: a hang is a failure, not a stuck CI.
+async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(30), f).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what} hung (no answer within 30 s)"),
+    }
+}
+
+/// A work directory: `root/` for the cache, `outside/` with bait files that
+/// must never change, and the snapshot of `outside/` to compare with.
+struct Work {
+    dir: tempfile::TempDir,
+    before: Vec<(PathBuf, String)>,
+}
+
+impl Work {
+    fn new() -> Work {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("outside");
+        std::fs::create_dir_all(out.join("sub")).expect("mkdir");
+        std::fs::write(out.join("secret.txt"), b"do not touch").expect("write");
+        std::fs::write(out.join("sub/data.csv"), b"a,b\n1,2\n").expect("write");
+        let before = layout::snapshot(&out);
+        Work { dir, before }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn outside(&self) -> PathBuf {
+        self.dir.path().join("outside")
+    }
+
+    /// Fails if anything outside the root changed, or anything but `root`
+    /// and `outside` appeared beside them.
+    fn assert_outside_untouched(&self, what: &str) {
+        assert_eq!(
+            layout::snapshot(&self.outside()),
+            self.before,
+            "{what}: something outside the root changed"
+        );
+        let mut top: Vec<String> = layout::files_in(self.dir.path())
+            .into_iter()
+            .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+            .collect();
+        top.sort();
+        top.retain(|n| n != "root" && n != "outside");
+        assert!(
+            top.is_empty(),
+            "{what}: files appeared beside the root: {top:?}"
+        );
+    }
+
+    /// A valid entry for `key` written by another cache, for planting.
+    async fn foreign_entry(&self, key: &str, text: &str) -> PathBuf {
+        let other = self.dir.path().join("outside").join("other-cache");
+        let c = DiskCache::open(&other).await.expect("open another cache");
+        c.set(key, text.into(), SetOptions::new())
+            .await
+            .expect("set");
+        drop(c);
+        let src = layout::entry_path(&other, key);
+        let dst = self.outside().join("planted-entry");
+        std::fs::copy(&src, &dst).expect("copy");
+        std::fs::remove_dir_all(&other).expect("remove the other cache");
+        dst
+    }
+}
+
+fn symlink(target: &Path, link: &Path) {
+    std::os::unix::fs::symlink(target, link).expect("symlink");
+}
+
+fn mkfifo(path: &Path) {
+    let ok = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "this test needs mkfifo(1) (coreutils) to make a FIFO at {path:?}"
+    );
+}
+
+// ------------------------------------------------------------ keys
+
+/// Valid keys that look dangerous; each must be a plain key.
+fn hostile_keys() -> Vec<String> {
+    let mut keys: Vec<String> = [
+        "../../../../../../../../etc/passwd",
+        "../outside/secret.txt",
+        "..",
+        ".",
+        "./.",
+        "a/../../b",
+        "/etc/passwd",
+        "/tmp",
+        "//double//slash",
+        "/",
+        "a/",
+        "a//b",
+        "C:\\Windows\\System32\\config",
+        "..\\..\\outside\\secret.txt",
+        "~/.ssh/id_rsa",
+        "$HOME/x",
+        "%2e%2e%2f%2e%2e%2fsecret",
+        "%",
+        "%%",
+        "a%",
+        "a%/b",
+        "CON",
+        "NUL.txt",
+        "\u{202E}txt.exe",
+        "tab\tnew\nline\rcr",
+        " spaces ",
+        "*?[]{}|<>:\"'`;&!#",
+        ".etl-cache/leases/x",
+        ".etl-cache/long/0000",
+        "etl-cache-v1/entries/00/usage",
+        "etl-cache-v1/tmp/x.tmp",
+        "Key",
+        "key",
+        "é",
+        "e\u{301}",
+        "\u{FEFF}bom",
+        "\u{FFFD}",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    // One character of every Unicode plane (0 to 16), alone and together.
+    let planes: Vec<char> = (0..=16u32)
+        .map(|p| {
+            let c = match p {
+                0 => 0x4E2D,
+                1 => 0x1F600,
+                2 => 0x20000,
+                3 => 0x30000,
+                14 => 0xE0001,
+                15 => 0xF0000,
+                16 => 0x10FFFD,
+                p => (p << 16) | 0x0041,
+            };
+            char::from_u32(c).expect("a scalar value")
+        })
+        .collect();
+    for c in &planes {
+        keys.push(format!("plane/{c}"));
+    }
+    keys.push(planes.iter().collect());
+    // The longest key: 1024 bytes of four-byte characters.
+    keys.push(std::iter::repeat_n('\u{10FFFD}', 256).collect());
+    keys.push("/".repeat(1024));
+    keys
+}
+
+fn invalid_keys() -> Vec<(String, &'static str)> {
+    vec![
+        (String::new(), "empty"),
+        ("a\0b".into(), "NUL"),
+        ("\0".into(), "NUL alone"),
+        ("../\0/etc/passwd".into(), "NUL after dots"),
+        ("x".repeat(1025), "1025 bytes"),
+        ("a".repeat(1 << 20), "1 MB"),
+        ("\u{10FFFD}".repeat(257), "1028 bytes of plane 16"),
+    ]
+}
+
+async fn exercise_keys(cache: &dyn Cache, what: &str) -> usize {
+    let keys = hostile_keys();
+    for (i, k) in keys.iter().enumerate() {
+        let v = Value::Text(format!("value {i}"));
+        within("set", cache.set(k, v, SetOptions::new()))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: set {k:?}: {e}"));
+    }
+    for (i, k) in keys.iter().enumerate() {
+        let got = within("get", cache.get(k)).await.expect("get");
+        assert_eq!(
+            got,
+            Some(Value::Text(format!("value {i}"))),
+            "{what}: get {k:?}"
+        );
+        let m = within("head", cache.head(k))
+            .await
+            .expect("head")
+            .expect("present");
+        assert_eq!(&m.key, k, "{what}: head names the key");
+        let s = within("get_stream", cache.get_stream(k, 3))
+            .await
+            .expect("get_stream")
+            .expect("present");
+        let chunks: Vec<Bytes> = s.try_collect().await.expect("stream");
+        assert_eq!(chunks.concat(), format!("value {i}").as_bytes());
+    }
+    let mut listed: Vec<String> = within("list", cache.list(None).map_ok(|m| m.key).try_collect())
+        .await
+        .expect("list");
+    listed.sort();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(listed, want, "{what}: list gives back exactly the keys");
+    let dots: Vec<String> = within(
+        "list prefix",
+        cache.list(Some("..")).map_ok(|m| m.key).try_collect(),
+    )
+    .await
+    .expect("list");
+    assert!(dots.iter().all(|k| k.starts_with("..")), "{what}: {dots:?}");
+    for k in &keys {
+        assert!(
+            within("delete", cache.delete(k)).await.expect("delete"),
+            "{what}: delete {k:?}"
+        );
+    }
+    assert_eq!(
+        within("keys", cache.keys(None)).await.expect("keys"),
+        Vec::<String>::new()
+    );
+    for (k, why) in invalid_keys() {
+        let shown = k.len().min(40);
+        let check = |r: etl_cache_core::Result<()>, op: &str| match r {
+            Err(e @ Error::InvalidKey { .. }) => assert!(
+                e.to_string().len() < 1_000,
+                "{what}: {op} of a {why} key: the message is {} bytes",
+                e.to_string().len()
+            ),
+            other => panic!(
+                "{what}: {op} of a {why} key ({:?}…): want InvalidKey, got {other:?}",
+                &k[..shown]
+            ),
+        };
+        check(
+            within("set", cache.set(&k, "x".into(), SetOptions::new()))
+                .await
+                .map(|_| ()),
+            "set",
+        );
+        check(
+            within(
+                "set_stream",
+                cache.set_stream(
+                    &k,
+                    futures::stream::iter([Ok(Bytes::from_static(b"x"))]).boxed(),
+                    SetOptions::new(),
+                ),
+            )
+            .await
+            .map(|_| ()),
+            "set_stream",
+        );
+        check(within("get", cache.get(&k)).await.map(|_| ()), "get");
+        check(
+            within("get_stream", cache.get_stream(&k, 10))
+                .await
+                .map(|_| ()),
+            "get_stream",
+        );
+        check(within("head", cache.head(&k)).await.map(|_| ()), "head");
+        check(
+            within("delete", cache.delete(&k)).await.map(|_| ()),
+            "delete",
+        );
+        check(
+            within(
+                "get_or_insert_with",
+                cache.get_or_insert_with(&k, SetOptions::new(), || async { "x".into() }),
+            )
+            .await
+            .map(|_| ()),
+            "get_or_insert_with",
+        );
+    }
+    keys.len()
+}
+
+#[test]
+fn hostile_keys_are_plain_keys_on_every_backend() {
+    let rt = runtime();
+    let mut n = 0;
+    rt.block_on(async {
+        // DiskCache
+        let w = Work::new();
+        // Keys naming real absolute paths must not touch them.
+        let passwd = |p: &str| {
+            std::fs::symlink_metadata(p)
+                .ok()
+                .map(|m| (m.len(), m.modified().ok()))
+        };
+        let passwd_before = passwd("/etc/passwd");
+        let c = DiskCache::open(w.root()).await.expect("open");
+        n = exercise_keys(&c, "DiskCache").await;
+        w.assert_outside_untouched("DiskCache keys");
+        // Every file the cache made is under its layout directory.
+        for p in layout::walk(&w.root()) {
+            assert!(
+                p.starts_with(layout::base(&w.root())),
+                "a file outside the layout: {p:?}"
+            );
+        }
+        assert_eq!(
+            passwd("/etc/passwd"),
+            passwd_before,
+            "/etc/passwd untouched"
+        );
+
+        // ObjectCache over InMemory and LocalFileSystem.
+        let mem = ObjectCache::new(Arc::new(object_store::memory::InMemory::new()), "pre/fix")
+            .expect("ObjectCache");
+        exercise_keys(&mem, "ObjectCache(InMemory)").await;
+        let w = Work::new();
+        std::fs::create_dir_all(w.root()).expect("mkdir");
+        let local = ObjectCache::new(
+            Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(w.root()).expect("local"),
+            ),
+            "cache",
+        )
+        .expect("ObjectCache");
+        exercise_keys(&local, "ObjectCache(LocalFileSystem)").await;
+        w.assert_outside_untouched("ObjectCache(LocalFileSystem) keys");
+        for p in layout::walk(&w.root()) {
+            assert!(
+                p.starts_with(w.root().join("cache")),
+                "outside the prefix: {p:?}"
+            );
+        }
+
+        // TieredCache: memory -> disk -> object store.
+        let w = Work::new();
+        let clock = Arc::new(ManualClock::new());
+        let disk = DiskCache::builder()
+            .root(w.root())
+            .clock(clock.clone())
+            .build()
+            .await
+            .expect("open");
+        let t = TieredCache::builder()
+            .clock(clock.clone())
+            .tier(Arc::new(disk))
+            .tier(Arc::new(
+                ObjectCache::builder()
+                    .store(Arc::new(object_store::memory::InMemory::new()))
+                    .clock(clock)
+                    .build()
+                    .expect("ObjectCache"),
+            ))
+            .build()
+            .expect("TieredCache");
+        exercise_keys(&t, "TieredCache").await;
+        w.assert_outside_untouched("TieredCache keys");
+    });
+    report(
+        "hostile",
+        &format!(
+            "{n} hostile keys x 4 backends round-trip as plain keys; {} invalid keys (NUL, empty, 1025 B, 1 MB, …) x 7 operations refused",
+            invalid_keys().len()
+        ),
+    );
+}
+
+// ------------------------------------------------------------ planted links
+
+#[test]
+fn symlinks_planted_in_the_root_are_never_followed() {
+    let rt = runtime();
+    let mut cases = 0;
+    rt.block_on(async {
+        // 1. An entry file replaced by a link to a valid entry outside.
+        let w = Work::new();
+        let root = w.root();
+        let key = "planted/entry";
+        let c = DiskCache::open(&root).await.expect("open");
+        c.set(key, "mine".into(), SetOptions::new())
+            .await
+            .expect("set");
+        let planted = w.foreign_entry(key, "outside bytes").await;
+        let w = Work {
+            before: layout::snapshot(&w.outside()),
+            ..w
+        };
+        let entry = layout::entry_path(&root, key);
+        std::fs::remove_file(&entry).expect("rm");
+        symlink(&planted, &entry);
+        match within("get", c.get(key)).await {
+            Err(Error::Corrupt { key: k, reason }) => {
+                assert_eq!(k, key);
+                assert!(reason.contains("symbolic link"), "{reason}");
+            }
+            other => panic!("a planted link: want Corrupt, got {other:?}"),
+        }
+        assert!(
+            std::fs::symlink_metadata(&entry).is_err(),
+            "the link was removed"
+        );
+        for op in ["get_stream", "head", "list", "clear", "purge"] {
+            symlink(&planted, &entry);
+            match op {
+                "get_stream" => assert!(matches!(
+                    within(op, c.get_stream(key, 10)).await,
+                    Err(Error::Corrupt { .. })
+                )),
+                "head" => assert!(matches!(
+                    within(op, c.head(key)).await,
+                    Err(Error::Corrupt { .. })
+                )),
+                "list" => assert_eq!(
+                    within(op, c.keys(None)).await.expect("list"),
+                    Vec::<String>::new()
+                ),
+                "clear" => {
+                    within(op, c.clear()).await.expect("clear");
+                }
+                _ => {
+                    within(op, c.purge_expired()).await.expect("purge");
+                }
+            }
+            let _ = std::fs::remove_file(&entry);
+            cases += 1;
+        }
+        w.assert_outside_untouched("entry links");
+
+        // 2. A key's lock file replaced by a link to a file outside.
+        let bait = w.outside().join("secret.txt");
+        let lock = layout::lock_path(&root, key);
+        symlink(&bait, &lock);
+        match within("set", c.set(key, "new".into(), SetOptions::new())).await {
+            Err(e) => assert_eq!(e.key(), Some(key), "a clear error naming the key: {e}"),
+            Ok(_) => panic!("a set through a planted lock link succeeded"),
+        }
+        match within("delete", c.delete(key)).await {
+            Err(e) => assert_eq!(e.key(), Some(key), "{e}"),
+            Ok(_) => panic!("a delete through a planted lock link succeeded"),
+        }
+        std::fs::remove_file(&lock).expect("rm");
+        c.set(key, "new".into(), SetOptions::new())
+            .await
+            .expect("set once the link is gone");
+        cases += 2;
+
+        // 3. A temp file that is a link outside: the sweep at open skips it.
+        symlink(&bait, &layout::tmp_dir(&root).join("planted.tmp"));
+        drop(c);
+        let c = DiskCache::open(&root).await.expect("reopen");
+        assert_eq!(c.get_text(key).await.expect("get").as_deref(), Some("new"));
+        w.assert_outside_untouched("lock and temp links");
+        cases += 1;
+        drop(c);
+        std::fs::remove_file(layout::tmp_dir(&root).join("planted.tmp")).expect("rm");
+
+        // 4. Directories of the layout, and its files, replaced by links
+        //    before a cache opens: the open fails, naming the root.
+        let base = layout::base(&root);
+        let h = layout::key_hash(key);
+        let fanout = layout::entries_dir(&root).join(&h[..2]);
+        for (victim, is_dir) in [
+            (fanout.clone(), true),
+            (layout::tmp_dir(&root), true),
+            (layout::locks_dir(&root), true),
+            (layout::entries_dir(&root), true),
+            (layout::usage_file(&root), false),
+            (base.join("users.lock"), false),
+            (base.clone(), true),
+        ] {
+            let aside = w.dir.path().join("aside");
+            std::fs::rename(&victim, &aside).expect("move aside");
+            let target = if is_dir {
+                w.outside().join("sub")
+            } else {
+                w.outside().join("secret.txt")
+            };
+            symlink(&target, &victim);
+            match within("open", DiskCache::open(&root)).await {
+                Err(e @ Error::Open { .. }) => {
+                    assert!(e.to_string().contains(&root.display().to_string()), "{e}")
+                }
+                Ok(c) => {
+                    // Opened: then it must not have used the link.
+                    drop(c);
+                    panic!("opened through a link planted at {victim:?}")
+                }
+                Err(e) => panic!("{victim:?}: want Error::Open, got {e}"),
+            }
+            std::fs::remove_file(&victim).expect("rm link");
+            std::fs::rename(&aside, &victim).expect("move back");
+            w.assert_outside_untouched(&format!("link at {victim:?}"));
+            cases += 1;
+        }
+        let c = DiskCache::open(&root).await.expect("open once repaired");
+        assert_eq!(c.get_text(key).await.expect("get").as_deref(), Some("new"));
+
+        // 5. A link to a directory outside planted at the root's top level
+        //    (a shared root): clear and eviction never go through it.
+        symlink(&w.outside(), &root.join("link-to-outside"));
+        c.clear().await.expect("clear");
+        w.assert_outside_untouched("top-level link");
+        cases += 1;
+    });
+    report(
+        "hostile",
+        &format!("{cases} planted-symlink cases: nothing followed, outside untouched"),
+    );
+}
+
+// ------------------------------------------------------------ shared root
+
+#[test]
+fn a_root_shared_with_unrelated_files_leaves_them_alone() {
+    let rt = runtime();
+    rt.block_on(async {
+        let w = Work::new();
+        let root = w.root();
+        std::fs::create_dir_all(root.join("data")).expect("mkdir");
+        std::fs::write(root.join("notes.txt"), b"mine").expect("write");
+        std::fs::write(root.join("data/2026.csv"), b"x,y\n").expect("write");
+        std::fs::write(root.join("data/.hidden"), b"h").expect("write");
+        let c = DiskCache::builder()
+            .root(&root)
+            .max_entries(5)
+            .build()
+            .await
+            .expect("open a shared root");
+        // Unrelated files inside the cache's own directories, with names the
+        // cache never writes.
+        let h = layout::key_hash("k0");
+        let fan = layout::entries_dir(&root).join(&h[..2]);
+        std::fs::write(fan.join("README.txt"), b"not an entry").expect("write");
+        std::fs::write(layout::entries_dir(&root).join("NOTES"), b"n").expect("write");
+        std::fs::write(layout::locks_dir(&root).join("someone-else.pid"), b"1").expect("write");
+        let user_files = [
+            root.join("notes.txt"),
+            root.join("data/2026.csv"),
+            root.join("data/.hidden"),
+            fan.join("README.txt"),
+            layout::entries_dir(&root).join("NOTES"),
+            layout::locks_dir(&root).join("someone-else.pid"),
+        ];
+        let snap = |files: &[PathBuf]| -> Vec<Option<Vec<u8>>> {
+            files.iter().map(|f| std::fs::read(f).ok()).collect()
+        };
+        let before = snap(&user_files);
+        for i in 0..40 {
+            c.set(
+                &format!("k{i}"),
+                "v".into(),
+                SetOptions::new().ttl(Duration::from_millis(if i % 2 == 0 { 1 } else { 600_000 })),
+            )
+            .await
+            .expect("set");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        c.purge_expired().await.expect("purge");
+        let s = c.stats().await.expect("stats");
+        assert!(s.evictions > 0, "eviction ran");
+        assert_eq!(
+            s.entries,
+            c.list_all(None).count().await as u64,
+            "stats count entries only"
+        );
+        c.recount().await.expect("recount");
+        assert_eq!(c.stats().await.expect("stats").entries, s.entries);
+        c.clear().await.expect("clear");
+        drop(c);
+        let c = DiskCache::open(&root).await.expect("reopen");
+        assert_eq!(c.stats().await.expect("stats").entries, 0);
+        assert_eq!(snap(&user_files), before, "unrelated files changed");
+        w.assert_outside_untouched("shared root");
+    });
+    report(
+        "hostile",
+        "shared root: 6 unrelated files (root, subdirectories, inside entries/ and locks/) untouched by sets, eviction, purge, recount, clear, reopen",
+    );
+}
+
+// ------------------------------------------------------------ dirs and FIFOs
+
+#[test]
+fn stored_files_replaced_by_a_directory_or_a_fifo_neither_hang_nor_escape() {
+    let rt = runtime();
+    let mut cases = 0;
+    rt.block_on(async {
+        let w = Work::new();
+        let root = w.root();
+        let c = DiskCache::open(&root).await.expect("open");
+        let key = "replaced";
+        let entry = layout::entry_path(&root, key);
+        let plant_dir = || {
+            // A directory holding links out: removing it must not follow them.
+            std::fs::create_dir(&entry).expect("mkdir");
+            symlink(&w.outside().join("secret.txt"), &entry.join("f"));
+            symlink(&w.outside().join("sub"), &entry.join("d"));
+            std::fs::create_dir(entry.join("nested")).expect("mkdir");
+            std::fs::write(entry.join("nested/x"), b"x").expect("write");
+        };
+        let plant_fifo = || mkfifo(&entry);
+        for (what, plant) in [
+            ("directory", &plant_dir as &dyn Fn()),
+            ("FIFO", &plant_fifo as &dyn Fn()),
+        ] {
+            for op in [
+                "get",
+                "get_stream",
+                "head",
+                "list",
+                "clear",
+                "set",
+                "delete",
+            ] {
+                c.set(key, "v".into(), SetOptions::new())
+                    .await
+                    .expect("set");
+                std::fs::remove_file(&entry).expect("rm");
+                plant();
+                match op {
+                    "get" => assert!(matches!(
+                        within(op, c.get(key)).await,
+                        Err(Error::Corrupt { .. })
+                    )),
+                    "get_stream" => assert!(matches!(
+                        within(op, c.get_stream(key, 10)).await,
+                        Err(Error::Corrupt { .. })
+                    )),
+                    "head" => assert!(matches!(
+                        within(op, c.head(key)).await,
+                        Err(Error::Corrupt { .. })
+                    )),
+                    "list" => {
+                        assert_eq!(
+                            within(op, c.keys(None)).await.expect("list"),
+                            Vec::<String>::new()
+                        )
+                    }
+                    "clear" => {
+                        within(op, c.clear()).await.expect("clear");
+                    }
+                    "set" => {
+                        // Either it replaces what stands there, or it fails
+                        // naming the key; a read then clears the way.
+                        if let Err(e) = within(op, c.set(key, "w".into(), SetOptions::new())).await
+                        {
+                            assert_eq!(e.key(), Some(key), "{what}: {e}");
+                            let _ = within("get", c.get(key)).await;
+                            within(op, c.set(key, "w".into(), SetOptions::new()))
+                                .await
+                                .expect("set after the read removed the intruder");
+                        }
+                        assert_eq!(c.get_text(key).await.expect("get").as_deref(), Some("w"));
+                    }
+                    _ => {
+                        let _ = within(op, c.delete(key)).await;
+                        let _ = within("get", c.get(key)).await;
+                    }
+                }
+                if op != "set" {
+                    assert!(
+                        std::fs::symlink_metadata(&entry).is_err(),
+                        "{what} after {op}: the intruder was removed"
+                    );
+                }
+                w.assert_outside_untouched(&format!("{what} / {op}"));
+                cases += 1;
+            }
+        }
+        // A FIFO in the temp directory (swept at open) and in place of a lock.
+        mkfifo(&layout::tmp_dir(&root).join("x.tmp"));
+        drop(c);
+        let c = within("open", DiskCache::open(&root)).await.expect("open");
+        assert!(layout::files_in(&layout::tmp_dir(&root)).is_empty());
+        mkfifo(&layout::lock_path(&root, key));
+        let _ = within("set", c.set(key, "z".into(), SetOptions::new())).await;
+        let _ = within("delete", c.delete(key)).await;
+        cases += 2;
+        w.assert_outside_untouched("FIFOs");
+    });
+    report(
+        "hostile",
+        &format!("{cases} directory/FIFO-in-place cases: no hang, no panic, outside untouched"),
+    );
+}
+
+// ------------------------------------------------------------ crafted entries
+
+/// An entry with valid checksums whose trailer claims impossible lengths.
+fn crafted(key: &str, logical_len: u64, stored_len: u64, codec: Codec) -> Vec<u8> {
+    let header = Header {
+        key: key.to_owned(),
+        kind: Kind::Bytes,
+        codec,
+        created: std::time::SystemTime::now(),
+        expires: None,
+    };
+    let mut out = header.encode();
+    let header_crc = u32::from_le_bytes(out[out.len() - 4..].try_into().expect("4"));
+    out.extend_from_slice(b"payload");
+    out.extend_from_slice(
+        &Trailer {
+            logical_len,
+            stored_len,
+            payload_crc: etl_cache_core::codec::crc32c(b"payload"),
+            header_crc,
+        }
+        .encode(),
+    );
+    out
+}
+
+#[test]
+fn crafted_entries_with_impossible_lengths_are_corrupt_not_a_panic() {
+    let rt = runtime();
+    let mut cases = 0;
+    rt.block_on(async {
+        let w = Work::new();
+        let root = w.root();
+        let c = DiskCache::open(&root).await.expect("open");
+        let key = "crafted";
+        for (logical, stored, codec) in [
+            (u64::MAX, u64::MAX, Codec::None),
+            (7, u64::MAX, Codec::None),
+            (7, u64::MAX - 40, Codec::None),
+            (u64::MAX, 7, Codec::Gzip),
+            (1 << 62, 7, Codec::Zstd),
+            (7, 8, Codec::None),
+            (7, 6, Codec::None),
+        ] {
+            for op in ["get", "get_stream", "head", "list"] {
+                c.set(key, "v".into(), SetOptions::new())
+                    .await
+                    .expect("set");
+                let entry = layout::entry_path(&root, key);
+                std::fs::write(&entry, crafted(key, logical, stored, codec)).expect("write");
+                let r = match op {
+                    "get" => within(op, c.get(key)).await.map(|_| ()),
+                    "get_stream" => match within(op, c.get_stream(key, 4)).await {
+                        Ok(Some(s)) => s
+                            .try_collect::<Vec<Bytes>>()
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| etl_cache_core::stream_read_error(key, e)),
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e),
+                    },
+                    // head reads the framing only: a compressed entry's
+                    // logical length shows as wrong when it is read.
+                    "head" => match within(op, c.head(key)).await {
+                        Ok(Some(_)) if codec != Codec::None => {
+                            within("get", c.get(key)).await.map(|_| ())
+                        }
+                        r => r.map(|_| ()),
+                    },
+                    _ => {
+                        let keys = within(op, c.keys(None)).await.expect("list");
+                        if codec == Codec::None {
+                            assert!(keys.is_empty(), "a crafted entry is not listed");
+                            assert!(!entry.exists(), "the listing removed it");
+                            Err(Error::Corrupt {
+                                key: key.into(),
+                                reason: "skipped by the listing".into(),
+                            })
+                        } else {
+                            within("get", c.get(key)).await.map(|_| ())
+                        }
+                    }
+                };
+                assert!(
+                    matches!(r, Err(Error::Corrupt { .. })),
+                    "logical {logical} stored {stored} {codec:?} via {op}: {r:?}"
+                );
+                cases += 1;
+            }
+        }
+    });
+    report(
+        "hostile",
+        &format!("{cases} crafted entries with impossible lengths: Corrupt, no panic"),
+    );
+}

@@ -1,0 +1,343 @@
+//! Cross-process locks of DiskCache (the single-flight cases of
+//! `get_or_insert_with` are in etl-cache-fs's tests/single_flight.rs; these
+//! are the other users of the locks).
+//!
+//! - A process that holds a key's lock and hangs: `set`, `set_stream` and
+//!   `delete` of that key in another process fail with `LockTimeout` after
+//!   the configured time; reads and other keys are not held up.
+//! - The same holder killed with SIGKILL: the OS drops its lock and a writer
+//!   already waiting proceeds at once; the lock file it left is reused.
+//! - A process that holds the eviction lock and hangs: writers never wait
+//!   for it (the limits are then enforced once it is gone).
+//! - A process killed while holding the shared counters' lock: writers
+//!   proceed at once.
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etl_cache_core::{Cache, CacheExt, Error, SetOptions, Value};
+use etl_cache_fs::DiskCache;
+use etl_cache_reliability::{layout, proc, report, runtime};
+
+const KEY: &str = "locks/the contended key";
+const HOLDER: &str = "key-lock-holder";
+const FLOCK: &str = "flock-holder";
+
+/// Holds KEY's lock inside `get_or_insert_with` and never finishes.
+#[test]
+fn key_lock_holder() {
+    if !proc::is_role(HOLDER) {
+        return;
+    }
+    let root = PathBuf::from(std::env::var("LOCK_ROOT").expect("LOCK_ROOT"));
+    runtime().block_on(async {
+        let cache = DiskCache::open(&root).await.expect("open");
+        let _ = cache
+            .get_or_insert_with(KEY, SetOptions::new(), || async {
+                println!("holding");
+                use std::io::Write;
+                std::io::stdout().flush().expect("flush");
+                futures::future::pending::<Value>().await
+            })
+            .await;
+    });
+}
+
+/// Takes an exclusive `flock` on FLOCK_PATH and sleeps.
+#[test]
+fn flock_holder() {
+    if !proc::is_role(FLOCK) {
+        return;
+    }
+    let path = std::env::var("FLOCK_PATH").expect("FLOCK_PATH");
+    use std::os::unix::fs::OpenOptionsExt;
+    // (evict.lock exists once something was evicted; create it as the cache does.)
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .expect("open the lock file");
+    f.lock().expect("lock");
+    println!("locked");
+    use std::io::Write;
+    std::io::stdout().flush().expect("flush");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn spawn_holder(root: &Path) -> (Child, proc::Lines) {
+    let mut c = proc::child("key_lock_holder", HOLDER)
+        .env("LOCK_ROOT", root)
+        .spawn()
+        .expect("spawn");
+    let lines = proc::Lines::of(&mut c);
+    lines.expect("holding", Duration::from_secs(60));
+    (c, lines)
+}
+
+fn spawn_flock(path: &Path) -> (Child, proc::Lines) {
+    let mut c = proc::child("flock_holder", FLOCK)
+        .env("FLOCK_PATH", path)
+        .spawn()
+        .expect("spawn");
+    let lines = proc::Lines::of(&mut c);
+    lines.expect("locked", Duration::from_secs(60));
+    (c, lines)
+}
+
+fn expect_timeout<T: std::fmt::Debug>(
+    r: etl_cache_core::Result<T>,
+    took: Duration,
+    timeout: Duration,
+    what: &str,
+) {
+    match r {
+        Err(Error::LockTimeout { key, waited }) => {
+            assert_eq!(key, KEY, "{what}: the error names the key");
+            assert!(waited >= timeout, "{what}: waited {waited:?} < {timeout:?}");
+            assert!(
+                took >= timeout && took < timeout + Duration::from_secs(2),
+                "{what}: returned after {took:?}; the timeout is {timeout:?}"
+            );
+        }
+        other => panic!("{what}: want LockTimeout after {timeout:?}, got {other:?} after {took:?}"),
+    }
+}
+
+async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let t = Instant::now();
+    let r = f.await;
+    (r, t.elapsed())
+}
+
+#[test]
+fn a_hung_key_lock_holder_makes_writers_time_out_and_nothing_else_waits() {
+    if proc::role().is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("cache");
+    let timeout = Duration::from_millis(400);
+    let rt = runtime();
+    let cache = rt
+        .block_on(
+            DiskCache::builder()
+                .root(&root)
+                .lock_timeout(timeout)
+                .build(),
+        )
+        .expect("open");
+    rt.block_on(cache.set("locks/other", "x".into(), SetOptions::new()))
+        .expect("set");
+    // The holder misses KEY, takes its lock and computes forever.
+    let (mut child, _lines) = spawn_holder(&root);
+    rt.block_on(async {
+        let (r, took) = timed(cache.set(KEY, "new".into(), SetOptions::new())).await;
+        expect_timeout(r, took, timeout, "set");
+        let big = bytes::Bytes::from(vec![7u8; 300_000]);
+        let (r, took) = timed(cache.set(KEY, Value::Bytes(big.clone()), SetOptions::new())).await;
+        expect_timeout(r, took, timeout, "set (large, blocking pool)");
+        let s = futures::StreamExt::boxed(futures::stream::iter([Ok(big)]));
+        let (r, took) = timed(cache.set_stream(KEY, s, SetOptions::new())).await;
+        expect_timeout(r, took, timeout, "set_stream");
+        let (r, took) = timed(cache.delete(KEY)).await;
+        expect_timeout(r, took, timeout, "delete");
+        // No debris from the refused writes.
+        assert!(layout::files_in(&layout::tmp_dir(&root)).is_empty());
+        // Reads, other keys, listing, clearing: no waiting.
+        let (r, took) = timed(cache.get(KEY)).await;
+        assert_eq!(r.expect("get"), None);
+        assert!(took < timeout, "a read waited {took:?}");
+        let (r, took) = timed(cache.set("locks/other", "y".into(), SetOptions::new())).await;
+        r.expect("another key");
+        assert!(took < timeout, "another key waited {took:?}");
+        let (r, took) = timed(cache.keys(None)).await;
+        assert_eq!(r.expect("keys"), vec!["locks/other".to_string()]);
+        assert!(took < timeout, "listing waited {took:?}");
+        let (r, took) = timed(cache.clear()).await;
+        assert_eq!(r.expect("clear"), 1);
+        assert!(took < timeout, "clear waited {took:?}");
+    });
+    proc::kill9(&mut child);
+    report(
+        "locks",
+        &format!(
+            "hung key-lock holder: set, large set, set_stream, delete -> LockTimeout after {timeout:?}; get, other keys, list, clear unaffected"
+        ),
+    );
+}
+
+#[test]
+fn a_lock_holder_killed_by_sigkill_releases_its_lock_at_once() {
+    if proc::role().is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("cache");
+    let rt = Arc::new(runtime());
+    let cache = rt
+        .block_on(
+            DiskCache::builder()
+                .root(&root)
+                .lock_timeout(Duration::from_secs(60))
+                .build(),
+        )
+        .expect("open");
+    let mut latencies = Vec::new();
+    for round in 0..5 {
+        let (mut child, _lines) = spawn_holder(&root);
+        // Writers start waiting for the lock...
+        let waiters: Vec<_> = (0..3)
+            .map(|i| {
+                let (cache, rt) = (cache.clone(), rt.clone());
+                std::thread::spawn(move || {
+                    let r = rt.block_on(async {
+                        if i == 2 {
+                            cache.delete(KEY).await.map(|_| ())
+                        } else {
+                            cache
+                                .set(
+                                    KEY,
+                                    format!("round {round} writer {i}").into(),
+                                    SetOptions::new(),
+                                )
+                                .await
+                                .map(|_| ())
+                        }
+                    });
+                    (r, Instant::now())
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            waiters.iter().all(|w| !w.is_finished()),
+            "round {round}: the writers wait for the holder"
+        );
+        assert!(
+            layout::lock_path(&root, KEY).exists(),
+            "the holder's lock file is there"
+        );
+        // ...and proceed at once when it is killed.
+        let killed = Instant::now();
+        proc::kill9(&mut child);
+        for w in waiters {
+            let (r, done) = w.join().expect("join");
+            r.expect("a writer after the holder was killed");
+            latencies.push(done.saturating_duration_since(killed));
+        }
+        assert!(
+            layout::files_in(&layout::locks_dir(&root)).is_empty(),
+            "the lock file left by the killed holder was reused and removed"
+        );
+        rt.block_on(cache.delete(KEY)).expect("delete");
+    }
+    let worst = latencies.iter().max().copied().unwrap_or_default();
+    assert!(
+        worst < Duration::from_secs(1),
+        "writers waited {worst:?} after the holder was killed (lock timeout 60 s)"
+    );
+    report(
+        "locks",
+        &format!(
+            "SIGKILLed key-lock holder, 5 rounds x 3 waiting writers: worst wait after the kill {worst:?} (timeout 60 s)"
+        ),
+    );
+}
+
+#[test]
+fn a_hung_evictor_never_blocks_writers_and_limits_return_once_it_is_gone() {
+    if proc::role().is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("cache");
+    let rt = runtime();
+    let cache = rt
+        .block_on(DiskCache::builder().root(&root).max_entries(4).build())
+        .expect("open");
+    let (mut child, _lines) = spawn_flock(&layout::evict_lock(&root));
+    rt.block_on(async {
+        for i in 0..12 {
+            let (r, took) =
+                timed(cache.set(&format!("e/{i}"), "v".into(), SetOptions::new())).await;
+            r.expect("set while the evictor hangs");
+            assert!(
+                took < Duration::from_secs(1),
+                "a set waited {took:?} for the evictor"
+            );
+        }
+        let (n, _) = layout::disk_usage(&root);
+        assert_eq!(
+            n, 12,
+            "no eviction while another process holds the eviction lock"
+        );
+    });
+    proc::kill9(&mut child);
+    rt.block_on(async {
+        cache
+            .set("e/last", "v".into(), SetOptions::new())
+            .await
+            .expect("set");
+        let (n, _) = layout::disk_usage(&root);
+        assert!(
+            n <= 4,
+            "the limit holds again once the evictor is gone: {n} entries"
+        );
+        let s = cache.stats().await.expect("stats");
+        assert_eq!((s.entries, s.bytes), layout::disk_usage(&root));
+    });
+    report(
+        "locks",
+        "hung evictor (evict.lock held): 12 sets over max_entries=4 proceed without waiting; limit restored after SIGKILL",
+    );
+}
+
+#[test]
+fn a_process_killed_holding_the_counters_lock_does_not_block_writers() {
+    if proc::role().is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("cache");
+    let rt = Arc::new(runtime());
+    let cache = rt.block_on(DiskCache::open(&root)).expect("open");
+    let (mut child, _lines) = spawn_flock(&layout::usage_file(&root));
+    let writer = {
+        let (cache, rt) = (cache.clone(), rt.clone());
+        std::thread::spawn(move || {
+            let r = rt.block_on(cache.set("u/k", "v".into(), SetOptions::new()));
+            (r, Instant::now())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !writer.is_finished(),
+        "the writer waits for the counters' lock"
+    );
+    let killed = Instant::now();
+    proc::kill9(&mut child);
+    let (r, done) = writer.join().expect("join");
+    r.expect("set after the holder was killed");
+    let waited = done.saturating_duration_since(killed);
+    assert!(
+        waited < Duration::from_secs(1),
+        "waited {waited:?} after the kill"
+    );
+    rt.block_on(async {
+        let s = cache.stats().await.expect("stats");
+        assert_eq!((s.entries, s.bytes), layout::disk_usage(&root));
+    });
+    report(
+        "locks",
+        &format!(
+            "SIGKILLed holder of the counters' lock: the waiting set went on {waited:?} after the kill"
+        ),
+    );
+}
