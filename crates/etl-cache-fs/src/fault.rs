@@ -3,10 +3,10 @@
 //!
 //! A process-global plan says "fail the next N operations of this kind, in
 //! the cache rooted here, with this `io::ErrorKind`". A few call sites in the
-//! write and read paths consult it; without the feature the check is an
+//! write, read and remove paths consult it; without the feature the check is an
 //! inlined `Ok(())` and the plan does not exist.
 //!
-//! ```ignore
+//! ```rs
 //! use etl_cache_fs::fault::{self, Point};
 //! fault::inject(root, Point::Write, 1, std::io::ErrorKind::StorageFull);
 //! assert!(cache.set("k", "v".into(), SetOptions::new()).await.is_err());
@@ -25,6 +25,9 @@ pub enum Point {
     Rename,
     /// Reading an entry: opening checks, and each chunk of a stream.
     Read,
+    /// Removing an entry file (`delete`, `clear`, `purge_expired`, and
+    /// reads that find an entry expired or corrupt; not eviction).
+    Remove,
 }
 
 impl crate::cache::Inner {
