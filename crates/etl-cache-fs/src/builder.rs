@@ -135,7 +135,8 @@ impl DiskCacheBuilder {
         self
     }
 
-    /// How long to wait for another worker holding a key's lock (default 60 s)
+    /// How long to wait for another worker holding a key's lock, or for
+    /// another process holding the shared counters' lock (default 60 s),
     /// before failing with [`Error::LockTimeout`].
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.config.lock_timeout = timeout;

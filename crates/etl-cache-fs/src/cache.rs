@@ -3,7 +3,7 @@
 use std::fmt;
 use std::fs::{self, DirBuilder, File};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 
 use crate::builder::{Config, DiskCacheBuilder};
 use crate::layout::{Layout, key_hash};
-use crate::read::Found;
-use crate::usage::Usage;
+use crate::read::{Found, RemoveError};
+use crate::usage::{Usage, UsageError};
 use crate::write::{Msg, Publish};
 use crate::{lock, sys};
 
@@ -180,7 +180,7 @@ impl Inner {
                 "cannot open the users lock (is the directory writable?): {e}"
             ))
         })?;
-        let usage = Usage::open(&layout.usage_file())
+        let usage = Usage::open(&layout.usage_file(), config.lock_timeout)
             .map_err(|e| bad(format!("cannot open the usage file: {e}")))?;
         let inner = Inner {
             layout,
@@ -226,6 +226,38 @@ impl Inner {
         }
     }
 
+    /// The error of an operation whose use of the counters failed. `key`
+    /// names the entry concerned; cache-wide operations (`None`) name the
+    /// counters' file instead.
+    pub(crate) fn usage_error(&self, key: Option<&str>, op: &'static str, e: UsageError) -> Error {
+        let file = self.usage.path();
+        let waited = match e {
+            UsageError::TimedOut(waited) => waited,
+            UsageError::Busy => std::time::Duration::ZERO,
+            UsageError::Io(source) => {
+                return Error::Io {
+                    key: key.map(Error::display_key).unwrap_or_default(),
+                    path: file.to_path_buf(),
+                    op,
+                    source,
+                };
+            }
+        };
+        tracing::warn!(
+            key,
+            counters = %file.display(),
+            ?waited,
+            "gave up waiting for another process holding the counters' lock"
+        );
+        Error::LockTimeout {
+            key: key.map_or_else(
+                || format!("the counters' file {}", file.display()),
+                Error::display_key,
+            ),
+            waited,
+        }
+    }
+
     /// Whether small operations run on the calling task (see `inline_io`).
     pub(crate) fn inline(&self) -> bool {
         self.config.inline_io_max > 0 && !self.config.durable
@@ -248,7 +280,7 @@ impl Inner {
     fn delete(&self, key: &str, hash: &str) -> Result<bool> {
         let lock =
             lock::KeyLock::acquire(&self.layout.lock_path(hash), key, self.config.lock_timeout)?;
-        let removed = self.remove_locked(hash, None).is_some();
+        let removed = self.remove_locked(key, hash, None)?.is_some();
         drop(lock);
         if removed {
             Counters::bump(&self.counters.deletes);
@@ -256,18 +288,83 @@ impl Inner {
         Ok(removed)
     }
 
-    /// Removes every entry for which `doomed` says so; returns how many.
-    fn sweep(&self, doomed: impl Fn(&EntryMeta) -> bool) -> u64 {
-        let mut n = 0;
+    /// Removes every entry for which `doomed` says so (`what` names the
+    /// operation in logs and errors). An entry that cannot be removed does
+    /// not stop the others: they are removed and counted, and the first
+    /// failure is returned with the number of failures. Waiting too long
+    /// for the counters stops the sweep at once (each further entry would
+    /// wait as long).
+    fn sweep(&self, what: &'static str, doomed: impl Fn(&EntryMeta) -> bool) -> Swept {
+        let mut swept = Swept::default();
         for (hash, path) in self.entry_files() {
-            if let Some((meta, id)) = self.peek(&hash, &path)
-                && doomed(&meta)
-                && self.remove_if_same(&meta.key, &hash, id).is_some()
-            {
-                n += 1;
+            let Some((meta, id)) = self.peek(&hash, &path) else {
+                continue;
+            };
+            if !doomed(&meta) {
+                continue;
+            }
+            match self.remove_entry(&hash, |m| sys::file_id(m) == id) {
+                Ok(Some(_)) => swept.removed += 1,
+                Ok(None) => {}
+                Err(RemoveError::Usage(e)) => {
+                    swept.stopped = Some(self.usage_error(None, "update the usage counters", e));
+                    return swept;
+                }
+                Err(RemoveError::Io { path, source, .. }) => {
+                    swept.failed += 1;
+                    tracing::warn!(
+                        key = %meta.key,
+                        path = %path.display(),
+                        error = %source,
+                        "{what}: could not remove an entry"
+                    );
+                    if swept.first.is_none() {
+                        swept.first = Some((Error::display_key(&meta.key), path, source));
+                    }
+                }
             }
         }
-        n
+        swept
+    }
+}
+
+/// What a sweep (`clear`, `purge_expired`) did.
+#[derive(Debug, Default)]
+struct Swept {
+    /// Entries removed (and taken off the counters).
+    removed: u64,
+    /// Entries the file system refused to remove.
+    failed: u64,
+    /// The first refusal: the entry's key, its path, the OS error.
+    first: Option<(String, PathBuf, io::Error)>,
+    /// Why the sweep stopped early (the counters' lock was not to be had).
+    stopped: Option<Error>,
+}
+
+impl Swept {
+    /// The answer of the sweep: how many entries were removed, or the first
+    /// failure (an I/O error naming the entry, with the number of failures).
+    fn result(self, op: &'static str) -> Result<u64> {
+        if let Some(e) = self.stopped {
+            return Err(e);
+        }
+        let Some((key, path, source)) = self.first else {
+            return Ok(self.removed);
+        };
+        let plural = |n: u64| if n == 1 { "entry" } else { "entries" };
+        let message = format!(
+            "{source}; {} {} could not be removed (the first is named here), {} {} removed",
+            self.failed,
+            plural(self.failed),
+            self.removed,
+            if self.removed == 1 { "was" } else { "were" },
+        );
+        Err(Error::Io {
+            key,
+            path,
+            op,
+            source: io::Error::new(source.kind(), message),
+        })
     }
 }
 
@@ -454,29 +551,36 @@ impl Cache for DiskCache {
         self.list_filtered(prefix, true)
     }
 
+    /// Removes every expired entry. An entry that cannot be removed (a
+    /// read-only root, a permission) does not stop the others; the call then
+    /// fails with [`Error::Io`] naming the first such entry's path and the
+    /// number that failed (those removed are counted in the stats).
     async fn purge_expired(&self) -> Result<u64> {
         let inner = self.inner.clone();
         blocking(move || {
             let now = inner.config.clock.now();
-            let n = inner.sweep(|m| m.is_expired(now));
+            let swept = inner.sweep("purge_expired", |m| m.is_expired(now));
             inner
                 .counters
                 .expired
-                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-            if n > 0 {
-                tracing::info!(removed = n, "purged expired entries");
+                .fetch_add(swept.removed, std::sync::atomic::Ordering::Relaxed);
+            if swept.removed > 0 {
+                tracing::info!(removed = swept.removed, "purged expired entries");
             }
-            Ok(n)
+            swept.result("remove an expired entry (purge_expired)")
         })
         .await
     }
 
+    /// Removes every entry. An entry that cannot be removed does not stop
+    /// the others; the call then fails with [`Error::Io`] naming the first
+    /// such entry's path and the number that failed.
     async fn clear(&self) -> Result<u64> {
         let inner = self.inner.clone();
         blocking(move || {
-            let n = inner.sweep(|_| true);
-            tracing::info!(removed = n, "cleared the cache");
-            Ok(n)
+            let swept = inner.sweep("clear", |_| true);
+            tracing::info!(removed = swept.removed, "cleared the cache");
+            swept.result("remove an entry (clear)")
         })
         .await
     }
@@ -541,12 +645,10 @@ impl Cache for DiskCache {
     async fn stats(&self) -> Result<Stats> {
         let inner = self.inner.clone();
         blocking(move || {
-            let c = inner.usage.get().map_err(|source| Error::Io {
-                key: String::new(),
-                path: inner.layout.usage_file(),
-                op: "read the usage counters",
-                source,
-            })?;
+            let c = inner
+                .usage
+                .get()
+                .map_err(|e| inner.usage_error(None, "read the usage counters", e))?;
             Ok(inner.counters.snapshot(c.entries, c.bytes))
         })
         .await

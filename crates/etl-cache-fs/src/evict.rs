@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::cache::Inner;
 use crate::sys;
-use crate::usage::Counts;
+use crate::usage::{Counts, Wait};
 
 /// The entry a set is publishing: reserved in the counters, not yet on disk.
 pub(crate) struct Publishing<'a> {
@@ -25,6 +25,9 @@ pub(crate) struct Publishing<'a> {
 
 /// Victims removed per hold of the counters.
 const EVICT_BATCH: usize = 32;
+
+/// What a batch removed (entries, bytes) and the counts after it.
+type Batch = (u64, u64, Counts);
 
 struct Candidate {
     mtime: SystemTime,
@@ -67,7 +70,9 @@ impl Inner {
         // round, so the limits hold when the last of them returns.
         for _ in 0..3 {
             if !self.evict_round(keep.as_ref()) {
-                return; // another process is evicting, and will check again
+                // Another process is evicting, and will check again (or the
+                // counters are held too long: a later set evicts).
+                return;
             }
             match self.usage.get() {
                 Ok(c) if self.over_limits(c) => continue,
@@ -76,7 +81,9 @@ impl Inner {
         }
     }
 
-    /// One scan and eviction; false when another process holds the evict lock.
+    /// One scan and eviction; false when it cannot run now (another process
+    /// holds the evict lock, or the counters for longer than the lock
+    /// timeout).
     fn evict_round(&self, keep: Option<&Publishing<'_>>) -> bool {
         let Ok(guard) = crate::lock::open_persistent(&self.layout.evict_lock()) else {
             return false;
@@ -117,7 +124,16 @@ impl Inner {
         let target_entries = self.low_water(self.config.max_entries);
         let target_bytes = self.low_water(self.config.max_bytes);
         let (mut evicted, mut freed) = (0u64, 0u64);
-        let mut counts = self.usage.get().unwrap_or_default();
+        let mut counts = match self.usage.get() {
+            Ok(c) => c,
+            Err(e) => {
+                // Another process holds the counters too long (or they fail):
+                // the sets that pass the limits later evict.
+                tracing::warn!(error = ?e, "eviction skipped: the usage counters are not available");
+                let _ = guard.unlock();
+                return false;
+            }
+        };
         let scanned = candidates.len();
         let within = |c: Counts| c.entries <= target_entries && c.bytes <= target_bytes;
         // Victims go in batches, each with the counters held exclusively (as
@@ -129,7 +145,7 @@ impl Inner {
             }
             let done = self
                 .usage
-                .exclusive(|u| -> std::io::Result<(u64, u64, Counts)> {
+                .exclusive(Wait::Timeout, |u| -> std::io::Result<Batch> {
                     let mut now = u.get()?;
                     let (mut n, mut bytes) = (0u64, 0u64);
                     for c in batch {
@@ -164,7 +180,11 @@ impl Inner {
                         .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                     counts = now;
                 }
-                _ => counts = self.usage.get().unwrap_or(counts),
+                Ok(Err(_)) => counts = self.usage.get().unwrap_or(counts),
+                Err(e) => {
+                    tracing::warn!(error = ?e, "eviction stopped: the usage counters are not available");
+                    break;
+                }
             }
         }
         if evicted as usize == scanned && self.over_limits(counts) {

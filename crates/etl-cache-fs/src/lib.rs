@@ -9,7 +9,8 @@
 //!   and removed; wrong bytes are never returned.
 //! - **LRU by count and bytes**, amortized (no directory scan per set), with
 //!   limits that hold across processes sharing the root.
-//! - **Cross-process locks** per key through the OS, with a timeout.
+//! - **Cross-process locks** per key through the OS, with a timeout; the
+//!   shared counters' lock is waited for with the same timeout.
 //! - **Safe names.** File names are the SHA-256 of the key: no key reaches
 //!   outside the root. Symbolic links inside the root are never followed.
 //!

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::cache::Inner;
 use crate::fault::Point;
 use crate::sys;
+use crate::usage::{UsageError, Wait};
 
 /// Entries up to this size are read with one `read` call.
 const SMALL_ENTRY: u64 = 64 * 1024;
@@ -281,44 +282,94 @@ impl Inner {
     }
 
     /// Removes the entry `hash` if it is still the file `id` (a newer write
-    /// may have replaced it). Returns the bytes freed.
+    /// may have replaced it), for a read that found it expired or corrupt.
+    /// Returns the bytes freed; a failure is logged (the read's answer does
+    /// not depend on it, and the next read tries again).
     ///
     /// Never waits for a key's lock, so reads may run this on an async
     /// thread: the check and the removal run with the counters held
-    /// exclusively, as every publication does (see [`Inner::remove_entry`]).
-    pub(crate) fn remove_if_same(&self, _key: &str, hash: &str, id: (u64, u64)) -> Option<u64> {
-        self.remove_entry(hash, |m| sys::file_id(m) == id)
+    /// exclusively, as every publication does (see [`Inner::remove_entry`]),
+    /// which other processes hold for microseconds at a time (a hung holder
+    /// is waited for no longer than the lock timeout).
+    pub(crate) fn remove_if_same(&self, key: &str, hash: &str, id: (u64, u64)) -> Option<u64> {
+        match self.remove_entry(hash, |m| sys::file_id(m) == id) {
+            Ok(freed) => freed,
+            Err(e) => {
+                let e = self.remove_error(Some(key), e);
+                tracing::warn!(key, error = %e, "could not remove an expired or corrupt entry");
+                None
+            }
+        }
     }
 
-    /// Removes the entry `hash` (if it is still `id`, when given). Returns
-    /// the bytes freed.
-    pub(crate) fn remove_locked(&self, hash: &str, id: Option<(u64, u64)>) -> Option<u64> {
+    /// Removes the entry `hash` (if it is still `id`, when given), for a
+    /// caller holding the key's lock. Returns the bytes freed.
+    pub(crate) fn remove_locked(
+        &self,
+        key: &str,
+        hash: &str,
+        id: Option<(u64, u64)>,
+    ) -> Result<Option<u64>> {
         self.remove_entry(hash, |m| id.is_none_or(|id| id == sys::file_id(m)))
+            .map_err(|e| self.remove_error(Some(key), e))
     }
 
     /// Removes the entry `hash` if `still` says the file at its path is the
     /// one the caller means. The check, the removal and the counters' update
     /// run with the counters held exclusively, as publishing does, so a file
     /// published meanwhile is never taken for the one meant and the counters
-    /// stay exact. Returns the bytes freed.
+    /// stay exact. Returns the bytes freed; `None` when there was nothing to
+    /// remove (no file, another file, or removed meanwhile by another
+    /// process). Any other failure is an error.
     pub(crate) fn remove_entry(
         &self,
         hash: &str,
         still: impl FnOnce(&fs::Metadata) -> bool,
-    ) -> Option<u64> {
+    ) -> std::result::Result<Option<u64>, RemoveError> {
         let path = self.layout.entry_path(hash);
+        let failed = |op, source| RemoveError::Io {
+            path: path.clone(),
+            op,
+            source,
+        };
         self.usage
-            .exclusive(|u| {
-                let m = fs::symlink_metadata(&path).ok()?;
+            .exclusive(Wait::Timeout, |u| {
+                let m = match fs::symlink_metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(failed("inspect the entry to remove it", e)),
+                };
                 if !m.is_file() || !still(&m) {
-                    return None;
+                    return Ok(None);
                 }
-                fs::remove_file(&path).ok()?;
+                match self
+                    .fault(Point::Remove)
+                    .and_then(|()| fs::remove_file(&path))
+                {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(failed("remove the entry", e)),
+                }
                 let _ = u.add(-1, -(m.len() as i64));
-                Some(m.len())
+                Ok(Some(m.len()))
             })
-            .ok()
-            .flatten()
+            .map_err(RemoveError::Usage)
+            .and_then(|r| r)
+    }
+
+    /// The error of a failed removal. `key` names the entry; `None` (for
+    /// cache-wide operations) names the counters' file when they were the
+    /// trouble.
+    pub(crate) fn remove_error(&self, key: Option<&str>, e: RemoveError) -> Error {
+        match e {
+            RemoveError::Usage(e) => self.usage_error(key, "update the usage counters", e),
+            RemoveError::Io { path, op, source } => Error::Io {
+                key: key.map(Error::display_key).unwrap_or_default(),
+                path,
+                op,
+                source,
+            },
+        }
     }
 
     /// Refreshes the entry's recency (its mtime).
@@ -548,6 +599,19 @@ impl Inner {
 
 fn crc32c_of(b: &[u8]) -> u32 {
     etl_cache_core::codec::crc32c(b)
+}
+
+/// Why [`Inner::remove_entry`] could not remove an entry.
+#[derive(Debug)]
+pub(crate) enum RemoveError {
+    /// The counters could not be held (another process held them too long).
+    Usage(UsageError),
+    /// The file system refused.
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
 }
 
 enum CheckError {

@@ -18,6 +18,7 @@ use crate::evict::Publishing;
 use crate::fault::Point;
 use crate::lock::KeyLock;
 use crate::sys;
+use crate::usage::{UsageError, Wait};
 
 /// A complete temp file, ready to be renamed into place.
 pub(crate) struct Sealed {
@@ -355,37 +356,40 @@ impl Inner {
             self.fault(Point::Rename)
                 .and_then(|()| fs::rename(&sealed.tmp.path, &target))
         };
-        let usage_err = |e| self.io(key, self.layout.usage_file(), "update the usage counters")(e);
+        let usage_err = |e| self.usage_error(Some(key), "update the usage counters", e);
         // Reserve, then rename at once unless that passes a limit. Only
         // growth is reserved; a shrink (a smaller replacement) is counted
         // after the rename, so a process killed in between leaves the
-        // counters high, never low.
-        let first = self
-            .usage
-            .exclusive(|u| {
-                let (d_entries, d_bytes) = delta();
-                let counts = u.add(d_entries, d_bytes.max(0))?;
-                if !self.over_limits(counts) {
-                    return Ok(match rename() {
-                        Ok(()) => {
-                            if d_bytes < 0 {
-                                let _ = u.add(0, d_bytes);
-                            }
-                            Reserved::Published
+        // counters high, never low. A caller that may not block does not
+        // sleep waiting for another process holding the counters either.
+        let wait = if may_block { Wait::Timeout } else { Wait::Spin };
+        let first = self.usage.exclusive(wait, |u| {
+            let (d_entries, d_bytes) = delta();
+            let counts = u.add(d_entries, d_bytes.max(0))?;
+            if !self.over_limits(counts) {
+                return Ok(match rename() {
+                    Ok(()) => {
+                        if d_bytes < 0 {
+                            let _ = u.add(0, d_bytes);
                         }
-                        Err(e) => {
-                            let _ = u.add(-d_entries, -d_bytes.max(0));
-                            Reserved::Failed(e)
-                        }
-                    });
-                }
-                if !may_block {
-                    u.add(-d_entries, -d_bytes.max(0))?;
-                }
-                Ok(Reserved::OverLimits((d_entries, d_bytes.max(0))))
-            })
-            .and_then(|r| r)
-            .map_err(usage_err)?;
+                        Reserved::Published
+                    }
+                    Err(e) => {
+                        let _ = u.add(-d_entries, -d_bytes.max(0));
+                        Reserved::Failed(e)
+                    }
+                });
+            }
+            if !may_block {
+                u.add(-d_entries, -d_bytes.max(0))?;
+            }
+            Ok(Reserved::OverLimits((d_entries, d_bytes.max(0))))
+        });
+        let first = match first {
+            Ok(r) => r.map_err(|e| usage_err(UsageError::Io(e)))?,
+            Err(UsageError::Busy) => return Ok(Publish::Blocked(sealed)),
+            Err(e) => return Err(usage_err(e)),
+        };
         match first {
             Reserved::Published => {}
             Reserved::Failed(e) => return Err(self.io(key, &target, "publish the entry")(e)),
@@ -397,7 +401,7 @@ impl Inner {
                 }));
                 // The entry this one replaces may have changed meanwhile.
                 self.usage
-                    .exclusive(|u| {
+                    .exclusive(Wait::Timeout, |u| {
                         let (d_entries, d_bytes) = delta();
                         let grow = (d_entries, d_bytes.max(0));
                         if grow != reserved {
@@ -412,7 +416,7 @@ impl Inner {
                         }
                         Ok(Ok(()))
                     })
-                    .and_then(|r| r)
+                    .and_then(|r| r.map_err(UsageError::Io))
                     .map_err(usage_err)?
                     .map_err(self.io(key, &target, "publish the entry"))?;
             }

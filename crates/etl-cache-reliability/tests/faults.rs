@@ -18,10 +18,10 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use etl_cache_core::{Cache, Compression, Error, Kind, SetOptions, Value};
+use etl_cache_core::{Cache, Compression, Error, Kind, ManualClock, SetOptions, Value};
 use etl_cache_fs::DiskCache;
 use etl_cache_fs::fault::{self, Point};
 use etl_cache_reliability::mounts::Mount;
@@ -49,6 +49,54 @@ fn expect_io<T: std::fmt::Debug>(
             e
         }
         other => panic!("want an I/O error ({kind:?}) naming {key:?}, got {other:?}"),
+    }
+}
+
+/// Checks that `r` is the error of a `clear` or `purge_expired` (named by
+/// `op`) that could not remove `failed` entries and removed `removed`: an
+/// `Error::Io` naming an entry file under the root and the operation, with
+/// the OS error `kind`.
+fn expect_removal_error(
+    r: etl_cache_core::Result<u64>,
+    root: &Path,
+    op: &str,
+    kind: ErrorKind,
+    failed: u64,
+    removed: u64,
+) -> Error {
+    match r {
+        Err(e @ Error::Io { .. }) => {
+            let Error::Io {
+                key,
+                path,
+                op: what,
+                source,
+            } = &e
+            else {
+                unreachable!()
+            };
+            assert_eq!(source.kind(), kind, "the OS error of {e}");
+            assert!(
+                path.starts_with(layout::entries_dir(root)) && path.is_file(),
+                "the error names the entry file it could not remove: {e}"
+            );
+            assert_eq!(
+                path,
+                &layout::entry_path(root, key),
+                "the key and the path agree: {e}"
+            );
+            assert!(what.contains(op), "the error names the operation: {e}");
+            let plural =
+                |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+            let counts = format!(
+                "{} could not be removed (the first is named here), {} removed",
+                plural(failed, "entry", "entries"),
+                plural(removed, "was", "were")
+            );
+            assert!(e.to_string().contains(&counts), "want {counts:?} in: {e}");
+            e
+        }
+        other => panic!("{op}: want an I/O error ({kind:?}) naming an entry, got {other:?}"),
     }
 }
 
@@ -220,6 +268,92 @@ fn injected_io_errors_name_the_key_and_keep_the_previous_value() {
             t.by_op,
             started.elapsed().as_secs_f64()
         ),
+    );
+}
+
+#[test]
+fn injected_removal_failures_fail_clear_and_purge_after_removing_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("cache");
+    let clock = Arc::new(ManualClock::new());
+    let rt = runtime();
+    rt.block_on(async {
+        let cache = DiskCache::builder()
+            .root(&root)
+            .clock(clock.clone())
+            .build()
+            .await
+            .expect("open");
+        for i in 0..6 {
+            let opts = if i < 3 {
+                SetOptions::new().ttl_seconds(10)
+            } else {
+                SetOptions::new()
+            };
+            cache
+                .set(&format!("rm/{i}"), format!("value {i}").into(), opts)
+                .await
+                .expect("set");
+        }
+        clock.advance(Duration::from_secs(11));
+
+        // purge_expired: one of the three expired entries cannot be removed;
+        // the other two are removed (and counted), then the error.
+        fault::inject(&root, Point::Remove, 1, ErrorKind::PermissionDenied);
+        let e = expect_removal_error(
+            cache.purge_expired().await,
+            &root,
+            "purge_expired",
+            ErrorKind::PermissionDenied,
+            1,
+            2,
+        );
+        let left = e.key().expect("names the entry").to_owned();
+        assert!(["rm/0", "rm/1", "rm/2"].contains(&left.as_str()), "{e}");
+        assert_eq!(fault::remaining(&root, Point::Remove), 0);
+        assert_eq!(cache.stats().await.expect("stats").expired, 2);
+        assert_eq!(layout::disk_usage(&root).0, 4);
+        assert!(layout::entry_path(&root, &left).is_file());
+        assert_consistent(&cache, &root, "purge_expired with a failed removal").await;
+
+        // A read of the expired entry left: a miss, though it cannot be removed.
+        fault::inject(&root, Point::Remove, 1, ErrorKind::Other);
+        assert_eq!(text_of(&cache, &left).await, None);
+        assert_eq!(fault::remaining(&root, Point::Remove), 0);
+        assert!(layout::entry_path(&root, &left).is_file());
+
+        // delete: an I/O error naming the key; the entry stays.
+        fault::inject(&root, Point::Remove, 1, ErrorKind::StorageFull);
+        expect_io(cache.delete("rm/3").await, "rm/3", ErrorKind::StorageFull);
+        assert_eq!(
+            text_of(&cache, "rm/3").await,
+            Some(Value::Text("value 3".into()))
+        );
+
+        // clear: two of the four entries cannot be removed.
+        fault::inject(&root, Point::Remove, 2, ErrorKind::ReadOnlyFilesystem);
+        expect_removal_error(
+            cache.clear().await,
+            &root,
+            "clear",
+            ErrorKind::ReadOnlyFilesystem,
+            2,
+            2,
+        );
+        assert_eq!(layout::disk_usage(&root).0, 2);
+        assert_consistent(&cache, &root, "clear with failed removals").await;
+
+        // Once the fault clears, both work again.
+        let expired_left = u64::from(layout::entry_path(&root, &left).is_file());
+        assert_eq!(cache.purge_expired().await.expect("purge"), expired_left);
+        let n = layout::disk_usage(&root).0;
+        assert_eq!(cache.clear().await.expect("clear"), n);
+        assert_eq!(layout::disk_usage(&root), (0, 0));
+        assert_consistent(&cache, &root, "after the faults").await;
+    });
+    report(
+        "faults",
+        "injected removal failures: purge_expired (1 of 3 refused), clear (2 of 4), delete -> Io naming the entry; the rest removed and counted",
     );
 }
 
@@ -511,8 +645,14 @@ fn a_root_turned_read_only_serves_reads_and_fails_writes_naming_the_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("cache");
     let rt = runtime();
+    let clock = Arc::new(ManualClock::new());
     rt.block_on(async {
-        let cache = DiskCache::open(&root).await.expect("open");
+        let cache = DiskCache::builder()
+            .root(&root)
+            .clock(clock.clone())
+            .build()
+            .await
+            .expect("open");
         let small = Value::Text("small".into());
         let large = Value::Bytes(big_random(300_000, 9));
         cache
@@ -524,6 +664,14 @@ fn a_root_turned_read_only_serves_reads_and_fails_writes_naming_the_key() {
                 "ro/large",
                 large.clone(),
                 SetOptions::new().compression(Compression::zstd()),
+            )
+            .await
+            .expect("set");
+        cache
+            .set(
+                "ro/expiring",
+                "soon".into(),
+                SetOptions::new().ttl_seconds(60),
             )
             .await
             .expect("set");
@@ -553,7 +701,7 @@ fn a_root_turned_read_only_serves_reads_and_fails_writes_naming_the_key() {
             .await
             .expect("list");
         keys.sort();
-        assert_eq!(keys, ["ro/large", "ro/small"]);
+        assert_eq!(keys, ["ro/expiring", "ro/large", "ro/small"]);
 
         // Writes fail with EROFS, naming the key.
         expect_io(
@@ -582,12 +730,29 @@ fn a_root_turned_read_only_serves_reads_and_fails_writes_naming_the_key() {
             "ro/new key",
             ErrorKind::ReadOnlyFilesystem,
         );
-        // Bulk removals lose nothing (they cannot remove anything either).
+        // Bulk removals cannot remove anything either: an I/O error naming
+        // an entry's path, the operation and how many failed (not Ok(0)).
         let cleared = cache.clear().await;
+        println!("read-only root: clear -> {cleared:?}");
+        expect_removal_error(cleared, &root, "clear", ErrorKind::ReadOnlyFilesystem, 3, 0);
+        clock.advance(Duration::from_secs(61));
+        // A read of the expired entry is a miss, though it cannot be removed.
+        assert_eq!(text_of(&cache, "ro/expiring").await, None);
         let purged = cache.purge_expired().await;
-        println!("read-only root: clear -> {cleared:?}, purge_expired -> {purged:?}");
+        println!("read-only root: purge_expired -> {purged:?}");
+        let e = expect_removal_error(
+            purged,
+            &root,
+            "purge_expired",
+            ErrorKind::ReadOnlyFilesystem,
+            1,
+            0,
+        );
+        assert_eq!(e.key(), Some("ro/expiring"), "{e}");
+        // Nothing was lost.
         assert_eq!(text_of(&cache, "ro/small").await, Some(small.clone()));
         assert_eq!(text_of(&cache, "ro/large").await, Some(large.clone()));
+        assert_eq!(layout::disk_usage(&root).0, 3, "every entry is still there");
         // A new handle cannot open a read-only root (it must write its lock
         // and counter files): a clear Open error naming the root.
         match DiskCache::open(&root).await {
@@ -609,6 +774,7 @@ fn a_root_turned_read_only_serves_reads_and_fails_writes_naming_the_key() {
             Some(Value::Text("new".into()))
         );
         assert!(cache.delete("ro/large").await.expect("delete"));
+        assert_eq!(cache.purge_expired().await.expect("purge"), 1);
         assert_consistent(&cache, &root, "after read-only").await;
     });
 }

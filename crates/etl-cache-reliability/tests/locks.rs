@@ -9,6 +9,11 @@
 //!   already waiting proceeds at once; the lock file it left is reused.
 //! - A process that holds the eviction lock and hangs: writers never wait
 //!   for it (the limits are then enforced once it is gone).
+//! - A process that holds the shared counters' lock and hangs: every write
+//!   (set, set_stream, delete, a single-flight insert, clear) and `stats`
+//!   fail with `LockTimeout` after the configured time, naming the key or
+//!   the counters' file; reads are not held up. Killed with SIGKILL, its
+//!   lock goes with it and writers already waiting proceed at once.
 //! - A process killed while holding the shared counters' lock: writers
 //!   proceed at once.
 
@@ -338,6 +343,189 @@ fn a_process_killed_holding_the_counters_lock_does_not_block_writers() {
         "locks",
         &format!(
             "SIGKILLed holder of the counters' lock: the waiting set went on {waited:?} after the kill"
+        ),
+    );
+}
+
+/// Checks a `LockTimeout` from a hung holder of the counters' lock: it names
+/// `key` (or, when `key` is `None`, the counters' file) and came after the
+/// timeout, not much later.
+fn expect_counters_timeout<T: std::fmt::Debug>(
+    r: etl_cache_core::Result<T>,
+    took: Duration,
+    timeout: Duration,
+    root: &Path,
+    key: Option<&str>,
+    what: &str,
+) {
+    match r {
+        Err(e @ Error::LockTimeout { .. }) => {
+            let Error::LockTimeout { key: named, waited } = &e else {
+                unreachable!()
+            };
+            match key {
+                Some(key) => assert_eq!(named, key, "{what}: the error names the key: {e}"),
+                None => assert!(
+                    named.contains(&layout::usage_file(root).display().to_string()),
+                    "{what}: the error names the counters' file: {e}"
+                ),
+            }
+            assert!(
+                *waited >= timeout,
+                "{what}: waited {waited:?} < {timeout:?}"
+            );
+            assert!(
+                took >= timeout && took < timeout + Duration::from_secs(2),
+                "{what}: returned after {took:?}; the timeout is {timeout:?}"
+            );
+        }
+        other => panic!("{what}: want LockTimeout after {timeout:?}, got {other:?} after {took:?}"),
+    }
+}
+
+#[test]
+fn a_hung_holder_of_the_counters_lock_makes_writers_time_out_until_it_is_killed() {
+    if proc::role().is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("cache");
+    let timeout = Duration::from_millis(400);
+    let rt = Arc::new(runtime());
+    let cache = rt
+        .block_on(
+            DiskCache::builder()
+                .root(&root)
+                .lock_timeout(timeout)
+                .build(),
+        )
+        .expect("open");
+    rt.block_on(cache.set("u/old", "old".into(), SetOptions::new()))
+        .expect("set");
+    let (mut child, _lines) = spawn_flock(&layout::usage_file(&root));
+    let mut tally = Vec::new();
+    rt.block_on(async {
+        let (r, took) = timed(cache.set("u/k", "new".into(), SetOptions::new())).await;
+        expect_counters_timeout(r, took, timeout, &root, Some("u/k"), "set");
+        tally.push(("set", took));
+        let big = bytes::Bytes::from(vec![7u8; 300_000]);
+        let (r, took) = timed(cache.set("u/k", Value::Bytes(big.clone()), SetOptions::new())).await;
+        expect_counters_timeout(r, took, timeout, &root, Some("u/k"), "set (large)");
+        tally.push(("large set", took));
+        let s = futures::StreamExt::boxed(futures::stream::iter([Ok(big)]));
+        let (r, took) = timed(cache.set_stream("u/k", s, SetOptions::new())).await;
+        expect_counters_timeout(r, took, timeout, &root, Some("u/k"), "set_stream");
+        tally.push(("set_stream", took));
+        let (r, took) = timed(
+            cache.get_or_insert_with("u/k", SetOptions::new(), || async {
+                Value::from("computed")
+            }),
+        )
+        .await;
+        expect_counters_timeout(r, took, timeout, &root, Some("u/k"), "get_or_insert_with");
+        tally.push(("get_or_insert_with", took));
+        let (r, took) = timed(cache.delete("u/old")).await;
+        expect_counters_timeout(r, took, timeout, &root, Some("u/old"), "delete");
+        tally.push(("delete", took));
+        let (r, took) = timed(cache.clear()).await;
+        expect_counters_timeout(r, took, timeout, &root, None, "clear");
+        tally.push(("clear", took));
+        let (r, took) = timed(cache.stats()).await;
+        expect_counters_timeout(r, took, timeout, &root, None, "stats");
+        tally.push(("stats", took));
+        // Nothing was written or removed, no debris.
+        assert!(layout::files_in(&layout::tmp_dir(&root)).is_empty());
+        assert!(layout::files_in(&layout::locks_dir(&root)).is_empty());
+        assert_eq!(layout::disk_usage(&root).0, 1);
+        // Reads, listing and a purge with nothing to purge do not wait.
+        let (r, took) = timed(cache.get("u/old")).await;
+        assert_eq!(r.expect("get"), Some(Value::from("old")));
+        assert!(took < timeout, "a read waited {took:?}");
+        let (r, took) = timed(cache.get("u/k")).await;
+        assert_eq!(r.expect("get"), None);
+        assert!(took < timeout, "a miss waited {took:?}");
+        let (r, took) = timed(cache.keys(None)).await;
+        assert_eq!(r.expect("keys"), vec!["u/old".to_string()]);
+        assert!(took < timeout, "listing waited {took:?}");
+        let (r, took) = timed(cache.purge_expired()).await;
+        assert_eq!(r.expect("purge_expired"), 0);
+        assert!(
+            took < timeout,
+            "a purge with nothing to purge waited {took:?}"
+        );
+    });
+
+    // Writers of a patient handle wait for the holder...
+    let patient = rt
+        .block_on(
+            DiskCache::builder()
+                .root(&root)
+                .lock_timeout(Duration::from_secs(60))
+                .build(),
+        )
+        .expect("open a second handle");
+    let waiters: Vec<_> = (0..3)
+        .map(|i| {
+            let (cache, rt) = (patient.clone(), rt.clone());
+            std::thread::spawn(move || {
+                let r = rt.block_on(async {
+                    match i {
+                        0 => cache
+                            .set("u/k", "small".into(), SetOptions::new())
+                            .await
+                            .map(|_| ()),
+                        1 => cache
+                            .set(
+                                "u/big",
+                                Value::Bytes(vec![1u8; 100_000].into()),
+                                SetOptions::new(),
+                            )
+                            .await
+                            .map(|_| ()),
+                        _ => cache.delete("u/old").await.map(|_| ()),
+                    }
+                });
+                (r, Instant::now())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        waiters.iter().all(|w| !w.is_finished()),
+        "the writers wait for the holder of the counters' lock"
+    );
+    // ...and proceed at once when it is killed.
+    let killed = Instant::now();
+    proc::kill9(&mut child);
+    let mut worst = Duration::ZERO;
+    for w in waiters {
+        let (r, done) = w.join().expect("join");
+        r.expect("a writer after the holder was killed");
+        worst = worst.max(done.saturating_duration_since(killed));
+    }
+    assert!(
+        worst < Duration::from_secs(1),
+        "writers waited {worst:?} after the holder was killed"
+    );
+    rt.block_on(async {
+        // The impatient handle works again at once too.
+        let (r, took) = timed(cache.set("u/k", "after".into(), SetOptions::new())).await;
+        r.expect("set after the kill");
+        assert!(took < timeout, "a set waited {took:?} after the kill");
+        assert_eq!(
+            cache.get("u/k").await.expect("get"),
+            Some(Value::from("after"))
+        );
+        assert_eq!(cache.get("u/old").await.expect("get"), None);
+        let s = cache.stats().await.expect("stats");
+        assert_eq!((s.entries, s.bytes), layout::disk_usage(&root));
+    });
+    let longest = tally.iter().map(|(_, t)| *t).max().unwrap_or_default();
+    report(
+        "locks",
+        &format!(
+            "hung holder of the counters' lock: {} -> LockTimeout after {timeout:?} (longest {longest:?}); reads, list, empty purge unaffected; SIGKILLed: 3 waiting writers went on within {worst:?} (timeout 60 s)",
+            tally.iter().map(|(w, _)| *w).collect::<Vec<_>>().join(", ")
         ),
     );
 }

@@ -77,7 +77,9 @@ impl TieredCacheBuilder {
     }
 
     /// Adds a lower tier; call in order from fastest to slowest. The last
-    /// tier is the source of truth for `list`, `stats` and single flight.
+    /// tier is the source of truth: writes succeed or fail with it, and it
+    /// answers `list`, `stats` and single flight. The tiers before it are
+    /// caches, filled best effort (see the crate documentation).
     pub fn tier(mut self, tier: Arc<dyn Cache>) -> Self {
         self.tiers.push(tier);
         self

@@ -1,10 +1,31 @@
 //! `TieredCache`: a memory tier (moka, weighed by bytes) ahead of any
 //! [`etl_cache_core::Cache`], and tiers chained: memory → disk → object store.
 //!
+//! The **last tier is the source of truth**; memory and the tiers above the
+//! last are caches of it. A write succeeds or fails with the last tier, and
+//! no tier above it ever serves a value the last tier did not take.
+//!
 //! - **Reads** go down the tiers and promote what they find into the tiers
 //!   above (and into memory when small enough).
-//! - **Writes** go through to every tier, the slowest first, so an upper tier
-//!   never holds a value the tiers below lack.
+//! - **Writes** (`set`, `set_stream`, the value computed by
+//!   `get_or_insert_with`) take three steps:
+//!   1. the key is invalidated in memory and in every tier above the last.
+//!      If that fails, the write returns the error before writing anything:
+//!      the previous value is intact (in the last tier; reads fall through
+//!      to it);
+//!   2. the last tier takes the value. If it fails, the write returns its
+//!      error: the previous value is intact there, and nothing stale is left
+//!      above it;
+//!   3. the tiers above are filled, best effort. A tier that refuses the
+//!      value (for example `TooLarge` from a `DiskCache` with a smaller
+//!      `max_bytes`, or an I/O error) is left without the key (it is deleted
+//!      there, and a warning is logged with `tracing`); the write still
+//!      returns `Ok` and reads of the key fall through to the tiers below.
+//!
+//!   `set_stream` reads its stream once and feeds every tier at the same
+//!   time, a few chunks at a time; the tiers above see the end of their
+//!   stream only once the last tier has published the entry, so they publish
+//!   nothing when it fails. Streams do not fill memory.
 //! - **Deletes and clears** invalidate every tier.
 //! - **Expiry** is honoured in memory: an entry is never served after its TTL.
 //! - **Big entries** (above `max_memory_entry`) bypass memory; `get_stream`
@@ -12,6 +33,7 @@
 //! - **Single flight:** `get_or_insert_with` coordinates through the last
 //!   tier (a DiskCache coordinates processes on one machine), then fills the
 //!   tiers above.
+//! - **Listing and stats** come from the last tier.
 //!
 //! You probably want the `etl-cache` facade crate, which re-exports this one.
 //!

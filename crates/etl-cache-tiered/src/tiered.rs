@@ -1,6 +1,7 @@
 //! `TieredCache` and its `Cache` implementation.
 
 use std::fmt;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -11,8 +12,9 @@ use etl_cache_core::{
     ByteStream, Cache, Clock, Codec, Compression, Counters, EntryMeta, Error, GetStream,
     InitFuture, KeyedMutex, Result, SetOptions, Stats, Value, validate_key,
 };
-use futures::StreamExt;
+use futures::channel::{mpsc, oneshot};
 use futures::stream::BoxStream;
+use futures::{SinkExt, StreamExt};
 
 use crate::TieredCacheBuilder;
 
@@ -117,6 +119,25 @@ fn compression_of(codec: Codec) -> Compression {
         Codec::Zstd => Compression::zstd(),
         _ => Compression::NONE,
     }
+}
+
+/// Chunks in flight to each tier while `set_stream` feeds them.
+const TEE_CHUNKS: usize = 2;
+
+/// The stream an upper tier's `set_stream` reads: the chunks sent on `rx`,
+/// then, once they are done, an end only if the last tier took the value
+/// (`gate` says so); otherwise an error, so the upper tier publishes nothing.
+fn gated(rx: mpsc::Receiver<io::Result<Bytes>>, gate: oneshot::Receiver<bool>) -> ByteStream {
+    let end = futures::stream::once(async move {
+        match gate.await {
+            Ok(true) => None,
+            _ => Some(Err(io::Error::other(
+                "the last tier did not take the value; nothing is published above it",
+            ))),
+        }
+    })
+    .filter_map(futures::future::ready);
+    rx.chain(end).boxed()
 }
 
 /// Streams `bytes` in chunks of `chunk` bytes, without copying.
@@ -253,31 +274,73 @@ impl Inner {
     /// Copies an entry found in tier `found` into memory and the tiers above,
     /// with the time it has left. Failures are logged: the read still succeeds.
     async fn promote(&self, key: &str, meta: &EntryMeta, value: &Value, found: usize) {
+        self.fill(key, meta, value, compression_of(meta.codec), found)
+            .await;
+    }
+
+    /// Copies `value` (whose entry in a lower tier is `meta`) into the tiers
+    /// above `below`, slowest first, then into memory, with the time the
+    /// entry has left. Best effort: a tier that refuses the value (too large
+    /// for it, an I/O error) is left without the key, and reads fall through
+    /// to the tiers below.
+    async fn fill(
+        &self,
+        key: &str,
+        meta: &EntryMeta,
+        value: &Value,
+        compression: Compression,
+        below: usize,
+    ) {
         let now = self.clock.now();
         if meta.is_expired(now) {
             return;
         }
-        let mut opts = SetOptions::new().compression(compression_of(meta.codec));
+        let mut opts = SetOptions::new().compression(compression);
         if let Some(left) = meta.ttl_left(now) {
             opts = opts.ttl(left);
         }
-        for tier in &self.tiers[..found] {
+        for tier in self.tiers[..below].iter().rev() {
             if let Err(e) = tier.set(key, value.clone(), opts).await {
-                tracing::warn!(key, tier = %format!("{tier:?}"), error = %e, "promotion into an upper tier failed");
+                self.refused(tier, key, &e).await;
             }
         }
         self.memory_put(key, meta.clone(), value.clone()).await;
     }
 
-    /// After a failed write part way down the tiers, drop the key from the
-    /// tiers above the failure so no tier serves a value the ones below lack.
-    async fn invalidate_above(&self, key: &str, failed: usize) {
-        self.memory_invalidate(key).await;
-        for tier in &self.tiers[..failed] {
-            if let Err(e) = tier.delete(key).await {
-                tracing::warn!(key, error = %e, "could not invalidate an upper tier after a failed write");
-            }
+    /// An upper tier refused a value: make sure it holds no other one under
+    /// `key` (reads then fall through to the tiers below), and say so.
+    async fn refused(&self, tier: &Arc<dyn Cache>, key: &str, error: &Error) {
+        tracing::warn!(
+            key,
+            tier = %format!("{tier:?}"),
+            error = %error,
+            "an upper tier refused a value; reads of it fall through to the tiers below"
+        );
+        if let Err(e) = tier.delete(key).await {
+            tracing::warn!(
+                key,
+                tier = %format!("{tier:?}"),
+                error = %e,
+                "could not drop the key from an upper tier that refused its new value"
+            );
         }
+    }
+
+    /// Before a write: drops `key` from memory and from every tier above the
+    /// last, so that none of them serves a value the last tier is about to
+    /// replace. On an error nothing has been written: the previous value is
+    /// still in the last tier.
+    async fn invalidate_upper(&self, key: &str) -> Result<()> {
+        self.memory_invalidate(key).await;
+        for tier in self.upper() {
+            tier.delete(key).await?;
+        }
+        Ok(())
+    }
+
+    /// The tiers above the last, fastest first.
+    fn upper(&self) -> &[Arc<dyn Cache>] {
+        &self.tiers[..self.tiers.len() - 1]
     }
 
     fn last(&self) -> &Arc<dyn Cache> {
@@ -287,30 +350,29 @@ impl Inner {
 
 #[async_trait]
 impl Cache for TieredCache {
+    /// Invalidates the key in memory and the upper tiers, writes the last
+    /// tier, then fills the upper tiers and memory (best effort: see the
+    /// crate documentation). Fails only when the invalidation or the last
+    /// tier fails; the previous value is then intact in the last tier.
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
         validate_key(key)?;
         let inner = &self.inner;
-        inner.memory_invalidate(key).await;
-        let mut bottom = None;
-        // Slowest first: an upper tier never holds what the ones below lack.
-        for (i, tier) in inner.tiers.iter().enumerate().rev() {
-            match tier.set(key, value.clone(), opts).await {
-                Ok(meta) => {
-                    bottom.get_or_insert(meta);
-                }
-                Err(e) => {
-                    inner.invalidate_above(key, i + 1).await;
-                    return Err(e);
-                }
-            }
-        }
-        let meta = bottom.expect("at least one tier");
-        inner.memory_put(key, meta.clone(), value).await;
+        inner.invalidate_upper(key).await?;
+        let meta = inner.last().set(key, value.clone(), opts).await?;
+        let below = inner.tiers.len() - 1;
+        inner
+            .fill(key, &meta, &value, opts.compression, below)
+            .await;
         Ok(meta)
     }
 
-    /// Streams into the first tier, then copies the entry down to the others
-    /// by streaming it back from the first; memory is not filled by streams.
+    /// Invalidates the key in memory and the upper tiers, then reads the
+    /// stream once and feeds it to every tier at the same time (never
+    /// buffering more than a few chunks per tier). The upper tiers see the
+    /// end of their stream only once the last tier has published the entry:
+    /// if the last tier fails, their streams fail too and they publish
+    /// nothing. An upper tier that refuses the stream is left without the
+    /// key. Memory is not filled by streams.
     async fn set_stream(
         &self,
         key: &str,
@@ -319,24 +381,61 @@ impl Cache for TieredCache {
     ) -> Result<EntryMeta> {
         validate_key(key)?;
         let inner = &self.inner;
-        inner.memory_invalidate(key).await;
-        let first = &inner.tiers[0];
-        let mut meta = first.set_stream(key, stream, opts).await?;
-        for (i, tier) in inner.tiers.iter().enumerate().skip(1) {
-            let copied = match first.get_stream(key, 1 << 20).await? {
-                Some(s) => tier.set_stream(key, s.into_parts().1, opts).await,
-                None => Err(Error::Backend {
-                    backend: "tiered",
-                    key: Error::display_key(key),
-                    source: "the entry left the first tier before it was copied down".into(),
-                }),
-            };
-            match copied {
-                Ok(m) => meta = m,
-                Err(e) => {
-                    inner.invalidate_above(key, i).await;
-                    return Err(e);
+        inner.invalidate_upper(key).await?;
+        let upper = inner.upper();
+        if upper.is_empty() {
+            return inner.last().set_stream(key, stream, opts).await;
+        }
+        let (bottom_tx, bottom_rx) = mpsc::channel::<io::Result<Bytes>>(TEE_CHUNKS);
+        let mut feeds = Vec::with_capacity(upper.len());
+        let mut gates = Vec::with_capacity(upper.len());
+        let mut writes = Vec::with_capacity(upper.len());
+        for tier in upper {
+            let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(TEE_CHUNKS);
+            let (gate_tx, gate_rx) = oneshot::channel::<bool>();
+            feeds.push(Some(tx));
+            gates.push(gate_tx);
+            writes.push(tier.set_stream(key, gated(rx, gate_rx), opts));
+        }
+        let feed = async move {
+            let mut stream = stream;
+            let mut bottom_tx = bottom_tx;
+            while let Some(item) = stream.next().await {
+                let chunk = match item {
+                    Ok(chunk) => chunk,
+                    Err(e) => {
+                        // The last tier reports the stream's error; the
+                        // upper tiers fail at their gate.
+                        let _ = bottom_tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                for feed in &mut feeds {
+                    if let Some(tx) = feed
+                        && tx.send(Ok(chunk.clone())).await.is_err()
+                    {
+                        // That tier stopped (it refused the value); the
+                        // others go on.
+                        *feed = None;
+                    }
                 }
+                if bottom_tx.send(Ok(chunk)).await.is_err() {
+                    return; // the last tier stopped; its error says why
+                }
+            }
+        };
+        let bottom = async move {
+            let r = inner.last().set_stream(key, bottom_rx.boxed(), opts).await;
+            for gate in gates {
+                let _ = gate.send(r.is_ok());
+            }
+            r
+        };
+        let ((), meta, uppers) = futures::join!(feed, bottom, futures::future::join_all(writes));
+        let meta = meta?;
+        for (tier, r) in upper.iter().zip(uppers) {
+            if let Err(e) = r {
+                inner.refused(tier, key, &e).await;
             }
         }
         Ok(meta)
@@ -485,10 +584,15 @@ impl Cache for TieredCache {
         }
         let last = inner.last();
         let value = last.get_or_insert_boxed(key, opts, init).await?;
+        // The last tier holds it now; the tiers above are filled best effort.
         if let Some(meta) = last.head(key).await? {
-            inner
-                .promote(key, &meta, &value, inner.tiers.len() - 1)
-                .await;
+            let below = inner.tiers.len() - 1;
+            let compression = if meta.codec == opts.compression.codec() {
+                opts.compression
+            } else {
+                compression_of(meta.codec)
+            };
+            inner.fill(key, &meta, &value, compression, below).await;
         }
         Ok(value)
     }
