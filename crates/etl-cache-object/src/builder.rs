@@ -1,5 +1,6 @@
 //! Configuration of an [`ObjectCache`].
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use object_store::path::Path;
 
 use crate::cache::{Inner, ObjectCache};
 use crate::layout::Layout;
+use crate::local::LocalFiles;
 use crate::store::{self, Http};
 
 /// The part size of multipart uploads unless another is set: 8 MiB.
@@ -72,6 +74,7 @@ pub struct ObjectCacheBuilder {
     source: Source,
     options: Vec<(String, String)>,
     prefix: Option<String>,
+    local_root: Option<PathBuf>,
     http: Http,
     config: Config,
 }
@@ -82,6 +85,7 @@ impl Default for ObjectCacheBuilder {
             source: Source::None,
             options: Vec::new(),
             prefix: None,
+            local_root: None,
             http: Http::default(),
             config: Config {
                 clock: Arc::new(SystemClock),
@@ -170,6 +174,26 @@ impl ObjectCacheBuilder {
     /// replaces the URL's path. Every object the cache writes is under it.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// The directory on this machine where the store keeps its objects as
+    /// files (the directory the empty object name maps to), for a store that
+    /// is a local file system the cache cannot recognize by itself, such as
+    /// object_store's `LocalFileSystem` inside a wrapper store.
+    ///
+    /// A cache opened from a `file://` URL or on a plain `LocalFileSystem`
+    /// knows its directory without this. On a local directory the last
+    /// segment of an entry's name ends with `%` (a file cannot share its
+    /// name with the folder of another key), and the cache looks at
+    /// what stands at an object's path without following links before it
+    /// reads, deletes or lists it: symbolic links, FIFOs, sockets, devices
+    /// and directories where an entry should be are not entries (reads fail
+    /// with [`crate::ObjectErrorKind::NotAnEntry`], listings and `clear` skip
+    /// them and leave them in place), and listings never go through a
+    /// linked directory.
+    pub fn local_root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.local_root = Some(dir.into());
         self
     }
 
@@ -262,11 +286,13 @@ impl ObjectCacheBuilder {
             }
             Source::Store(store) => {
                 let (name, bucket) = store::describe(&*store);
+                let local_root = store::local_root(&*store);
                 store::Opened {
                     store,
                     prefix: Path::ROOT,
                     name,
                     bucket,
+                    local_root,
                 }
             }
             Source::Url(url) => store::open_url(&url, &self.options, &self.http)?,
@@ -306,12 +332,16 @@ impl ObjectCacheBuilder {
                 message: "lease_duration must be at least 100 ms".into(),
             });
         }
+        let local_root = self.local_root.or(opened.local_root);
+        let file_store = opened.name == "local" || local_root.is_some();
+        let local = local_root.map(|root| LocalFiles::new(root, &prefix));
         Ok(ObjectCache::from_inner(Inner::new(
             opened.store,
-            Layout::new(prefix, opened.name == "local"),
+            Layout::new(prefix, file_store),
             opened.name,
             opened.bucket,
             self.config,
+            local,
         )))
     }
 }

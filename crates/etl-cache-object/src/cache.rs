@@ -10,15 +10,18 @@ use etl_cache_core::{
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::builder::{Config, ObjectCacheBuilder};
 use crate::error::{ObjectError, ObjectErrorKind, classify, is_not_found};
 use crate::layout::{Layout, Name};
+use crate::local::{Listed, LocalFiles, Standing};
 use crate::read::Probe;
 
 /// How many entries `list` and `purge_expired` read at once.
 const LIST_CONCURRENCY: usize = 16;
+/// How many objects `clear` checks at once (a ranged get of their first bytes).
+const CLEAR_CONCURRENCY: usize = 32;
 
 /// State shared by the clones of one cache handle.
 #[derive(Debug)]
@@ -32,6 +35,10 @@ pub(crate) struct Inner {
     /// Tasks of this process missing one key queue here; one of them takes
     /// the key's lease.
     pub flights: KeyedMutex,
+    /// The directory of a store that keeps objects as local files: what
+    /// stands at an object's path is looked at before it is read, deleted
+    /// or listed.
+    pub local: Option<LocalFiles>,
 }
 
 impl Inner {
@@ -41,6 +48,7 @@ impl Inner {
         name: &'static str,
         bucket: String,
         config: Config,
+        local: Option<LocalFiles>,
     ) -> Inner {
         Inner {
             store,
@@ -50,6 +58,17 @@ impl Inner {
             config,
             counters: Counters::default(),
             flights: KeyedMutex::new(),
+            local,
+        }
+    }
+
+    /// What stands at `location`: on a local directory, looked at without
+    /// following links; elsewhere always [`Standing::File`] (an object is an
+    /// object).
+    pub(crate) async fn standing(&self, location: &Path) -> Standing {
+        match &self.local {
+            Some(local) => local.standing(location).await,
+            None => Standing::File,
         }
     }
 
@@ -120,30 +139,42 @@ impl Inner {
         }
     }
 
-    /// Lists objects under `root` (the whole store for the empty path).
-    pub(crate) fn list_objects(&self, root: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+    /// Lists objects under `root` (the whole store for the empty path). On
+    /// a local directory: its regular files, found without going through
+    /// links.
+    pub(crate) fn list_objects(&self, root: &Path) -> BoxStream<'static, Result<Listed>> {
         let inner_name = self.name;
         let bucket = self.bucket.clone();
         let shown = root.clone();
+        let error = move |kind, source: Box<dyn std::error::Error + Send + Sync + 'static>| {
+            Error::Backend {
+                backend: inner_name,
+                key: String::new(),
+                source: Box::new(ObjectError {
+                    kind,
+                    store: inner_name,
+                    bucket: bucket.clone(),
+                    key: String::new(),
+                    path: shown.to_string(),
+                    op: "list",
+                    source: Some(source),
+                }),
+            }
+        };
+        if let Some(local) = &self.local {
+            return local
+                .list(root)
+                .map_err(move |e| error(ObjectErrorKind::Other, Box::new(e)))
+                .boxed();
+        }
         let listing = if root.as_ref().is_empty() {
             self.store.list(None)
         } else {
             self.store.list(Some(root))
         };
         listing
-            .map_err(move |e| Error::Backend {
-                backend: inner_name,
-                key: String::new(),
-                source: Box::new(ObjectError {
-                    kind: classify(&e),
-                    store: inner_name,
-                    bucket: bucket.clone(),
-                    key: String::new(),
-                    path: shown.to_string(),
-                    op: "list",
-                    source: Some(Box::new(e)),
-                }),
-            })
+            .map_ok(Listed::from)
+            .map_err(move |e| error(classify(&e), Box::new(e)))
             .boxed()
     }
 
@@ -151,7 +182,7 @@ impl Inner {
     fn candidates(
         self: &Arc<Self>,
         key_prefix: &str,
-    ) -> BoxStream<'static, Result<(ObjectMeta, Option<String>)>> {
+    ) -> BoxStream<'static, Result<(Listed, Option<String>)>> {
         let root = self.layout.list_root(key_prefix);
         let mut roots = vec![root.clone()];
         if root != *self.layout.prefix() {
@@ -193,7 +224,7 @@ impl Inner {
                 async move {
                     let shown = key.clone().unwrap_or_else(|| m.location.to_string());
                     match this.probe(&shown, &m.location).await {
-                        Ok(Probe::Missing) | Ok(Probe::Foreign) => Ok(None),
+                        Ok(Probe::Missing) | Ok(Probe::Foreign(_)) => Ok(None),
                         Ok(Probe::Entry(p)) => {
                             if !p.meta.key.starts_with(&wanted) {
                                 return Ok(None);
@@ -245,6 +276,12 @@ impl Inner {
 ///   Bucket lifecycle rules are a useful backstop (see the crate README).
 /// - **Single flight** across hosts: `get_or_insert_with` of
 ///   [`etl_cache_core::CacheExt`], and [`ObjectCache::get_or_insert_with_timeout`].
+/// - **Only its own objects.** An object without the entry header is never
+///   deleted: reads report it as [`crate::ObjectErrorKind::NotAnEntry`] and
+///   `clear` checks the first bytes of each object before deleting it. On a
+///   local directory, symbolic links, FIFOs and directories where an entry
+///   should be are not entries either, and no linked folder is entered
+///   (see [`crate::ObjectCacheBuilder::local_root`]).
 ///
 /// Unlike the disk cache, it has no capacity limit: buckets are large, and
 /// lifecycle rules expire old objects cheaply.
@@ -372,7 +409,9 @@ impl Cache for ObjectCache {
         let location = self.inner.layout.entry(key);
         match self.inner.probe(key, &location).await? {
             Probe::Missing => Ok(None),
-            Probe::Foreign => Err(self.inner.not_an_entry(key, &location)),
+            Probe::Foreign(why) => {
+                Err(self.inner.not_an_entry_because("read", key, &location, why))
+            }
             Probe::Entry(p) => {
                 if p.meta.is_expired(self.inner.config.clock.now()) {
                     if self.inner.remove_quietly(key, &location).await {
@@ -388,6 +427,15 @@ impl Cache for ObjectCache {
     async fn delete(&self, key: &str) -> Result<bool> {
         validate_key(key)?;
         let location = self.inner.layout.entry(key);
+        match self.inner.standing(&location).await {
+            Standing::Missing => return Ok(false),
+            Standing::Other { why, .. } => {
+                return Err(self
+                    .inner
+                    .not_an_entry_because("delete", key, &location, Some(why)));
+            }
+            Standing::File | Standing::Unknown => {}
+        }
         match self.inner.store.head(&location).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => return Ok(false),
@@ -429,17 +477,38 @@ impl Cache for ObjectCache {
             .await
     }
 
+    /// Removes every entry of this cache: the objects under the prefix
+    /// that the cache wrote. Objects it did not write are kept, whatever
+    /// their names: each object whose name is one the cache gives entries
+    /// is checked with a ranged get of its first four bytes (the entry
+    /// magic), up to 32 requests in flight, before it is deleted. Clearing
+    /// therefore costs one listing of the prefix, one small `GET` per
+    /// entry-named object and the deletes (batched where the store allows).
+    /// On a local directory only regular files are considered, and no
+    /// linked directory is entered. Leases are not touched.
+    ///
+    /// Returns how many entries were deleted.
     async fn clear(&self) -> Result<u64> {
         let inner = self.inner.clone();
         let entries: Vec<Path> = inner
             .list_objects(inner.layout.prefix())
             .try_filter_map(|m| {
-                let keep = matches!(
-                    inner.layout.classify(&m.location),
-                    Name::Direct(_) | Name::Long
-                );
-                futures::future::ready(Ok(keep.then_some(m.location)))
+                let found = match inner.layout.classify(&m.location) {
+                    Name::Direct(key) if m.size >= 4 => Some((m.location, key)),
+                    Name::Long if m.size >= 4 => Some((m.location.clone(), m.location.to_string())),
+                    _ => None,
+                };
+                futures::future::ready(Ok(found))
             })
+            .map_ok(|(location, key)| {
+                let inner = inner.clone();
+                async move {
+                    let ours = inner.is_entry(&key, &location).await?;
+                    Ok(ours.then_some(location))
+                }
+            })
+            .try_buffer_unordered(CLEAR_CONCURRENCY)
+            .try_filter_map(|x| futures::future::ready(Ok(x)))
             .try_collect()
             .await?;
         let locations = stream::iter(entries.into_iter().map(Ok)).boxed();

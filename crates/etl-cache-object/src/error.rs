@@ -32,7 +32,10 @@ pub enum ObjectErrorKind {
     /// The store does not support an operation the cache needs.
     NotSupported,
     /// An object stands where the entry should be, but it was not written by
-    /// the cache (no entry header). It is left in place.
+    /// the cache (no entry header), or, on a local directory, the entry's
+    /// path holds something other than a regular file (a symbolic link, a
+    /// FIFO, a directory) or goes through a linked folder. It is left in
+    /// place.
     NotAnEntry,
     /// Any other failure of the store.
     Other,
@@ -52,7 +55,8 @@ impl ObjectErrorKind {
             ObjectErrorKind::Truncated => "the body ended early and could not be resumed",
             ObjectErrorKind::NotSupported => "the store does not support this operation",
             ObjectErrorKind::NotAnEntry => {
-                "the object is not an etl-cache entry (no entry header); it was left in place"
+                "the object is not an etl-cache entry (no entry header, or not a regular file); \
+                 it was left in place"
             }
             ObjectErrorKind::Other => "the request failed",
         }

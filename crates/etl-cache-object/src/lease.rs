@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::ObjectCache;
 use crate::cache::Inner;
 use crate::error::is_not_found;
+use crate::local::Standing;
 
 /// What a lease object holds.
 #[derive(Debug, Serialize, Deserialize)]
@@ -106,6 +107,15 @@ impl Inner {
         path: &Path,
         key: &str,
     ) -> Result<Option<(Option<LeaseBody>, UpdateVersion)>> {
+        // On a local directory, a FIFO or a link in place of the lease is
+        // not read (a FIFO would block the read forever).
+        match self.standing(path).await {
+            Standing::File | Standing::Unknown => {}
+            Standing::Missing => return Ok(None),
+            Standing::Other { why, .. } => {
+                return Err(self.not_an_entry_because("read the lease", key, path, Some(why)));
+            }
+        }
         let got = match self.store.get(path).await {
             Ok(r) => r,
             Err(e) if is_not_found(&e) => return Ok(None),

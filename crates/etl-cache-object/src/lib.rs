@@ -51,6 +51,7 @@ mod cache;
 mod error;
 mod layout;
 mod lease;
+mod local;
 mod read;
 mod store;
 mod write;

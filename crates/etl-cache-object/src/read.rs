@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::cache::Inner;
 use crate::error::{ObjectError, ObjectErrorKind, is_not_found};
+use crate::local::Standing;
 
 /// Bytes read from the start of an object to find its header; small entries
 /// come whole with it.
@@ -32,6 +33,10 @@ const CHANGE_RETRIES: u32 = 3;
 const MIN_ENTRY: u64 = (HEADER_FIXED_LEN + 1 + 4 + TRAILER_LEN) as u64;
 /// Payloads above this are checked and decompressed on a blocking thread.
 const INLINE_LIMIT: usize = 256 * 1024;
+/// How many empty chunks in a row a body may send before it counts as cut:
+/// object_store's `LocalFileSystem` sends empty chunks without end for a
+/// file cut short while it is read.
+const MAX_EMPTY_CHUNKS: u32 = 64;
 
 /// An entry's metadata, read from its header and trailer.
 #[derive(Debug)]
@@ -43,9 +48,18 @@ pub(crate) struct Probed {
 #[derive(Debug)]
 pub(crate) enum Probe {
     Missing,
-    /// An object not written by the cache.
-    Foreign,
+    /// An object not written by the cache, or (on a local directory)
+    /// something that is not a regular file, with why when it is known.
+    Foreign(Option<String>),
     Entry(Box<Probed>),
+}
+
+/// The first bytes of an object, and the version they come from.
+struct Start {
+    head: Bytes,
+    size: u64,
+    e_tag: Option<String>,
+    version: Option<String>,
 }
 
 enum Bad {
@@ -99,7 +113,73 @@ impl Inner {
     }
 
     pub(crate) fn not_an_entry(&self, key: &str, location: &Path) -> Error {
-        self.error(ObjectErrorKind::NotAnEntry, "read", key, location, None)
+        self.not_an_entry_because("read", key, location, None)
+    }
+
+    /// A [`ObjectErrorKind::NotAnEntry`] error, with why when it is more
+    /// than a missing header (a link, a FIFO, a directory).
+    pub(crate) fn not_an_entry_because(
+        &self,
+        op: &'static str,
+        key: &str,
+        location: &Path,
+        why: Option<String>,
+    ) -> Error {
+        let source = why.map(|w| Box::new(io::Error::other(w)) as _);
+        self.error(ObjectErrorKind::NotAnEntry, op, key, location, source)
+    }
+
+    /// Looks at what stands at an entry's location before a read: `true`
+    /// when it may be read, `false` when nothing is there, an error when it
+    /// is not an entry (on a local directory: a link, a FIFO, a directory).
+    async fn readable(&self, key: &str, location: &Path) -> Result<bool> {
+        match self.standing(location).await {
+            Standing::File | Standing::Unknown => Ok(true),
+            Standing::Missing => Ok(false),
+            Standing::Other { why, .. } => {
+                Err(self.not_an_entry_because("read", key, location, Some(why)))
+            }
+        }
+    }
+
+    /// The first `len` bytes of the object at `location`; `None` when there
+    /// is none.
+    async fn read_start(&self, key: &str, location: &Path, len: u64) -> Result<Option<Start>> {
+        let opts = GetOptions::new().with_range(Some(0..len));
+        let res = match self.store.get_opts(location, opts).await {
+            Ok(r) => r,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(self.fail("get", key, location, e)),
+        };
+        let size = res.meta.size;
+        let e_tag = res.meta.e_tag.clone();
+        let version = res.meta.version.clone();
+        let head = match res.bytes().await {
+            Ok(b) => b,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(self.fail("get", key, location, e)),
+        };
+        Ok(Some(Start {
+            head,
+            size,
+            e_tag,
+            version,
+        }))
+    }
+
+    /// Whether the object at `location` is an entry of this cache: it starts
+    /// with the entry magic (a ranged get of four bytes) and, on a local
+    /// directory, it is a regular file. Damaged entries with their magic
+    /// intact are entries; a vanished object is not.
+    pub(crate) async fn is_entry(&self, key: &str, location: &Path) -> Result<bool> {
+        match self.standing(location).await {
+            Standing::File | Standing::Unknown => {}
+            Standing::Missing | Standing::Other { .. } => return Ok(false),
+        }
+        Ok(self
+            .read_start(key, location, MAGIC.len() as u64)
+            .await?
+            .is_some_and(|s| is_ours(&s.head, s.size)))
     }
 
     /// Checks the framing of an object: its header, its trailer, its size and
@@ -139,22 +219,23 @@ impl Inner {
     /// or a listed object): its first bytes, and its trailer pinned to the
     /// same version. A corrupt entry is removed and reported.
     pub(crate) async fn probe(&self, key: &str, location: &Path) -> Result<Probe> {
+        match self.standing(location).await {
+            Standing::File | Standing::Unknown => {}
+            Standing::Missing => return Ok(Probe::Missing),
+            Standing::Other { why, .. } => return Ok(Probe::Foreign(Some(why))),
+        }
         for _ in 0..CHANGE_RETRIES {
-            let opts = GetOptions::new().with_range(Some(0..PROBE_LEN));
-            let res = match self.store.get_opts(location, opts).await {
-                Ok(r) => r,
-                Err(e) if is_not_found(&e) => return Ok(Probe::Missing),
-                Err(e) => return Err(self.fail("get", key, location, e)),
+            let Some(Start {
+                head,
+                size,
+                e_tag,
+                version,
+            }) = self.read_start(key, location, PROBE_LEN).await?
+            else {
+                return Ok(Probe::Missing);
             };
-            let size = res.meta.size;
-            let e_tag = res.meta.e_tag.clone();
-            let version = res.meta.version.clone();
-            let head = res
-                .bytes()
-                .await
-                .map_err(|e| self.fail("get", key, location, e))?;
             if !is_ours(&head, size) {
-                return Ok(Probe::Foreign);
+                return Ok(Probe::Foreign(None));
             }
             if size < MIN_ENTRY {
                 return self
@@ -181,7 +262,7 @@ impl Inner {
             };
             return match self.parse(location, &head, &trailer, size) {
                 Ok((meta, _)) => Ok(Probe::Entry(Box::new(Probed { meta }))),
-                Err(Bad::Foreign) => Ok(Probe::Foreign),
+                Err(Bad::Foreign) => Ok(Probe::Foreign(None)),
                 Err(Bad::Corrupt(why)) => self.corrupt_removed(key, location, why).await,
             };
         }
@@ -191,6 +272,9 @@ impl Inner {
     /// Reads and verifies a whole value; expired entries are removed.
     pub(crate) async fn read_value(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
         let location = self.layout.entry(key);
+        if !self.readable(key, &location).await? {
+            return Ok(None);
+        }
         let res = match self.store.get(&location).await {
             Ok(r) => r,
             Err(e) if is_not_found(&e) => return Ok(None),
@@ -246,6 +330,9 @@ impl Inner {
         chunk_size: usize,
     ) -> Result<Option<GetStream>> {
         let location = self.layout.entry(key);
+        if !self.readable(key, &location).await? {
+            return Ok(None);
+        }
         for _ in 0..CHANGE_RETRIES {
             // The trailer is asked for at once (a suffix range), beside the
             // body; both answers must come from one version of the object.
@@ -355,6 +442,8 @@ pub(crate) struct Body {
     e_tag: Option<String>,
     version: Option<String>,
     resumes: u32,
+    /// Empty chunks received in a row.
+    empty_run: u32,
 }
 
 impl Body {
@@ -368,6 +457,7 @@ impl Body {
             e_tag: res.meta.e_tag.clone(),
             version: res.meta.version.clone(),
             resumes: 0,
+            empty_run: 0,
             stream: Some(res.into_stream()),
         }
     }
@@ -413,8 +503,18 @@ impl Body {
             let cause = match self.stream.as_mut() {
                 None => None,
                 Some(s) => match s.next().await {
-                    Some(Ok(b)) if b.is_empty() => continue,
+                    Some(Ok(b)) if b.is_empty() => {
+                        // A few empty chunks are harmless; a run of them is
+                        // a body that stopped short (a file cut while it is
+                        // read): resume it, which fails if the object changed.
+                        self.empty_run += 1;
+                        if self.empty_run <= MAX_EMPTY_CHUNKS {
+                            continue;
+                        }
+                        None
+                    }
                     Some(Ok(mut b)) => {
+                        self.empty_run = 0;
                         let left = self.size - self.pos;
                         if b.len() as u64 > left {
                             b.truncate(left as usize);
@@ -443,6 +543,7 @@ impl Body {
             return Err(self.error(ObjectErrorKind::Truncated, cause));
         }
         self.resumes += 1;
+        self.empty_run = 0;
         tracing::warn!(
             key = %self.key,
             object = %self.location,

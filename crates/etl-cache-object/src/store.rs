@@ -1,5 +1,6 @@
 //! Opening an object store from a URL, and naming stores for errors.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use etl_cache_core::{Error, Result};
@@ -16,6 +17,8 @@ pub(crate) struct Opened {
     pub prefix: Path,
     pub name: &'static str,
     pub bucket: String,
+    /// The directory of a store that keeps objects as local files.
+    pub local_root: Option<PathBuf>,
 }
 
 /// HTTP settings of the cloud stores.
@@ -100,6 +103,17 @@ pub(crate) fn describe(store: &dyn ObjectStore) -> (&'static str, String) {
     }
 }
 
+/// The root directory of an object_store `LocalFileSystem`, from its
+/// `Display` (`LocalFileSystem(file:///root/)`); `None` for other stores.
+pub(crate) fn local_root(store: &dyn ObjectStore) -> Option<PathBuf> {
+    let shown = store.to_string();
+    let url = shown
+        .strip_prefix("LocalFileSystem(")?
+        .strip_suffix(')')?
+        .to_owned();
+    Url::parse(&url).ok()?.to_file_path().ok()
+}
+
 /// Opens the store a URL names, with credentials and settings from the
 /// environment and `options` (which win over the environment).
 pub(crate) fn open_url(raw: &str, options: &[(String, String)], http: &Http) -> Result<Opened> {
@@ -115,6 +129,7 @@ pub(crate) fn open_url(raw: &str, options: &[(String, String)], http: &Http) -> 
                 prefix,
                 name: "memory",
                 bucket: "memory".into(),
+                local_root: None,
             })
         }
         ObjectStoreScheme::Local => {
@@ -130,11 +145,13 @@ pub(crate) fn open_url(raw: &str, options: &[(String, String)], http: &Http) -> 
             })?;
             let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                 .map_err(|e| open_error(raw, e.to_string()))?;
+            let root = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
             Ok(Opened {
                 store: Arc::new(store),
                 prefix: Path::ROOT,
                 name: "local",
                 bucket: dir.display().to_string(),
+                local_root: Some(root),
             })
         }
         ObjectStoreScheme::AmazonS3 => {
@@ -224,6 +241,7 @@ mod cloud {
             prefix,
             name,
             bucket,
+            local_root: None,
         })
     }
 
@@ -407,5 +425,20 @@ mod tests {
     fn stores_are_described() {
         let mem = object_store::memory::InMemory::new();
         assert_eq!(describe(&mem), ("memory", "memory".to_string()));
+        assert_eq!(local_root(&mem), None);
+    }
+
+    #[test]
+    fn local_roots_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(local_root(&store), Some(root.clone()));
+        assert_eq!(describe(&store).0, "local");
+        let url = format!("file://{}/cache", dir.path().display());
+        let o = open_url(&url, &[], &Http::default()).unwrap();
+        assert_eq!(o.local_root, Some(root.join("cache")));
+        let o = open_url("memory:///x", &[], &Http::default()).unwrap();
+        assert_eq!(o.local_root, None);
     }
 }

@@ -14,6 +14,7 @@ use object_store::{MultipartUpload, PutMultipartOptions, PutOptions, PutPayload,
 use tokio::task::JoinSet;
 
 use crate::cache::Inner;
+use crate::local::Standing;
 
 /// Whole values up to this size go up in one request.
 const SINGLE_PUT_LIMIT: usize = 64 << 20;
@@ -62,6 +63,19 @@ impl Inner {
         (Bytes::copy_from_slice(&trailer.encode()), meta)
     }
 
+    /// On a local directory, refuses a write whose path goes through a
+    /// linked folder (the store would write wherever the link points).
+    /// What stands at the entry's own name is replaced by the write.
+    async fn check_before_write(&self, key: &str, location: &Path) -> Result<()> {
+        match self.standing(location).await {
+            Standing::Other {
+                why,
+                in_folder: true,
+            } => Err(self.not_an_entry_because("put", key, location, Some(why))),
+            _ => Ok(()),
+        }
+    }
+
     fn compress_error(&self, key: &str, location: &Path, source: std::io::Error) -> Error {
         Error::Io {
             key: Error::display_key(key),
@@ -79,6 +93,7 @@ impl Inner {
         opts: SetOptions,
     ) -> Result<EntryMeta> {
         let location = self.layout.entry(key);
+        self.check_before_write(key, &location).await?;
         let head = self.head(key, value.kind(), opts);
         let logical = value.into_bytes();
         let compression = opts.compression;
@@ -119,6 +134,7 @@ impl Inner {
         opts: SetOptions,
     ) -> Result<EntryMeta> {
         let location = self.layout.entry(key);
+        self.check_before_write(key, &location).await?;
         let head = self.head(key, Kind::Bytes, opts);
         let mut enc =
             Encoder::new(opts.compression).map_err(|e| self.compress_error(key, &location, e))?;

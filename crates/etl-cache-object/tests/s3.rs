@@ -3,6 +3,7 @@
 //! streams with compression, and the listing of a bucket.
 
 mod common;
+mod foreign;
 
 use std::sync::Arc;
 
@@ -144,4 +145,12 @@ async fn multipart_streams_roundtrip_with_every_codec() {
         .unwrap();
     assert_eq!(cache.get_bytes("big/value").await.unwrap().unwrap(), big);
     assert_eq!(cache.clear().await.unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_keeps_objects_the_cache_did_not_write() {
+    let Some((cache, _server)) = cache_on_moto("foreign", None) else {
+        return;
+    };
+    foreign::clear_keeps_foreign_objects(&cache, 40).await;
 }

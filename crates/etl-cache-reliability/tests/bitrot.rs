@@ -8,7 +8,8 @@
 //! DiskCache: `ETL_CACHE_FLIPS` trials (default 1,500; 20,000 with
 //! `ETL_CACHE_LONG=1`) over every kind, codec and the three read paths
 //! (small entries read inline, whole reads, large entries read in parts).
-//! ObjectCache over LocalFileSystem: a third as many.
+//! ObjectCache over LocalFileSystem: a third as many; and a fifteenth as
+//! many files cut short while a stream of them is read.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
@@ -458,4 +459,147 @@ async fn foreign_read(cache: &dyn Cache, key: &str, how: Read) {
             Ok(v) => panic!("get of a foreign object returned {:?}", v.map(|v| v.kind())),
         },
     }
+}
+
+/// A file cut short while a stream of it is read, on an ObjectCache over
+/// LocalFileSystem: the stream must end with an error naming the key (the
+/// body is resumed pinned to the object's version, which the cut changed),
+/// or — when everything was already read before the cut — with exactly the
+/// right bytes. Never a hang, never short or wrong data. Every step runs
+/// under a deadline; a hang fails the test without waiting for the threads
+/// stuck in it.
+#[test]
+fn object_cache_on_local_files_fails_a_file_cut_while_streamed() {
+    let trials = iterations("ETL_CACHE_FLIPS", 1_500, 20_000) / 15;
+    let seed = seed();
+    let mut rng = Rng::new(seed ^ 0x00C0_77ED);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime();
+    let started = Instant::now();
+    let mut by_error: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_codec: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut errors, mut complete, mut streamed_before_error) = (0u64, 0u64, 0u64);
+    let deadline = std::time::Duration::from_secs(30);
+    let body = async {
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir.path())
+            .expect("LocalFileSystem");
+        let cache = ObjectCache::new(Arc::new(store), "cache").expect("ObjectCache");
+        for i in 0..trials {
+            let key = format!("cut/entry{}", i % 8);
+            let compression = compression(&mut rng);
+            let len = rng.range(300_000, 1_500_000) as usize;
+            let want = payload::value(&key, i, Kind::Bytes, len, Style::Random).to_bytes();
+            tokio::time::timeout(
+                deadline,
+                cache.set(
+                    &key,
+                    Value::Bytes(want.clone()),
+                    SetOptions::new().compression(compression),
+                ),
+            )
+            .await
+            .expect("set hung")
+            .expect("set");
+            let file = stored_file(dir.path(), &format!("entry{}", i % 8));
+            let size = std::fs::metadata(&file).expect("stat").len();
+            let chunk = rng.range(1, 64 * 1024) as usize;
+            let mut s = tokio::time::timeout(deadline, cache.get_stream(&key, chunk))
+                .await
+                .expect("get_stream hung")
+                .expect("get_stream")
+                .expect("present")
+                .into_parts()
+                .1;
+            let mut got: Vec<u8> = Vec::new();
+            for _ in 0..rng.below(3) {
+                match tokio::time::timeout(deadline, s.next()).await {
+                    Ok(Some(Ok(b))) => got.extend_from_slice(&b),
+                    other => panic!("trial {i}: before the cut: {other:?}"),
+                }
+            }
+            let cut_to = rng.below(size);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&file)
+                .expect("open")
+                .set_len(cut_to)
+                .expect("cut");
+            let end = loop {
+                match tokio::time::timeout(deadline, s.next()).await {
+                    Err(_) => panic!(
+                        "trial {i} ({compression:?}, {size} bytes cut to {cut_to}): the stream hangs"
+                    ),
+                    Ok(Some(Ok(b))) => got.extend_from_slice(&b),
+                    Ok(Some(Err(e))) => break Some(e),
+                    Ok(None) => break None,
+                }
+            };
+            *by_codec
+                .entry(format!("{:?}", compression.codec()))
+                .or_default() += 1;
+            match end {
+                None => {
+                    assert_eq!(
+                        got, want,
+                        "trial {i}: a stream that completes has exactly the value"
+                    );
+                    complete += 1;
+                }
+                Some(e) => {
+                    assert!(got.len() < want.len(), "trial {i}: an error after it all");
+                    assert_eq!(&got[..], &want[..got.len()], "trial {i}: wrong bytes");
+                    let err = etl_cache_core::stream_read_error(&key, e);
+                    assert_eq!(
+                        err.key(),
+                        Some(Error::display_key(&key).as_str()),
+                        "trial {i}: the error names the key: {err}"
+                    );
+                    let kind = match etl_cache_object::ObjectError::find(&err) {
+                        Some(o) => {
+                            assert!(
+                                matches!(
+                                    o.kind(),
+                                    etl_cache_object::ObjectErrorKind::Truncated
+                                        | etl_cache_object::ObjectErrorKind::Changed
+                                ),
+                                "trial {i}: {o}"
+                            );
+                            format!("{:?}", o.kind())
+                        }
+                        None => {
+                            assert!(matches!(err, Error::Corrupt { .. }), "trial {i}: {err:?}");
+                            "Corrupt".into()
+                        }
+                    };
+                    *by_error.entry(kind).or_default() += 1;
+                    errors += 1;
+                    streamed_before_error += got.len() as u64;
+                }
+            }
+            drop(s);
+            // The next read of the cut file: an error or a miss, never a hang.
+            let r = tokio::time::timeout(deadline, cache.get(&key))
+                .await
+                .unwrap_or_else(|_| panic!("trial {i}: get of the cut file hangs"));
+            assert!(
+                !matches!(r, Ok(Some(_))),
+                "trial {i}: a cut entry read back"
+            );
+        }
+    };
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(body)));
+    rt.shutdown_background();
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+    report(
+        "bitrot",
+        &format!(
+            "ObjectCache(LocalFileSystem), file cut while streamed: seed={seed} trials={trials} \
+             by_codec={by_codec:?} ended_with_error={errors} by_error={by_error:?} \
+             bytes_streamed_before_error={streamed_before_error} complete_and_exact={complete} \
+             took={:.1}s",
+            started.elapsed().as_secs_f64()
+        ),
+    );
 }

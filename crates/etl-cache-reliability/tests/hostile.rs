@@ -2,7 +2,9 @@
 //! NUL, a 1 MB key, characters from all 17 Unicode planes, names of the
 //! caches' own files; symbolic links planted in the cache root pointing
 //! outside it; a root shared with unrelated files; stored files replaced by
-//! a directory or a FIFO; a crafted entry whose lengths overflow.
+//! a directory or a FIFO; a crafted entry whose lengths overflow. The
+//! planted links, directories and FIFOs, and foreign files under the prefix
+//! (which `clear` must keep), also run on ObjectCache over LocalFileSystem.
 //!
 //! Nothing may be read or written outside the root (every test snapshots a
 //! sibling directory and checks it is untouched), and nothing may hang or
@@ -798,5 +800,419 @@ fn crafted_entries_with_impossible_lengths_are_corrupt_not_a_panic() {
     report(
         "hostile",
         &format!("{cases} crafted entries with impossible lengths: Corrupt, no panic"),
+    );
+}
+
+// ------------------------------------------------------------ ObjectCache on local files
+
+/// Runs a suite's body. When it fails (a hang reported by [`within`], say),
+/// a thread stuck in a blocking call is left behind rather than waited for,
+/// so the failure is reported instead of hanging the runtime's shutdown.
+fn block_on_abandoning(rt: tokio::runtime::Runtime, body: impl Future<Output = ()>) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(body)));
+    rt.shutdown_background();
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+}
+
+/// An ObjectCache over a LocalFileSystem rooted at `root`, under the
+/// prefix `cache`.
+fn local_object_cache(root: &Path) -> ObjectCache {
+    std::fs::create_dir_all(root).expect("mkdir");
+    let store =
+        object_store::local::LocalFileSystem::new_with_prefix(root).expect("LocalFileSystem");
+    ObjectCache::new(Arc::new(store), "cache").expect("ObjectCache")
+}
+
+/// The file of `key`'s entry in a cache made by [`local_object_cache`].
+fn object_file(root: &Path, c: &ObjectCache, key: &str) -> PathBuf {
+    root.join(c.object_path(key).expect("valid key").as_ref())
+}
+
+/// `r` is the error for something that is not an entry, naming the key and
+/// the object; returns its text.
+fn assert_not_an_entry<T: std::fmt::Debug>(
+    r: etl_cache_core::Result<T>,
+    key: &str,
+    what: &str,
+) -> String {
+    let e = match r {
+        Err(e) => e,
+        Ok(v) => panic!("{what}: want NotAnEntry, got Ok({v:?})"),
+    };
+    let o = etl_cache_object::ObjectError::find(&e)
+        .unwrap_or_else(|| panic!("{what}: want an ObjectError, got {e:?}"));
+    assert_eq!(
+        o.kind(),
+        etl_cache_object::ObjectErrorKind::NotAnEntry,
+        "{what}: {o}"
+    );
+    assert_eq!(e.key(), Some(key), "{what}: {e}");
+    assert!(!o.path().is_empty(), "{what}: names the object: {o}");
+    o.to_string()
+}
+
+fn file_type(p: &Path) -> Option<std::fs::FileType> {
+    std::fs::symlink_metadata(p).ok().map(|m| m.file_type())
+}
+
+/// What is planted at an entry's path of an ObjectCache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intruder {
+    /// A link to a valid entry of the same key outside the root.
+    LinkToEntry,
+    /// A link to a directory outside the root holding files named like
+    /// entries.
+    LinkToDir,
+    /// A directory holding links out and a file named like an entry.
+    Dir,
+    Fifo,
+}
+
+const OBJECT_OPS: [&str; 10] = [
+    "get",
+    "get_entry",
+    "get_stream",
+    "head",
+    "delete",
+    "get_or_insert_with",
+    "list",
+    "purge",
+    "clear",
+    "set",
+];
+
+/// Runs `op` on `key` whose entry is replaced by `intruder`; checks the
+/// answer. Returns whether the intruder is still expected in place.
+async fn object_op_on_intruder(
+    c: &ObjectCache,
+    key: &str,
+    intruder: Intruder,
+    op: &str,
+    what: &str,
+) -> bool {
+    match op {
+        "get" => {
+            assert_not_an_entry(within(op, c.get(key)).await, key, what);
+        }
+        "get_entry" => {
+            assert_not_an_entry(within(op, c.get_entry(key)).await, key, what);
+        }
+        "get_stream" => {
+            let r = within(op, c.get_stream(key, 10)).await;
+            assert_not_an_entry(r.map(|s| s.is_some()), key, what);
+        }
+        "head" => {
+            assert_not_an_entry(within(op, c.head(key)).await, key, what);
+        }
+        "delete" => {
+            assert_not_an_entry(within(op, c.delete(key)).await, key, what);
+        }
+        "get_or_insert_with" => {
+            let r = within(
+                op,
+                c.get_or_insert_with(key, SetOptions::new(), || async { "x".into() }),
+            )
+            .await;
+            assert_not_an_entry(r, key, what);
+        }
+        "list" => {
+            assert_eq!(
+                within(op, c.keys(None)).await.expect("list"),
+                vec!["bystander".to_string()],
+                "{what}: only the real entry is listed"
+            );
+        }
+        "purge" => {
+            assert_eq!(within(op, c.purge_expired()).await.expect("purge"), 0);
+        }
+        "clear" => {
+            assert_eq!(
+                within(op, c.clear()).await.expect("clear"),
+                1,
+                "{what}: clear removes the real entry only"
+            );
+            c.set("bystander", "here".into(), SetOptions::new())
+                .await
+                .expect("set");
+        }
+        _ => {
+            let r = within(op, c.set(key, "new".into(), SetOptions::new())).await;
+            if intruder == Intruder::Dir {
+                // A directory cannot be replaced by a file: the set fails
+                // naming the key, and the directory stays.
+                let e = r.expect_err("a set onto a directory");
+                assert_eq!(e.key(), Some(key), "{what}: {e}");
+            } else {
+                // A link or FIFO is replaced itself; what a link points to
+                // is untouched.
+                r.unwrap_or_else(|e| panic!("{what}: set over the intruder: {e}"));
+                assert_eq!(
+                    within("get", c.get_text(key))
+                        .await
+                        .expect("get")
+                        .as_deref(),
+                    Some("new"),
+                    "{what}"
+                );
+                return false;
+            }
+        }
+    }
+    true
+}
+
+#[test]
+fn object_cache_on_local_files_never_follows_links_nor_blocks() {
+    let rt = runtime();
+    let mut cases = 0;
+    block_on_abandoning(rt, async {
+        let w = Work::new();
+        let root = w.root();
+        let c = local_object_cache(&root);
+        let key = "planted/entry";
+        // Outside: a valid entry of `key` written by another ObjectCache, and
+        // a directory holding a valid entry of `k/victim` and a file named
+        // like an entry.
+        let other = w.outside().join("other");
+        let o = local_object_cache(&other);
+        o.set(key, "outside bytes".into(), SetOptions::new())
+            .await
+            .expect("set");
+        o.set("k/victim", "outside victim".into(), SetOptions::new())
+            .await
+            .expect("set");
+        let planted_entry = object_file(&other, &o, key);
+        let bait_dir = object_file(&other, &o, "k/victim")
+            .parent()
+            .expect("parent")
+            .to_path_buf();
+        std::fs::write(bait_dir.join("plain%"), b"not an entry").expect("write");
+        drop(o);
+        let w = Work {
+            before: layout::snapshot(&w.outside()),
+            ..w
+        };
+        c.set("bystander", "here".into(), SetOptions::new())
+            .await
+            .expect("set");
+
+        // 1. Links, a directory and a FIFO at an entry's path, under every
+        //    operation.
+        let entry = object_file(&root, &c, key);
+        for intruder in [
+            Intruder::LinkToEntry,
+            Intruder::LinkToDir,
+            Intruder::Dir,
+            Intruder::Fifo,
+        ] {
+            for op in OBJECT_OPS {
+                c.set(key, "mine".into(), SetOptions::new())
+                    .await
+                    .expect("set");
+                std::fs::remove_file(&entry).expect("rm");
+                match intruder {
+                    Intruder::LinkToEntry => symlink(&planted_entry, &entry),
+                    Intruder::LinkToDir => symlink(&bait_dir, &entry),
+                    Intruder::Dir => {
+                        std::fs::create_dir(&entry).expect("mkdir");
+                        symlink(&w.outside().join("secret.txt"), &entry.join("f%"));
+                        symlink(&w.outside().join("sub"), &entry.join("d"));
+                        std::fs::write(entry.join("x%"), b"x").expect("write");
+                    }
+                    Intruder::Fifo => mkfifo(&entry),
+                }
+                let planted = file_type(&entry).expect("planted");
+                let what = format!("ObjectCache: {intruder:?} / {op}");
+                let kept = object_op_on_intruder(&c, key, intruder, op, &what).await;
+                if kept {
+                    assert_eq!(
+                        file_type(&entry),
+                        Some(planted),
+                        "{what}: the intruder is left in place"
+                    );
+                } else {
+                    assert!(
+                        file_type(&entry).is_some_and(|t| t.is_file()),
+                        "{what}: replaced by the entry"
+                    );
+                }
+                if intruder == Intruder::Dir {
+                    let _ = std::fs::remove_dir_all(&entry);
+                } else {
+                    let _ = std::fs::remove_file(&entry);
+                }
+                w.assert_outside_untouched(&what);
+                cases += 1;
+            }
+        }
+
+        // 2. A link to the directory outside at a folder of the keys: no
+        //    operation goes through it.
+        let folder = object_file(&root, &c, "k/x")
+            .parent()
+            .expect("parent")
+            .to_path_buf();
+        symlink(&bait_dir, &folder);
+        let victim = "k/victim";
+        for op in OBJECT_OPS {
+            let what = format!("ObjectCache: linked folder / {op}");
+            match op {
+                "set" => {
+                    let r = within(op, c.set("k/new", "x".into(), SetOptions::new())).await;
+                    assert_not_an_entry(r, "k/new", &what);
+                    let r = within(
+                        "set_stream",
+                        c.set_stream(
+                            "k/new",
+                            futures::stream::iter([Ok(Bytes::from_static(b"x"))]).boxed(),
+                            SetOptions::new(),
+                        ),
+                    )
+                    .await;
+                    assert_not_an_entry(r, "k/new", &what);
+                }
+                _ => {
+                    object_op_on_intruder(&c, victim, Intruder::LinkToDir, op, &what).await;
+                }
+            }
+            assert!(
+                file_type(&folder).is_some_and(|t| t.is_symlink()),
+                "{what}: the link is left in place"
+            );
+            w.assert_outside_untouched(&what);
+            cases += 1;
+        }
+        std::fs::remove_file(&folder).expect("rm");
+
+        // 3. A FIFO in place of a key's lease: single flight fails naming
+        //    the key, without blocking.
+        let lease = root
+            .join("cache/.etl-cache/leases")
+            .join(layout::key_hash("computed"));
+        std::fs::create_dir_all(lease.parent().expect("parent")).expect("mkdir");
+        mkfifo(&lease);
+        let r = within(
+            "get_or_insert_with",
+            c.get_or_insert_with("computed", SetOptions::new(), || async { "x".into() }),
+        )
+        .await;
+        let text = assert_not_an_entry(r, "computed", "a FIFO lease");
+        assert!(text.contains("FIFO"), "{text}");
+        std::fs::remove_file(&lease).expect("rm");
+        assert_eq!(
+            within(
+                "get_or_insert_with",
+                c.get_or_insert_with("computed", SetOptions::new(), || async { "x".into() }),
+            )
+            .await
+            .expect("once the FIFO is gone"),
+            Value::Text("x".into())
+        );
+        cases += 1;
+        assert_eq!(
+            c.get_text("bystander").await.expect("get").as_deref(),
+            Some("here")
+        );
+        w.assert_outside_untouched("ObjectCache links, directories and FIFOs");
+    });
+    report(
+        "hostile",
+        &format!(
+            "ObjectCache(LocalFileSystem): {cases} link/directory/FIFO cases (link to an entry outside, link to a directory outside at an entry and at a folder, directory, FIFO, FIFO lease; {} operations each): NotAnEntry naming the key, intruder kept, no hang, outside untouched",
+            OBJECT_OPS.len()
+        ),
+    );
+}
+
+#[test]
+fn object_cache_clear_keeps_objects_it_did_not_write() {
+    let rt = runtime();
+    let mut kept = 0;
+    let mut entries = 0;
+    block_on_abandoning(rt, async {
+        let w = Work::new();
+        let root = w.root();
+        let c = local_object_cache(&root);
+        // Files under the prefix with names the cache gives entries, but
+        // not written by it: small, large, in folders, in the folder of
+        // entries stored by hash, and an entry whose magic bytes are gone.
+        let mut foreign: Vec<(PathBuf, Vec<u8>)> = vec![
+            (object_file(&root, &c, "notes.txt"), b"my notes".to_vec()),
+            (
+                object_file(&root, &c, "data/2026.csv"),
+                b"x,y\n1,2\n".to_vec(),
+            ),
+            (object_file(&root, &c, "ab"), b"ab".to_vec()),
+            (
+                object_file(&root, &c, "big"),
+                (0..200_000u32).map(|i| (i % 251) as u8).collect(),
+            ),
+            (
+                root.join("cache/.etl-cache/long").join("ab".repeat(32)),
+                b"not an entry".to_vec(),
+            ),
+        ];
+        c.set("demagicked", "value".into(), SetOptions::new())
+            .await
+            .expect("set");
+        let demagicked = object_file(&root, &c, "demagicked");
+        let mut bytes = std::fs::read(&demagicked).expect("read");
+        bytes[0] ^= 0x5A;
+        foreign.push((demagicked, bytes));
+        for (path, bytes) in &foreign {
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, bytes).expect("write");
+        }
+        for i in 0..50 {
+            c.set(
+                &format!("e/{i}"),
+                format!("value {i}").into(),
+                SetOptions::new().compress(i % 2 == 0),
+            )
+            .await
+            .expect("set");
+            entries += 1;
+        }
+        c.set(&"z".repeat(600), "long".into(), SetOptions::new())
+            .await
+            .expect("set");
+        entries += 1;
+        // Reads report a foreign object and keep it.
+        assert_not_an_entry(
+            within("get", c.get("notes.txt")).await,
+            "notes.txt",
+            "foreign",
+        );
+        assert_not_an_entry(
+            within("get", c.get("demagicked")).await,
+            "demagicked",
+            "foreign",
+        );
+        let listed = within("list", c.keys(None)).await.expect("list");
+        assert_eq!(listed.len(), entries, "only the entries are listed");
+        assert_eq!(
+            within("clear", c.clear()).await.expect("clear"),
+            entries as u64,
+            "clear removes the entries only"
+        );
+        assert!(within("list", c.keys(None)).await.expect("list").is_empty());
+        for (path, bytes) in &foreign {
+            assert_eq!(
+                std::fs::read(path).ok().as_ref(),
+                Some(bytes),
+                "{path:?}: a foreign object changed or went"
+            );
+            kept += 1;
+        }
+        assert_eq!(within("clear", c.clear()).await.expect("clear"), 0);
+        w.assert_outside_untouched("ObjectCache clear");
+    });
+    report(
+        "hostile",
+        &format!(
+            "ObjectCache(LocalFileSystem): clear removed {entries} entries and kept {kept} foreign objects with entry names (small, large, in folders, by-hash folder, damaged magic)"
+        ),
     );
 }
