@@ -75,6 +75,13 @@ async fn a_gigabyte_streams_through_s3_in_bounded_memory() {
     let cache = ObjectCache::builder()
         .url(format!("s3://{bucket}/etl"))
         .options(common::s3_options(&moto))
+        // moto assembles a 1 GiB multipart upload before it answers the
+        // completing request, silent for tens of seconds on a busy machine:
+        // more than the default 30 s read timeout.
+        .client_options(
+            etl_cache_object::default_client_options()
+                .with_read_timeout(std::time::Duration::from_secs(600)),
+        )
         .build()
         .unwrap();
     let store = cache.store().clone();
