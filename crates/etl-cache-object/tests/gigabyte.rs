@@ -135,7 +135,7 @@ async fn a_gigabyte_streams_through_s3_in_bounded_memory() {
     );
     println!(
         "  get_stream after the first byte: ObjectCache {:7.1} MB/s  raw {:7.1} MB/s  overhead {:+5.1}%; \
-         first byte after {:?} (ObjectCache: body and trailer requests, one version) vs {:?}",
+         first byte after {:?} (ObjectCache: one request for an uncompressed entry) vs {:?}",
         mb_s(total, our_get - our_ttfb),
         mb_s(total, raw_get - raw_ttfb),
         ((our_get - our_ttfb).as_secs_f64() / (raw_get - raw_ttfb).as_secs_f64() - 1.0) * 100.0,
