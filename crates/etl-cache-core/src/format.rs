@@ -233,8 +233,6 @@ pub struct EntryMeta {
     pub logical_len: u64,
     /// Length of the payload as stored.
     pub stored_len: u64,
-    /// crc32c of the stored payload.
-    pub checksum: u32,
     /// Total bytes the entry takes in the store (header, payload, trailer).
     pub size: u64,
 }
@@ -281,7 +279,41 @@ impl EntryMeta {
             expires: header.expires,
             logical_len: trailer.logical_len,
             stored_len: trailer.stored_len,
-            checksum: trailer.payload_crc,
+            size: total_len,
+        })
+    }
+
+    /// The metadata of an uncompressed entry of `total_len` bytes from its
+    /// header alone: its lengths follow from its size. For a reader that
+    /// checks the trailer at the end of the body (one request instead of
+    /// two); it must then check that [`EntryMeta::from_parts`] with the
+    /// trailer gives the same metadata, and the payload's checksum.
+    ///
+    /// # Errors
+    ///
+    /// A description when the entry is compressed (its logical length is
+    /// only in the trailer) or too short for its header and a trailer.
+    pub fn from_header(
+        header: Header,
+        header_len: usize,
+        total_len: u64,
+    ) -> Result<EntryMeta, FormatError> {
+        if header.codec != Codec::None {
+            return Err(FormatError::Invalid(
+                "a compressed entry's length is in its trailer".into(),
+            ));
+        }
+        let stored_len = total_len
+            .checked_sub(header_len as u64 + TRAILER_LEN as u64)
+            .ok_or(FormatError::Truncated(header_len + TRAILER_LEN))?;
+        Ok(EntryMeta {
+            key: header.key,
+            kind: header.kind,
+            codec: header.codec,
+            created: header.created,
+            expires: header.expires,
+            logical_len: stored_len,
+            stored_len,
             size: total_len,
         })
     }

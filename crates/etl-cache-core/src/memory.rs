@@ -85,7 +85,6 @@ impl MemoryCache {
             expires: opts.ttl.map(|t| now + t),
             logical_len: totals.logical_len,
             stored_len: totals.stored_len,
-            checksum: totals.crc,
             size: (HEADER_FIXED_LEN + key.len() + 4 + TRAILER_LEN) as u64 + totals.stored_len,
         };
         self.map().insert(

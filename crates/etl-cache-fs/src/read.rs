@@ -26,6 +26,8 @@ const SMALL_ENTRY: u64 = 64 * 1024;
 pub(crate) struct Opened {
     pub file: File,
     pub meta: EntryMeta,
+    /// crc32c of the stored payload, from the trailer.
+    pub checksum: u32,
     pub header_len: u64,
     /// The file's identity, when it was stat'ed (see [`Opened::id`]).
     pub known_id: Option<(u64, u64)>,
@@ -165,10 +167,11 @@ impl Inner {
         } else {
             None
         };
-        let (meta, header_len, whole) = self.parse_entry(key, hash, &file, len, whole)?;
+        let (meta, checksum, header_len, whole) = self.parse_entry(key, hash, &file, len, whole)?;
         Ok(Opened {
             file,
             meta,
+            checksum,
             header_len,
             known_id: None,
             mtime: None,
@@ -197,9 +200,10 @@ impl Inner {
         // A failed check is left to the general path, which stats the file
         // and decides (and removes a corrupt one).
         match self.parse_entry(key, hash, &file, w.len() as u64, Some(w)) {
-            Ok((meta, header_len, whole)) => Ok(Opened {
+            Ok((meta, checksum, header_len, whole)) => Ok(Opened {
                 file,
                 meta,
+                checksum,
                 header_len,
                 known_id: None,
                 mtime: None,
@@ -227,7 +231,7 @@ impl Inner {
         file: &File,
         len: u64,
         whole: Option<Vec<u8>>,
-    ) -> std::result::Result<(EntryMeta, u64, Option<Vec<u8>>), CheckError> {
+    ) -> std::result::Result<(EntryMeta, u32, u64, Option<Vec<u8>>), CheckError> {
         let head_buf;
         let head: &[u8] = match &whole {
             Some(w) => w,
@@ -263,7 +267,7 @@ impl Inner {
         let trailer = Trailer::decode(&tbuf).map_err(|e| CheckError::Corrupt(invalid(e)))?;
         let meta = EntryMeta::from_parts(header, header_len, header_crc, trailer, len)
             .map_err(|e| CheckError::Corrupt(invalid(e)))?;
-        Ok((meta, header_len as u64, whole))
+        Ok((meta, trailer.payload_crc, header_len as u64, whole))
     }
 
     /// Removes whatever stands at `path` that is not an entry (a symlink, a
@@ -465,7 +469,7 @@ impl Inner {
             self.remove_if_same(key, hash, o.id());
             Err(self.corrupt(key, reason))
         };
-        if crc32c_of(&stored) != o.meta.checksum {
+        if crc32c_of(&stored) != o.checksum {
             return fail("payload checksum mismatch".into());
         }
         let logical = if o.meta.codec == Codec::None {
@@ -507,6 +511,7 @@ impl Inner {
         let Opened {
             mut file,
             meta,
+            checksum,
             header_len,
             ..
         } = o;
@@ -547,7 +552,7 @@ impl Inner {
                 }
             }
             let totals = reader.finish()?;
-            if totals.stored_len != meta.stored_len || totals.crc != meta.checksum {
+            if totals.stored_len != meta.stored_len || totals.crc != checksum {
                 return Err(corrupt("payload checksum mismatch".into()));
             }
             if totals.logical_len != meta.logical_len {

@@ -265,7 +265,7 @@ impl Inner {
 /// - **Atomic.** Each write is one `PUT` or one multipart upload, which
 ///   stores publish all at once; a reader sees the old entry or the new one.
 ///   A read that needs more than one request (a resumed body, the trailer of a
-///   stream) pins its requests to the object's e-tag, so two writes are never
+///   compressed stream) pins its requests to the object's e-tag, so two writes are never
 ///   mixed: the read fails instead.
 /// - **Streams** go up as multipart uploads with at most
 ///   `max_concurrency` parts of `part_size` bytes in memory, and come down as

@@ -16,7 +16,7 @@ use etl_cache_core::{Codec, Counters, EntryMeta, Error, GetStream, Result, Value
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, GetResult, ObjectStoreExt};
+use object_store::{GetOptions, GetResult, ObjectStoreExt};
 use tokio::sync::mpsc;
 
 use crate::cache::Inner;
@@ -74,13 +74,28 @@ fn reason(e: FormatError) -> String {
     }
 }
 
+/// Checks a trailer against its header and the object's size; returns the
+/// metadata and the payload's checksum.
+fn check_trailer(
+    header: Header,
+    header_len: usize,
+    header_crc: u32,
+    trailer: &[u8],
+    size: u64,
+) -> std::result::Result<(EntryMeta, u32), Bad> {
+    let trailer = Trailer::decode(trailer).map_err(|e| Bad::Corrupt(reason(e)))?;
+    let meta = EntryMeta::from_parts(header, header_len, header_crc, trailer, size)
+        .map_err(|e| Bad::Corrupt(reason(e)))?;
+    Ok((meta, trailer.payload_crc))
+}
+
 fn is_ours(head: &[u8], size: u64) -> bool {
     size >= 4 && head.len() >= 4 && head[..4] == MAGIC
 }
 
 /// Verifies and decodes a whole stored payload.
-fn decode_value(meta: &EntryMeta, stored: Bytes) -> std::result::Result<Value, String> {
-    if crc32c::crc32c(&stored) != meta.checksum {
+fn decode_value(meta: &EntryMeta, crc: u32, stored: Bytes) -> std::result::Result<Value, String> {
+    if crc32c::crc32c(&stored) != crc {
         return Err("payload checksum mismatch".into());
     }
     let logical = if meta.codec == Codec::None {
@@ -183,14 +198,28 @@ impl Inner {
     }
 
     /// Checks the framing of an object: its header, its trailer, its size and
-    /// that its name is the one its key maps to.
+    /// that its name is the one its key maps to. Returns the metadata, the
+    /// header's length and the payload's checksum.
     fn parse(
         &self,
         location: &Path,
         head: &[u8],
         trailer: &[u8],
         size: u64,
-    ) -> std::result::Result<(EntryMeta, usize), Bad> {
+    ) -> std::result::Result<(EntryMeta, usize, u32), Bad> {
+        let (header, header_len, header_crc) = self.parse_header(location, head, size)?;
+        check_trailer(header, header_len, header_crc, trailer, size)
+            .map(|(meta, crc)| (meta, header_len, crc))
+    }
+
+    /// Checks an object's header and that its name is the one its key maps
+    /// to. Returns the header, its length and its checksum.
+    fn parse_header(
+        &self,
+        location: &Path,
+        head: &[u8],
+        size: u64,
+    ) -> std::result::Result<(Header, usize, u32), Bad> {
         if !is_ours(head, size) {
             return Err(Bad::Foreign);
         }
@@ -204,10 +233,7 @@ impl Inner {
                 "the object's name does not match the key in its header".into(),
             ));
         }
-        let trailer = Trailer::decode(trailer).map_err(|e| Bad::Corrupt(reason(e)))?;
-        let meta = EntryMeta::from_parts(header, header_len, header_crc, trailer, size)
-            .map_err(|e| Bad::Corrupt(reason(e)))?;
-        Ok((meta, header_len))
+        Ok((header, header_len, header_crc))
     }
 
     async fn corrupt_removed<T>(&self, key: &str, location: &Path, why: String) -> Result<T> {
@@ -261,7 +287,7 @@ impl Inner {
                 }
             };
             return match self.parse(location, &head, &trailer, size) {
-                Ok((meta, _)) => Ok(Probe::Entry(Box::new(Probed { meta }))),
+                Ok((meta, _, _)) => Ok(Probe::Entry(Box::new(Probed { meta }))),
                 Err(Bad::Foreign) => Ok(Probe::Foreign(None)),
                 Err(Bad::Corrupt(why)) => self.corrupt_removed(key, location, why).await,
             };
@@ -297,7 +323,7 @@ impl Inner {
                 .await;
         }
         let trailer = &bytes[bytes.len() - TRAILER_LEN..];
-        let (meta, header_len) = match self.parse(&location, &bytes, trailer, size) {
+        let (meta, header_len, crc) = match self.parse(&location, &bytes, trailer, size) {
             Ok(x) => x,
             Err(Bad::Foreign) => return Err(self.not_an_entry(key, &location)),
             Err(Bad::Corrupt(why)) => return self.corrupt_removed(key, &location, why).await,
@@ -311,11 +337,11 @@ impl Inner {
         let stored = bytes.slice(header_len..header_len + meta.stored_len as usize);
         let decoded = if stored.len() > INLINE_LIMIT {
             let m = meta.clone();
-            tokio::task::spawn_blocking(move || decode_value(&m, stored))
+            tokio::task::spawn_blocking(move || decode_value(&m, crc, stored))
                 .await
                 .map_err(|e| self.corrupt(key, format!("decoding failed: {e}")))?
         } else {
-            decode_value(&meta, stored)
+            decode_value(&meta, crc, stored)
         };
         match decoded {
             Ok(v) => Ok(Some((meta, v))),
@@ -334,40 +360,18 @@ impl Inner {
             return Ok(None);
         }
         for _ in 0..CHANGE_RETRIES {
-            // The trailer is asked for at once (a suffix range), beside the
-            // body; both answers must come from one version of the object.
-            // Azure has no suffix ranges: there it is asked for after the
-            // header, pinned to the body's e-tag.
-            let (res, tail) = if self.name == "azure" {
-                (self.store.get(&location).await, None)
-            } else {
-                let suffix =
-                    GetOptions::new().with_range(Some(GetRange::Suffix(TRAILER_LEN as u64)));
-                let (res, tail) = tokio::join!(
-                    self.store.get(&location),
-                    self.store.get_opts(&location, suffix)
-                );
-                (res, Some(tail))
-            };
-            let res = match res {
+            // One request for the body. An uncompressed entry's lengths follow
+            // from the object's size and its header, so its trailer is read
+            // and checked where the body ends; only a compressed entry (whose
+            // logical length is in the trailer) needs a second request, a
+            // range pinned to the body's e-tag.
+            let res = match self.store.get(&location).await {
                 Ok(r) => r,
                 Err(e) if is_not_found(&e) => return Ok(None),
                 Err(e) => return Err(self.fail("get", key, &location, e)),
             };
             let mut body = Body::new(self.clone(), key, location.clone(), res);
             let size = body.size;
-            let tail = match tail {
-                Some(Ok(t)) if t.meta.size == size && t.meta.e_tag == body.e_tag => {
-                    match t.bytes().await {
-                        Ok(b) if b.len() == TRAILER_LEN => Some(b),
-                        _ => None,
-                    }
-                }
-                // Another version answered: start over.
-                Some(Ok(_)) => continue,
-                Some(Err(e)) if is_not_found(&e) => continue,
-                _ => None,
-            };
             let mut buf = BytesMut::new();
             loop {
                 if buf.len() >= 4 && buf[..4] != MAGIC {
@@ -383,26 +387,38 @@ impl Inner {
                     _ => break,
                 }
             }
-            if !is_ours(&buf, size) {
-                return Err(self.not_an_entry(key, &location));
-            }
-            if size < MIN_ENTRY {
-                return self
-                    .corrupt_removed(key, &location, format!("entry is truncated ({size} bytes)"))
-                    .await;
-            }
-            let trailer = if buf.len() as u64 >= size {
-                Bytes::copy_from_slice(&buf[size as usize - TRAILER_LEN..size as usize])
-            } else if let Some(t) = tail {
-                t
+            let (header, header_len, header_crc) = match self.parse_header(&location, &buf, size) {
+                Ok(x) => x,
+                Err(Bad::Foreign) => return Err(self.not_an_entry(key, &location)),
+                Err(Bad::Corrupt(why)) => {
+                    return self.corrupt_removed(key, &location, why).await;
+                }
+            };
+            let checked = if buf.len() as u64 >= size {
+                let t = &buf[size as usize - TRAILER_LEN..size as usize];
+                check_trailer(header, header_len, header_crc, t, size)
+                    .map(|(meta, crc)| (meta, Check::Crc(crc)))
+            } else if header.codec == Codec::None {
+                EntryMeta::from_header(header.clone(), header_len, size)
+                    .map(|meta| {
+                        let at_end = Check::AtEnd {
+                            header,
+                            header_len,
+                            header_crc,
+                        };
+                        (meta, at_end)
+                    })
+                    .map_err(|e| Bad::Corrupt(reason(e)))
             } else {
-                match body.trailer().await {
+                let t = match body.trailer().await {
                     Ok(t) => t,
                     Err(e) if e.kind == ObjectErrorKind::Changed => continue,
                     Err(e) => return Err(self.wrap(e)),
-                }
+                };
+                check_trailer(header, header_len, header_crc, &t, size)
+                    .map(|(meta, crc)| (meta, Check::Crc(crc)))
             };
-            let (meta, header_len) = match self.parse(&location, &buf, &trailer, size) {
+            let (meta, check) = match checked {
                 Ok(x) => x,
                 Err(Bad::Foreign) => return Err(self.not_an_entry(key, &location)),
                 Err(Bad::Corrupt(why)) => return self.corrupt_removed(key, &location, why).await,
@@ -418,11 +434,15 @@ impl Inner {
                 body,
                 first: Some(first),
                 left: meta.stored_len,
+                past: BytesMut::new(),
+                keep_trailer: matches!(check, Check::AtEnd { .. }),
+                trailer: None,
             };
-            let stream = if meta.codec == Codec::None {
-                plain_stream(source, meta.clone(), chunk_size)
-            } else {
-                decoded_stream(source, meta.clone(), chunk_size)
+            let stream = match check {
+                Check::Crc(crc) if meta.codec != Codec::None => {
+                    decoded_stream(source, meta.clone(), crc, chunk_size)
+                }
+                check => plain_stream(source, check, chunk_size),
             };
             return Ok(Some(GetStream::new(meta, stream)));
         }
@@ -583,12 +603,42 @@ struct Payload {
     body: Body,
     first: Option<Bytes>,
     left: u64,
+    /// Bytes of the body read past the payload: the start of the trailer.
+    past: BytesMut,
+    /// Whether the trailer is kept at the end of the payload (to check it
+    /// there) rather than drained.
+    keep_trailer: bool,
+    /// The trailer, once the payload has ended (with `keep_trailer`).
+    trailer: Option<Bytes>,
+}
+
+/// How a stream checks its payload when it ends.
+enum Check {
+    /// Against the checksum of a trailer read before the stream began.
+    Crc(u32),
+    /// Against the trailer at the end of the body, which must also belong to
+    /// this header and agree with the lengths derived from the object's size.
+    AtEnd {
+        header: Header,
+        header_len: usize,
+        header_crc: u32,
+    },
 }
 
 impl Payload {
     async fn next(&mut self) -> std::result::Result<Option<Bytes>, ObjectError> {
         if self.left == 0 {
-            self.body.drain().await;
+            if !self.keep_trailer {
+                self.body.drain().await;
+            } else if self.trailer.is_none() {
+                while self.past.len() < TRAILER_LEN {
+                    match self.body.next().await? {
+                        Some(b) => self.past.extend_from_slice(&b),
+                        None => break,
+                    }
+                }
+                self.trailer = Some(self.past.split().freeze());
+            }
             return Ok(None);
         }
         let b = match self.first.take() {
@@ -599,6 +649,9 @@ impl Payload {
             },
         };
         let b = if b.len() as u64 > self.left {
+            if self.keep_trailer {
+                self.past.extend_from_slice(&b[self.left as usize..]);
+            }
             b.slice(..self.left as usize)
         } else {
             b
@@ -686,55 +739,92 @@ impl Rechunker {
 /// An uncompressed payload: checksummed and cut into chunks as it arrives.
 fn plain_stream(
     src: Payload,
-    meta: EntryMeta,
+    check: Check,
     chunk_size: usize,
 ) -> BoxStream<'static, io::Result<Bytes>> {
     struct State {
         src: Payload,
         chunks: Rechunker,
         crc: u32,
+        check: Check,
         done: bool,
+    }
+    impl State {
+        fn verify(&self) -> std::result::Result<(), String> {
+            let trailer = self.src.trailer.as_ref();
+            self.check.verify(self.crc, trailer, self.src.body.size)
+        }
     }
     let st = State {
         src,
         chunks: Rechunker::new(chunk_size),
         crc: 0,
+        check,
         done: false,
     };
-    futures::stream::unfold(st, move |mut st| {
-        let expected = meta.checksum;
-        async move {
-            if st.done {
-                return None;
+    futures::stream::unfold(st, move |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            if let Some(out) = st.chunks.full() {
+                return Some((Ok(out), st));
             }
-            loop {
-                if let Some(out) = st.chunks.full() {
-                    return Some((Ok(out), st));
+            match st.src.next().await {
+                Ok(Some(b)) => {
+                    st.crc = crc32c::crc32c_append(st.crc, &b);
+                    st.chunks.push(b);
                 }
-                match st.src.next().await {
-                    Ok(Some(b)) => {
-                        st.crc = crc32c::crc32c_append(st.crc, &b);
-                        st.chunks.push(b);
-                    }
-                    Ok(None) => {
-                        st.done = true;
-                        if st.crc != expected {
-                            let e = st.src.corrupt("payload checksum mismatch".into());
-                            return Some((Err(e), st));
-                        }
-                        let out = st.chunks.rest()?;
-                        return Some((Ok(out), st));
-                    }
-                    Err(e) => {
-                        st.done = true;
-                        let e = st.src.body.inner.to_io(e);
+                Ok(None) => {
+                    st.done = true;
+                    if let Err(why) = st.verify() {
+                        let e = st.src.corrupt(why);
                         return Some((Err(e), st));
                     }
+                    let out = st.chunks.rest()?;
+                    return Some((Ok(out), st));
+                }
+                Err(e) => {
+                    st.done = true;
+                    let e = st.src.body.inner.to_io(e);
+                    return Some((Err(e), st));
                 }
             }
         }
     })
     .boxed()
+}
+
+impl Check {
+    /// Checks a payload of checksum `crc` that ended; `trailer` is what was
+    /// read past it (for [`Check::AtEnd`]) and `size` the object's size.
+    fn verify(
+        &self,
+        crc: u32,
+        trailer: Option<&Bytes>,
+        size: u64,
+    ) -> std::result::Result<(), String> {
+        let expected = match self {
+            Check::Crc(c) => *c,
+            Check::AtEnd {
+                header,
+                header_len,
+                header_crc,
+            } => {
+                let t = trailer.map(|t| &t[..]).unwrap_or_default();
+                match check_trailer(header.clone(), *header_len, *header_crc, t, size) {
+                    Ok((_, c)) => c,
+                    Err(Bad::Corrupt(why)) => return Err(why),
+                    Err(Bad::Foreign) => return Err("the trailer is missing".into()),
+                }
+            }
+        };
+        if crc == expected {
+            Ok(())
+        } else {
+            Err("payload checksum mismatch".into())
+        }
+    }
 }
 
 /// Reads the payload from a blocking thread, pulling body chunks on demand.
@@ -765,6 +855,7 @@ impl Read for BlockingSource {
 fn decoded_stream(
     src: Payload,
     meta: EntryMeta,
+    crc: u32,
     chunk_size: usize,
 ) -> BoxStream<'static, io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(2);
@@ -818,7 +909,7 @@ fn decoded_stream(
                 }
             }
             let totals = reader.finish()?;
-            if totals.stored_len != meta.stored_len || totals.crc != meta.checksum {
+            if totals.stored_len != meta.stored_len || totals.crc != crc {
                 return Err(spoiled.report("payload checksum mismatch".into()));
             }
             if totals.logical_len != meta.logical_len {
