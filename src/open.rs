@@ -126,6 +126,7 @@ impl ObjectBackend {
     }
 
     /// Whether that feature was compiled in.
+    #[cfg_attr(not(feature = "object"), allow(dead_code))]
     fn compiled_in(self) -> bool {
         match self {
             ObjectBackend::Aws => cfg!(feature = "aws"),
