@@ -228,3 +228,23 @@ impl SetOptions {
         }
     }
 }
+
+/// Reads the environment variable `name` for a builder's `from_env`:
+/// `None` when unset, its trimmed value parsed as `T` otherwise.
+///
+/// # Errors
+///
+/// [`crate::Error::InvalidInput`] naming the variable when its value does
+/// not parse.
+pub fn env_var<T: std::str::FromStr>(name: &str) -> crate::Result<Option<T>> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| crate::Error::InvalidInput {
+                message: format!("environment variable {name}={v:?} does not parse"),
+            }),
+        Err(_) => Ok(None),
+    }
+}

@@ -82,14 +82,7 @@ impl DiskCacheBuilder {
     ///
     /// [`Error::InvalidInput`] naming the variable whose value does not parse.
     pub fn from_env() -> Result<Self> {
-        fn var<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
-            match std::env::var(name) {
-                Ok(v) => v.trim().parse().map(Some).map_err(|_| Error::InvalidInput {
-                    message: format!("environment variable {name}={v:?} does not parse"),
-                }),
-                Err(_) => Ok(None),
-            }
-        }
+        use etl_cache_core::env_var as var;
         let mut b = Self::new();
         if let Ok(dir) = std::env::var("ETL_CACHE_DIR") {
             b = b.root(dir);

@@ -116,14 +116,7 @@ impl ObjectCacheBuilder {
     ///
     /// [`Error::InvalidInput`] naming the variable whose value does not parse.
     pub fn from_env() -> Result<Self> {
-        fn var<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
-            match std::env::var(name) {
-                Ok(v) => v.trim().parse().map(Some).map_err(|_| Error::InvalidInput {
-                    message: format!("environment variable {name}={v:?} does not parse"),
-                }),
-                Err(_) => Ok(None),
-            }
-        }
+        use etl_cache_core::env_var as var;
         let mut b = Self::new();
         if let Ok(url) = std::env::var("ETL_CACHE_URL") {
             b = b.url(url);
