@@ -4,6 +4,8 @@
 
 mod common;
 mod foreign;
+#[macro_use]
+mod server_suite;
 
 use std::sync::Arc;
 
@@ -31,126 +33,4 @@ fn cache_on_moto(
     Some((b.build().unwrap(), moto))
 }
 
-async fn make(clock: Arc<ManualClock>) -> Option<Harness> {
-    let (cache, moto) = cache_on_moto("contract", Some(clock.clone()))?;
-    Some(Harness::new(Arc::new(cache), clock, moto))
-}
-
-server_contract_tests!(make);
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_keep_their_folders_in_the_bucket() {
-    let Some((cache, _moto)) = cache_on_moto("folders", None) else {
-        return;
-    };
-    cache
-        .set_text(
-            "my_folder/financial_data",
-            "<xml/>",
-            SetOptions::new().ttl_seconds(3600),
-        )
-        .await
-        .unwrap();
-    cache
-        .set_text(
-            "deve/financial_run_001",
-            "<xml/>",
-            SetOptions::new().compress(true),
-        )
-        .await
-        .unwrap();
-    let names: Vec<String> = cache
-        .store()
-        .list(None)
-        .map_ok(|m| m.location.to_string())
-        .try_collect()
-        .await
-        .unwrap();
-    let mut names = names;
-    names.sort();
-    assert_eq!(
-        names,
-        vec![
-            "etl/cache/deve/financial_run_001",
-            "etl/cache/my_folder/financial_data"
-        ]
-    );
-    // Folders list like folders.
-    let top = cache
-        .store()
-        .list_with_delimiter(Some(&"etl/cache".into()))
-        .await
-        .unwrap();
-    let mut dirs: Vec<String> = top.common_prefixes.iter().map(|p| p.to_string()).collect();
-    dirs.sort();
-    assert_eq!(dirs, vec!["etl/cache/deve", "etl/cache/my_folder"]);
-    // Each object starts with the entry header: the metadata travels with it.
-    let raw = cache
-        .store()
-        .get(&"etl/cache/my_folder/financial_data".into())
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(&raw[..4], b"ETLC");
-    assert!(raw.windows(24).any(|w| w == b"my_folder/financial_data"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn multipart_streams_roundtrip_with_every_codec() {
-    let Some((cache, moto)) = cache_on_moto("multipart", None) else {
-        return;
-    };
-    let cache = ObjectCache::builder()
-        .store(cache.store().clone())
-        .prefix("mp")
-        .part_size(5 << 20)
-        .max_concurrency(3)
-        .build()
-        .unwrap();
-    let _ = moto;
-    // 24 MiB of XML-like rows: five parts uncompressed.
-    let data = Bytes::from(sample_bytes(24 << 20, 11));
-    for comp in [Compression::NONE, Compression::gzip(), Compression::zstd()] {
-        let chunks: Vec<std::io::Result<Bytes>> = (0..data.len())
-            .step_by(1 << 20)
-            .map(|i| Ok(data.slice(i..(i + (1 << 20)).min(data.len()))))
-            .collect();
-        let meta = cache
-            .set_stream(
-                "big/stream",
-                futures::stream::iter(chunks).boxed(),
-                SetOptions::new().compression(comp),
-            )
-            .await
-            .unwrap();
-        assert_eq!(meta.logical_len, data.len() as u64, "{comp}");
-        let got = cache
-            .get_stream("big/stream", 1 << 20)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(got.meta(), &meta);
-        let back: Vec<Bytes> = got.try_collect().await.unwrap();
-        assert!(back[..back.len() - 1].iter().all(|c| c.len() == 1 << 20));
-        assert_eq!(back.concat(), data, "{comp}");
-        assert_eq!(cache.get_bytes("big/stream").await.unwrap().unwrap(), data);
-    }
-    // A big value written whole goes up as a multipart upload too.
-    let big = Bytes::from(sample_bytes(70 << 20, 12));
-    cache
-        .set("big/value", big.clone().into(), SetOptions::new())
-        .await
-        .unwrap();
-    assert_eq!(cache.get_bytes("big/value").await.unwrap().unwrap(), big);
-    assert_eq!(cache.clear().await.unwrap(), 2);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clear_keeps_objects_the_cache_did_not_write() {
-    let Some((cache, _server)) = cache_on_moto("foreign", None) else {
-        return;
-    };
-    foreign::clear_keeps_foreign_objects(&cache, 40).await;
-}
+server_suite!(cache_on_moto);
