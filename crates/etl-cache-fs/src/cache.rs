@@ -18,7 +18,8 @@ use tokio::sync::mpsc;
 
 use crate::builder::{Config, DiskCacheBuilder};
 use crate::layout::{Layout, key_hash};
-use crate::read::{Found, RemoveError};
+use crate::read::{Bad, Found, Removal, RemoveError};
+use crate::spare::Spares;
 use crate::usage::{Usage, UsageError};
 use crate::write::{Msg, Publish};
 use crate::{lock, sys};
@@ -41,6 +42,8 @@ pub(crate) struct Inner {
     pub usage: Usage,
     /// Coalesces `get_or_insert_with` callers of this process per key.
     pub flights: KeyedMutex,
+    /// Files of replaced small entries, for the next sets to write again.
+    pub spares: Spares,
     /// Held shared while this handle is open (see `open_with`).
     _users: File,
 }
@@ -163,7 +166,13 @@ impl Inner {
             Err(e) => return Err(bad(format!("cannot inspect it: {e}"))),
         }
         let layout = Layout::new(&root);
-        for dir in [&layout.base, &layout.entries, &layout.locks, &layout.tmp] {
+        for dir in [
+            &layout.base,
+            &layout.entries,
+            &layout.locks,
+            &layout.tmp,
+            &layout.spare,
+        ] {
             make_private_dir(dir).map_err(|e| {
                 bad(format!(
                     "cannot create {}: {e} (is the directory writable by this user?)",
@@ -183,6 +192,7 @@ impl Inner {
         let usage = Usage::open(&layout.usage_file(), config.lock_timeout)
             .map_err(|e| bad(format!("cannot open the usage file: {e}")))?;
         let inner = Inner {
+            spares: Spares::new(layout.spare.clone()),
             layout,
             config,
             counters: Counters::default(),
@@ -191,8 +201,10 @@ impl Inner {
             _users: users,
         };
         inner.sweep_temp_files();
-        // Alone with the root: the counters can be rebuilt exactly.
+        // Alone with the root: the counters can be rebuilt exactly, and no
+        // other handle owns a spare file (any left were a killed process's).
         if inner._users.try_lock().is_ok() {
+            inner.spares.remove_all();
             let c = inner.recount();
             tracing::debug!(entries = c.entries, bytes = c.bytes, "recounted the cache");
             if inner.over_limits(c) {
@@ -265,15 +277,23 @@ impl Inner {
 
     fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
         let hash = key_hash(key);
-        match self.open_entry(Some(key), &hash, &self.layout.entry_path(&hash), false)? {
-            Found::Missing => Ok(None),
-            Found::Expired(o) => {
-                if self.remove_if_same(key, &hash, o.id()).is_some() {
-                    Counters::bump(&self.counters.expired);
+        let path = self.layout.entry_path(&hash);
+        // An expired entry replaced (or recycled) meanwhile is looked at again.
+        loop {
+            return match self.open_entry(Some(key), &hash, &path, false)? {
+                Found::Missing => Ok(None),
+                Found::Expired(o) => {
+                    match self.remove_if_bad(Some(key), &hash, o.id(), Bad::Expired) {
+                        Removal::Changed => continue,
+                        Removal::Removed => {
+                            Counters::bump(&self.counters.expired);
+                            Ok(None)
+                        }
+                        Removal::Failed => Ok(None),
+                    }
                 }
-                Ok(None)
-            }
-            Found::Live(o) => Ok(Some(o.meta)),
+                Found::Live(o) => Ok(Some(o.meta)),
+            };
         }
     }
 
@@ -294,7 +314,17 @@ impl Inner {
     /// failure is returned with the number of failures. Waiting too long
     /// for the counters stops the sweep at once (each further entry would
     /// wait as long).
-    fn sweep(&self, what: &'static str, doomed: impl Fn(&EntryMeta) -> bool) -> Swept {
+    ///
+    /// `recheck` (for `purge_expired`) is what an entry is removed for, when
+    /// that must still hold of the file at its path once the counters are
+    /// held (a small file may have been recycled since it was read, see
+    /// `spare`); without it (`clear`), the file read is removed.
+    fn sweep(
+        &self,
+        what: &'static str,
+        recheck: Option<Bad>,
+        doomed: impl Fn(&EntryMeta) -> bool,
+    ) -> Swept {
         let mut swept = Swept::default();
         for (hash, path) in self.entry_files() {
             let Some((meta, id)) = self.peek(&hash, &path) else {
@@ -303,7 +333,11 @@ impl Inner {
             if !doomed(&meta) {
                 continue;
             }
-            match self.remove_entry(&hash, |m| sys::file_id(m) == id) {
+            let still = |m: &fs::Metadata| match recheck {
+                Some(why) => self.still_bad(None, &hash, m, id, why),
+                None => sys::file_id(m) == id,
+            };
+            match self.remove_entry(&hash, still) {
                 Ok(Some(_)) => swept.removed += 1,
                 Ok(None) => {}
                 Err(RemoveError::Usage(e)) => {
@@ -481,19 +515,27 @@ impl Cache for DiskCache {
         validate_key(key)?;
         let inner = self.inner.clone();
         let key = key.to_owned();
+        // `None` from `finish_value`: the entry changed under the read (see
+        // `read::remove_if_bad`); `read_value` then looks again, without
+        // counting the read twice.
+        let mut count = true;
         if inner.inline() {
             let hash = key_hash(&key);
             let Some(o) = inner.lookup(&key, &hash, true, true)? else {
                 return Ok(None);
             };
-            if inner.finishes_inline(&o) {
-                return inner.finish_value(&key, &hash, *o).map(Some);
+            let found = if inner.finishes_inline(&o) {
+                inner.finish_value(&key, &hash, *o)?
+            } else {
+                let (inner, key) = (inner.clone(), key.clone());
+                blocking(move || inner.finish_value(&key, &hash, *o)).await?
+            };
+            if found.is_some() {
+                return Ok(found);
             }
-            return blocking(move || inner.finish_value(&key, &hash, *o))
-                .await
-                .map(Some);
+            count = false;
         }
-        blocking(move || inner.read_value(&key, &key_hash(&key), true)).await
+        blocking(move || inner.read_value(&key, &key_hash(&key), count)).await
     }
 
     async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>> {
@@ -507,10 +549,10 @@ impl Cache for DiskCache {
         let key = key.to_owned();
         let hash = key_hash(&key);
         let opened = if inner.inline() {
-            inner.lookup(&key, &hash, false, true)?
+            inner.open_stream(&key, &hash)?
         } else {
             let (inner, key, hash) = (inner.clone(), key.clone(), hash.clone());
-            blocking(move || inner.lookup(&key, &hash, false, true)).await?
+            blocking(move || inner.open_stream(&key, &hash)).await?
         };
         let Some(opened) = opened else {
             return Ok(None);
@@ -559,7 +601,7 @@ impl Cache for DiskCache {
         let inner = self.inner.clone();
         blocking(move || {
             let now = inner.config.clock.now();
-            let swept = inner.sweep("purge_expired", |m| m.is_expired(now));
+            let swept = inner.sweep("purge_expired", Some(Bad::Expired), |m| m.is_expired(now));
             inner
                 .counters
                 .expired
@@ -578,7 +620,7 @@ impl Cache for DiskCache {
     async fn clear(&self) -> Result<u64> {
         let inner = self.inner.clone();
         blocking(move || {
-            let swept = inner.sweep("clear", |_| true);
+            let swept = inner.sweep("clear", None, |_| true);
             tracing::info!(removed = swept.removed, "cleared the cache");
             swept.result("remove an entry (clear)")
         })

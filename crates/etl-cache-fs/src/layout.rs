@@ -6,6 +6,9 @@
 //!     entries/ab/<sha256>     one file per entry (see the core `format` module)
 //!     locks/<sha256>.lock     per-key lock files, present only while held
 //!     tmp/<random>.tmp        writes in progress; renamed into entries/
+//!     spare/<random>.spare    small entry files a set replaced, kept by the
+//!                             open handle that replaced them to be written
+//!                             again by its next sets (Linux; see `spare`)
 //!     usage                   shared counters: entries and bytes (16 bytes)
 //!     evict.lock              held by the one process evicting
 //!     users.lock              shared by every open handle
@@ -31,6 +34,7 @@ pub(crate) struct Layout {
     pub entries: PathBuf,
     pub locks: PathBuf,
     pub tmp: PathBuf,
+    pub spare: PathBuf,
 }
 
 impl Layout {
@@ -41,6 +45,7 @@ impl Layout {
             entries: base.join("entries"),
             locks: base.join("locks"),
             tmp: base.join("tmp"),
+            spare: base.join("spare"),
             base,
         }
     }

@@ -42,6 +42,7 @@ mod fault;
 mod layout;
 mod lock;
 mod read;
+mod spare;
 mod sys;
 mod usage;
 mod write;

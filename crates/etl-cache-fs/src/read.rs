@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::cache::Inner;
 use crate::fault::Point;
+use crate::spare::SPARE_MAX;
 use crate::sys;
 use crate::usage::{UsageError, Wait};
 
@@ -57,6 +58,33 @@ thread_local! {
     static FAST_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// How many times a read looks again at an entry that changed under it
+/// (see `remove_if_bad`) before giving up.
+const LOOKS: usize = 16;
+
+/// The reason given when that many looks all failed.
+const CHANGING: &str = "the entry kept changing while it was read";
+
+/// What a read found wrong with an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bad {
+    Expired,
+    Corrupt,
+}
+
+/// What became of an entry a read found expired or corrupt.
+#[derive(Debug)]
+pub(crate) enum Removal {
+    /// Removed.
+    Removed,
+    /// The file at the entry's path is not (or no longer) bad, or is gone:
+    /// another write replaced it, or recycled the file the read saw. The
+    /// reader looks again.
+    Changed,
+    /// It could not be removed (logged); the read's verdict stands.
+    Failed,
+}
+
 /// What looking at an entry file found.
 pub(crate) enum Found {
     Missing,
@@ -91,59 +119,69 @@ impl Inner {
         want_whole: bool,
     ) -> Result<Found> {
         let shown = key.unwrap_or(hash);
-        let mut opts = OpenOptions::new();
-        opts.read(true);
-        sys::read_nofollow(&mut opts);
-        let file = match opts.open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
-            Err(e) if is_symlink_error(&e) => {
+        // A read that fails its checks looks again when the file at the path
+        // turns out not to be bad (replaced meanwhile, or recycled under the
+        // read: see `spare`).
+        for _ in 0..LOOKS {
+            let mut opts = OpenOptions::new();
+            opts.read(true);
+            sys::read_nofollow(&mut opts);
+            let file = match opts.open(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
+                Err(e) if is_symlink_error(&e) => {
+                    self.remove_foreign(path);
+                    return Err(self.corrupt(
+                        shown,
+                        "a symbolic link stood in place of the entry; it was removed",
+                    ));
+                }
+                Err(e) => return Err(self.io(shown, path, "open the entry")(e)),
+            };
+            // A small entry (every inline get) is read whole at once, without
+            // a stat: one system call less on the hottest path. Recency then
+            // needs no mtime (`touch_interval` zero). Anything unusual (a file
+            // too short to be an entry or too long for the buffer, a failed
+            // check) takes the general path, which stats the file and decides.
+            let file = if want_whole && self.config.touch_interval.is_zero() {
+                self.fault(Point::Read)
+                    .map_err(self.io(shown, path, "read the entry"))?;
+                match self.open_small(key, hash, file) {
+                    Ok(opened) => return Ok(self.found(opened)),
+                    Err(file) => file,
+                }
+            } else {
+                file
+            };
+            let m = file
+                .metadata()
+                .map_err(self.io(shown, path, "stat the entry"))?;
+            let id = sys::file_id(&m);
+            if !m.is_file() {
                 self.remove_foreign(path);
                 return Err(self.corrupt(
                     shown,
-                    "a symbolic link stood in place of the entry; it was removed",
+                    "something other than a file stood in place of the entry; it was removed",
                 ));
             }
-            Err(e) => return Err(self.io(shown, path, "open the entry")(e)),
-        };
-        // A small entry (every inline get) is read whole at once, without a
-        // stat: one system call less on the hottest path. Recency then needs
-        // no mtime (`touch_interval` zero). Anything unusual (a file too short
-        // to be an entry or too long for the buffer, a failed check) takes the
-        // general path, which stats the file and decides.
-        let file = if want_whole && self.config.touch_interval.is_zero() {
-            self.fault(Point::Read)
-                .map_err(self.io(shown, path, "read the entry"))?;
-            match self.open_small(key, hash, file) {
-                Ok(opened) => return Ok(self.found(opened)),
-                Err(file) => file,
-            }
-        } else {
-            file
-        };
-        let m = file
-            .metadata()
-            .map_err(self.io(shown, path, "stat the entry"))?;
-        let id = sys::file_id(&m);
-        if !m.is_file() {
-            self.remove_foreign(path);
-            return Err(self.corrupt(
-                shown,
-                "something other than a file stood in place of the entry; it was removed",
-            ));
-        }
-        match self.check_entry(key, hash, file, m.len(), want_whole) {
-            Ok(mut opened) => {
-                opened.known_id = Some(id);
-                opened.mtime = m.modified().ok();
-                Ok(self.found(opened))
-            }
-            Err(CheckError::Io(e)) => Err(self.io(shown, path, "read the entry")(e)),
-            Err(CheckError::Corrupt(reason)) => {
-                self.remove_if_same(shown, hash, id);
-                Err(self.corrupt(shown, reason))
+            match self.check_entry(key, hash, file, m.len(), want_whole) {
+                Ok(mut opened) => {
+                    opened.known_id = Some(id);
+                    opened.mtime = m.modified().ok();
+                    return Ok(self.found(opened));
+                }
+                Err(CheckError::Io(e)) => return Err(self.io(shown, path, "read the entry")(e)),
+                Err(CheckError::Corrupt(reason)) => {
+                    match self.remove_if_bad(key, hash, id, Bad::Corrupt) {
+                        Removal::Changed => continue,
+                        Removal::Removed | Removal::Failed => {
+                            return Err(self.corrupt(shown, reason));
+                        }
+                    }
+                }
             }
         }
+        Err(self.corrupt(shown, CHANGING))
     }
 
     fn check_entry(
@@ -285,24 +323,80 @@ impl Inner {
         tracing::warn!(path = %path.display(), "removed a foreign file from the cache directory");
     }
 
-    /// Removes the entry `hash` if it is still the file `id` (a newer write
-    /// may have replaced it), for a read that found it expired or corrupt.
-    /// Returns the bytes freed; a failure is logged (the read's answer does
-    /// not depend on it, and the next read tries again).
+    /// Removes the entry `hash` that a read found `why` (expired or
+    /// corrupt; `id` is the file it read), if the file at its path still is:
+    /// the same file, when it is too large to be recycled, else whatever
+    /// file stands there once read again with the counters held (a small
+    /// file can be written again after a set replaced it, see `spare`, and
+    /// come back to the same path with another value). `key` is the key the
+    /// reader expected (`None` when listing).
     ///
-    /// Never waits for a key's lock, so reads may run this on an async
-    /// thread: the check and the removal run with the counters held
+    /// [`Removal::Changed`] tells the reader to look again. A failure is
+    /// logged (the read's answer does not depend on it, and the next read
+    /// tries again). Never waits for a key's lock, so reads may run this on
+    /// an async thread: the check and the removal run with the counters held
     /// exclusively, as every publication does (see [`Inner::remove_entry`]),
     /// which other processes hold for microseconds at a time (a hung holder
     /// is waited for no longer than the lock timeout).
-    pub(crate) fn remove_if_same(&self, key: &str, hash: &str, id: (u64, u64)) -> Option<u64> {
-        match self.remove_entry(hash, |m| sys::file_id(m) == id) {
-            Ok(freed) => freed,
+    pub(crate) fn remove_if_bad(
+        &self,
+        key: Option<&str>,
+        hash: &str,
+        id: (u64, u64),
+        why: Bad,
+    ) -> Removal {
+        match self.remove_entry(hash, |m| self.still_bad(key, hash, m, id, why)) {
+            Ok(Some(_)) => Removal::Removed,
+            Ok(None) => Removal::Changed,
             Err(e) => {
-                let e = self.remove_error(Some(key), e);
-                tracing::warn!(key, error = %e, "could not remove an expired or corrupt entry");
-                None
+                let shown = key.unwrap_or(hash);
+                let e = self.remove_error(Some(shown), e);
+                tracing::warn!(key = shown, error = %e, "could not remove an expired or corrupt entry");
+                Removal::Failed
             }
+        }
+    }
+
+    /// Whether the file at the entry's path (`m`, with the counters held) is
+    /// still what a read found (see [`Inner::remove_if_bad`]).
+    pub(crate) fn still_bad(
+        &self,
+        key: Option<&str>,
+        hash: &str,
+        m: &fs::Metadata,
+        id: (u64, u64),
+        why: Bad,
+    ) -> bool {
+        if m.len() > SPARE_MAX {
+            return sys::file_id(m) == id;
+        }
+        let path = self.layout.entry_path(hash);
+        let mut opts = OpenOptions::new();
+        opts.read(true);
+        sys::read_nofollow(&mut opts);
+        let mut buf = Vec::with_capacity(m.len() as usize);
+        let Ok(file) = opts.open(&path) else {
+            return false;
+        };
+        if (&file).take(SPARE_MAX + 1).read_to_end(&mut buf).is_err() {
+            return false;
+        }
+        if buf.len() < HEADER_FIXED_LEN + 4 + TRAILER_LEN {
+            return true;
+        }
+        let len = buf.len() as u64;
+        match self.parse_entry(key, hash, &file, len, Some(buf)) {
+            Err(CheckError::Corrupt(_)) => true,
+            Err(CheckError::Io(_)) => false,
+            Ok((meta, checksum, header_len, whole)) => match why {
+                Bad::Expired => meta.is_expired(self.config.clock.now()),
+                Bad::Corrupt => {
+                    let whole = Bytes::from(whole.expect("read whole"));
+                    let start = header_len as usize;
+                    let stored = whole.slice(start..start + meta.stored_len as usize);
+                    self.decode_payload(&meta, checksum, stored).is_err()
+                }
+            },
         }
     }
 
@@ -404,24 +498,32 @@ impl Inner {
                 Counters::bump(c)
             }
         };
-        match self.open_entry(Some(key), hash, &path, want_whole)? {
-            Found::Missing => {
-                bump(&self.counters.misses);
-                Ok(None)
-            }
-            Found::Expired(o) => {
-                bump(&self.counters.misses);
-                if self.remove_if_same(key, hash, o.id()).is_some() {
-                    Counters::bump(&self.counters.expired);
+        for _ in 0..LOOKS {
+            match self.open_entry(Some(key), hash, &path, want_whole)? {
+                Found::Missing => {
+                    bump(&self.counters.misses);
+                    return Ok(None);
                 }
-                Ok(None)
-            }
-            Found::Live(o) => {
-                bump(&self.counters.hits);
-                self.touch(&o);
-                Ok(Some(o))
+                Found::Expired(o) => {
+                    match self.remove_if_bad(Some(key), hash, o.id(), Bad::Expired) {
+                        Removal::Changed => continue,
+                        removal => {
+                            bump(&self.counters.misses);
+                            if let Removal::Removed = removal {
+                                Counters::bump(&self.counters.expired);
+                            }
+                            return Ok(None);
+                        }
+                    }
+                }
+                Found::Live(o) => {
+                    bump(&self.counters.hits);
+                    self.touch(&o);
+                    return Ok(Some(o));
+                }
             }
         }
+        Err(self.corrupt(key, CHANGING))
     }
 
     /// Reads and verifies a whole value. Runs on a blocking thread.
@@ -431,10 +533,40 @@ impl Inner {
         hash: &str,
         count: bool,
     ) -> Result<Option<(EntryMeta, Value)>> {
-        let Some(o) = self.lookup(key, hash, true, count)? else {
-            return Ok(None);
-        };
-        self.finish_value(key, hash, *o).map(Some)
+        for _ in 0..LOOKS {
+            let Some(o) = self.lookup(key, hash, true, count)? else {
+                return Ok(None);
+            };
+            if let Some(found) = self.finish_value(key, hash, *o)? {
+                return Ok(Some(found));
+            }
+        }
+        Err(self.corrupt(key, CHANGING))
+    }
+
+    /// Looks up an entry to stream. A small one is read whole and its stored
+    /// bytes checked before the stream starts, so a file recycled under the
+    /// read (see `spare`) is looked at again rather than half sent.
+    pub(crate) fn open_stream(&self, key: &str, hash: &str) -> Result<Option<Box<Opened>>> {
+        for _ in 0..LOOKS {
+            let Some(o) = self.lookup(key, hash, true, true)? else {
+                return Ok(None);
+            };
+            let Some(w) = &o.whole else {
+                return Ok(Some(o));
+            };
+            let start = o.header_len as usize;
+            if crc32c_of(&w[start..start + o.meta.stored_len as usize]) == o.checksum {
+                return Ok(Some(o));
+            }
+            match self.remove_if_bad(Some(key), hash, o.id(), Bad::Corrupt) {
+                Removal::Changed => continue,
+                Removal::Removed | Removal::Failed => {
+                    return Err(self.corrupt(key, "payload checksum mismatch"));
+                }
+            }
+        }
+        Err(self.corrupt(key, CHANGING))
     }
 
     /// Whether an opened entry can be finished on an async thread: it was read
@@ -443,13 +575,15 @@ impl Inner {
         o.whole.is_some() && o.meta.logical_len <= self.config.inline_io_max
     }
 
-    /// Reads (unless read whole already), verifies and decodes an opened entry.
+    /// Reads (unless read whole already), verifies and decodes an opened
+    /// entry. `None` when it failed its checks but the file at the entry's
+    /// path is not bad: the caller looks again (see `remove_if_bad`).
     pub(crate) fn finish_value(
         &self,
         key: &str,
         hash: &str,
         mut o: Opened,
-    ) -> Result<(EntryMeta, Value)> {
+    ) -> Result<Option<(EntryMeta, Value)>> {
         let path = self.layout.entry_path(hash);
         let stored_len = o.meta.stored_len as usize;
         let start = o.header_len as usize;
@@ -465,35 +599,42 @@ impl Inner {
                 Bytes::from(buf)
             }
         };
-        let fail = |reason: String| {
-            self.remove_if_same(key, hash, o.id());
-            Err(self.corrupt(key, reason))
-        };
-        if crc32c_of(&stored) != o.checksum {
-            return fail("payload checksum mismatch".into());
+        match self.decode_payload(&o.meta, o.checksum, stored) {
+            Ok(v) => Ok(Some((o.meta, v))),
+            Err(reason) => match self.remove_if_bad(Some(key), hash, o.id(), Bad::Corrupt) {
+                Removal::Changed => Ok(None),
+                Removal::Removed | Removal::Failed => Err(self.corrupt(key, reason)),
+            },
         }
-        let logical = if o.meta.codec == Codec::None {
+    }
+
+    /// Checks a stored payload against its checksum and decodes it.
+    fn decode_payload(
+        &self,
+        meta: &EntryMeta,
+        checksum: u32,
+        stored: Bytes,
+    ) -> std::result::Result<Value, String> {
+        if crc32c_of(&stored) != checksum {
+            return Err("payload checksum mismatch".into());
+        }
+        let logical = if meta.codec == Codec::None {
             stored
         } else {
-            let mut out = Vec::with_capacity(o.meta.logical_len.min(1 << 30) as usize);
-            match PayloadReader::new(o.meta.codec, &stored[..])
+            let mut out = Vec::with_capacity(meta.logical_len.min(1 << 30) as usize);
+            PayloadReader::new(meta.codec, &stored[..])
                 .and_then(|mut r| r.read_to_end(&mut out))
-            {
-                Ok(_) => Bytes::from(out),
-                Err(e) => return fail(format!("payload does not decompress: {e}")),
-            }
+                .map_err(|e| format!("payload does not decompress: {e}"))?;
+            Bytes::from(out)
         };
-        if logical.len() as u64 != o.meta.logical_len {
-            return fail(format!(
+        if logical.len() as u64 != meta.logical_len {
+            return Err(format!(
                 "payload is {} bytes after decompression, {} expected",
                 logical.len(),
-                o.meta.logical_len
+                meta.logical_len
             ));
         }
-        match Value::from_stored(o.meta.kind, logical) {
-            Ok(v) => Ok((o.meta.clone(), v)),
-            Err(reason) => fail(reason),
-        }
+        Value::from_stored(meta.kind, logical)
     }
 
     /// Streams the logical bytes of an opened entry into `tx` in chunks of
@@ -513,15 +654,29 @@ impl Inner {
             meta,
             checksum,
             header_len,
+            whole,
             ..
         } = o;
         let corrupt = |reason: String| {
-            self.remove_if_same(key, hash, id);
+            self.remove_if_bad(Some(key), hash, id, Bad::Corrupt);
             io::Error::new(io::ErrorKind::InvalidData, self.corrupt(key, reason))
         };
         let result = (|| -> io::Result<()> {
-            file.seek(SeekFrom::Start(header_len))?;
-            let mut reader = PayloadReader::new(meta.codec, (&mut file).take(meta.stored_len))?;
+            // A small entry was read whole and its stored bytes checked
+            // (see `open_stream`): decode from memory, never from a file a
+            // set may recycle meanwhile.
+            let source: Box<dyn Read + Send + '_> = match whole {
+                Some(w) => {
+                    let mut w = io::Cursor::new(w);
+                    w.set_position(header_len);
+                    Box::new(w.take(meta.stored_len))
+                }
+                None => {
+                    file.seek(SeekFrom::Start(header_len))?;
+                    Box::new((&mut file).take(meta.stored_len))
+                }
+            };
+            let mut reader = PayloadReader::new(meta.codec, source)?;
             loop {
                 self.fault(Point::Read)?;
                 let mut buf = vec![0u8; chunk_size];

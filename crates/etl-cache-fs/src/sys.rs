@@ -120,3 +120,25 @@ pub(crate) fn sync_dir(path: &std::path::Path) -> std::io::Result<()> {
 pub(crate) fn sync_dir(_path: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
+
+/// Swaps the files at `a` and `b` atomically (`renameat2(RENAME_EXCHANGE)`).
+#[cfg(target_os = "linux")]
+pub(crate) fn exchange(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).map_err(std::io::Error::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn exchange(_a: &std::path::Path, _b: &std::path::Path) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// Whether a failed [`exchange`] means the file system (or kernel) cannot
+/// swap files at all.
+pub(crate) fn is_unsupported(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    if let Some(code) = e.raw_os_error() {
+        return [libc::EINVAL, libc::ENOSYS, libc::EOPNOTSUPP, libc::ENOTSUP].contains(&code);
+    }
+    e.kind() == std::io::ErrorKind::Unsupported
+}

@@ -17,6 +17,7 @@ use crate::cache::Inner;
 use crate::evict::Publishing;
 use crate::fault::Point;
 use crate::lock::KeyLock;
+use crate::spare::SPARE_MAX;
 use crate::sys;
 use crate::usage::{UsageError, Wait};
 
@@ -47,8 +48,9 @@ impl Publish {
 
 /// The first step of [`Inner::publish`]: its reservation in the counters.
 enum Reserved {
-    /// Within the limits: renamed into place.
-    Published,
+    /// Within the limits: renamed into place; with the length of the entry
+    /// it replaced when that was swapped out to the temp path.
+    Published(Option<u64>),
     /// Within the limits, but the rename failed (the reservation is undone).
     Failed(io::Error),
     /// Past a limit: reserved (unless the caller may not block), not renamed.
@@ -69,6 +71,9 @@ pub(crate) struct TempEntry {
     out: BufWriter<File>,
     path: PathBuf,
     published: bool,
+    /// The length the file had, when it is a spare being written again
+    /// (see `spare`): a shorter entry truncates the rest.
+    spare_len: Option<u64>,
 }
 
 impl Drop for TempEntry {
@@ -79,7 +84,9 @@ impl Drop for TempEntry {
     }
 }
 
-fn temp_name() -> String {
+/// A file name no other writer uses: random, then the process id, then
+/// `.{ext}`.
+pub(crate) fn unique_name(ext: &str) -> String {
     let mut h = std::hash::RandomState::new().build_hasher();
     h.write_u128(
         SystemTime::now()
@@ -91,7 +98,7 @@ fn temp_name() -> String {
     // alive); read once, as each read is a system call.
     static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     format!(
-        "{:016x}-{}.tmp",
+        "{:016x}-{}.{ext}",
         h.finish(),
         PID.get_or_init(std::process::id)
     )
@@ -159,7 +166,7 @@ impl Inner {
     /// another process never removes a write in progress.
     fn create_temp(&self, key: &str, buffer: usize) -> Result<TempEntry> {
         loop {
-            let path = self.layout.tmp.join(temp_name());
+            let path = self.layout.tmp.join(unique_name("tmp"));
             let mut opts = OpenOptions::new();
             opts.write(true).create_new(true);
             sys::private_nofollow(&mut opts);
@@ -183,6 +190,7 @@ impl Inner {
                         out: BufWriter::with_capacity(buffer, file),
                         path,
                         published: false,
+                        spare_len: None,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -235,10 +243,23 @@ impl Inner {
             key,
             (header_bytes.len() + TRAILER_LEN) as u64 + totals.stored_len,
         )?;
-        let mut tmp = self.create_temp(
-            key,
-            (header_bytes.len() + stored.len() + TRAILER_LEN).min(1 << 20),
-        )?;
+        let len = header_bytes.len() + stored.len() + TRAILER_LEN;
+        // A small entry is written into a file a set of this handle replaced
+        // when there is one: no file is created (see `spare`).
+        let spare = if len as u64 <= SPARE_MAX {
+            self.spares.take()
+        } else {
+            None
+        };
+        let mut tmp = match spare {
+            Some((file, spare)) => TempEntry {
+                out: BufWriter::with_capacity(len, file),
+                path: spare.path,
+                published: false,
+                spare_len: Some(spare.len),
+            },
+            None => self.create_temp(key, len.min(1 << 20))?,
+        };
         let path = tmp.path.clone();
         self.fault(Point::Write)
             .and_then(|()| tmp.out.write_all(&header_bytes))
@@ -337,9 +358,14 @@ impl Inner {
             payload_crc: totals.crc,
             header_crc,
         };
+        let size = header_bytes.len() as u64 + totals.stored_len + TRAILER_LEN as u64;
         tmp.out
             .write_all(&trailer.encode())
             .and_then(|()| tmp.out.flush())
+            .and_then(|()| match tmp.spare_len {
+                Some(old) if old > size => tmp.out.get_ref().set_len(size),
+                _ => Ok(()),
+            })
             .map_err(self.io(key, &path, "write the entry"))?;
         let file = tmp.out.get_ref();
         // Recency is the file's mtime, set precisely (the kernel's own stamp is coarse).
@@ -352,7 +378,6 @@ impl Inner {
             file.sync_all()
                 .map_err(self.io(key, &path, "fsync the entry"))?;
         }
-        let size = header_bytes.len() as u64 + totals.stored_len + TRAILER_LEN as u64;
         let meta = EntryMeta::from_parts(header, header_bytes.len(), header_crc, trailer, size)
             .expect("a fresh header and trailer agree");
         Ok(Sealed { tmp, meta, size })
@@ -391,13 +416,26 @@ impl Inner {
             }
         };
         let size = sealed.size;
-        let delta = || match fs::symlink_metadata(&target) {
-            Ok(m) if m.is_file() => (0, size as i64 - m.len() as i64),
-            _ => (1, size as i64),
+        // The length of the entry being replaced, if any.
+        let current = || match fs::symlink_metadata(&target) {
+            Ok(m) if m.is_file() => Some(m.len()),
+            _ => None,
         };
-        let rename = || {
-            self.fault(Point::Rename)
-                .and_then(|()| fs::rename(&sealed.tmp.path, &target))
+        let delta = |old: Option<u64>| match old {
+            Some(len) => (0, size as i64 - len as i64),
+            None => (1, size as i64),
+        };
+        // Puts the new file in place. An entry it replaces is swapped out
+        // rather than unlinked (see `spare`): then its length is returned,
+        // and the file is left at the temp path.
+        let rename = |old: Option<u64>| -> io::Result<Option<u64>> {
+            self.fault(Point::Rename)?;
+            if let Some(len) = old
+                && self.spares.exchange(&sealed.tmp.path, &target)?
+            {
+                return Ok(Some(len));
+            }
+            fs::rename(&sealed.tmp.path, &target).map(|()| None)
         };
         let usage_err = |e| self.usage_error(Some(key), "update the usage counters", e);
         // Reserve, then rename at once unless that passes a limit. Only
@@ -407,15 +445,16 @@ impl Inner {
         // sleep waiting for another process holding the counters either.
         let wait = if may_block { Wait::Timeout } else { Wait::Spin };
         let first = self.usage.exclusive(wait, |u| {
-            let (d_entries, d_bytes) = delta();
+            let old = current();
+            let (d_entries, d_bytes) = delta(old);
             let counts = u.add(d_entries, d_bytes.max(0))?;
             if !self.over_limits(counts) {
-                return Ok(match rename() {
-                    Ok(()) => {
+                return Ok(match rename(old) {
+                    Ok(replaced) => {
                         if d_bytes < 0 {
                             let _ = u.add(0, d_bytes);
                         }
-                        Reserved::Published
+                        Reserved::Published(replaced)
                     }
                     Err(e) => {
                         let _ = u.add(-d_entries, -d_bytes.max(0));
@@ -433,8 +472,8 @@ impl Inner {
             Err(UsageError::Busy) => return Ok(Publish::Blocked(sealed)),
             Err(e) => return Err(usage_err(e)),
         };
-        match first {
-            Reserved::Published => {}
+        let replaced = match first {
+            Reserved::Published(replaced) => replaced,
             Reserved::Failed(e) => return Err(self.io(key, &target, "publish the entry")(e)),
             Reserved::OverLimits(_) if !may_block => return Ok(Publish::Blocked(sealed)),
             Reserved::OverLimits(reserved) => {
@@ -445,26 +484,33 @@ impl Inner {
                 // The entry this one replaces may have changed meanwhile.
                 self.usage
                     .exclusive(Wait::Timeout, |u| {
-                        let (d_entries, d_bytes) = delta();
+                        let old = current();
+                        let (d_entries, d_bytes) = delta(old);
                         let grow = (d_entries, d_bytes.max(0));
                         if grow != reserved {
                             u.add(grow.0 - reserved.0, grow.1 - reserved.1)?;
                         }
-                        if let Err(e) = rename() {
-                            let _ = u.add(-grow.0, -grow.1);
-                            return Ok(Err(e));
-                        }
+                        let replaced = match rename(old) {
+                            Ok(replaced) => replaced,
+                            Err(e) => {
+                                let _ = u.add(-grow.0, -grow.1);
+                                return Ok(Err(e));
+                            }
+                        };
                         if d_bytes < 0 {
                             let _ = u.add(0, d_bytes);
                         }
-                        Ok(Ok(()))
+                        Ok(Ok(replaced))
                     })
                     .and_then(|r| r.map_err(UsageError::Io))
                     .map_err(usage_err)?
-                    .map_err(self.io(key, &target, "publish the entry"))?;
+                    .map_err(self.io(key, &target, "publish the entry"))?
             }
-        }
+        };
         sealed.tmp.published = true;
+        if let Some(len) = replaced {
+            self.spares.keep(&sealed.tmp.path, len);
+        }
         if self.config.durable
             && let Some(dir) = target.parent()
         {

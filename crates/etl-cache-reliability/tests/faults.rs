@@ -600,11 +600,12 @@ fn a_full_tmpfs_fails_cleanly_and_works_again_once_space_is_freed() {
             .expect("set once space is back");
         assert_eq!(text_of(&cache, key).await, Some(next.clone()));
 
-        // Out of inodes: the temp file cannot be created.
+        // Out of inodes: a value too large to be written into a spare file
+        // needs a new temp file, which cannot be created.
         let files = fill_inodes(&mnt);
         let e = expect_io(
             cache
-                .set(key, Value::Bytes(big_random(100, 5)), SetOptions::new())
+                .set(key, Value::Bytes(big_random(100_000, 5)), SetOptions::new())
                 .await,
             key,
             ErrorKind::StorageFull,
@@ -612,6 +613,15 @@ fn a_full_tmpfs_fails_cleanly_and_works_again_once_space_is_freed() {
         errors.push(e.to_string());
         assert_eq!(text_of(&cache, key).await, Some(next.clone()));
         assert_consistent(&cache, &root, "no inodes").await;
+        // A small value still goes in: it is written into the file of the
+        // small value that `next` replaced, kept for that (no inode needed).
+        let small = Value::Bytes(big_random(100, 6));
+        cache
+            .set(key, small.clone(), SetOptions::new())
+            .await
+            .expect("a small set reuses a replaced entry's file");
+        assert_eq!(text_of(&cache, key).await, Some(small));
+        assert_consistent(&cache, &root, "no inodes, small set").await;
         for f in files {
             std::fs::remove_file(f).expect("free an inode");
         }

@@ -1,0 +1,158 @@
+//! Spare entry files: small entry files that a set replaced, written again
+//! by the next sets instead of creating new files.
+//!
+//! Creating a file and freeing one are most of what a small set costs on
+//! some file systems: ext4 without a journal scans the inodes freed in the
+//! last minutes on every creation (see docs/performance.md), and every file
+//! system allocates and frees an inode and its blocks. So on Linux a set
+//! that replaces an entry swaps its file into place with
+//! `renameat2(RENAME_EXCHANGE)`, which leaves the replaced file at the
+//! path the new one had; a small one is kept here, and this handle's next
+//! small set overwrites it (then truncates any tail) and swaps it into place
+//! in turn. A cache that keeps replacing small values then creates and frees
+//! no inode at all.
+//!
+//! A reader may still have a replaced file open when it is written again.
+//! It cannot return the new bytes as its entry: every entry file carries its
+//! key and checksums of its header and payload, so a read of a file being
+//! recycled fails a check (or finds another key), and a read that fails
+//! looks again instead of reporting corruption: before removing an entry it
+//! judged expired or corrupt, it reads the file at the entry's path again
+//! with the usage counters held, and removes it only if that file is still
+//! bad (see `Inner::remove_if_bad`). Files at entry paths do not change
+//! while the counters are held, since a spare reaches an entry path only by
+//! a rename made with them held. Only files of at most [`SPARE_MAX`] bytes
+//! are recycled: they are read with one `read` call; a larger file that a
+//! stream reads in many calls is never written again once replaced.
+//!
+//! Spares belong to the handle that made them: it removes them when it is
+//! dropped, and a handle that opens a root no other handle has open removes
+//! any that a killed process left.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::sys;
+
+/// The largest entry file that is recycled: smaller than the buffer that
+/// small reads fill with one `read` (`read::FAST_READ`).
+pub(crate) const SPARE_MAX: u64 = 32 * 1024 - 1;
+
+/// Spares one handle keeps at most. A handle that keeps replacing values
+/// needs one per set in flight.
+const POOL: usize = 8;
+
+/// A spare file and its length.
+pub(crate) struct Spare {
+    pub path: PathBuf,
+    pub len: u64,
+}
+
+pub(crate) struct Spares {
+    dir: PathBuf,
+    pool: Mutex<Vec<Spare>>,
+    /// Whether sets swap files into place (cleared when the file system
+    /// refuses `RENAME_EXCHANGE`: they then rename, and nothing is kept).
+    exchange: AtomicBool,
+}
+
+impl Spares {
+    pub fn new(dir: PathBuf) -> Spares {
+        Spares {
+            dir,
+            pool: Mutex::new(Vec::new()),
+            exchange: AtomicBool::new(cfg!(target_os = "linux")),
+        }
+    }
+
+    /// Removes every file in the spare directory: for a handle alone with
+    /// the root, when no other handle can own one.
+    pub fn remove_all(&self) {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+
+    /// A spare opened for writing, if this handle keeps one.
+    pub fn take(&self) -> Option<(File, Spare)> {
+        loop {
+            let spare = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            let mut opts = OpenOptions::new();
+            opts.write(true);
+            sys::private_nofollow(&mut opts);
+            match opts.open(&spare.path) {
+                Ok(file) => return Some((file, spare)),
+                Err(e) => {
+                    // Removed or replaced by hand: forget it.
+                    tracing::debug!(path = %spare.path.display(), error = %e, "dropped a spare file");
+                    if e.kind() != io::ErrorKind::NotFound {
+                        let _ = fs::remove_file(&spare.path);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Swaps the file at `new` with the one at `target` (both must exist).
+    /// `Ok(false)` when this file system cannot: the caller then renames.
+    pub fn exchange(&self, new: &Path, target: &Path) -> io::Result<bool> {
+        if !self.exchange.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        match sys::exchange(new, target) {
+            Ok(()) => Ok(true),
+            Err(e) if sys::is_unsupported(&e) => {
+                tracing::debug!(error = %e, "this file system cannot swap files: sets rename");
+                self.exchange.store(false, Ordering::Relaxed);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Keeps the file that a set replaced, of `len` bytes and now at
+    /// `path`, as a spare; removes it when it is too large to recycle or
+    /// enough are kept.
+    pub fn keep(&self, path: &Path, len: u64) {
+        let kept = len <= SPARE_MAX
+            && self.pool.lock().unwrap_or_else(|e| e.into_inner()).len() < POOL
+            && {
+                let spare = if path.parent() == Some(self.dir.as_path()) {
+                    Some(path.to_path_buf())
+                } else {
+                    // A fresh temp file took its place: move it out of `tmp/`
+                    // (a rename, no inode made or freed).
+                    let to = self.dir.join(crate::write::unique_name("spare"));
+                    fs::rename(path, &to).ok().map(|()| to)
+                };
+                match spare {
+                    Some(path) => {
+                        self.pool
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(Spare { path, len });
+                        true
+                    }
+                    None => false,
+                }
+            };
+        if !kept {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+impl Drop for Spares {
+    fn drop(&mut self) {
+        let pool = std::mem::take(self.pool.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for spare in pool {
+            let _ = fs::remove_file(&spare.path);
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Spare files (Linux): a set that replaces a small entry keeps the replaced
+//! file and the next small set writes into it, so a cache that keeps
+//! replacing small values creates and frees no inode. These tests check the
+//! files on disk, and that readers racing with the recycling never see a
+//! wrong value, a corruption error, or lose an entry.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use etl_cache_core::{Cache, Compression, SetOptions, Value};
+use etl_cache_fs::DiskCache;
+use futures::TryStreamExt;
+
+use common::*;
+
+fn spare_dir(root: &Path) -> PathBuf {
+    base(root).join("spare")
+}
+
+fn inode(path: &Path) -> u64 {
+    std::fs::symlink_metadata(path).expect("stat").ino()
+}
+
+fn bytes(s: &str) -> Value {
+    Value::Bytes(Bytes::from(s.to_owned()))
+}
+
+#[tokio::test]
+async fn replacing_small_values_writes_into_the_replaced_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let cache = DiskCache::open(root).await.unwrap();
+    let path = entry_path(root, "k");
+    cache
+        .set("k", bytes("first"), SetOptions::new())
+        .await
+        .unwrap();
+    let first = inode(&path);
+    cache
+        .set("k", bytes("second"), SetOptions::new())
+        .await
+        .unwrap();
+    let second = inode(&path);
+    assert_ne!(first, second, "a set publishes a new file");
+    assert_eq!(
+        files_in(&spare_dir(root)).len(),
+        1,
+        "the replaced file is kept"
+    );
+    // The third value goes into the first file, which is shorter now.
+    cache
+        .set("k", bytes("3rd"), SetOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(inode(&path), first, "the replaced file is written again");
+    assert_eq!(cache.get("k").await.unwrap(), Some(bytes("3rd")));
+    // Another key takes the spare too: no file is created for it.
+    cache
+        .set("other", bytes("o"), SetOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(inode(&entry_path(root, "other")), second);
+    assert!(files_in(&spare_dir(root)).is_empty());
+    assert!(files_in(&tmp_dir(root)).is_empty());
+    let s = cache.stats().await.unwrap();
+    assert_eq!((s.entries, s.bytes), disk_usage(root));
+
+    // A large value is never kept for recycling: it is removed once replaced.
+    let large = Value::Bytes(Bytes::from(vec![7u8; 100_000]));
+    cache
+        .set("big", large.clone(), SetOptions::new())
+        .await
+        .unwrap();
+    cache
+        .set("big", bytes("small now"), SetOptions::new())
+        .await
+        .unwrap();
+    assert!(files_in(&spare_dir(root)).is_empty());
+    assert_eq!(cache.get("big").await.unwrap(), Some(bytes("small now")));
+
+    // Dropping the handle removes its spares.
+    cache.set("k", bytes("4"), SetOptions::new()).await.unwrap();
+    assert_eq!(files_in(&spare_dir(root)).len(), 1);
+    drop(cache);
+    assert!(files_in(&spare_dir(root)).is_empty());
+}
+
+#[tokio::test]
+async fn spares_left_by_a_killed_process_are_removed_by_a_handle_alone_with_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    drop(DiskCache::open(root).await.unwrap());
+    let left = spare_dir(root).join("0123456789abcdef-99999.spare");
+    // Not alone: the spare may belong to the other handle.
+    let first = DiskCache::open(root).await.unwrap();
+    std::fs::write(&left, b"an entry file a killed process kept").unwrap();
+    let second = DiskCache::open(root).await.unwrap();
+    assert!(
+        left.exists(),
+        "a handle that is not alone leaves spares alone"
+    );
+    drop((first, second));
+    let alone = DiskCache::open(root).await.unwrap();
+    assert!(!left.exists(), "a handle alone with the root removes them");
+    drop(alone);
+}
+
+/// Self-checking value: `key|writer|seq|` then filler derived from them.
+fn make(key: &str, writer: u64, seq: u64, len: usize) -> Bytes {
+    let head = format!("{key}|{writer}|{seq}|");
+    let mut v = head.clone().into_bytes();
+    let mut x = writer.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seq;
+    while v.len() < head.len() + len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.push(b'a' + (x % 26) as u8);
+    }
+    Bytes::from(v)
+}
+
+fn check(key: &str, v: &[u8]) -> Result<(), String> {
+    let text = std::str::from_utf8(v).map_err(|_| "not text".to_string())?;
+    let mut parts = text.splitn(4, '|');
+    let (k, w, s) = (parts.next(), parts.next(), parts.next());
+    let (Some(k), Some(w), Some(s), Some(rest)) = (k, w, s, parts.next()) else {
+        return Err(format!("malformed value {text:.40}"));
+    };
+    if k != key {
+        return Err(format!("value of {k} returned for {key}"));
+    }
+    let (w, s): (u64, u64) = (w.parse().unwrap(), s.parse().unwrap());
+    if make(key, w, s, rest.len()) != v {
+        return Err(format!("value {key}|{w}|{s} is mixed or torn"));
+    }
+    Ok(())
+}
+
+/// Writers on two handles (two pools of spares) keep replacing a few small
+/// keys while readers get, head and stream them: every read must be a whole
+/// value of its own key, never an error, and nothing may be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readers_racing_recycled_files_see_whole_values_and_no_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let a = DiskCache::open(&root).await.unwrap();
+    let b = DiskCache::open(&root).await.unwrap();
+    const KEYS: [&str; 3] = ["alpha", "beta", "gamma"];
+    for k in KEYS {
+        a.set(k, Value::Bytes(make(k, 0, 0, 10)), SetOptions::new())
+            .await
+            .unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let sets = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for w in 1..=4u64 {
+        let cache = if w % 2 == 0 { a.clone() } else { b.clone() };
+        let (stop, sets) = (stop.clone(), sets.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                seq += 1;
+                let key = KEYS[(seq as usize + w as usize) % KEYS.len()];
+                // Lengths that make replacements shorter and longer, and
+                // compressed values beside plain ones.
+                let len = ((seq * 7919 + w * 104_729) % 6000) as usize;
+                let compression = if seq.is_multiple_of(3) {
+                    Compression::zstd()
+                } else {
+                    Compression::NONE
+                };
+                cache
+                    .set(
+                        key,
+                        Value::Bytes(make(key, w, seq, len)),
+                        SetOptions::new().compression(compression),
+                    )
+                    .await
+                    .map_err(|e| format!("set {key}: {e}"))?;
+                sets.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for r in 0..4u64 {
+        let cache = if r % 2 == 0 { a.clone() } else { b.clone() };
+        let (stop, reads) = (stop.clone(), reads.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let key = KEYS[n % KEYS.len()];
+                match n % 3 {
+                    0 => match cache.get(key).await {
+                        Ok(Some(Value::Bytes(v))) => check(key, &v)?,
+                        other => return Err(format!("get {key}: {other:?}")),
+                    },
+                    1 => match cache.head(key).await {
+                        Ok(Some(meta)) if meta.key == key => {}
+                        other => return Err(format!("head {key}: {other:?}")),
+                    },
+                    _ => match cache.get_stream(key, 1000).await {
+                        Ok(Some(s)) => {
+                            let chunks: Vec<Bytes> = s
+                                .try_collect()
+                                .await
+                                .map_err(|e| format!("stream {key}: {e}"))?;
+                            check(key, &chunks.concat())?;
+                        }
+                        other => return Err(format!("get_stream {key}: {other:?}")),
+                    },
+                }
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }));
+    }
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for t in tasks {
+        if let Err(e) = t.await.unwrap() {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "failures: {failures:?}");
+    let (reads, sets) = (reads.load(Ordering::Relaxed), sets.load(Ordering::Relaxed));
+    assert!(
+        reads > 100 && sets > 100,
+        "too little ran: {reads} reads, {sets} sets"
+    );
+    let stats = a.stats().await.unwrap();
+    assert_eq!((stats.entries, stats.bytes), disk_usage(&root));
+    for k in KEYS {
+        assert!(a.get(k).await.unwrap().is_some(), "{k} was lost");
+    }
+    eprintln!("{reads} reads beside {sets} sets, no errors");
+}
