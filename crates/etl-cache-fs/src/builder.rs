@@ -121,8 +121,15 @@ impl DiskCacheBuilder {
         self
     }
 
-    /// When a limit is passed, evict down to this fraction of it (default 0.9),
-    /// so eviction runs once per many sets rather than on every set.
+    /// How far ahead eviction plans (default 0.9). A set that passes a limit
+    /// evicts the least recently used entries until the cache is within it
+    /// again (usually one); it takes them from a queue that one scan of the
+    /// entries fills with as many as would bring the cache down to this
+    /// fraction of the limit. So a scan runs once per `(1 - fraction) × N`
+    /// evictions, and its queue holds that many entries in memory (about
+    /// 100 bytes each): 0.9 at a million entries scans once per 100,000
+    /// sets past the limit and keeps ~10 MB queued. 1.0 scans on every set
+    /// past a limit.
     pub fn low_water(mut self, fraction: f64) -> Self {
         self.config.low_water = fraction;
         self

@@ -44,6 +44,8 @@ pub(crate) struct Inner {
     pub flights: KeyedMutex,
     /// Files of replaced small entries, for the next sets to write again.
     pub spares: Spares,
+    /// Entries the last eviction scan of this handle queued as victims.
+    pub victims: crate::evict::Victims,
     /// Held shared while this handle is open (see `open_with`).
     _users: File,
 }
@@ -193,6 +195,7 @@ impl Inner {
             .map_err(|e| bad(format!("cannot open the usage file: {e}")))?;
         let inner = Inner {
             spares: Spares::new(layout.spare.clone()),
+            victims: Default::default(),
             layout,
             config,
             counters: Counters::default(),

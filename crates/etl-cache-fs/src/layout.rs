@@ -6,11 +6,12 @@
 //!     entries/ab/<sha256>     one file per entry (see the core `format` module)
 //!     locks/<sha256>.lock     per-key lock files, present only while held
 //!     tmp/<random>.tmp        writes in progress; renamed into entries/
-//!     spare/<random>.spare    small entry files a set replaced, kept by the
-//!                             open handle that replaced them to be written
-//!                             again by its next sets (Linux; see `spare`)
+//!     spare/<random>.spare    small entry files a set replaced (Linux) or
+//!                             eviction removed, kept by the open handle
+//!                             that did so to be written again by its next
+//!                             sets (see `spare`)
 //!     usage                   shared counters: entries and bytes (16 bytes)
-//!     evict.lock              held by the one process evicting
+//!     evict.lock              held by the one process scanning for victims
 //!     users.lock              shared by every open handle
 //! ```
 //!

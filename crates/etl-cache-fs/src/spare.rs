@@ -25,6 +25,10 @@
 //! are recycled: they are read with one `read` call; a larger file that a
 //! stream reads in many calls is never written again once replaced.
 //!
+//! Eviction feeds the pool too: a small entry it removes is moved here
+//! rather than unlinked (see `evict`), so a full cache that keeps taking new
+//! keys recycles the files of the entries it evicts.
+//!
 //! Spares belong to the handle that made them: it removes them when it is
 //! dropped, and a handle that opens a root no other handle has open removes
 //! any that a killed process left.
@@ -114,6 +118,24 @@ impl Spares {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Takes an evicted entry's file, of `len` bytes, away from its entry
+    /// path: keeps it as a spare, or removes it when it is too large to
+    /// recycle or enough are kept. True when no file is left at `path`.
+    /// Runs with the usage counters held, as every change at an entry path.
+    pub fn take_over(&self, path: &Path, len: u64) -> bool {
+        if len <= SPARE_MAX && self.pool.lock().unwrap_or_else(|e| e.into_inner()).len() < POOL {
+            let to = self.dir.join(crate::write::unique_name("spare"));
+            if fs::rename(path, &to).is_ok() {
+                self.pool
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Spare { path: to, len });
+                return true;
+            }
+        }
+        fs::remove_file(path).is_ok()
     }
 
     /// Keeps the file that a set replaced, of `len` bytes and now at

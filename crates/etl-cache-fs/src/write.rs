@@ -447,7 +447,12 @@ impl Inner {
         let first = self.usage.exclusive(wait, |u| {
             let old = current();
             let (d_entries, d_bytes) = delta(old);
-            let counts = u.add(d_entries, d_bytes.max(0))?;
+            let mut counts = u.add(d_entries, d_bytes.max(0))?;
+            if self.over_limits(counts) {
+                // Flat eviction: the victims a scan queued go now, with the
+                // counters already held (usually one per set).
+                counts = self.evict_queued(u, Some(&hash), counts, 8)?.0;
+            }
             if !self.over_limits(counts) {
                 return Ok(match rename(old) {
                     Ok(replaced) => {

@@ -165,10 +165,13 @@ mod lru {
         check_lru(&cache, dir.path(), payload).await;
     }
 
-    /// Passing a limit evicts down to the low-water mark (90% by default), so
-    /// the next sets do not each pay for an eviction.
+    /// Passing a limit evicts the least recently used entries until the
+    /// cache is within it again: one entry per set of a new key, so a full
+    /// cache stays full (no tenth of it dropped at once), and every victim is
+    /// the least recently used entry at that moment, even one that was read
+    /// after the scan that planned the evictions.
     #[tokio::test]
-    async fn eviction_goes_down_to_the_low_water_mark() {
+    async fn eviction_is_flat_and_exactly_lru() {
         let payload = 500;
         let size = entry_size("key-000", payload);
         for by_bytes in [false, true] {
@@ -183,15 +186,21 @@ mod lru {
             .build()
             .await
             .unwrap();
+            let set = |i: u64| {
+                let cache = cache.clone();
+                async move {
+                    cache
+                        .set(
+                            &format!("key-{i:03}"),
+                            bytes_value(payload, i),
+                            SetOptions::new(),
+                        )
+                        .await
+                        .unwrap();
+                }
+            };
             for i in 0..100u64 {
-                cache
-                    .set(
-                        &format!("key-{i:03}"),
-                        bytes_value(payload, i),
-                        SetOptions::new(),
-                    )
-                    .await
-                    .unwrap();
+                set(i).await;
             }
             let s = cache.stats().await.unwrap();
             assert_eq!(
@@ -200,27 +209,34 @@ mod lru {
                 "at the limit, not past it"
             );
 
-            cache
-                .set("key-100", bytes_value(payload, 100), SetOptions::new())
-                .await
-                .unwrap();
+            set(100).await;
             let s = cache.stats().await.unwrap();
-            assert_eq!(s.entries, 90, "evicted down to 90% (by_bytes={by_bytes})");
-            assert_eq!(s.bytes, 90 * size);
-            assert_eq!(s.evictions, 11);
-            assert_stats_match_disk(&cache, root).await;
-            // The 11 oldest went, the newest stayed.
-            for i in 0..=100u64 {
-                let present = entry_path(root, &format!("key-{i:03}")).exists();
-                assert_eq!(present, i > 10, "key-{i:03} (by_bytes={by_bytes})");
+            assert_eq!(
+                (s.entries, s.bytes, s.evictions),
+                (100, 100 * size, 1),
+                "one entry out for one in (by_bytes={by_bytes})"
+            );
+            assert!(!entry_path(root, "key-000").exists());
+            // key-005 is read after the scan that queued it: it is now the
+            // most recently used and must outlive all the others.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            assert!(cache.get("key-005").await.unwrap().is_some());
+            for i in 101..=130u64 {
+                set(i).await;
+                let s = cache.stats().await.unwrap();
+                assert_eq!(s.entries, 100, "stays full (by_bytes={by_bytes})");
+                assert_eq!(s.evictions, i - 99);
             }
-            // The next set stays below the limit: no eviction.
-            cache
-                .set("key-101", bytes_value(payload, 101), SetOptions::new())
-                .await
-                .unwrap();
-            let s = cache.stats().await.unwrap();
-            assert_eq!((s.entries, s.evictions), (91, 11));
+            assert_stats_match_disk(&cache, root).await;
+            // 31 victims: the 32 oldest but key-005.
+            for i in 0..=130u64 {
+                let present = entry_path(root, &format!("key-{i:03}")).exists();
+                assert_eq!(
+                    present,
+                    i == 5 || i > 31,
+                    "key-{i:03} (by_bytes={by_bytes})"
+                );
+            }
         }
     }
 

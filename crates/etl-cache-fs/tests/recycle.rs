@@ -1,6 +1,7 @@
 //! Spare files (Linux): a set that replaces a small entry keeps the replaced
 //! file and the next small set writes into it, so a cache that keeps
-//! replacing small values creates and frees no inode. These tests check the
+//! replacing small values creates and frees no inode. Eviction feeds the
+//! spares too, so a full cache taking new keys does not either. These tests check the
 //! files on disk, and that readers racing with the recycling never see a
 //! wrong value, a corruption error, or lose an entry.
 #![cfg(target_os = "linux")]
@@ -110,6 +111,70 @@ async fn spares_left_by_a_killed_process_are_removed_by_a_handle_alone_with_the_
     let alone = DiskCache::open(root).await.unwrap();
     assert!(!left.exists(), "a handle alone with the root removes them");
     drop(alone);
+}
+
+/// A full cache taking new keys evicts one entry per set and writes the
+/// next entry into the evicted file: after the first eviction no inode is
+/// made or freed, and every evicted key reads as a miss.
+#[tokio::test]
+async fn a_full_cache_recycles_the_files_it_evicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let cache = DiskCache::builder()
+        .root(root)
+        .max_entries(50)
+        .build()
+        .await
+        .unwrap();
+    let value = |i: u64| Value::Bytes(Bytes::from(format!("value {i} ").repeat(50)));
+    for i in 0..50u64 {
+        cache
+            .set(&format!("k{i}"), value(i), SetOptions::new())
+            .await
+            .unwrap();
+    }
+    // Every inode under the cache's entry and spare directories.
+    let inodes = || {
+        let mut all: Vec<u64> = files_in(&spare_dir(root))
+            .iter()
+            .map(|p| inode(p))
+            .collect();
+        for i in 0..400u64 {
+            let p = entry_path(root, &format!("k{i}"));
+            if let Ok(m) = std::fs::symlink_metadata(&p) {
+                all.push(m.ino());
+            }
+        }
+        all.sort_unstable();
+        all
+    };
+    // The first sets past the limit evict (and queue the next victims).
+    for i in 50..60u64 {
+        cache
+            .set(&format!("k{i}"), value(i), SetOptions::new())
+            .await
+            .unwrap();
+    }
+    let before = inodes();
+    for i in 60..400u64 {
+        cache
+            .set(&format!("k{i}"), value(i), SetOptions::new())
+            .await
+            .unwrap();
+        assert_eq!(cache.stats().await.unwrap().entries, 50);
+    }
+    assert_eq!(inodes(), before, "the same files hold the new entries");
+    for i in 0..350u64 {
+        assert_eq!(
+            cache.get(&format!("k{i}")).await.unwrap(),
+            None,
+            "k{i} was evicted"
+        );
+    }
+    for i in 350..400u64 {
+        assert_eq!(cache.get(&format!("k{i}")).await.unwrap(), Some(value(i)));
+    }
+    assert_eq!(cache.stats().await.unwrap().evictions, 350);
 }
 
 /// Self-checking value: `key|writer|seq|` then filler derived from them.

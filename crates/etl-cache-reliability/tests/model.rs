@@ -303,12 +303,6 @@ struct Limits {
     low_water: f64,
 }
 
-impl Limits {
-    fn target(max: Option<u64>, lw: f64) -> u64 {
-        max.map_or(u64::MAX, |m| ((m as f64) * lw).floor() as u64)
-    }
-}
-
 /// The settings of one case.
 #[derive(Debug, Clone)]
 struct Setup {
@@ -642,8 +636,10 @@ impl Model {
             };
             let over = l.max_entries.is_some_and(|m| n > m) || l.max_bytes.is_some_and(|m| b > m);
             if over {
-                let te = Limits::target(l.max_entries, l.low_water);
-                let tb = Limits::target(l.max_bytes, l.low_water);
+                // Eviction is flat: down to the limits themselves (the
+                // low-water mark only sets how far ahead a scan plans).
+                let te = l.max_entries.unwrap_or(u64::MAX);
+                let tb = l.max_bytes.unwrap_or(u64::MAX);
                 let mut victims: Vec<(u64, String)> = self
                     .map
                     .iter()
