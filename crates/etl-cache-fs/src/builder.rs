@@ -125,11 +125,13 @@ impl DiskCacheBuilder {
     /// evicts the least recently used entries until the cache is within it
     /// again (usually one); it takes them from a queue that one scan of the
     /// entries fills with as many as would bring the cache down to this
-    /// fraction of the limit. So a scan runs once per `(1 - fraction) × N`
-    /// evictions, and its queue holds that many entries in memory (about
-    /// 100 bytes each): 0.9 at a million entries scans once per 100,000
-    /// sets past the limit and keeps ~10 MB queued. 1.0 scans on every set
-    /// past a limit.
+    /// fraction of the limit, and holds that many entries in memory (about
+    /// 130 bytes each). When the queue is down to half, the next scan runs
+    /// on a thread of its own if the plan had at least 256 entries (so no
+    /// set waits for a long scan), or on the set that empties it otherwise.
+    /// 0.9 at a million entries: a scan per 50,000 sets past the limit, in
+    /// the background, and ~13 MB queued. 1.0 scans on every set past a
+    /// limit.
     pub fn low_water(mut self, fraction: f64) -> Self {
         self.config.low_water = fraction;
         self

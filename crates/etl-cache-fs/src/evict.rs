@@ -1,4 +1,4 @@
-//! LRU eviction: flat, planned by one scan, one scanner at a time across
+//! LRU eviction: flat, planned by scans, one scanner at a time across
 //! processes.
 //!
 //! Sets only bump the shared counters. When a set pushes them past a limit,
@@ -12,22 +12,33 @@
 //! of itself at once. One process scans at a time (a non-blocking lock on
 //! `evict.lock`; a set that finds it taken leaves the work to its holder).
 //!
+//! For a large cache (a plan of at least [`SCAN_AHEAD_MIN`] victims), the
+//! next scan starts on a thread of its own when half of the queue is used,
+//! so no set waits for a scan of a million entries; a set that finds the
+//! queue empty while that scan runs waits for it. A scan keeps only the
+//! victims it plans (a heap ordered by mtime), not every entry it sees.
+//!
 //! A queued entry is removed only if its file is the one the scan saw (same
 //! file and mtime): one read or replaced since is newer than every entry
-//! still queued, so the queue front is always the least recently used entry
-//! of the whole cache. A removed entry's file, when small, becomes a spare
+//! still queued, so the queue front is the least recently used entry of the
+//! cache (among entries the scan saw: one written while a scan runs is newer
+//! than any it queues). A removed entry's file, when small, becomes a spare
 //! that the next set writes again (see `spare`), so a full cache taking new
 //! keys creates and frees no inode.
 
-use std::collections::VecDeque;
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BinaryHeap, VecDeque};
 use std::fs;
 use std::io;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
+use crate::builder::Config;
 use crate::cache::Inner;
+use crate::layout::Layout;
 use crate::sys;
-use crate::usage::{Counts, Locked, Wait};
+use crate::usage::{Counts, Locked, Usage, Wait};
 
 /// The entry a set is publishing: reserved in the counters, not yet on disk.
 pub(crate) struct Publishing<'a> {
@@ -40,6 +51,10 @@ pub(crate) struct Publishing<'a> {
 /// Victims removed per hold of the counters.
 const EVICT_BATCH: usize = 32;
 
+/// Plans from this many victims up are renewed by a scan in the background
+/// (smaller caches scan in a few milliseconds, on the set that needs it).
+pub(crate) const SCAN_AHEAD_MIN: usize = 256;
+
 struct Candidate {
     mtime: SystemTime,
     id: (u64, u64),
@@ -47,15 +62,145 @@ struct Candidate {
     hash: Box<str>,
 }
 
+// Ordered by mtime alone, for the heap of the oldest entries.
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.mtime == other.mtime
+    }
+}
+impl Eq for Candidate {}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        self.mtime.cmp(&other.mtime)
+    }
+}
+
 /// The least recently used entries the last scan found, oldest first.
 #[derive(Default)]
 pub(crate) struct Victims {
-    queue: Mutex<VecDeque<Candidate>>,
+    shared: Arc<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    list: Mutex<VecDeque<Candidate>>,
+    /// How many the last scan queued.
+    planned: AtomicUsize,
+    /// Whether a scan of this handle runs in the background.
+    scanning: AtomicBool,
+    /// Signalled when that scan ends.
+    scanned: Condvar,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Candidate>> {
+        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn install(&self, victims: Vec<Candidate>) {
+        let mut list = self.lock();
+        self.planned.store(victims.len(), Ordering::Relaxed);
+        *list = victims.into();
+    }
 }
 
 impl Victims {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Candidate>> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Candidate>> {
+        self.shared.lock()
+    }
+}
+
+/// What a scan found: the victims it plans, oldest first, how many entries
+/// it saw, and the counts it planned from.
+struct Plan {
+    victims: Vec<Candidate>,
+    scanned: usize,
+    counts: Counts,
+}
+
+fn low_water(config: &Config, max: Option<u64>) -> u64 {
+    max.map_or(u64::MAX, |m| ((m as f64) * config.low_water).floor() as u64)
+}
+
+/// Scans the entry files and plans the evictions that bring the cache down
+/// to the low-water mark: the oldest entries, as few as do it. `keep` (the
+/// entry being published) is never planned. Holds only the planned
+/// entries in memory. Runs with the evict lock held.
+fn plan(layout: &Layout, config: &Config, usage: &Usage, keep: Option<&str>) -> io::Result<Plan> {
+    let counts = usage
+        .get()
+        .map_err(|e| io::Error::other(format!("the usage counters: {e:?}")))?;
+    let need_entries = counts
+        .entries
+        .saturating_sub(low_water(config, config.max_entries));
+    let need_bytes = counts
+        .bytes
+        .saturating_sub(low_water(config, config.max_bytes));
+    // A max-heap by mtime: its top is the newest entry kept, dropped as
+    // soon as the older ones meet both needs without it.
+    let mut heap: BinaryHeap<Candidate> = BinaryHeap::new();
+    let mut heap_bytes = 0u64;
+    let mut scanned = 0;
+    // Stat each entry relative to its open directory (`DirEntry::metadata`
+    // does not follow symlinks and looks up one name, not the whole path):
+    // the scan is most of an eviction's cost at a million entries.
+    for dir in layout.fanout_dirs() {
+        let Ok(rd) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(hash) = e.file_name().into_string() else {
+                continue;
+            };
+            if !crate::layout::is_entry_name(&hash) || keep == Some(hash.as_str()) {
+                continue;
+            }
+            let Ok(m) = e.metadata() else {
+                continue;
+            };
+            if !m.is_file() {
+                continue;
+            }
+            scanned += 1;
+            heap.push(Candidate {
+                mtime: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                id: sys::file_id(&m),
+                len: m.len(),
+                hash: hash.into_boxed_str(),
+            });
+            heap_bytes += m.len();
+            while let Some(newest) = heap.peek() {
+                let rest = heap.len() as u64 - 1;
+                if rest >= need_entries && heap_bytes - newest.len >= need_bytes {
+                    heap_bytes -= newest.len;
+                    heap.pop();
+                } else {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(Plan {
+        victims: heap.into_sorted_vec(),
+        scanned,
+        counts,
+    })
+}
+
+/// Resets the background flag and wakes the sets waiting for the scan,
+/// however the scan ends.
+struct ScanDone(Arc<Queue>);
+
+impl Drop for ScanDone {
+    fn drop(&mut self) {
+        let _list = self.0.lock();
+        self.0.scanning.store(false, Ordering::Release);
+        self.0.scanned.notify_all();
     }
 }
 
@@ -79,16 +224,12 @@ impl Inner {
             || self.config.max_bytes.is_some_and(|m| c.bytes > m)
     }
 
-    fn low_water(&self, max: Option<u64>) -> u64 {
-        max.map_or(u64::MAX, |m| {
-            ((m as f64) * self.config.low_water).floor() as u64
-        })
-    }
-
     /// With the counters held (`u`, whose counts are `now`), removes queued
     /// victims while the counts are over a limit, looking at most at `max`
     /// of them. `keep` is the entry being published, never a victim. Returns
     /// the counts after and how many victims were looked at and removed.
+    /// Never waits: when the queue runs low it starts the next scan in the
+    /// background (large caches).
     pub(crate) fn evict_queued(
         &self,
         u: &Locked<'_>,
@@ -97,7 +238,7 @@ impl Inner {
         max: usize,
     ) -> io::Result<(Counts, usize, u64)> {
         let (mut n, mut bytes, mut looked) = (0u64, 0u64, 0);
-        {
+        let left = {
             let mut queue = self.victims.lock();
             while self.over_limits(now) && looked < max {
                 let Some(c) = queue.pop_front() else {
@@ -121,14 +262,74 @@ impl Inner {
                     now = now.add(-1, -(m.len() as i64));
                 }
             }
-        }
+            queue.len()
+        };
         if n > 0 {
             now = u.add(-(n as i64), -(bytes as i64))?;
             self.counters
                 .evictions
                 .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         }
+        let planned = self.victims.shared.planned.load(Ordering::Relaxed);
+        if looked > 0 && planned >= SCAN_AHEAD_MIN && left < planned / 2 {
+            self.scan_ahead();
+        }
         Ok((now, looked, n))
+    }
+
+    /// Starts a scan on a thread of its own, unless one of this handle runs.
+    /// The thread holds what the scan needs, not the handle: dropping the
+    /// handle is not delayed by it.
+    fn scan_ahead(&self) {
+        let shared = &self.victims.shared;
+        if shared
+            .scanning
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        let done = ScanDone(shared.clone());
+        let (layout, config) = (self.layout.clone(), self.config.clone());
+        let spawned = std::thread::Builder::new()
+            .name("etl-cache-scan".into())
+            .spawn(move || {
+                let _done = done;
+                let started = Instant::now();
+                // When it cannot run, the queue is renewed by the set that
+                // empties it, as for a small cache (no new thread per set).
+                let give_up = || _done.0.planned.store(0, Ordering::Relaxed);
+                let Ok(guard) = crate::lock::open_persistent(&layout.evict_lock()) else {
+                    give_up();
+                    return;
+                };
+                if guard.try_lock().is_err() {
+                    give_up();
+                    return; // another process (or this one) is scanning
+                }
+                let planned = Usage::open(&layout.usage_file(), config.lock_timeout)
+                    .and_then(|usage| plan(&layout, &config, &usage, None));
+                let _ = guard.unlock();
+                match planned {
+                    Ok(p) => {
+                        tracing::info!(
+                            scanned = p.scanned,
+                            queued = p.victims.len(),
+                            took_ms = started.elapsed().as_millis() as u64,
+                            "planned the next evictions in the background"
+                        );
+                        _done.0.install(p.victims);
+                    }
+                    Err(e) => {
+                        give_up();
+                        tracing::warn!(error = %e, "a background eviction scan failed");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            // The closure, and the flag's reset with it, are dropped.
+            tracing::warn!(error = %e, "cannot start a background eviction scan");
+        }
     }
 
     /// Evicts until the counts are within the limits, scanning for victims
@@ -147,7 +348,21 @@ impl Inner {
                 Ok(Ok((after, _, _))) if !self.over_limits(after) => return,
                 // More may be queued.
                 Ok(Ok((_, looked, _))) if looked > 0 => continue,
-                Ok(Ok(_)) => break,
+                Ok(Ok(_)) => {
+                    // Empty: wait for this handle's background scan, if one
+                    // runs, rather than scan beside it.
+                    let shared = &self.victims.shared;
+                    let mut list = shared.lock();
+                    let mut waited = false;
+                    while list.is_empty() && shared.scanning.load(Ordering::Acquire) {
+                        list = shared.scanned.wait(list).unwrap_or_else(|e| e.into_inner());
+                        waited = true;
+                    }
+                    if waited && !list.is_empty() {
+                        continue;
+                    }
+                    break;
+                }
                 Ok(Err(e)) | Err(crate::usage::UsageError::Io(e)) => {
                     tracing::warn!(error = ?e, "eviction stopped: the usage counters failed");
                     return;
@@ -187,64 +402,20 @@ impl Inner {
             return false; // another process is scanning
         }
         let started = Instant::now();
-        // Stat each entry relative to its open directory (`DirEntry::metadata`
-        // does not follow symlinks and looks up one name, not the whole path):
-        // the scan is most of an eviction's cost at a million entries.
-        let mut candidates: Vec<Candidate> = Vec::new();
-        for dir in self.layout.fanout_dirs() {
-            let Ok(rd) = fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in rd.flatten() {
-                let Ok(hash) = e.file_name().into_string() else {
-                    continue;
-                };
-                if !crate::layout::is_entry_name(&hash)
-                    || keep.as_ref().map(|k| k.hash) == Some(hash.as_str())
-                {
-                    continue;
-                }
-                if let Ok(m) = e.metadata()
-                    && m.is_file()
-                {
-                    candidates.push(Candidate {
-                        mtime: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                        id: sys::file_id(&m),
-                        len: m.len(),
-                        hash: hash.into_boxed_str(),
-                    });
-                }
-            }
-        }
-        let counts = match self.usage.get() {
-            Ok(c) => c,
+        let hash = keep.as_ref().map(|k| k.hash);
+        let planned = match plan(&self.layout, &self.config, &self.usage, hash) {
+            Ok(p) => p,
             Err(e) => {
                 // Another process holds the counters too long (or they fail):
                 // the sets that pass the limits later evict.
-                tracing::warn!(error = ?e, "eviction skipped: the usage counters are not available");
+                tracing::warn!(error = %e, "eviction skipped: the usage counters are not available");
                 let _ = guard.unlock();
                 return false;
             }
         };
-        let scanned = candidates.len();
-        // Queue the oldest entries, as many as bring the counts to the
-        // low-water mark.
-        candidates.sort_unstable_by_key(|c| c.mtime);
-        let target_entries = self.low_water(self.config.max_entries);
-        let target_bytes = self.low_water(self.config.max_bytes);
-        let mut planned = counts;
-        let mut queued = 0;
-        for c in &candidates {
-            if planned.entries <= target_entries && planned.bytes <= target_bytes {
-                break;
-            }
-            planned = planned.add(-1, -(c.len as i64));
-            queued += 1;
-        }
-        candidates.truncate(queued);
-        *self.victims.lock() = candidates.into();
-        let hash = keep.as_ref().map(|k| k.hash);
-        let (mut counts, mut evicted) = (counts, 0u64);
+        let (scanned, queued) = (planned.scanned, planned.victims.len());
+        self.victims.shared.install(planned.victims);
+        let (mut counts, mut evicted) = (planned.counts, 0u64);
         loop {
             let done = self.usage.exclusive(Wait::Timeout, |u| {
                 let now = u.get()?;

@@ -240,6 +240,40 @@ mod lru {
         }
     }
 
+    /// A cache large enough to plan its evictions in the background (3,000
+    /// entries: plans of 300): it stays exactly full set after set while
+    /// scans run beside the sets, and the victims are exactly the oldest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn background_scans_keep_eviction_flat_and_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let cache = builder(root).max_entries(3_000).build().await.unwrap();
+        let key = |i: u64| format!("bg-{i:05}");
+        for i in 0..3_000u64 {
+            cache
+                .set(&key(i), bytes_value(16, i), SetOptions::new())
+                .await
+                .unwrap();
+        }
+        for i in 3_000..6_000u64 {
+            cache
+                .set(&key(i), bytes_value(16, i), SetOptions::new())
+                .await
+                .unwrap();
+            let s = cache.stats().await.unwrap();
+            assert_eq!(
+                (s.entries, s.evictions),
+                (3_000, i - 2_999),
+                "after {}",
+                key(i)
+            );
+        }
+        assert_stats_match_disk(&cache, root).await;
+        for i in 0..6_000u64 {
+            assert_eq!(entry_path(root, &key(i)).exists(), i >= 3_000, "{}", key(i));
+        }
+    }
+
     /// Thousands of sets of varied sizes, with overwrites, reads and codecs:
     /// both limits hold after every set, and the counters agree with the disk.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
