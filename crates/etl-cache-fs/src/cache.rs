@@ -212,6 +212,10 @@ impl Inner {
             tracing::debug!(entries = c.entries, bytes = c.bytes, "recounted the cache");
             if inner.over_limits(c) {
                 inner.evict(None);
+            } else {
+                // A large cache near its limits plans its first evictions
+                // now (a handle that is not alone does so at its first set).
+                inner.plan_ahead(c);
             }
         }
         inner

@@ -93,6 +93,8 @@ struct Queue {
     planned: AtomicUsize,
     /// Whether a scan of this handle runs in the background.
     scanning: AtomicBool,
+    /// Whether this handle has planned ahead of its first eviction.
+    primed: AtomicBool,
     /// Signalled when that scan ends.
     scanned: Condvar,
 }
@@ -135,12 +137,14 @@ fn plan(layout: &Layout, config: &Config, usage: &Usage, keep: Option<&str>) -> 
     let counts = usage
         .get()
         .map_err(|e| io::Error::other(format!("the usage counters: {e:?}")))?;
-    let need_entries = counts
-        .entries
-        .saturating_sub(low_water(config, config.max_entries));
-    let need_bytes = counts
-        .bytes
-        .saturating_sub(low_water(config, config.max_bytes));
+    // From a cache below its limits (a scan ahead of need), plan as if it
+    // were at them.
+    let need = |count: u64, max: Option<u64>| match max {
+        Some(m) => count.max(m).saturating_sub(low_water(config, max)),
+        None => 0,
+    };
+    let need_entries = need(counts.entries, config.max_entries);
+    let need_bytes = need(counts.bytes, config.max_bytes);
     // A max-heap by mtime: its top is the newest entry kept, dropped as
     // soon as the older ones meet both needs without it.
     let mut heap: BinaryHeap<Candidate> = BinaryHeap::new();
@@ -275,6 +279,22 @@ impl Inner {
             self.scan_ahead();
         }
         Ok((now, looked, n))
+    }
+
+    /// Once per handle, when the counts come within the low-water mark of a
+    /// limit and a plan would be large, starts planning in the background,
+    /// so that the first set past the limit finds victims queued rather
+    /// than scanning a large cache itself.
+    pub(crate) fn plan_ahead(&self, c: Counts) {
+        let near = |count: u64, max: Option<u64>| count >= low_water(&self.config, max);
+        // Roughly how many entries a plan would hold.
+        let large = c.entries as f64 * (1.0 - self.config.low_water) >= SCAN_AHEAD_MIN as f64;
+        if large
+            && (near(c.entries, self.config.max_entries) || near(c.bytes, self.config.max_bytes))
+            && !self.victims.shared.primed.swap(true, Ordering::Relaxed)
+        {
+            self.scan_ahead();
+        }
     }
 
     /// Starts a scan on a thread of its own, unless one of this handle runs.

@@ -448,6 +448,7 @@ impl Inner {
             let old = current();
             let (d_entries, d_bytes) = delta(old);
             let mut counts = u.add(d_entries, d_bytes.max(0))?;
+            self.plan_ahead(counts);
             if self.over_limits(counts) {
                 // Flat eviction: the victims a scan queued go now, with the
                 // counters already held (usually one per set).
