@@ -286,7 +286,7 @@ impl Inner {
         let hash = key_hash(key);
         let path = self.layout.entry_path(&hash);
         // An expired entry replaced (or recycled) meanwhile is looked at again.
-        loop {
+        for _ in 0..crate::read::LOOKS {
             return match self.open_entry(Some(key), &hash, &path, false)? {
                 Found::Missing => Ok(None),
                 Found::Expired(o) => {
@@ -302,6 +302,7 @@ impl Inner {
                 Found::Live(o) => Ok(Some(o.meta)),
             };
         }
+        Err(self.corrupt(key, crate::read::CHANGING))
     }
 
     fn delete(&self, key: &str, hash: &str) -> Result<bool> {

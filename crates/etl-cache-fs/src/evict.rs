@@ -260,7 +260,7 @@ impl Inner {
                 };
                 let still =
                     m.is_file() && sys::file_id(&m) == c.id && m.modified().ok() == Some(c.mtime);
-                if still && self.spares.take_over(&path, m.len()) {
+                if still && self.spares.keep(&path, m.len()) {
                     n += 1;
                     bytes += m.len();
                     now = now.add(-1, -(m.len() as i64));
@@ -281,11 +281,27 @@ impl Inner {
         Ok((now, looked, n))
     }
 
+    /// One batch of [`Inner::evict_queued`] in a hold of the counters of
+    /// its own.
+    fn evict_batch(
+        &self,
+        keep: Option<&str>,
+    ) -> Result<io::Result<(Counts, usize, u64)>, crate::usage::UsageError> {
+        self.usage.exclusive(Wait::Timeout, |u| {
+            let now = u.get()?;
+            self.evict_queued(u, keep, now, EVICT_BATCH)
+        })
+    }
+
     /// Once per handle, when the counts come within the low-water mark of a
     /// limit and a plan would be large, starts planning in the background,
     /// so that the first set past the limit finds victims queued rather
     /// than scanning a large cache itself.
     pub(crate) fn plan_ahead(&self, c: Counts) {
+        // On every set: done at once after the first time.
+        if self.victims.shared.primed.load(Ordering::Relaxed) {
+            return;
+        }
         let near = |count: u64, max: Option<u64>| count >= low_water(&self.config, max);
         // Roughly how many entries a plan would hold.
         let large = c.entries as f64 * (1.0 - self.config.low_water) >= SCAN_AHEAD_MIN as f64;
@@ -360,10 +376,7 @@ impl Inner {
         let hash = keep.as_ref().map(|k| k.hash);
         // Queued victims first: no scan while they last.
         loop {
-            let done = self.usage.exclusive(Wait::Timeout, |u| {
-                let now = u.get()?;
-                self.evict_queued(u, hash, now, EVICT_BATCH)
-            });
+            let done = self.evict_batch(hash);
             match done {
                 Ok(Ok((after, _, _))) if !self.over_limits(after) => return,
                 // More may be queued.
@@ -437,10 +450,7 @@ impl Inner {
         self.victims.shared.install(planned.victims);
         let (mut counts, mut evicted) = (planned.counts, 0u64);
         loop {
-            let done = self.usage.exclusive(Wait::Timeout, |u| {
-                let now = u.get()?;
-                self.evict_queued(u, hash, now, EVICT_BATCH)
-            });
+            let done = self.evict_batch(hash);
             match done {
                 Ok(Ok((after, _, removed))) => {
                     evicted += removed;

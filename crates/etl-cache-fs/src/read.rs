@@ -60,10 +60,10 @@ thread_local! {
 
 /// How many times a read looks again at an entry that changed under it
 /// (see `remove_if_bad`) before giving up.
-const LOOKS: usize = 16;
+pub(crate) const LOOKS: usize = 16;
 
 /// The reason given when that many looks all failed.
-const CHANGING: &str = "the entry kept changing while it was read";
+pub(crate) const CHANGING: &str = "the entry kept changing while it was read";
 
 /// What a read found wrong with an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

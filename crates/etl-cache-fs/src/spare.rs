@@ -120,53 +120,29 @@ impl Spares {
         }
     }
 
-    /// Takes an evicted entry's file, of `len` bytes, away from its entry
-    /// path: keeps it as a spare, or removes it when it is too large to
-    /// recycle or enough are kept. True when no file is left at `path`.
-    /// Runs with the usage counters held, as every change at an entry path.
-    pub fn take_over(&self, path: &Path, len: u64) -> bool {
-        if len <= SPARE_MAX && self.pool.lock().unwrap_or_else(|e| e.into_inner()).len() < POOL {
-            let to = self.dir.join(crate::write::unique_name("spare"));
-            if fs::rename(path, &to).is_ok() {
-                self.pool
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(Spare { path: to, len });
-                return true;
-            }
-        }
-        fs::remove_file(path).is_ok()
-    }
-
-    /// Keeps the file that a set replaced, of `len` bytes and now at
-    /// `path`, as a spare; removes it when it is too large to recycle or
-    /// enough are kept.
-    pub fn keep(&self, path: &Path, len: u64) {
-        let kept = len <= SPARE_MAX
-            && self.pool.lock().unwrap_or_else(|e| e.into_inner()).len() < POOL
-            && {
-                let spare = if path.parent() == Some(self.dir.as_path()) {
+    /// Keeps the file at `path`, of `len` bytes, as a spare (moved into the
+    /// spare directory when it is elsewhere: a rename, no inode made or
+    /// freed), or removes it when it is too large to recycle or enough are
+    /// kept. For the file a set swapped out, and for an evicted entry's file
+    /// (then with the usage counters held, as every change at an entry
+    /// path). False when it could be neither kept nor removed.
+    pub fn keep(&self, path: &Path, len: u64) -> bool {
+        if len <= SPARE_MAX {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < POOL {
+                let kept = if path.parent() == Some(self.dir.as_path()) {
                     Some(path.to_path_buf())
                 } else {
-                    // A fresh temp file took its place: move it out of `tmp/`
-                    // (a rename, no inode made or freed).
                     let to = self.dir.join(crate::write::unique_name("spare"));
                     fs::rename(path, &to).ok().map(|()| to)
                 };
-                match spare {
-                    Some(path) => {
-                        self.pool
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(Spare { path, len });
-                        true
-                    }
-                    None => false,
+                if let Some(path) = kept {
+                    pool.push(Spare { path, len });
+                    return true;
                 }
-            };
-        if !kept {
-            let _ = fs::remove_file(path);
+            }
         }
+        fs::remove_file(path).is_ok()
     }
 }
 

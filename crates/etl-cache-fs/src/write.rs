@@ -515,7 +515,7 @@ impl Inner {
         };
         sealed.tmp.published = true;
         if let Some(len) = replaced {
-            self.spares.keep(&sealed.tmp.path, len);
+            let _ = self.spares.keep(&sealed.tmp.path, len);
         }
         if self.config.durable
             && let Some(dir) = target.parent()
