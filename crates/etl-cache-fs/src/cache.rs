@@ -25,7 +25,7 @@ use crate::write::{Msg, Publish};
 use crate::{lock, sys};
 
 /// Chunks in flight between a stream and its writer or reader thread.
-const CHANNEL_CHUNKS: usize = 4;
+pub(crate) const CHANNEL_CHUNKS: usize = 4;
 
 /// A persistent cache in a local directory. See the crate documentation.
 ///
@@ -66,7 +66,7 @@ impl fmt::Display for DiskCache {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     match tokio::task::spawn_blocking(f).await {
         Ok(v) => v,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -567,13 +567,10 @@ impl Cache for DiskCache {
         };
         let meta = opened.meta.clone();
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-        tokio::task::spawn_blocking(move || {
-            inner.stream_entry(&key, &hash, *opened, chunk_size, tx)
-        });
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        Ok(Some(GetStream::new(meta, stream.boxed())))
+        let (reader, k, h) = (inner.clone(), key.clone(), hash.clone());
+        tokio::task::spawn_blocking(move || reader.stream_entry(&k, &h, *opened, chunk_size, tx));
+        let stream = crate::stream::receive(inner, key, hash, rx);
+        Ok(Some(GetStream::new(meta, stream)))
     }
 
     async fn head(&self, key: &str) -> Result<Option<EntryMeta>> {

@@ -43,6 +43,7 @@ mod layout;
 mod lock;
 mod read;
 mod spare;
+mod stream;
 mod sys;
 mod usage;
 mod write;

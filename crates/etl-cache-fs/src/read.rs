@@ -2,7 +2,7 @@
 //! on one blocking thread that sends chunks through a bounded channel.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -12,7 +12,6 @@ use etl_cache_core::format::{
     FormatError, HEADER_FIXED_LEN, Header, MAX_HEADER_LEN, TRAILER_LEN, Trailer,
 };
 use etl_cache_core::{Codec, Counters, EntryMeta, Error, Result, Value};
-use tokio::sync::mpsc;
 
 use crate::cache::Inner;
 use crate::fault::Point;
@@ -635,92 +634,6 @@ impl Inner {
             ));
         }
         Value::from_stored(meta.kind, logical)
-    }
-
-    /// Streams the logical bytes of an opened entry into `tx` in chunks of
-    /// exactly `chunk_size`, then checks the checksum. Runs on a blocking thread
-    /// until the stream ends or the receiver is dropped.
-    pub(crate) fn stream_entry(
-        &self,
-        key: &str,
-        hash: &str,
-        o: Opened,
-        chunk_size: usize,
-        tx: mpsc::Sender<io::Result<Bytes>>,
-    ) {
-        let id = o.id();
-        let Opened {
-            mut file,
-            meta,
-            checksum,
-            header_len,
-            whole,
-            ..
-        } = o;
-        let corrupt = |reason: String| {
-            self.remove_if_bad(Some(key), hash, id, Bad::Corrupt);
-            io::Error::new(io::ErrorKind::InvalidData, self.corrupt(key, reason))
-        };
-        let result = (|| -> io::Result<()> {
-            // A small entry was read whole and its stored bytes checked
-            // (see `open_stream`): decode from memory, never from a file a
-            // set may recycle meanwhile.
-            let source: Box<dyn Read + Send + '_> = match whole {
-                Some(w) => {
-                    let mut w = io::Cursor::new(w);
-                    w.set_position(header_len);
-                    Box::new(w.take(meta.stored_len))
-                }
-                None => {
-                    file.seek(SeekFrom::Start(header_len))?;
-                    Box::new((&mut file).take(meta.stored_len))
-                }
-            };
-            let mut reader = PayloadReader::new(meta.codec, source)?;
-            loop {
-                self.fault(Point::Read)?;
-                let mut buf = vec![0u8; chunk_size];
-                let mut filled = 0;
-                while filled < chunk_size {
-                    match reader.read(&mut buf[filled..]) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e)
-                            if e.kind() == io::ErrorKind::InvalidData
-                                && !reader.source_failed() =>
-                        {
-                            return Err(corrupt(e.to_string()));
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                if filled == 0 {
-                    break;
-                }
-                buf.truncate(filled);
-                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                    return Ok(()); // the reader went away
-                }
-                if filled < chunk_size {
-                    break;
-                }
-            }
-            let totals = reader.finish()?;
-            if totals.stored_len != meta.stored_len || totals.crc != checksum {
-                return Err(corrupt("payload checksum mismatch".into()));
-            }
-            if totals.logical_len != meta.logical_len {
-                return Err(corrupt(format!(
-                    "payload is {} bytes after decompression, {} expected",
-                    totals.logical_len, meta.logical_len
-                )));
-            }
-            Ok(())
-        })();
-        if let Err(e) = result {
-            let _ = tx.blocking_send(Err(e));
-        }
     }
 
     /// Reads the entry at `path` for listing and sweeps: its metadata, or

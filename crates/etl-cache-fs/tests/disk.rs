@@ -772,6 +772,54 @@ mod corruption {
 }
 
 // ---------------------------------------------------------------------------
+// 5b. Streamed reads
+// ---------------------------------------------------------------------------
+mod streams {
+    use super::*;
+
+    /// A streamed read hands out chunks from a few buffers that are reused
+    /// once the caller drops them: a chunk the caller keeps must never
+    /// change, whatever the stream reads after it, and every chunk has the
+    /// size asked for (the last one the rest).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chunks_kept_by_the_caller_never_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = builder(dir.path()).build().await.unwrap();
+        let data = Bytes::from(sample_bytes((6 << 20) + 12_345, 5));
+        for compression in [Compression::NONE, Compression::zstd()] {
+            let chunks = data.chunks(1 << 20).map(Bytes::copy_from_slice).collect();
+            let opts = SetOptions::new().compression(compression);
+            cache
+                .set_stream("k", stream_of(chunks), opts)
+                .await
+                .unwrap();
+            for chunk_size in [4096, 100_000, 1 << 20] {
+                let mut s = cache.get_stream("k", chunk_size).await.unwrap().unwrap();
+                let (mut kept, mut at, mut i) = (Vec::new(), 0, 0);
+                while let Some(chunk) = s.next().await {
+                    let chunk = chunk.unwrap();
+                    let want = chunk_size.min(data.len() - at);
+                    assert_eq!(chunk.len(), want, "{compression}, {chunk_size}: chunk {i}");
+                    assert!(chunk == data.slice(at..at + want), "chunk {i} differs");
+                    // Every third chunk is kept; the others go back for reuse.
+                    if i % 3 == 0 {
+                        kept.push((at, chunk));
+                    }
+                    (at, i) = (at + want, i + 1);
+                }
+                assert_eq!(at, data.len(), "{compression}, {chunk_size}");
+                for (at, chunk) in kept {
+                    assert!(
+                        chunk == data.slice(at..at + chunk.len()),
+                        "{compression}, {chunk_size}: the chunk at {at} changed after it was read"
+                    );
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // 6. A failing input stream
 // ---------------------------------------------------------------------------
 mod failing_stream {

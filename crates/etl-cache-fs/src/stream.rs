@@ -1,0 +1,338 @@
+//! Streamed reads. A blocking thread reads the entry into a few reused
+//! buffers and hands the chunks over a channel; an uncompressed entry's
+//! checksum is computed as its chunks reach the caller, beside the reads
+//! rather than between them, as `set_stream` does on the way in.
+
+use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use etl_cache_core::codec::{Encoder, PayloadReader};
+use etl_cache_core::{ByteStream, Codec, Compression, Error};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::cache::{CHANNEL_CHUNKS, Inner};
+use crate::fault::Point;
+use crate::read::{Bad, Opened};
+
+/// What the reading thread sends to the stream.
+pub(crate) enum Piece {
+    Data(Bytes),
+    Failed(io::Error),
+    /// Every chunk was sent. `None`: the thread checked the payload (a
+    /// compressed one, or one read whole and checked before the stream
+    /// started). `Some`: the stream checks it against this.
+    End(Option<Check>),
+}
+
+/// What an uncompressed payload streamed from its file must add up to.
+pub(crate) struct Check {
+    crc: u32,
+    stored_len: u64,
+    /// The file's identity, so that a corrupt one is removed only if it is
+    /// still the entry (see `Inner::remove_if_bad`).
+    id: (u64, u64),
+}
+
+/// How far a chunk may start into its buffer (see `Pool::take_aligned`).
+const SKEW: usize = 64;
+
+/// Buffers a chunk gives back when the caller drops it, for the next reads
+/// of the same stream: the reads then land in memory that is already mapped
+/// and warm instead of in freshly faulted pages each time.
+#[derive(Clone)]
+struct Pool {
+    free: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// The length of every buffer: a chunk and `SKEW`.
+    size: usize,
+}
+
+/// Buffers a pool keeps at most: about as many as can be in flight (in the
+/// channel, in the stream's batch, one being read).
+const POOL_KEEP: usize = 2 * CHANNEL_CHUNKS + 2;
+
+impl Pool {
+    fn new(chunk_size: usize) -> Self {
+        Pool {
+            free: Arc::new(Mutex::new(Vec::new())),
+            size: chunk_size.saturating_add(SKEW),
+        }
+    }
+
+    /// A buffer of `SKEW + chunk` bytes. A reused one keeps the bytes of its
+    /// last chunk: only a new one is zeroed, once, before its first read.
+    fn take(&self) -> Vec<u8> {
+        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut buf = reused.unwrap_or_else(|| Vec::with_capacity(self.size));
+        buf.resize(self.size, 0);
+        buf
+    }
+
+    /// Where in a buffer to read the byte at file offset `pos`, so that it
+    /// lands at the same place in a cache line as it has in the page cache:
+    /// the kernel's copy runs faster between equally aligned addresses than
+    /// with the header's odd length between them.
+    fn skew(buf: &[u8], pos: u64) -> usize {
+        (pos as usize).wrapping_sub(buf.as_ptr() as usize) % SKEW
+    }
+
+    /// A chunk of `buf[range]` whose buffer returns to the pool when the
+    /// last handle on the chunk is dropped.
+    fn chunk(&self, buf: Vec<u8>, range: std::ops::Range<usize>) -> Bytes {
+        Bytes::from_owner(Pooled {
+            buf,
+            range,
+            pool: self.clone(),
+        })
+    }
+}
+
+struct Pooled {
+    buf: Vec<u8>,
+    range: std::ops::Range<usize>,
+    pool: Pool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        let mut free = self.pool.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < POOL_KEEP {
+            free.push(buf);
+        }
+    }
+}
+
+impl Inner {
+    /// Sends the logical bytes of an opened entry to `tx` in chunks of
+    /// exactly `chunk_size` (the last one shorter), then `Piece::End`. Runs
+    /// on a blocking thread until then, or until the stream is dropped.
+    pub(crate) fn stream_entry(
+        &self,
+        key: &str,
+        hash: &str,
+        o: Opened,
+        chunk_size: usize,
+        tx: mpsc::Sender<Piece>,
+    ) {
+        let id = o.id();
+        let last = match self.send_entry(key, hash, o, id, chunk_size, &tx) {
+            Ok(Some(end)) => Piece::End(end),
+            Ok(None) => return, // the stream was dropped
+            Err(e) => Piece::Failed(e),
+        };
+        let _ = tx.blocking_send(last);
+    }
+
+    /// The body of [`Inner::stream_entry`]: `Ok(None)` when the receiver went
+    /// away, else what `Piece::End` carries.
+    fn send_entry(
+        &self,
+        key: &str,
+        hash: &str,
+        o: Opened,
+        id: (u64, u64),
+        chunk_size: usize,
+        tx: &mpsc::Sender<Piece>,
+    ) -> io::Result<Option<Option<Check>>> {
+        let Opened {
+            mut file,
+            meta,
+            checksum,
+            header_len,
+            whole,
+            ..
+        } = o;
+        let send = |chunk: Bytes| tx.blocking_send(Piece::Data(chunk)).is_ok();
+        // A small entry was read whole and its stored bytes checked (see
+        // `open_stream`): it is sent from memory, never from a file a set
+        // may recycle meanwhile.
+        let whole = match (whole, meta.codec) {
+            (Some(w), Codec::None) => {
+                let start = header_len as usize;
+                let mut rest = Bytes::from(w).slice(start..start + meta.stored_len as usize);
+                while !rest.is_empty() {
+                    self.fault(Point::Read)?;
+                    if !send(rest.split_to(chunk_size.min(rest.len()))) {
+                        return Ok(None);
+                    }
+                }
+                return Ok(Some(None));
+            }
+            (whole, _) => whole,
+        };
+        // No buffer larger than the entry: a chunk size far above it must
+        // not allocate (and zero) that much.
+        let longest = meta.logical_len.max(meta.stored_len).max(1);
+        let chunk_size = chunk_size.min(usize::try_from(longest).unwrap_or(usize::MAX));
+        let pool = Pool::new(chunk_size);
+        if meta.codec == Codec::None {
+            // Straight from the file into the pooled buffers, which are
+            // zeroed only when new; the stream adds up the checksum.
+            file.seek(SeekFrom::Start(header_len))?;
+            let mut payload = (&mut file).take(meta.stored_len);
+            let mut pos = header_len;
+            loop {
+                self.fault(Point::Read)?;
+                let mut buf = pool.take();
+                let start = Pool::skew(&buf, pos);
+                let n = fill(&mut payload, &mut buf[start..start + chunk_size])?;
+                if n > 0 && !send(pool.chunk(buf, start..start + n)) {
+                    return Ok(None);
+                }
+                if n < chunk_size {
+                    break;
+                }
+                pos += n as u64;
+            }
+            return Ok(Some(Some(Check {
+                crc: checksum,
+                stored_len: meta.stored_len,
+                id,
+            })));
+        }
+        let corrupt = |reason: String| {
+            self.remove_if_bad(Some(key), hash, id, Bad::Corrupt);
+            io::Error::new(io::ErrorKind::InvalidData, self.corrupt(key, reason))
+        };
+        let source: Box<dyn Read + Send + '_> = match whole {
+            Some(w) => {
+                let mut w = io::Cursor::new(w);
+                w.set_position(header_len);
+                Box::new(w.take(meta.stored_len))
+            }
+            None => {
+                file.seek(SeekFrom::Start(header_len))?;
+                Box::new((&mut file).take(meta.stored_len))
+            }
+        };
+        let mut reader = PayloadReader::new(meta.codec, source)?;
+        loop {
+            self.fault(Point::Read)?;
+            let mut buf = pool.take();
+            let filled = match fill(&mut reader, &mut buf[..chunk_size]) {
+                Err(e) if e.kind() == io::ErrorKind::InvalidData && !reader.source_failed() => {
+                    return Err(corrupt(e.to_string()));
+                }
+                r => r?,
+            };
+            if filled > 0 && !send(pool.chunk(buf, 0..filled)) {
+                return Ok(None);
+            }
+            if filled < chunk_size {
+                break;
+            }
+        }
+        let totals = reader.finish()?;
+        if totals.stored_len != meta.stored_len || totals.crc != checksum {
+            return Err(corrupt("payload checksum mismatch".into()));
+        }
+        if totals.logical_len != meta.logical_len {
+            return Err(corrupt(format!(
+                "payload is {} bytes after decompression, {} expected",
+                totals.logical_len, meta.logical_len
+            )));
+        }
+        Ok(Some(None))
+    }
+}
+
+/// Reads into `buf` until it is full or the reader ends; the bytes read.
+fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// The stream a `get_stream` returns: the chunks from `rx`, with an
+/// uncompressed payload's checksum added up on the way.
+pub(crate) fn receive(
+    inner: Arc<Inner>,
+    key: String,
+    hash: String,
+    rx: mpsc::Receiver<Piece>,
+) -> ByteStream {
+    struct State {
+        inner: Arc<Inner>,
+        key: String,
+        hash: String,
+        rx: mpsc::Receiver<Piece>,
+        /// The pieces of the last batch, last first.
+        batch: Vec<Piece>,
+        sum: Encoder,
+        done: bool,
+    }
+    let state = State {
+        inner,
+        key,
+        hash,
+        rx,
+        batch: Vec::with_capacity(CHANNEL_CHUNKS),
+        sum: Encoder::new(Compression::NONE).expect("no codec to set up"),
+        done: false,
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        if s.done {
+            return None;
+        }
+        // Pieces are taken a batch at a time: releasing several slots
+        // at once wakes the reading thread once per batch rather than
+        // once per chunk (see `write_stream`).
+        if s.batch.is_empty() {
+            if s.rx.recv_many(&mut s.batch, CHANNEL_CHUNKS).await == 0 {
+                // The thread stopped without saying that it finished.
+                s.done = true;
+                let e = io::Error::other(format!(
+                    "the reader of {} stopped before the end",
+                    Error::display_key(&s.key)
+                ));
+                return Some((Err(e), s));
+            }
+            s.batch.reverse();
+        }
+        let piece = s.batch.pop().expect("a batch holds at least one piece");
+        let check = match piece {
+            Piece::Data(chunk) => {
+                let chunk = s.sum.encode(chunk).expect("no codec: nothing to fail");
+                return Some((Ok(chunk), s));
+            }
+            Piece::Failed(e) => {
+                s.done = true;
+                return Some((Err(e), s));
+            }
+            Piece::End(None) => return None,
+            Piece::End(Some(check)) => check,
+        };
+        s.done = true;
+        let sum = std::mem::replace(
+            &mut s.sum,
+            Encoder::new(Compression::NONE).expect("no codec to set up"),
+        );
+        let (_, totals) = sum.finish().expect("no codec: nothing to fail");
+        if totals.stored_len == check.stored_len && totals.crc == check.crc {
+            return None;
+        }
+        let (inner, key, hash) = (s.inner.clone(), s.key.clone(), s.hash.clone());
+        let e = crate::cache::blocking(move || {
+            inner.remove_if_bad(Some(&key), &hash, check.id, Bad::Corrupt);
+            inner.corrupt(&key, "payload checksum mismatch")
+        })
+        .await;
+        Some((Err(io::Error::new(io::ErrorKind::InvalidData, e)), s))
+    })
+    .boxed()
+}
