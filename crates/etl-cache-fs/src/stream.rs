@@ -35,7 +35,7 @@ pub(crate) struct Check {
     id: (u64, u64),
 }
 
-/// How far a chunk may start into its buffer (see `Pool::take_aligned`).
+/// How far a chunk may start into its buffer (see `Pool::skew`).
 const SKEW: usize = 64;
 
 /// Buffers a chunk gives back when the caller drops it, for the next reads
