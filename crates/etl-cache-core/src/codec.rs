@@ -307,17 +307,27 @@ mod tests {
         assert_eq!(r.finish().unwrap(), totals);
     }
 
-    #[test]
-    fn every_codec_roundtrips() {
-        let data: Vec<u8> = (0..100_000u32)
+    /// `rows` lines of XML-like text: compresses well.
+    fn xml_rows(rows: u32) -> Vec<u8> {
+        (0..rows)
             .flat_map(|i| format!("<row id=\"{i}\"/>").into_bytes())
-            .collect();
-        for c in [
+            .collect()
+    }
+
+    /// Every codec, and zstd at a high level too.
+    fn every_compression() -> [Compression; 4] {
+        [
             Compression::NONE,
             Compression::gzip(),
             Compression::zstd(),
             Compression::zstd_level(19).unwrap(),
-        ] {
+        ]
+    }
+
+    #[test]
+    fn every_codec_roundtrips() {
+        let data = xml_rows(100_000);
+        for c in every_compression() {
             roundtrip(c, &data);
             roundtrip(c, b"");
         }
@@ -328,15 +338,8 @@ mod tests {
     /// reader, with totals that describe what was stored.
     #[test]
     fn whole_values_roundtrip() {
-        let data: Vec<u8> = (0..50_000u32)
-            .flat_map(|i| format!("<row id=\"{i}\"/>").into_bytes())
-            .collect();
-        for c in [
-            Compression::NONE,
-            Compression::gzip(),
-            Compression::zstd(),
-            Compression::zstd_level(19).unwrap(),
-        ] {
+        let data = xml_rows(50_000);
+        for c in every_compression() {
             for input in [&data[..], b""] {
                 let (stored, totals) =
                     Encoder::encode_all(c, Bytes::copy_from_slice(input)).unwrap();

@@ -110,7 +110,22 @@ impl Drop for Pooled {
     }
 }
 
+/// Whether the stream of an opened entry checks its checksum as the chunks
+/// pass (`Piece::End(Some(..))`): an uncompressed entry read from its file.
+/// A compressed one is checked by the reading thread, which decodes it; a
+/// small one was read whole and checked when it was opened.
+pub(crate) fn checked_by_stream(o: &Opened) -> bool {
+    o.meta.codec == Codec::None && o.whole.is_none()
+}
+
 impl Inner {
+    /// Removes an entry found corrupt (if it is still the file `id`) and
+    /// returns the error that ends its stream.
+    fn corrupt_removed(&self, key: &str, hash: &str, id: (u64, u64), why: String) -> io::Error {
+        self.remove_if_bad(Some(key), hash, id, Bad::Corrupt);
+        io::Error::new(io::ErrorKind::InvalidData, self.corrupt(key, why))
+    }
+
     /// Sends the logical bytes of an opened entry to `tx` in chunks of
     /// exactly `chunk_size` (the last one shorter), then `Piece::End`. Runs
     /// on a blocking thread until then, or until the stream is dropped.
@@ -175,7 +190,8 @@ impl Inner {
         let pool = Pool::new(chunk_size);
         if meta.codec == Codec::None {
             // Straight from the file into the pooled buffers, which are
-            // zeroed only when new; the stream adds up the checksum.
+            // zeroed only when new; the stream adds up the checksum (see
+            // `checked_by_stream`).
             file.seek(SeekFrom::Start(header_len))?;
             let mut payload = (&mut file).take(meta.stored_len);
             let mut pos = header_len;
@@ -198,10 +214,7 @@ impl Inner {
                 id,
             })));
         }
-        let corrupt = |reason: String| {
-            self.remove_if_bad(Some(key), hash, id, Bad::Corrupt);
-            io::Error::new(io::ErrorKind::InvalidData, self.corrupt(key, reason))
-        };
+        let corrupt = |reason: String| self.corrupt_removed(key, hash, id, reason);
         let source: Box<dyn Read + Send + '_> = match whole {
             Some(w) => {
                 let mut w = io::Cursor::new(w);
@@ -258,13 +271,15 @@ fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// The stream a `get_stream` returns: the chunks from `rx`, with an
-/// uncompressed payload's checksum added up on the way.
+/// The stream a `get_stream` returns: the chunks from `rx`, with the
+/// payload's checksum added up on the way when `checks` (see
+/// [`checked_by_stream`]).
 pub(crate) fn receive(
     inner: Arc<Inner>,
     key: String,
     hash: String,
     rx: mpsc::Receiver<Piece>,
+    checks: bool,
 ) -> ByteStream {
     struct State {
         inner: Arc<Inner>,
@@ -273,7 +288,7 @@ pub(crate) fn receive(
         rx: mpsc::Receiver<Piece>,
         /// The pieces of the last batch, last first.
         batch: Vec<Piece>,
-        sum: Encoder,
+        sum: Option<Encoder>,
         done: bool,
     }
     let state = State {
@@ -282,7 +297,7 @@ pub(crate) fn receive(
         hash,
         rx,
         batch: Vec::with_capacity(CHANNEL_CHUNKS),
-        sum: Encoder::new(Compression::NONE).expect("no codec to set up"),
+        sum: checks.then(|| Encoder::new(Compression::NONE).expect("no codec to set up")),
         done: false,
     };
     futures::stream::unfold(state, |mut s| async move {
@@ -307,7 +322,10 @@ pub(crate) fn receive(
         let piece = s.batch.pop().expect("a batch holds at least one piece");
         let check = match piece {
             Piece::Data(chunk) => {
-                let chunk = s.sum.encode(chunk).expect("no codec: nothing to fail");
+                let chunk = match &mut s.sum {
+                    Some(sum) => sum.encode(chunk).expect("no codec: nothing to fail"),
+                    None => chunk,
+                };
                 return Some((Ok(chunk), s));
             }
             Piece::Failed(e) => {
@@ -318,21 +336,17 @@ pub(crate) fn receive(
             Piece::End(Some(check)) => check,
         };
         s.done = true;
-        let sum = std::mem::replace(
-            &mut s.sum,
-            Encoder::new(Compression::NONE).expect("no codec to set up"),
-        );
+        let sum = s.sum.take().expect("a stream that checks has its sum");
         let (_, totals) = sum.finish().expect("no codec: nothing to fail");
         if totals.stored_len == check.stored_len && totals.crc == check.crc {
             return None;
         }
         let (inner, key, hash) = (s.inner.clone(), s.key.clone(), s.hash.clone());
         let e = crate::cache::blocking(move || {
-            inner.remove_if_bad(Some(&key), &hash, check.id, Bad::Corrupt);
-            inner.corrupt(&key, "payload checksum mismatch")
+            inner.corrupt_removed(&key, &hash, check.id, "payload checksum mismatch".into())
         })
         .await;
-        Some((Err(io::Error::new(io::ErrorKind::InvalidData, e)), s))
+        Some((Err(e), s))
     })
     .boxed()
 }
