@@ -566,11 +566,7 @@ impl Cache for DiskCache {
             return Ok(None);
         };
         let meta = opened.meta.clone();
-        let checks = crate::stream::checked_by_stream(&opened);
-        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-        let (reader, k, h) = (inner.clone(), key.clone(), hash.clone());
-        tokio::task::spawn_blocking(move || reader.stream_entry(&k, &h, *opened, chunk_size, tx));
-        let stream = crate::stream::receive(inner, key, hash, rx, checks);
+        let stream = crate::stream::start(inner, key, hash, *opened, chunk_size);
         Ok(Some(GetStream::new(meta, stream)))
     }
 

@@ -1,6 +1,7 @@
 //! The few OS-specific bits.
 
-use std::fs::{Metadata, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
+use std::io;
 
 #[cfg(unix)]
 pub(crate) fn private_nofollow(opts: &mut OpenOptions) {
@@ -141,4 +142,27 @@ pub(crate) fn is_unsupported(e: &std::io::Error) -> bool {
         return [libc::EINVAL, libc::ENOSYS, libc::EOPNOTSUPP, libc::ENOTSUP].contains(&code);
     }
     e.kind() == std::io::ErrorKind::Unsupported
+}
+
+/// Whether [`read_at`] works here, so that two threads can read one file.
+pub(crate) const POSITIONAL_READS: bool = cfg!(any(unix, windows));
+
+/// Reads from `offset` without using (or, on Unix, moving) the file's
+/// position, so that threads sharing `f` do not race on it.
+#[cfg(unix)]
+pub(crate) fn read_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(f, buf, offset)
+}
+
+#[cfg(windows)]
+pub(crate) fn read_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(f, buf, offset)
+}
+
+#[cfg(not(any(unix, windows)))]
+pub(crate) fn read_at(_f: &File, _buf: &mut [u8], _offset: u64) -> io::Result<usize> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "positional reads are not available on this platform",
+    ))
 }

@@ -777,6 +777,16 @@ mod corruption {
 mod streams {
     use super::*;
 
+    /// Stores `data` under "k" with `set_stream`, in chunks of 1 MiB.
+    async fn set_in_mib_chunks(cache: &DiskCache, data: &Bytes, compression: Compression) {
+        let chunks = data.chunks(1 << 20).map(Bytes::copy_from_slice).collect();
+        let opts = SetOptions::new().compression(compression);
+        cache
+            .set_stream("k", stream_of(chunks), opts)
+            .await
+            .unwrap();
+    }
+
     /// A streamed read hands out chunks from a few buffers that are reused
     /// once the caller drops them: a chunk the caller keeps must never
     /// change, whatever the stream reads after it, and every chunk has the
@@ -787,12 +797,7 @@ mod streams {
         let cache = builder(dir.path()).build().await.unwrap();
         let data = Bytes::from(sample_bytes((6 << 20) + 12_345, 5));
         for compression in [Compression::NONE, Compression::zstd()] {
-            let chunks = data.chunks(1 << 20).map(Bytes::copy_from_slice).collect();
-            let opts = SetOptions::new().compression(compression);
-            cache
-                .set_stream("k", stream_of(chunks), opts)
-                .await
-                .unwrap();
+            set_in_mib_chunks(&cache, &data, compression).await;
             for chunk_size in [4096, 100_000, 1 << 20] {
                 let mut s = cache.get_stream("k", chunk_size).await.unwrap().unwrap();
                 let (mut kept, mut at, mut i) = (Vec::new(), 0, 0);
@@ -815,6 +820,47 @@ mod streams {
                     );
                 }
             }
+        }
+    }
+
+    /// Dropping a stream part way stops its reading threads (one or two)
+    /// and closes the entry file: a pipeline that gives up on a value must
+    /// not leave threads blocked or files open behind it.
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_stream_closes_the_entry_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let cache = builder(root).build().await.unwrap();
+        let data = Bytes::from(sample_bytes(12 << 20, 9));
+        let open_fds = |path: &Path| {
+            fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| fs::read_link(e.unwrap().path()).ok())
+                .filter(|target| target == path)
+                .count()
+        };
+        for compression in [Compression::NONE, Compression::zstd()] {
+            set_in_mib_chunks(&cache, &data, compression).await;
+            let path = entry_path(root, "k");
+            for chunk_size in [64 << 10, 1 << 20] {
+                let mut s = cache.get_stream("k", chunk_size).await.unwrap().unwrap();
+                let first = s.next().await.unwrap().unwrap();
+                assert!(first == data.slice(..chunk_size));
+                assert!(open_fds(&path) > 0, "the stream reads the entry file");
+                drop(s);
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while open_fds(&path) > 0 {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "{compression}, {chunk_size}: the entry is still open after its stream was dropped"
+                    );
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            // The entry is untouched and reads whole.
+            let back = cache.get("k").await.unwrap().unwrap();
+            assert!(back.to_bytes() == data, "{compression}");
         }
     }
 }

@@ -271,6 +271,60 @@ fn injected_io_errors_name_the_key_and_keep_the_previous_value() {
     );
 }
 
+/// A large uncompressed entry is streamed by two reading threads; a read
+/// failing in either, however far the stream got, ends the stream with that
+/// error (never a clean end, never a hang) and leaves the entry as it was.
+#[test]
+fn a_failed_read_mid_stream_of_a_large_entry_ends_the_stream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("cache");
+    let rt = runtime();
+    rt.block_on(async {
+        let cache = DiskCache::open(&root).await.expect("open");
+        let key = "faults/large";
+        let data = big_random(8 << 20, 5);
+        cache
+            .set(key, Value::Bytes(data.clone()), SetOptions::new())
+            .await
+            .expect("set");
+        for (after, kind) in [
+            (1, ErrorKind::Other),
+            (2, ErrorKind::PermissionDenied),
+            (7, ErrorKind::StorageFull),
+            (40, ErrorKind::Other),
+        ] {
+            let mut s = cache
+                .get_stream(key, 64 << 10)
+                .await
+                .expect("open")
+                .expect("present");
+            let mut got = Vec::new();
+            for _ in 0..after {
+                got.extend_from_slice(&s.next().await.expect("a chunk").expect("ok"));
+            }
+            fault::inject(&root, Point::Read, 1, kind);
+            let err = loop {
+                match s.next().await {
+                    Some(Ok(c)) => got.extend_from_slice(&c),
+                    Some(Err(e)) => break e,
+                    None => panic!("after {after} chunks: the stream ended cleanly"),
+                }
+            };
+            assert!(s.next().await.is_none(), "nothing follows the error");
+            assert!(got.len() < data.len(), "after {after} chunks");
+            assert_eq!(&got[..], &data[..got.len()], "the chunks before the error");
+            expect_io(
+                Err::<(), _>(etl_cache_core::stream_read_error(key, err)),
+                key,
+                kind,
+            );
+            fault::clear(&root);
+            assert_eq!(text_of(&cache, key).await, Some(Value::Bytes(data.clone())));
+            assert_consistent(&cache, &root, "a failed read mid-stream").await;
+        }
+    });
+}
+
 #[test]
 fn injected_removal_failures_fail_clear_and_purge_after_removing_the_rest() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -826,9 +880,17 @@ fn files_that_vanish_shrink_or_are_replaced_while_read() {
     rt.block_on(async {
         let cache = DiskCache::open(&root).await.expect("open");
         let other = DiskCache::open(&root).await.expect("a second handle");
-        for comp in [Compression::NONE, Compression::gzip(), Compression::zstd()] {
-            let key = format!("vanish/{comp}");
-            let data = big_random(2_000_000, 11);
+        // 6 MB uncompressed is read by two threads at once (see the
+        // DiskCache's stream docs); the others by one.
+        let cases = [
+            (Compression::NONE, 2_000_000),
+            (Compression::NONE, 6_000_000),
+            (Compression::gzip(), 2_000_000),
+            (Compression::zstd(), 2_000_000),
+        ];
+        for (comp, len) in cases {
+            let key = format!("vanish/{comp}/{len}");
+            let data = big_random(len, 11);
             let opts = SetOptions::new().compression(comp);
 
             // Unlinked mid-read: the open file still reads whole and right.
