@@ -31,8 +31,6 @@ const PROBE_LEN: u64 = 64 * 1024;
 const CHANGE_RETRIES: u32 = 3;
 /// The smallest valid entry: a one-byte key, empty payload.
 const MIN_ENTRY: u64 = (HEADER_FIXED_LEN + 1 + 4 + TRAILER_LEN) as u64;
-/// Payloads above this are checked and decompressed on a blocking thread.
-const INLINE_LIMIT: usize = 256 * 1024;
 /// How many empty chunks in a row a body may send before it counts as cut:
 /// object_store's `LocalFileSystem` sends empty chunks without end for a
 /// file cut short while it is read.
@@ -335,7 +333,7 @@ impl Inner {
             return Ok(None);
         }
         let stored = bytes.slice(header_len..header_len + meta.stored_len as usize);
-        let decoded = if stored.len() > INLINE_LIMIT {
+        let decoded = if !crate::cache::work_inline(meta.codec, stored.len()) {
             let m = meta.clone();
             tokio::task::spawn_blocking(move || decode_value(&m, crc, stored))
                 .await

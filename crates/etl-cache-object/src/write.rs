@@ -18,8 +18,6 @@ use crate::local::Standing;
 
 /// Whole values up to this size go up in one request.
 const SINGLE_PUT_LIMIT: usize = 64 << 20;
-/// Values above this are compressed on a blocking thread.
-const INLINE_LIMIT: usize = 256 * 1024;
 
 /// An entry's header, ready to write.
 struct Head {
@@ -97,14 +95,13 @@ impl Inner {
         let head = self.head(key, value.kind(), opts);
         let logical = value.into_bytes();
         let compression = opts.compression;
-        let encoded =
-            if logical.len() > INLINE_LIMIT && compression.codec() != etl_cache_core::Codec::None {
-                tokio::task::spawn_blocking(move || Encoder::encode_all(compression, logical))
-                    .await
-                    .map_err(|e| self.compress_error(key, &location, std::io::Error::other(e)))?
-            } else {
-                Encoder::encode_all(compression, logical)
-            };
+        let encoded = if !crate::cache::work_inline(compression.codec(), logical.len()) {
+            tokio::task::spawn_blocking(move || Encoder::encode_all(compression, logical))
+                .await
+                .map_err(|e| self.compress_error(key, &location, std::io::Error::other(e)))?
+        } else {
+            Encoder::encode_all(compression, logical)
+        };
         let (stored, totals) = encoded.map_err(|e| self.compress_error(key, &location, e))?;
         let header_bytes = head.bytes.clone();
         let (trailer, meta) = self.finish_meta(head, totals);
