@@ -13,6 +13,11 @@
 //!   shared counters' lock is waited for with the same timeout.
 //! - **Safe names.** File names are the SHA-256 of the key: no key reaches
 //!   outside the root. Symbolic links inside the root are never followed.
+//! - **Streams off the runtime.** `set_stream` and `get_stream` do their file
+//!   I/O on blocking-pool threads and hold a few chunks at a time. An
+//!   uncompressed entry of 4 MiB or more is read by two threads at once
+//!   (each reads and checksums every other chunk) where the machine has two
+//!   cores or more; dropping the stream stops them and closes the file.
 //!
 //! You probably want the `etl-cache` facade crate, which re-exports this one.
 //!
