@@ -17,11 +17,6 @@ pub fn crc32c(bytes: &[u8]) -> u32 {
     crc32c::crc32c(bytes)
 }
 
-/// The crc32c of `bytes` appended to the bytes whose crc32c is `crc`.
-pub fn crc32c_append(crc: u32, bytes: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc, bytes)
-}
-
 /// The crc32c polynomial with its bits reversed, x^32 left out: the form in
 /// which the top bit of a `u32` stands for x^0 and the lowest for x^31.
 const CRC32C_POLY: u32 = 0x82F6_3B78;
@@ -396,6 +391,7 @@ impl<R: Read> Read for PayloadReader<R> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn crc_chain_matches_the_checksum_of_the_whole() {
@@ -420,13 +416,12 @@ mod tests {
             assert_eq!(chain.len(), at as u64, "usual {usual}");
             assert_eq!(chain.crc(), crc32c(&data[..at]), "usual {usual}");
             assert_eq!(
-                crc32c_append(crc32c(&data[..at / 2]), &data[at / 2..at]),
+                crc32c::crc32c_append(crc32c(&data[..at / 2]), &data[at / 2..at]),
                 chain.crc()
             );
         }
         assert_eq!(CrcChain::new(10).crc(), crc32c(b""));
     }
-    use super::*;
 
     fn roundtrip(c: Compression, data: &[u8]) {
         let mut enc = Encoder::new(c).unwrap();

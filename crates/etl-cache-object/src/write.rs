@@ -95,12 +95,12 @@ impl Inner {
         let head = self.head(key, value.kind(), opts);
         let logical = value.into_bytes();
         let compression = opts.compression;
-        let encoded = if !crate::cache::work_inline(compression.codec(), logical.len()) {
+        let encoded = if crate::cache::work_inline(compression.codec(), logical.len()) {
+            Encoder::encode_all(compression, logical)
+        } else {
             tokio::task::spawn_blocking(move || Encoder::encode_all(compression, logical))
                 .await
                 .map_err(|e| self.compress_error(key, &location, std::io::Error::other(e)))?
-        } else {
-            Encoder::encode_all(compression, logical)
         };
         let (stored, totals) = encoded.map_err(|e| self.compress_error(key, &location, e))?;
         let header_bytes = head.bytes.clone();
