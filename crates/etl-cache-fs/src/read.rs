@@ -1,5 +1,5 @@
-//! Reads: one blocking call opens, checks and reads an entry; streams run
-//! on one blocking thread that sends chunks through a bounded channel.
+//! Reads: one blocking call opens, checks and reads an entry, or opens one
+//! for a stream (whose reading threads are in `stream.rs`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
