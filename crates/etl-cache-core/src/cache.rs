@@ -193,6 +193,7 @@ pub trait Cache: Debug + Send + Sync + 'static {
         opts: SetOptions,
         init: InitFuture<'a>,
     ) -> Result<Value> {
+        opts.validate()?;
         if let Some(v) = self.get(key).await? {
             return Ok(v);
         }

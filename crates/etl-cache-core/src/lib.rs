@@ -46,7 +46,7 @@ pub use crate::ext::CacheExt;
 pub use crate::format::EntryMeta;
 pub use crate::key::{MAX_KEY_LEN, validate_key};
 pub use crate::memory::MemoryCache;
-pub use crate::options::{Codec, Compression, SetOptions, env_var};
+pub use crate::options::{Codec, Compression, MAX_TTL, SetOptions, env_var};
 pub use crate::single_flight::{KeyedGuard, KeyedMutex};
 pub use crate::stats::{Counters, Stats};
 pub use crate::value::{Kind, Value};

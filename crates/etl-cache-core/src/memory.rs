@@ -75,14 +75,15 @@ impl MemoryCache {
         opts: SetOptions,
         payload: Bytes,
         totals: crate::codec::Totals,
-    ) -> EntryMeta {
+    ) -> Result<EntryMeta> {
         let now = self.inner.clock.now();
+        let expires = opts.expires_at(now)?;
         let meta = EntryMeta {
             key: key.to_owned(),
             kind,
             codec: opts.compression.codec(),
             created: now,
-            expires: opts.ttl.map(|t| now + t),
+            expires,
             logical_len: totals.logical_len,
             stored_len: totals.stored_len,
             size: (HEADER_FIXED_LEN + key.len() + 4 + TRAILER_LEN) as u64 + totals.stored_len,
@@ -95,7 +96,7 @@ impl MemoryCache {
             },
         );
         Counters::bump(&self.inner.counters.sets);
-        meta
+        Ok(meta)
     }
 
     /// The live entry under `key`, removing it when expired.
@@ -153,6 +154,7 @@ fn corrupt(key: &str, reason: impl Into<String>) -> Error {
 impl Cache for MemoryCache {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
         validate_key(key)?;
+        opts.validate()?;
         let kind = value.kind();
         let (payload, totals) =
             Encoder::encode_all(opts.compression, value.into_bytes()).map_err(|source| {
@@ -163,7 +165,7 @@ impl Cache for MemoryCache {
                     source,
                 }
             })?;
-        Ok(self.store(key, kind, opts, payload, totals))
+        self.store(key, kind, opts, payload, totals)
     }
 
     async fn set_stream(
@@ -173,6 +175,7 @@ impl Cache for MemoryCache {
         opts: SetOptions,
     ) -> Result<EntryMeta> {
         validate_key(key)?;
+        opts.validate()?;
         let io = |source| Error::Io {
             key: key.to_owned(),
             path: "memory".into(),
@@ -190,7 +193,7 @@ impl Cache for MemoryCache {
         }
         let (last, totals) = enc.finish().map_err(io)?;
         buf.extend_from_slice(&last);
-        Ok(self.store(key, Kind::Bytes, opts, buf.freeze(), totals))
+        self.store(key, Kind::Bytes, opts, buf.freeze(), totals)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Value>> {
@@ -285,6 +288,7 @@ impl Cache for MemoryCache {
         opts: SetOptions,
         init: InitFuture<'a>,
     ) -> Result<Value> {
+        opts.validate()?;
         if let Some(v) = self.get(key).await? {
             return Ok(v);
         }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::{Error, Result};
 
@@ -227,7 +227,61 @@ impl SetOptions {
             ..self
         }
     }
+
+    /// When an entry written at `now` with these options expires.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::InvalidInput`] when the TTL is longer than [`MAX_TTL`]
+    /// (an expiry that far out cannot be stored; leave the TTL unset to keep
+    /// an entry until it is evicted or deleted).
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use etl_cache_core::{MAX_TTL, SetOptions};
+    /// let now = SystemTime::now();
+    /// let opts = SetOptions::new().ttl_seconds(60);
+    /// assert_eq!(opts.expires_at(now)?, Some(now + Duration::from_secs(60)));
+    /// assert!(SetOptions::new().ttl(MAX_TTL + Duration::from_secs(1)).expires_at(now).is_err());
+    /// # Ok::<(), etl_cache_core::Error>(())
+    /// ```
+    pub fn expires_at(&self, now: SystemTime) -> crate::Result<Option<SystemTime>> {
+        let Some(ttl) = self.ttl else {
+            return Ok(None);
+        };
+        if ttl > MAX_TTL {
+            return Err(crate::Error::InvalidInput {
+                message: format!(
+                    "ttl of {} s is longer than the largest supported, {} s (100 years); \
+                     leave it unset to keep the entry until it is evicted or deleted",
+                    ttl.as_secs(),
+                    MAX_TTL.as_secs()
+                ),
+            });
+        }
+        // Within 100 years of any clock this machine can have, this cannot
+        // overflow; checked all the same, for a clock set far ahead.
+        now.checked_add(ttl)
+            .map(Some)
+            .ok_or_else(|| crate::Error::InvalidInput {
+                message: format!("ttl of {} s overflows the clock", ttl.as_secs()),
+            })
+    }
+
+    /// Checks the options without writing: [`SetOptions::expires_at`] at the
+    /// current time.
+    ///
+    /// # Errors
+    ///
+    /// As [`SetOptions::expires_at`].
+    pub fn validate(&self) -> crate::Result<()> {
+        self.expires_at(SystemTime::now()).map(|_| ())
+    }
 }
+
+/// The longest TTL a write accepts: 100 years. Entries store their expiry as
+/// nanoseconds since the Unix epoch in 64 bits (until the year 2554).
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Reads the environment variable `name` for a builder's `from_env`:
 /// `None` when unset, its trimmed value parsed as `T` otherwise.

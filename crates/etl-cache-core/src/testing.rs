@@ -84,6 +84,7 @@ macro_rules! with_contract_checks {
             typed_helpers,
             head_reports_metadata,
             zero_chunk_size_is_invalid,
+            extreme_ttls_are_refused_cleanly,
             concurrent_writers_leave_one_complete_value,
             dropped_stream_reader_leaves_entry,
             single_flight_computes_once,
@@ -647,6 +648,54 @@ pub async fn zero_chunk_size_is_invalid(h: &Harness) {
         c.get_stream("k", 0).await,
         Err(Error::InvalidInput { .. })
     ));
+}
+
+/// A TTL too long to store is `InvalidInput` on every write path (never a
+/// panic, never a silently shortened TTL), and leaves the previous value; the
+/// longest accepted one is kept.
+pub async fn extreme_ttls_are_refused_cleanly(h: &Harness) {
+    let c = &*h.cache;
+    c.set("k", "before".into(), SetOptions::new())
+        .await
+        .unwrap();
+    for ttl in [
+        Duration::MAX,
+        Duration::from_secs(u64::MAX),
+        Duration::from_secs(10_000_000_000_000_000_000),
+        crate::MAX_TTL + Duration::from_secs(1),
+    ] {
+        let opts = SetOptions::new().ttl(ttl);
+        let e = c.set("k", "after".into(), opts).await.unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidInput { .. }),
+            "set, ttl {ttl:?}: {e}"
+        );
+        let e = c
+            .set_stream("k", stream_of(vec![Bytes::from_static(b"after")]), opts)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidInput { .. }),
+            "set_stream, ttl {ttl:?}: {e}"
+        );
+        let e = c
+            .get_or_insert_with("fresh", opts, || async { Value::from("computed") })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidInput { .. }),
+            "get_or_insert_with, ttl {ttl:?}: {e}"
+        );
+        assert_eq!(c.get_text("k").await.unwrap().as_deref(), Some("before"));
+        assert_eq!(c.get("fresh").await.unwrap(), None);
+    }
+    let meta = c
+        .set("k", "longest".into(), SetOptions::new().ttl(crate::MAX_TTL))
+        .await
+        .unwrap();
+    assert!(meta.expires.is_some());
+    h.clock.advance(Duration::from_secs(3600 * 24 * 365));
+    assert_eq!(c.get_text("k").await.unwrap().as_deref(), Some("longest"));
 }
 
 /// Concurrent writers of one key leave one of their values, whole.

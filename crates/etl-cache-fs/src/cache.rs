@@ -434,6 +434,7 @@ fn make_private_dir(dir: &Path) -> io::Result<()> {
 impl Cache for DiskCache {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
         validate_key(key)?;
+        opts.validate()?;
         let inner = self.inner.clone();
         let kind = value.kind();
         let payload = value.into_bytes();
@@ -464,6 +465,7 @@ impl Cache for DiskCache {
         opts: SetOptions,
     ) -> Result<EntryMeta> {
         validate_key(key)?;
+        opts.validate()?;
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let inner = self.inner.clone();
         let owned = key.to_owned();
@@ -643,6 +645,7 @@ impl Cache for DiskCache {
         init: InitFuture<'a>,
     ) -> Result<Value> {
         validate_key(key)?;
+        opts.validate()?;
         if let Some(v) = self.get(key).await? {
             return Ok(v);
         }

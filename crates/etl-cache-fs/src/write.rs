@@ -210,15 +210,15 @@ impl Inner {
         }
     }
 
-    fn header(&self, key: &str, kind: Kind, opts: &SetOptions) -> Header {
+    fn header(&self, key: &str, kind: Kind, opts: &SetOptions) -> Result<Header> {
         let created = self.config.clock.now();
-        Header {
+        Ok(Header {
             key: key.to_owned(),
             kind,
             codec: opts.compression.codec(),
             created,
-            expires: opts.ttl.map(|t| created + t),
-        }
+            expires: opts.expires_at(created)?,
+        })
     }
 
     /// Writes a whole value and publishes it. Runs on a blocking thread.
@@ -232,7 +232,7 @@ impl Inner {
         held: bool,
         may_block: bool,
     ) -> Result<Publish> {
-        let header = self.header(key, kind, &opts);
+        let header = self.header(key, kind, &opts)?;
         let (stored, totals) = Encoder::encode_all(opts.compression, payload).map_err(self.io(
             key,
             &self.layout.tmp,
@@ -278,7 +278,7 @@ impl Inner {
         mut rx: mpsc::Receiver<Msg>,
         opts: SetOptions,
     ) -> Result<EntryMeta> {
-        let header = self.header(key, Kind::Bytes, &opts);
+        let header = self.header(key, Kind::Bytes, &opts)?;
         let header_bytes = header.encode();
         let mut tmp = self.create_temp(key, 1 << 20)?;
         let path = tmp.path.clone();

@@ -549,6 +549,7 @@ impl Cache for ObjectCache {
         opts: SetOptions,
         init: InitFuture<'a>,
     ) -> Result<Value> {
+        opts.validate()?;
         self.single_flight(key, opts, self.inner.config.lock_timeout, init)
             .await
     }

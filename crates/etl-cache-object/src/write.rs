@@ -27,22 +27,22 @@ struct Head {
 }
 
 impl Inner {
-    fn head(&self, key: &str, kind: Kind, opts: SetOptions) -> Head {
+    fn head(&self, key: &str, kind: Kind, opts: SetOptions) -> Result<Head> {
         let now = self.config.clock.now();
         let header = Header {
             key: key.to_owned(),
             kind,
             codec: opts.compression.codec(),
             created: now,
-            expires: opts.ttl.map(|t| now + t),
+            expires: opts.expires_at(now)?,
         };
         let bytes = header.encode();
         let crc = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"));
-        Head {
+        Ok(Head {
             header,
             bytes: Bytes::from(bytes),
             crc,
-        }
+        })
     }
 
     fn finish_meta(&self, head: Head, totals: Totals) -> (Bytes, impl FnOnce() -> EntryMeta) {
@@ -90,9 +90,9 @@ impl Inner {
         value: Value,
         opts: SetOptions,
     ) -> Result<EntryMeta> {
+        let head = self.head(key, value.kind(), opts)?;
         let location = self.layout.entry(key);
         self.check_before_write(key, &location).await?;
-        let head = self.head(key, value.kind(), opts);
         let logical = value.into_bytes();
         let compression = opts.compression;
         let encoded = if crate::cache::work_inline(compression.codec(), logical.len()) {
@@ -130,9 +130,9 @@ impl Inner {
         mut stream: ByteStream,
         opts: SetOptions,
     ) -> Result<EntryMeta> {
+        let head = self.head(key, Kind::Bytes, opts)?;
         let location = self.layout.entry(key);
         self.check_before_write(key, &location).await?;
-        let head = self.head(key, Kind::Bytes, opts);
         let mut enc =
             Encoder::new(opts.compression).map_err(|e| self.compress_error(key, &location, e))?;
         let mut up = Uploader::new(self.clone(), key, location.clone(), true);

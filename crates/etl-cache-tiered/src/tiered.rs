@@ -356,6 +356,7 @@ impl Cache for TieredCache {
     /// tier fails; the previous value is then intact in the last tier.
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
         validate_key(key)?;
+        opts.validate()?;
         let inner = &self.inner;
         inner.invalidate_upper(key).await?;
         let meta = inner.last().set(key, value.clone(), opts).await?;
@@ -380,6 +381,7 @@ impl Cache for TieredCache {
         opts: SetOptions,
     ) -> Result<EntryMeta> {
         validate_key(key)?;
+        opts.validate()?;
         let inner = &self.inner;
         inner.invalidate_upper(key).await?;
         let upper = inner.upper();
@@ -574,6 +576,7 @@ impl Cache for TieredCache {
         init: InitFuture<'a>,
     ) -> Result<Value> {
         validate_key(key)?;
+        opts.validate()?;
         let inner = &self.inner;
         if let Some((_, v, _)) = inner.find(key, true).await? {
             return Ok(v);
