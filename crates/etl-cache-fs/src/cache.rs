@@ -17,10 +17,11 @@ use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 
 use crate::builder::{Config, DiskCacheBuilder};
+use crate::cancel::Cancel;
 use crate::layout::{Layout, key_hash};
-use crate::read::{Bad, Found, Removal, RemoveError};
+use crate::read::{Bad, Found, Removal, RemoveError, is_busy};
 use crate::spare::Spares;
-use crate::usage::{Usage, UsageError};
+use crate::usage::{Usage, UsageError, Wait};
 use crate::write::{Msg, Publish};
 use crate::{lock, sys};
 
@@ -112,7 +113,7 @@ impl DiskCache {
         tokio::task::spawn_blocking(move || {
             let now = inner.config.clock.now();
             for (hash, path) in inner.entry_files() {
-                if let Some((meta, _)) = inner.peek(&hash, &path)
+                if let Some((meta, _, _)) = inner.peek(&hash, &path)
                     && meta.key.starts_with(&prefix)
                     && (include_expired || !meta.is_expired(now))
                     && tx.blocking_send(Ok(meta)).is_err()
@@ -218,10 +219,31 @@ impl Inner {
                 inner.plan_ahead(c);
             }
         }
-        inner
-            ._users
-            .lock_shared()
-            .map_err(|e| bad(format!("cannot take the users lock: {e}")))?;
+        // Another handle opening the root alone holds the users' lock
+        // exclusively while it recounts (and evicts): wait for it, as for
+        // any lock, no longer than the lock timeout.
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            match inner._users.try_lock_shared() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(bad(format!("cannot take the users lock: {e}")));
+                }
+            }
+            let waited = started.elapsed();
+            if waited >= inner.config.lock_timeout {
+                return Err(bad(format!(
+                    "another process held the users' lock ({}) for {waited:?}, longer than \
+                     the lock timeout: it is opening the cache alone (recounting, evicting) \
+                     or hangs; try again, or raise lock_timeout",
+                    inner.layout.users_lock().display()
+                )));
+            }
+            std::thread::sleep(pause.min(inner.config.lock_timeout - waited));
+            pause = (pause * 2).min(std::time::Duration::from_millis(50));
+        }
         Ok(inner)
     }
 
@@ -282,16 +304,17 @@ impl Inner {
         self.config.inline_io_max > 0 && !self.config.durable
     }
 
-    fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
+    fn head(&self, key: &str, wait: Wait) -> Result<Option<EntryMeta>> {
         let hash = key_hash(key);
         let path = self.layout.entry_path(&hash);
         // An expired entry replaced (or recycled) meanwhile is looked at again.
         for _ in 0..crate::read::LOOKS {
-            return match self.open_entry(Some(key), &hash, &path, false)? {
+            return match self.open_entry(Some(key), &hash, &path, false, wait)? {
                 Found::Missing => Ok(None),
                 Found::Expired(o) => {
-                    match self.remove_if_bad(Some(key), &hash, o.id(), Bad::Expired) {
+                    match self.remove_if_bad(Some(key), &hash, o.id(), Bad::Expired, wait) {
                         Removal::Changed => continue,
+                        Removal::Busy => Err(self.busy(key)),
                         Removal::Removed => {
                             Counters::bump(&self.counters.expired);
                             Ok(None)
@@ -305,10 +328,17 @@ impl Inner {
         Err(self.corrupt(key, crate::read::CHANGING))
     }
 
-    fn delete(&self, key: &str, hash: &str) -> Result<bool> {
-        let lock =
-            lock::KeyLock::acquire(&self.layout.lock_path(hash), key, self.config.lock_timeout)?;
-        let removed = self.remove_locked(key, hash, None)?.is_some();
+    fn delete(&self, key: &str, hash: &str, cancel: &Cancel) -> Result<bool> {
+        let lock = lock::KeyLock::acquire_unless(
+            &self.layout.lock_path(hash),
+            key,
+            self.config.lock_timeout,
+            || cancel.is_cancelled(),
+        )?;
+        let removed = self
+            .remove_entry(hash, |_| true, Some(cancel), Wait::Timeout)
+            .map_err(|e| self.remove_error(Some(key), e))?
+            .is_some();
         drop(lock);
         if removed {
             Counters::bump(&self.counters.deletes);
@@ -335,17 +365,19 @@ impl Inner {
     ) -> Swept {
         let mut swept = Swept::default();
         for (hash, path) in self.entry_files() {
-            let Some((meta, id)) = self.peek(&hash, &path) else {
+            // The file stays open until the removal is decided (see `peek`).
+            let Some((meta, id, _file)) = self.peek(&hash, &path) else {
                 continue;
             };
             if !doomed(&meta) {
                 continue;
             }
+            self.pause(crate::fault::Point::Judged);
             let still = |m: &fs::Metadata| match recheck {
                 Some(why) => self.still_bad(None, &hash, m, id, why),
                 None => sys::file_id(m) == id,
             };
-            match self.remove_entry(&hash, still) {
+            match self.remove_entry(&hash, still, None, Wait::Timeout) {
                 Ok(Some(_)) => swept.removed += 1,
                 Ok(None) => {}
                 Err(RemoveError::Usage(e)) => {
@@ -438,12 +470,14 @@ impl Cache for DiskCache {
         let inner = self.inner.clone();
         let kind = value.kind();
         let payload = value.into_bytes();
+        // Dropping this future before the entry is published cancels it.
+        let (cancel, _armed) = Cancel::new();
         if inner.inline() && payload.len() as u64 <= inner.config.inline_io_max {
-            match inner.write_value(key, kind, payload, opts, false, false)? {
+            match inner.write_value(key, kind, payload, opts, false, false, &cancel)? {
                 Publish::Done(meta) => return Ok(meta),
                 Publish::Blocked(sealed) => {
                     let key = key.to_owned();
-                    return blocking(move || inner.publish(&key, sealed, false, true))
+                    return blocking(move || inner.publish(&key, sealed, false, true, &cancel))
                         .await
                         .map(Publish::done);
                 }
@@ -452,7 +486,7 @@ impl Cache for DiskCache {
         let key = key.to_owned();
         blocking(move || {
             inner
-                .write_value(&key, kind, payload, opts, false, true)
+                .write_value(&key, kind, payload, opts, false, true, &cancel)
                 .map(Publish::done)
         })
         .await
@@ -469,7 +503,11 @@ impl Cache for DiskCache {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let inner = self.inner.clone();
         let owned = key.to_owned();
-        let writer = tokio::task::spawn_blocking(move || inner.write_stream(&owned, rx, opts));
+        // Dropping this future before the entry is published cancels it,
+        // even once the whole stream was handed to the writer.
+        let (cancel, _armed) = Cancel::new();
+        let writer =
+            tokio::task::spawn_blocking(move || inner.write_stream(&owned, rx, opts, &cancel));
         // An uncompressed stream is checksummed here, as its chunks pass: the
         // checksum (crc32c, about 30 µs per MiB) then runs beside the
         // writer's system calls instead of before them, which is what keeps
@@ -528,22 +566,32 @@ impl Cache for DiskCache {
         // `None` from `finish_value`: the entry changed under the read (see
         // `read::remove_if_bad`); `read_value` then looks again, without
         // counting the read twice.
+        //
+        // On this (async) thread, a read never waits for another process
+        // holding the counters, which removing an expired or corrupt entry
+        // needs: it is done again on a blocking thread instead.
         let mut count = true;
         if inner.inline() {
             let hash = key_hash(&key);
-            let Some(o) = inner.lookup(&key, &hash, true, true)? else {
-                return Ok(None);
+            let found = match inner.lookup(&key, &hash, true, true, Wait::Spin) {
+                Ok(None) => return Ok(None),
+                Ok(Some(o)) if inner.finishes_inline(&o) => {
+                    count = false;
+                    inner.finish_value(&key, &hash, *o, Wait::Spin)
+                }
+                Ok(Some(o)) => {
+                    count = false;
+                    let (inner, key) = (inner.clone(), key.clone());
+                    blocking(move || inner.finish_value(&key, &hash, *o, Wait::Timeout)).await
+                }
+                Err(e) => Err(e),
             };
-            let found = if inner.finishes_inline(&o) {
-                inner.finish_value(&key, &hash, *o)?
-            } else {
-                let (inner, key) = (inner.clone(), key.clone());
-                blocking(move || inner.finish_value(&key, &hash, *o)).await?
-            };
-            if found.is_some() {
-                return Ok(found);
+            match found {
+                Ok(Some(found)) => return Ok(Some(found)),
+                Ok(None) => {}
+                Err(e) if is_busy(&e) => {}
+                Err(e) => return Err(e),
             }
-            count = false;
         }
         blocking(move || inner.read_value(&key, &key_hash(&key), count)).await
     }
@@ -558,11 +606,19 @@ impl Cache for DiskCache {
         let inner = self.inner.clone();
         let key = key.to_owned();
         let hash = key_hash(&key);
-        let opened = if inner.inline() {
-            inner.open_stream(&key, &hash)?
-        } else {
-            let (inner, key, hash) = (inner.clone(), key.clone(), hash.clone());
-            blocking(move || inner.open_stream(&key, &hash)).await?
+        let inline = match inner.inline() {
+            true => match inner.open_stream(&key, &hash, Wait::Spin) {
+                Err(e) if is_busy(&e) => None,
+                r => Some(r?),
+            },
+            false => None,
+        };
+        let opened = match inline {
+            Some(opened) => opened,
+            None => {
+                let (inner, key, hash) = (inner.clone(), key.clone(), hash.clone());
+                blocking(move || inner.open_stream(&key, &hash, Wait::Timeout)).await?
+            }
         };
         let Some(opened) = opened else {
             return Ok(None);
@@ -576,17 +632,22 @@ impl Cache for DiskCache {
         validate_key(key)?;
         let inner = self.inner.clone();
         if inner.inline() {
-            return inner.head(key);
+            match inner.head(key, Wait::Spin) {
+                Err(e) if is_busy(&e) => {} // again, on a blocking thread
+                r => return r,
+            }
         }
         let key = key.to_owned();
-        blocking(move || inner.head(&key)).await
+        blocking(move || inner.head(&key, Wait::Timeout)).await
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
         validate_key(key)?;
         let inner = self.inner.clone();
         let key = key.to_owned();
-        blocking(move || inner.delete(&key, &key_hash(&key))).await
+        // Dropping this future before the entry is removed cancels it.
+        let (cancel, _armed) = Cancel::new();
+        blocking(move || inner.delete(&key, &key_hash(&key), &cancel)).await
     }
 
     fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
@@ -650,6 +711,9 @@ impl Cache for DiskCache {
             return Ok(v);
         }
         let timeout = self.inner.config.lock_timeout;
+        // Dropping this future cancels the wait for the key's lock and the
+        // write of the computed value, wherever it stands.
+        let (cancel, _armed) = Cancel::new();
         let _local = self.inner.flights.lock(key, timeout).await?;
         let recheck = |inner: Arc<Inner>, key: String| {
             blocking(move || {
@@ -663,9 +727,14 @@ impl Cache for DiskCache {
             return Ok(v);
         }
         let lock = {
-            let (inner, key) = (self.inner.clone(), key.to_owned());
+            let (inner, key, cancel) = (self.inner.clone(), key.to_owned(), cancel.clone());
             blocking(move || {
-                lock::KeyLock::acquire(&inner.layout.lock_path(&key_hash(&key)), &key, timeout)
+                lock::KeyLock::acquire_unless(
+                    &inner.layout.lock_path(&key_hash(&key)),
+                    &key,
+                    timeout,
+                    || cancel.is_cancelled(),
+                )
             })
             .await?
         };
@@ -680,7 +749,7 @@ impl Cache for DiskCache {
         blocking(move || {
             let kind = v.kind();
             let r = inner
-                .write_value(&owned, kind, v.into_bytes(), opts, true, true)
+                .write_value(&owned, kind, v.into_bytes(), opts, true, true, &cancel)
                 .map(Publish::done);
             drop(lock);
             r

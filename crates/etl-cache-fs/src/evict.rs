@@ -32,7 +32,7 @@ use std::fs;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::builder::Config;
 use crate::cache::Inner;
@@ -40,16 +40,23 @@ use crate::layout::Layout;
 use crate::sys;
 use crate::usage::{Counts, Locked, Usage, Wait};
 
-/// The entry a set is publishing: reserved in the counters, not yet on disk.
+/// The entry a set is publishing, for which eviction makes room.
 pub(crate) struct Publishing<'a> {
     /// Its file name; never a victim.
     pub hash: &'a str,
-    /// What its reservation added to the counters (entries, bytes).
+    /// What it adds to the counters (entries, bytes). It is not reserved in
+    /// them while eviction runs (see `Inner::publish`): eviction counts it
+    /// as if it were.
     pub reserved: (i64, i64),
 }
 
 /// Victims removed per hold of the counters.
 const EVICT_BATCH: usize = 32;
+
+/// How long a set that needs room waits for another process's scan (the
+/// holder of the evict lock) before it scans beside it. A scan of a small
+/// cache takes a few milliseconds; large ones plan ahead in the background.
+const EVICT_LOCK_WAIT: Duration = Duration::from_millis(200);
 
 /// Plans from this many victims up are renewed by a scan in the background
 /// (smaller caches scan in a few milliseconds, on the set that needs it).
@@ -131,12 +138,20 @@ fn low_water(config: &Config, max: Option<u64>) -> u64 {
 
 /// Scans the entry files and plans the evictions that bring the cache down
 /// to the low-water mark: the oldest entries, as few as do it. `keep` (the
-/// entry being published) is never planned. Holds only the planned
+/// entry being published) is never planned, and `extra` (what it will add)
+/// is counted as if it were in the counters. Holds only the planned
 /// entries in memory. Runs with the evict lock held.
-fn plan(layout: &Layout, config: &Config, usage: &Usage, keep: Option<&str>) -> io::Result<Plan> {
+fn plan(
+    layout: &Layout,
+    config: &Config,
+    usage: &Usage,
+    keep: Option<&str>,
+    extra: (i64, i64),
+) -> io::Result<Plan> {
     let counts = usage
         .get()
-        .map_err(|e| io::Error::other(format!("the usage counters: {e:?}")))?;
+        .map_err(|e| io::Error::other(format!("the usage counters: {e:?}")))?
+        .add(extra.0, extra.1);
     // From a cache below its limits (a scan ahead of need), plan as if it
     // were at them.
     let need = |count: u64, max: Option<u64>| match max {
@@ -210,17 +225,36 @@ impl Drop for ScanDone {
 
 impl Inner {
     /// Counts the entry files and stores the result in the shared counters.
+    ///
+    /// The scan runs with the counters held exclusively: every rename into
+    /// place and every removal of an entry, in every process, is made with
+    /// them held together with its change to the counts (see
+    /// `Inner::publish`, `Inner::remove_entry`), so no entry comes or goes
+    /// during the scan and the result is exact. (Scanning first and storing
+    /// after would overwrite the changes made meanwhile, and concurrent sets
+    /// left the counters low, and the limits loose, for good.) Other writers
+    /// wait for the scan: it runs at open, when no other handle has the
+    /// root open, and when the counters are found to have drifted.
     pub(crate) fn recount(&self) -> Counts {
-        let mut c = Counts::default();
-        for (_, path) in self.entry_files() {
-            if let Ok(m) = fs::symlink_metadata(&path)
-                && m.is_file()
-            {
-                c = c.add(1, m.len() as i64);
+        let scan = |u: &Locked<'_>| {
+            let mut c = Counts::default();
+            for (_, path) in self.entry_files() {
+                if let Ok(m) = fs::symlink_metadata(&path)
+                    && m.is_file()
+                {
+                    c = c.add(1, m.len() as i64);
+                }
+            }
+            let _ = u.set(c);
+            c
+        };
+        match self.usage.exclusive(Wait::Timeout, scan) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = ?e, "recount skipped: the usage counters are not available");
+                self.usage.get().unwrap_or_default()
             }
         }
-        let _ = self.usage.set(c);
-        c
     }
 
     pub(crate) fn over_limits(&self, c: Counts) -> bool {
@@ -269,7 +303,9 @@ impl Inner {
             queue.len()
         };
         if n > 0 {
-            now = u.add(-(n as i64), -(bytes as i64))?;
+            // `now` already went down by what was removed (and may count a
+            // set's entry not yet in the counters, see `Publishing`).
+            u.add(-(n as i64), -(bytes as i64))?;
             self.counters
                 .evictions
                 .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
@@ -282,13 +318,15 @@ impl Inner {
     }
 
     /// One batch of [`Inner::evict_queued`] in a hold of the counters of
-    /// its own.
+    /// its own, counting `extra` (a set's entry, see `Publishing`) as if it
+    /// were in them.
     fn evict_batch(
         &self,
         keep: Option<&str>,
+        extra: (i64, i64),
     ) -> Result<io::Result<(Counts, usize, u64)>, crate::usage::UsageError> {
         self.usage.exclusive(Wait::Timeout, |u| {
-            let now = u.get()?;
+            let now = u.get()?.add(extra.0, extra.1);
             self.evict_queued(u, keep, now, EVICT_BATCH)
         })
     }
@@ -344,7 +382,7 @@ impl Inner {
                     return; // another process (or this one) is scanning
                 }
                 let planned = Usage::open(&layout.usage_file(), config.lock_timeout)
-                    .and_then(|usage| plan(&layout, &config, &usage, None));
+                    .and_then(|usage| plan(&layout, &config, &usage, None, (0, 0)));
                 let _ = guard.unlock();
                 match planned {
                     Ok(p) => {
@@ -374,9 +412,10 @@ impl Inner {
     /// returned: a set does not fail because eviction did.
     pub(crate) fn evict(&self, keep: Option<Publishing<'_>>) {
         let hash = keep.as_ref().map(|k| k.hash);
+        let extra = keep.as_ref().map_or((0, 0), |k| k.reserved);
         // Queued victims first: no scan while they last.
         loop {
-            let done = self.evict_batch(hash);
+            let done = self.evict_batch(hash, extra);
             match done {
                 Ok(Ok((after, _, _))) if !self.over_limits(after) => return,
                 // More may be queued.
@@ -418,31 +457,49 @@ impl Inner {
                 return;
             }
             match self.usage.get() {
-                Ok(c) if self.over_limits(c) => continue,
+                Ok(c) if self.over_limits(c.add(extra.0, extra.1)) => continue,
                 _ => return,
             }
         }
     }
 
     /// One scan, which replaces the queue, then evictions from it down to
-    /// the limits; false when it cannot run now (another process holds the
-    /// evict lock, or the counters for longer than the lock timeout).
+    /// the limits; false when it cannot run now (the counters are held for
+    /// longer than the lock timeout).
+    ///
+    /// The evict lock only keeps two processes from scanning at once (the
+    /// removals themselves are checked with the counters held); a set that
+    /// needs room waits for another scanner at most [`EVICT_LOCK_WAIT`],
+    /// then scans beside it, so a process that hangs holding the evict lock
+    /// neither blocks writers nor lets the cache grow past its limits.
     fn evict_round(&self, keep: Option<&Publishing<'_>>) -> bool {
         let Ok(guard) = crate::lock::open_persistent(&self.layout.evict_lock()) else {
             return false;
         };
-        if guard.try_lock().is_err() {
-            return false; // another process is scanning
+        let waiting = Instant::now();
+        let mut locked = guard.try_lock().is_ok();
+        while !locked && waiting.elapsed() < EVICT_LOCK_WAIT {
+            std::thread::sleep(Duration::from_millis(2));
+            locked = guard.try_lock().is_ok();
+        }
+        if !locked {
+            tracing::warn!(
+                waited_ms = waiting.elapsed().as_millis() as u64,
+                "another process holds the eviction lock; scanning beside it"
+            );
         }
         let started = Instant::now();
         let hash = keep.as_ref().map(|k| k.hash);
-        let planned = match plan(&self.layout, &self.config, &self.usage, hash) {
+        let extra = keep.as_ref().map_or((0, 0), |k| k.reserved);
+        let planned = match plan(&self.layout, &self.config, &self.usage, hash, extra) {
             Ok(p) => p,
             Err(e) => {
                 // Another process holds the counters too long (or they fail):
                 // the sets that pass the limits later evict.
                 tracing::warn!(error = %e, "eviction skipped: the usage counters are not available");
-                let _ = guard.unlock();
+                if locked {
+                    let _ = guard.unlock();
+                }
                 return false;
             }
         };
@@ -450,7 +507,7 @@ impl Inner {
         self.victims.shared.install(planned.victims);
         let (mut counts, mut evicted) = (planned.counts, 0u64);
         loop {
-            let done = self.evict_batch(hash);
+            let done = self.evict_batch(hash, extra);
             match done {
                 Ok(Ok((after, _, removed))) => {
                     evicted += removed;
@@ -460,7 +517,7 @@ impl Inner {
                     }
                 }
                 Ok(Err(_)) => {
-                    counts = self.usage.get().unwrap_or(counts);
+                    counts = self.usage.get().map_or(counts, |c| c.add(extra.0, extra.1));
                     break;
                 }
                 Err(e) => {
@@ -472,13 +529,9 @@ impl Inner {
         if queued == scanned && self.over_limits(counts) && self.victims.lock().is_empty() {
             // Every entry scanned was queued and the counters still say too
             // much: they drifted (a process died between reserving and
-            // publishing).
-            let mut truth = self.recount();
-            // The entry being published is reserved but not on disk yet (an
-            // entry it replaces is, and was recounted): keep its reservation.
-            if let Some(k) = &keep {
-                truth = self.usage.add(k.reserved.0, k.reserved.1).unwrap_or(truth);
-            }
+            // publishing). The entry being published is not in them (see
+            // `Publishing`), so the recount is the truth.
+            let truth = self.recount();
             tracing::warn!(
                 ?counts,
                 ?truth,
@@ -492,7 +545,9 @@ impl Inner {
             took_ms = started.elapsed().as_millis() as u64,
             "planned the next evictions from a scan of the entries"
         );
-        let _ = guard.unlock();
+        if locked {
+            let _ = guard.unlock();
+        }
         true
     }
 }

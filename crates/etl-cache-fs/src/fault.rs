@@ -28,9 +28,22 @@ pub enum Point {
     /// Removing an entry file (`delete`, `clear`, `purge_expired`, and
     /// reads that find an entry expired or corrupt; not eviction).
     Remove,
+    /// A sweep (`purge_expired`, `clear`) has read an entry and judged it,
+    /// and is about to take the counters to remove it. Only [`hold`] acts
+    /// here: a race test changes the entry in between.
+    Judged,
 }
 
 impl crate::cache::Inner {
+    /// Parks the calling thread while a test [`hold`]s `point` in this cache.
+    #[inline]
+    pub(crate) fn pause(&self, point: Point) {
+        #[cfg(feature = "fault-injection")]
+        plan::park(&self.layout.root, point);
+        #[cfg(not(feature = "fault-injection"))]
+        let _ = point;
+    }
+
     /// Fails with the planned error if a fault is due at `point` in this cache.
     #[inline]
     pub(crate) fn fault(&self, point: Point) -> io::Result<()> {
@@ -47,14 +60,15 @@ impl crate::cache::Inner {
 }
 
 #[cfg(feature = "fault-injection")]
-pub use plan::{clear, inject, remaining};
+pub use plan::{Hold, clear, hold, inject, remaining};
 
 #[cfg(feature = "fault-injection")]
 mod plan {
     use std::io;
     use std::path::{Path, PathBuf};
-    use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::Duration;
 
     use super::Point;
 
@@ -106,6 +120,90 @@ mod plan {
             .filter(|r| r.root == root && r.point == point)
             .map(|r| r.remaining)
             .sum()
+    }
+
+    #[derive(Default)]
+    struct Gate {
+        reached: bool,
+        released: bool,
+    }
+
+    struct HoldRule {
+        root: PathBuf,
+        point: Point,
+        gate: Arc<(Mutex<Gate>, Condvar)>,
+    }
+
+    static HOLDS: Mutex<Vec<HoldRule>> = Mutex::new(Vec::new());
+
+    /// A point held by [`hold`]: the first thread of that cache to reach it
+    /// waits there until [`Hold::release`] (or the drop of this).
+    pub struct Hold {
+        gate: Arc<(Mutex<Gate>, Condvar)>,
+    }
+
+    /// Makes the first thread that reaches `point` in the cache whose root is
+    /// `root` wait there until the returned [`Hold`] is released; later ones
+    /// pass. For race tests: change an entry between a check and an action.
+    pub fn hold(root: &Path, point: Point) -> Hold {
+        let gate = Arc::new((Mutex::new(Gate::default()), Condvar::new()));
+        HOLDS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(HoldRule {
+                root: root.to_path_buf(),
+                point,
+                gate: gate.clone(),
+            });
+        ARMED.store(true, Ordering::SeqCst);
+        Hold { gate }
+    }
+
+    impl Hold {
+        /// Waits until a thread reached the point (at most `timeout`);
+        /// whether one did.
+        pub fn reached(&self, timeout: Duration) -> bool {
+            let (m, cv) = &*self.gate;
+            let g = m.lock().unwrap_or_else(|p| p.into_inner());
+            let (g, _) = cv
+                .wait_timeout_while(g, timeout, |g| !g.reached)
+                .unwrap_or_else(|p| p.into_inner());
+            g.reached
+        }
+
+        /// Lets the waiting thread (if any) go on.
+        pub fn release(self) {}
+    }
+
+    impl Drop for Hold {
+        fn drop(&mut self) {
+            let (m, cv) = &*self.gate;
+            m.lock().unwrap_or_else(|p| p.into_inner()).released = true;
+            cv.notify_all();
+        }
+    }
+
+    pub(super) fn park(root: &Path, point: Point) {
+        if !ARMED.load(Ordering::Relaxed) {
+            return;
+        }
+        let gate = {
+            let mut holds = HOLDS.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(i) = holds
+                .iter()
+                .position(|h| h.point == point && h.root == root)
+            else {
+                return;
+            };
+            holds.remove(i).gate
+        };
+        let (m, cv) = &*gate;
+        let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
+        g.reached = true;
+        cv.notify_all();
+        while !g.released {
+            g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
     }
 
     pub(super) fn check(root: &Path, point: Point) -> io::Result<()> {

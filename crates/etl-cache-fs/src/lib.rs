@@ -39,6 +39,7 @@
 
 mod builder;
 mod cache;
+mod cancel;
 mod evict;
 #[cfg(feature = "fault-injection")]
 pub mod fault;

@@ -32,8 +32,15 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
 }
 
 impl KeyLock {
-    /// Takes the lock at `path`, waiting at most `timeout`.
-    pub(crate) fn acquire(path: &Path, key: &str, timeout: Duration) -> Result<KeyLock, Error> {
+    /// Takes the lock at `path`, waiting at most `timeout`, or until `gone`
+    /// says the caller went away (its future was dropped): a write that no
+    /// one waits for must not take the lock later.
+    pub(crate) fn acquire_unless(
+        path: &Path,
+        key: &str,
+        timeout: Duration,
+        gone: impl Fn() -> bool,
+    ) -> Result<KeyLock, Error> {
         let start = Instant::now();
         let mut pause = Duration::from_micros(500);
         loop {
@@ -41,7 +48,7 @@ impl KeyLock {
                 Ok(Some(lock)) => return Ok(lock),
                 Ok(None) => {
                     let waited = start.elapsed();
-                    if waited >= timeout {
+                    if waited >= timeout || gone() {
                         return Err(Error::LockTimeout {
                             key: Error::display_key(key),
                             waited,

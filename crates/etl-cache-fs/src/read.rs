@@ -14,6 +14,7 @@ use etl_cache_core::format::{
 use etl_cache_core::{Codec, Counters, EntryMeta, Error, Result, Value};
 
 use crate::cache::Inner;
+use crate::cancel::Cancel;
 use crate::fault::Point;
 use crate::spare::SPARE_MAX;
 use crate::sys;
@@ -71,6 +72,12 @@ pub(crate) enum Bad {
     Corrupt,
 }
 
+/// Whether `e` is [`Inner::busy`]'s error: a lock timeout after no wait at
+/// all, which only a caller that may not wait gets.
+pub(crate) fn is_busy(e: &Error) -> bool {
+    matches!(e, Error::LockTimeout { waited, .. } if waited.is_zero())
+}
+
 /// What became of an entry a read found expired or corrupt.
 #[derive(Debug)]
 pub(crate) enum Removal {
@@ -82,6 +89,10 @@ pub(crate) enum Removal {
     Changed,
     /// It could not be removed (logged); the read's verdict stands.
     Failed,
+    /// Removing it needs the counters, which another process holds, and the
+    /// caller may not wait (a read on an async thread, see `Wait::Spin`):
+    /// it does the read again on a blocking thread.
+    Busy,
 }
 
 /// What looking at an entry file found.
@@ -99,6 +110,17 @@ fn invalid(e: FormatError) -> String {
 }
 
 impl Inner {
+    /// The error of a read on an async thread that would have to wait for
+    /// the counters to remove an entry (see [`Removal::Busy`]); its caller
+    /// does the read again on a blocking thread (see [`is_busy`]).
+    pub(crate) fn busy(&self, key: &str) -> Error {
+        self.usage_error(
+            Some(key),
+            "remove an expired or corrupt entry",
+            UsageError::Busy,
+        )
+    }
+
     pub(crate) fn corrupt(&self, key: &str, reason: impl Into<String>) -> Error {
         Error::Corrupt {
             key: Error::display_key(key),
@@ -116,6 +138,7 @@ impl Inner {
         hash: &str,
         path: &Path,
         want_whole: bool,
+        wait: Wait,
     ) -> Result<Found> {
         let shown = key.unwrap_or(hash);
         // A read that fails its checks looks again when the file at the path
@@ -169,10 +192,17 @@ impl Inner {
                     opened.mtime = m.modified().ok();
                     return Ok(self.found(opened));
                 }
-                Err(CheckError::Io(e)) => return Err(self.io(shown, path, "read the entry")(e)),
-                Err(CheckError::Corrupt(reason)) => {
-                    match self.remove_if_bad(key, hash, id, Bad::Corrupt) {
+                Err((CheckError::Io(e), _)) => {
+                    return Err(self.io(shown, path, "read the entry")(e));
+                }
+                Err((CheckError::Corrupt(reason), file)) => {
+                    // `file` stays open until the removal is decided: its
+                    // inode number cannot be given to a newer entry meanwhile.
+                    let removal = self.remove_if_bad(key, hash, id, Bad::Corrupt, wait);
+                    drop(file);
+                    match removal {
                         Removal::Changed => continue,
+                        Removal::Busy => return Err(self.busy(shown)),
                         Removal::Removed | Removal::Failed => {
                             return Err(self.corrupt(shown, reason));
                         }
@@ -190,21 +220,30 @@ impl Inner {
         file: File,
         len: u64,
         want_whole: bool,
-    ) -> std::result::Result<Opened, CheckError> {
+    ) -> std::result::Result<Opened, (CheckError, File)> {
         if len < (HEADER_FIXED_LEN + 4 + TRAILER_LEN) as u64 {
-            return Err(CheckError::Corrupt(format!(
-                "entry is truncated ({len} bytes)"
-            )));
+            return Err((
+                CheckError::Corrupt(format!("entry is truncated ({len} bytes)")),
+                file,
+            ));
         }
-        self.fault(Point::Read).map_err(CheckError::Io)?;
+        if let Err(e) = self.fault(Point::Read) {
+            return Err((CheckError::Io(e), file));
+        }
         let whole = if want_whole && len <= SMALL_ENTRY {
             let mut buf = vec![0u8; len as usize];
-            sys::read_exact_at(&file, &mut buf, 0).map_err(CheckError::read)?;
+            if let Err(e) = sys::read_exact_at(&file, &mut buf, 0) {
+                return Err((CheckError::read(e), file));
+            }
             Some(buf)
         } else {
             None
         };
-        let (meta, checksum, header_len, whole) = self.parse_entry(key, hash, &file, len, whole)?;
+        let (meta, checksum, header_len, whole) =
+            match self.parse_entry(key, hash, &file, len, whole) {
+                Ok(parsed) => parsed,
+                Err(e) => return Err((e, file)),
+            };
         Ok(Opened {
             file,
             meta,
@@ -343,10 +382,12 @@ impl Inner {
         hash: &str,
         id: (u64, u64),
         why: Bad,
+        wait: Wait,
     ) -> Removal {
-        match self.remove_entry(hash, |m| self.still_bad(key, hash, m, id, why)) {
+        match self.remove_entry(hash, |m| self.still_bad(key, hash, m, id, why), None, wait) {
             Ok(Some(_)) => Removal::Removed,
             Ok(None) => Removal::Changed,
+            Err(RemoveError::Usage(UsageError::Busy)) => Removal::Busy,
             Err(e) => {
                 let shown = key.unwrap_or(hash);
                 let e = self.remove_error(Some(shown), e);
@@ -357,7 +398,10 @@ impl Inner {
     }
 
     /// Whether the file at the entry's path (`m`, with the counters held) is
-    /// still what a read found (see [`Inner::remove_if_bad`]).
+    /// still what a read found (see [`Inner::remove_if_bad`]). The caller
+    /// keeps the file it read (`id`) open until this is decided: then no
+    /// other file can have its inode number, and a file too large to be
+    /// recycled is the one read exactly when its identity matches.
     pub(crate) fn still_bad(
         &self,
         key: Option<&str>,
@@ -399,29 +443,20 @@ impl Inner {
         }
     }
 
-    /// Removes the entry `hash` (if it is still `id`, when given), for a
-    /// caller holding the key's lock. Returns the bytes freed.
-    pub(crate) fn remove_locked(
-        &self,
-        key: &str,
-        hash: &str,
-        id: Option<(u64, u64)>,
-    ) -> Result<Option<u64>> {
-        self.remove_entry(hash, |m| id.is_none_or(|id| id == sys::file_id(m)))
-            .map_err(|e| self.remove_error(Some(key), e))
-    }
-
     /// Removes the entry `hash` if `still` says the file at its path is the
     /// one the caller means. The check, the removal and the counters' update
     /// run with the counters held exclusively, as publishing does, so a file
     /// published meanwhile is never taken for the one meant and the counters
     /// stay exact. Returns the bytes freed; `None` when there was nothing to
     /// remove (no file, another file, or removed meanwhile by another
-    /// process). Any other failure is an error.
+    /// process). Any other failure is an error. Nothing is removed once
+    /// `cancel` says the caller went away (a dropped `delete`).
     pub(crate) fn remove_entry(
         &self,
         hash: &str,
         still: impl FnOnce(&fs::Metadata) -> bool,
+        cancel: Option<&Cancel>,
+        wait: Wait,
     ) -> std::result::Result<Option<u64>, RemoveError> {
         let path = self.layout.entry_path(hash);
         let failed = |op, source| RemoveError::Io {
@@ -430,7 +465,7 @@ impl Inner {
             source,
         };
         self.usage
-            .exclusive(Wait::Timeout, |u| {
+            .exclusive(wait, |u| {
                 let m = match fs::symlink_metadata(&path) {
                     Ok(m) => m,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -439,10 +474,18 @@ impl Inner {
                 if !m.is_file() || !still(&m) {
                     return Ok(None);
                 }
-                match self
-                    .fault(Point::Remove)
-                    .and_then(|()| fs::remove_file(&path))
-                {
+                let remove = || {
+                    self.fault(Point::Remove)
+                        .and_then(|()| fs::remove_file(&path))
+                };
+                let removed = match cancel {
+                    Some(cancel) => match cancel.commit(remove) {
+                        Some(r) => r,
+                        None => return Ok(None),
+                    },
+                    None => remove(),
+                };
+                match removed {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                     Err(e) => return Err(failed("remove the entry", e)),
@@ -490,6 +533,7 @@ impl Inner {
         hash: &str,
         want_whole: bool,
         count: bool,
+        wait: Wait,
     ) -> Result<Option<Box<Opened>>> {
         let path = self.layout.entry_path(hash);
         let bump = |c| {
@@ -498,14 +542,15 @@ impl Inner {
             }
         };
         for _ in 0..LOOKS {
-            match self.open_entry(Some(key), hash, &path, want_whole)? {
+            match self.open_entry(Some(key), hash, &path, want_whole, wait)? {
                 Found::Missing => {
                     bump(&self.counters.misses);
                     return Ok(None);
                 }
                 Found::Expired(o) => {
-                    match self.remove_if_bad(Some(key), hash, o.id(), Bad::Expired) {
+                    match self.remove_if_bad(Some(key), hash, o.id(), Bad::Expired, wait) {
                         Removal::Changed => continue,
+                        Removal::Busy => return Err(self.busy(key)),
                         removal => {
                             bump(&self.counters.misses);
                             if let Removal::Removed = removal {
@@ -533,10 +578,10 @@ impl Inner {
         count: bool,
     ) -> Result<Option<(EntryMeta, Value)>> {
         for _ in 0..LOOKS {
-            let Some(o) = self.lookup(key, hash, true, count)? else {
+            let Some(o) = self.lookup(key, hash, true, count, Wait::Timeout)? else {
                 return Ok(None);
             };
-            if let Some(found) = self.finish_value(key, hash, *o)? {
+            if let Some(found) = self.finish_value(key, hash, *o, Wait::Timeout)? {
                 return Ok(Some(found));
             }
         }
@@ -546,9 +591,14 @@ impl Inner {
     /// Looks up an entry to stream. A small one is read whole and its stored
     /// bytes checked before the stream starts, so a file recycled under the
     /// read (see `spare`) is looked at again rather than half sent.
-    pub(crate) fn open_stream(&self, key: &str, hash: &str) -> Result<Option<Box<Opened>>> {
+    pub(crate) fn open_stream(
+        &self,
+        key: &str,
+        hash: &str,
+        wait: Wait,
+    ) -> Result<Option<Box<Opened>>> {
         for _ in 0..LOOKS {
-            let Some(o) = self.lookup(key, hash, true, true)? else {
+            let Some(o) = self.lookup(key, hash, true, true, wait)? else {
                 return Ok(None);
             };
             let Some(w) = &o.whole else {
@@ -558,8 +608,9 @@ impl Inner {
             if crc32c_of(&w[start..start + o.meta.stored_len as usize]) == o.checksum {
                 return Ok(Some(o));
             }
-            match self.remove_if_bad(Some(key), hash, o.id(), Bad::Corrupt) {
+            match self.remove_if_bad(Some(key), hash, o.id(), Bad::Corrupt, wait) {
                 Removal::Changed => continue,
+                Removal::Busy => return Err(self.busy(key)),
                 Removal::Removed | Removal::Failed => {
                     return Err(self.corrupt(key, "payload checksum mismatch"));
                 }
@@ -582,6 +633,7 @@ impl Inner {
         key: &str,
         hash: &str,
         mut o: Opened,
+        wait: Wait,
     ) -> Result<Option<(EntryMeta, Value)>> {
         let path = self.layout.entry_path(hash);
         let stored_len = o.meta.stored_len as usize;
@@ -600,8 +652,9 @@ impl Inner {
         };
         match self.decode_payload(&o.meta, o.checksum, stored) {
             Ok(v) => Ok(Some((o.meta, v))),
-            Err(reason) => match self.remove_if_bad(Some(key), hash, o.id(), Bad::Corrupt) {
+            Err(reason) => match self.remove_if_bad(Some(key), hash, o.id(), Bad::Corrupt, wait) {
                 Removal::Changed => Ok(None),
+                Removal::Busy => Err(self.busy(key)),
                 Removal::Removed | Removal::Failed => Err(self.corrupt(key, reason)),
             },
         }
@@ -636,13 +689,15 @@ impl Inner {
         Value::from_stored(meta.kind, logical)
     }
 
-    /// Reads the entry at `path` for listing and sweeps: its metadata, or
-    /// `None` when missing, foreign or corrupt (corrupt ones are removed).
-    pub(crate) fn peek(&self, hash: &str, path: &Path) -> Option<(EntryMeta, (u64, u64))> {
-        match self.open_entry(None, hash, path, false) {
+    /// Reads the entry at `path` for listing and sweeps: its metadata, its
+    /// identity and the open file (kept open while a sweep decides, so its
+    /// identity cannot pass to a newer file), or `None` when missing,
+    /// foreign or corrupt (corrupt ones are removed).
+    pub(crate) fn peek(&self, hash: &str, path: &Path) -> Option<(EntryMeta, (u64, u64), File)> {
+        match self.open_entry(None, hash, path, false, Wait::Timeout) {
             Ok(Found::Live(o)) | Ok(Found::Expired(o)) => {
                 let id = o.id();
-                Some((o.meta, id))
+                Some((o.meta, id, o.file))
             }
             Ok(Found::Missing) => None,
             Err(e) => {

@@ -23,6 +23,7 @@ use crate::cache::{CHANNEL_CHUNKS, Inner};
 use crate::fault::Point;
 use crate::read::{Bad, Opened};
 use crate::sys;
+use crate::usage::Wait;
 
 /// What the reading thread sends to the stream.
 pub(crate) enum Piece {
@@ -209,7 +210,7 @@ impl Inner {
     /// Removes an entry found corrupt (if it is still the file `id`) and
     /// returns the error that ends its stream.
     fn corrupt_removed(&self, key: &str, hash: &str, id: (u64, u64), why: String) -> io::Error {
-        self.remove_if_bad(Some(key), hash, id, Bad::Corrupt);
+        self.remove_if_bad(Some(key), hash, id, Bad::Corrupt, Wait::Timeout);
         io::Error::new(io::ErrorKind::InvalidData, self.corrupt(key, why))
     }
 

@@ -183,20 +183,6 @@ impl Usage {
         self.with_lock(false, Wait::Timeout, read)
     }
 
-    /// Adds a delta; returns the new counts.
-    pub fn add(&self, entries: i64, bytes: i64) -> Result<Counts, UsageError> {
-        self.with_lock(true, Wait::Timeout, |f| {
-            let c = read(f)?.add(entries, bytes);
-            write(f, c)?;
-            Ok(c)
-        })
-    }
-
-    /// Replaces the counts (after a recount).
-    pub fn set(&self, c: Counts) -> Result<(), UsageError> {
-        self.with_lock(true, Wait::Timeout, |f| write(f, c))
-    }
-
     /// Runs `f` holding the counters exclusively. Every change to the entry
     /// files (publishing by rename, removing) runs in here together with its
     /// change to the counters, so the counters stay exact without a lock
@@ -226,5 +212,10 @@ impl Locked<'_> {
         let c = read(self.file)?.add(entries, bytes);
         write(self.file, c)?;
         Ok(c)
+    }
+
+    /// Replaces the counts (a recount made with them held).
+    pub fn set(&self, c: Counts) -> io::Result<()> {
+        write(self.file, c)
     }
 }

@@ -5,7 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use etl_cache_core::codec::{Encoder, Totals};
@@ -14,6 +14,7 @@ use etl_cache_core::{Codec, Counters, EntryMeta, Error, Kind, Result, SetOptions
 use tokio::sync::mpsc;
 
 use crate::cache::{CHANNEL_CHUNKS, Inner};
+use crate::cancel::Cancel;
 use crate::evict::Publishing;
 use crate::fault::Point;
 use crate::lock::KeyLock;
@@ -53,7 +54,10 @@ enum Reserved {
     Published(Option<u64>),
     /// Within the limits, but the rename failed (the reservation is undone).
     Failed(io::Error),
-    /// Past a limit: reserved (unless the caller may not block), not renamed.
+    /// The caller went away: not renamed, the reservation undone.
+    Cancelled,
+    /// Past a limit: not renamed, the reservation undone; with what it was
+    /// (entries, bytes), for the eviction that makes room.
     OverLimits((i64, i64)),
 }
 
@@ -231,6 +235,7 @@ impl Inner {
         opts: SetOptions,
         held: bool,
         may_block: bool,
+        cancel: &Cancel,
     ) -> Result<Publish> {
         let header = self.header(key, kind, &opts)?;
         let (stored, totals) = Encoder::encode_all(opts.compression, payload).map_err(self.io(
@@ -266,7 +271,7 @@ impl Inner {
             .and_then(|()| tmp.out.write_all(&stored))
             .map_err(self.io(key, &path, "write the entry"))?;
         let sealed = self.seal(key, tmp, header, &header_bytes, totals)?;
-        self.publish(key, sealed, held, may_block)
+        self.publish(key, sealed, held, may_block, cancel)
     }
 
     /// Writes what arrives on `rx` and publishes it when `Msg::End` comes; a
@@ -277,6 +282,7 @@ impl Inner {
         key: &str,
         mut rx: mpsc::Receiver<Msg>,
         opts: SetOptions,
+        cancel: &Cancel,
     ) -> Result<EntryMeta> {
         let header = self.header(key, Kind::Bytes, &opts)?;
         let header_bytes = header.encode();
@@ -340,7 +346,8 @@ impl Inner {
             .and_then(|()| tmp.out.write_all(&last))
             .map_err(self.io(key, &path, "write the entry"))?;
         let sealed = self.seal(key, tmp, header, &header_bytes, totals)?;
-        self.publish(key, sealed, false, true).map(Publish::done)
+        self.publish(key, sealed, false, true, cancel)
+            .map(Publish::done)
     }
 
     /// Writes the trailer and the entry's time, syncs if durable: the temp
@@ -400,21 +407,39 @@ impl Inner {
     /// When `may_block` is false, gives the entry back as
     /// [`Publish::Blocked`] rather than wait for the lock or evict; the caller
     /// then retries on a blocking thread.
+    ///
+    /// The entry is renamed into place only when it fits the limits, in the
+    /// same hold of the counters as its reservation: a reservation is never
+    /// kept across a wait, so the counters always equal the files on disk
+    /// plus the renames under way, and a recount (made with them held) is
+    /// exact. When the limits leave no room, the reservation is undone,
+    /// entries are evicted with the counters released, and the whole step is
+    /// tried again, until the lock timeout (then an error: the cache stays
+    /// within its limits rather than take the entry).
+    ///
+    /// Nothing is renamed once `cancel` says the caller went away.
     pub(crate) fn publish(
         &self,
         key: &str,
         mut sealed: Sealed,
         held: bool,
         may_block: bool,
+        cancel: &Cancel,
     ) -> Result<Publish> {
         let hash = crate::layout::key_hash(key);
         let target = self.layout.entry_path(&hash);
         let lock_path = self.layout.lock_path(&hash);
+        let started = Instant::now();
         // Lock files exist only while held: no file, no holder to wait for.
         let _lock = if held || fs::symlink_metadata(&lock_path).is_err() {
             None
         } else if may_block {
-            Some(KeyLock::acquire(&lock_path, key, self.config.lock_timeout)?)
+            Some(KeyLock::acquire_unless(
+                &lock_path,
+                key,
+                self.config.lock_timeout,
+                || cancel.is_cancelled(),
+            )?)
         } else {
             match KeyLock::try_acquire(&lock_path) {
                 Ok(Some(lock)) => Some(lock),
@@ -445,79 +470,96 @@ impl Inner {
             fs::rename(&sealed.tmp.path, &target).map(|()| None)
         };
         let usage_err = |e| self.usage_error(Some(key), "update the usage counters", e);
-        // Reserve, then rename at once unless that passes a limit. Only
-        // growth is reserved; a shrink (a smaller replacement) is counted
-        // after the rename, so a process killed in between leaves the
-        // counters high, never low. A caller that may not block does not
-        // sleep waiting for another process holding the counters either.
+        // A caller that may not block does not sleep waiting for another
+        // process holding the counters either.
         let wait = if may_block { Wait::Timeout } else { Wait::Spin };
-        let first = self.usage.exclusive(wait, |u| {
-            let old = current();
-            let (d_entries, d_bytes) = delta(old);
-            let mut counts = u.add(d_entries, d_bytes.max(0))?;
-            self.plan_ahead(counts);
-            if self.over_limits(counts) {
-                // Flat eviction: the victims a scan queued go now, with the
-                // counters already held (usually one per set).
-                counts = self.evict_queued(u, Some(&hash), counts, 8)?.0;
-            }
-            if !self.over_limits(counts) {
-                return Ok(match rename(old) {
-                    Ok(replaced) => {
-                        if d_bytes < 0 {
-                            let _ = u.add(0, d_bytes);
-                        }
-                        Reserved::Published(replaced)
-                    }
-                    Err(e) => {
-                        let _ = u.add(-d_entries, -d_bytes.max(0));
-                        Reserved::Failed(e)
-                    }
-                });
-            }
-            if !may_block {
-                u.add(-d_entries, -d_bytes.max(0))?;
-            }
-            Ok(Reserved::OverLimits((d_entries, d_bytes.max(0))))
-        });
-        let first = match first {
-            Ok(r) => r.map_err(|e| usage_err(UsageError::Io(e)))?,
-            Err(UsageError::Busy) => return Ok(Publish::Blocked(sealed)),
-            Err(e) => return Err(usage_err(e)),
-        };
-        let replaced = match first {
-            Reserved::Published(replaced) => replaced,
-            Reserved::Failed(e) => return Err(self.io(key, &target, "publish the entry")(e)),
-            Reserved::OverLimits(_) if !may_block => return Ok(Publish::Blocked(sealed)),
-            Reserved::OverLimits(reserved) => {
-                self.evict(Some(Publishing {
-                    hash: &hash,
-                    reserved,
-                }));
-                // The entry this one replaces may have changed meanwhile.
-                self.usage
-                    .exclusive(Wait::Timeout, |u| {
-                        let old = current();
-                        let (d_entries, d_bytes) = delta(old);
-                        let grow = (d_entries, d_bytes.max(0));
-                        if grow != reserved {
-                            u.add(grow.0 - reserved.0, grow.1 - reserved.1)?;
-                        }
-                        let replaced = match rename(old) {
-                            Ok(replaced) => replaced,
-                            Err(e) => {
-                                let _ = u.add(-grow.0, -grow.1);
-                                return Ok(Err(e));
+        let mut pause = Duration::from_micros(200);
+        let mut tries = 0u32;
+        let replaced = loop {
+            tries += 1;
+            // Reserve, rename if within the limits, else undo. Only growth
+            // is reserved; a shrink (a smaller replacement) is counted after
+            // the rename, so a process killed in between leaves the counters
+            // high, never low.
+            let step = self.usage.exclusive(wait, |u| {
+                let old = current();
+                let (d_entries, d_bytes) = delta(old);
+                let mut counts = u.add(d_entries, d_bytes.max(0))?;
+                self.plan_ahead(counts);
+                if self.over_limits(counts) {
+                    // Flat eviction: the victims a scan queued go now, with
+                    // the counters already held (usually one per set).
+                    counts = self.evict_queued(u, Some(&hash), counts, 8)?.0;
+                }
+                if !self.over_limits(counts) {
+                    return Ok(match cancel.commit(|| rename(old)) {
+                        Some(Ok(replaced)) => {
+                            if d_bytes < 0 {
+                                let _ = u.add(0, d_bytes);
                             }
-                        };
-                        if d_bytes < 0 {
-                            let _ = u.add(0, d_bytes);
+                            Reserved::Published(replaced)
                         }
-                        Ok(Ok(replaced))
-                    })
-                    .and_then(|r| r.map_err(UsageError::Io))
-                    .map_err(usage_err)?
-                    .map_err(self.io(key, &target, "publish the entry"))?
+                        Some(Err(e)) => {
+                            let _ = u.add(-d_entries, -d_bytes.max(0));
+                            Reserved::Failed(e)
+                        }
+                        None => {
+                            let _ = u.add(-d_entries, -d_bytes.max(0));
+                            Reserved::Cancelled
+                        }
+                    });
+                }
+                u.add(-d_entries, -d_bytes.max(0))?;
+                Ok(Reserved::OverLimits((d_entries, d_bytes.max(0))))
+            });
+            let step = match step {
+                Ok(r) => r.map_err(|e| usage_err(UsageError::Io(e)))?,
+                Err(UsageError::Busy) => return Ok(Publish::Blocked(sealed)),
+                Err(e) => return Err(usage_err(e)),
+            };
+            match step {
+                Reserved::Published(replaced) => break replaced,
+                Reserved::Failed(e) => return Err(self.io(key, &target, "publish the entry")(e)),
+                Reserved::Cancelled => return Err(cancelled(key)),
+                Reserved::OverLimits(_) if !may_block => return Ok(Publish::Blocked(sealed)),
+                Reserved::OverLimits(reserved) => {
+                    if cancel.is_cancelled() {
+                        return Err(cancelled(key));
+                    }
+                    let waited = started.elapsed();
+                    if waited >= self.config.lock_timeout {
+                        tracing::warn!(
+                            key,
+                            ?waited,
+                            tries,
+                            "gave up making room for an entry within the limits"
+                        );
+                        return Err(Error::Io {
+                            key: Error::display_key(key),
+                            path: target,
+                            op: "make room for the entry within the cache's limits",
+                            source: io::Error::new(
+                                io::ErrorKind::StorageFull,
+                                format!(
+                                    "no room was made within max_entries / max_bytes in {waited:?} \
+                                     ({tries} tries): other writers kept filling the cache, or \
+                                     another process held the eviction lock"
+                                ),
+                            ),
+                        });
+                    }
+                    self.evict(Some(Publishing {
+                        hash: &hash,
+                        reserved,
+                    }));
+                    // The first retry is immediate (eviction usually made
+                    // room); later ones back off, as another process may be
+                    // the one scanning.
+                    if tries > 1 {
+                        std::thread::sleep(pause.min(self.config.lock_timeout - waited));
+                        pause = (pause * 2).min(Duration::from_millis(20));
+                    }
+                }
             }
         };
         sealed.tmp.published = true;
@@ -531,6 +573,18 @@ impl Inner {
         }
         Counters::bump(&self.counters.sets);
         Ok(Publish::Done(sealed.meta))
+    }
+}
+
+/// The error of a write whose caller went away before it was published
+/// (nobody sees it; it ends the blocking side's work).
+pub(crate) fn cancelled(key: &str) -> Error {
+    Error::Stream {
+        key: Error::display_key(key),
+        source: io::Error::new(
+            io::ErrorKind::Interrupted,
+            "the call was dropped before the entry was published; nothing was published",
+        ),
     }
 }
 

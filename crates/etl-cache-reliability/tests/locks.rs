@@ -7,8 +7,8 @@
 //!   the configured time; reads and other keys are not held up.
 //! - The same holder killed with SIGKILL: the OS drops its lock and a writer
 //!   already waiting proceeds at once; the lock file it left is reused.
-//! - A process that holds the eviction lock and hangs: writers never wait
-//!   for it (the limits are then enforced once it is gone).
+//! - A process that holds the eviction lock and hangs: writers wait for it
+//!   a moment at most, then scan beside it; the limits hold all along.
 //! - A process that holds the shared counters' lock and hangs: every write
 //!   (set, set_stream, delete, a single-flight insert, clear) and `stats`
 //!   fail with `LockTimeout` after the configured time, naming the key or
@@ -278,10 +278,12 @@ fn a_hung_evictor_never_blocks_writers_and_limits_return_once_it_is_gone() {
                 "a set waited {took:?} for the evictor"
             );
         }
+        // The evict lock only keeps scanners apart: a set that needs room
+        // scans beside a hung holder, so the limit holds all along.
         let (n, _) = layout::disk_usage(&root);
-        assert_eq!(
-            n, 12,
-            "no eviction while another process holds the eviction lock"
+        assert!(
+            n <= 4,
+            "the limit holds while another process holds the eviction lock: {n} entries"
         );
     });
     proc::kill9(&mut child);
