@@ -715,3 +715,45 @@ fn one_gib_set_and_get_through_pipes_in_bounded_memory() {
     assert!(set_rss < LIMIT, "set peaked at {set_rss} bytes");
     assert!(get_rss < LIMIT, "get peaked at {get_rss} bytes");
 }
+
+/// `get -o` writes through a temp file of a random name, created
+/// exclusively: a link planted beside the output under any name the
+/// command could have picked from its process id is never followed, and no
+/// temp file is left behind.
+#[test]
+fn get_into_a_file_never_follows_a_planted_link() {
+    let (tmp, root) = cache_dir();
+    let blob = pattern(3, 200_000);
+    let src = tmp.path().join("src.bin");
+    std::fs::write(&src, &blob).unwrap();
+    run(&root, &["set", "blob", src.to_str().unwrap()]).expect(0);
+    let out_dir = tmp.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let victim = tmp.path().join("victim.txt");
+    std::fs::write(&victim, b"must not change").unwrap();
+    // Process ids are handed out in order: the next commands get one of the
+    // next few thousand.
+    let recent = Command::new("true").spawn().unwrap();
+    let base = recent.id();
+    for pid in base..base + 5000 {
+        let name = format!(".out.bin.etl-cache-{pid}.tmp");
+        std::os::unix::fs::symlink(&victim, out_dir.join(name)).unwrap();
+    }
+    let out = out_dir.join("out.bin");
+    run(&root, &["-q", "get", "blob", "-o", out.to_str().unwrap()]).expect(0);
+    assert!(
+        std::fs::read(&out).unwrap() == blob,
+        "the output is not the value"
+    );
+    assert!(
+        std::fs::read(&victim).unwrap() == b"must not change",
+        "a link planted beside the output was followed"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".out.bin.etl-cache-"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["out.bin"], "a temp file was left behind");
+}

@@ -441,9 +441,13 @@ fn a_read_of_an_expired_entry_does_not_block_the_runtime_while_the_counters_are_
             "the runtime thread was blocked: {} ticks while 1000 yields",
             after - before
         );
+        // Had a read waited on the runtime thread, these yields would only
+        // have come back after it gave up (60 s per read), with the reads
+        // finished: the lock is still held, so they cannot be.
         assert!(
             !reads.is_finished(),
-            "the reads did not wait for the counters' lock"
+            "the reads ended while the counters' lock was still held: they waited for it on \
+             the runtime thread, blocking it, and gave up"
         );
         usage.unlock().unwrap();
         let (g, h, s) = reads.await.unwrap();

@@ -59,35 +59,52 @@ async fn to_file(
             "give a file path, or `-o -` for stdout",
         )
     })?;
-    let tmp = path.with_file_name(format!(
-        ".{}.etl-cache-{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
     let write_failure = |e: std::io::Error| {
         Failure::new(
             format!("cannot write {}: {e}", path.display()),
             "check that the directory exists, is writable and its disk is not full",
         )
     };
-    let mut file = tokio::fs::File::create(&tmp).await.map_err(write_failure)?;
+    // A fresh file of a random name (created exclusively, so a link or a
+    // file planted under a guessable name is never followed or reused), with
+    // the permissions a plain create gives (0666 less the umask).
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".etl-cache.tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let (file, tmp) = builder
+        .tempfile_in(dir)
+        .map_err(write_failure)?
+        .into_parts();
+    // `tmp` removes the file when dropped, unless it was moved into place.
+    let mut file = tokio::fs::File::from_std(file);
     let copied = copy(key, found, &mut file, progress, write_failure).await;
     let done = match copied {
         Ok(()) => file.sync_all().await.map_err(write_failure),
         Err(f) => Err(f),
     };
     drop(file);
-    if let Err(f) = done {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(f);
-    }
-    if let Err(e) = tokio::fs::rename(&tmp, path).await {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(Failure::new(
-            format!("cannot move {} to {}: {e}", tmp.display(), path.display()),
+    done?;
+    let shown = tmp.to_path_buf();
+    tmp.persist(path).map_err(|e| {
+        Failure::new(
+            format!(
+                "cannot move {} to {}: {}",
+                shown.display(),
+                path.display(),
+                e.error
+            ),
             "check that the destination is writable",
-        ));
-    }
+        )
+    })?;
     Ok(())
 }
 
