@@ -30,7 +30,9 @@
 //! everything ended), and for every `DiskCache` root the files on disk must
 //! be within its limits and match `stats()` of every handle.
 //!
-//! Backends: `DiskCache` with and without limits, `ObjectCache` over one
+//! Backends: the reference `MemoryCache` (two clones of one; it holds
+//! everything under one mutex, so it checks the checker), `DiskCache` with
+//! and without limits, `ObjectCache` over one
 //! `InMemory` store and over one `LocalFileSystem` directory, `TieredCache`
 //! with a memory tier over a `DiskCache` (one handle: the memory tier is
 //! per handle), and two `TieredCache` handles without memory over two
@@ -225,6 +227,9 @@ struct Plan {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
+    /// The reference `MemoryCache` (two clones share one map under a
+    /// mutex): linearizable by construction, so it checks the checker.
+    Memory,
     Disk,
     DiskLimits,
     ObjectMemory,
@@ -537,6 +542,14 @@ struct Instance {
 async fn instance(backend: Backend, p: &Plan, pool: &mut Pool) -> Result<Instance, String> {
     let clock = pool.clock.clone();
     Ok(match backend {
+        Backend::Memory => {
+            let m = etl_cache_core::MemoryCache::with_clock(clock.clone());
+            Instance {
+                handles: [Arc::new(m.clone()), Arc::new(m)],
+                disks: Vec::new(),
+                _dir: None,
+            }
+        }
         Backend::Disk | Backend::DiskLimits => {
             let d = pool.pair("DiskCache", p.limits, p.inline).await?;
             Instance {
@@ -1472,6 +1485,12 @@ fn run(name: &str, backend: Backend) {
         }
         panic!("{s}");
     }
+}
+
+/// The checker on the reference implementation: no false alarms.
+#[test]
+fn concurrency_memory_cache_reference() {
+    run("MemoryCache (reference)", Backend::Memory);
 }
 
 #[test]
