@@ -41,7 +41,10 @@
 //! 2,000 cases per backend (`ETL_CACHE_CONCURRENCY_CASES`, 20,000 with
 //! `ETL_CACHE_LONG=1`). `ETL_CACHE_SEED` replays the plans (the schedule of
 //! threads differs from run to run); `ETL_CACHE_CONCURRENCY_CASE=N` runs
-//! case N of that seed again and again.
+//! case N of that seed again and again; `ETL_CACHE_CONCURRENCY_KEEP_GOING=1`
+//! runs every case and sums up the failures by kind instead of stopping at
+//! the first. A failure shows the seed, the case and the history of the key
+//! (invocation..response ticks, clock, task, handle, operation, result).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
