@@ -733,8 +733,9 @@ fn get_into_a_file_never_follows_a_planted_link() {
     std::fs::write(&victim, b"must not change").unwrap();
     // Process ids are handed out in order: the next commands get one of the
     // next few thousand.
-    let recent = Command::new("true").spawn().unwrap();
+    let mut recent = Command::new("true").spawn().unwrap();
     let base = recent.id();
+    recent.wait().unwrap();
     for pid in base..base + 5000 {
         let name = format!(".out.bin.etl-cache-{pid}.tmp");
         std::os::unix::fs::symlink(&victim, out_dir.join(name)).unwrap();

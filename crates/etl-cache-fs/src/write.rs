@@ -227,6 +227,7 @@ impl Inner {
 
     /// Writes a whole value and publishes it. Runs on a blocking thread.
     /// `held` says the caller already holds the key's lock.
+    #[allow(clippy::too_many_arguments)] // the publication's three switches, named at each call
     pub(crate) fn write_value(
         &self,
         key: &str,
