@@ -42,9 +42,11 @@ enum Acquire {
     Held,
 }
 
+/// Nanoseconds since the epoch; a time too far out for 64 bits (after the
+/// year 2554) saturates.
 fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
@@ -83,7 +85,12 @@ impl Inner {
         let body = LeaseBody {
             owner: owner.to_owned(),
             key: key.to_owned(),
-            expires: nanos(self.config.clock.now() + self.config.lease_duration),
+            expires: self
+                .config
+                .clock
+                .now()
+                .checked_add(self.config.lease_duration)
+                .map_or(u64::MAX, nanos),
         };
         PutPayload::from(serde_json::to_vec(&body).expect("a lease serializes"))
     }
@@ -363,9 +370,10 @@ impl ObjectCache {
             }
             // Jitter: between half the delay and the delay.
             let half = delay / 2;
-            let jitter = Duration::from_nanos(random_u64() % (half.as_nanos() as u64 + 1));
-            tokio::time::sleep((half + jitter).min(timeout - waited)).await;
-            delay = (delay * 2).min(inner.config.poll_max);
+            let span = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+            let jitter = Duration::from_nanos(random_u64() % span.saturating_add(1));
+            tokio::time::sleep(half.saturating_add(jitter).min(timeout - waited)).await;
+            delay = delay.saturating_mul(2).min(inner.config.poll_max);
         };
         let holding = Holding {
             inner: inner.clone(),
