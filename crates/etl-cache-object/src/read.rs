@@ -35,6 +35,9 @@ const MIN_ENTRY: u64 = (HEADER_FIXED_LEN + 1 + 4 + TRAILER_LEN) as u64;
 /// object_store's `LocalFileSystem` sends empty chunks without end for a
 /// file cut short while it is read.
 const MAX_EMPTY_CHUNKS: u32 = 64;
+/// The first size of the buffer a decompressed chunk is read into; it
+/// doubles up to the chunk size as bytes come.
+const FIRST_DECODE_BUF: usize = 64 * 1024;
 
 /// An entry's metadata, read from its header and trailer.
 #[derive(Debug)]
@@ -626,6 +629,13 @@ enum Check {
 impl Payload {
     async fn next(&mut self) -> std::result::Result<Option<Bytes>, ObjectError> {
         if self.left == 0 {
+            // What came with the header past an empty payload is the start
+            // of the trailer.
+            if let Some(b) = self.first.take()
+                && self.keep_trailer
+            {
+                self.past.extend_from_slice(&b);
+            }
             if !self.keep_trailer {
                 self.body.drain().await;
             } else if self.trailer.is_none() {
@@ -877,11 +887,21 @@ fn decoded_stream(
                 return;
             }
         };
+        // No chunk is longer than the entry: the buffer is never larger than
+        // the entry's logical length, and it grows with what is decoded (a
+        // trailer could claim any length), never more than twice that.
+        let chunk_size = chunk_size
+            .min(usize::try_from(meta.logical_len).unwrap_or(usize::MAX))
+            .max(1);
         let result = (|| -> io::Result<()> {
             loop {
-                let mut buf = vec![0u8; chunk_size];
+                let mut buf = Vec::new();
                 let mut filled = 0;
                 while filled < chunk_size {
+                    if filled == buf.len() {
+                        let grown = (buf.len() * 2).max(FIRST_DECODE_BUF).min(chunk_size);
+                        buf.resize(grown, 0);
+                    }
                     match reader.read(&mut buf[filled..]) {
                         Ok(0) => break,
                         Ok(n) => filled += n,
