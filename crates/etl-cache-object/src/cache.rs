@@ -63,6 +63,9 @@ pub(crate) struct Inner {
     /// stands at an object's path is looked at before it is read, deleted
     /// or listed.
     pub local: Option<LocalFiles>,
+    /// Whether the store honours conditional creates (checked once, before
+    /// the first lease).
+    pub create_honoured: tokio::sync::OnceCell<bool>,
 }
 
 impl Inner {
@@ -83,6 +86,7 @@ impl Inner {
             counters: Counters::default(),
             flights: KeyedMutex::new(),
             local,
+            create_honoured: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -608,15 +612,22 @@ impl Cache for ObjectCache {
             .await
     }
 
+    /// The counters of this handle, and the objects under the prefix that
+    /// may be entries: one listing, no reads. An object counts when its name
+    /// is one the cache gives entries and it is large enough to be one, so a
+    /// foreign object of that size with such a name counts too (only a read
+    /// can tell: `list` and `clear` do read). Expired and corrupt entries
+    /// count until `purge_expired` removes them (reads never delete).
     async fn stats(&self) -> Result<Stats> {
         let inner = self.inner.clone();
         let (entries, bytes) = inner
             .list_objects(inner.layout.prefix())
             .try_fold((0u64, 0u64), |(n, b), m| {
-                let entry = matches!(
-                    inner.layout.classify(&m.location),
-                    Name::Direct(_) | Name::Long
-                );
+                let entry = m.size >= crate::read::MIN_ENTRY
+                    && matches!(
+                        inner.layout.classify(&m.location),
+                        Name::Direct(_) | Name::Long
+                    );
                 futures::future::ready(Ok(if entry { (n + 1, b + m.size) } else { (n, b) }))
             })
             .await?;

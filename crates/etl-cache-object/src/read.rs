@@ -30,7 +30,7 @@ const PROBE_LEN: u64 = 64 * 1024;
 /// first request and the next.
 const CHANGE_RETRIES: u32 = 3;
 /// The smallest valid entry: a one-byte key, empty payload.
-const MIN_ENTRY: u64 = (HEADER_FIXED_LEN + 1 + 4 + TRAILER_LEN) as u64;
+pub(crate) const MIN_ENTRY: u64 = (HEADER_FIXED_LEN + 1 + 4 + TRAILER_LEN) as u64;
 /// How many empty chunks in a row a body may send before it counts as cut:
 /// object_store's `LocalFileSystem` sends empty chunks without end for a
 /// file cut short while it is read.
