@@ -27,7 +27,7 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use tokio::sync::Notify;
 
@@ -51,6 +51,9 @@ struct Shared {
     armed: Mutex<Vec<(Point, Path, Arc<Gate>)>>,
     /// Re-cut every GET body into pieces of 1 to 7 bytes.
     rechunk: AtomicBool,
+    /// Treat conditional creates as plain puts (a server that ignores
+    /// `If-None-Match`).
+    ignore_create: AtomicBool,
     deletes: AtomicUsize,
 }
 
@@ -120,8 +123,11 @@ impl ObjectStore for Gated {
         &self,
         location: &Path,
         payload: PutPayload,
-        opts: PutOptions,
+        mut opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        if opts.mode == PutMode::Create && self.shared.ignore_create.load(Ordering::SeqCst) {
+            opts.mode = PutMode::Overwrite;
+        }
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -598,4 +604,75 @@ async fn extreme_lease_settings_are_refused_or_work() {
     assert!(matches!(r, Err(Error::LockTimeout { .. })), "{r:?}");
     finish.notify_one();
     assert_eq!(held.await.unwrap().unwrap(), Value::Text("computed".into()));
+}
+
+/// A store that ignores conditional creates cannot give single flight
+/// across hosts: `get_or_insert_with` says so (NotSupported) instead of
+/// letting every caller win the lease, and computes nothing. On a store
+/// that honours them, two handles compute once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_ignoring_conditional_creates_is_detected() {
+    let clock = Arc::new(ManualClock::new());
+    let store = Arc::new(Gated::default());
+    store.shared.ignore_create.store(true, Ordering::SeqCst);
+    let (a, b) = (handle(&store, &clock), handle(&store, &clock));
+    let computed = Arc::new(AtomicUsize::new(0));
+    let compute = |c: Arc<AtomicUsize>| async move {
+        c.fetch_add(1, Ordering::SeqCst);
+        Value::Text("v".into())
+    };
+    let (x, y) = tokio::join!(
+        a.get_or_insert_with("k", SetOptions::new(), || compute(computed.clone())),
+        b.get_or_insert_with("k", SetOptions::new(), || compute(computed.clone())),
+    );
+    for r in [x, y] {
+        let e = r.expect_err("single flight on a store ignoring If-None-Match");
+        let o = etl_cache_object::ObjectError::find(&e).expect("an ObjectError");
+        assert_eq!(
+            o.kind(),
+            etl_cache_object::ObjectErrorKind::NotSupported,
+            "{e}"
+        );
+    }
+    assert_eq!(computed.load(Ordering::SeqCst), 0);
+    assert_eq!(a.get("k").await.unwrap(), None);
+
+    let honest = Arc::new(Gated::default());
+    let (a, b) = (handle(&honest, &clock), handle(&honest, &clock));
+    let (x, y) = tokio::join!(
+        a.get_or_insert_with("k", SetOptions::new(), || compute(computed.clone())),
+        b.get_or_insert_with("k", SetOptions::new(), || compute(computed.clone())),
+    );
+    assert_eq!(
+        (x.unwrap(), y.unwrap()),
+        (Value::Text("v".into()), Value::Text("v".into()))
+    );
+    assert_eq!(computed.load(Ordering::SeqCst), 1);
+    let probes: Vec<_> = honest.inner.list(None).try_collect().await.unwrap();
+    assert!(
+        probes
+            .iter()
+            .all(|m| !m.location.as_ref().contains("probe")),
+        "the probe objects were removed: {probes:?}"
+    );
+}
+
+/// `stats` counts no object too small to be an entry, whatever its name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_skip_objects_too_small_to_be_entries() {
+    let clock = Arc::new(ManualClock::new());
+    let store = Arc::new(Gated::default());
+    let c = handle(&store, &clock);
+    c.set("real", "x".into(), SetOptions::new()).await.unwrap();
+    for name in ["notes", "data/part-0", "x"] {
+        let path = Path::from(format!("etl/cache/{name}"));
+        store
+            .inner
+            .put(&path, PutPayload::from_static(b"hi\n"))
+            .await
+            .unwrap();
+    }
+    let s = c.stats().await.unwrap();
+    assert_eq!(s.entries, 1, "foreign objects counted as entries");
+    assert_eq!(s.bytes, c.head("real").await.unwrap().unwrap().size);
 }
