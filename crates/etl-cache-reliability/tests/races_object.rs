@@ -294,13 +294,11 @@ async fn race(judged: Judged, how: Reader, writer: Writer, size: usize, codec: C
     let opts = SetOptions::new().compression(codec);
     match judged {
         Judged::Expired => {
-            a.set(&key, old, opts.clone().ttl_seconds(10))
-                .await
-                .unwrap();
+            a.set(&key, old, opts.ttl_seconds(10)).await.unwrap();
             clock.advance(Duration::from_secs(11));
         }
         Judged::Corrupt => {
-            a.set(&key, old, opts.clone()).await.unwrap();
+            a.set(&key, old, opts).await.unwrap();
             damage(&store, &path).await;
         }
     }
@@ -321,7 +319,7 @@ async fn race(judged: Judged, how: Reader, writer: Writer, size: usize, codec: C
         Some(reader)
     };
     let new = Value::Text("the newer value".into());
-    b.set(&key, new.clone(), opts.clone()).await.unwrap();
+    b.set(&key, new.clone(), opts).await.unwrap();
     if let Some(reader) = reader {
         gate.release.notify_one();
         let got = reader.await.unwrap();
@@ -466,15 +464,13 @@ async fn small_entries_stream_whole_from_bodies_cut_in_tiny_pieces() {
             let data: Vec<u8> = (0..len).map(|i| (i * 31 + ci) as u8).collect();
             let opts = SetOptions::new().compression(codec);
             let k = format!("c{ci}/bytes/{len}");
-            a.set(&k, Value::Bytes(Bytes::from(data.clone())), opts.clone())
+            a.set(&k, Value::Bytes(Bytes::from(data.clone())), opts)
                 .await
                 .unwrap();
             keys.push((k, data.clone()));
             let k = format!("c{ci}/text/{len}");
             let text: String = data.iter().map(|b| char::from(b'a' + b % 26)).collect();
-            a.set(&k, Value::Text(text.clone()), opts.clone())
-                .await
-                .unwrap();
+            a.set(&k, Value::Text(text.clone()), opts).await.unwrap();
             keys.push((k, text.into_bytes()));
             let k = format!("c{ci}/stream/{len}");
             let body = futures::stream::iter(
