@@ -33,6 +33,10 @@ pub struct Harness {
     pub cache: Arc<dyn Cache>,
     /// The clock the cache reads expiry from.
     pub clock: Arc<ManualClock>,
+    /// Whether a read that finds an entry expired removes it. A backend
+    /// that cannot remove conditionally (an object store without
+    /// conditional deletes) leaves it to `purge_expired`.
+    pub removes_expired_on_read: bool,
     _keep: Box<dyn Any + Send + Sync>,
 }
 
@@ -46,8 +50,16 @@ impl Harness {
         Harness {
             cache,
             clock,
+            removes_expired_on_read: true,
             _keep: Box::new(keep),
         }
+    }
+
+    /// For a backend whose reads leave expired entries in place (they are
+    /// invisible, and removed by `purge_expired`).
+    pub fn keeps_expired_until_purge(mut self) -> Self {
+        self.removes_expired_on_read = false;
+        self
     }
 }
 
@@ -349,7 +361,8 @@ pub async fn failing_stream_keeps_previous_value(h: &Harness) {
     );
 }
 
-/// An expired entry reads as a miss everywhere and is removed.
+/// An expired entry reads as a miss everywhere and is removed (when seen,
+/// or by `purge_expired` for a backend that keeps it until then).
 pub async fn ttl_hides_and_removes_expired(h: &Harness) {
     let c = &*h.cache;
     c.set(
@@ -393,6 +406,9 @@ pub async fn ttl_hides_and_removes_expired(h: &Harness) {
         c.get_text("forever").await.unwrap().as_deref(),
         Some("stays")
     );
+    if !h.removes_expired_on_read {
+        assert_eq!(c.purge_expired().await.unwrap(), 2, "purge removes them");
+    }
     assert_eq!(
         c.stats().await.unwrap().entries,
         1,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etl_cache_core::{Clock, Error, Result, SystemClock};
+use etl_cache_core::{Clock, Error, MAX_TTL, Result, SystemClock};
 use object_store::ObjectStore;
 use object_store::path::Path;
 
@@ -211,7 +211,8 @@ impl ObjectCacheBuilder {
     }
 
     /// How long a single-flight lease holds before others may take it over;
-    /// the holder renews it every third of that while it computes.
+    /// the holder renews it every third of that while it computes. Between
+    /// 100 ms and [`etl_cache_core::MAX_TTL`] (`build` refuses others).
     pub fn lease_duration(mut self, d: Duration) -> Self {
         self.config.lease_duration = d;
         self
@@ -219,14 +220,16 @@ impl ObjectCacheBuilder {
 
     /// How long `get_or_insert_with` (of [`etl_cache_core::CacheExt`]) waits
     /// for another worker's computation before [`Error::LockTimeout`].
-    /// Default: 60 s. [`ObjectCache::get_or_insert_with_timeout`] takes its own.
+    /// Default: 60 s ([`Duration::MAX`] waits without limit).
+    /// [`ObjectCache::get_or_insert_with_timeout`] takes its own.
     pub fn lock_timeout(mut self, d: Duration) -> Self {
         self.config.lock_timeout = d;
         self
     }
 
     /// How often a waiter polls for the result of another's computation:
-    /// starting at `min`, doubling up to `max`, with jitter.
+    /// starting at `min`, doubling up to `max`, with jitter. `build` refuses
+    /// a zero `min`.
     pub fn lease_poll_interval(mut self, min: Duration, max: Duration) -> Self {
         self.config.poll_min = min;
         self.config.poll_max = max.max(min);
@@ -323,6 +326,22 @@ impl ObjectCacheBuilder {
         if c.lease_duration < Duration::from_millis(100) {
             return Err(Error::InvalidInput {
                 message: "lease_duration must be at least 100 ms".into(),
+            });
+        }
+        // A lease's expiry is written as nanoseconds since the epoch: any
+        // duration within the longest TTL fits, whatever the clock says.
+        if c.lease_duration > MAX_TTL {
+            return Err(Error::InvalidInput {
+                message: format!(
+                    "lease_duration of {} s is longer than the largest supported, {} s",
+                    c.lease_duration.as_secs(),
+                    MAX_TTL.as_secs()
+                ),
+            });
+        }
+        if c.poll_min.is_zero() {
+            return Err(Error::InvalidInput {
+                message: "the lease poll interval must be above zero".into(),
             });
         }
         let local_root = self.local_root.or(opened.local_root);

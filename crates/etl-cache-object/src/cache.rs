@@ -10,13 +10,23 @@ use etl_cache_core::{
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use crate::builder::{Config, ObjectCacheBuilder};
 use crate::error::{ObjectError, ObjectErrorKind, classify, is_not_found};
 use crate::layout::{Layout, Name};
 use crate::local::{Listed, LocalFiles, Standing};
 use crate::read::Probe;
+
+/// Whether two listings or heads of one path show the same version of it.
+/// Without an e-tag or a version (a store that gives neither), the size
+/// and the modification time must do.
+fn same_version(a: &ObjectMeta, b: &ObjectMeta) -> bool {
+    a.e_tag == b.e_tag
+        && a.version == b.version
+        && a.size == b.size
+        && a.last_modified == b.last_modified
+}
 
 /// How many entries `list` and `purge_expired` read at once.
 const LIST_CONCURRENCY: usize = 16;
@@ -53,6 +63,9 @@ pub(crate) struct Inner {
     /// stands at an object's path is looked at before it is read, deleted
     /// or listed.
     pub local: Option<LocalFiles>,
+    /// Whether the store honours conditional creates (checked once, before
+    /// the first lease).
+    pub create_honoured: tokio::sync::OnceCell<bool>,
 }
 
 impl Inner {
@@ -73,6 +86,7 @@ impl Inner {
             counters: Counters::default(),
             flights: KeyedMutex::new(),
             local,
+            create_honoured: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -140,9 +154,34 @@ impl Inner {
         }
     }
 
-    /// Deletes an object, logging rather than failing (expired and corrupt
-    /// entries: the caller already has its answer).
-    pub(crate) async fn remove_quietly(&self, key: &str, location: &Path) -> bool {
+    /// Removes the object at `location` if it is still the version that
+    /// was judged (expired or corrupt), logging rather than failing; returns
+    /// whether it removed it.
+    ///
+    /// `object_store` has no conditional delete, so the object's version
+    /// (e-tag, version, size and modification time) is read again with a
+    /// `HEAD` just before an unconditional `DELETE`, which goes ahead only
+    /// if nothing changed. A write of the key that lands between the two
+    /// (one round trip) is still deleted: only `purge_expired`, an explicit
+    /// bulk call, takes that risk; reads never remove anything.
+    pub(crate) async fn remove_judged(
+        &self,
+        key: &str,
+        location: &Path,
+        judged: &ObjectMeta,
+    ) -> bool {
+        let now = match self.store.head(location).await {
+            Ok(m) => m,
+            Err(e) if is_not_found(&e) => return false,
+            Err(e) => {
+                tracing::warn!(key, object = %location, error = %e, "could not look at an entry to remove it");
+                return false;
+            }
+        };
+        if !same_version(judged, &now) {
+            tracing::debug!(key, object = %location, "not removed: the entry was written again since it was read");
+            return false;
+        }
         match self.store.delete(location).await {
             Ok(()) => true,
             Err(e) if is_not_found(&e) => false,
@@ -220,9 +259,10 @@ impl Inner {
             .boxed()
     }
 
-    /// Reads the metadata of listed entries (corrupt ones are removed) and
-    /// yields `(meta, expired)`. With `purge`, expired entries are removed
-    /// (and yielded only if that removed them).
+    /// Reads the metadata of listed entries and yields `(meta, expired)`;
+    /// corrupt entries are skipped. With `purge`, expired and corrupt
+    /// entries are removed if unchanged since they were read (expired ones
+    /// are yielded only if that removed them).
     fn probe_all(
         self: &Arc<Self>,
         key_prefix: &str,
@@ -245,15 +285,26 @@ impl Inner {
                             }
                             let expired = p.meta.is_expired(this.config.clock.now());
                             if expired && purge {
-                                if !this.remove_quietly(&p.meta.key, &m.location).await {
+                                if !this
+                                    .remove_judged(&p.meta.key, &m.location, &p.judged)
+                                    .await
+                                {
                                     return Ok(None);
                                 }
                                 Counters::bump(&this.counters.expired);
                             }
                             Ok(Some((p.meta, expired)))
                         }
-                        Err(Error::Corrupt { key, reason }) => {
-                            tracing::warn!(key, reason, "removed a corrupt entry while listing");
+                        Ok(Probe::Corrupt { reason, judged }) => {
+                            if purge && this.remove_judged(&shown, &m.location, &judged).await {
+                                tracing::warn!(key = shown, reason, "removed a corrupt entry");
+                            } else if !purge {
+                                tracing::warn!(
+                                    key = shown,
+                                    reason,
+                                    "skipped a corrupt entry while listing"
+                                );
+                            }
                             Ok(None)
                         }
                         Err(e) => Err(e),
@@ -285,9 +336,18 @@ impl Inner {
 ///   `max_concurrency` parts of `part_size` bytes in memory, and come down as
 ///   they arrive, decompressed on the fly. A body cut mid-way is resumed with
 ///   a ranged get pinned to the e-tag, or fails — never returns short data.
-/// - **Expiry** is checked on every read (an expired entry reads as a miss
-///   and is deleted) and by [`Cache::purge_expired`], which lists the prefix.
-///   Bucket lifecycle rules are a useful backstop (see the crate README).
+/// - **Expiry** is checked on every read: an expired entry reads as a miss.
+///   [`Cache::purge_expired`] lists the prefix and removes expired (and
+///   corrupt) entries. Bucket lifecycle rules are a useful backstop (see the
+///   crate README).
+/// - **Reads never delete.** An expired or corrupt entry is reported (a
+///   miss, [`Error::Corrupt`]) and left in place, and counts in
+///   [`Cache::stats`] until a purge: object stores give no conditional
+///   delete through `object_store`, and an unconditional one after a read
+///   would delete a value another host wrote in between. `purge_expired`
+///   reads each object's version again (`HEAD`) just before deleting it and
+///   skips it if it changed; a write that lands between that `HEAD` and the
+///   `DELETE` (one round trip) is still lost.
 /// - **Single flight** across hosts: `get_or_insert_with` of
 ///   [`etl_cache_core::CacheExt`], and [`ObjectCache::get_or_insert_with_timeout`].
 /// - **Only its own objects.** An object without the entry header is never
@@ -426,11 +486,9 @@ impl Cache for ObjectCache {
             Probe::Foreign(why) => {
                 Err(self.inner.not_an_entry_because("read", key, &location, why))
             }
+            Probe::Corrupt { reason, .. } => Err(self.inner.corrupt(key, reason)),
             Probe::Entry(p) => {
                 if p.meta.is_expired(self.inner.config.clock.now()) {
-                    if self.inner.remove_quietly(key, &location).await {
-                        Counters::bump(&self.inner.counters.expired);
-                    }
                     return Ok(None);
                 }
                 Ok(Some(p.meta))
@@ -554,15 +612,22 @@ impl Cache for ObjectCache {
             .await
     }
 
+    /// The counters of this handle, and the objects under the prefix that
+    /// may be entries: one listing, no reads. An object counts when its name
+    /// is one the cache gives entries and it is large enough to be one, so a
+    /// foreign object of that size with such a name counts too (only a read
+    /// can tell: `list` and `clear` do read). Expired and corrupt entries
+    /// count until `purge_expired` removes them (reads never delete).
     async fn stats(&self) -> Result<Stats> {
         let inner = self.inner.clone();
         let (entries, bytes) = inner
             .list_objects(inner.layout.prefix())
             .try_fold((0u64, 0u64), |(n, b), m| {
-                let entry = matches!(
-                    inner.layout.classify(&m.location),
-                    Name::Direct(_) | Name::Long
-                );
+                let entry = m.size >= crate::read::MIN_ENTRY
+                    && matches!(
+                        inner.layout.classify(&m.location),
+                        Name::Direct(_) | Name::Long
+                    );
                 futures::future::ready(Ok(if entry { (n + 1, b + m.size) } else { (n, b) }))
             })
             .await?;

@@ -227,6 +227,11 @@ impl Layout {
     }
 
     /// The folder of entries stored by hash.
+    /// A fresh object name for checking what the store supports.
+    pub(crate) fn probe(&self, name: &str) -> Path {
+        self.join(&[RESERVED, "probe", name])
+    }
+
     pub(crate) fn long_root(&self) -> Path {
         self.join(&[RESERVED, "long"])
     }

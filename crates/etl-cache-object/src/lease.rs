@@ -11,6 +11,20 @@
 //! Stores without conditional updates (`LocalFileSystem`) take an expired
 //! lease over by deleting and re-creating it; two waiters racing for the same
 //! expired lease may then both compute, once each.
+//!
+//! Before its first lease a handle checks that the store refuses a second
+//! conditional create of one object; a store that ignores the condition
+//! altogether makes single flight fail with `NotSupported` rather than
+//! compute on every host. A store whose conditional create is not atomic
+//! under contention (several simultaneous creates all succeed) cannot be
+//! told apart this way: there, single flight may compute more than once.
+//!
+//! Releasing reads the lease and deletes it if this owner still holds it.
+//! With no conditional delete in `object_store`, a waiter that takes the
+//! lease over between that read and the delete (only possible once the
+//! lease expired: the holder stalled past `lease_duration`) loses its lease
+//! to the delete, and a third caller may compute again. The value is
+//! never lost: at worst it is computed and written twice.
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
@@ -25,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ObjectCache;
 use crate::cache::Inner;
-use crate::error::is_not_found;
+use crate::error::{ObjectErrorKind, is_not_found};
 use crate::local::Standing;
 
 /// What a lease object holds.
@@ -42,9 +56,11 @@ enum Acquire {
     Held,
 }
 
+/// Nanoseconds since the epoch; a time too far out for 64 bits (after the
+/// year 2554) saturates.
 fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
@@ -79,11 +95,72 @@ fn is_unsupported(e: &object_store::Error) -> bool {
 }
 
 impl Inner {
+    /// Checks, once per handle, that the store refuses a second create of
+    /// one object (`PutMode::Create`, `If-None-Match: *` on S3): a store
+    /// that ignores the condition would let every waiter win the lease.
+    /// Two creates of a fresh object under `.etl-cache/probe/`, then its
+    /// delete. This finds a store that ignores the condition altogether, not
+    /// one whose conditional create is merely not atomic under contention.
+    async fn check_conditional_create(&self) -> Result<()> {
+        let honoured = *self
+            .create_honoured
+            .get_or_try_init(|| self.probe_conditional_create())
+            .await?;
+        if honoured {
+            return Ok(());
+        }
+        let path = self.layout.probe("create");
+        let why = "the store accepted a second conditional create (PutMode::Create, \
+                   If-None-Match) of one object: it ignores the condition, so single \
+                   flight across hosts cannot work on it";
+        Err(self.error(
+            ObjectErrorKind::NotSupported,
+            "check conditional creates",
+            "",
+            &path,
+            Some(why.into()),
+        ))
+    }
+
+    async fn probe_conditional_create(&self) -> Result<bool> {
+        let path = self.layout.probe(&format!("create-{:016x}", random_u64()));
+        let body = || {
+            PutPayload::from_static(b"etl-cache: a check of conditional creates; safe to delete")
+        };
+        let create = || PutOptions::from(PutMode::Create);
+        let op = "check conditional creates";
+        match self.store.put_opts(&path, body(), create()).await {
+            Ok(_) => {}
+            Err(e) => return Err(self.fail(op, "", &path, e)),
+        }
+        let second = self.store.put_opts(&path, body(), create()).await;
+        // A name nobody else writes: an unconditional delete is safe.
+        if let Err(e) = self.store.delete(&path).await
+            && !is_not_found(&e)
+        {
+            tracing::warn!(object = %path, error = %e, "could not remove a probe object");
+        }
+        match second {
+            Ok(_) => {
+                tracing::error!(store = self.name, bucket = %self.bucket,
+                    "the store ignores conditional creates: single flight across hosts is refused");
+                Ok(false)
+            }
+            Err(e) if is_conflict(&e) => Ok(true),
+            Err(e) => Err(self.fail(op, "", &path, e)),
+        }
+    }
+
     fn lease_payload(&self, key: &str, owner: &str) -> PutPayload {
         let body = LeaseBody {
             owner: owner.to_owned(),
             key: key.to_owned(),
-            expires: nanos(self.config.clock.now() + self.config.lease_duration),
+            expires: self
+                .config
+                .clock
+                .now()
+                .checked_add(self.config.lease_duration)
+                .map_or(u64::MAX, nanos),
         };
         PutPayload::from(serde_json::to_vec(&body).expect("a lease serializes"))
     }
@@ -172,7 +249,8 @@ impl Inner {
         }
     }
 
-    /// Deletes the lease if this owner still holds it.
+    /// Deletes the lease if this owner still holds it (a read, then an
+    /// unconditional delete: see the module docs for the window between).
     async fn release(&self, path: &Path, key: &str, owner: &str) {
         match self.read_lease(path, key).await {
             Ok(Some((Some(b), _))) if b.owner == owner => {
@@ -344,6 +422,7 @@ impl ObjectCache {
         let inner = &self.inner;
         let started = Instant::now();
         let _local = inner.flights.lock(key, timeout).await?;
+        inner.check_conditional_create().await?;
         let path = inner.layout.lease(key);
         let owner = owner_id();
         let mut delay = inner.config.poll_min;
@@ -363,9 +442,10 @@ impl ObjectCache {
             }
             // Jitter: between half the delay and the delay.
             let half = delay / 2;
-            let jitter = Duration::from_nanos(random_u64() % (half.as_nanos() as u64 + 1));
-            tokio::time::sleep((half + jitter).min(timeout - waited)).await;
-            delay = (delay * 2).min(inner.config.poll_max);
+            let span = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+            let jitter = Duration::from_nanos(random_u64() % span.saturating_add(1));
+            tokio::time::sleep(half.saturating_add(jitter).min(timeout - waited)).await;
+            delay = delay.saturating_mul(2).min(inner.config.poll_max);
         };
         let holding = Holding {
             inner: inner.clone(),

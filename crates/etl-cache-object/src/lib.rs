@@ -4,7 +4,12 @@
 //!
 //! - **Same contract** as the disk cache: text, bytes and JSON round-trip
 //!   exactly, misses are `Ok(None)`, writes are atomic, entries are checked
-//!   (crc32c) and corrupt ones removed, expired ones are invisible.
+//!   (crc32c) and corrupt ones reported, expired ones are invisible.
+//! - **Reads never delete**: with no conditional delete in `object_store`,
+//!   a read could not remove only the version it judged, so expired and
+//!   corrupt entries stay until `purge_expired` (which re-checks each
+//!   object's version just before deleting it, leaving a window of one
+//!   round trip) or a bucket lifecycle rule removes them.
 //! - **Folders stay folders**: the key `my_folder/financial_data` under the
 //!   prefix `etl` is the object `etl/my_folder/financial_data`.
 //! - **Metadata in the object**: each object starts with the entry header

@@ -12,11 +12,11 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use etl_cache_core::codec::PayloadReader;
 use etl_cache_core::format::{FormatError, HEADER_FIXED_LEN, Header, MAGIC, TRAILER_LEN, Trailer};
-use etl_cache_core::{Codec, Counters, EntryMeta, Error, GetStream, Result, Value};
+use etl_cache_core::{Codec, EntryMeta, Error, GetStream, Result, Value};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
-use object_store::{GetOptions, GetResult, ObjectStoreExt};
+use object_store::{GetOptions, GetResult, ObjectMeta, ObjectStoreExt};
 use tokio::sync::mpsc;
 
 use crate::cache::Inner;
@@ -30,16 +30,21 @@ const PROBE_LEN: u64 = 64 * 1024;
 /// first request and the next.
 const CHANGE_RETRIES: u32 = 3;
 /// The smallest valid entry: a one-byte key, empty payload.
-const MIN_ENTRY: u64 = (HEADER_FIXED_LEN + 1 + 4 + TRAILER_LEN) as u64;
+pub(crate) const MIN_ENTRY: u64 = (HEADER_FIXED_LEN + 1 + 4 + TRAILER_LEN) as u64;
 /// How many empty chunks in a row a body may send before it counts as cut:
 /// object_store's `LocalFileSystem` sends empty chunks without end for a
 /// file cut short while it is read.
 const MAX_EMPTY_CHUNKS: u32 = 64;
+/// The first size of the buffer a decompressed chunk is read into; it
+/// doubles up to the chunk size as bytes come.
+const FIRST_DECODE_BUF: usize = 64 * 1024;
 
 /// An entry's metadata, read from its header and trailer.
 #[derive(Debug)]
 pub(crate) struct Probed {
     pub meta: EntryMeta,
+    /// The version of the object it was read from.
+    pub judged: ObjectMeta,
 }
 
 /// What stands at an entry's location.
@@ -50,6 +55,11 @@ pub(crate) enum Probe {
     /// something that is not a regular file, with why when it is known.
     Foreign(Option<String>),
     Entry(Box<Probed>),
+    /// An entry that fails its checks: why, and the version judged.
+    Corrupt {
+        reason: String,
+        judged: ObjectMeta,
+    },
 }
 
 /// The first bytes of an object, and the version they come from.
@@ -58,6 +68,7 @@ struct Start {
     size: u64,
     e_tag: Option<String>,
     version: Option<String>,
+    meta: ObjectMeta,
 }
 
 enum Bad {
@@ -167,6 +178,7 @@ impl Inner {
         let size = res.meta.size;
         let e_tag = res.meta.e_tag.clone();
         let version = res.meta.version.clone();
+        let meta = res.meta.clone();
         let head = match res.bytes().await {
             Ok(b) => b,
             Err(e) if is_not_found(&e) => return Ok(None),
@@ -177,6 +189,7 @@ impl Inner {
             size,
             e_tag,
             version,
+            meta,
         }))
     }
 
@@ -234,14 +247,10 @@ impl Inner {
         Ok((header, header_len, header_crc))
     }
 
-    async fn corrupt_removed<T>(&self, key: &str, location: &Path, why: String) -> Result<T> {
-        self.remove_quietly(key, location).await;
-        Err(self.corrupt(key, why))
-    }
-
     /// Reads the metadata of the object at `location` (the entry of `key`,
     /// or a listed object): its first bytes, and its trailer pinned to the
-    /// same version. A corrupt entry is removed and reported.
+    /// same version. Nothing is removed: a corrupt entry is reported with
+    /// the version judged (see [`Inner::remove_judged`]).
     pub(crate) async fn probe(&self, key: &str, location: &Path) -> Result<Probe> {
         match self.standing(location).await {
             Standing::File | Standing::Unknown => {}
@@ -254,6 +263,7 @@ impl Inner {
                 size,
                 e_tag,
                 version,
+                meta: judged,
             }) = self.read_start(key, location, PROBE_LEN).await?
             else {
                 return Ok(Probe::Missing);
@@ -262,9 +272,10 @@ impl Inner {
                 return Ok(Probe::Foreign(None));
             }
             if size < MIN_ENTRY {
-                return self
-                    .corrupt_removed(key, location, format!("entry is truncated ({size} bytes)"))
-                    .await;
+                return Ok(Probe::Corrupt {
+                    reason: format!("entry is truncated ({size} bytes)"),
+                    judged,
+                });
             }
             let trailer = if size <= head.len() as u64 {
                 head.slice((size as usize - TRAILER_LEN)..size as usize)
@@ -285,15 +296,16 @@ impl Inner {
                 }
             };
             return match self.parse(location, &head, &trailer, size) {
-                Ok((meta, _, _)) => Ok(Probe::Entry(Box::new(Probed { meta }))),
+                Ok((meta, _, _)) => Ok(Probe::Entry(Box::new(Probed { meta, judged }))),
                 Err(Bad::Foreign) => Ok(Probe::Foreign(None)),
-                Err(Bad::Corrupt(why)) => self.corrupt_removed(key, location, why).await,
+                Err(Bad::Corrupt(reason)) => Ok(Probe::Corrupt { reason, judged }),
             };
         }
         Err(self.error(ObjectErrorKind::Changed, "get", key, location, None))
     }
 
-    /// Reads and verifies a whole value; expired entries are removed.
+    /// Reads and verifies a whole value. An expired entry is a miss and a
+    /// corrupt one an error; neither is removed (see [`crate::ObjectCache`]).
     pub(crate) async fn read_value(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
         let location = self.layout.entry(key);
         if !self.readable(key, &location).await? {
@@ -316,20 +328,15 @@ impl Inner {
             return Err(self.not_an_entry(key, &location));
         }
         if size < MIN_ENTRY {
-            return self
-                .corrupt_removed(key, &location, format!("entry is truncated ({size} bytes)"))
-                .await;
+            return Err(self.corrupt(key, format!("entry is truncated ({size} bytes)")));
         }
         let trailer = &bytes[bytes.len() - TRAILER_LEN..];
         let (meta, header_len, crc) = match self.parse(&location, &bytes, trailer, size) {
             Ok(x) => x,
             Err(Bad::Foreign) => return Err(self.not_an_entry(key, &location)),
-            Err(Bad::Corrupt(why)) => return self.corrupt_removed(key, &location, why).await,
+            Err(Bad::Corrupt(why)) => return Err(self.corrupt(key, why)),
         };
         if meta.is_expired(self.config.clock.now()) {
-            if self.remove_quietly(key, &location).await {
-                Counters::bump(&self.counters.expired);
-            }
             return Ok(None);
         }
         let stored = bytes.slice(header_len..header_len + meta.stored_len as usize);
@@ -343,7 +350,7 @@ impl Inner {
         };
         match decoded {
             Ok(v) => Ok(Some((meta, v))),
-            Err(why) => self.corrupt_removed(key, &location, why).await,
+            Err(why) => Err(self.corrupt(key, why)),
         }
     }
 
@@ -388,9 +395,7 @@ impl Inner {
             let (header, header_len, header_crc) = match self.parse_header(&location, &buf, size) {
                 Ok(x) => x,
                 Err(Bad::Foreign) => return Err(self.not_an_entry(key, &location)),
-                Err(Bad::Corrupt(why)) => {
-                    return self.corrupt_removed(key, &location, why).await;
-                }
+                Err(Bad::Corrupt(why)) => return Err(self.corrupt(key, why)),
             };
             let checked = if buf.len() as u64 >= size {
                 let t = &buf[size as usize - TRAILER_LEN..size as usize];
@@ -419,12 +424,9 @@ impl Inner {
             let (meta, check) = match checked {
                 Ok(x) => x,
                 Err(Bad::Foreign) => return Err(self.not_an_entry(key, &location)),
-                Err(Bad::Corrupt(why)) => return self.corrupt_removed(key, &location, why).await,
+                Err(Bad::Corrupt(why)) => return Err(self.corrupt(key, why)),
             };
             if meta.is_expired(self.config.clock.now()) {
-                if self.remove_quietly(key, &location).await {
-                    Counters::bump(&self.counters.expired);
-                }
                 return Ok(None);
             }
             let first = buf.split_off(header_len).freeze();
@@ -626,6 +628,13 @@ enum Check {
 impl Payload {
     async fn next(&mut self) -> std::result::Result<Option<Bytes>, ObjectError> {
         if self.left == 0 {
+            // What came with the header past an empty payload is the start
+            // of the trailer.
+            if let Some(b) = self.first.take()
+                && self.keep_trailer
+            {
+                self.past.extend_from_slice(&b);
+            }
             if !self.keep_trailer {
                 self.body.drain().await;
             } else if self.trailer.is_none() {
@@ -659,9 +668,6 @@ impl Payload {
     }
 
     fn corrupt(&self, why: String) -> io::Error {
-        let inner = self.body.inner.clone();
-        let (key, location) = (self.body.key.clone(), self.body.location.clone());
-        tokio::spawn(async move { inner.remove_quietly(&key, &location).await });
         io::Error::new(
             io::ErrorKind::InvalidData,
             self.body.inner.corrupt(&self.body.key, why),
@@ -862,8 +868,6 @@ fn decoded_stream(
         let spoiled = Spoiled {
             inner: src.body.inner.clone(),
             key: src.body.key.clone(),
-            location: src.body.location.clone(),
-            handle: handle.clone(),
         };
         let source = BlockingSource {
             src,
@@ -877,11 +881,21 @@ fn decoded_stream(
                 return;
             }
         };
+        // No chunk is longer than the entry: the buffer is never larger than
+        // the entry's logical length, and it grows with what is decoded (a
+        // trailer could claim any length), never more than twice that.
+        let chunk_size = chunk_size
+            .min(usize::try_from(meta.logical_len).unwrap_or(usize::MAX))
+            .max(1);
         let result = (|| -> io::Result<()> {
             loop {
-                let mut buf = vec![0u8; chunk_size];
+                let mut buf = Vec::new();
                 let mut filled = 0;
                 while filled < chunk_size {
+                    if filled == buf.len() {
+                        let grown = (buf.len() * 2).max(FIRST_DECODE_BUF).min(chunk_size);
+                        buf.resize(grown, 0);
+                    }
                     match reader.read(&mut buf[filled..]) {
                         Ok(0) => break,
                         Ok(n) => filled += n,
@@ -928,18 +942,15 @@ fn decoded_stream(
     .boxed()
 }
 
-/// Reports (and removes) a corrupt entry from the decoding thread.
+/// Reports a corrupt entry from the decoding thread (it is not removed:
+/// see [`crate::ObjectCache`]).
 struct Spoiled {
     inner: Arc<Inner>,
     key: String,
-    location: Path,
-    handle: tokio::runtime::Handle,
 }
 
 impl Spoiled {
     fn report(&self, why: String) -> io::Error {
-        self.handle
-            .block_on(self.inner.remove_quietly(&self.key, &self.location));
         io::Error::new(
             io::ErrorKind::InvalidData,
             self.inner.corrupt(&self.key, why),

@@ -20,7 +20,7 @@ mod memory {
             .clock(clock.clone())
             .build()
             .unwrap();
-        Harness::new(Arc::new(cache), clock, ())
+        Harness::new(Arc::new(cache), clock, ()).keeps_expired_until_purge()
     }
 
     etl_cache_core::contract_tests!(make);
@@ -37,7 +37,7 @@ mod memory_multipart {
             .max_concurrency(3)
             .build()
             .unwrap();
-        Harness::new(Arc::new(cache), clock, ())
+        Harness::new(Arc::new(cache), clock, ()).keeps_expired_until_purge()
     }
 
     etl_cache_core::contract_tests!(make);
@@ -56,7 +56,7 @@ mod local {
             .part_size(64 * 1024)
             .build()
             .unwrap();
-        Harness::new(Arc::new(cache), clock, dir)
+        Harness::new(Arc::new(cache), clock, dir).keeps_expired_until_purge()
     }
 
     etl_cache_core::contract_tests!(make);
@@ -72,7 +72,7 @@ mod local_from_url {
             .clock(clock.clone())
             .build()
             .unwrap();
-        Harness::new(Arc::new(cache), clock, dir)
+        Harness::new(Arc::new(cache), clock, dir).keeps_expired_until_purge()
     }
 
     etl_cache_core::contract_tests!(make);

@@ -57,7 +57,7 @@ async fn make(clock: Arc<ManualClock>) -> Option<Harness> {
         .clock(clock.clone())
         .build()
         .unwrap();
-    Some(Harness::new(Arc::new(cache.clone()), clock, Cleanup(cache)))
+    Some(Harness::new(Arc::new(cache.clone()), clock, Cleanup(cache)).keeps_expired_until_purge())
 }
 
 server_contract_tests!(make);

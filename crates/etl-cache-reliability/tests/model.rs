@@ -590,6 +590,10 @@ struct Model {
     hits: u64,
     misses: u64,
     evictions: u64,
+    /// Whether the backend's reads leave expired entries in place, counted
+    /// until a purge (ObjectCache, and a TieredCache whose stats and purges
+    /// come from one).
+    keeps_expired: bool,
 }
 
 impl Model {
@@ -597,11 +601,14 @@ impl Model {
         e.expires.is_some_and(|t| t <= now)
     }
 
-    /// The live entry under `key`; an expired one is removed (as a read does).
+    /// The live entry under `key`; an expired one is removed (as a read
+    /// does, unless the backend keeps it until a purge).
     fn live(&mut self, key: &str, now: SystemTime) -> Option<Entry> {
         match self.map.get(key) {
             Some(e) if Self::expired(e, now) => {
-                self.map.remove(key);
+                if !self.keeps_expired {
+                    self.map.remove(key);
+                }
                 None
             }
             Some(e) => Some(e.clone()),
@@ -1219,6 +1226,7 @@ async fn run_case(
             hits: base.hits,
             misses: base.misses,
             evictions: base.evictions,
+            keeps_expired: backend != Backend::Disk,
             ..Model::default()
         },
     };

@@ -11,7 +11,7 @@ macro_rules! server_suite {
     ($cache:ident) => {
         async fn make(clock: Arc<ManualClock>) -> Option<Harness> {
             let (cache, server) = $cache("contract", Some(clock.clone()))?;
-            Some(Harness::new(Arc::new(cache), clock, server))
+            Some(Harness::new(Arc::new(cache), clock, server).keeps_expired_until_purge())
         }
 
         server_contract_tests!(make);
