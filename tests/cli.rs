@@ -321,6 +321,37 @@ fn ls_shows_every_column_and_its_json_parses() {
 }
 
 #[test]
+fn ttls_too_long_to_store_are_usage_errors_not_panics() {
+    let (_tmp, root) = cache_dir();
+    run_in(&root, &["set", "k", "--ttl", "1h"], b"before").expect(0);
+    for ttl in [
+        "10000000000000000000",
+        "18446744073709551615",
+        "18446744073709551615s",
+        "99999999999999999999w",
+        "1000000000000w",
+        "36501d",
+        "3153600001s",
+    ] {
+        let r = run_in(&root, &["set", "k", "--ttl", ttl], b"after").expect(2);
+        assert!(
+            !r.stderr.contains("panicked") && r.stderr.contains("--ttl"),
+            "{ttl}: {}",
+            r.stderr
+        );
+        assert!(
+            r.stderr.contains("100 years") || r.stderr.contains("too long"),
+            "{ttl}: {}",
+            r.stderr
+        );
+        assert_eq!(run(&root, &["get", "k"]).expect(0).stdout, b"before");
+    }
+    // The longest accepted TTL stores.
+    run_in(&root, &["set", "k", "--ttl", "36500d"], b"longest").expect(0);
+    assert_eq!(run(&root, &["get", "k"]).expect(0).stdout, b"longest");
+}
+
+#[test]
 fn ttl_expiry_shows_in_stat_and_purge_removes_it() {
     let (_tmp, root) = cache_dir();
     run_in(&root, &["set", "short", "--ttl", "1s"], b"soon gone").expect(0);

@@ -30,7 +30,9 @@ pub trait CacheExt: Cache {
     ///
     /// # Errors
     ///
-    /// [`Error::Json`] when the value does not serialize; otherwise as [`Cache::set`].
+    /// [`Error::Json`] when the value does not serialize,
+    /// [`Error::InvalidInput`] when it nests deeper than
+    /// [`crate::MAX_JSON_DEPTH`]; otherwise as [`Cache::set`].
     async fn set_json<T: Serialize + Sync + ?Sized>(
         &self,
         key: &str,
@@ -41,7 +43,9 @@ pub trait CacheExt: Cache {
             key: Error::display_key(key),
             source,
         })?;
-        self.set(key, Value::Json(json), opts).await
+        let value = Value::Json(json);
+        value.check(key)?;
+        self.set(key, value, opts).await
     }
 
     /// Reads a JSON entry into any `serde` type.
@@ -134,8 +138,10 @@ pub trait CacheExt: Cache {
         F: FnOnce() -> Fut + Send,
         Fut: std::future::Future<Output = Value> + Send,
     {
-        self.get_or_insert_boxed(key, opts, Box::pin(async move { Ok(init().await) }))
+        let init = Box::pin(async move { checked(key, init().await) });
+        self.get_or_insert_boxed(key, opts, init)
             .await
+            .map_err(refused)
     }
 
     /// As [`CacheExt::get_or_insert_with`] for a computation that can fail. Its
@@ -156,12 +162,10 @@ pub trait CacheExt: Cache {
         Fut: std::future::Future<Output = std::result::Result<Value, E>> + Send,
         E: Into<crate::BoxError> + Send,
     {
-        self.get_or_insert_boxed(
-            key,
-            opts,
-            Box::pin(async move { init().await.map_err(Into::into) }),
-        )
-        .await
+        let init = Box::pin(async move { checked(key, init().await.map_err(Into::into)?) });
+        self.get_or_insert_boxed(key, opts, init)
+            .await
+            .map_err(refused)
     }
 
     /// The keys under `prefix`, sorted.
@@ -177,3 +181,37 @@ pub trait CacheExt: Cache {
 }
 
 impl<C: Cache + ?Sized> CacheExt for C {}
+
+/// A computed value [`Value::check`] refused, carried through the backend
+/// as the computation's error and unwrapped by [`refused`].
+#[derive(Debug)]
+struct Refused(Error);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// A computed value, checked before the backend stores it: what cannot be
+/// read back is never stored.
+fn checked(key: &str, value: Value) -> std::result::Result<Value, crate::BoxError> {
+    match value.check(key) {
+        Ok(()) => Ok(value),
+        Err(e) => Err(Box::new(Refused(e))),
+    }
+}
+
+/// The error of a computation: [`Error::Init`], unless it is a refusal of
+/// the computed value by [`checked`], returned as itself.
+fn refused(e: Error) -> Error {
+    match e {
+        Error::Init { key, source } => match source.downcast::<Refused>() {
+            Ok(r) => r.0,
+            Err(source) => Error::Init { key, source },
+        },
+        e => e,
+    }
+}

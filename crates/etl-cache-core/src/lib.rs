@@ -24,6 +24,7 @@
 mod cache;
 mod clock;
 pub mod codec;
+mod deep_json;
 mod error;
 mod ext;
 pub mod format;
@@ -49,7 +50,7 @@ pub use crate::memory::MemoryCache;
 pub use crate::options::{Codec, Compression, MAX_TTL, SetOptions, env_var};
 pub use crate::single_flight::{KeyedGuard, KeyedMutex};
 pub use crate::stats::{Counters, Stats};
-pub use crate::value::{Kind, Value};
+pub use crate::value::{Kind, MAX_JSON_DEPTH, MAX_JSON_READ_DEPTH, Value};
 
 #[doc(hidden)]
 pub use async_trait::async_trait;

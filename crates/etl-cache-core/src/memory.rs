@@ -155,6 +155,7 @@ impl Cache for MemoryCache {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
         validate_key(key)?;
         opts.validate()?;
+        value.check(key)?;
         let kind = value.kind();
         let (payload, totals) =
             Encoder::encode_all(opts.compression, value.into_bytes()).map_err(|source| {

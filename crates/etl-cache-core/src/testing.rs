@@ -97,6 +97,7 @@ macro_rules! with_contract_checks {
             head_reports_metadata,
             zero_chunk_size_is_invalid,
             extreme_ttls_are_refused_cleanly,
+            json_too_deep_to_read_is_never_stored,
             concurrent_writers_leave_one_complete_value,
             dropped_stream_reader_leaves_entry,
             single_flight_computes_once,
@@ -712,6 +713,77 @@ pub async fn extreme_ttls_are_refused_cleanly(h: &Harness) {
     assert!(meta.expires.is_some());
     h.clock.advance(Duration::from_secs(3600 * 24 * 365));
     assert_eq!(c.get_text("k").await.unwrap().as_deref(), Some("longest"));
+}
+
+/// A JSON document nesting `depth` arrays and objects.
+pub fn nested_json(depth: usize) -> serde_json::Value {
+    let mut doc = serde_json::json!("leaf");
+    for i in 0..depth {
+        doc = if i % 2 == 0 {
+            serde_json::json!([i, doc])
+        } else {
+            serde_json::json!({"level": i, "next": doc})
+        };
+    }
+    doc
+}
+
+/// JSON up to [`crate::MAX_JSON_DEPTH`] levels is stored and read back;
+/// deeper JSON is refused with `InvalidInput` naming the key and the limit
+/// (by `set_json`, `get_or_insert_with`, and by `set` where the backend
+/// checks), or, where `set` takes it, read back as it went in: never stored
+/// and then reported corrupt.
+pub async fn json_too_deep_to_read_is_never_stored(h: &Harness) {
+    let c = &*h.cache;
+    let o = SetOptions::new();
+    let deepest = nested_json(crate::MAX_JSON_DEPTH);
+    c.set("k", Value::Json(deepest.clone()), o).await.unwrap();
+    assert_eq!(
+        c.get("k").await.unwrap(),
+        Some(Value::Json(deepest.clone()))
+    );
+    let mut held = Value::Json(deepest);
+    let refusal = |e: Error, what: &str| match e {
+        Error::InvalidInput { message } => {
+            assert!(
+                message.contains("\"k\"") || message.contains("\"fresh\""),
+                "{what}: the key is named: {message}"
+            );
+            assert!(
+                message.contains(&crate::MAX_JSON_DEPTH.to_string()),
+                "{what}: the limit is named: {message}"
+            );
+        }
+        e => panic!("{what}: expected InvalidInput, got {e}"),
+    };
+    for depth in [crate::MAX_JSON_DEPTH + 1, 200, 1000] {
+        let doc = nested_json(depth);
+        for comp in [Compression::NONE, Compression::zstd()] {
+            let o = SetOptions::new().compression(comp);
+            match c.set("k", Value::Json(doc.clone()), o).await {
+                Ok(_) => held = Value::Json(doc.clone()),
+                Err(e) => refusal(e, &format!("set, depth {depth}")),
+            }
+            assert_eq!(
+                c.get("k").await.unwrap().as_ref(),
+                Some(&held),
+                "depth {depth}, {comp}"
+            );
+            assert_eq!(
+                c.get_entry("k").await.unwrap().map(|(_, v)| v).as_ref(),
+                Some(&held)
+            );
+            let e = c.set_json("k", &doc, o).await.unwrap_err();
+            refusal(e, &format!("set_json, depth {depth}"));
+            let e = c
+                .get_or_insert_with("fresh", o, || async { Value::Json(doc.clone()) })
+                .await
+                .unwrap_err();
+            refusal(e, &format!("get_or_insert_with, depth {depth}"));
+            assert_eq!(c.get("fresh").await.unwrap(), None);
+            assert_eq!(c.get("k").await.unwrap().as_ref(), Some(&held));
+        }
+    }
 }
 
 /// Concurrent writers of one key leave one of their values, whole.

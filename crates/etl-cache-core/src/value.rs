@@ -127,20 +127,95 @@ impl Value {
 
     /// Rebuilds a value of `kind` from its stored bytes.
     ///
+    /// JSON nested up to [`MAX_JSON_DEPTH`] levels (what a write accepts)
+    /// reads back, and so does JSON nested up to [`MAX_JSON_READ_DEPTH`]
+    /// levels, which entries written before writes had a limit may hold.
+    ///
     /// # Errors
     ///
-    /// A description of the problem when text is not UTF-8 or JSON does not parse.
+    /// A description of the problem when text is not UTF-8 or JSON does not
+    /// parse (or is nested deeper than [`MAX_JSON_READ_DEPTH`]).
     pub fn from_stored(kind: Kind, bytes: Bytes) -> std::result::Result<Value, String> {
         match kind {
             Kind::Bytes => Ok(Value::Bytes(bytes)),
             Kind::Text => String::from_utf8(bytes.into())
                 .map(Value::Text)
                 .map_err(|e| format!("text entry is not valid UTF-8: {e}")),
-            Kind::Json => serde_json::from_slice(&bytes)
-                .map(Value::Json)
-                .map_err(|e| format!("JSON entry does not parse: {e}")),
+            Kind::Json => match serde_json::from_slice(&bytes) {
+                Ok(doc) => Ok(Value::Json(doc)),
+                // serde_json reads 127 levels; deeper ones are read without
+                // recursion.
+                Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
+                    crate::deep_json::parse(&bytes, MAX_JSON_READ_DEPTH)
+                        .map(Value::Json)
+                        .map_err(|e| format!("JSON entry does not parse: {e}"))
+                }
+                Err(e) => Err(format!("JSON entry does not parse: {e}")),
+            },
         }
     }
+
+    /// Checks that the value can be stored and read back: a JSON document
+    /// may nest at most [`MAX_JSON_DEPTH`] arrays and objects. Every write
+    /// of a value calls it before storing anything. The walk does not
+    /// recurse, so any depth is measured safely.
+    ///
+    /// ```
+    /// use etl_cache_core::{MAX_JSON_DEPTH, Value};
+    /// let mut doc = serde_json::json!(1);
+    /// for _ in 0..MAX_JSON_DEPTH {
+    ///     doc = serde_json::json!([doc]);
+    /// }
+    /// assert!(Value::Json(doc.clone()).check("k").is_ok());
+    /// assert!(Value::Json(serde_json::json!([doc])).check("k").is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::InvalidInput`] naming the key and the limit.
+    pub fn check(&self, key: &str) -> crate::Result<()> {
+        let Value::Json(doc) = self else {
+            return Ok(());
+        };
+        if json_depth_exceeds(doc, MAX_JSON_DEPTH) {
+            return Err(crate::Error::InvalidInput {
+                message: format!(
+                    "the JSON value for key {:?} nests arrays and objects more than {MAX_JSON_DEPTH} \
+                     levels deep, the most an entry may hold (so that every reader can parse it back)",
+                    crate::Error::display_key(key)
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The deepest nesting of arrays and objects a JSON value may have to be
+/// stored ([`Value::check`]): `[[1]]` nests 2 levels, `1` none.
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// The deepest nesting a stored JSON entry is read back with
+/// ([`Value::from_stored`]). Above [`MAX_JSON_DEPTH`] so that entries stored
+/// before writes were limited still read; bounded so that the document
+/// handed out can be dropped, cloned and serialized (all recursive) on a
+/// thread's ordinary stack.
+pub const MAX_JSON_READ_DEPTH: usize = 1024;
+
+/// True when `doc` nests arrays and objects more than `limit` levels deep.
+fn json_depth_exceeds(doc: &serde_json::Value, limit: usize) -> bool {
+    let mut todo: Vec<(&serde_json::Value, usize)> = vec![(doc, 0)];
+    while let Some((v, depth)) = todo.pop() {
+        let children: Box<dyn Iterator<Item = &serde_json::Value>> = match v {
+            serde_json::Value::Array(a) => Box::new(a.iter()),
+            serde_json::Value::Object(o) => Box::new(o.values()),
+            _ => continue,
+        };
+        if depth + 1 > limit {
+            return true;
+        }
+        todo.extend(children.map(|c| (c, depth + 1)));
+    }
+    false
 }
 
 impl From<String> for Value {

@@ -27,7 +27,19 @@
 //!   stream only once the last tier has published the entry, so they publish
 //!   nothing when it fails. Streams do not fill memory.
 //! - **Deletes and clears** invalidate every tier.
+//! - **Promotions never shadow a write.** A read that finds the key below
+//!   copies it upwards only if no `set`, `delete` or `clear` of this handle
+//!   (or its clones) began or ended on the key since the read began: once
+//!   a write has returned, no read of this handle returns what it replaced.
+//! - **Other handles and processes:** memory, and the tiers above the last,
+//!   belong to this handle. A write made through another handle or another
+//!   process reaches the last tier, and this handle serves it once its own
+//!   copy is gone: evicted, expired (at the entry's TTL), or replaced by a
+//!   write through this handle. Give entries a TTL, or write through one
+//!   handle, where that matters.
 //! - **Expiry** is honoured in memory: an entry is never served after its TTL.
+//! - **Memory is weighed by what it holds:** the logical bytes of each entry
+//!   (JSON as its text, parsed on each hit), its key and a fixed overhead.
 //! - **Big entries** (above `max_memory_entry`) bypass memory; `get_stream`
 //!   streams them from below without buffering.
 //! - **Single flight:** `get_or_insert_with` coordinates through the last
@@ -57,6 +69,7 @@
 #![deny(missing_docs)]
 
 mod builder;
+mod epochs;
 mod tiered;
 
 pub use crate::builder::TieredCacheBuilder;

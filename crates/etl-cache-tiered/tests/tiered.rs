@@ -220,3 +220,39 @@ async fn set_stream_lands_in_every_tier() {
 async fn building_without_a_tier_is_an_error() {
     assert!(TieredCache::builder().build().is_err());
 }
+
+#[tokio::test]
+async fn the_longest_ttl_and_far_expiries_live_in_memory() {
+    let s = setup(4096).await;
+    s.cache
+        .set(
+            "k",
+            "long".into(),
+            SetOptions::new().ttl(etl_cache_core::MAX_TTL),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        s.cache.get_traced("k").await.unwrap().unwrap().1,
+        Served::Memory
+    );
+    // An entry whose expiry lies further out than any write accepts (its
+    // clock ran ahead), promoted from below.
+    s.clock.advance(Duration::from_secs(300 * 365 * 24 * 3600));
+    s.store
+        .set(
+            "far",
+            "far".into(),
+            SetOptions::new().ttl(etl_cache_core::MAX_TTL),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        s.cache.get_traced("far").await.unwrap().unwrap(),
+        (Value::from("far"), Served::Tier(1))
+    );
+    assert_eq!(
+        s.cache.get_traced("far").await.unwrap().unwrap(),
+        (Value::from("far"), Served::Memory)
+    );
+}

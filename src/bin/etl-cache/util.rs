@@ -212,8 +212,13 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
     if s.is_empty() {
         return Err(bad());
     }
-    if let Ok(secs) = s.parse::<u64>() {
-        return positive(Duration::from_secs(secs), s);
+    // Numbers too large for 64 bits are TTLs too long, not typos.
+    let too_long = || positive(Duration::MAX, s);
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return match s.parse::<u64>() {
+            Ok(secs) => positive(Duration::from_secs(secs), s),
+            Err(_) => too_long(),
+        };
     }
     let mut total: u64 = 0;
     let mut digits = String::new();
@@ -230,12 +235,19 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
             'w' => 604_800,
             _ => return Err(bad()),
         };
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        digits.clear();
-        total = n
-            .checked_mul(unit)
+        if digits.is_empty() {
+            return Err(bad());
+        }
+        let Some(sum) = digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit))
             .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("TTL {s:?} is too long"))?;
+        else {
+            return too_long();
+        };
+        digits.clear();
+        total = sum;
     }
     if !digits.is_empty() {
         return Err(bad());
@@ -243,10 +255,17 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
     positive(Duration::from_secs(total), s)
 }
 
+/// A TTL the cache accepts: above zero, at most [`etl_cache::MAX_TTL`].
 fn positive(d: Duration, s: &str) -> Result<Duration, String> {
     if d.is_zero() {
         Err(format!(
             "TTL {s:?} is zero: an entry would expire at once; leave --ttl out to keep it"
+        ))
+    } else if d > etl_cache::MAX_TTL {
+        Err(format!(
+            "TTL {s:?} is longer than the longest an entry may keep, 100 years ({} s); \
+             leave --ttl out to keep it until it is evicted or removed",
+            etl_cache::MAX_TTL.as_secs()
         ))
     } else {
         Ok(d)
@@ -410,6 +429,19 @@ mod tests {
             assert!(parse_ttl(bad).is_err(), "{bad:?} accepted");
         }
         assert!(parse_ttl("99999999999999999999w").is_err());
+        assert_eq!(parse_ttl("5214w"), Ok(Duration::from_secs(5214 * 604_800)));
+        for huge in [
+            "10000000000000000000",
+            "18446744073709551615",
+            "18446744073709551615s",
+            "30500w",
+            "3153600001",
+            "1000000000000w",
+            "36501d",
+        ] {
+            let e = parse_ttl(huge).unwrap_err();
+            assert!(e.contains("100 years"), "{huge}: {e}");
+        }
     }
 
     #[test]
