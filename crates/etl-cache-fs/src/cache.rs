@@ -467,6 +467,7 @@ impl Cache for DiskCache {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
         validate_key(key)?;
         opts.validate()?;
+        value.check(key)?;
         let inner = self.inner.clone();
         let kind = value.kind();
         let payload = value.into_bytes();

@@ -434,6 +434,7 @@ impl ObjectCache {
 impl Cache for ObjectCache {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
         validate_key(key)?;
+        value.check(key)?;
         self.inner.write_value(key, value, opts).await
     }
 
