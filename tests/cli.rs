@@ -789,3 +789,33 @@ fn get_into_a_file_never_follows_a_planted_link() {
     names.sort();
     assert_eq!(names, ["out.bin"], "a temp file was left behind");
 }
+
+/// `verify` reads every entry without refreshing its recency: the LRU
+/// order (the entry files' times) is the same after a check as before.
+#[test]
+fn verify_leaves_the_lru_order_as_it_found_it() {
+    let (_tmp, root) = cache_dir();
+    for key in ["oldest", "middle", "newest"] {
+        run_in(&root, &["set", key, "-"], key.as_bytes()).expect(0);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let times = || -> Vec<std::time::SystemTime> {
+        ["oldest", "middle", "newest"]
+            .iter()
+            .map(|k| entry_file(&root, k).metadata().unwrap().modified().unwrap())
+            .collect()
+    };
+    let before = times();
+    assert!(before[0] < before[1] && before[1] < before[2]);
+    let doc = run(&root, &["verify", "--json"]).expect(0).json();
+    assert_eq!(doc["ok"].as_u64(), Some(3), "{doc}");
+    assert_eq!(
+        times(),
+        before,
+        "verify refreshed the recency of entries it checked"
+    );
+    // A plain get of one key still refreshes that key.
+    run(&root, &["get", "oldest", "-o", "-"]).expect(0);
+    let after = times();
+    assert!(after[0] > before[2], "a get refreshes the entry it reads");
+}

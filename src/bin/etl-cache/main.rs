@@ -172,7 +172,18 @@ async fn dispatch(cli: Cli) -> Result<Status, Failure> {
             "pass the cache with --cache URL or ETL_CACHE_URL; `etl-cache set` creates one",
         ));
     }
-    let cache = etl_cache::open(&cli.cache).await?;
+    let cache: Arc<dyn Cache> = match (&cli.command, local_root(&cli.cache)) {
+        // `verify` reads every entry: through a handle that leaves recency
+        // alone, so that checking a cache does not erase its LRU order.
+        (Command::Verify(_), Some(root)) => Arc::new(
+            etl_cache::DiskCacheBuilder::from_env()?
+                .root(root)
+                .touch_interval(Duration::MAX)
+                .build()
+                .await?,
+        ),
+        _ => etl_cache::open(&cli.cache).await?,
+    };
     let ctx = Ctx {
         cache,
         url: cli.cache,
