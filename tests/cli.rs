@@ -438,6 +438,7 @@ fn verify_reports_and_removes_corrupt_entries() {
     assert_eq!(doc["checked"], 4);
     assert_eq!(doc["ok"], 3);
     assert_eq!(doc["corrupt"][0]["key"], "bad2");
+    assert_eq!(doc["corrupt"][0]["removed"], true, "{doc}");
     assert!(
         doc["corrupt"][0]["reason"]
             .as_str()

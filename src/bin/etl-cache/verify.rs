@@ -47,7 +47,13 @@ pub async fn run(ctx: &Ctx, args: &Args) -> CmdResult {
                 ok += 1;
                 bytes += n;
             }
-            Outcome::Corrupt(reason) => corrupt.push((m.key.clone(), reason)),
+            Outcome::Corrupt(reason) => {
+                // DiskCache removes a corrupt entry as it finds it; an object
+                // store without conditional deletes keeps it (a removal could
+                // take a newer value with it) until it is written or removed.
+                let removed = !ctx.cache.contains(&m.key).await.unwrap_or(true);
+                corrupt.push((m.key.clone(), reason, removed));
+            }
             Outcome::Gone => gone += 1,
             Outcome::Failed(reason) => failed.push((m.key.clone(), reason)),
         }
@@ -59,12 +65,16 @@ pub async fn run(ctx: &Ctx, args: &Args) -> CmdResult {
                 .map(|(key, reason)| json!({ "key": key, "reason": reason }))
                 .collect()
         };
+        let corrupt: Vec<_> = corrupt
+            .iter()
+            .map(|(key, reason, removed)| json!({ "key": key, "reason": reason, "removed": removed }))
+            .collect();
         let doc = json!({
             "cache": ctx.url,
             "checked": listed.len(),
             "ok": ok,
             "bytes": bytes,
-            "corrupt": list(&corrupt),
+            "corrupt": corrupt,
             "failed": list(&failed),
             "gone": gone,
         });
@@ -73,22 +83,35 @@ pub async fn run(ctx: &Ctx, args: &Args) -> CmdResult {
         t
     } else {
         let mut t = String::new();
-        for (key, reason) in &corrupt {
+        for (key, reason, removed) in &corrupt {
+            let what = if *removed {
+                "removed".to_owned()
+            } else {
+                format!(
+                    "still stored: `etl-cache rm {}` removes it",
+                    display_key(key)
+                )
+            };
             t.push_str(&format!(
-                "corrupt  {}: {reason} (removed)\n",
+                "corrupt  {}: {reason} ({what})\n",
                 display_key(key)
             ));
         }
         for (key, reason) in &failed {
             t.push_str(&format!("failed   {}: {reason}\n", display_key(key)));
         }
+        let kept = corrupt.iter().filter(|c| !c.2).count();
         t.push_str(&format!(
-            "verified {} {} ({}): {ok} ok, {} corrupt and removed",
+            "verified {} {} ({}): {ok} ok, {} corrupt",
             listed.len(),
             entries(listed.len() as u64),
             human_bytes(bytes),
             corrupt.len()
         ));
+        match kept {
+            0 => t.push_str(" and removed"),
+            k => t.push_str(&format!(" ({k} still stored)")),
+        }
         if !failed.is_empty() {
             t.push_str(&format!(", {} unreadable", failed.len()));
         }
