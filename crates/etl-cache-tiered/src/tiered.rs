@@ -219,6 +219,12 @@ impl Drop for WriteGuard {
             rt.spawn(async move {
                 let _clear = inner.epochs.clear.read().await;
                 let _key = ticket.lock().await;
+                // A write or a clear since the drop has already cleaned the
+                // tiers above (each cleans them at its start) and may have
+                // filled them with its newer value: leave that alone.
+                if !ticket.may_promote(&mut inner.epochs.state()) {
+                    return;
+                }
                 for tier in inner.upper() {
                     if let Err(e) = tier.delete(ticket.key()).await {
                         tracing::warn!(
