@@ -190,6 +190,10 @@ pub struct SetOptions {
     pub ttl: Option<Duration>,
     /// How the payload is stored.
     pub compression: Compression,
+    /// The entry expires at this instant at the latest (with a `ttl` too,
+    /// at whichever comes first). For copies of an entry that must not
+    /// outlive it, whatever time passes before the copy is written.
+    pub expires_by: Option<SystemTime>,
 }
 
 impl SetOptions {
@@ -211,6 +215,27 @@ impl SetOptions {
         self.ttl(Duration::from_secs(secs))
     }
 
+    /// Expire the entry at `at` at the latest, whenever it is written (with
+    /// a TTL too, at whichever comes first). An instant already past stores
+    /// an entry that reads as expired.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use etl_cache_core::SetOptions;
+    /// let now = SystemTime::now();
+    /// let by = now + Duration::from_secs(10);
+    /// let opts = SetOptions::new().ttl_seconds(60).expires_by(by);
+    /// assert_eq!(opts.expires_at(now)?, Some(by));
+    /// assert_eq!(opts.expires_at(now - Duration::from_secs(55))?, Some(now + Duration::from_secs(5)));
+    /// # Ok::<(), etl_cache_core::Error>(())
+    /// ```
+    pub fn expires_by(self, at: SystemTime) -> Self {
+        SetOptions {
+            expires_by: Some(at),
+            ..self
+        }
+    }
+
     /// The seed's shorthand: `true` means gzip at its default level.
     pub fn compress(self, on: bool) -> Self {
         self.compression(if on {
@@ -228,7 +253,8 @@ impl SetOptions {
         }
     }
 
-    /// When an entry written at `now` with these options expires.
+    /// When an entry written at `now` with these options expires: `now`
+    /// plus the TTL, or [`SetOptions::expires_by`] if that comes first.
     ///
     /// # Errors
     ///
@@ -246,6 +272,19 @@ impl SetOptions {
     /// # Ok::<(), etl_cache_core::Error>(())
     /// ```
     pub fn expires_at(&self, now: SystemTime) -> crate::Result<Option<SystemTime>> {
+        let by_ttl = self.expires_after_ttl(now)?;
+        // An instant further out than MAX_TTL is brought in to it: an
+        // expiry that far cannot be stored, and earlier is still "by".
+        let by = self
+            .expires_by
+            .map(|at| now.checked_add(MAX_TTL).map_or(at, |max| at.min(max)));
+        Ok(match (by_ttl, by) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    fn expires_after_ttl(&self, now: SystemTime) -> crate::Result<Option<SystemTime>> {
         let Some(ttl) = self.ttl else {
             return Ok(None);
         };

@@ -97,6 +97,7 @@ macro_rules! with_contract_checks {
             head_reports_metadata,
             zero_chunk_size_is_invalid,
             extreme_ttls_are_refused_cleanly,
+            expires_by_bounds_the_expiry,
             json_too_deep_to_read_is_never_stored,
             concurrent_writers_leave_one_complete_value,
             dropped_stream_reader_leaves_entry,
@@ -713,6 +714,53 @@ pub async fn extreme_ttls_are_refused_cleanly(h: &Harness) {
     assert!(meta.expires.is_some());
     h.clock.advance(Duration::from_secs(3600 * 24 * 365));
     assert_eq!(c.get_text("k").await.unwrap().as_deref(), Some("longest"));
+}
+
+/// `SetOptions::expires_by` bounds the expiry of every kind of write:
+/// the earlier of it and the TTL wins, an instant beyond [`crate::MAX_TTL`]
+/// is brought in (not refused), and one already past stores nothing that
+/// reads back.
+pub async fn expires_by_bounds_the_expiry(h: &Harness) {
+    let c = &*h.cache;
+    let now = h.clock.now_for_tests();
+    let soon = now + Duration::from_secs(10);
+    let opts = SetOptions::new().ttl_seconds(3600).expires_by(soon);
+    let m = c.set("set", "v".into(), opts).await.unwrap();
+    assert_eq!(m.expires, Some(soon));
+    let m = c
+        .set_stream("stream", stream_of(vec![Bytes::from_static(b"v")]), opts)
+        .await
+        .unwrap();
+    assert_eq!(m.expires, Some(soon));
+    let only = SetOptions::new().expires_by(soon);
+    let m = c.set("only", "v".into(), only).await.unwrap();
+    assert_eq!(m.expires, Some(soon));
+    c.get_or_insert_with("computed", only, || async { Value::from("v") })
+        .await
+        .unwrap();
+    assert_eq!(
+        c.head("computed").await.unwrap().unwrap().expires,
+        Some(soon)
+    );
+    let later = SetOptions::new().ttl_seconds(5).expires_by(soon);
+    let m = c.set("ttl first", "v".into(), later).await.unwrap();
+    assert_eq!(m.expires, Some(now + Duration::from_secs(5)));
+    let far = SetOptions::new().expires_by(now + crate::MAX_TTL * 2);
+    let m = c.set("far", "v".into(), far).await.unwrap();
+    assert!(m.expires.is_some_and(|e| e <= now + crate::MAX_TTL));
+    let past = SetOptions::new().expires_by(now - Duration::from_secs(1));
+    c.set("past", "v".into(), past).await.unwrap();
+    assert_eq!(c.get("past").await.unwrap(), None);
+    h.clock.advance(Duration::from_secs(9));
+    for k in ["set", "stream", "only", "computed"] {
+        assert!(c.get(k).await.unwrap().is_some(), "{k}");
+    }
+    h.clock.advance(Duration::from_secs(1));
+    for k in ["set", "stream", "only", "computed", "ttl first"] {
+        assert_eq!(c.get(k).await.unwrap(), None, "{k}");
+        assert_eq!(c.head(k).await.unwrap(), None, "{k}");
+    }
+    assert!(c.get("far").await.unwrap().is_some());
 }
 
 /// A JSON document nesting `depth` arrays and objects.

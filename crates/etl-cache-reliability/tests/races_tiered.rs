@@ -2,7 +2,9 @@
 //! chosen call after it has done its work (a gate), while another call on
 //! the same handle completes. What a user relies on: once a `set`, `delete`
 //! or `clear` has returned, no read of this handle returns what it replaced,
-//! whatever promotion was under way, and whatever future was dropped.
+//! whatever promotion was under way, and whatever future was dropped; a
+//! value is served with the metadata of its own write; and no copy is
+//! served after the expiry its write returned, however late it was made.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,22 +12,26 @@ use std::time::Duration;
 use bytes::Bytes;
 use etl_cache_core::async_trait;
 use etl_cache_core::{
-    ByteStream, Cache, CacheExt, EntryMeta, GetStream, MemoryCache, Result, SetOptions, Stats,
-    Value,
+    ByteStream, Cache, CacheExt, Clock, Codec, Compression, EntryMeta, GetStream, InitFuture,
+    ManualClock, MemoryCache, Result, SetOptions, Stats, Value,
 };
 use etl_cache_fs::DiskCache;
 use etl_cache_tiered::{Served, TieredCache};
-use futures::TryStreamExt;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::oneshot;
 
-/// The calls a gate can pause, after the inner tier has done them.
+/// The calls a gate can pause, after the inner tier has done them (or,
+/// for the `...Start` ones, before it begins them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Call {
     GetEntry,
     GetStream,
     Head,
     Set,
+    GetOrInsert,
+    SetStart,
+    SetStreamStart,
 }
 
 /// A pause armed on a gate: the first matching call signals `reached`, then
@@ -111,6 +117,7 @@ impl Gate {
 #[async_trait]
 impl Cache for Gate {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
+        self.pause(Call::SetStart).await;
         let r = self.inner.set(key, value, opts).await;
         self.pause(Call::Set).await;
         r
@@ -122,6 +129,7 @@ impl Cache for Gate {
         stream: ByteStream,
         opts: SetOptions,
     ) -> Result<EntryMeta> {
+        self.pause(Call::SetStreamStart).await;
         self.inner.set_stream(key, stream, opts).await
     }
 
@@ -165,6 +173,17 @@ impl Cache for Gate {
 
     async fn stats(&self) -> Result<Stats> {
         self.inner.stats().await
+    }
+
+    async fn get_or_insert_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        opts: SetOptions,
+        init: InitFuture<'a>,
+    ) -> Result<Value> {
+        let r = self.inner.get_or_insert_boxed(key, opts, init).await;
+        self.pause(Call::GetOrInsert).await;
+        r
     }
 }
 
@@ -337,12 +356,12 @@ async fn of_two_racing_promotions_the_stale_one_installs_nothing() {
     assert_eq!(s.cache.get_text("k").await.unwrap().as_deref(), Some("new"));
 }
 
-/// get_or_insert_with stores its computed value below, reads the entry's
-/// metadata, then fills memory: a set that completes in between wins.
+/// get_or_insert_with stores its computed value below, then fills memory:
+/// a set that completes in between wins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_set_completed_before_a_computed_value_is_filled_wins() {
     let s = two_tiers().await;
-    let mut pause = s.gate.arm(Call::Head);
+    let mut pause = s.gate.arm(Call::GetOrInsert);
     let computing = {
         let cache = s.cache.clone();
         tokio::spawn(async move {
@@ -481,5 +500,188 @@ async fn concurrent_sets_and_reads_leave_every_tier_agreeing_with_the_last() {
                 "{k}: tier {i} holds {got:?}, the last {truth:?}"
             );
         }
+    }
+}
+
+/// get_or_insert_with stored its computed value below; before it copies it
+/// upwards, another handle replaces it there with another codec and a TTL.
+/// Every tier must serve a value with the metadata of the write that made
+/// it, and the computed value, replaced before anything was copied, must
+/// not be put in front of the newer one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_computed_value_is_copied_up_with_its_own_metadata_only() {
+    for memory_bytes in [1 << 20, 0] {
+        let s = chained(memory_bytes).await;
+        let mut pause = s.gate.arm(Call::GetOrInsert);
+        let computing = {
+            let cache = s.cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_insert_with("k", o(), || async { Value::from("computed") })
+                    .await
+                    .unwrap()
+            })
+        };
+        pause.reached().await;
+        let other_opts = o()
+            .compression(Compression::zstd())
+            .ttl(Duration::from_secs(3600));
+        let other = s
+            .gate
+            .inner
+            .set("k", "other".into(), other_opts)
+            .await
+            .unwrap();
+        pause.release();
+        assert_eq!(computing.await.unwrap(), Value::from("computed"));
+        let (meta, value) = s.cache.get_entry("k").await.unwrap().unwrap();
+        assert_eq!(
+            (value, meta.codec, meta.expires),
+            (Value::from("other"), Codec::Zstd, other.expires),
+            "memory_bytes {memory_bytes}"
+        );
+        for (i, tier) in s.upper.iter().enumerate() {
+            if let Some((meta, value)) = tier.get_entry("k").await.unwrap() {
+                assert_eq!(
+                    (value, meta.codec, meta.expires),
+                    (Value::from("other"), Codec::Zstd, other.expires),
+                    "tier {i}, memory_bytes {memory_bytes}"
+                );
+            }
+        }
+    }
+}
+
+/// The same pause, with the get_or_insert_with future dropped there: the
+/// value below is what the handle serves, with its metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_computation_dropped_before_its_copy_leaves_the_last_tier_in_charge() {
+    let s = chained(1 << 20).await;
+    let mut pause = s.gate.arm(Call::GetOrInsert);
+    let computing = {
+        let cache = s.cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_insert_with("k", o().compress(true), || async {
+                    Value::from("computed")
+                })
+                .await
+        })
+    };
+    pause.reached().await;
+    computing.abort();
+    assert!(computing.await.unwrap_err().is_cancelled());
+    drop(pause);
+    let below = s.gate.inner.get_entry("k").await.unwrap().unwrap();
+    assert_eq!(below.1, Value::from("computed"));
+    let (meta, value) = s.cache.get_entry("k").await.unwrap().unwrap();
+    assert_eq!((value, meta.codec), (below.1, below.0.codec));
+    uppers_hold_no_other(&s, Some("computed")).await;
+}
+
+/// How a TTL'd entry reaches the tier above the last.
+#[derive(Debug, Clone, Copy)]
+enum Fills {
+    Promotion,
+    Set,
+    SetStream,
+    Computed,
+}
+
+/// A tier above the last writes its copy of a TTL'd entry late (its set
+/// is held while the clock moves on): the copy must still expire at the
+/// instant the entry does, and no read of the handle serves it after that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_written_late_expires_with_its_entry() {
+    for via in [
+        Fills::Promotion,
+        Fills::Set,
+        Fills::SetStream,
+        Fills::Computed,
+    ] {
+        let clock = Arc::new(ManualClock::new());
+        let upper = Gate::new(Arc::new(MemoryCache::with_clock(clock.clone())));
+        let last = Arc::new(MemoryCache::with_clock(clock.clone()));
+        let cache = TieredCache::builder()
+            .memory_bytes(0)
+            .clock(clock.clone())
+            .tier(upper.clone())
+            .tier(last.clone())
+            .build()
+            .unwrap();
+        let ttl = o().ttl(Duration::from_secs(10));
+        let mut pause = upper.arm(match via {
+            Fills::SetStream => Call::SetStreamStart,
+            _ => Call::SetStart,
+        });
+        let writing = {
+            let cache = cache.clone();
+            let last = last.clone();
+            tokio::spawn(async move {
+                match via {
+                    Fills::Promotion => {
+                        last.set("k", "v".into(), ttl).await.unwrap();
+                        cache.get_entry("k").await.unwrap().unwrap().0
+                    }
+                    Fills::Set => cache.set("k", "v".into(), ttl).await.unwrap(),
+                    Fills::SetStream => {
+                        let chunks = futures::stream::iter([Ok(Bytes::from_static(b"v"))]);
+                        cache.set_stream("k", chunks.boxed(), ttl).await.unwrap()
+                    }
+                    Fills::Computed => {
+                        cache
+                            .get_or_insert_with("k", ttl, || async { Value::from("v") })
+                            .await
+                            .unwrap();
+                        last.head("k").await.unwrap().unwrap()
+                    }
+                }
+            })
+        };
+        pause.reached().await;
+        clock.advance(Duration::from_secs(5));
+        pause.release();
+        let meta = writing.await.unwrap();
+        let expires = meta.expires.expect("a TTL was given");
+        let copy = upper.inner.head("k").await.unwrap();
+        assert!(
+            copy.as_ref()
+                .is_none_or(|c| c.expires.is_some_and(|e| e <= expires)),
+            "{via:?}: the copy above expires at {:?}, the entry at {expires:?}",
+            copy.map(|c| c.expires)
+        );
+        clock.advance(expires.duration_since(clock.now()).unwrap());
+        assert_eq!(cache.get("k").await.unwrap(), None, "{via:?}");
+        assert_eq!(cache.head("k").await.unwrap(), None, "{via:?}");
+        assert!(cache.get_stream("k", 4).await.unwrap().is_none(), "{via:?}");
+    }
+}
+
+/// A tier above the last whose clock lags the cache's: past the entry's
+/// expiry on the cache's clock, its copy is a miss, whatever the tier says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_in_a_tier_with_a_slower_clock_is_not_served_past_the_expiry() {
+    for memory_bytes in [0, 1 << 20] {
+        let clock = Arc::new(ManualClock::new());
+        let slow = Arc::new(ManualClock::new());
+        let upper = Arc::new(MemoryCache::with_clock(slow.clone()));
+        let last = Arc::new(MemoryCache::with_clock(clock.clone()));
+        let cache = TieredCache::builder()
+            .memory_bytes(memory_bytes)
+            .clock(clock.clone())
+            .tier(upper.clone())
+            .tier(last)
+            .build()
+            .unwrap();
+        let meta = cache
+            .set("k", "v".into(), o().ttl(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert!(upper.head("k").await.unwrap().is_some());
+        clock.advance(meta.expires.unwrap().duration_since(clock.now()).unwrap());
+        assert_eq!(cache.get("k").await.unwrap(), None, "{memory_bytes}");
+        assert_eq!(cache.get_entry("k").await.unwrap(), None, "{memory_bytes}");
+        assert_eq!(cache.head("k").await.unwrap(), None, "{memory_bytes}");
+        assert!(cache.get_stream("k", 4).await.unwrap().is_none());
     }
 }

@@ -37,14 +37,20 @@
 //!   copy is gone: evicted, expired (at the entry's TTL), or replaced by a
 //!   write through this handle. Give entries a TTL, or write through one
 //!   handle, where that matters.
-//! - **Expiry** is honoured in memory: an entry is never served after its TTL.
+//! - **Expiry**: no tier serves an entry after the expiry its write
+//!   returned, as read on the cache's clock (`TieredCacheBuilder::clock`).
+//!   Copies in memory and in the tiers above the last keep the entry's
+//!   expiry (a tier is given it as [`etl_cache_core::SetOptions::expires_by`],
+//!   so time spent before it writes its copy does not extend it), and a copy
+//!   found past it is a miss there, whatever the tier's own clock says.
 //! - **Memory is weighed by what it holds:** the logical bytes of each entry
 //!   (JSON as its text, parsed on each hit), its key and a fixed overhead.
 //! - **Big entries** (above `max_memory_entry`) bypass memory; `get_stream`
 //!   streams them from below without buffering.
 //! - **Single flight:** `get_or_insert_with` coordinates through the last
 //!   tier (a DiskCache coordinates processes on one machine), then fills the
-//!   tiers above.
+//!   tiers above with the entry read back from the last tier (value and
+//!   metadata together), if it still holds the value returned.
 //! - **Listing and stats** come from the last tier.
 //!
 //! You probably want the `etl-cache` facade crate, which re-exports this one.

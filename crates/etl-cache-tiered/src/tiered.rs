@@ -155,6 +155,16 @@ fn compression_of(codec: Codec) -> Compression {
     }
 }
 
+/// True when an upper tier's `copy` of an entry would be served after the
+/// entry (`last`, as the last tier wrote it) expires.
+fn outlives(copy: &EntryMeta, last: &EntryMeta) -> bool {
+    match (copy.expires, last.expires) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(c), Some(l)) => c > l,
+    }
+}
+
 /// Chunks in flight to each tier while `set_stream` feeds them.
 const TEE_CHUNKS: usize = 2;
 
@@ -364,6 +374,9 @@ impl Inner {
         let ticket = self.epochs.enter(key);
         for (i, tier) in self.tiers.iter().enumerate() {
             if let Some((meta, value)) = tier.get_entry(key).await? {
+                if self.expired(&meta) {
+                    continue;
+                }
                 self.promote(&ticket, &meta, &value, None, i).await;
                 if count {
                     Counters::bump(&self.counters.hits);
@@ -428,7 +441,9 @@ impl Inner {
     }
 
     /// Copies `value` (whose entry in a lower tier is `meta`) into the tiers
-    /// above `below`, slowest first, with the time the entry has left. Best
+    /// above `below`, slowest first, with the time the entry has left and
+    /// its expiry as the latest instant the copies may live: time that
+    /// passes before a tier writes its copy does not extend it. Best
     /// effort: a tier that refuses the value (too large for it, an I/O
     /// error) is left without the key, and reads fall through to the tiers
     /// below. Call with the key's lock held.
@@ -445,8 +460,8 @@ impl Inner {
             return;
         }
         let mut opts = SetOptions::new().compression(compression);
-        if let Some(left) = meta.ttl_left(now) {
-            opts = opts.ttl(left);
+        if let (Some(left), Some(expires)) = (meta.ttl_left(now), meta.expires) {
+            opts = opts.ttl(left).expires_by(expires);
         }
         for tier in self.tiers[..below].iter().rev() {
             if let Err(e) = tier.set(key, value.clone(), opts).await {
@@ -548,6 +563,13 @@ impl Inner {
         guard.ticket.end_write(&mut st);
     }
 
+    /// True when `meta` has expired by this cache's clock. Each tier reads
+    /// its own clock; a copy is never served past the instant this one says
+    /// its entry expires.
+    fn expired(&self, meta: &EntryMeta) -> bool {
+        meta.is_expired(self.clock.now())
+    }
+
     /// The tiers above the last, fastest first.
     fn upper(&self) -> &[Arc<dyn Cache>] {
         &self.tiers[..self.tiers.len() - 1]
@@ -625,6 +647,13 @@ impl Cache for TieredCache {
             inner.end_write(guard, None).await;
             return r;
         }
+        // The copies above expire no later than the entry would if the last
+        // tier wrote it now (it writes it later, so expires later, by its
+        // own clock; a copy that still ends up outliving it is dropped below).
+        let upper_opts = match opts.expires_at(inner.clock.now())? {
+            Some(at) => opts.expires_by(at),
+            None => opts,
+        };
         let (bottom_tx, bottom_rx) = mpsc::channel::<io::Result<Bytes>>(TEE_CHUNKS);
         let mut feeds = Vec::with_capacity(upper.len());
         let mut gates = Vec::with_capacity(upper.len());
@@ -634,7 +663,7 @@ impl Cache for TieredCache {
             let (gate_tx, gate_rx) = oneshot::channel::<bool>();
             feeds.push(Some(tx));
             gates.push(gate_tx);
-            writes.push(tier.set_stream(key, gated(rx, gate_rx), opts));
+            writes.push(tier.set_stream(key, gated(rx, gate_rx), upper_opts));
         }
         let feed = async move {
             let mut stream = stream;
@@ -671,11 +700,18 @@ impl Cache for TieredCache {
             r
         };
         let ((), meta, uppers) = futures::join!(feed, bottom, futures::future::join_all(writes));
-        for (tier, r) in upper.iter().zip(uppers) {
-            if let Err(e) = r
-                && meta.is_ok()
-            {
-                inner.refused(tier, key, &e).await;
+        if let Ok(last) = &meta {
+            for (tier, r) in upper.iter().zip(uppers) {
+                match r {
+                    Err(e) => inner.refused(tier, key, &e).await,
+                    Ok(copy) if outlives(&copy, last) => {
+                        let e = Error::InvalidInput {
+                            message: "the copy would expire after the entry".into(),
+                        };
+                        inner.refused(tier, key, &e).await;
+                    }
+                    Ok(_) => {}
+                }
             }
         }
         inner.end_write(guard, None).await;
@@ -713,6 +749,9 @@ impl Cache for TieredCache {
             let Some(s) = tier.get_stream(key, chunk_size).await? else {
                 continue;
             };
+            if inner.expired(s.meta()) {
+                continue;
+            }
             Counters::bump(&inner.counters.hits);
             Counters::bump(&inner.tier_hits[i]);
             let meta = s.meta().clone();
@@ -747,7 +786,9 @@ impl Cache for TieredCache {
             return Ok(Some(e.meta.clone()));
         }
         for tier in &self.inner.tiers {
-            if let Some(m) = tier.head(key).await? {
+            if let Some(m) = tier.head(key).await?
+                && !self.inner.expired(&m)
+            {
                 return Ok(Some(m));
             }
         }
@@ -837,21 +878,36 @@ impl Cache for TieredCache {
         }
         let (guard, _) = inner.begin_write(key).await?;
         let last = inner.last();
-        let computed = match last.get_or_insert_boxed(key, opts, init).await {
-            Ok(value) => last.head(key).await.map(|meta| (value, meta)),
-            Err(e) => Err(e),
-        };
-        let (value, meta) = match computed {
-            Ok(found) => found,
+        let value = match last.get_or_insert_boxed(key, opts, init).await {
+            Ok(value) => value,
             Err(e) => {
                 inner.end_write(guard, None).await;
                 return Err(e);
             }
         };
-        // The last tier holds it now; the tiers above are filled best effort.
-        let fill = meta.as_ref().map(|meta| Fill {
+        // The last tier holds it now; the tiers above are filled best
+        // effort, with the value and the metadata of one entry, read
+        // together: the metadata of a later write (another handle's, made
+        // since) must not travel with this value. If the last tier no
+        // longer holds this value, nothing is copied and reads go there.
+        let entry = if inner.memory.is_some() || !inner.upper().is_empty() {
+            match last.get_entry(key).await {
+                Ok(entry) => entry.filter(|(_, v)| *v == value),
+                Err(e) => {
+                    tracing::warn!(
+                        key,
+                        error = %e,
+                        "could not read back a computed value; it is not copied above the last tier"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let fill = entry.as_ref().map(|(meta, value)| Fill {
             meta,
-            value: &value,
+            value,
             compression: if meta.codec == opts.compression.codec() {
                 opts.compression
             } else {
