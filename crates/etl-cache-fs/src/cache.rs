@@ -67,11 +67,18 @@ impl fmt::Display for DiskCache {
     }
 }
 
+/// Runs `f` on Tokio's blocking pool and returns what it returns (its panic
+/// resumes here).
+///
+/// A blocking task that never started is only ever cancelled by the
+/// runtime shutting down (nothing here aborts one): then the task awaiting
+/// it is being dropped with the runtime, so it waits for good instead of
+/// panicking in a runtime that is going away.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     match tokio::task::spawn_blocking(f).await {
         Ok(v) => v,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => panic!("blocking task cancelled: {e}"),
+        Err(_) => std::future::pending().await,
     }
 }
 
@@ -550,7 +557,8 @@ impl Cache for DiskCache {
         let written = match writer.await {
             Ok(r) => r,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => panic!("writer task cancelled: {e}"),
+            // The runtime is shutting down (see `blocking`).
+            Err(_) => std::future::pending().await,
         };
         fed?;
         written

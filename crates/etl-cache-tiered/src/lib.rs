@@ -36,7 +36,10 @@
 //!   process reaches the last tier, and this handle serves it once its own
 //!   copy is gone: evicted, expired (at the entry's TTL), or replaced by a
 //!   write through this handle. Give entries a TTL, or write through one
-//!   handle, where that matters.
+//!   handle, where that matters. An upper tier shared by several handles
+//!   (two processes with one local DiskCache over one bucket) is no
+//!   exception: a promotion by one handle can put an older value there just
+//!   after another handle's write, and it stays until evicted or expired.
 //! - **Expiry**: no tier serves an entry after the expiry its write
 //!   returned, as read on the cache's clock (`TieredCacheBuilder::clock`).
 //!   Copies in memory and in the tiers above the last keep the entry's
