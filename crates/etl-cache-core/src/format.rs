@@ -607,4 +607,166 @@ mod tests {
         let err = EntryMeta::from_parts(h, hb.len(), 8, t, hb.len() as u64 + 7 + 32).unwrap_err();
         assert!(matches!(err, FormatError::Invalid(_)));
     }
+
+    /// A small format 2 entry, pinned byte for byte: two blocks of 16 bytes
+    /// (the second short), their checksums, the trailer.
+    fn v2_entry() -> (Header, Vec<u8>) {
+        use bytes::Bytes;
+
+        use crate::blocks::BlockFramer;
+
+        let h = Header {
+            key: "k".into(),
+            kind: Kind::Bytes,
+            codec: Codec::None,
+            created: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_000_000_000),
+            expires: None,
+        };
+        let layout = Layout::Blocks(BlockSize::new(16).unwrap());
+        let mut entry = h.encode_as(layout);
+        let crc = u32::from_le_bytes(entry[entry.len() - 4..].try_into().unwrap());
+        let mut framed = Vec::new();
+        let mut f = BlockFramer::new(crc, BlockSize::new(16).unwrap());
+        f.push(Bytes::from_static(b"extract, transform, load"), &mut framed);
+        f.finish(24, &mut framed);
+        entry.extend_from_slice(&framed.concat());
+        (h, entry)
+    }
+
+    #[test]
+    fn v2_entry_is_pinned() {
+        let (h, entry) = v2_entry();
+        let hex: String = entry.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            concat!(
+                // magic, version 2, bytes, none, 2^4, created, expires, key "k", crc
+                "45544c4302020004",
+                "00002a36fe9c9717",
+                "0000000000000000",
+                "01006b",
+                "07f3f188",
+                // block 0, crc 0, block 1, crc 1
+                "657874726163742c207472616e73666f",
+                "d844489c",
+                "726d2c206c6f6164",
+                "d52d4751",
+                // trailer: logical 24, stored 24, crc of crcs, header crc, crc, magic
+                "1800000000000000",
+                "1800000000000000",
+                "c97b2863",
+                "07f3f188",
+                "15398ca6",
+                "434c5445",
+            )
+        );
+        // The checksums, worked out from the format's definition.
+        let d = Header::decode_any(&entry).unwrap();
+        assert_eq!(d.header, h);
+        assert_eq!(d.layout, Layout::Blocks(BlockSize::new(16).unwrap()));
+        let seal = |i: u64, data: &[u8]| {
+            let mut b = d.crc.to_le_bytes().to_vec();
+            b.extend_from_slice(&i.to_le_bytes());
+            b.extend_from_slice(data);
+            crc32c::crc32c(&b)
+        };
+        let (c0, c1) = (seal(0, b"extract, transfo"), seal(1, b"rm, load"));
+        let at = d.len;
+        assert_eq!(entry[at + 16..at + 20], c0.to_le_bytes());
+        assert_eq!(entry[at + 28..at + 32], c1.to_le_bytes());
+        let list = crc32c::crc32c(&[c0.to_le_bytes(), c1.to_le_bytes()].concat());
+        let t = Trailer::decode(&entry[at + 32..]).unwrap();
+        assert_eq!(
+            t,
+            Trailer {
+                logical_len: 24,
+                stored_len: 24,
+                payload_crc: list,
+                header_crc: d.crc,
+            }
+        );
+        let meta = EntryMeta::from_decoded_parts(d.clone(), t, entry.len() as u64).unwrap();
+        assert_eq!((meta.stored_len, meta.size), (24, entry.len() as u64));
+        assert_eq!(
+            EntryMeta::from_decoded_header(d, entry.len() as u64).unwrap(),
+            meta
+        );
+    }
+
+    #[test]
+    fn v1_decode_refuses_v2_and_decode_any_reads_both() {
+        let h = header();
+        let v1 = h.encode();
+        assert_eq!(v1, h.encode_as(Layout::Whole));
+        let d = Header::decode_any(&v1).unwrap();
+        assert_eq!((d.header, d.len, d.layout), (h.clone(), v1.len(), Layout::Whole));
+        let v2 = h.encode_as(Layout::DEFAULT_BLOCKS);
+        assert_eq!(&v2[4..8], &[2, 1, 2, 20]);
+        assert_eq!(
+            Header::decode(&v2),
+            Err(FormatError::Invalid("unsupported format version 2".into()))
+        );
+        let d = Header::decode_any(&v2).unwrap();
+        assert_eq!(d.layout, Layout::DEFAULT_BLOCKS);
+        assert_eq!(d.header, h);
+        // Only the block sizes in range, even with a valid checksum.
+        for log2 in [0u8, 3, 25, 255] {
+            let mut bad = v2.clone();
+            bad[7] = log2;
+            let n = bad.len();
+            let crc = crc32c::crc32c(&bad[..n - 4]);
+            bad[n - 4..].copy_from_slice(&crc.to_le_bytes());
+            assert!(matches!(Header::decode_any(&bad), Err(FormatError::Invalid(_))));
+        }
+        for version in [0u8, 3] {
+            let mut bad = v2.clone();
+            bad[4] = version;
+            assert_eq!(
+                Header::decode_any(&bad),
+                Err(FormatError::Invalid(format!("unsupported format version {version}")))
+            );
+        }
+    }
+
+    #[test]
+    fn v2_header_detects_every_single_bit_flip() {
+        let bytes = header().encode_as(Layout::Blocks(BlockSize::new(4096).unwrap()));
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut b = bytes.clone();
+                b[i] ^= 1 << bit;
+                if let Ok(d) = Header::decode_any(&b) {
+                    panic!("flip at byte {i} bit {bit} accepted as {d:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn v2_sizes_count_the_block_checksums() {
+        let h = header();
+        let layout = Layout::Blocks(BlockSize::new(16).unwrap());
+        let hb = h.encode_as(layout);
+        let d = Header::decode_any(&hb).unwrap();
+        let t = Trailer {
+            logical_len: 100,
+            stored_len: 33,
+            payload_crc: 0,
+            header_crc: d.crc,
+        };
+        // 33 stored bytes: three blocks, three checksums.
+        let total = hb.len() as u64 + 33 + 12 + 32;
+        let m = EntryMeta::from_decoded_parts(d.clone(), t, total).unwrap();
+        assert_eq!((m.stored_len, m.logical_len, m.size), (33, 100, total));
+        for wrong in [total - 12, total - 1, total + 1, total + 4] {
+            assert!(EntryMeta::from_decoded_parts(d.clone(), t, wrong).is_err());
+        }
+        // The format 1 reading of the same sizes is refused.
+        assert!(EntryMeta::from_parts(d.header.clone(), d.len, d.crc, t, total).is_err());
+        let huge = Trailer {
+            stored_len: u64::MAX - 40,
+            ..t
+        };
+        assert!(EntryMeta::from_decoded_parts(d, huge, u64::MAX).is_err());
+    }
 }
