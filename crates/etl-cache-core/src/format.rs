@@ -699,7 +699,10 @@ mod tests {
         let v1 = h.encode();
         assert_eq!(v1, h.encode_as(Layout::Whole));
         let d = Header::decode_any(&v1).unwrap();
-        assert_eq!((d.header, d.len, d.layout), (h.clone(), v1.len(), Layout::Whole));
+        assert_eq!(
+            (d.header, d.len, d.layout),
+            (h.clone(), v1.len(), Layout::Whole)
+        );
         let v2 = h.encode_as(Layout::DEFAULT_BLOCKS);
         assert_eq!(&v2[4..8], &[2, 1, 2, 20]);
         assert_eq!(
@@ -716,14 +719,19 @@ mod tests {
             let n = bad.len();
             let crc = crc32c::crc32c(&bad[..n - 4]);
             bad[n - 4..].copy_from_slice(&crc.to_le_bytes());
-            assert!(matches!(Header::decode_any(&bad), Err(FormatError::Invalid(_))));
+            assert!(matches!(
+                Header::decode_any(&bad),
+                Err(FormatError::Invalid(_))
+            ));
         }
         for version in [0u8, 3] {
             let mut bad = v2.clone();
             bad[4] = version;
             assert_eq!(
                 Header::decode_any(&bad),
-                Err(FormatError::Invalid(format!("unsupported format version {version}")))
+                Err(FormatError::Invalid(format!(
+                    "unsupported format version {version}"
+                )))
             );
         }
     }

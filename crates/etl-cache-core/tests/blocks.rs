@@ -49,11 +49,7 @@ fn check(header_crc: u32, b: BlockSize, framed: &[u8], cuts: &[usize]) -> Outcom
     let mut handed_out = Vec::new();
     let mut after_pushes = Vec::new();
     let mut at = 0;
-    let mut ends: Vec<usize> = cuts
-        .iter()
-        .copied()
-        .filter(|&x| x < framed.len())
-        .collect();
+    let mut ends: Vec<usize> = cuts.iter().copied().filter(|&x| x < framed.len()).collect();
     ends.sort_unstable();
     ends.push(framed.len());
     let mut end = None;
@@ -108,7 +104,11 @@ fn every_size_roundtrips_in_every_chunking() {
             assert_eq!(o.end, Ok(trailer), "len {len} step {step}");
             assert_eq!(o.handed_out, stored, "len {len} step {step}");
             for n in &o.after_pushes {
-                assert_eq!(n % 16, 0, "a partial block handed out (len {len} step {step})");
+                assert_eq!(
+                    n % 16,
+                    0,
+                    "a partial block handed out (len {len} step {step})"
+                );
             }
             // The last block waits for finish.
             let last_full = len.saturating_sub(1) / 16 * 16;
@@ -216,7 +216,12 @@ fn assert_fails_after(blocks: &[Vec<u8>], trailer: &[u8], stored: &[u8], good: u
     let mut framed = blocks.concat();
     framed.extend_from_slice(trailer);
     for step in [1, 7, 20, framed.len()] {
-        let o = check(HEADER_CRC, small(), &framed, &cuts_every(step, framed.len()));
+        let o = check(
+            HEADER_CRC,
+            small(),
+            &framed,
+            &cuts_every(step, framed.len()),
+        );
         assert!(o.end.is_err(), "{what}: accepted");
         assert_eq!(
             o.handed_out,
@@ -256,7 +261,13 @@ fn blocks_moved_repeated_dropped_or_foreign_fail_where_they_stand() {
     // handed out.
     for keep in 0usize..4 {
         let good = keep.saturating_sub(1);
-        assert_fails_after(&blocks[..keep], &trailer, &stored, good, &format!("keep {keep}"));
+        assert_fails_after(
+            &blocks[..keep],
+            &trailer,
+            &stored,
+            good,
+            &format!("keep {keep}"),
+        );
     }
     // The same bytes in another entry (another header checksum).
     let (other, other_trailer) = framed_blocks(HEADER_CRC ^ 1, &stored);
@@ -266,7 +277,12 @@ fn blocks_moved_repeated_dropped_or_foreign_fail_where_they_stand() {
         assert_fails_after(&mixed, &trailer, &stored, i, &format!("foreign {i}"));
     }
     assert_fails_after(&blocks, &other_trailer, &stored, 4, "foreign trailer");
-    let o = check(HEADER_CRC, small(), &[other.concat(), other_trailer].concat(), &[]);
+    let o = check(
+        HEADER_CRC,
+        small(),
+        &[other.concat(), other_trailer].concat(),
+        &[],
+    );
     assert_eq!(o.end, Err(BlockError::Block { index: 0 }));
 }
 
