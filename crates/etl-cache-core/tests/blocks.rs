@@ -3,9 +3,10 @@
 //! changed byte, and any block moved, repeated, dropped or taken from
 //! another entry, is caught before a byte of its block is handed out.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use etl_cache_core::blocks::{
     BlockChecker, BlockError, BlockFramer, BlockSize, verify_block, verify_payload,
+    verify_payload_in_place,
 };
 use etl_cache_core::format::{Layout, TRAILER_LEN, Trailer};
 use proptest::prelude::*;
@@ -118,6 +119,10 @@ fn every_size_roundtrips_in_every_chunking() {
         assert_eq!(v.trailer(), &trailer);
         assert_eq!(v.pieces().len() as u64, b.block_count(len as u64));
         assert_eq!(v.into_bytes(), stored);
+        let (in_place, t) =
+            verify_payload_in_place(Layout::Blocks(b), HEADER_CRC, BytesMut::from(&framed[..]))
+                .unwrap();
+        assert_eq!((in_place.as_ref(), t), (&stored[..], trailer));
     }
 }
 
@@ -188,8 +193,14 @@ fn a_changed_byte_fails_before_any_byte_of_its_block_is_handed_out() {
                         "len {len}, byte {at} ^ {flip:#x}, chunks of {step}"
                     );
                 }
+                let in_place = verify_payload_in_place(
+                    Layout::Blocks(b),
+                    HEADER_CRC,
+                    BytesMut::from(&bad[..]),
+                );
                 let whole = verify_payload(Layout::Blocks(b), HEADER_CRC, Bytes::from(bad));
                 assert!(whole.is_err());
+                assert_eq!(in_place.map(|_| ()), whole.map(|_| ()));
             }
         }
     }
@@ -230,6 +241,12 @@ fn assert_fails_after(blocks: &[Vec<u8>], trailer: &[u8], stored: &[u8], good: u
             o.end
         );
     }
+    let in_place = verify_payload_in_place(
+        Layout::Blocks(small()),
+        HEADER_CRC,
+        BytesMut::from(&framed[..]),
+    );
+    assert!(in_place.is_err(), "{what}: accepted in place");
     let whole = verify_payload(Layout::Blocks(small()), HEADER_CRC, Bytes::from(framed));
     assert!(whole.is_err(), "{what}: accepted whole");
 }
@@ -399,6 +416,10 @@ fn format_1_payloads_verify_whole() {
     framed.extend_from_slice(&trailer.encode());
     let v = verify_payload(Layout::Whole, HEADER_CRC, Bytes::from(framed.clone())).unwrap();
     assert_eq!(v.trailer(), &trailer);
+    assert_eq!(
+        verify_payload_in_place(Layout::Whole, HEADER_CRC, BytesMut::from(&framed[..])),
+        Ok((Bytes::from(stored.clone()), trailer))
+    );
     assert_eq!(v.into_bytes(), stored);
     let mut bad = framed.clone();
     bad[3] ^= 1;

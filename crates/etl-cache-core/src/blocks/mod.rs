@@ -14,7 +14,9 @@
 //!   chunks of any size, hands out only stored bytes whose block checked, and
 //!   checks the trailer at the end.
 //! - [`verify_payload`] (whole-value reader): checks a payload read whole, of
-//!   either format, in one pass.
+//!   either format, in one pass, and hands back its blocks as slices;
+//!   [`verify_payload_in_place`] hands them back in one piece, in the buffer
+//!   they were read into.
 //! - [`BlockSize::span`] and [`verify_block`] (positional reader): where block
 //!   `i` lies, and its check.
 //!
@@ -41,7 +43,7 @@ mod verify;
 pub use checker::BlockChecker;
 pub use framer::BlockFramer;
 pub use size::{BlockSize, BlockSpan};
-pub use verify::{VerifiedPayload, verify_block, verify_payload};
+pub use verify::{VerifiedPayload, verify_block, verify_payload, verify_payload_in_place};
 
 use crate::format::FormatError;
 
