@@ -439,3 +439,17 @@ fn format_1_payloads_verify_whole() {
         })
     );
 }
+
+/// A backend moves these into tasks and streams; dropping one half-way (a
+/// cancelled read) leaves nothing behind.
+#[test]
+fn framer_and_checker_move_between_tasks() {
+    fn send_sync<T: Send + Sync + 'static>(_: &T) {}
+    let mut c = BlockChecker::new(HEADER_CRC, small());
+    c.push(Bytes::from_static(&[0; 50])).unwrap();
+    send_sync(&c);
+    send_sync(&BlockFramer::new(HEADER_CRC, small()));
+    let (framed, _) = frame(HEADER_CRC, small(), &data(40, 0), 3);
+    let v = verify_payload(Layout::Blocks(small()), HEADER_CRC, Bytes::from(framed)).unwrap();
+    send_sync(&v);
+}
