@@ -142,6 +142,7 @@ enum Enc {
 pub struct Encoder {
     enc: Enc,
     totals: Totals,
+    checksum: bool,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -173,12 +174,27 @@ impl Encoder {
         Ok(Encoder {
             enc,
             totals: Totals::default(),
+            checksum: true,
         })
+    }
+
+    /// Leaves the stored bytes unchecksummed ([`Totals::crc`] stays 0), for
+    /// format 2 entries, whose [`BlockFramer`](crate::blocks::BlockFramer)
+    /// checksums them block by block as they pass: one pass over the bytes
+    /// instead of two.
+    #[must_use]
+    pub fn without_checksum(self) -> Encoder {
+        Encoder {
+            checksum: false,
+            ..self
+        }
     }
 
     fn account(&mut self, out: &[u8]) {
         self.totals.stored_len += out.len() as u64;
-        self.totals.crc = crc32c::crc32c_append(self.totals.crc, out);
+        if self.checksum {
+            self.totals.crc = crc32c::crc32c_append(self.totals.crc, out);
+        }
     }
 
     /// Feeds logical bytes; returns the stored bytes ready to write (possibly empty).
@@ -224,6 +240,27 @@ impl Encoder {
     ///
     /// When the compressor fails.
     pub fn encode_all(compression: Compression, input: Bytes) -> io::Result<(Bytes, Totals)> {
+        Self::encode_all_with(compression, input, true)
+    }
+
+    /// [`Encoder::encode_all`] without the checksum of the stored bytes
+    /// ([`Totals::crc`] is 0): see [`Encoder::without_checksum`].
+    ///
+    /// # Errors
+    ///
+    /// When the compressor fails.
+    pub fn encode_all_without_checksum(
+        compression: Compression,
+        input: Bytes,
+    ) -> io::Result<(Bytes, Totals)> {
+        Self::encode_all_with(compression, input, false)
+    }
+
+    fn encode_all_with(
+        compression: Compression,
+        input: Bytes,
+        checksum: bool,
+    ) -> io::Result<(Bytes, Totals)> {
         // A whole value is compressed in one call: zstd then knows the size
         // up front and reads the input where it lies, where its streaming
         // API copies every byte into its window first (the same frame
@@ -233,11 +270,12 @@ impl Encoder {
             let totals = Totals {
                 logical_len: input.len() as u64,
                 stored_len: stored.len() as u64,
-                crc: crc32c::crc32c(&stored),
+                crc: if checksum { crc32c::crc32c(&stored) } else { 0 },
             };
             return Ok((stored, totals));
         }
         let mut enc = Encoder::new(compression)?;
+        enc.checksum = checksum;
         let first = enc.encode(input)?;
         let (last, totals) = enc.finish()?;
         if last.is_empty() {
@@ -493,6 +531,30 @@ mod tests {
                 assert!(back == input, "{c}");
                 assert_eq!(r.finish().unwrap(), totals, "{c}");
             }
+        }
+    }
+
+    #[test]
+    fn without_checksum_stores_the_same_bytes() {
+        let data = xml_rows(20_000);
+        for c in every_compression() {
+            let (with, t) = Encoder::encode_all(c, Bytes::from(data.clone())).unwrap();
+            let (without, u) =
+                Encoder::encode_all_without_checksum(c, Bytes::from(data.clone())).unwrap();
+            assert_eq!(with, without, "{c}");
+            assert_eq!(u, Totals { crc: 0, ..t }, "{c}");
+            // Streamed (zstd frames it differently from a whole value).
+            let streamed = |enc: Encoder| {
+                let mut enc = enc;
+                let mut stored = enc.encode(Bytes::from(data.clone())).unwrap().to_vec();
+                let (last, totals) = enc.finish().unwrap();
+                stored.extend_from_slice(&last);
+                (stored, totals)
+            };
+            let (with, t) = streamed(Encoder::new(c).unwrap());
+            let (without, u) = streamed(Encoder::new(c).unwrap().without_checksum());
+            assert_eq!(with, without, "{c}");
+            assert_eq!(u, Totals { crc: 0, ..t }, "{c}");
         }
     }
 

@@ -1,6 +1,7 @@
 //! The etl-cache contract: one object-safe async [`Cache`] trait for every
 //! backend, the values it stores, the options of a write, the entry format,
-//! the codecs, the errors, and (feature `testing`) the shared contract suite.
+//! the codecs, the payload blocks, the errors, and (feature `testing`) the
+//! shared contract suite.
 //!
 //! You probably want the `etl-cache` facade crate, which re-exports this one
 //! with the backends.
@@ -21,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod blocks;
 mod cache;
 mod clock;
 pub mod codec;

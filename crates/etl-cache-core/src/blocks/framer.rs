@@ -1,0 +1,175 @@
+//! The writer's side: stored bytes in, framed bytes out.
+
+use bytes::Bytes;
+
+use super::{BLOCK_CRC_LEN, BlockSize, block_seed, chain_block_crc};
+use crate::format::Trailer;
+
+/// Cuts stored bytes into blocks and appends each block's checksum, for an
+/// entry written front to back (a file, a multipart upload).
+///
+/// Feed it the stored (already compressed) bytes in chunks of any size with
+/// [`push`](Self::push); write what it appends to `out`, in order, after the
+/// header; then [`finish`](Self::finish) appends the last checksum and the
+/// encoded trailer. It holds no bytes: a block passes through as slices of
+/// the chunks, checksummed on the way, and its checksum is appended as soon
+/// as its last byte has passed.
+///
+/// ```
+/// use bytes::Bytes;
+/// use etl_cache_core::blocks::{BlockChecker, BlockFramer, BlockSize};
+///
+/// let block_size = BlockSize::new(16).unwrap();
+/// let header_crc = 0x1234_5678; // from `Header::encode_as`
+/// let mut framer = BlockFramer::new(header_crc, block_size);
+/// let mut framed = Vec::new();
+/// framer.push(Bytes::from_static(b"one block and a half"), &mut framed);
+/// let trailer = framer.finish(20, &mut framed);
+/// assert_eq!(trailer.stored_len, 20);
+///
+/// let mut checker = BlockChecker::new(header_crc, block_size);
+/// for chunk in framed {
+///     checker.push(chunk).unwrap();
+/// }
+/// assert_eq!(checker.finish().unwrap(), trailer);
+/// let mut back = Vec::new();
+/// while let Some(piece) = checker.pop() {
+///     back.extend_from_slice(&piece);
+/// }
+/// assert_eq!(back, b"one block and a half");
+/// ```
+#[derive(Debug, Clone)]
+pub struct BlockFramer {
+    header_crc: u32,
+    block_size: BlockSize,
+    /// The block being written: its index, its bytes so far, their checksum.
+    index: u64,
+    in_block: u64,
+    crc: u32,
+    /// The checksum of the checksums of the blocks written so far.
+    list_crc: u32,
+}
+
+impl BlockFramer {
+    /// A framer for the entry whose header's checksum is `header_crc`, with
+    /// blocks of `block_size` (the one in that header).
+    pub fn new(header_crc: u32, block_size: BlockSize) -> Self {
+        BlockFramer {
+            header_crc,
+            block_size,
+            index: 0,
+            in_block: 0,
+            crc: 0,
+            list_crc: 0,
+        }
+    }
+
+    /// Stored bytes framed so far (without the checksums).
+    pub fn stored_len(&self) -> u64 {
+        self.index * self.block_size.get() + self.in_block
+    }
+
+    /// Appends to `out` the framed bytes for `stored`: slices of it, and the
+    /// checksum of each block it completes.
+    pub fn push(&mut self, mut stored: Bytes, out: &mut impl Extend<Bytes>) {
+        while !stored.is_empty() {
+            if self.in_block == 0 {
+                self.crc = block_seed(self.header_crc, self.index);
+            }
+            let room = self.block_size.get() - self.in_block;
+            let piece = stored.split_to(stored.len().min(room as usize));
+            self.crc = crc32c::crc32c_append(self.crc, &piece);
+            self.in_block += piece.len() as u64;
+            out.extend(Some(piece));
+            if self.in_block == self.block_size.get() {
+                self.end_block(out);
+            }
+        }
+    }
+
+    fn end_block(&mut self, out: &mut impl Extend<Bytes>) {
+        let crc: [u8; BLOCK_CRC_LEN] = self.crc.to_le_bytes();
+        out.extend(Some(Bytes::copy_from_slice(&crc)));
+        self.list_crc = chain_block_crc(self.list_crc, self.crc);
+        self.index += 1;
+        self.in_block = 0;
+    }
+
+    /// Ends the payload: appends to `out` the last block's checksum (when
+    /// that block is short) and the encoded trailer, and returns the
+    /// trailer. `logical_len` is the payload's length before compression.
+    pub fn finish(mut self, logical_len: u64, out: &mut impl Extend<Bytes>) -> Trailer {
+        let stored_len = self.stored_len();
+        if self.in_block > 0 {
+            self.end_block(out);
+        }
+        let trailer = Trailer {
+            logical_len,
+            stored_len,
+            payload_crc: self.list_crc,
+            header_crc: self.header_crc,
+        };
+        out.extend(Some(Bytes::copy_from_slice(&trailer.encode())));
+        trailer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::blocks::block_crc;
+
+    #[test]
+    fn full_blocks_pass_as_slices_of_the_input() {
+        let b = BlockSize::new(16).unwrap();
+        let input = Bytes::from(vec![7u8; 40]);
+        let mut f = BlockFramer::new(9, b);
+        let mut out = Vec::new();
+        f.push(input.clone(), &mut out);
+        // Two full blocks, each with its checksum; the short third waits.
+        let lens: Vec<usize> = out.iter().map(Bytes::len).collect();
+        assert_eq!(lens, [16, 4, 16, 4, 8]);
+        assert_eq!(out[0].as_ptr(), input.as_ptr(), "no copy");
+        assert_eq!(out[1][..], block_crc(9, 0, &input[..16]).to_le_bytes());
+        assert_eq!(out[3][..], block_crc(9, 1, &input[16..32]).to_le_bytes());
+        assert_eq!(f.stored_len(), 40);
+        let t = f.finish(99, &mut out);
+        assert_eq!(out[5][..], block_crc(9, 2, &input[32..]).to_le_bytes());
+        assert_eq!(out[6][..], t.encode());
+        assert_eq!((t.logical_len, t.stored_len, t.header_crc), (99, 40, 9));
+    }
+
+    #[test]
+    fn any_chunking_frames_the_same_bytes() {
+        let b = BlockSize::new(16).unwrap();
+        let data: Vec<u8> = (0..=255u8).cycle().take(70).collect();
+        let whole = {
+            let mut out = BytesMut::new();
+            let mut f = BlockFramer::new(1, b);
+            f.push(Bytes::from(data.clone()), &mut out);
+            f.finish(70, &mut out);
+            out
+        };
+        assert_eq!(whole.len(), 70 + 5 * 4 + 32);
+        for step in [1, 3, 15, 16, 17, 33] {
+            let mut out = BytesMut::new();
+            let mut f = BlockFramer::new(1, b);
+            for chunk in data.chunks(step) {
+                f.push(Bytes::copy_from_slice(chunk), &mut out);
+                f.push(Bytes::new(), &mut out);
+            }
+            f.finish(70, &mut out);
+            assert_eq!(out, whole, "chunks of {step}");
+        }
+    }
+
+    #[test]
+    fn an_empty_payload_has_no_block() {
+        let mut out = Vec::new();
+        let t = BlockFramer::new(5, BlockSize::DEFAULT).finish(0, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((t.stored_len, t.payload_crc), (0, 0));
+    }
+}
