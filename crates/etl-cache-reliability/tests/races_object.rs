@@ -37,6 +37,10 @@ enum Point {
     /// After a GET (whole or ranged, not a HEAD) of the path returned, before
     /// its body is read: the version it carries is the one judged.
     AfterGet,
+    /// After a PUT of the path was applied, before it returns: the write
+    /// has landed (as one on a blocking thread or a server may after its
+    /// caller is gone) but its caller does not know yet.
+    AfterPut,
 }
 
 /// A stop on a gate: the call signals `reached`, then waits for `release`.
@@ -48,6 +52,7 @@ struct Gate {
 
 #[derive(Debug, Default)]
 struct Shared {
+    /// An armed path matches itself and every path under it.
     armed: Mutex<Vec<(Point, Path, Arc<Gate>)>>,
     /// Re-cut every GET body into pieces of 1 to 7 bytes.
     rechunk: AtomicBool,
@@ -62,7 +67,7 @@ impl Shared {
         let mut armed = self.armed.lock().unwrap();
         let i = armed
             .iter()
-            .position(|(p, l, _)| *p == point && l == path)?;
+            .position(|(p, l, _)| *p == point && (l == path || path.prefix_matches(l)))?;
         Some(armed.remove(i).2)
     }
 
@@ -128,7 +133,9 @@ impl ObjectStore for Gated {
         if opts.mode == PutMode::Create && self.shared.ignore_create.load(Ordering::SeqCst) {
             opts.mode = PutMode::Overwrite;
         }
-        self.inner.put_opts(location, payload, opts).await
+        let put = self.inner.put_opts(location, payload, opts).await;
+        self.shared.stop(Point::AfterPut, location).await;
+        put
     }
 
     async fn put_multipart_opts(
@@ -671,4 +678,106 @@ async fn stats_skip_objects_too_small_to_be_entries() {
     let s = c.stats().await.unwrap();
     assert_eq!(s.entries, 1, "foreign objects counted as entries");
     assert_eq!(s.bytes, c.head("real").await.unwrap().unwrap().size);
+}
+
+/// Where a `get_or_insert_with` is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DropAt {
+    /// Its lease create was applied, and has not returned yet.
+    LeaseCreate,
+    /// Its computation is under way.
+    Computing,
+    /// Its value was written, and the write has not returned yet.
+    Publish,
+    /// It is reading its lease back to release it.
+    Release,
+}
+
+/// A `get_or_insert_with` dropped at `at`; then a second caller on the
+/// same key (through the same handle or another), with a short timeout.
+/// The clock stands still, so a lease left behind would never expire.
+async fn dropped_flight(at: DropAt, same_handle: bool) {
+    let what = format!("dropped at {at:?}, second caller on the same handle: {same_handle}");
+    let clock = Arc::new(ManualClock::new());
+    let store = Arc::new(Gated::default());
+    let a = handle(&store, &clock);
+    let b = if same_handle {
+        a.clone()
+    } else {
+        handle(&store, &clock)
+    };
+    let key = "extract/day";
+    let leases = Path::from("etl/cache/.etl-cache/leases");
+    let gate = match at {
+        DropAt::LeaseCreate => Some(store.arm(Point::AfterPut, &leases)),
+        DropAt::Computing => None,
+        DropAt::Publish => Some(store.arm(Point::AfterPut, &a.object_path(key).unwrap())),
+        DropAt::Release => Some(store.arm(Point::AfterGet, &leases)),
+    };
+    let computing = Arc::new(Notify::new());
+    let first = {
+        let (a, computing) = (a.clone(), computing.clone());
+        tokio::spawn(async move {
+            a.get_or_insert_with_timeout(key, SetOptions::new(), Duration::from_secs(2), || {
+                async move {
+                    computing.notify_one();
+                    // Long enough to be dropped here when asked to.
+                    if at == DropAt::Computing {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, Error>(Value::Text("first".into()))
+                }
+            })
+            .await
+        })
+    };
+    match &gate {
+        Some(g) => g.reached.notified().await,
+        None => computing.notified().await,
+    }
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled(), "{what}");
+    if let Some(g) = &gate {
+        // The store call the caller was waiting for now returns, to nobody.
+        g.release.notify_one();
+    }
+    let got = b
+        .get_or_insert_with_timeout(key, SetOptions::new(), Duration::from_secs(2), || async {
+            Ok::<_, Error>(Value::Text("second".into()))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let expected = if at == DropAt::Publish || at == DropAt::Release {
+        "first" // written before the drop
+    } else {
+        "second"
+    };
+    assert_eq!(got, Value::Text(expected.into()), "{what}");
+    // Once everything settled, no lease is left.
+    for _ in 0..50 {
+        let left: Vec<_> = store.inner.list(Some(&leases)).try_collect().await.unwrap();
+        if left.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}: a lease is left behind");
+}
+
+/// A `get_or_insert_with` dropped at any await point (its lease create,
+/// its computation, its publish, its release) leaves no lease behind: the
+/// next caller on the key, through the same handle or another, computes or
+/// reads the value instead of timing out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_get_or_insert_with_leaves_no_lease_behind() {
+    for at in [
+        DropAt::LeaseCreate,
+        DropAt::Computing,
+        DropAt::Publish,
+        DropAt::Release,
+    ] {
+        for same_handle in [true, false] {
+            dropped_flight(at, same_handle).await;
+        }
+    }
 }
