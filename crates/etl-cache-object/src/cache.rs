@@ -17,6 +17,7 @@ use crate::error::{ObjectError, ObjectErrorKind, classify, is_not_found};
 use crate::layout::{Layout, Name};
 use crate::local::{Listed, LocalFiles, Standing};
 use crate::read::Probe;
+use crate::staged::LocalWrites;
 
 /// Whether two listings or heads of one path show the same version of it.
 /// Without an e-tag or a version (a store that gives neither), the size
@@ -63,6 +64,9 @@ pub(crate) struct Inner {
     /// stands at an object's path is looked at before it is read, deleted
     /// or listed.
     pub local: Option<LocalFiles>,
+    /// On a plain `LocalFileSystem`: entries are written by the cache, so
+    /// that a write whose future is dropped never publishes later.
+    pub local_writes: Option<LocalWrites>,
     /// Whether the store honours conditional creates (checked once, before
     /// the first lease).
     pub create_honoured: tokio::sync::OnceCell<bool>,
@@ -76,6 +80,7 @@ impl Inner {
         bucket: String,
         config: Config,
         local: Option<LocalFiles>,
+        local_writes: Option<LocalWrites>,
     ) -> Inner {
         Inner {
             store,
@@ -86,6 +91,7 @@ impl Inner {
             counters: Counters::default(),
             flights: KeyedMutex::new(),
             local,
+            local_writes,
             create_honoured: tokio::sync::OnceCell::new(),
         }
     }

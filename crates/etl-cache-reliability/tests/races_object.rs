@@ -781,3 +781,112 @@ async fn a_dropped_get_or_insert_with_leaves_no_lease_behind() {
         }
     }
 }
+
+/// How a dropped write is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LocalWrite {
+    Set,
+    SetStream,
+}
+
+/// A write to a `LocalFileSystem` dropped while its file work waits for a
+/// blocking thread: nothing is published after the drop, and no staging
+/// file is left. The runtime has one blocking thread, which the test keeps
+/// busy at chosen moments, so the write is dropped exactly when its
+/// publishing step is queued.
+fn dropped_local_write(how: LocalWrite, from_url: bool) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let what = format!("{how:?}, opened from a URL: {from_url}");
+        let dir = tempfile::tempdir().unwrap();
+        let cache = if from_url {
+            ObjectCache::from_url(&format!("file://{}/etl", dir.path().display())).unwrap()
+        } else {
+            let store = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+            ObjectCache::builder()
+                .store(Arc::new(store))
+                .prefix("etl")
+                .build()
+                .unwrap()
+        };
+        let key = "day/report";
+        // Holds the one blocking thread until told to let go.
+        let hold = || {
+            let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+            let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+            let job = tokio::task::spawn_blocking(move || {
+                let _ = started_tx.send(());
+                let _ = go_rx.recv();
+            });
+            (started_rx, go_tx, job)
+        };
+        let (first_started, first_go, first_job) = hold();
+        first_started.await.unwrap();
+        let mut write: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> = match how {
+            LocalWrite::Set => Box::pin(cache.set(key, "dropped".into(), SetOptions::new())),
+            LocalWrite::SetStream => Box::pin(cache.set_stream(
+                key,
+                futures::stream::iter([Ok(Bytes::from_static(b"dropped"))]).boxed(),
+                SetOptions::new(),
+            )),
+        };
+        // Its first step (a look at what stands at the path) is queued.
+        assert!(futures::poll!(write.as_mut()).is_pending(), "{what}");
+        let (second_started, second_go, second_job) = hold();
+        first_go.send(()).unwrap();
+        first_job.await.unwrap();
+        second_started.await.unwrap();
+        // The first step is done: the write goes on to publish, and waits
+        // for the blocking thread.
+        assert!(futures::poll!(write.as_mut()).is_pending(), "{what}");
+        drop(write);
+        second_go.send(()).unwrap();
+        second_job.await.unwrap();
+        // Everything queued before has run.
+        tokio::task::spawn_blocking(|| ()).await.unwrap();
+        assert_eq!(
+            cache.get(key).await.unwrap(),
+            None,
+            "{what}: a write dropped before it published, published after the drop"
+        );
+        let mut left = Vec::new();
+        let mut dirs = vec![dir.path().to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    dirs.push(e.path());
+                } else {
+                    left.push(e.path());
+                }
+            }
+        }
+        assert!(left.is_empty(), "{what}: files left: {left:?}");
+        // The cache still writes.
+        cache
+            .set(key, "kept".into(), SetOptions::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            cache.get(key).await.unwrap(),
+            Some(Value::Text("kept".into()))
+        );
+    });
+}
+
+/// A `set` or `set_stream` on a `LocalFileSystem` (given as a store or
+/// opened from a `file://` URL) whose future is dropped before it published
+/// never publishes later.
+#[test]
+fn a_dropped_write_to_a_local_file_system_never_publishes_later() {
+    for how in [LocalWrite::Set, LocalWrite::SetStream] {
+        for from_url in [false, true] {
+            dropped_local_write(how, from_url);
+        }
+    }
+}
