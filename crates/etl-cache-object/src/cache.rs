@@ -354,6 +354,20 @@ impl Inner {
 ///   reads each object's version again (`HEAD`) just before deleting it and
 ///   skips it if it changed; a write that lands between that `HEAD` and the
 ///   `DELETE` (one round trip) is still lost.
+/// - **Cancellation.** A write whose future is dropped before its final
+///   request (the one `PUT`, or the completion of a multipart upload) was
+///   sent never publishes; its upload is aborted. One dropped while that
+///   request is in flight may still be applied by the server after the drop,
+///   over a value written since: a request already sent cannot be taken
+///   back (S3, Azure, GCS, HTTP; the same holds for a dropped `delete`). On
+///   a plain `LocalFileSystem` (the store itself, or a `file://` URL) the
+///   cache writes the file itself and publishes it with a rename that the
+///   drop waits for or stops, so a dropped write took effect before the
+///   drop or never does (a dropped `delete` still runs on the store's
+///   blocking thread and may apply after the drop); a wrapper store over `LocalFileSystem` writes on a
+///   blocking thread that outlives the drop, like a remote store. A
+///   `get_or_insert_with` dropped at any point leaves no lease behind (one
+///   won after the drop is released by its own task).
 /// - **Single flight** across hosts: `get_or_insert_with` of
 ///   [`etl_cache_core::CacheExt`], and [`ObjectCache::get_or_insert_with_timeout`].
 /// - **Only its own objects.** An object without the entry header is never
