@@ -53,7 +53,12 @@ pub type DynCache = dyn Cache;
 ///   in memory whatever the payload size; `get_stream` yields the logical
 ///   (decompressed) bytes in chunks of exactly the size asked for, but the last.
 /// - **Cancellation.** Dropping a future or a stream part way leaves the cache
-///   as if the call had not been made (for writes) or had ended (for reads).
+///   as if the call had not been made (for writes) or had ended (for reads):
+///   a write whose future is dropped never publishes later. Backend note: on
+///   a remote object store (S3, Azure, GCS), a write dropped while its final
+///   request is in flight may still be applied by the server after the
+///   drop; no client can take back a request already sent (see
+///   `etl-cache-object`'s README, "Dropped writes").
 #[async_trait]
 pub trait Cache: Debug + Send + Sync + 'static {
     /// Stores `value` under `key`, replacing any previous entry.

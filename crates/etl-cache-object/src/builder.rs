@@ -11,6 +11,7 @@ use object_store::path::Path;
 use crate::cache::{Inner, ObjectCache};
 use crate::layout::Layout;
 use crate::local::LocalFiles;
+use crate::staged::LocalWrites;
 use crate::store::{self, Http};
 
 /// The part size of multipart uploads unless another is set: 8 MiB.
@@ -344,6 +345,12 @@ impl ObjectCacheBuilder {
                 message: "the lease poll interval must be above zero".into(),
             });
         }
+        // Only a store known to be a plain LocalFileSystem is written to
+        // directly; a wrapper store keeps its own writes.
+        let local_writes = opened
+            .local_root
+            .as_deref()
+            .and_then(|root| LocalWrites::new(&*opened.store, root));
         let local_root = self.local_root.or(opened.local_root);
         let file_store = opened.name == "local" || local_root.is_some();
         let local = local_root.map(|root| LocalFiles::new(root, &prefix));
@@ -354,6 +361,7 @@ impl ObjectCacheBuilder {
             opened.bucket,
             self.config,
             local,
+            local_writes,
         )))
     }
 }

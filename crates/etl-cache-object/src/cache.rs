@@ -17,6 +17,7 @@ use crate::error::{ObjectError, ObjectErrorKind, classify, is_not_found};
 use crate::layout::{Layout, Name};
 use crate::local::{Listed, LocalFiles, Standing};
 use crate::read::Probe;
+use crate::staged::LocalWrites;
 
 /// Whether two listings or heads of one path show the same version of it.
 /// Without an e-tag or a version (a store that gives neither), the size
@@ -63,6 +64,9 @@ pub(crate) struct Inner {
     /// stands at an object's path is looked at before it is read, deleted
     /// or listed.
     pub local: Option<LocalFiles>,
+    /// On a plain `LocalFileSystem`: entries are written by the cache, so
+    /// that a write whose future is dropped never publishes later.
+    pub local_writes: Option<LocalWrites>,
     /// Whether the store honours conditional creates (checked once, before
     /// the first lease).
     pub create_honoured: tokio::sync::OnceCell<bool>,
@@ -76,6 +80,7 @@ impl Inner {
         bucket: String,
         config: Config,
         local: Option<LocalFiles>,
+        local_writes: Option<LocalWrites>,
     ) -> Inner {
         Inner {
             store,
@@ -86,6 +91,7 @@ impl Inner {
             counters: Counters::default(),
             flights: KeyedMutex::new(),
             local,
+            local_writes,
             create_honoured: tokio::sync::OnceCell::new(),
         }
     }
@@ -348,6 +354,20 @@ impl Inner {
 ///   reads each object's version again (`HEAD`) just before deleting it and
 ///   skips it if it changed; a write that lands between that `HEAD` and the
 ///   `DELETE` (one round trip) is still lost.
+/// - **Cancellation.** A write whose future is dropped before its final
+///   request (the one `PUT`, or the completion of a multipart upload) was
+///   sent never publishes; its upload is aborted. One dropped while that
+///   request is in flight may still be applied by the server after the drop,
+///   over a value written since: a request already sent cannot be taken
+///   back (S3, Azure, GCS, HTTP; the same holds for a dropped `delete`). On
+///   a plain `LocalFileSystem` (the store itself, or a `file://` URL) the
+///   cache writes the file itself and publishes it with a rename that the
+///   drop waits for or stops, so a dropped write took effect before the
+///   drop or never does (a dropped `delete` still runs on the store's
+///   blocking thread and may apply after the drop); a wrapper store over `LocalFileSystem` writes on a
+///   blocking thread that outlives the drop, like a remote store. A
+///   `get_or_insert_with` dropped at any point leaves no lease behind (one
+///   won after the drop is released by its own task).
 /// - **Single flight** across hosts: `get_or_insert_with` of
 ///   [`etl_cache_core::CacheExt`], and [`ObjectCache::get_or_insert_with_timeout`].
 /// - **Only its own objects.** An object without the entry header is never

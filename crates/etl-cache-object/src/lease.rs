@@ -19,6 +19,15 @@
 //! under contention (several simultaneous creates all succeed) cannot be
 //! told apart this way: there, single flight may compute more than once.
 //!
+//! A caller whose future is dropped leaves no lease behind: each attempt at
+//! the lease runs as its own task, which releases a lease it won once it
+//! finds its caller gone (the create may be applied after the drop: on a
+//! blocking thread, or by a server that already had the request); a
+//! holder's drop, while computing, publishing or part way through its own
+//! release, releases in the background. The renewal stops only between
+//! two renewals, so none lands after the release. Without a Tokio runtime
+//! at the drop, the lease expires by itself after `lease_duration`.
+//!
 //! Releasing reads the lease and deletes it if this owner still holds it.
 //! With no conditional delete in `object_store`, a waiter that takes the
 //! lease over between that read and the delete (only possible once the
@@ -265,17 +274,26 @@ impl Inner {
         }
     }
 
-    /// Renews the lease every third of its duration until dropped.
+    /// Renews the lease every third of its duration until told to stop.
+    /// It stops only between renewals, never part way through one: a
+    /// renewal cut short could still land (a store that writes on a
+    /// blocking thread) after the release, and bring the lease back.
     async fn renew_forever(
         self: Arc<Self>,
         path: Path,
         key: String,
         owner: String,
         mut version: UpdateVersion,
+        stop: Arc<tokio::sync::Notify>,
     ) {
         let every = self.config.lease_duration / 3;
         loop {
-            tokio::time::sleep(every).await;
+            let sleep = std::pin::pin!(tokio::time::sleep(every));
+            let stopped = std::pin::pin!(stop.notified());
+            if let futures::future::Either::Right(_) = futures::future::select(sleep, stopped).await
+            {
+                return;
+            }
             match self
                 .put_lease(&path, &key, &owner, PutMode::Update(version.clone()))
                 .await
@@ -310,37 +328,176 @@ impl Inner {
 }
 
 /// Stops the renewal when the computation ends, however it ends; releases
-/// the lease in the background when the caller's future was dropped.
+/// the lease in the background when the caller's future was dropped
+/// (before or part way through its own release).
 struct Holding {
     inner: Arc<Inner>,
     path: Path,
     key: String,
     owner: String,
-    renewal: tokio::task::JoinHandle<()>,
+    stop: Arc<tokio::sync::Notify>,
+    renewal: Option<tokio::task::JoinHandle<()>>,
     released: bool,
 }
 
 impl Holding {
-    async fn release(mut self) {
-        self.renewal.abort();
-        self.released = true;
-        self.inner.release(&self.path, &self.key, &self.owner).await;
+    fn new(
+        inner: &Arc<Inner>,
+        path: &Path,
+        key: &str,
+        owner: &str,
+        version: UpdateVersion,
+    ) -> Self {
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let renewal = tokio::spawn(inner.clone().renew_forever(
+            path.clone(),
+            key.to_owned(),
+            owner.to_owned(),
+            version,
+            stop.clone(),
+        ));
+        Holding {
+            inner: inner.clone(),
+            path: path.clone(),
+            key: key.to_owned(),
+            owner: owner.to_owned(),
+            stop,
+            renewal: Some(renewal),
+            released: false,
+        }
     }
+
+    /// Stops the renewal (waiting for one under way), then deletes the
+    /// lease if it is still ours. Marked released only once done: a drop
+    /// part way through starts the release again in the background.
+    async fn release(mut self) {
+        finish_and_release(
+            &self.inner,
+            &self.path,
+            &self.key,
+            &self.owner,
+            &self.stop,
+            &mut self.renewal,
+        )
+        .await;
+        self.released = true;
+    }
+}
+
+async fn finish_and_release(
+    inner: &Inner,
+    path: &Path,
+    key: &str,
+    owner: &str,
+    stop: &tokio::sync::Notify,
+    renewal: &mut Option<tokio::task::JoinHandle<()>>,
+) {
+    stop.notify_one();
+    if let Some(r) = renewal.as_mut() {
+        let _ = r.await;
+        *renewal = None;
+    }
+    inner.release(path, key, owner).await;
 }
 
 impl Drop for Holding {
     fn drop(&mut self) {
-        self.renewal.abort();
-        if !self.released
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            let (inner, path, key, owner) = (
-                self.inner.clone(),
-                self.path.clone(),
-                self.key.clone(),
-                self.owner.clone(),
-            );
-            rt.spawn(async move { inner.release(&path, &key, &owner).await });
+        if self.released {
+            return;
+        }
+        self.stop.notify_one();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let (inner, path, key, owner, stop, mut renewal) = (
+                    self.inner.clone(),
+                    self.path.clone(),
+                    self.key.clone(),
+                    self.owner.clone(),
+                    self.stop.clone(),
+                    self.renewal.take(),
+                );
+                rt.spawn(async move {
+                    finish_and_release(&inner, &path, &key, &owner, &stop, &mut renewal).await;
+                });
+            }
+            // No runtime to release on: the lease expires by itself.
+            Err(_) => {
+                if let Some(r) = self.renewal.take() {
+                    r.abort();
+                }
+            }
+        }
+    }
+}
+
+/// An attempt at the lease, run as its own task so that it ends even when
+/// the caller's future is dropped part way (a conditional create may be
+/// applied by a blocking thread or a server after that): if the caller is
+/// gone by then, a lease the attempt won is released.
+struct Attempt {
+    inner: Arc<Inner>,
+    path: Path,
+    key: String,
+    owner: String,
+    task: Option<tokio::task::JoinHandle<Result<Acquire>>>,
+}
+
+impl Attempt {
+    fn start(inner: &Arc<Inner>, path: &Path, key: &str, owner: &str) -> Attempt {
+        let (i, p, k, o) = (
+            inner.clone(),
+            path.clone(),
+            key.to_owned(),
+            owner.to_owned(),
+        );
+        Attempt {
+            inner: inner.clone(),
+            path: path.clone(),
+            key: key.to_owned(),
+            owner: owner.to_owned(),
+            task: Some(tokio::spawn(async move { i.try_acquire(&p, &k, &o).await })),
+        }
+    }
+
+    /// The attempt's outcome; the caller holds what it won from the moment
+    /// this returns (there is no await between it and the [`Holding`]).
+    async fn outcome(mut self) -> Result<Acquire> {
+        let task = self.task.as_mut().expect("awaited once");
+        let joined = task.await;
+        self.task = None;
+        match joined {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(Error::Io {
+                key: Error::display_key(&self.key),
+                path: self.path.as_ref().into(),
+                op: "take the lease",
+                source: std::io::Error::other(e),
+            }),
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        let (inner, path, key, owner) = (
+            self.inner.clone(),
+            self.path.clone(),
+            self.key.clone(),
+            self.owner.clone(),
+        );
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Ok(Ok(Acquire::Won(_))) = task.await {
+                        inner.release(&path, &key, &owner).await;
+                    }
+                });
+            }
+            Err(_) => task.abort(),
         }
     }
 }
@@ -430,7 +587,7 @@ impl ObjectCache {
             if let Some(v) = self.get(key).await? {
                 return Ok(v);
             }
-            if let Acquire::Won(v) = inner.try_acquire(&path, key, &owner).await? {
+            if let Acquire::Won(v) = Attempt::start(inner, &path, key, &owner).outcome().await? {
                 break v;
             }
             let waited = started.elapsed();
@@ -447,19 +604,7 @@ impl ObjectCache {
             tokio::time::sleep(half.saturating_add(jitter).min(timeout - waited)).await;
             delay = delay.saturating_mul(2).min(inner.config.poll_max);
         };
-        let holding = Holding {
-            inner: inner.clone(),
-            path: path.clone(),
-            key: key.to_owned(),
-            owner: owner.clone(),
-            renewal: tokio::spawn(inner.clone().renew_forever(
-                path,
-                key.to_owned(),
-                owner,
-                version,
-            )),
-            released: false,
-        };
+        let holding = Holding::new(inner, &path, key, &owner, version);
         // The value may have landed between the last look and the lease.
         if let Some(v) = self.get(key).await? {
             holding.release().await;

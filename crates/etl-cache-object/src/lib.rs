@@ -58,6 +58,7 @@ mod layout;
 mod lease;
 mod local;
 mod read;
+mod staged;
 mod store;
 mod write;
 

@@ -10,11 +10,12 @@ use etl_cache_core::format::{Header, TRAILER_LEN, Trailer};
 use etl_cache_core::{ByteStream, Counters, EntryMeta, Error, Kind, Result, SetOptions, Value};
 use futures::StreamExt;
 use object_store::path::Path;
-use object_store::{MultipartUpload, PutMultipartOptions, PutOptions, PutPayload, PutResult};
+use object_store::{MultipartUpload, PutMultipartOptions, PutOptions, PutPayload};
 use tokio::task::JoinSet;
 
 use crate::cache::Inner;
 use crate::local::Standing;
+use crate::staged::Staged;
 
 /// Whole values up to this size go up in one request.
 const SINGLE_PUT_LIMIT: usize = 64 << 20;
@@ -190,11 +191,18 @@ struct Uploader {
     multipart_allowed: bool,
     upload: Option<Box<dyn MultipartUpload>>,
     tasks: JoinSet<object_store::Result<()>>,
+    /// On a plain `LocalFileSystem`: the cache's own write, which publishes
+    /// before its future completes or never.
+    local: Option<Staged>,
 }
 
 impl Uploader {
     fn new(inner: Arc<Inner>, key: &str, location: Path, multipart_allowed: bool) -> Uploader {
         let part_size = inner.config.part_size;
+        let local = inner
+            .local_writes
+            .as_ref()
+            .and_then(|w| w.stage(&location).ok());
         Uploader {
             inner,
             key: key.to_owned(),
@@ -205,6 +213,20 @@ impl Uploader {
             multipart_allowed,
             upload: None,
             tasks: JoinSet::new(),
+            local,
+        }
+    }
+
+    fn local_error(&self, op: &'static str, source: std::io::Error) -> Error {
+        let path = self
+            .local
+            .as_ref()
+            .map_or_else(|| self.location.as_ref().into(), |l| l.dest().to_path_buf());
+        Error::Io {
+            key: Error::display_key(&self.key),
+            path,
+            op,
+            source,
         }
     }
 
@@ -213,6 +235,17 @@ impl Uploader {
     }
 
     async fn push(&mut self, mut b: Bytes) -> Result<()> {
+        if let Some(local) = self.local.as_mut() {
+            self.pending_len += b.len();
+            self.pending.push(b);
+            if self.pending_len >= self.part_size {
+                let parts = std::mem::take(&mut self.pending);
+                self.pending_len = 0;
+                let written = local.write(parts).await;
+                written.map_err(|e| self.local_error("write the staging file", e))?;
+            }
+            return Ok(());
+        }
         if !self.multipart_allowed {
             self.pending_len += b.len();
             self.pending.push(b);
@@ -266,7 +299,13 @@ impl Uploader {
         }
     }
 
-    async fn finish(&mut self) -> Result<PutResult> {
+    async fn finish(&mut self) -> Result<()> {
+        if let Some(local) = self.local.as_mut() {
+            let rest = std::mem::take(&mut self.pending);
+            self.pending_len = 0;
+            let published = local.publish(rest).await;
+            return published.map_err(|e| self.local_error("publish the entry", e));
+        }
         let rest: PutPayload = std::mem::take(&mut self.pending).into_iter().collect();
         self.pending_len = 0;
         if self.upload.is_none() {
@@ -275,6 +314,7 @@ impl Uploader {
                 .store
                 .put_opts(&self.location, rest, PutOptions::default())
                 .await
+                .map(drop)
                 .map_err(|e| self.fail("put", e));
         }
         if rest.content_length() > 0 {
@@ -285,7 +325,7 @@ impl Uploader {
         }
         let mut up = self.upload.take().expect("checked above");
         match up.complete().await {
-            Ok(r) => Ok(r),
+            Ok(_) => Ok(()),
             Err(e) => {
                 self.upload = Some(up);
                 Err(self.fail("complete the multipart upload", e))
@@ -295,6 +335,9 @@ impl Uploader {
 
     /// Stops the upload: parts in flight are cancelled, uploaded parts discarded.
     async fn abort(&mut self) {
+        if let Some(local) = self.local.as_mut() {
+            local.discard().await;
+        }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
         if let Some(mut up) = self.upload.take()

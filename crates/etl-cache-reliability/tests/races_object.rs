@@ -37,6 +37,10 @@ enum Point {
     /// After a GET (whole or ranged, not a HEAD) of the path returned, before
     /// its body is read: the version it carries is the one judged.
     AfterGet,
+    /// After a PUT of the path was applied, before it returns: the write
+    /// has landed (as one on a blocking thread or a server may after its
+    /// caller is gone) but its caller does not know yet.
+    AfterPut,
 }
 
 /// A stop on a gate: the call signals `reached`, then waits for `release`.
@@ -48,6 +52,7 @@ struct Gate {
 
 #[derive(Debug, Default)]
 struct Shared {
+    /// An armed path matches itself and every path under it.
     armed: Mutex<Vec<(Point, Path, Arc<Gate>)>>,
     /// Re-cut every GET body into pieces of 1 to 7 bytes.
     rechunk: AtomicBool,
@@ -62,7 +67,7 @@ impl Shared {
         let mut armed = self.armed.lock().unwrap();
         let i = armed
             .iter()
-            .position(|(p, l, _)| *p == point && l == path)?;
+            .position(|(p, l, _)| *p == point && (l == path || path.prefix_matches(l)))?;
         Some(armed.remove(i).2)
     }
 
@@ -128,7 +133,9 @@ impl ObjectStore for Gated {
         if opts.mode == PutMode::Create && self.shared.ignore_create.load(Ordering::SeqCst) {
             opts.mode = PutMode::Overwrite;
         }
-        self.inner.put_opts(location, payload, opts).await
+        let put = self.inner.put_opts(location, payload, opts).await;
+        self.shared.stop(Point::AfterPut, location).await;
+        put
     }
 
     async fn put_multipart_opts(
@@ -671,4 +678,215 @@ async fn stats_skip_objects_too_small_to_be_entries() {
     let s = c.stats().await.unwrap();
     assert_eq!(s.entries, 1, "foreign objects counted as entries");
     assert_eq!(s.bytes, c.head("real").await.unwrap().unwrap().size);
+}
+
+/// Where a `get_or_insert_with` is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DropAt {
+    /// Its lease create was applied, and has not returned yet.
+    LeaseCreate,
+    /// Its computation is under way.
+    Computing,
+    /// Its value was written, and the write has not returned yet.
+    Publish,
+    /// It is reading its lease back to release it.
+    Release,
+}
+
+/// A `get_or_insert_with` dropped at `at`; then a second caller on the
+/// same key (through the same handle or another), with a short timeout.
+/// The clock stands still, so a lease left behind would never expire.
+async fn dropped_flight(at: DropAt, same_handle: bool) {
+    let what = format!("dropped at {at:?}, second caller on the same handle: {same_handle}");
+    let clock = Arc::new(ManualClock::new());
+    let store = Arc::new(Gated::default());
+    let a = handle(&store, &clock);
+    let b = if same_handle {
+        a.clone()
+    } else {
+        handle(&store, &clock)
+    };
+    let key = "extract/day";
+    let leases = Path::from("etl/cache/.etl-cache/leases");
+    let gate = match at {
+        DropAt::LeaseCreate => Some(store.arm(Point::AfterPut, &leases)),
+        DropAt::Computing => None,
+        DropAt::Publish => Some(store.arm(Point::AfterPut, &a.object_path(key).unwrap())),
+        DropAt::Release => Some(store.arm(Point::AfterGet, &leases)),
+    };
+    let computing = Arc::new(Notify::new());
+    let first = {
+        let (a, computing) = (a.clone(), computing.clone());
+        tokio::spawn(async move {
+            a.get_or_insert_with_timeout(key, SetOptions::new(), Duration::from_secs(2), || {
+                async move {
+                    computing.notify_one();
+                    // Long enough to be dropped here when asked to.
+                    if at == DropAt::Computing {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, Error>(Value::Text("first".into()))
+                }
+            })
+            .await
+        })
+    };
+    match &gate {
+        Some(g) => g.reached.notified().await,
+        None => computing.notified().await,
+    }
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled(), "{what}");
+    if let Some(g) = &gate {
+        // The store call the caller was waiting for now returns, to nobody.
+        g.release.notify_one();
+    }
+    let got = b
+        .get_or_insert_with_timeout(key, SetOptions::new(), Duration::from_secs(2), || async {
+            Ok::<_, Error>(Value::Text("second".into()))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let expected = if at == DropAt::Publish || at == DropAt::Release {
+        "first" // written before the drop
+    } else {
+        "second"
+    };
+    assert_eq!(got, Value::Text(expected.into()), "{what}");
+    // Once everything settled, no lease is left.
+    for _ in 0..50 {
+        let left: Vec<_> = store.inner.list(Some(&leases)).try_collect().await.unwrap();
+        if left.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}: a lease is left behind");
+}
+
+/// A `get_or_insert_with` dropped at any await point (its lease create,
+/// its computation, its publish, its release) leaves no lease behind: the
+/// next caller on the key, through the same handle or another, computes or
+/// reads the value instead of timing out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_get_or_insert_with_leaves_no_lease_behind() {
+    for at in [
+        DropAt::LeaseCreate,
+        DropAt::Computing,
+        DropAt::Publish,
+        DropAt::Release,
+    ] {
+        for same_handle in [true, false] {
+            dropped_flight(at, same_handle).await;
+        }
+    }
+}
+
+/// How a dropped write is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LocalWrite {
+    Set,
+    SetStream,
+}
+
+/// A write to a `LocalFileSystem` dropped while its file work waits for a
+/// blocking thread: nothing is published after the drop, and no staging
+/// file is left. The runtime has one blocking thread, which the test keeps
+/// busy at chosen moments, so the write is dropped exactly when its
+/// publishing step is queued.
+fn dropped_local_write(how: LocalWrite, from_url: bool) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let what = format!("{how:?}, opened from a URL: {from_url}");
+        let dir = tempfile::tempdir().unwrap();
+        let cache = if from_url {
+            ObjectCache::from_url(&format!("file://{}/etl", dir.path().display())).unwrap()
+        } else {
+            let store = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+            ObjectCache::builder()
+                .store(Arc::new(store))
+                .prefix("etl")
+                .build()
+                .unwrap()
+        };
+        let key = "day/report";
+        // Holds the one blocking thread until told to let go.
+        let hold = || {
+            let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+            let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+            let job = tokio::task::spawn_blocking(move || {
+                let _ = started_tx.send(());
+                let _ = go_rx.recv();
+            });
+            (started_rx, go_tx, job)
+        };
+        let (first_started, first_go, first_job) = hold();
+        first_started.await.unwrap();
+        let mut write: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> = match how {
+            LocalWrite::Set => Box::pin(cache.set(key, "dropped".into(), SetOptions::new())),
+            LocalWrite::SetStream => Box::pin(cache.set_stream(
+                key,
+                futures::stream::iter([Ok(Bytes::from_static(b"dropped"))]).boxed(),
+                SetOptions::new(),
+            )),
+        };
+        // Its first step (a look at what stands at the path) is queued.
+        assert!(futures::poll!(write.as_mut()).is_pending(), "{what}");
+        let (second_started, second_go, second_job) = hold();
+        first_go.send(()).unwrap();
+        first_job.await.unwrap();
+        second_started.await.unwrap();
+        // The first step is done: the write goes on to publish, and waits
+        // for the blocking thread.
+        assert!(futures::poll!(write.as_mut()).is_pending(), "{what}");
+        drop(write);
+        second_go.send(()).unwrap();
+        second_job.await.unwrap();
+        // Everything queued before has run.
+        tokio::task::spawn_blocking(|| ()).await.unwrap();
+        assert_eq!(
+            cache.get(key).await.unwrap(),
+            None,
+            "{what}: a write dropped before it published, published after the drop"
+        );
+        let mut left = Vec::new();
+        let mut dirs = vec![dir.path().to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    dirs.push(e.path());
+                } else {
+                    left.push(e.path());
+                }
+            }
+        }
+        assert!(left.is_empty(), "{what}: files left: {left:?}");
+        // The cache still writes.
+        cache
+            .set(key, "kept".into(), SetOptions::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            cache.get(key).await.unwrap(),
+            Some(Value::Text("kept".into()))
+        );
+    });
+}
+
+/// A `set` or `set_stream` on a `LocalFileSystem` (given as a store or
+/// opened from a `file://` URL) whose future is dropped before it published
+/// never publishes later.
+#[test]
+fn a_dropped_write_to_a_local_file_system_never_publishes_later() {
+    for how in [LocalWrite::Set, LocalWrite::SetStream] {
+        for from_url in [false, true] {
+            dropped_local_write(how, from_url);
+        }
+    }
 }
