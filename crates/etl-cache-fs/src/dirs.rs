@@ -442,10 +442,14 @@ impl Dirs {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => Ok("was missing"),
                     Err(e) => Err(e),
                 };
-                let made = entries.mkdir(OsStr::new(name));
+                // Another thread may have made it meanwhile.
+                let made = match entries.mkdir(OsStr::new(name)) {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                    made => made,
+                };
                 tracing::warn!(
                     path = %path.display(),
-                    "a fan-out directory was not a directory; made it one again"
+                    "a fan-out directory was missing or not a directory; made it again"
                 );
                 match (was, made) {
                     (Ok("was missing"), Ok(())) => entries.subdir(name),

@@ -708,6 +708,13 @@ fn a_root_turned_read_only_serves_reads_and_fails_writes_naming_the_key() {
     require_root("a read-only bind mount");
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("cache");
+    // The root is a mount of its own from the start, made read-only once
+    // the cache is open: the handle keeps its directories open, and a
+    // read-only bind laid over the path later would not reach them (as it
+    // would not reach files opened before).
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let mount = Mount::bind(&root)
+        .unwrap_or_else(|e| panic!("this test bind-mounts the root (needs root): {e}"));
     let rt = runtime();
     let clock = Arc::new(ManualClock::new());
     rt.block_on(async {
@@ -739,9 +746,9 @@ fn a_root_turned_read_only_serves_reads_and_fails_writes_naming_the_key() {
             )
             .await
             .expect("set");
-        let mount = Mount::read_only(&root).unwrap_or_else(|e| {
-            panic!("this test bind-mounts the root read-only (needs root): {e}")
-        });
+        mount
+            .make_read_only()
+            .unwrap_or_else(|e| panic!("this test remounts the root read-only: {e}"));
         assert!(
             std::fs::write(root.join("probe"), b"x").is_err(),
             "the bind mount is read-only"

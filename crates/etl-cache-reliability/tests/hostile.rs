@@ -697,6 +697,84 @@ fn directories_swapped_for_links_after_open_are_never_followed() {
     );
 }
 
+/// As above, with the fan-out directory swapped back and forth while two
+/// handles set, read and delete keys in it from several tasks: no call
+/// writes through the link or reads the bait back, none panics or hangs.
+#[test]
+fn a_fanout_swapped_under_concurrent_calls_is_never_followed() {
+    let rt = runtime();
+    rt.block_on(async {
+        let w = Work::new();
+        let root = w.root();
+        let keys = keys_beside("swapped/concurrent", 6);
+        let h = layout::key_hash(&keys[0]);
+        let a = DiskCache::open(&root).await.expect("open");
+        let b = DiskCache::open(&root).await.expect("open a second handle");
+        for k in &keys {
+            a.set(k, "mine".into(), SetOptions::new())
+                .await
+                .expect("set");
+        }
+        let planted = w.foreign_entry(&keys[0], "outside bytes").await;
+        let bait = w.outside().join("bait");
+        std::fs::create_dir_all(&bait).expect("mkdir");
+        std::fs::copy(&planted, bait.join(&h)).expect("copy");
+        let w = Work {
+            before: layout::snapshot(&w.outside()),
+            ..w
+        };
+        let fanout = layout::entries_dir(&root).join(&h[..2]);
+        let mut tasks = Vec::new();
+        for t in 0..4usize {
+            let c = if t % 2 == 0 { a.clone() } else { b.clone() };
+            let keys = keys.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..150usize {
+                    let k = &keys[(t + i) % keys.len()];
+                    match i % 4 {
+                        0 => {
+                            let _ = c
+                                .set(k, format!("v{t}-{i}").into(), SetOptions::new())
+                                .await;
+                        }
+                        1 | 2 => {
+                            if let Ok(v) = c.get_text(k).await {
+                                assert_ne!(v.as_deref(), Some("outside bytes"), "read the bait");
+                            }
+                        }
+                        _ => {
+                            let _ = c.delete(k).await;
+                        }
+                    }
+                }
+            }));
+        }
+        // Swap the fan-out directory for the link, again and again, while
+        // the tasks run (each refusal makes it a directory again).
+        for n in 0..40 {
+            let aside = root.join(format!("aside-{n}"));
+            if std::fs::rename(&fanout, &aside).is_ok() {
+                let _ = std::os::unix::fs::symlink(&bait, &fanout);
+            }
+            tokio::task::yield_now().await;
+        }
+        for t in tasks {
+            within("concurrent calls", t).await.expect("no panic");
+        }
+        w.assert_outside_untouched("a fan-out swapped under concurrent calls");
+        // The cache still works on its real directories.
+        let _ = std::fs::remove_file(&fanout);
+        a.set(&keys[0], "last".into(), SetOptions::new())
+            .await
+            .expect("set after the swaps");
+        assert_eq!(
+            b.get_text(&keys[0]).await.expect("get").as_deref(),
+            Some("last")
+        );
+        w.assert_outside_untouched("the end");
+    });
+}
+
 // ------------------------------------------------------------ shared root
 
 #[test]
