@@ -65,32 +65,6 @@ impl Mount {
         Ok(m)
     }
 
-    /// Binds `dir` onto itself (read-write), so that it can be made
-    /// read-only later with [`Mount::make_read_only`]: that then applies to
-    /// directories opened through it before, as a read-only file system
-    /// does (a read-only bind made later over the path would not).
-    ///
-    /// # Errors
-    ///
-    /// The `mount` command's complaint.
-    pub fn bind(dir: &Path) -> Result<Mount, String> {
-        run(Command::new("mount").arg("--bind").arg(dir).arg(dir))?;
-        Ok(Mount {
-            path: dir.to_path_buf(),
-        })
-    }
-
-    /// Remounts this bind read-only.
-    ///
-    /// # Errors
-    ///
-    /// The `mount` command's complaint.
-    pub fn make_read_only(&self) -> Result<(), String> {
-        run(Command::new("mount")
-            .args(["-o", "remount,bind,ro"])
-            .arg(&self.path))
-    }
-
     /// Where it is mounted.
     pub fn path(&self) -> &Path {
         &self.path
