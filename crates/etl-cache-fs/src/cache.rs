@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::builder::{Config, DiskCacheBuilder};
 use crate::cancel::Cancel;
+use crate::dirs::{Dirs, How, Meta};
 use crate::layout::{Layout, key_hash};
 use crate::read::{Bad, Found, Removal, RemoveError, is_busy};
 use crate::spare::Spares;
@@ -38,6 +39,8 @@ pub struct DiskCache {
 
 pub(crate) struct Inner {
     pub layout: Layout,
+    /// The cache's directories, open (see `dirs`).
+    pub dirs: Arc<Dirs>,
     pub config: Config,
     pub counters: Counters,
     pub usage: Usage,
@@ -194,15 +197,24 @@ impl Inner {
             make_private_dir(&dir)
                 .map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let users = lock::open_persistent(&layout.users_lock()).map_err(|e| {
+        let dirs = Arc::new(Dirs::open_all(&layout).map_err(|e| {
+            bad(format!(
+                "cannot open {} and its directories: {e}",
+                layout.base.display()
+            ))
+        })?);
+        let users = dirs.open(&layout.users_lock(), How::Lock).map_err(|e| {
             bad(format!(
                 "cannot open the users lock (is the directory writable?): {e}"
             ))
         })?;
-        let usage = Usage::open(&layout.usage_file(), config.lock_timeout)
+        let usage = dirs
+            .open(&layout.usage_file(), How::Lock)
+            .map(|f| Usage::with_file(f, &layout.usage_file(), config.lock_timeout))
             .map_err(|e| bad(format!("cannot open the usage file: {e}")))?;
         let inner = Inner {
-            spares: Spares::new(layout.spare.clone()),
+            spares: Spares::new(dirs.clone()),
+            dirs,
             victims: Default::default(),
             layout,
             config,
@@ -256,16 +268,16 @@ impl Inner {
 
     /// Removes temp files whose writer is gone (their lock is free).
     fn sweep_temp_files(&self) {
-        let Ok(rd) = fs::read_dir(&self.layout.tmp) else {
+        let dir = self.dirs.tmp();
+        let Ok(names) = dir.names() else {
             return;
         };
         let mut swept = 0u64;
-        for e in rd.flatten() {
-            let path = e.path();
-            let Ok(f) = lock::open_persistent(&path) else {
+        for name in names {
+            let Ok(f) = dir.open(&name, How::Lock) else {
                 continue;
             };
-            if f.try_lock().is_ok() && fs::remove_file(&path).is_ok() {
+            if f.try_lock().is_ok() && dir.unlink(&name).is_ok() {
                 swept += 1;
             }
         }
@@ -337,6 +349,7 @@ impl Inner {
 
     fn delete(&self, key: &str, hash: &str, cancel: &Cancel) -> Result<bool> {
         let lock = lock::KeyLock::acquire_unless(
+            &self.dirs,
             &self.layout.lock_path(hash),
             key,
             self.config.lock_timeout,
@@ -380,9 +393,9 @@ impl Inner {
                 continue;
             }
             self.pause(crate::fault::Point::Judged);
-            let still = |m: &fs::Metadata| match recheck {
+            let still = |m: &Meta| match recheck {
                 Some(why) => self.still_bad(None, &hash, m, id, why),
-                None => sys::file_id(m) == id,
+                None => m.id == id,
             };
             match self.remove_entry(&hash, still, None, Wait::Timeout) {
                 Ok(Some(_)) => swept.removed += 1,
@@ -739,6 +752,7 @@ impl Cache for DiskCache {
             let (inner, key, cancel) = (self.inner.clone(), key.to_owned(), cancel.clone());
             blocking(move || {
                 lock::KeyLock::acquire_unless(
+                    &inner.dirs,
                     &inner.layout.lock_path(&key_hash(&key)),
                     &key,
                     timeout,

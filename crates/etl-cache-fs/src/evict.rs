@@ -28,7 +28,6 @@
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, VecDeque};
-use std::fs;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -36,8 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::builder::Config;
 use crate::cache::Inner;
-use crate::layout::Layout;
-use crate::sys;
+use crate::dirs::{Dirs, How};
 use crate::usage::{Counts, Locked, Usage, Wait};
 
 /// The entry a set is publishing, for which eviction makes room.
@@ -142,7 +140,7 @@ fn low_water(config: &Config, max: Option<u64>) -> u64 {
 /// is counted as if it were in the counters. Holds only the planned
 /// entries in memory. Runs with the evict lock held.
 fn plan(
-    layout: &Layout,
+    dirs: &Dirs,
     config: &Config,
     usage: &Usage,
     keep: Option<&str>,
@@ -168,31 +166,34 @@ fn plan(
     // Stat each entry relative to its open directory (`DirEntry::metadata`
     // does not follow symlinks and looks up one name, not the whole path):
     // the scan is most of an eviction's cost at a million entries.
-    for dir in layout.fanout_dirs() {
-        let Ok(rd) = fs::read_dir(&dir) else {
+    for b in 0..=255u8 {
+        let Ok(dir) = dirs.fanout_dir(&format!("{b:02x}")) else {
             continue;
         };
-        for e in rd.flatten() {
-            let Ok(hash) = e.file_name().into_string() else {
+        let Ok(names) = dir.names() else {
+            continue;
+        };
+        for name in names {
+            let Ok(hash) = name.into_string() else {
                 continue;
             };
             if !crate::layout::is_entry_name(&hash) || keep == Some(hash.as_str()) {
                 continue;
             }
-            let Ok(m) = e.metadata() else {
+            let Ok(m) = dir.stat(std::ffi::OsStr::new(&hash)) else {
                 continue;
             };
-            if !m.is_file() {
+            if !m.is_file {
                 continue;
             }
             scanned += 1;
             heap.push(Candidate {
-                mtime: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                id: sys::file_id(&m),
-                len: m.len(),
+                mtime: m.mtime.unwrap_or(SystemTime::UNIX_EPOCH),
+                id: m.id,
+                len: m.len,
                 hash: hash.into_boxed_str(),
             });
-            heap_bytes += m.len();
+            heap_bytes += m.len;
             while let Some(newest) = heap.peek() {
                 let rest = heap.len() as u64 - 1;
                 if rest >= need_entries && heap_bytes - newest.len >= need_bytes {
@@ -239,10 +240,10 @@ impl Inner {
         let scan = |u: &Locked<'_>| {
             let mut c = Counts::default();
             for (_, path) in self.entry_files() {
-                if let Ok(m) = fs::symlink_metadata(&path)
-                    && m.is_file()
+                if let Ok(m) = self.dirs.stat(&path)
+                    && m.is_file
                 {
-                    c = c.add(1, m.len() as i64);
+                    c = c.add(1, m.len as i64);
                 }
             }
             let _ = u.set(c);
@@ -289,15 +290,14 @@ impl Inner {
                 // Skip an entry read or replaced since the scan: it is newer
                 // than every entry still queued.
                 let path = self.layout.entry_path(&c.hash);
-                let Ok(m) = fs::symlink_metadata(&path) else {
+                let Ok(m) = self.dirs.stat(&path) else {
                     continue;
                 };
-                let still =
-                    m.is_file() && sys::file_id(&m) == c.id && m.modified().ok() == Some(c.mtime);
-                if still && self.spares.keep(&path, m.len()) {
+                let still = m.is_file && m.id == c.id && m.mtime == Some(c.mtime);
+                if still && self.spares.keep(&path, m.len) {
                     n += 1;
-                    bytes += m.len();
-                    now = now.add(-1, -(m.len() as i64));
+                    bytes += m.len;
+                    now = now.add(-1, -(m.len as i64));
                 }
             }
             queue.len()
@@ -364,7 +364,7 @@ impl Inner {
             return;
         }
         let done = ScanDone(shared.clone());
-        let (layout, config) = (self.layout.clone(), self.config.clone());
+        let (layout, config, dirs) = (self.layout.clone(), self.config.clone(), self.dirs.clone());
         let spawned = std::thread::Builder::new()
             .name("etl-cache-scan".into())
             .spawn(move || {
@@ -373,7 +373,7 @@ impl Inner {
                 // When it cannot run, the queue is renewed by the set that
                 // empties it, as for a small cache (no new thread per set).
                 let give_up = || _done.0.planned.store(0, Ordering::Relaxed);
-                let Ok(guard) = crate::lock::open_persistent(&layout.evict_lock()) else {
+                let Ok(guard) = dirs.open(&layout.evict_lock(), How::Lock) else {
                     give_up();
                     return;
                 };
@@ -381,8 +381,13 @@ impl Inner {
                     give_up();
                     return; // another process (or this one) is scanning
                 }
-                let planned = Usage::open(&layout.usage_file(), config.lock_timeout)
-                    .and_then(|usage| plan(&layout, &config, &usage, None, (0, 0)));
+                // Opened by descriptor: the directory may have been
+                // replaced by a link since the cache was opened.
+                let usage_path = layout.usage_file();
+                let planned = dirs
+                    .open(&usage_path, How::Lock)
+                    .map(|f| Usage::with_file(f, &usage_path, config.lock_timeout))
+                    .and_then(|usage| plan(&dirs, &config, &usage, None, (0, 0)));
                 let _ = guard.unlock();
                 match planned {
                     Ok(p) => {
@@ -473,7 +478,7 @@ impl Inner {
     /// then scans beside it, so a process that hangs holding the evict lock
     /// neither blocks writers nor lets the cache grow past its limits.
     fn evict_round(&self, keep: Option<&Publishing<'_>>) -> bool {
-        let Ok(guard) = crate::lock::open_persistent(&self.layout.evict_lock()) else {
+        let Ok(guard) = self.dirs.open(&self.layout.evict_lock(), How::Lock) else {
             return false;
         };
         let waiting = Instant::now();
@@ -491,7 +496,7 @@ impl Inner {
         let started = Instant::now();
         let hash = keep.as_ref().map(|k| k.hash);
         let extra = keep.as_ref().map_or((0, 0), |k| k.reserved);
-        let planned = match plan(&self.layout, &self.config, &self.usage, hash, extra) {
+        let planned = match plan(&self.dirs, &self.config, &self.usage, hash, extra) {
             Ok(p) => p,
             Err(e) => {
                 // Another process holds the counters too long (or they fail):

@@ -19,6 +19,9 @@
 //! path outside the root; the key itself is kept in the entry header for
 //! listing. `ab` is the first two hex digits, which spreads a million entries
 //! over 256 directories.
+//!
+//! These paths name files in errors and logs; the files themselves are
+//! reached relative to directories the handle keeps open (see `dirs`).
 
 use std::path::{Path, PathBuf};
 

@@ -40,6 +40,7 @@
 mod builder;
 mod cache;
 mod cancel;
+mod dirs;
 mod evict;
 #[cfg(feature = "fault-injection")]
 pub mod fault;

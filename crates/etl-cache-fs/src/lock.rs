@@ -7,14 +7,16 @@
 //! removed from under a process that holds it, and two processes never hold
 //! the lock of one key at once.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use etl_cache_core::Error;
 
+use crate::dirs::{Dirs, How};
 use crate::sys;
 
 /// The exclusive lock of one key, released (and its file removed) on drop.
@@ -22,13 +24,7 @@ use crate::sys;
 pub struct KeyLock {
     file: File,
     path: PathBuf,
-}
-
-fn open_lock_file(path: &Path) -> io::Result<File> {
-    let mut opts = OpenOptions::new();
-    opts.read(true).write(true).create(true);
-    sys::private_nofollow(&mut opts);
-    opts.open(path)
+    dirs: Arc<Dirs>,
 }
 
 impl KeyLock {
@@ -36,6 +32,7 @@ impl KeyLock {
     /// says the caller went away (its future was dropped): a write that no
     /// one waits for must not take the lock later.
     pub(crate) fn acquire_unless(
+        dirs: &Arc<Dirs>,
         path: &Path,
         key: &str,
         timeout: Duration,
@@ -44,7 +41,7 @@ impl KeyLock {
         let start = Instant::now();
         let mut pause = Duration::from_micros(500);
         loop {
-            match Self::try_acquire(path) {
+            match Self::try_acquire(dirs, path) {
                 Ok(Some(lock)) => return Ok(lock),
                 Ok(None) => {
                     let waited = start.elapsed();
@@ -70,9 +67,9 @@ impl KeyLock {
     }
 
     /// Takes the lock at `path` if nobody holds it.
-    pub(crate) fn try_acquire(path: &Path) -> io::Result<Option<KeyLock>> {
+    pub(crate) fn try_acquire(dirs: &Arc<Dirs>, path: &Path) -> io::Result<Option<KeyLock>> {
         loop {
-            let file = open_lock_file(path)?;
+            let file = dirs.open(path, How::Lock)?;
             match file.try_lock() {
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) => return Ok(None),
@@ -80,11 +77,12 @@ impl KeyLock {
             }
             // The previous holder may have unlinked the file between our open
             // and our lock: then the lock we hold guards nothing.
-            match fs::symlink_metadata(path) {
-                Ok(m) if sys::same_file(&m, &file.metadata()?) => {
+            match dirs.stat(path) {
+                Ok(m) if m.id == sys::file_id(&file.metadata()?) => {
                     return Ok(Some(KeyLock {
                         file,
                         path: path.to_path_buf(),
+                        dirs: dirs.clone(),
                     }));
                 }
                 Ok(_) => continue,
@@ -98,16 +96,12 @@ impl KeyLock {
 impl Drop for KeyLock {
     fn drop(&mut self) {
         // Only the holder removes the file, while still holding it.
-        if let (Ok(on_disk), Ok(ours)) = (fs::symlink_metadata(&self.path), self.file.metadata())
-            && sys::same_file(&on_disk, &ours)
+        if let Ok((dir, name)) = self.dirs.locate(&self.path)
+            && let (Ok(on_disk), Ok(ours)) = (dir.stat(name), self.file.metadata())
+            && on_disk.id == sys::file_id(&ours)
         {
-            let _ = fs::remove_file(&self.path);
+            let _ = dir.unlink(name);
         }
         let _ = self.file.unlock();
     }
-}
-
-/// A lock file that is never removed (eviction, users), opened once.
-pub(crate) fn open_persistent(path: &Path) -> io::Result<File> {
-    open_lock_file(path)
 }

@@ -1,7 +1,7 @@
 //! Reads: one blocking call opens, checks and reads an entry, or opens one
 //! for a stream (whose reading threads are in `stream.rs`).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -15,6 +15,7 @@ use etl_cache_core::{Codec, Counters, EntryMeta, Error, Result, Value};
 
 use crate::cache::Inner;
 use crate::cancel::Cancel;
+use crate::dirs::{How, Meta};
 use crate::fault::Point;
 use crate::spare::SPARE_MAX;
 use crate::sys;
@@ -145,10 +146,7 @@ impl Inner {
         // turns out not to be bad (replaced meanwhile, or recycled under the
         // read: see `spare`).
         for _ in 0..LOOKS {
-            let mut opts = OpenOptions::new();
-            opts.read(true);
-            sys::read_nofollow(&mut opts);
-            let file = match opts.open(path) {
+            let file = match self.dirs.open_entry(hash, How::Read) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
                 Err(e) if is_symlink_error(&e) => {
@@ -349,12 +347,16 @@ impl Inner {
     /// Removes whatever stands at `path` that is not an entry (a symlink, a
     /// directory, a FIFO); never follows it.
     fn remove_foreign(&self, path: &Path) {
-        match fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() => {
-                let _ = fs::remove_dir_all(path);
+        let Ok((dir, name)) = self.dirs.locate(path) else {
+            return;
+        };
+        match dir.is_dir(name) {
+            // `remove_dir_all` does not follow links within what it removes.
+            Ok(true) => {
+                let _ = fs::remove_dir_all(dir.path().join(name));
             }
-            Ok(_) => {
-                let _ = fs::remove_file(path);
+            Ok(false) => {
+                let _ = dir.unlink(name);
             }
             Err(_) => {}
         }
@@ -406,19 +408,15 @@ impl Inner {
         &self,
         key: Option<&str>,
         hash: &str,
-        m: &fs::Metadata,
+        m: &Meta,
         id: (u64, u64),
         why: Bad,
     ) -> bool {
-        if m.len() > SPARE_MAX {
-            return sys::file_id(m) == id;
+        if m.len > SPARE_MAX {
+            return m.id == id;
         }
-        let path = self.layout.entry_path(hash);
-        let mut opts = OpenOptions::new();
-        opts.read(true);
-        sys::read_nofollow(&mut opts);
-        let mut buf = Vec::with_capacity(m.len() as usize);
-        let Ok(file) = opts.open(&path) else {
+        let mut buf = Vec::with_capacity(m.len as usize);
+        let Ok(file) = self.dirs.open_entry(hash, How::Read) else {
             return false;
         };
         if (&file).take(SPARE_MAX + 1).read_to_end(&mut buf).is_err() {
@@ -454,7 +452,7 @@ impl Inner {
     pub(crate) fn remove_entry(
         &self,
         hash: &str,
-        still: impl FnOnce(&fs::Metadata) -> bool,
+        still: impl FnOnce(&Meta) -> bool,
         cancel: Option<&Cancel>,
         wait: Wait,
     ) -> std::result::Result<Option<u64>, RemoveError> {
@@ -464,20 +462,22 @@ impl Inner {
             op,
             source,
         };
+        let name = std::ffi::OsStr::new(hash);
         self.usage
             .exclusive(wait, |u| {
-                let m = match fs::symlink_metadata(&path) {
+                let fan = match self.dirs.fanout(hash) {
+                    Ok(fan) => fan,
+                    Err(e) => return Err(failed("open the entry's directory", e)),
+                };
+                let m = match fan.stat(name) {
                     Ok(m) => m,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                     Err(e) => return Err(failed("inspect the entry to remove it", e)),
                 };
-                if !m.is_file() || !still(&m) {
+                if !m.is_file || !still(&m) {
                     return Ok(None);
                 }
-                let remove = || {
-                    self.fault(Point::Remove)
-                        .and_then(|()| fs::remove_file(&path))
-                };
+                let remove = || self.fault(Point::Remove).and_then(|()| fan.unlink(name));
                 let removed = match cancel {
                     Some(cancel) => match cancel.commit(remove) {
                         Some(r) => r,
@@ -490,8 +490,8 @@ impl Inner {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                     Err(e) => return Err(failed("remove the entry", e)),
                 }
-                let _ = u.add(-1, -(m.len() as i64));
-                Ok(Some(m.len()))
+                let _ = u.add(-1, -(m.len as i64));
+                Ok(Some(m.len))
             })
             .map_err(RemoveError::Usage)
             .and_then(|r| r)
@@ -709,13 +709,23 @@ impl Inner {
 
     /// Every entry file: its hash and path.
     pub(crate) fn entry_files(&self) -> impl Iterator<Item = (String, PathBuf)> + '_ {
-        self.layout.fanout_dirs().flat_map(|dir| {
-            let names: Vec<(String, PathBuf)> = match fs::read_dir(&dir) {
-                Ok(rd) => rd
-                    .filter_map(|e| e.ok())
-                    .filter_map(|e| {
-                        let name = e.file_name().into_string().ok()?;
-                        crate::layout::is_entry_name(&name).then(|| (name, e.path()))
+        (0..=255u8).flat_map(|b| {
+            let dir = match self.dirs.fanout_dir(&format!("{b:02x}")) {
+                Ok(dir) => dir,
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping a fan-out directory");
+                    return Vec::new();
+                }
+            };
+            let names: Vec<(String, PathBuf)> = match dir.names() {
+                Ok(names) => names
+                    .into_iter()
+                    .filter_map(|name| {
+                        let name = name.into_string().ok()?;
+                        crate::layout::is_entry_name(&name).then(|| {
+                            let path = dir.path().join(&name);
+                            (name, path)
+                        })
                     })
                     .collect(),
                 Err(_) => Vec::new(),

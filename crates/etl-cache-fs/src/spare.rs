@@ -33,12 +33,14 @@
 //! dropped, and a handle that opens a root no other handle has open removes
 //! any that a killed process left.
 
-use std::fs::{self, File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
+use crate::dirs::{Dir, Dirs, How};
 use crate::sys;
 
 /// The largest entry file that is recycled: smaller than the buffer that
@@ -56,7 +58,7 @@ pub(crate) struct Spare {
 }
 
 pub(crate) struct Spares {
-    dir: PathBuf,
+    dirs: Arc<Dirs>,
     pool: Mutex<Vec<Spare>>,
     /// Whether sets swap files into place (cleared when the file system
     /// refuses `RENAME_EXCHANGE`: they then rename, and nothing is kept).
@@ -64,9 +66,9 @@ pub(crate) struct Spares {
 }
 
 impl Spares {
-    pub fn new(dir: PathBuf) -> Spares {
+    pub fn new(dirs: Arc<Dirs>) -> Spares {
         Spares {
-            dir,
+            dirs,
             pool: Mutex::new(Vec::new()),
             exchange: AtomicBool::new(cfg!(target_os = "linux")),
         }
@@ -75,11 +77,12 @@ impl Spares {
     /// Removes every file in the spare directory: for a handle alone with
     /// the root, when no other handle can own one.
     pub fn remove_all(&self) {
-        let Ok(rd) = fs::read_dir(&self.dir) else {
+        let dir = self.dirs.spare();
+        let Ok(names) = dir.names() else {
             return;
         };
-        for e in rd.flatten() {
-            let _ = fs::remove_file(e.path());
+        for name in names {
+            let _ = dir.unlink(&name);
         }
     }
 
@@ -87,29 +90,33 @@ impl Spares {
     pub fn take(&self) -> Option<(File, Spare)> {
         loop {
             let spare = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
-            let mut opts = OpenOptions::new();
-            opts.write(true);
-            sys::private_nofollow(&mut opts);
-            match opts.open(&spare.path) {
+            match self.dirs.open(&spare.path, How::Write) {
                 Ok(file) => return Some((file, spare)),
                 Err(e) => {
                     // Removed or replaced by hand: forget it.
                     tracing::debug!(path = %spare.path.display(), error = %e, "dropped a spare file");
                     if e.kind() != io::ErrorKind::NotFound {
-                        let _ = fs::remove_file(&spare.path);
+                        let _ = self.dirs.remove_file(&spare.path);
                     }
                 }
             }
         }
     }
 
-    /// Swaps the file at `new` with the one at `target` (both must exist).
-    /// `Ok(false)` when this file system cannot: the caller then renames.
-    pub fn exchange(&self, new: &Path, target: &Path) -> io::Result<bool> {
+    /// Swaps the file `new` in `from` with `target` in `to` (both must
+    /// exist). `Ok(false)` when this file system cannot: the caller then
+    /// renames.
+    pub fn exchange(
+        &self,
+        from: &Dir<'_>,
+        new: &OsStr,
+        to: &Dir<'_>,
+        target: &OsStr,
+    ) -> io::Result<bool> {
         if !self.exchange.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        match sys::exchange(new, target) {
+        match crate::dirs::exchange(from, new, to, target) {
             Ok(()) => Ok(true),
             Err(e) if sys::is_unsupported(&e) => {
                 tracing::debug!(error = %e, "this file system cannot swap files: sets rename");
@@ -130,11 +137,18 @@ impl Spares {
         if len <= SPARE_MAX {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
             if pool.len() < POOL {
-                let kept = if path.parent() == Some(self.dir.as_path()) {
+                let spare = self.dirs.spare();
+                let kept = if path.parent() == Some(spare.path()) {
                     Some(path.to_path_buf())
                 } else {
-                    let to = self.dir.join(crate::write::unique_name("spare"));
-                    fs::rename(path, &to).ok().map(|()| to)
+                    let name = crate::write::unique_name("spare");
+                    self.dirs
+                        .locate(path)
+                        .and_then(|(from, old)| {
+                            crate::dirs::rename(&from, old, &spare, OsStr::new(&name))
+                        })
+                        .ok()
+                        .map(|()| spare.path().join(name))
                 };
                 if let Some(path) = kept {
                     pool.push(Spare { path, len });
@@ -142,7 +156,7 @@ impl Spares {
                 }
             }
         }
-        fs::remove_file(path).is_ok()
+        self.dirs.remove_file(path).is_ok()
     }
 }
 
@@ -150,7 +164,7 @@ impl Drop for Spares {
     fn drop(&mut self) {
         let pool = std::mem::take(self.pool.get_mut().unwrap_or_else(|e| e.into_inner()));
         for spare in pool {
-            let _ = fs::remove_file(&spare.path);
+            let _ = self.dirs.remove_file(&spare.path);
         }
     }
 }

@@ -4,6 +4,7 @@ use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 
 #[cfg(unix)]
+#[cfg_attr(target_os = "linux", allow(dead_code))] // `dirs` opens by descriptor there
 pub(crate) fn private_nofollow(opts: &mut OpenOptions) {
     use std::os::unix::fs::OpenOptionsExt;
     opts.mode(0o600)
@@ -16,6 +17,7 @@ pub(crate) fn private_nofollow(_opts: &mut OpenOptions) {}
 /// Read-only, not following symlinks, and not blocking on a FIFO planted in
 /// place of an entry.
 #[cfg(unix)]
+#[cfg_attr(target_os = "linux", allow(dead_code))] // `dirs` opens by descriptor there
 pub(crate) fn read_nofollow(opts: &mut OpenOptions) {
     use std::os::unix::fs::OpenOptionsExt;
     opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
@@ -23,17 +25,6 @@ pub(crate) fn read_nofollow(opts: &mut OpenOptions) {
 
 #[cfg(not(unix))]
 pub(crate) fn read_nofollow(_opts: &mut OpenOptions) {}
-
-#[cfg(unix)]
-pub(crate) fn same_file(a: &Metadata, b: &Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    a.dev() == b.dev() && a.ino() == b.ino()
-}
-
-#[cfg(not(unix))]
-pub(crate) fn same_file(a: &Metadata, b: &Metadata) -> bool {
-    a.len() == b.len() && a.modified().ok() == b.modified().ok()
-}
 
 /// Identity of a file, to check later that a path still names it.
 #[cfg(unix)]
@@ -113,6 +104,7 @@ pub(crate) fn write_all_at(
 
 /// Flushes a directory entry (a rename) to stable storage.
 #[cfg(unix)]
+#[cfg_attr(target_os = "linux", allow(dead_code))] // `dirs` syncs by descriptor there
 pub(crate) fn sync_dir(path: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(path)?.sync_all()
 }
@@ -122,19 +114,7 @@ pub(crate) fn sync_dir(_path: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Swaps the files at `a` and `b` atomically (`renameat2(RENAME_EXCHANGE)`).
-#[cfg(target_os = "linux")]
-pub(crate) fn exchange(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
-    use rustix::fs::{CWD, RenameFlags, renameat_with};
-    renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).map_err(std::io::Error::from)
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn exchange(_a: &std::path::Path, _b: &std::path::Path) -> std::io::Result<()> {
-    Err(std::io::ErrorKind::Unsupported.into())
-}
-
-/// Whether a failed [`exchange`] means the file system (or kernel) cannot
+/// Whether a failed exchange (`dirs::exchange`) means the file system (or kernel) cannot
 /// swap files at all.
 pub(crate) fn is_unsupported(e: &std::io::Error) -> bool {
     #[cfg(unix)]

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::{lock, sys};
+use crate::sys;
 
 /// Tries of the lock that only yield the processor before the waits start:
 /// the counters are held for a few microseconds at a time.
@@ -106,14 +106,13 @@ fn write(file: &File, c: Counts) -> io::Result<()> {
 }
 
 impl Usage {
-    /// Opens the counters' file at `path`; a wait for another process
-    /// holding it gives up after `timeout`.
-    pub fn open(path: &Path, timeout: Duration) -> io::Result<Usage> {
-        Ok(Usage {
-            file: Mutex::new(lock::open_persistent(path)?),
+    /// The counters in `file`, opened already (at `path`).
+    pub fn with_file(file: std::fs::File, path: &Path, timeout: Duration) -> Usage {
+        Usage {
+            file: Mutex::new(file),
             path: path.to_path_buf(),
             timeout,
-        })
+        }
     }
 
     /// The counters' file.

@@ -1,10 +1,12 @@
 //! Writes: a uniquely named temp file, locked while being written, then an
 //! atomic rename into place under the key's lock.
 
-use std::fs::{self, File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -15,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::cache::{CHANNEL_CHUNKS, Inner};
 use crate::cancel::Cancel;
+use crate::dirs::{Dirs, How};
 use crate::evict::Publishing;
 use crate::fault::Point;
 use crate::lock::KeyLock;
@@ -74,6 +77,7 @@ pub(crate) enum Msg {
 pub(crate) struct TempEntry {
     out: BufWriter<File>,
     path: PathBuf,
+    dirs: Arc<Dirs>,
     published: bool,
     /// The length the file had, when it is a spare being written again
     /// (see `spare`): a shorter entry truncates the rest.
@@ -83,7 +87,7 @@ pub(crate) struct TempEntry {
 impl Drop for TempEntry {
     fn drop(&mut self) {
         if !self.published {
-            let _ = fs::remove_file(&self.path);
+            let _ = self.dirs.remove_file(&self.path);
         }
     }
 }
@@ -170,11 +174,10 @@ impl Inner {
     /// another process never removes a write in progress.
     fn create_temp(&self, key: &str, buffer: usize) -> Result<TempEntry> {
         loop {
-            let path = self.layout.tmp.join(unique_name("tmp"));
-            let mut opts = OpenOptions::new();
-            opts.write(true).create_new(true);
-            sys::private_nofollow(&mut opts);
-            match opts.open(&path) {
+            let name = unique_name("tmp");
+            let dir = self.dirs.tmp();
+            let path = dir.path().join(&name);
+            match dir.open(OsStr::new(&name), How::CreateNew) {
                 Ok(file) => {
                     file.lock()
                         .map_err(self.io(key, &path, "lock the temp file"))?;
@@ -184,8 +187,8 @@ impl Inner {
                     let ours =
                         file.metadata()
                             .map_err(self.io(key, &path, "stat the temp file"))?;
-                    match fs::symlink_metadata(&path) {
-                        Ok(m) if sys::same_file(&m, &ours) => {}
+                    match dir.stat(OsStr::new(&name)) {
+                        Ok(m) if m.id == sys::file_id(&ours) => {}
                         Ok(_) => continue,
                         Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                         Err(e) => return Err(self.io(key, &path, "stat the temp file")(e)),
@@ -193,6 +196,7 @@ impl Inner {
                     return Ok(TempEntry {
                         out: BufWriter::with_capacity(buffer, file),
                         path,
+                        dirs: self.dirs.clone(),
                         published: false,
                         spare_len: None,
                     });
@@ -261,6 +265,7 @@ impl Inner {
             Some((file, spare)) => TempEntry {
                 out: BufWriter::with_capacity(len, file),
                 path: spare.path,
+                dirs: self.dirs.clone(),
                 published: false,
                 spare_len: Some(spare.len),
             },
@@ -432,26 +437,40 @@ impl Inner {
         let lock_path = self.layout.lock_path(&hash);
         let started = Instant::now();
         // Lock files exist only while held: no file, no holder to wait for.
-        let _lock = if held || fs::symlink_metadata(&lock_path).is_err() {
+        let lock_name = lock_path.file_name().expect("a lock file name");
+        let _lock = if held || self.dirs.locks().stat(lock_name).is_err() {
             None
         } else if may_block {
             Some(KeyLock::acquire_unless(
+                &self.dirs,
                 &lock_path,
                 key,
                 self.config.lock_timeout,
                 || cancel.is_cancelled(),
             )?)
         } else {
-            match KeyLock::try_acquire(&lock_path) {
+            match KeyLock::try_acquire(&self.dirs, &lock_path) {
                 Ok(Some(lock)) => Some(lock),
                 Ok(None) => return Ok(Publish::Blocked(sealed)),
                 Err(e) => return Err(self.io(key, &lock_path, "take the key lock")(e)),
             }
         };
         let size = sealed.size;
+        // The entry's directory and the temp file's, opened without
+        // following links (see `dirs`).
+        let fan =
+            self.dirs
+                .fanout(&hash)
+                .map_err(self.io(key, &target, "open the entry's directory"))?;
+        let (from, tmp_name) = self
+            .dirs
+            .locate(&sealed.tmp.path)
+            .map(|(dir, name)| (dir, name.to_os_string()))
+            .map_err(self.io(key, &sealed.tmp.path, "open the temp file's directory"))?;
+        let name = OsStr::new(&hash);
         // The length of the entry being replaced, if any.
-        let current = || match fs::symlink_metadata(&target) {
-            Ok(m) if m.is_file() => Some(m.len()),
+        let current = || match fan.stat(name) {
+            Ok(m) if m.is_file => Some(m.len),
             _ => None,
         };
         let delta = |old: Option<u64>| match old {
@@ -464,11 +483,11 @@ impl Inner {
         let rename = |old: Option<u64>| -> io::Result<Option<u64>> {
             self.fault(Point::Rename)?;
             if let Some(len) = old
-                && self.spares.exchange(&sealed.tmp.path, &target)?
+                && self.spares.exchange(&from, &tmp_name, &fan, name)?
             {
                 return Ok(Some(len));
             }
-            fs::rename(&sealed.tmp.path, &target).map(|()| None)
+            crate::dirs::rename(&from, &tmp_name, &fan, name).map(|()| None)
         };
         let usage_err = |e| self.usage_error(Some(key), "update the usage counters", e);
         // A caller that may not block does not sleep waiting for another
@@ -567,10 +586,9 @@ impl Inner {
         if let Some(len) = replaced {
             let _ = self.spares.keep(&sealed.tmp.path, len);
         }
-        if self.config.durable
-            && let Some(dir) = target.parent()
-        {
-            sys::sync_dir(dir).map_err(self.io(key, dir, "fsync the directory"))?;
+        if self.config.durable {
+            fan.sync()
+                .map_err(self.io(key, fan.path(), "fsync the directory"))?;
         }
         Counters::bump(&self.counters.sets);
         Ok(Publish::Done(sealed.meta))
@@ -622,7 +640,7 @@ mod tests {
             }
             file.write_all(&carry).unwrap();
             drop(file);
-            assert_eq!(fs::read(&path).unwrap(), want, "shape {i}");
+            assert_eq!(std::fs::read(&path).unwrap(), want, "shape {i}");
         }
     }
 }

@@ -530,6 +530,251 @@ fn symlinks_planted_in_the_root_are_never_followed() {
     );
 }
 
+/// Keys whose entries share the fan-out directory of `key`.
+fn keys_beside(key: &str, n: usize) -> Vec<String> {
+    let fan = layout::key_hash(key)[..2].to_owned();
+    (0..)
+        .map(|i| format!("beside/{i}"))
+        .filter(|k| layout::key_hash(k)[..2] == fan)
+        .take(n)
+        .collect()
+}
+
+/// Issue 20, item 13: a directory of the layout (a fan-out directory,
+/// `tmp`, `spare`, `locks`, `entries`, `etl-cache-v1` itself) swapped for a
+/// link to a directory outside the root while a cache is open. The bait
+/// directory holds a valid entry file for the key, so a followed link would
+/// serve its value back. Every operation either works on the real directory
+/// or fails with a clear error; nothing outside the root is created,
+/// changed, removed or read back.
+#[test]
+fn directories_swapped_for_links_after_open_are_never_followed() {
+    let rt = runtime();
+    let mut cases = 0;
+    rt.block_on(async {
+        let key = "swapped/fanout";
+        let h = layout::key_hash(key);
+        let beside = keys_beside(key, 3);
+        for victim in ["fanout", "tmp", "spare", "locks", "entries", "base"] {
+            let w = Work::new();
+            let root = w.root();
+            let c = DiskCache::open(&root).await.expect("open");
+            c.set(key, "mine".into(), SetOptions::new())
+                .await
+                .expect("set");
+            for k in &beside {
+                c.set(k, "mine".into(), SetOptions::new())
+                    .await
+                    .expect("set");
+            }
+            // Replacing a key leaves a spare file (Linux): the spare
+            // directory is in use.
+            c.set(&beside[0], "mine".into(), SetOptions::new())
+                .await
+                .expect("set");
+            // The bait: a directory outside shaped like the victim, with a
+            // valid entry for `key` (in place, and in a fan-out within).
+            let planted = w.foreign_entry(key, "outside bytes").await;
+            let bait = w.outside().join("bait");
+            std::fs::create_dir_all(bait.join(&h[..2])).expect("mkdir");
+            std::fs::copy(&planted, bait.join(&h)).expect("copy");
+            std::fs::copy(&planted, bait.join(&h[..2]).join(&h)).expect("copy");
+            for d in ["entries", "tmp", "spare", "locks"] {
+                std::fs::create_dir_all(bait.join(d).join(&h[..2])).expect("mkdir");
+                std::fs::copy(&planted, bait.join(d).join(&h[..2]).join(&h)).expect("copy");
+            }
+            let w = Work {
+                before: layout::snapshot(&w.outside()),
+                ..w
+            };
+            let base = layout::base(&root);
+            let dir = match victim {
+                "fanout" => layout::entries_dir(&root).join(&h[..2]),
+                "base" => base.clone(),
+                d => base.join(d),
+            };
+            // The real directory is moved aside within the root, and a link
+            // to the bait takes its place.
+            let aside = root.join(format!("aside-{victim}"));
+            std::fs::rename(&dir, &aside).expect("move aside");
+            symlink(&bait, &dir);
+
+            let what = |op: &str| format!("{victim} swapped for a link: {op}");
+            let no_bait = |op: &str, got: Option<String>| {
+                assert_ne!(
+                    got.as_deref(),
+                    Some("outside bytes"),
+                    "{}: read the bait back",
+                    what(op)
+                );
+            };
+            // Errors, when there are any, must say something useful.
+            let clear_error = |op: &str, e: Error| {
+                let shown = e.to_string();
+                assert!(!shown.contains("/proc/self/fd"), "{}: {shown}", what(op));
+                assert!(
+                    shown.contains(&root.display().to_string()) || e.key().is_some(),
+                    "{}: an error naming the path or the key: {shown}",
+                    what(op)
+                );
+            };
+            for round in 0..2 {
+                let op = format!("set (round {round})");
+                if let Err(e) = within(&op, c.set(key, "new".into(), SetOptions::new())).await {
+                    clear_error(&op, e);
+                }
+                w.assert_outside_untouched(&what(&op));
+                for k in std::iter::once(key).chain(beside.iter().map(String::as_str)) {
+                    match within("get", c.get_text(k)).await {
+                        Ok(v) => no_bait("get", v),
+                        Err(e) => clear_error("get", e),
+                    }
+                    match within("get_stream", c.get_stream(k, 7)).await {
+                        Ok(Some(s)) => {
+                            let chunks: std::io::Result<Vec<Bytes>> =
+                                within("stream", s.try_collect()).await;
+                            if let Ok(chunks) = chunks {
+                                let all: Vec<u8> = chunks.concat();
+                                assert!(
+                                    !String::from_utf8_lossy(&all).contains("outside bytes"),
+                                    "{}: streamed the bait",
+                                    what("get_stream")
+                                );
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => clear_error("get_stream", e),
+                    }
+                    if let Err(e) = within("head", c.head(k)).await {
+                        clear_error("head", e);
+                    }
+                }
+                w.assert_outside_untouched(&what("reads"));
+                match within("list", c.keys(None)).await {
+                    Ok(keys) => assert!(keys.iter().all(|k| k == key || beside.contains(k))),
+                    Err(e) => clear_error("list", e),
+                }
+                if let Err(e) = within("purge", c.purge_expired()).await {
+                    clear_error("purge", e);
+                }
+                match within(
+                    "get_or_insert_with",
+                    c.get_or_insert_with(&beside[1], SetOptions::new(), || async {
+                        Value::from("computed")
+                    }),
+                )
+                .await
+                {
+                    Ok(v) => no_bait("get_or_insert_with", v.as_text().map(str::to_owned)),
+                    Err(e) => clear_error("get_or_insert_with", e),
+                }
+                if let Err(e) = within("delete", c.delete(&beside[2])).await {
+                    clear_error("delete", e);
+                }
+                w.assert_outside_untouched(&what(&format!("round {round}")));
+            }
+            // Once refused, the cache works on its real directories.
+            c.set(key, "last".into(), SetOptions::new())
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", what("a set after the refusal")));
+            assert_eq!(
+                c.get_text(key).await.expect("get").as_deref(),
+                Some("last"),
+                "{}",
+                what("read back")
+            );
+            if let Err(e) = within("clear", c.clear()).await {
+                clear_error("clear", e);
+            }
+            drop(c);
+            w.assert_outside_untouched(&what("the end"));
+            cases += 1;
+        }
+    });
+    report(
+        "hostile",
+        &format!("{cases} directories swapped for links after open: none followed"),
+    );
+}
+
+/// As above, with the fan-out directory swapped back and forth while two
+/// handles set, read and delete keys in it from several tasks: no call
+/// writes through the link or reads the bait back, none panics or hangs.
+#[test]
+fn a_fanout_swapped_under_concurrent_calls_is_never_followed() {
+    let rt = runtime();
+    rt.block_on(async {
+        let w = Work::new();
+        let root = w.root();
+        let keys = keys_beside("swapped/concurrent", 6);
+        let h = layout::key_hash(&keys[0]);
+        let a = DiskCache::open(&root).await.expect("open");
+        let b = DiskCache::open(&root).await.expect("open a second handle");
+        for k in &keys {
+            a.set(k, "mine".into(), SetOptions::new())
+                .await
+                .expect("set");
+        }
+        let planted = w.foreign_entry(&keys[0], "outside bytes").await;
+        let bait = w.outside().join("bait");
+        std::fs::create_dir_all(&bait).expect("mkdir");
+        std::fs::copy(&planted, bait.join(&h)).expect("copy");
+        let w = Work {
+            before: layout::snapshot(&w.outside()),
+            ..w
+        };
+        let fanout = layout::entries_dir(&root).join(&h[..2]);
+        let mut tasks = Vec::new();
+        for t in 0..4usize {
+            let c = if t % 2 == 0 { a.clone() } else { b.clone() };
+            let keys = keys.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..150usize {
+                    let k = &keys[(t + i) % keys.len()];
+                    match i % 4 {
+                        0 => {
+                            let _ = c
+                                .set(k, format!("v{t}-{i}").into(), SetOptions::new())
+                                .await;
+                        }
+                        1 | 2 => {
+                            if let Ok(v) = c.get_text(k).await {
+                                assert_ne!(v.as_deref(), Some("outside bytes"), "read the bait");
+                            }
+                        }
+                        _ => {
+                            let _ = c.delete(k).await;
+                        }
+                    }
+                }
+            }));
+        }
+        // Swap the fan-out directory for the link, again and again, while
+        // the tasks run (each refusal makes it a directory again).
+        for n in 0..40 {
+            let aside = root.join(format!("aside-{n}"));
+            if std::fs::rename(&fanout, &aside).is_ok() {
+                let _ = std::os::unix::fs::symlink(&bait, &fanout);
+            }
+            tokio::task::yield_now().await;
+        }
+        for t in tasks {
+            within("concurrent calls", t).await.expect("no panic");
+        }
+        w.assert_outside_untouched("a fan-out swapped under concurrent calls");
+        // The cache still works on its real directories.
+        let _ = std::fs::remove_file(&fanout);
+        a.set(&keys[0], "last".into(), SetOptions::new())
+            .await
+            .expect("set after the swaps");
+        assert_eq!(
+            b.get_text(&keys[0]).await.expect("get").as_deref(),
+            Some("last")
+        );
+        w.assert_outside_untouched("the end");
+    });
+}
+
 // ------------------------------------------------------------ shared root
 
 #[test]
