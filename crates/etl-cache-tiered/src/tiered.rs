@@ -647,13 +647,18 @@ impl Cache for TieredCache {
             inner.end_write(guard, None).await;
             return r;
         }
-        // The copies above expire no later than the entry would if the last
-        // tier wrote it now (it writes it later, so expires later, by its
-        // own clock; a copy that still ends up outliving it is dropped below).
-        let upper_opts = match opts.expires_at(inner.clock.now())? {
+        // The entry's expiry is fixed now, for every tier: each tier starts
+        // its write a little later (and a tier reads its own clock), so
+        // with the TTL alone the copies above would expire at other times
+        // than the entry, and report other metadata. Given the same latest
+        // expiry, each tier's is min(its start + TTL, now + TTL) = now + TTL.
+        // (A copy that still ends up outliving the entry, on a tier whose
+        // clock runs behind, is dropped below.)
+        let opts = match opts.expires_at(inner.clock.now())? {
             Some(at) => opts.expires_by(at),
             None => opts,
         };
+        let upper_opts = opts;
         let (bottom_tx, bottom_rx) = mpsc::channel::<io::Result<Bytes>>(TEE_CHUNKS);
         let mut feeds = Vec::with_capacity(upper.len());
         let mut gates = Vec::with_capacity(upper.len());
