@@ -10,8 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use etl_cache_core::blocks::{BlockChecker, BlockError, verify_payload, verify_payload_in_place};
 use etl_cache_core::codec::PayloadReader;
-use etl_cache_core::format::{FormatError, HEADER_FIXED_LEN, Header, MAGIC, TRAILER_LEN, Trailer};
+use etl_cache_core::format::{
+    DecodedHeader, FormatError, HEADER_FIXED_LEN, Header, Layout, MAGIC, TRAILER_LEN, Trailer,
+};
 use etl_cache_core::{Codec, EntryMeta, Error, GetStream, Result, Value};
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -38,6 +41,10 @@ const MAX_EMPTY_CHUNKS: u32 = 64;
 /// The first size of the buffer a decompressed chunk is read into; it
 /// doubles up to the chunk size as bytes come.
 const FIRST_DECODE_BUF: usize = 64 * 1024;
+/// Format 1 entries (written by older versions) up to this size are read
+/// whole and checked before a stream hands out their first byte; larger
+/// ones are read twice: once to check them, once to stream them.
+pub(crate) const LEGACY_WHOLE_LIMIT: u64 = 8 << 20;
 
 /// An entry's metadata, read from its header and trailer.
 #[derive(Debug)]
@@ -84,29 +91,40 @@ fn reason(e: FormatError) -> String {
 }
 
 /// Checks a trailer against its header and the object's size; returns the
-/// metadata and the payload's checksum.
+/// metadata and the trailer.
 fn check_trailer(
-    header: Header,
-    header_len: usize,
-    header_crc: u32,
+    header: &DecodedHeader,
     trailer: &[u8],
     size: u64,
-) -> std::result::Result<(EntryMeta, u32), Bad> {
+) -> std::result::Result<(EntryMeta, Trailer), Bad> {
     let trailer = Trailer::decode(trailer).map_err(|e| Bad::Corrupt(reason(e)))?;
-    let meta = EntryMeta::from_parts(header, header_len, header_crc, trailer, size)
+    let meta = EntryMeta::from_decoded_parts(header.clone(), trailer, size)
         .map_err(|e| Bad::Corrupt(reason(e)))?;
-    Ok((meta, trailer.payload_crc))
+    Ok((meta, trailer))
 }
 
 fn is_ours(head: &[u8], size: u64) -> bool {
     size >= 4 && head.len() >= 4 && head[..4] == MAGIC
 }
 
-/// Verifies and decodes a whole stored payload.
-fn decode_value(meta: &EntryMeta, crc: u32, stored: Bytes) -> std::result::Result<Value, String> {
-    if crc32c::crc32c(&stored) != crc {
-        return Err("payload checksum mismatch".into());
-    }
+/// Verifies and decodes a whole object read into `whole`: its payload (of
+/// either format) is checked first, then decompressed.
+fn decode_value(
+    meta: &EntryMeta,
+    header: &DecodedHeader,
+    whole: Bytes,
+) -> std::result::Result<Value, String> {
+    // In place when the buffer is ours alone (no copy); else the blocks come
+    // back as slices and are joined.
+    let verified = match whole.try_into_mut() {
+        Ok(mut all) => {
+            let framed = all.split_off(header.len);
+            verify_payload_in_place(header.layout, header.crc, framed).map(|(stored, _)| stored)
+        }
+        Err(whole) => verify_payload(header.layout, header.crc, whole.slice(header.len..))
+            .map(|v| v.into_bytes()),
+    };
+    let stored = verified.map_err(|e| e.to_string())?;
     let logical = if meta.codec == Codec::None {
         stored
     } else {
@@ -208,43 +226,41 @@ impl Inner {
             .is_some_and(|s| is_ours(&s.head, s.size)))
     }
 
-    /// Checks the framing of an object: its header, its trailer, its size and
-    /// that its name is the one its key maps to. Returns the metadata, the
-    /// header's length and the payload's checksum.
+    /// Checks the framing of an object (either format): its header, its
+    /// trailer, its size and that its name is the one its key maps to.
+    /// Returns the metadata and the header.
     fn parse(
         &self,
         location: &Path,
         head: &[u8],
         trailer: &[u8],
         size: u64,
-    ) -> std::result::Result<(EntryMeta, usize, u32), Bad> {
-        let (header, header_len, header_crc) = self.parse_header(location, head, size)?;
-        check_trailer(header, header_len, header_crc, trailer, size)
-            .map(|(meta, crc)| (meta, header_len, crc))
+    ) -> std::result::Result<(EntryMeta, DecodedHeader), Bad> {
+        let header = self.parse_header(location, head, size)?;
+        check_trailer(&header, trailer, size).map(|(meta, _)| (meta, header))
     }
 
-    /// Checks an object's header and that its name is the one its key maps
-    /// to. Returns the header, its length and its checksum.
+    /// Checks an object's header (either format) and that its name is the
+    /// one its key maps to.
     fn parse_header(
         &self,
         location: &Path,
         head: &[u8],
         size: u64,
-    ) -> std::result::Result<(Header, usize, u32), Bad> {
+    ) -> std::result::Result<DecodedHeader, Bad> {
         if !is_ours(head, size) {
             return Err(Bad::Foreign);
         }
         if size < MIN_ENTRY {
             return Err(Bad::Corrupt(format!("entry is truncated ({size} bytes)")));
         }
-        let (header, header_len, header_crc) =
-            Header::decode(head).map_err(|e| Bad::Corrupt(reason(e)))?;
-        if self.layout.entry(&header.key) != *location {
+        let header = Header::decode_any(head).map_err(|e| Bad::Corrupt(reason(e)))?;
+        if self.layout.entry(&header.header.key) != *location {
             return Err(Bad::Corrupt(
                 "the object's name does not match the key in its header".into(),
             ));
         }
-        Ok((header, header_len, header_crc))
+        Ok(header)
     }
 
     /// Reads the metadata of the object at `location` (the entry of `key`,
@@ -296,7 +312,7 @@ impl Inner {
                 }
             };
             return match self.parse(location, &head, &trailer, size) {
-                Ok((meta, _, _)) => Ok(Probe::Entry(Box::new(Probed { meta, judged }))),
+                Ok((meta, _)) => Ok(Probe::Entry(Box::new(Probed { meta, judged }))),
                 Err(Bad::Foreign) => Ok(Probe::Foreign(None)),
                 Err(Bad::Corrupt(reason)) => Ok(Probe::Corrupt { reason, judged }),
             };
@@ -331,7 +347,7 @@ impl Inner {
             return Err(self.corrupt(key, format!("entry is truncated ({size} bytes)")));
         }
         let trailer = &bytes[bytes.len() - TRAILER_LEN..];
-        let (meta, header_len, crc) = match self.parse(&location, &bytes, trailer, size) {
+        let (meta, header) = match self.parse(&location, &bytes, trailer, size) {
             Ok(x) => x,
             Err(Bad::Foreign) => return Err(self.not_an_entry(key, &location)),
             Err(Bad::Corrupt(why)) => return Err(self.corrupt(key, why)),
@@ -339,14 +355,13 @@ impl Inner {
         if meta.is_expired(self.config.clock.now()) {
             return Ok(None);
         }
-        let stored = bytes.slice(header_len..header_len + meta.stored_len as usize);
-        let decoded = if !crate::cache::work_inline(meta.codec, stored.len()) {
+        let decoded = if !crate::cache::work_inline(meta.codec, meta.stored_len as usize) {
             let m = meta.clone();
-            tokio::task::spawn_blocking(move || decode_value(&m, crc, stored))
+            tokio::task::spawn_blocking(move || decode_value(&m, &header, bytes))
                 .await
                 .map_err(|e| self.corrupt(key, format!("decoding failed: {e}")))?
         } else {
-            decode_value(&meta, crc, stored)
+            decode_value(&meta, &header, bytes)
         };
         match decoded {
             Ok(v) => Ok(Some((meta, v))),
@@ -355,6 +370,7 @@ impl Inner {
     }
 
     /// Opens a stream of an entry's logical bytes in chunks of `chunk_size`.
+    /// No byte is handed out before it was checked (see [`Checked`]).
     pub(crate) async fn open_stream(
         self: &Arc<Self>,
         key: &str,
@@ -382,7 +398,7 @@ impl Inner {
                 if buf.len() >= 4 && buf[..4] != MAGIC {
                     break;
                 }
-                match Header::decode(&buf) {
+                match Header::decode_any(&buf) {
                     Err(FormatError::Truncated(_)) if (buf.len() as u64) < size => {
                         match body.next().await.map_err(|e| self.wrap(e))? {
                             Some(b) => buf.extend_from_slice(&b),
@@ -392,25 +408,17 @@ impl Inner {
                     _ => break,
                 }
             }
-            let (header, header_len, header_crc) = match self.parse_header(&location, &buf, size) {
+            let header = match self.parse_header(&location, &buf, size) {
                 Ok(x) => x,
                 Err(Bad::Foreign) => return Err(self.not_an_entry(key, &location)),
                 Err(Bad::Corrupt(why)) => return Err(self.corrupt(key, why)),
             };
             let checked = if buf.len() as u64 >= size {
                 let t = &buf[size as usize - TRAILER_LEN..size as usize];
-                check_trailer(header, header_len, header_crc, t, size)
-                    .map(|(meta, crc)| (meta, Check::Crc(crc)))
-            } else if header.codec == Codec::None {
-                EntryMeta::from_header(header.clone(), header_len, size)
-                    .map(|meta| {
-                        let at_end = Check::AtEnd {
-                            header,
-                            header_len,
-                            header_crc,
-                        };
-                        (meta, at_end)
-                    })
+                check_trailer(&header, t, size).map(|(meta, t)| (meta, Some(t)))
+            } else if header.header.codec == Codec::None {
+                EntryMeta::from_decoded_header(header.clone(), size)
+                    .map(|meta| (meta, None))
                     .map_err(|e| Bad::Corrupt(reason(e)))
             } else {
                 let t = match body.trailer().await {
@@ -418,10 +426,9 @@ impl Inner {
                     Err(e) if e.kind == ObjectErrorKind::Changed => continue,
                     Err(e) => return Err(self.wrap(e)),
                 };
-                check_trailer(header, header_len, header_crc, &t, size)
-                    .map(|(meta, crc)| (meta, Check::Crc(crc)))
+                check_trailer(&header, &t, size).map(|(meta, t)| (meta, Some(t)))
             };
-            let (meta, check) = match checked {
+            let (meta, trailer) = match checked {
                 Ok(x) => x,
                 Err(Bad::Foreign) => return Err(self.not_an_entry(key, &location)),
                 Err(Bad::Corrupt(why)) => return Err(self.corrupt(key, why)),
@@ -429,20 +436,16 @@ impl Inner {
             if meta.is_expired(self.config.clock.now()) {
                 return Ok(None);
             }
-            let first = buf.split_off(header_len).freeze();
-            let source = Payload {
+            let first = buf.split_off(header.len).freeze();
+            let framed = Framed {
                 body,
                 first: Some(first),
-                left: meta.stored_len,
-                past: BytesMut::new(),
-                keep_trailer: matches!(check, Check::AtEnd { .. }),
-                trailer: None,
             };
-            let stream = match check {
-                Check::Crc(crc) if meta.codec != Codec::None => {
-                    decoded_stream(source, meta.clone(), crc, chunk_size)
-                }
-                check => plain_stream(source, check, chunk_size),
+            let source = Checked::new(framed, header, meta.clone(), trailer);
+            let stream = if meta.codec == Codec::None {
+                plain_stream(source, chunk_size)
+            } else {
+                decoded_stream(source, meta.clone(), chunk_size)
             };
             return Ok(Some(GetStream::new(meta, stream)));
         }
@@ -490,6 +493,31 @@ impl Body {
             &self.location,
             source.map(|e| Box::new(e) as _),
         )
+    }
+
+    /// Whether later requests can be pinned to this version (an e-tag or a
+    /// version id).
+    fn pinnable(&self) -> bool {
+        self.e_tag.is_some() || self.version.is_some()
+    }
+
+    /// This version of the object again, from `start`: a new request
+    /// pinned to its e-tag (or version).
+    async fn reopen(&mut self, start: u64) -> std::result::Result<Body, ObjectError> {
+        let opts = self.pinned().with_range(Some(start..self.size));
+        match self.inner.store.get_opts(&self.location, opts).await {
+            Ok(r) if r.meta.size == self.size && r.range.start == start => Ok(Body::new(
+                self.inner.clone(),
+                &self.key,
+                self.location.clone(),
+                r,
+            )),
+            Ok(_) | Err(object_store::Error::Precondition { .. }) => {
+                Err(self.error(ObjectErrorKind::Changed, None))
+            }
+            Err(e) if is_not_found(&e) => Err(self.error(ObjectErrorKind::Changed, Some(e))),
+            Err(e) => Err(self.error(crate::error::classify(&e), Some(e))),
+        }
     }
 
     fn pinned(&self) -> GetOptions {
@@ -588,90 +616,229 @@ impl Body {
             Err(e) => Err(self.error(crate::error::classify(&e), Some(e))),
         }
     }
-
-    /// Reads what is left (the trailer) so the connection can be reused.
-    async fn drain(&mut self) {
-        if self.size - self.pos <= 64 * 1024 {
-            while let Ok(Some(_)) = self.next().await {}
-        }
-    }
 }
 
-/// The stored payload: what was read with the header, then the body, up to
-/// the payload's length.
-struct Payload {
+/// Everything of one version of an object after its header: what came with
+/// the header, then the rest of the body.
+struct Framed {
     body: Body,
     first: Option<Bytes>,
-    left: u64,
-    /// Bytes of the body read past the payload: the start of the trailer.
-    past: BytesMut,
-    /// Whether the trailer is kept at the end of the payload (to check it
-    /// there) rather than drained.
-    keep_trailer: bool,
-    /// The trailer, once the payload has ended (with `keep_trailer`).
-    trailer: Option<Bytes>,
 }
 
-/// How a stream checks its payload when it ends.
-enum Check {
-    /// Against the checksum of a trailer read before the stream began.
-    Crc(u32),
-    /// Against the trailer at the end of the body, which must also belong to
-    /// this header and agree with the lengths derived from the object's size.
-    AtEnd {
-        header: Header,
-        header_len: usize,
-        header_crc: u32,
-    },
-}
-
-impl Payload {
+impl Framed {
     async fn next(&mut self) -> std::result::Result<Option<Bytes>, ObjectError> {
-        if self.left == 0 {
-            // What came with the header past an empty payload is the start
-            // of the trailer.
-            if let Some(b) = self.first.take()
-                && self.keep_trailer
-            {
-                self.past.extend_from_slice(&b);
-            }
-            if !self.keep_trailer {
-                self.body.drain().await;
-            } else if self.trailer.is_none() {
-                while self.past.len() < TRAILER_LEN {
-                    match self.body.next().await? {
-                        Some(b) => self.past.extend_from_slice(&b),
-                        None => break,
-                    }
-                }
-                self.trailer = Some(self.past.split().freeze());
-            }
-            return Ok(None);
+        if let Some(b) = self.first.take()
+            && !b.is_empty()
+        {
+            return Ok(Some(b));
         }
-        let b = match self.first.take() {
-            Some(b) if !b.is_empty() => b,
-            _ => match self.body.next().await? {
-                Some(b) => b,
-                None => return Err(self.body.error(ObjectErrorKind::Truncated, None)),
-            },
-        };
-        let b = if b.len() as u64 > self.left {
-            if self.keep_trailer {
-                self.past.extend_from_slice(&b[self.left as usize..]);
+        self.body.next().await
+    }
+}
+
+/// Why a stream stopped.
+enum Fail {
+    /// The store failed, or the object changed or was cut.
+    Read(ObjectError),
+    /// The entry failed a check.
+    Corrupt(String),
+}
+
+impl From<ObjectError> for Fail {
+    fn from(e: ObjectError) -> Fail {
+        Fail::Read(e)
+    }
+}
+
+impl From<BlockError> for Fail {
+    fn from(e: BlockError) -> Fail {
+        Fail::Corrupt(e.to_string())
+    }
+}
+
+/// Checks that the trailer found at the end of a payload is the one the
+/// stream began with (read first, or derived from the object's size).
+fn check_end(
+    header: &DecodedHeader,
+    meta: &EntryMeta,
+    read_first: Option<&Trailer>,
+    found: Trailer,
+) -> std::result::Result<(), Fail> {
+    if read_first.is_some_and(|t| *t != found) {
+        return Err(Fail::Corrupt(
+            "the trailer at the end differs from the one read first".into(),
+        ));
+    }
+    match EntryMeta::from_decoded_parts(header.clone(), found, meta.size) {
+        Ok(m) if m == *meta => Ok(()),
+        Ok(_) => Err(Fail::Corrupt(
+            "the trailer does not match the entry's size".into(),
+        )),
+        Err(e) => Err(Fail::Corrupt(reason(e))),
+    }
+}
+
+/// The stored bytes of an entry, handed out only once they were checked.
+///
+/// - Format 2: the framed bytes go through a [`BlockChecker`]; a block is
+///   handed out once it matched its checksum, the last one once the trailer
+///   was checked too. It holds one block at most.
+/// - Format 1 (entries written by older versions) has one checksum, at the
+///   end. Up to [`LEGACY_WHOLE_LIMIT`] the payload is read whole and checked
+///   before its first byte is handed out. A larger one is read twice: a
+///   first pass checks it in bounded memory, then a second request, pinned
+///   to the e-tag (or version) of the first, streams it. (An object without
+///   either cannot be pinned and is read whole.)
+struct Checked {
+    framed: Framed,
+    header: DecodedHeader,
+    meta: EntryMeta,
+    /// The trailer, when it was read before the stream began.
+    trailer: Option<Trailer>,
+    state: CheckState,
+}
+
+enum CheckState {
+    /// Format 2; whether the trailer was checked.
+    Blocks(Box<BlockChecker>, bool),
+    /// Format 1, not read yet.
+    Legacy,
+    /// A format 1 payload read whole and checked.
+    Whole(Option<Bytes>),
+    /// A format 1 payload checked by a first pass, read again: stored bytes
+    /// left, their checksum so far, the checksum the first pass found.
+    Again { left: u64, crc: u32, expected: u32 },
+}
+
+impl Checked {
+    fn new(
+        framed: Framed,
+        header: DecodedHeader,
+        meta: EntryMeta,
+        trailer: Option<Trailer>,
+    ) -> Self {
+        let state = match header.layout {
+            Layout::Blocks(size) => {
+                CheckState::Blocks(Box::new(BlockChecker::new(header.crc, size)), false)
             }
-            b.slice(..self.left as usize)
-        } else {
-            b
+            _ => CheckState::Legacy,
         };
-        self.left -= b.len() as u64;
-        Ok(Some(b))
+        Checked {
+            framed,
+            header,
+            meta,
+            trailer,
+            state,
+        }
     }
 
-    fn corrupt(&self, why: String) -> io::Error {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            self.body.inner.corrupt(&self.body.key, why),
-        )
+    /// The next checked stored bytes; `None` once all were handed out.
+    async fn next(&mut self) -> std::result::Result<Option<Bytes>, Fail> {
+        loop {
+            match &mut self.state {
+                CheckState::Blocks(checker, ended) => {
+                    if let Some(b) = checker.pop() {
+                        return Ok(Some(b));
+                    }
+                    if *ended {
+                        return Ok(None);
+                    }
+                    match self.framed.next().await? {
+                        Some(b) => checker.push(b)?,
+                        None => {
+                            let found = checker.finish()?;
+                            check_end(&self.header, &self.meta, self.trailer.as_ref(), found)?;
+                            *ended = true;
+                        }
+                    }
+                }
+                CheckState::Legacy => self.check_legacy().await?,
+                CheckState::Whole(b) => return Ok(b.take()),
+                CheckState::Again {
+                    left,
+                    crc,
+                    expected,
+                } => {
+                    if *left == 0 {
+                        // Pinned to the version checked, so this holds
+                        // unless the store served other bytes for it.
+                        if *crc != *expected {
+                            return Err(Fail::Corrupt(
+                                "payload checksum mismatch on the second read".into(),
+                            ));
+                        }
+                        return Ok(None);
+                    }
+                    let Some(mut b) = self.framed.next().await? else {
+                        let e = self.framed.body.error(ObjectErrorKind::Truncated, None);
+                        return Err(Fail::Read(e));
+                    };
+                    if b.len() as u64 > *left {
+                        b.truncate(*left as usize);
+                    }
+                    *left -= b.len() as u64;
+                    *crc = crc32c::crc32c_append(*crc, &b);
+                    return Ok(Some(b));
+                }
+            }
+        }
+    }
+
+    /// Checks a format 1 payload before any of it is handed out.
+    async fn check_legacy(&mut self) -> std::result::Result<(), Fail> {
+        let framed_len = self.meta.size - self.header.len as u64;
+        if framed_len <= LEGACY_WHOLE_LIMIT || !self.framed.body.pinnable() {
+            let cap = framed_len.min(LEGACY_WHOLE_LIMIT) as usize;
+            let mut all = BytesMut::with_capacity(cap);
+            while let Some(b) = self.framed.next().await? {
+                all.extend_from_slice(&b);
+            }
+            let (stored, found) = verify_payload_in_place(Layout::Whole, self.header.crc, all)?;
+            check_end(&self.header, &self.meta, self.trailer.as_ref(), found)?;
+            self.state = CheckState::Whole((!stored.is_empty()).then_some(stored));
+            return Ok(());
+        }
+        // First pass: the payload's checksum, holding back the last bytes
+        // read (the trailer once the body ends).
+        let (mut crc, mut len) = (0u32, 0u64);
+        let mut tail = BytesMut::new();
+        while let Some(b) = self.framed.next().await? {
+            let over = (tail.len() + b.len()).saturating_sub(TRAILER_LEN);
+            let from_tail = over.min(tail.len());
+            crc = crc32c::crc32c_append(crc, &tail.split_to(from_tail));
+            let from_b = over - from_tail;
+            crc = crc32c::crc32c_append(crc, &b[..from_b]);
+            tail.extend_from_slice(&b[from_b..]);
+            len += over as u64;
+        }
+        let found = Trailer::decode(&tail).map_err(|e| Fail::Corrupt(reason(e)))?;
+        if found.header_crc != self.header.crc {
+            return Err(Fail::Corrupt("trailer belongs to another header".into()));
+        }
+        if len != found.stored_len || crc != found.payload_crc {
+            return Err(Fail::Corrupt("payload checksum mismatch".into()));
+        }
+        check_end(&self.header, &self.meta, self.trailer.as_ref(), found)?;
+        let body = self.framed.body.reopen(self.header.len as u64).await?;
+        self.framed = Framed { body, first: None };
+        self.state = CheckState::Again {
+            left: found.stored_len,
+            crc: 0,
+            expected: found.payload_crc,
+        };
+        Ok(())
+    }
+
+    /// An I/O error for the stream, carrying the cache error.
+    fn to_io(&self, fail: Fail) -> io::Error {
+        let inner = &self.framed.body.inner;
+        match fail {
+            Fail::Read(e) => inner.to_io(e),
+            Fail::Corrupt(why) => io::Error::new(
+                io::ErrorKind::InvalidData,
+                inner.corrupt(&self.framed.body.key, why),
+            ),
+        }
     }
 }
 
@@ -740,30 +907,16 @@ impl Rechunker {
     }
 }
 
-/// An uncompressed payload: checksummed and cut into chunks as it arrives.
-fn plain_stream(
-    src: Payload,
-    check: Check,
-    chunk_size: usize,
-) -> BoxStream<'static, io::Result<Bytes>> {
+/// An uncompressed payload: cut into chunks as it is checked.
+fn plain_stream(src: Checked, chunk_size: usize) -> BoxStream<'static, io::Result<Bytes>> {
     struct State {
-        src: Payload,
+        src: Checked,
         chunks: Rechunker,
-        crc: u32,
-        check: Check,
         done: bool,
-    }
-    impl State {
-        fn verify(&self) -> std::result::Result<(), String> {
-            let trailer = self.src.trailer.as_ref();
-            self.check.verify(self.crc, trailer, self.src.body.size)
-        }
     }
     let st = State {
         src,
         chunks: Rechunker::new(chunk_size),
-        crc: 0,
-        check,
         done: false,
     };
     futures::stream::unfold(st, move |mut st| async move {
@@ -775,22 +928,15 @@ fn plain_stream(
                 return Some((Ok(out), st));
             }
             match st.src.next().await {
-                Ok(Some(b)) => {
-                    st.crc = crc32c::crc32c_append(st.crc, &b);
-                    st.chunks.push(b);
-                }
+                Ok(Some(b)) => st.chunks.push(b),
                 Ok(None) => {
                     st.done = true;
-                    if let Err(why) = st.verify() {
-                        let e = st.src.corrupt(why);
-                        return Some((Err(e), st));
-                    }
                     let out = st.chunks.rest()?;
                     return Some((Ok(out), st));
                 }
                 Err(e) => {
                     st.done = true;
-                    let e = st.src.body.inner.to_io(e);
+                    let e = st.src.to_io(e);
                     return Some((Err(e), st));
                 }
             }
@@ -799,41 +945,10 @@ fn plain_stream(
     .boxed()
 }
 
-impl Check {
-    /// Checks a payload of checksum `crc` that ended; `trailer` is what was
-    /// read past it (for [`Check::AtEnd`]) and `size` the object's size.
-    fn verify(
-        &self,
-        crc: u32,
-        trailer: Option<&Bytes>,
-        size: u64,
-    ) -> std::result::Result<(), String> {
-        let expected = match self {
-            Check::Crc(c) => *c,
-            Check::AtEnd {
-                header,
-                header_len,
-                header_crc,
-            } => {
-                let t = trailer.map(|t| &t[..]).unwrap_or_default();
-                match check_trailer(header.clone(), *header_len, *header_crc, t, size) {
-                    Ok((_, c)) => c,
-                    Err(Bad::Corrupt(why)) => return Err(why),
-                    Err(Bad::Foreign) => return Err("the trailer is missing".into()),
-                }
-            }
-        };
-        if crc == expected {
-            Ok(())
-        } else {
-            Err("payload checksum mismatch".into())
-        }
-    }
-}
-
-/// Reads the payload from a blocking thread, pulling body chunks on demand.
+/// Reads the checked stored bytes from a blocking thread, pulling them on
+/// demand.
 struct BlockingSource {
-    src: Payload,
+    src: Checked,
     handle: tokio::runtime::Handle,
     cur: Bytes,
 }
@@ -844,7 +959,7 @@ impl Read for BlockingSource {
             match self.handle.block_on(self.src.next()) {
                 Ok(Some(b)) => self.cur = b,
                 Ok(None) => return Ok(0),
-                Err(e) => return Err(self.src.body.inner.to_io(e)),
+                Err(e) => return Err(self.src.to_io(e)),
             }
         }
         let n = buf.len().min(self.cur.len());
@@ -853,21 +968,20 @@ impl Read for BlockingSource {
     }
 }
 
-/// A compressed payload: decompressed on a blocking thread (pull based, so
-/// memory stays at a few chunks whatever the ratio) and sent through a
-/// bounded channel.
+/// A compressed payload: its checked stored bytes decompressed on a
+/// blocking thread (pull based, so memory stays at a few chunks whatever
+/// the ratio) and sent through a bounded channel.
 fn decoded_stream(
-    src: Payload,
+    src: Checked,
     meta: EntryMeta,
-    crc: u32,
     chunk_size: usize,
 ) -> BoxStream<'static, io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(2);
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let spoiled = Spoiled {
-            inner: src.body.inner.clone(),
-            key: src.body.key.clone(),
+            inner: src.framed.body.inner.clone(),
+            key: src.framed.body.key.clone(),
         };
         let source = BlockingSource {
             src,
@@ -921,8 +1035,13 @@ fn decoded_stream(
                 }
             }
             let totals = reader.finish()?;
-            if totals.stored_len != meta.stored_len || totals.crc != crc {
-                return Err(spoiled.report("payload checksum mismatch".into()));
+            // Every stored byte was checked before it was decompressed; what
+            // is left to check is what decompression made of them.
+            if totals.stored_len != meta.stored_len {
+                return Err(spoiled.report(format!(
+                    "payload is {} stored bytes, {} expected",
+                    totals.stored_len, meta.stored_len
+                )));
             }
             if totals.logical_len != meta.logical_len {
                 return Err(spoiled.report(format!(

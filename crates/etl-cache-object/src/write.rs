@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use etl_cache_core::codec::{Encoder, Totals};
-use etl_cache_core::format::{Header, TRAILER_LEN, Trailer};
+use etl_cache_core::blocks::BlockFramer;
+use etl_cache_core::codec::Encoder;
+use etl_cache_core::format::{DecodedHeader, Header, Layout, TRAILER_LEN, Trailer};
 use etl_cache_core::{ByteStream, Counters, EntryMeta, Error, Kind, Result, SetOptions, Value};
 use futures::StreamExt;
 use object_store::path::Path;
@@ -20,11 +21,26 @@ use crate::staged::Staged;
 /// Whole values up to this size go up in one request.
 const SINGLE_PUT_LIMIT: usize = 64 << 20;
 
+/// How entries are written: format 2, blocks of 1 MiB, each checked by a
+/// reader before it is handed out.
+pub(crate) const WRITE_LAYOUT: Layout = Layout::DEFAULT_BLOCKS;
+
 /// An entry's header, ready to write.
 struct Head {
-    header: Header,
+    header: DecodedHeader,
     bytes: Bytes,
-    crc: u32,
+}
+
+impl Head {
+    /// A framer for this entry's payload.
+    fn framer(&self) -> BlockFramer {
+        let size = self
+            .header
+            .layout
+            .block_size()
+            .expect("entries are written in blocks");
+        BlockFramer::new(self.header.crc, size)
+    }
 }
 
 impl Inner {
@@ -37,29 +53,25 @@ impl Inner {
             created: now,
             expires: opts.expires_at(now)?,
         };
-        let bytes = header.encode();
-        let crc = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"));
+        let bytes = header.encode_as(WRITE_LAYOUT);
+        // Decoded back rather than assembled: the decoded form is what the
+        // metadata is built from, so it is the one readers will see.
+        let header = Header::decode_any(&bytes).expect("a header just encoded decodes");
         Ok(Head {
             header,
             bytes: Bytes::from(bytes),
-            crc,
         })
     }
 
-    fn finish_meta(&self, head: Head, totals: Totals) -> (Bytes, impl FnOnce() -> EntryMeta) {
-        let trailer = Trailer {
-            logical_len: totals.logical_len,
-            stored_len: totals.stored_len,
-            payload_crc: totals.crc,
-            header_crc: head.crc,
-        };
-        let header_len = head.bytes.len();
-        let size = header_len as u64 + totals.stored_len + TRAILER_LEN as u64;
-        let meta = move || {
-            EntryMeta::from_parts(head.header, header_len, head.crc, trailer, size)
-                .expect("a trailer built for its header")
-        };
-        (Bytes::copy_from_slice(&trailer.encode()), meta)
+    /// The metadata of the entry `head` and `trailer` (from the framer) end.
+    fn finish_meta(head: Head, trailer: Trailer) -> EntryMeta {
+        let header_len = head.bytes.len() as u64;
+        let framed = WRITE_LAYOUT
+            .framed_len(trailer.stored_len)
+            .expect("a payload that was written frames");
+        let size = header_len + framed + TRAILER_LEN as u64;
+        EntryMeta::from_decoded_parts(head.header, trailer, size)
+            .expect("a trailer built for its header")
     }
 
     /// On a local directory, refuses a write whose path goes through a
@@ -96,22 +108,29 @@ impl Inner {
         self.check_before_write(key, &location).await?;
         let logical = value.into_bytes();
         let compression = opts.compression;
+        // The framer checksums each block as it passes: the encoder's own
+        // checksum of the stored bytes would be a second pass for nothing.
         let encoded = if crate::cache::work_inline(compression.codec(), logical.len()) {
-            Encoder::encode_all(compression, logical)
+            Encoder::encode_all_without_checksum(compression, logical)
         } else {
-            tokio::task::spawn_blocking(move || Encoder::encode_all(compression, logical))
-                .await
-                .map_err(|e| self.compress_error(key, &location, std::io::Error::other(e)))?
+            tokio::task::spawn_blocking(move || {
+                Encoder::encode_all_without_checksum(compression, logical)
+            })
+            .await
+            .map_err(|e| self.compress_error(key, &location, std::io::Error::other(e)))?
         };
         let (stored, totals) = encoded.map_err(|e| self.compress_error(key, &location, e))?;
-        let header_bytes = head.bytes.clone();
-        let (trailer, meta) = self.finish_meta(head, totals);
-        let size = header_bytes.len() + stored.len() + trailer.len();
+        let mut framed = vec![head.bytes.clone()];
+        let mut framer = head.framer();
+        framer.push(stored, &mut framed);
+        let trailer = framer.finish(totals.logical_len, &mut framed);
+        let meta = Self::finish_meta(head, trailer);
+        let size: usize = framed.iter().map(Bytes::len).sum();
         let mut up = Uploader::new(self.clone(), key, location, size > SINGLE_PUT_LIMIT);
         let written = async {
-            up.push(header_bytes).await?;
-            up.push(stored).await?;
-            up.push(trailer).await?;
+            for piece in framed {
+                up.push(piece).await?;
+            }
             up.finish().await
         }
         .await;
@@ -120,7 +139,7 @@ impl Inner {
             return Err(e);
         }
         Counters::bump(&self.counters.sets);
-        Ok(meta())
+        Ok(meta)
     }
 
     /// Writes a stream, compressing on the fly, with at most
@@ -134,8 +153,11 @@ impl Inner {
         let head = self.head(key, Kind::Bytes, opts)?;
         let location = self.layout.entry(key);
         self.check_before_write(key, &location).await?;
-        let mut enc =
-            Encoder::new(opts.compression).map_err(|e| self.compress_error(key, &location, e))?;
+        let mut enc = Encoder::new(opts.compression)
+            .map_err(|e| self.compress_error(key, &location, e))?
+            .without_checksum();
+        let mut framer = head.framer();
+        let mut framed = Vec::new();
         let mut up = Uploader::new(self.clone(), key, location.clone(), true);
         let written = async {
             up.push(head.bytes.clone()).await?;
@@ -147,34 +169,32 @@ impl Inner {
                 let out = enc
                     .encode(chunk)
                     .map_err(|e| self.compress_error(key, &location, e))?;
-                up.push(out).await?;
+                framer.push(out, &mut framed);
+                for piece in framed.drain(..) {
+                    up.push(piece).await?;
+                }
             }
             let (last, totals) = enc
                 .finish()
                 .map_err(|e| self.compress_error(key, &location, e))?;
-            up.push(last).await?;
-            Ok::<_, Error>(totals)
+            framer.push(last, &mut framed);
+            let trailer = framer.finish(totals.logical_len, &mut framed);
+            for piece in framed.drain(..) {
+                up.push(piece).await?;
+            }
+            up.finish().await?;
+            Ok::<_, Error>(trailer)
         }
         .await;
-        let totals = match written {
+        let trailer = match written {
             Ok(t) => t,
             Err(e) => {
                 up.abort().await;
                 return Err(e);
             }
         };
-        let (trailer, meta) = self.finish_meta(head, totals);
-        let done = async {
-            up.push(trailer).await?;
-            up.finish().await
-        }
-        .await;
-        if let Err(e) = done {
-            up.abort().await;
-            return Err(e);
-        }
         Counters::bump(&self.counters.sets);
-        Ok(meta())
+        Ok(Self::finish_meta(head, trailer))
     }
 }
 
