@@ -699,8 +699,8 @@ struct Checked {
 }
 
 enum CheckState {
-    /// Format 2; whether the trailer was checked.
-    Blocks(Box<BlockChecker>, bool),
+    /// Format 2: the checker, and how the framed bytes ended.
+    Blocks(Box<BlockChecker>, BlocksEnd),
     /// Format 1, not read yet.
     Legacy,
     /// A format 1 payload read whole and checked.
@@ -708,6 +708,16 @@ enum CheckState {
     /// A format 1 payload checked by a first pass, read again: stored bytes
     /// left, their checksum so far, the checksum the first pass found.
     Again { left: u64, crc: u32, expected: u32 },
+}
+
+/// How the framed bytes of a format 2 stream ended, if they did.
+enum BlocksEnd {
+    Open,
+    /// The last block and the trailer checked.
+    Ended,
+    /// A check or a read failed: reported once the blocks checked before
+    /// it were handed out.
+    Failed(Option<Fail>),
 }
 
 impl Checked {
@@ -718,9 +728,10 @@ impl Checked {
         trailer: Option<Trailer>,
     ) -> Self {
         let state = match header.layout {
-            Layout::Blocks(size) => {
-                CheckState::Blocks(Box::new(BlockChecker::new(header.crc, size)), false)
-            }
+            Layout::Blocks(size) => CheckState::Blocks(
+                Box::new(BlockChecker::new(header.crc, size)),
+                BlocksEnd::Open,
+            ),
             _ => CheckState::Legacy,
         };
         Checked {
@@ -736,19 +747,42 @@ impl Checked {
     async fn next(&mut self) -> std::result::Result<Option<Bytes>, Fail> {
         loop {
             match &mut self.state {
-                CheckState::Blocks(checker, ended) => {
+                CheckState::Blocks(checker, end) => {
+                    // Blocks checked before a failure are still handed out.
                     if let Some(b) = checker.pop() {
                         return Ok(Some(b));
                     }
-                    if *ended {
-                        return Ok(None);
+                    match end {
+                        BlocksEnd::Open => {}
+                        BlocksEnd::Ended => return Ok(None),
+                        BlocksEnd::Failed(fail) => {
+                            let fail = fail.take().unwrap_or_else(|| {
+                                Fail::Corrupt("the stream already failed".into())
+                            });
+                            return Err(fail);
+                        }
                     }
-                    match self.framed.next().await? {
-                        Some(b) => checker.push(b)?,
-                        None => {
-                            let found = checker.finish()?;
-                            check_end(&self.header, &self.meta, self.trailer.as_ref(), found)?;
-                            *ended = true;
+                    let (stepped, ended) = match self.framed.next().await {
+                        Ok(Some(b)) => (checker.push(b).map_err(Fail::from), false),
+                        Ok(None) => {
+                            let checked = checker.finish().map_err(Fail::from);
+                            let checked = checked.and_then(|found| {
+                                check_end(&self.header, &self.meta, self.trailer.as_ref(), found)
+                            });
+                            (checked, true)
+                        }
+                        Err(e) => (Err(Fail::Read(e)), false),
+                    };
+                    match stepped {
+                        Ok(()) if ended => *end = BlocksEnd::Ended,
+                        Ok(()) => {}
+                        Err(fail) => {
+                            if ended {
+                                // The last block checked, the trailer not:
+                                // it is not handed out.
+                                while checker.pop().is_some() {}
+                            }
+                            *end = BlocksEnd::Failed(Some(fail));
                         }
                     }
                 }
