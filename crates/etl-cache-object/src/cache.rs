@@ -332,7 +332,20 @@ impl Inner {
 ///   folders), holding the entry format of [`etl_cache_core::format`]: a
 ///   header (key, kind, codec, creation and expiry times), the payload and a
 ///   trailer (lengths, checksums). It works on every store, since nothing
-///   depends on object metadata.
+///   depends on object metadata. Entries are written in format 2 (the
+///   payload in blocks of 1 MiB, each with its crc32c); format 1 entries,
+///   written by older versions, are still read.
+/// - **No unchecked byte.** [`Cache::get`] checks the whole payload before
+///   decoding it. [`Cache::get_stream`] holds one block at a time, checks
+///   it, then hands it out (a compressed entry is decompressed from checked
+///   bytes only); the last block only after the trailer. A damaged block
+///   ends the stream with an `InvalidData` error carrying
+///   [`Error::Corrupt`] once the blocks before it were handed out. A format
+///   1 entry can only be checked whole: up to 8 MiB it is read into memory
+///   and checked before the stream starts; a larger one is read twice, a
+///   first GET that checks it in bounded memory and a second one, pinned to
+///   the same e-tag or version, that streams it (twice the transfer, until
+///   the entry is written again).
 /// - **Atomic.** Each write is one `PUT` or one multipart upload, which
 ///   stores publish all at once; a reader sees the old entry or the new one.
 ///   A read that needs more than one request (a resumed body, the trailer of a

@@ -5,6 +5,10 @@
 //! - **Same contract** as the disk cache: text, bytes and JSON round-trip
 //!   exactly, misses are `Ok(None)`, writes are atomic, entries are checked
 //!   (crc32c) and corrupt ones reported, expired ones are invisible.
+//! - **Streams hand out checked bytes only**: entries are written in blocks
+//!   of 1 MiB, each with its checksum (entry format 2), and a stream checks
+//!   each block before handing it out. Entries of format 1 (older versions)
+//!   are still read, checked whole before they stream.
 //! - **Reads never delete**: with no conditional delete in `object_store`,
 //!   a read could not remove only the version it judged, so expired and
 //!   corrupt entries stay until `purge_expired` (which re-checks each

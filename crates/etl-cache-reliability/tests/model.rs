@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use etl_cache_core::codec::Encoder;
-use etl_cache_core::format::{HEADER_FIXED_LEN, TRAILER_LEN};
+use etl_cache_core::format::{HEADER_FIXED_LEN, Layout, TRAILER_LEN};
 use etl_cache_core::{
     Cache, Clock, Codec, Compression, EntryMeta, Error, Kind, ManualClock, SetOptions, Value,
 };
@@ -732,6 +732,9 @@ struct Run<'a> {
     clock: &'a Arc<ManualClock>,
     keys: &'a [String],
     model: Model,
+    /// The entry format the backend writes (ObjectCache: format 2, whose
+    /// block checksums count in an entry's size).
+    layout: Layout,
 }
 
 /// What a set wrote, and the size the model predicts for it.
@@ -746,6 +749,11 @@ struct Written {
 impl Run<'_> {
     fn cache(&self) -> &dyn Cache {
         &*self.inst.cache
+    }
+
+    /// Bytes between header and trailer for `stored` stored bytes.
+    fn framed_len(&self, stored: u64) -> u64 {
+        self.layout.framed_len(stored).expect("a small payload frames")
     }
 
     /// Checks the answer of a set of `w` and applies it to the model.
@@ -830,7 +838,7 @@ impl Run<'_> {
                 let value = value_of(*kind, payload);
                 let kind = value.kind();
                 let size = header_len(key)
-                    + stored_len_whole(*comp, &value.to_bytes())
+                    + self.framed_len(stored_len_whole(*comp, &value.to_bytes()))
                     + TRAILER_LEN as u64;
                 let mut opts = SetOptions::new().compression(comp.compression());
                 if let Some(ms) = ttl_ms {
@@ -857,7 +865,9 @@ impl Run<'_> {
                 let key = &self.keys[*key];
                 let bytes = stream_bytes(payload);
                 let parts = stream_chunks(&bytes, chunks);
-                let size = header_len(key) + stored_len_chunked(*comp, &parts) + TRAILER_LEN as u64;
+                let size = header_len(key)
+                    + self.framed_len(stored_len_chunked(*comp, &parts))
+                    + TRAILER_LEN as u64;
                 let mut opts = SetOptions::new().compression(comp.compression());
                 if let Some(ms) = ttl_ms {
                     opts = opts.ttl(Duration::from_millis(*ms));
@@ -1228,6 +1238,10 @@ async fn run_case(
             evictions: base.evictions,
             keeps_expired: backend != Backend::Disk,
             ..Model::default()
+        },
+        layout: match backend {
+            Backend::ObjectMemory | Backend::ObjectLocal => Layout::DEFAULT_BLOCKS,
+            Backend::Disk | Backend::Tiered => Layout::Whole,
         },
     };
     for (i, op) in ops.iter().enumerate() {
