@@ -1,6 +1,10 @@
 //! Reads: an entry's header and trailer, whole values, and streams that
 //! resume a cut body and decompress on the fly.
 //!
+//! Entries of both formats are read (see `etl-cache-core/FORMAT.md`); no
+//! read hands out a byte before it was checked: whole values are checked
+//! before they are decoded, streams block by block ([`Checked`]).
+//!
 //! Every read that takes more than one request pins the later ones to the
 //! e-tag of the first, so the parts of two writes are never mixed.
 

@@ -106,7 +106,11 @@ async fn a_small_entry_is_pinned() {
     ])
     .boxed();
     c.set_stream("k", body, SetOptions::new()).await.unwrap();
-    assert_eq!(hex(&object(&*store, &c, "k").await), hex(&want), "set_stream");
+    assert_eq!(
+        hex(&object(&*store, &c, "k").await),
+        hex(&want),
+        "set_stream"
+    );
 }
 
 /// A payload of 2.5 blocks: blocks of 1 MiB, each followed by its

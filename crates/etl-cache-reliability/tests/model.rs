@@ -279,6 +279,17 @@ fn header_len(key: &str) -> u64 {
     (HEADER_FIXED_LEN + key.len() + 4) as u64
 }
 
+/// The format DiskCache writes.
+const DISK_LAYOUT: Layout = Layout::Whole;
+
+/// The size of an entry of `stored` stored bytes in `layout` (format 2
+/// counts the block checksums).
+fn entry_size(layout: Layout, key: &str, stored: u64) -> u64 {
+    header_len(key)
+        + layout.framed_len(stored).expect("a small payload frames")
+        + TRAILER_LEN as u64
+}
+
 fn stored_len_whole(comp: Comp, bytes: &Bytes) -> u64 {
     Encoder::encode_all(comp.compression(), bytes.clone())
         .expect("encode")
@@ -579,6 +590,10 @@ struct Entry {
     codec: Codec,
     expires: Option<SystemTime>,
     size: u64,
+    /// Another size the metadata may give: a TieredCache's entry served by
+    /// its middle DiskCache, when that writes another format than the
+    /// bottom ObjectCache.
+    other_size: Option<u64>,
     /// Recency: larger is more recent.
     stamp: u64,
 }
@@ -719,7 +734,9 @@ fn check_meta(
         meta.logical_len
     );
     check!(
-        meta.size == e.size || (!exact_size && e.codec != Codec::None),
+        meta.size == e.size
+            || Some(meta.size) == e.other_size
+            || (!exact_size && e.codec != Codec::None),
         "meta size {}, want {}",
         meta.size,
         e.size
@@ -737,23 +754,21 @@ struct Run<'a> {
     layout: Layout,
 }
 
-/// What a set wrote, and the size the model predicts for it.
+/// What a set wrote, and the size the model predicts for it: in the
+/// backend's format, and as a DiskCache (a TieredCache's middle tier)
+/// stores it.
 struct Written {
     value: Value,
     kind: Kind,
     comp: Comp,
     ttl_ms: Option<u64>,
     size: u64,
+    disk_size: u64,
 }
 
 impl Run<'_> {
     fn cache(&self) -> &dyn Cache {
         &*self.inst.cache
-    }
-
-    /// Bytes between header and trailer for `stored` stored bytes.
-    fn framed_len(&self, stored: u64) -> u64 {
-        self.layout.framed_len(stored).expect("a small payload frames")
     }
 
     /// Checks the answer of a set of `w` and applies it to the model.
@@ -769,11 +784,12 @@ impl Run<'_> {
             comp,
             ttl_ms,
             size: predicted_size,
+            disk_size,
         } = w;
         let now = self.clock.now();
         let limits = self.inst.exact_limits;
         if let Some(max) = limits.and_then(|l| l.max_bytes)
-            && predicted_size > max
+            && disk_size > max
         {
             return match result {
                 Err(Error::TooLarge {
@@ -788,7 +804,7 @@ impl Run<'_> {
                     Ok(())
                 }
                 other => Err(format!(
-                    "{predicted_size} bytes > max_bytes {max}: want TooLarge, got {other:?}"
+                    "{disk_size} bytes > max_bytes {max}: want TooLarge, got {other:?}"
                 )),
             };
         }
@@ -802,10 +818,10 @@ impl Run<'_> {
                 .await
                 .map_err(|e| format!("head on the middle tier: {e}"))?
                 .is_some();
-            let fits = max_bytes.is_none_or(|m| predicted_size <= m);
+            let fits = max_bytes.is_none_or(|m| disk_size <= m);
             check!(
                 held == fits,
-                "the middle DiskCache {} an entry of {predicted_size} bytes (max_bytes {max_bytes:?})",
+                "the middle DiskCache {} an entry of {disk_size} bytes (max_bytes {max_bytes:?})",
                 if held { "holds" } else { "lacks" }
             );
             let counter = if fits { &MIDDLE_HELD } else { &MIDDLE_REFUSED };
@@ -817,6 +833,8 @@ impl Run<'_> {
             codec: comp.compression().codec(),
             expires: ttl_ms.map(|ms| now + Duration::from_millis(ms)),
             size: predicted_size,
+            other_size: (self.inst.middle.is_some() && disk_size != predicted_size)
+                .then_some(disk_size),
             stamp: 0,
         };
         check_meta(&meta, key, &entry, value.to_bytes().len() as u64, true)?;
@@ -837,9 +855,9 @@ impl Run<'_> {
                 let key = &self.keys[*key];
                 let value = value_of(*kind, payload);
                 let kind = value.kind();
-                let size = header_len(key)
-                    + self.framed_len(stored_len_whole(*comp, &value.to_bytes()))
-                    + TRAILER_LEN as u64;
+                let stored = stored_len_whole(*comp, &value.to_bytes());
+                let size = entry_size(self.layout, key, stored);
+                let disk_size = entry_size(DISK_LAYOUT, key, stored);
                 let mut opts = SetOptions::new().compression(comp.compression());
                 if let Some(ms) = ttl_ms {
                     opts = opts.ttl(Duration::from_millis(*ms));
@@ -851,6 +869,7 @@ impl Run<'_> {
                     comp: *comp,
                     ttl_ms: *ttl_ms,
                     size,
+                    disk_size,
                 };
                 self.set(key, w, r).await
             }
@@ -865,9 +884,9 @@ impl Run<'_> {
                 let key = &self.keys[*key];
                 let bytes = stream_bytes(payload);
                 let parts = stream_chunks(&bytes, chunks);
-                let size = header_len(key)
-                    + self.framed_len(stored_len_chunked(*comp, &parts))
-                    + TRAILER_LEN as u64;
+                let stored = stored_len_chunked(*comp, &parts);
+                let size = entry_size(self.layout, key, stored);
+                let disk_size = entry_size(DISK_LAYOUT, key, stored);
                 let mut opts = SetOptions::new().compression(comp.compression());
                 if let Some(ms) = ttl_ms {
                     opts = opts.ttl(Duration::from_millis(*ms));
@@ -882,6 +901,7 @@ impl Run<'_> {
                             comp: *comp,
                             ttl_ms: *ttl_ms,
                             size,
+                            disk_size,
                         };
                         self.set(key, w, r).await
                     }
@@ -1240,8 +1260,11 @@ async fn run_case(
             ..Model::default()
         },
         layout: match backend {
-            Backend::ObjectMemory | Backend::ObjectLocal => Layout::DEFAULT_BLOCKS,
-            Backend::Disk | Backend::Tiered => Layout::Whole,
+            // A TieredCache's metadata and stats come from its ObjectCache.
+            Backend::ObjectMemory | Backend::ObjectLocal | Backend::Tiered => {
+                Layout::DEFAULT_BLOCKS
+            }
+            Backend::Disk => DISK_LAYOUT,
         },
     };
     for (i, op) in ops.iter().enumerate() {
