@@ -643,14 +643,14 @@ impl Framed {
 /// Why a stream stopped.
 enum Fail {
     /// The store failed, or the object changed or was cut.
-    Read(ObjectError),
+    Read(Box<ObjectError>),
     /// The entry failed a check.
     Corrupt(String),
 }
 
 impl From<ObjectError> for Fail {
     fn from(e: ObjectError) -> Fail {
-        Fail::Read(e)
+        Fail::Read(Box::new(e))
     }
 }
 
@@ -775,7 +775,7 @@ impl Checked {
                             });
                             (checked, true)
                         }
-                        Err(e) => (Err(Fail::Read(e)), false),
+                        Err(e) => (Err(Fail::from(e)), false),
                     };
                     match stepped {
                         Ok(()) if ended => *end = BlocksEnd::Ended,
@@ -809,7 +809,7 @@ impl Checked {
                     }
                     let Some(mut b) = self.framed.next().await? else {
                         let e = self.framed.body.error(ObjectErrorKind::Truncated, None);
-                        return Err(Fail::Read(e));
+                        return Err(Fail::from(e));
                     };
                     if b.len() as u64 > *left {
                         b.truncate(*left as usize);
@@ -871,7 +871,7 @@ impl Checked {
     fn to_io(&self, fail: Fail) -> io::Error {
         let inner = &self.framed.body.inner;
         match fail {
-            Fail::Read(e) => inner.to_io(e),
+            Fail::Read(e) => inner.to_io(*e),
             Fail::Corrupt(why) => io::Error::new(
                 io::ErrorKind::InvalidData,
                 inner.corrupt(&self.framed.body.key, why),
