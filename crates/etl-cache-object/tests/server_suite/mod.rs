@@ -125,6 +125,78 @@ macro_rules! server_suite {
             assert_eq!(cache.clear().await.unwrap(), 2);
         }
 
+        /// A byte changed in block 2 of a 4-block entry (blocks of 1 MiB):
+        /// the stream hands out blocks 0 and 1, exactly, then fails with
+        /// `InvalidData`; nothing of block 2 or after.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_changed_block_is_never_streamed() {
+            let Some((cache, _server)) = $cache("changed-block", None) else {
+                return;
+            };
+            let mib = 1usize << 20;
+            // Bytes no codec shrinks (xorshift), so every codec stores 4 blocks.
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            let data: Vec<u8> = (0..4 * mib - 1000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            for (key, codec) in [("plain", Compression::NONE), ("zstd", Compression::zstd())] {
+                let parts: Vec<std::io::Result<Bytes>> = data
+                    .chunks(700_000)
+                    .map(|c| Ok(Bytes::copy_from_slice(c)))
+                    .collect();
+                let opts = SetOptions::new().compression(codec);
+                cache
+                    .set_stream(key, futures::stream::iter(parts).boxed(), opts)
+                    .await
+                    .unwrap();
+                let path = cache.object_path(key).unwrap();
+                let mut raw = cache
+                    .store()
+                    .get(&path)
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+                    .to_vec();
+                let header_len = 26 + key.len() + 4;
+                raw[header_len + 2 * (mib + 4) + 100] ^= 0x40;
+                cache.store().put(&path, raw.into()).await.unwrap();
+                let (_, mut s) = cache
+                    .get_stream(key, 64 << 10)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .into_parts();
+                let mut got = Vec::new();
+                let err = loop {
+                    match s.next().await {
+                        Some(Ok(b)) => got.extend_from_slice(&b),
+                        Some(Err(e)) => break e,
+                        None => panic!("{key}: a changed entry streamed to its end"),
+                    }
+                };
+                assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{key}: {err}");
+                if codec == Compression::NONE {
+                    assert!(
+                        got[..] == data[..2 * mib],
+                        "{key}: {} bytes handed out",
+                        got.len()
+                    );
+                } else {
+                    assert!(
+                        data.starts_with(&got),
+                        "{key}: a changed byte was handed out"
+                    );
+                }
+            }
+        }
+
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn clear_keeps_objects_the_cache_did_not_write() {
             let Some((cache, _server)) = $cache("foreign", None) else {
