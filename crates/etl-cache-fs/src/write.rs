@@ -401,15 +401,17 @@ impl Inner {
                     }
                     None => framed.push(chunk),
                 }
-                for out in framed.drain(..) {
-                    written += out.len() as u64;
-                    self.check_size(key, written)?;
-                    // The buffered writer stays empty until the end: the
-                    // chunks go straight to the file.
-                    self.fault(Point::Write)
-                        .and_then(|()| write_aligned(tmp.out.get_mut(), &mut carry, &out))
-                        .map_err(self.io(key, &path, "write the entry"))?;
-                }
+                written += framed.iter().map(|b| b.len() as u64).sum::<u64>();
+                self.check_size(key, written)?;
+                // The buffered writer stays empty until the end: the chunks
+                // go straight to the file.
+                self.fault(Point::Write)
+                    .and_then(|()| {
+                        framed
+                            .drain(..)
+                            .try_for_each(|out| write_aligned(tmp.out.get_mut(), &mut carry, &out))
+                    })
+                    .map_err(self.io(key, &path, "write the entry"))?;
             }
         };
         drop(rx);
