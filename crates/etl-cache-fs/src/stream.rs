@@ -289,8 +289,6 @@ struct CheckedBlocks<'f> {
     chain: Chain,
     index: u64,
     current: Bytes,
-    /// Why the payload failed its checks, once it did.
-    failed: Option<String>,
 }
 
 impl Read for CheckedBlocks<'_> {
@@ -302,10 +300,10 @@ impl Read for CheckedBlocks<'_> {
             let (data, crc) = match self.blocks.read(self.file, &self.pool, self.index) {
                 Ok(read) => read,
                 Err(BlockFail::Io(e)) => return Err(e),
-                Err(BlockFail::Corrupt(why)) => return Err(self.fail(why)),
+                Err(BlockFail::Corrupt(why)) => return Err(corrupt_source(why)),
             };
             if let Err(why) = self.chain.add(self.index, crc) {
-                return Err(self.fail(why));
+                return Err(corrupt_source(why));
             }
             self.index += 1;
             self.current = data;
@@ -317,12 +315,10 @@ impl Read for CheckedBlocks<'_> {
     }
 }
 
-impl CheckedBlocks<'_> {
-    fn fail(&mut self, why: String) -> io::Error {
-        let e = io::Error::new(io::ErrorKind::InvalidData, why.clone());
-        self.failed = Some(why);
-        e
-    }
+/// The error of a [`CheckedBlocks`] whose payload failed a check: the only
+/// `InvalidData` it returns (the file system's errors have other kinds).
+fn corrupt_source(why: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why)
 }
 
 /// Starts reading an opened entry in the background; the stream of its
@@ -545,7 +541,6 @@ impl Inner {
                     chain: Chain::new(&blocks),
                     index: 0,
                     current: Bytes::new(),
-                    failed: None,
                 }),
                 true,
             ),
