@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use etl_cache_core::{
-    ByteStream, Cache, Codec, Counters, EntryMeta, Error, GetStream, InitFuture,
-    Kind,
-    KeyedMutex, Result, SetOptions, Stats, Value, validate_key,
+    ByteStream, Cache, Codec, Counters, EntryMeta, Error, GetStream, InitFuture, KeyedMutex, Kind,
+    Result, SetOptions, Stats, Value, validate_key,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;

@@ -44,7 +44,11 @@ pub(crate) enum Piece {
     Data(Bytes),
     /// Block `index` of an uncompressed format 2 payload, checked against
     /// its checksum `crc`.
-    Block { index: u64, data: Bytes, crc: u32 },
+    Block {
+        index: u64,
+        data: Bytes,
+        crc: u32,
+    },
     Failed(io::Error),
     /// Every chunk was sent. `None`: the thread checked the payload.
     /// `Some`: the stream checks it against this.
@@ -217,9 +221,7 @@ impl Blocks {
         let start = Pool::skew(&buf, pos);
         let n = fill_at(file, &mut buf[start..start + want], pos).map_err(BlockFail::Io)?;
         if n < want {
-            return Err(BlockFail::Corrupt(
-                "entry is shorter than its size".into(),
-            ));
+            return Err(BlockFail::Corrupt("entry is shorter than its size".into()));
         }
         if last && buf[start + len..start + want] != self.trailer.encode() {
             return Err(BlockFail::Corrupt(
@@ -264,7 +266,10 @@ impl Chain {
     /// out); an error when it does not.
     fn add(&mut self, index: u64, crc: u32) -> Result<bool, String> {
         if index != self.next {
-            return Err(format!("block {index} came where block {} was due", self.next));
+            return Err(format!(
+                "block {index} came where block {} was due",
+                self.next
+            ));
         }
         self.list_crc = chain_block_crc(self.list_crc, crc);
         self.next += 1;
@@ -335,7 +340,8 @@ pub(crate) fn start(
         _ => {
             // One thread: from memory, a compressed format 2 entry, or a
             // format 1 entry.
-            let sum = (o.checked.is_none() && o.framing.layout == Layout::Whole
+            let sum = (o.checked.is_none()
+                && o.framing.layout == Layout::Whole
                 && o.meta.codec == Codec::None)
                 .then(|| CrcChain::new(chunk_size as u64));
             let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);

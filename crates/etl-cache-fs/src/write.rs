@@ -106,7 +106,11 @@ impl NewHeader {
 
 /// Ends a framed payload: the last block's checksum (appended to `out`)
 /// and the trailer, whose encoding [`Inner::seal`] writes.
-pub(crate) fn finish_framer(framer: BlockFramer, logical_len: u64, out: &mut Vec<Bytes>) -> Trailer {
+pub(crate) fn finish_framer(
+    framer: BlockFramer,
+    logical_len: u64,
+    out: &mut Vec<Bytes>,
+) -> Trailer {
     let trailer = framer.finish(logical_len, out);
     // The framer appends the encoded trailer last; `seal` writes it.
     let encoded = out.pop().expect("the framer appends the trailer");
@@ -298,7 +302,12 @@ impl Inner {
         let (stored, totals) = Encoder::encode_all_without_checksum(opts.compression, payload)
             .map_err(self.io(key, &self.layout.tmp, "compress"))?;
         let mut framer = header.framer();
-        let mut framed = Vec::with_capacity(2 * LAYOUT.block_size().map_or(1, |b| b.block_count(totals.stored_len)) as usize + 1);
+        let mut framed = Vec::with_capacity(
+            2 * LAYOUT
+                .block_size()
+                .map_or(1, |b| b.block_count(totals.stored_len)) as usize
+                + 1,
+        );
         framer.push(stored, &mut framed);
         let trailer = finish_framer(framer, totals.logical_len, &mut framed);
         let len = entry_len(header.bytes.len(), trailer.stored_len);

@@ -70,8 +70,15 @@ async fn a_small_text_entry_is_pinned_byte_for_byte() {
     seed.extend_from_slice(&0u64.to_le_bytes());
     seed.extend_from_slice(&block[..24]);
     let block_crc = le32(&block[24..]);
-    assert_eq!(block_crc, crc32c(&seed), "crc 0 binds the block to its header and place");
-    assert_eq!(&trailer[..16], &[24, 0, 0, 0, 0, 0, 0, 0, 24, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        block_crc,
+        crc32c(&seed),
+        "crc 0 binds the block to its header and place"
+    );
+    assert_eq!(
+        &trailer[..16],
+        &[24, 0, 0, 0, 0, 0, 0, 0, 24, 0, 0, 0, 0, 0, 0, 0]
+    );
     assert_eq!(le32(&trailer[16..20]), crc32c(&block_crc.to_le_bytes()));
     assert_eq!(le32(&trailer[20..24]), header_crc);
     assert_eq!(le32(&trailer[24..28]), crc32c(&trailer[..24]));
@@ -123,7 +130,10 @@ async fn a_streamed_entry_is_framed_in_blocks_of_one_mib() {
         let file = Bytes::from(std::fs::read(entry_path(root, "s")).unwrap());
         let d = Header::decode_any(&file).unwrap();
         assert_eq!(d.layout, Layout::DEFAULT_BLOCKS);
-        assert_eq!((d.header.kind, d.header.codec), (Kind::Bytes, compression.codec()));
+        assert_eq!(
+            (d.header.kind, d.header.codec),
+            (Kind::Bytes, compression.codec())
+        );
         let b = BlockSize::DEFAULT;
         let trailer = Trailer::decode(&file[file.len() - TRAILER_LEN..]).unwrap();
         assert_eq!(trailer.stored_len, meta.stored_len);

@@ -196,9 +196,7 @@ fn injected_io_errors_name_the_key_and_keep_the_previous_value() {
             // Mid-stream faults need a stream longer than what the reader
             // threads read ahead: a few blocks of 1 MiB each.
             const MID: usize = 10 << 20;
-            let too_small = current[k]
-                .as_ref()
-                .is_none_or(|v| v.to_bytes().len() < MID);
+            let too_small = current[k].as_ref().is_none_or(|v| v.to_bytes().len() < MID);
             if reading && (current[k].is_none() || (op == "get_stream_mid" && too_small)) {
                 // Something to read first.
                 let v = payload::value(key, i, Kind::Bytes, MID, Style::Random);
@@ -938,7 +936,10 @@ fn files_that_vanish_shrink_or_are_replaced_while_read() {
                     got.len()
                 )
             });
-            assert!(got[..] == cut[..got.len()], "{comp}: wrong bytes before the cut");
+            assert!(
+                got[..] == cut[..got.len()],
+                "{comp}: wrong bytes before the cut"
+            );
             assert_eq!(err.kind(), ErrorKind::InvalidData, "{comp}: {err}");
             let e = etl_cache_core::stream_read_error(&key, err);
             assert!(

@@ -114,7 +114,9 @@ impl Parsed {
                 .span(i, self.trailer.stored_len)
                 .expect("block");
             let start = self.header_len + span.framed.start as usize;
-            out.extend_from_slice(&self.bytes[start..start + (span.stored.end - span.stored.start) as usize]);
+            out.extend_from_slice(
+                &self.bytes[start..start + (span.stored.end - span.stored.start) as usize],
+            );
         }
         out
     }
@@ -205,11 +207,16 @@ fn a_damaged_block_and_what_follows_it_are_never_handed_out() {
                         let data = write(&cache, &key, source, c).await;
                         let p = parse(&path);
                         assert_eq!(p.layout, Layout::DEFAULT_BLOCKS, "{key}: format 2");
-                        let what = format!("{key}, block {k} of {n}, in its crc: {in_crc}, chunks of {chunk}");
+                        let what = format!(
+                            "{key}, block {k} of {n}, in its crc: {in_crc}, chunks of {chunk}"
+                        );
                         flip(&path, p.offset(k, in_crc));
                         let (got, end) = drain(&cache, &key, chunk).await;
                         assert_corrupt(&end, &key, &what);
-                        assert!(got[..] == data[..got.len()], "{what}: wrong bytes handed out");
+                        assert!(
+                            got[..] == data[..got.len()],
+                            "{what}: wrong bytes handed out"
+                        );
                         if c == Compression::NONE {
                             assert_eq!(
                                 got.len(),
@@ -265,7 +272,11 @@ fn the_last_block_waits_for_the_trailer() {
                 assert!(got[..] == data[..got.len()], "{what}: wrong bytes");
                 let n = p.blocks();
                 if c == Compression::NONE {
-                    assert_eq!(got.len(), (n as usize - 1) * B, "{what}: all but the last block");
+                    assert_eq!(
+                        got.len(),
+                        (n as usize - 1) * B,
+                        "{what}: all but the last block"
+                    );
                 } else {
                     let most = decodable(c.codec(), &p.stored_before(n - 1));
                     assert!(got.len() <= most, "{what}: {} > {most}", got.len());
@@ -298,8 +309,7 @@ fn legacy_entry(key: &str, kind: Kind, value: &[u8], c: Compression) -> Vec<u8> 
     };
     let mut out = header.encode();
     let header_crc = u32::from_le_bytes(out[out.len() - 4..].try_into().expect("4 bytes"));
-    let (stored, totals) =
-        Encoder::encode_all(c, Bytes::copy_from_slice(value)).expect("compress");
+    let (stored, totals) = Encoder::encode_all(c, Bytes::copy_from_slice(value)).expect("compress");
     assert_eq!(totals.crc, crc32c(&stored));
     out.extend_from_slice(&stored);
     out.extend_from_slice(
