@@ -200,9 +200,10 @@ impl Blocks {
     }
 
     /// A pool for the reads of [`Blocks::read`]: a block, its checksum and
-    /// a trailer.
+    /// a trailer (no larger than the entry's, for an entry of one block).
     fn pool(&self) -> Pool {
-        Pool::new(self.size.get() as usize + BLOCK_CRC_LEN + TRAILER_LEN)
+        let block = (self.size.get() as usize).min(self.stored_len as usize);
+        Pool::new(block + BLOCK_CRC_LEN + TRAILER_LEN)
     }
 
     /// Reads block `index` and checks it: its stored bytes (a slice of a
