@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use etl_cache_core::codec::Encoder;
-use etl_cache_core::format::{HEADER_FIXED_LEN, TRAILER_LEN};
+use etl_cache_core::format::{HEADER_FIXED_LEN, Layout, TRAILER_LEN};
 use etl_cache_core::{
     Cache, Clock, Codec, Compression, EntryMeta, Error, Kind, ManualClock, SetOptions, Value,
 };
@@ -279,6 +279,16 @@ fn header_len(key: &str) -> u64 {
     (HEADER_FIXED_LEN + key.len() + 4) as u64
 }
 
+/// The size of the entry of format 1 of `size` bytes under `key` once its
+/// stored bytes are framed in blocks (format 2, as DiskCache writes it).
+fn in_blocks(key: &str, size: u64) -> u64 {
+    let stored = size - header_len(key) - TRAILER_LEN as u64;
+    size - stored
+        + Layout::DEFAULT_BLOCKS
+            .framed_len(stored)
+            .expect("a payload in memory frames within u64")
+}
+
 fn stored_len_whole(comp: Comp, bytes: &Bytes) -> u64 {
     Encoder::encode_all(comp.compression(), bytes.clone())
         .expect("encode")
@@ -383,6 +393,11 @@ struct Instance {
     /// Whether sizes of compressed entries are exact (TieredCache promotes
     /// entries at the codec's default level: see RELIABILITY.md).
     exact_sizes: bool,
+    /// Whether the entries whose metadata the backend returns are framed in
+    /// blocks (entry format 2, a 4-byte checksum after each block of 1 MiB:
+    /// DiskCache) rather than whole (format 1: ObjectCache, and so the
+    /// TieredCache, which returns its bottom tier's).
+    blocks: bool,
     /// A TieredCache's middle DiskCache and its `max_bytes`: after each set
     /// it must hold the entry exactly when the entry fits (a tier that
     /// refuses a value is left without the key; the value is then served
@@ -489,6 +504,7 @@ async fn instance(
                     disk_root: Some(root),
                     exact_limits: s.limits,
                     exact_sizes: true,
+                    blocks: true,
                     middle: None,
                     _dir: None,
                 },
@@ -510,6 +526,7 @@ async fn instance(
                     disk_root: None,
                     exact_limits: None,
                     exact_sizes: true,
+                    blocks: false,
                     middle: None,
                     _dir: None,
                 },
@@ -534,6 +551,7 @@ async fn instance(
                     disk_root: None,
                     exact_limits: None,
                     exact_sizes: true,
+                    blocks: false,
                     middle: None,
                     _dir: Some(dir),
                 },
@@ -561,6 +579,7 @@ async fn instance(
                     disk_root: None,
                     exact_limits: None,
                     exact_sizes: false,
+                    blocks: false,
                     middle: Some((middle, s.limits.and_then(|l| l.max_bytes))),
                     _dir: None,
                 },
@@ -718,8 +737,13 @@ fn check_meta(
         "meta logical_len {}, want {logical}",
         meta.logical_len
     );
+    // Sizes are exact but for TieredCache's compressed entries (see
+    // `Instance::exact_sizes`); a TieredCache answers with the metadata of
+    // the tier that held the entry: its DiskCache's (format 2) or its
+    // ObjectCache's (format 1).
     check!(
-        meta.size == e.size || (!exact_size && e.codec != Codec::None),
+        meta.size == e.size
+            || (!exact_size && (e.codec != Codec::None || meta.size == in_blocks(key, e.size))),
         "meta size {}, want {}",
         meta.size,
         e.size
@@ -746,6 +770,17 @@ struct Written {
 impl Run<'_> {
     fn cache(&self) -> &dyn Cache {
         &*self.inst.cache
+    }
+
+    /// Bytes between header and trailer for `stored` stored bytes.
+    fn framed_len(&self, stored: u64) -> u64 {
+        if self.inst.blocks {
+            Layout::DEFAULT_BLOCKS
+                .framed_len(stored)
+                .expect("a payload in memory frames within u64")
+        } else {
+            stored
+        }
     }
 
     /// Checks the answer of a set of `w` and applies it to the model.
@@ -794,10 +829,12 @@ impl Run<'_> {
                 .await
                 .map_err(|e| format!("head on the middle tier: {e}"))?
                 .is_some();
-            let fits = max_bytes.is_none_or(|m| predicted_size <= m);
+            // The middle DiskCache frames the stored bytes in blocks.
+            let disk_size = in_blocks(key, predicted_size);
+            let fits = max_bytes.is_none_or(|m| disk_size <= m);
             check!(
                 held == fits,
-                "the middle DiskCache {} an entry of {predicted_size} bytes (max_bytes {max_bytes:?})",
+                "the middle DiskCache {} an entry of {disk_size} bytes (max_bytes {max_bytes:?})",
                 if held { "holds" } else { "lacks" }
             );
             let counter = if fits { &MIDDLE_HELD } else { &MIDDLE_REFUSED };
@@ -830,7 +867,7 @@ impl Run<'_> {
                 let value = value_of(*kind, payload);
                 let kind = value.kind();
                 let size = header_len(key)
-                    + stored_len_whole(*comp, &value.to_bytes())
+                    + self.framed_len(stored_len_whole(*comp, &value.to_bytes()))
                     + TRAILER_LEN as u64;
                 let mut opts = SetOptions::new().compression(comp.compression());
                 if let Some(ms) = ttl_ms {
@@ -857,7 +894,9 @@ impl Run<'_> {
                 let key = &self.keys[*key];
                 let bytes = stream_bytes(payload);
                 let parts = stream_chunks(&bytes, chunks);
-                let size = header_len(key) + stored_len_chunked(*comp, &parts) + TRAILER_LEN as u64;
+                let size = header_len(key)
+                    + self.framed_len(stored_len_chunked(*comp, &parts))
+                    + TRAILER_LEN as u64;
                 let mut opts = SetOptions::new().compression(comp.compression());
                 if let Some(ms) = ttl_ms {
                     opts = opts.ttl(Duration::from_millis(*ms));
