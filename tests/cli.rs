@@ -426,7 +426,7 @@ fn verify_reports_and_removes_corrupt_entries() {
     corrupt(&root, "bad1");
     let report = run(&root, &["verify"]).expect(2).out();
     assert!(
-        report.contains("corrupt  bad1: payload checksum mismatch (removed)"),
+        report.contains("corrupt  bad1: block 0 does not match its checksum (removed)"),
         "{report}"
     );
     assert!(report.contains("4 ok, 1 corrupt and removed"), "{report}");

@@ -53,10 +53,13 @@ pub const TRAILER_MAGIC: [u8; 4] = *b"CLTE";
 pub const FORMAT_V1: u8 = 1;
 /// Format 2: a checksum after each block of the payload ([`Layout::Blocks`]).
 pub const FORMAT_V2: u8 = 2;
-/// The format version [`Header::encode`] writes. Bump when an older reader
-/// could misread newer entries. Format 2 is written through
-/// [`Header::encode_as`] by the backends that frame their payloads in blocks.
-pub const FORMAT_VERSION: u8 = FORMAT_V1;
+/// The format version the backends write: that of [`WRITTEN_LAYOUT`]. Bump
+/// when an older reader could misread newer entries. ([`Header::encode`]
+/// writes format 1, which every reader still reads.)
+pub const FORMAT_VERSION: u8 = WRITTEN_LAYOUT.version();
+/// How the backends lay out the entries they write: format 2, blocks of
+/// 1 MiB.
+pub const WRITTEN_LAYOUT: Layout = Layout::DEFAULT_BLOCKS;
 /// Bytes before the key in the header.
 pub const HEADER_FIXED_LEN: usize = 26;
 /// The largest header: fixed part, longest key, checksum.

@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use etl_cache_core::codec::Encoder;
 use etl_cache_core::{
-    ByteStream, Cache, Codec, Compression, Counters, EntryMeta, Error, GetStream, InitFuture,
-    KeyedMutex, Result, SetOptions, Stats, Value, validate_key,
+    ByteStream, Cache, Codec, Counters, EntryMeta, Error, GetStream, InitFuture, KeyedMutex, Kind,
+    Result, SetOptions, Stats, Value, validate_key,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -524,30 +523,35 @@ impl Cache for DiskCache {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let inner = self.inner.clone();
         let owned = key.to_owned();
+        let header = inner.header(key, Kind::Bytes, &opts)?;
+        // An uncompressed stream is framed here, as its chunks pass: the
+        // block checksums (crc32c, about 30 µs per MiB) then run beside the
+        // writer's system calls instead of before them, which is what keeps
+        // a stream near the speed of a plain file write. Compression, much
+        // dearer, stays on the writer thread, which frames what it makes.
+        let mut framer = match opts.compression.codec() {
+            Codec::None => Some(header.framer()),
+            _ => None,
+        };
         // Dropping this future before the entry is published cancels it,
         // even once the whole stream was handed to the writer.
         let (cancel, _armed) = Cancel::new();
-        let writer =
-            tokio::task::spawn_blocking(move || inner.write_stream(&owned, rx, opts, &cancel));
-        // An uncompressed stream is checksummed here, as its chunks pass: the
-        // checksum (crc32c, about 30 µs per MiB) then runs beside the
-        // writer's system calls instead of before them, which is what keeps
-        // a stream near the speed of a plain file write. Compression, much
-        // dearer, stays on the writer thread.
-        let mut sum = match opts.compression.codec() {
-            Codec::None => Some(Encoder::new(Compression::NONE).expect("no codec to set up")),
-            _ => None,
-        };
-        let fed: Result<()> = loop {
+        let writer = tokio::task::spawn_blocking(move || {
+            inner.write_stream(&owned, header, rx, opts, &cancel)
+        });
+        let mut framed = Vec::with_capacity(4);
+        let fed: Result<()> = 'feed: loop {
             match stream.next().await {
                 Some(Ok(chunk)) if chunk.is_empty() => {}
                 Some(Ok(chunk)) => {
-                    let chunk = match &mut sum {
-                        Some(sum) => sum.encode(chunk).expect("no codec: nothing to fail"),
-                        None => chunk,
-                    };
-                    if tx.send(Msg::Data(chunk)).await.is_err() {
-                        break Ok(()); // the writer stopped; its error says why
+                    match &mut framer {
+                        Some(framer) => framer.push(chunk, &mut framed),
+                        None => framed.push(chunk),
+                    }
+                    for piece in framed.drain(..) {
+                        if tx.send(Msg::Data(piece)).await.is_err() {
+                            break 'feed Ok(()); // the writer stopped; its error says why
+                        }
                     }
                 }
                 Some(Err(source)) => {
@@ -557,11 +561,16 @@ impl Cache for DiskCache {
                     });
                 }
                 None => {
-                    let totals = sum.take().map(|sum| {
-                        let (_, totals) = sum.finish().expect("no codec: nothing to fail");
-                        totals
+                    let trailer = framer.take().map(|framer| {
+                        let logical_len = framer.stored_len();
+                        crate::write::finish_framer(framer, logical_len, &mut framed)
                     });
-                    let _ = tx.send(Msg::End(totals)).await;
+                    for piece in framed.drain(..) {
+                        if tx.send(Msg::Data(piece)).await.is_err() {
+                            break 'feed Ok(());
+                        }
+                    }
+                    let _ = tx.send(Msg::End(trailer)).await;
                     break Ok(());
                 }
             }

@@ -4,9 +4,21 @@
 //!   named temp file and renamed into place: a reader sees the old value, the
 //!   new one, or none, even if a writer is killed. With `durable(true)` the file
 //!   and its directory are fsynced, so entries survive power loss too.
-//! - **Checked.** Every entry carries crc32c checksums of its header, payload
-//!   and trailer. A corrupt entry is reported as [`etl_cache_core::Error::Corrupt`]
-//!   and removed; wrong bytes are never returned.
+//! - **Checked, before any byte goes out.** Entries are written in entry
+//!   format 2 (`crates/etl-cache-core/FORMAT.md`): a header, the payload in
+//!   blocks of 1 MiB each followed by its crc32c (bound to the entry and the
+//!   block's place), and a trailer. A whole read checks every block before
+//!   it decodes; a stream checks each block before it hands out any of its
+//!   bytes, and the last block only once the list of block checksums matched
+//!   the trailer. A corrupt entry is reported as
+//!   [`etl_cache_core::Error::Corrupt`] (a stream ends with an `InvalidData`
+//!   error carrying it, after the checked blocks before the damage) and
+//!   removed; wrong bytes are never returned.
+//! - **Reads entries of format 1** (written by earlier versions: one checksum
+//!   over the whole payload). A whole read checks it as before. A stream of
+//!   one larger than 64 KiB reads its payload through and checks it first,
+//!   then streams it: such entries are read twice (a smaller one is read
+//!   whole once). Rewriting the key writes it in format 2.
 //! - **LRU by count and bytes**, amortized (no directory scan per set), with
 //!   limits that hold across processes sharing the root.
 //! - **Cross-process locks** per key through the OS, with a timeout; the
@@ -14,10 +26,11 @@
 //! - **Safe names.** File names are the SHA-256 of the key: no key reaches
 //!   outside the root. Symbolic links inside the root are never followed.
 //! - **Streams off the runtime.** `set_stream` and `get_stream` do their file
-//!   I/O on blocking-pool threads and hold a few chunks at a time. An
-//!   uncompressed entry of 4 MiB or more is read by two threads at once
-//!   (each reads and checksums every other chunk) where the machine has two
-//!   cores or more; dropping the stream stops them and closes the file.
+//!   I/O on blocking-pool threads and hold a few chunks (reading: a few
+//!   blocks) at a time. An uncompressed entry of 4 MiB or more is read by two
+//!   threads at once (each reads and checks every other block) where the
+//!   machine has two cores or more; the caller's chunks are cut from checked
+//!   blocks. Dropping the stream stops them and closes the file.
 //!
 //! You probably want the `etl-cache` facade crate, which re-exports this one.
 //!

@@ -6,10 +6,11 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
+use etl_cache_core::blocks::verify_payload_in_place;
 use etl_cache_core::codec::PayloadReader;
 use etl_cache_core::format::{
-    FormatError, HEADER_FIXED_LEN, Header, MAX_HEADER_LEN, TRAILER_LEN, Trailer,
+    FormatError, HEADER_FIXED_LEN, Header, Layout, MAX_HEADER_LEN, TRAILER_LEN, Trailer,
 };
 use etl_cache_core::{Codec, Counters, EntryMeta, Error, Result, Value};
 
@@ -24,18 +25,32 @@ use crate::usage::{UsageError, Wait};
 /// Entries up to this size are read with one `read` call.
 const SMALL_ENTRY: u64 = 64 * 1024;
 
+/// How an entry's payload is framed and checked: what its header and
+/// trailer say.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Framing {
+    /// The header's checksum, which the trailer and every block repeat.
+    pub header_crc: u32,
+    /// Format 1 (one checksum, in the trailer) or 2 (a checksum per block).
+    pub layout: Layout,
+    /// The trailer, as read when the entry was opened.
+    pub trailer: Trailer,
+}
+
 /// An entry file opened and checked (header, trailer, sizes, key).
 pub(crate) struct Opened {
     pub file: File,
     pub meta: EntryMeta,
-    /// crc32c of the stored payload, from the trailer.
-    pub checksum: u32,
+    pub framing: Framing,
     pub header_len: u64,
     /// The file's identity, when it was stat'ed (see [`Opened::id`]).
     pub known_id: Option<(u64, u64)>,
     pub mtime: Option<SystemTime>,
     /// The whole file, when it was small enough to read at once.
     pub whole: Option<Vec<u8>>,
+    /// The stored bytes, checked, when the whole file was read and checked
+    /// before a stream of it started (see [`Inner::open_stream`]).
+    pub checked: Option<Bytes>,
 }
 
 impl Opened {
@@ -237,7 +252,7 @@ impl Inner {
         } else {
             None
         };
-        let (meta, checksum, header_len, whole) =
+        let (meta, framing, header_len, whole) =
             match self.parse_entry(key, hash, &file, len, whole) {
                 Ok(parsed) => parsed,
                 Err(e) => return Err((e, file)),
@@ -245,11 +260,12 @@ impl Inner {
         Ok(Opened {
             file,
             meta,
-            checksum,
+            framing,
             header_len,
             known_id: None,
             mtime: None,
             whole,
+            checked: None,
         })
     }
 
@@ -274,14 +290,15 @@ impl Inner {
         // A failed check is left to the general path, which stats the file
         // and decides (and removes a corrupt one).
         match self.parse_entry(key, hash, &file, w.len() as u64, Some(w)) {
-            Ok((meta, checksum, header_len, whole)) => Ok(Opened {
+            Ok((meta, framing, header_len, whole)) => Ok(Opened {
                 file,
                 meta,
-                checksum,
+                framing,
                 header_len,
                 known_id: None,
                 mtime: None,
                 whole,
+                checked: None,
             }),
             Err(_) => Err(file),
         }
@@ -295,8 +312,9 @@ impl Inner {
         }
     }
 
-    /// Checks the framing of an entry of `len` bytes, from `whole` when it
-    /// was read whole, else by reading its header and trailer.
+    /// Checks the framing of an entry of `len` bytes (either format), from
+    /// `whole` when it was read whole, else by reading its header and
+    /// trailer.
     #[allow(clippy::type_complexity)]
     fn parse_entry(
         &self,
@@ -305,7 +323,7 @@ impl Inner {
         file: &File,
         len: u64,
         whole: Option<Vec<u8>>,
-    ) -> std::result::Result<(EntryMeta, u32, u64, Option<Vec<u8>>), CheckError> {
+    ) -> std::result::Result<(EntryMeta, Framing, u64, Option<Vec<u8>>), CheckError> {
         let head_buf;
         let head: &[u8] = match &whole {
             Some(w) => w,
@@ -317,15 +335,14 @@ impl Inner {
                 &head_buf
             }
         };
-        let (header, header_len, header_crc) =
-            Header::decode(head).map_err(|e| CheckError::Corrupt(invalid(e)))?;
+        let decoded = Header::decode_any(head).map_err(|e| CheckError::Corrupt(invalid(e)))?;
         match key {
-            Some(k) if header.key != k => {
+            Some(k) if decoded.header.key != k => {
                 return Err(CheckError::Corrupt(
                     "the entry file holds another key".into(),
                 ));
             }
-            None if crate::layout::key_hash(&header.key) != hash => {
+            None if crate::layout::key_hash(&decoded.header.key) != hash => {
                 return Err(CheckError::Corrupt(
                     "the entry file name does not match its key".into(),
                 ));
@@ -339,9 +356,17 @@ impl Inner {
                 .map_err(CheckError::read)?,
         }
         let trailer = Trailer::decode(&tbuf).map_err(|e| CheckError::Corrupt(invalid(e)))?;
-        let meta = EntryMeta::from_parts(header, header_len, header_crc, trailer, len)
+        let framing = Framing {
+            header_crc: decoded.crc,
+            layout: decoded.layout,
+            trailer,
+        };
+        let header_len = decoded.len as u64;
+        // Checks that the trailer belongs to the header and that the file's
+        // size is what they say (in format 2, with a checksum per block).
+        let meta = EntryMeta::from_decoded_parts(decoded, trailer, len)
             .map_err(|e| CheckError::Corrupt(invalid(e)))?;
-        Ok((meta, trailer.payload_crc, header_len as u64, whole))
+        Ok((meta, framing, header_len, whole))
     }
 
     /// Removes whatever stands at `path` that is not an entry (a symlink, a
@@ -429,13 +454,11 @@ impl Inner {
         match self.parse_entry(key, hash, &file, len, Some(buf)) {
             Err(CheckError::Corrupt(_)) => true,
             Err(CheckError::Io(_)) => false,
-            Ok((meta, checksum, header_len, whole)) => match why {
+            Ok((meta, framing, header_len, whole)) => match why {
                 Bad::Expired => meta.is_expired(self.config.clock.now()),
                 Bad::Corrupt => {
-                    let whole = Bytes::from(whole.expect("read whole"));
-                    let start = header_len as usize;
-                    let stored = whole.slice(start..start + meta.stored_len as usize);
-                    self.decode_payload(&meta, checksum, stored).is_err()
+                    let payload = after_header(whole.expect("read whole"), header_len);
+                    self.decode_payload(&meta, &framing, payload).is_err()
                 }
             },
         }
@@ -588,9 +611,10 @@ impl Inner {
         Err(self.corrupt(key, CHANGING))
     }
 
-    /// Looks up an entry to stream. A small one is read whole and its stored
-    /// bytes checked before the stream starts, so a file recycled under the
-    /// read (see `spare`) is looked at again rather than half sent.
+    /// Looks up an entry to stream. A small one is read whole and checked
+    /// (every block, or a format 1 entry's one checksum) before the stream
+    /// starts, so a file recycled under the read (see `spare`) is looked at
+    /// again rather than half sent, and no byte is handed out unchecked.
     pub(crate) fn open_stream(
         &self,
         key: &str,
@@ -598,21 +622,24 @@ impl Inner {
         wait: Wait,
     ) -> Result<Option<Box<Opened>>> {
         for _ in 0..LOOKS {
-            let Some(o) = self.lookup(key, hash, true, true, wait)? else {
+            let Some(mut o) = self.lookup(key, hash, true, true, wait)? else {
                 return Ok(None);
             };
-            let Some(w) = &o.whole else {
+            let Some(w) = o.whole.take() else {
                 return Ok(Some(o));
             };
-            let start = o.header_len as usize;
-            if crc32c_of(&w[start..start + o.meta.stored_len as usize]) == o.checksum {
-                return Ok(Some(o));
-            }
+            let reason = match check_payload(&o.framing, after_header(w, o.header_len)) {
+                Ok(stored) => {
+                    o.checked = Some(stored);
+                    return Ok(Some(o));
+                }
+                Err(reason) => reason,
+            };
             match self.remove_if_bad(Some(key), hash, o.id(), Bad::Corrupt, wait) {
                 Removal::Changed => continue,
                 Removal::Busy => return Err(self.busy(key)),
                 Removal::Removed | Removal::Failed => {
-                    return Err(self.corrupt(key, "payload checksum mismatch"));
+                    return Err(self.corrupt(key, reason));
                 }
             }
         }
@@ -636,21 +663,20 @@ impl Inner {
         wait: Wait,
     ) -> Result<Option<(EntryMeta, Value)>> {
         let path = self.layout.entry_path(hash);
-        let stored_len = o.meta.stored_len as usize;
-        let start = o.header_len as usize;
-        let stored: Bytes = match o.whole.take() {
-            Some(w) => Bytes::from(w).slice(start..start + stored_len),
+        let payload: BytesMut = match o.whole.take() {
+            Some(w) => after_header(w, o.header_len),
             None => {
-                let mut buf = vec![0u8; stored_len];
-                sys::read_exact_at(&o.file, &mut buf, o.header_len).map_err(self.io(
-                    key,
-                    &path,
-                    "read the entry",
-                ))?;
-                Bytes::from(buf)
+                // The payload and the trailer, checked together.
+                let mut buf = BytesMut::zeroed((o.meta.size - o.header_len) as usize);
+                match sys::read_exact_at(&o.file, &mut buf, o.header_len) {
+                    Ok(()) => buf,
+                    // Shorter than when it was opened: the checks fail.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => BytesMut::new(),
+                    Err(e) => return Err(self.io(key, &path, "read the entry")(e)),
+                }
             }
         };
-        match self.decode_payload(&o.meta, o.checksum, stored) {
+        match self.decode_payload(&o.meta, &o.framing, payload) {
             Ok(v) => Ok(Some((o.meta, v))),
             Err(reason) => match self.remove_if_bad(Some(key), hash, o.id(), Bad::Corrupt, wait) {
                 Removal::Changed => Ok(None),
@@ -660,16 +686,15 @@ impl Inner {
         }
     }
 
-    /// Checks a stored payload against its checksum and decodes it.
+    /// Checks a payload (`payload`: the bytes after the header, trailer
+    /// included) and decodes it.
     fn decode_payload(
         &self,
         meta: &EntryMeta,
-        checksum: u32,
-        stored: Bytes,
+        framing: &Framing,
+        payload: BytesMut,
     ) -> std::result::Result<Value, String> {
-        if crc32c_of(&stored) != checksum {
-            return Err("payload checksum mismatch".into());
-        }
+        let stored = check_payload(framing, payload)?;
         let logical = if meta.codec == Codec::None {
             stored
         } else {
@@ -735,8 +760,31 @@ impl Inner {
     }
 }
 
-fn crc32c_of(b: &[u8]) -> u32 {
-    etl_cache_core::codec::crc32c(b)
+/// The bytes after the header of an entry read whole, without a copy.
+fn after_header(whole: Vec<u8>, header_len: u64) -> BytesMut {
+    // `Vec` to `BytesMut` through `Bytes`, which takes the vector over.
+    let mut payload = Bytes::from(whole)
+        .try_into_mut()
+        .unwrap_or_else(|b| BytesMut::from(&b[..]));
+    payload.advance(header_len as usize);
+    payload
+}
+
+/// Checks a payload read whole (`payload`: the bytes after the header,
+/// trailer included) of either format, and returns its stored bytes: every
+/// block against its checksum and the trailer (format 2), or the one
+/// checksum (format 1). The trailer must be the one read when the entry was
+/// opened.
+pub(crate) fn check_payload(
+    framing: &Framing,
+    payload: BytesMut,
+) -> std::result::Result<Bytes, String> {
+    let (stored, trailer) = verify_payload_in_place(framing.layout, framing.header_crc, payload)
+        .map_err(|e| e.to_string())?;
+    if trailer != framing.trailer {
+        return Err("the trailer changed while the entry was read".into());
+    }
+    Ok(stored)
 }
 
 /// Why [`Inner::remove_entry`] could not remove an entry.

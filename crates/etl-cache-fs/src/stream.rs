@@ -1,20 +1,31 @@
-//! Streamed reads. A blocking thread reads the entry into a few reused
-//! buffers and hands the chunks over a channel; an uncompressed entry's
-//! checksum is computed as its chunks reach the caller, beside the reads
-//! rather than between them, as `set_stream` does on the way in.
+//! Streamed reads: no byte is handed out before it was checked.
 //!
-//! A large uncompressed entry is read by two threads instead, each reading
-//! every other chunk and checksumming it while it is still in cache; the
-//! stream takes the chunks from them in turn and chains the checksums
-//! ([`CrcChain`]). One thread copying from the page cache while another
-//! checksums what it copied leaves the reads at about 0.8 of a plain copy
-//! on two cores; two threads doing both bring them level with it.
+//! - A small entry was read whole and checked when it was opened
+//!   (`Inner::open_stream`); it is sent from memory.
+//! - A format 2 entry is read a block at a time, each block checked against
+//!   its checksum before any of its bytes leaves the reading thread; the
+//!   stream chains the block checksums in order and checks them against the
+//!   trailer before it hands out the last block. An uncompressed one is read
+//!   by two threads where it is large and the machine has two cores or more
+//!   (each reads and checks every other block while it is still in its
+//!   core's cache), and the stream cuts the caller's chunks from the checked
+//!   blocks. A compressed one is read by one thread, which decompresses
+//!   checked blocks only.
+//! - A format 1 entry (written by an older version) has one checksum, at its
+//!   end: its payload is read through and checked first, then streamed (and
+//!   checked again on the way). Such entries are read twice.
+//!
+//! Memory stays at about a block per reading thread plus the blocks in the
+//! channels, whatever the entry's size.
 
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use bytes::Bytes;
-use etl_cache_core::codec::{CrcChain, PayloadReader, crc32c};
+use bytes::{Bytes, BytesMut};
+use etl_cache_core::blocks::{BLOCK_CRC_LEN, BlockSize, chain_block_crc, verify_block};
+use etl_cache_core::codec::{CrcChain, PayloadReader};
+use etl_cache_core::format::{Layout, TRAILER_LEN, Trailer};
 use etl_cache_core::{ByteStream, Codec, Error};
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -25,19 +36,27 @@ use crate::read::{Bad, Opened};
 use crate::sys;
 use crate::usage::Wait;
 
-/// What the reading thread sends to the stream.
+/// What a reading thread sends to the stream.
 pub(crate) enum Piece {
+    /// Logical bytes, in chunks of the caller's size: checked, but for a
+    /// format 1 payload streamed with `End(Some(..))`, whose check the
+    /// stream finishes (after the first pass checked it already).
     Data(Bytes),
-    /// A chunk and its crc32c, from one of the threads of a split read.
-    Summed(Bytes, u32),
+    /// Block `index` of an uncompressed format 2 payload, checked against
+    /// its checksum `crc`.
+    Block {
+        index: u64,
+        data: Bytes,
+        crc: u32,
+    },
     Failed(io::Error),
-    /// Every chunk was sent. `None`: the thread checked the payload (a
-    /// compressed one, or one read whole and checked before the stream
-    /// started). `Some`: the stream checks it against this.
+    /// Every chunk was sent. `None`: the thread checked the payload.
+    /// `Some`: the stream checks it against this.
     End(Option<Check>),
 }
 
-/// What an uncompressed payload streamed from its file must add up to.
+/// What an uncompressed format 1 payload streamed from its file must add up
+/// to.
 #[derive(Clone, Copy)]
 pub(crate) struct Check {
     crc: u32,
@@ -65,14 +84,15 @@ struct Pool {
 const POOL_KEEP: usize = 2 * CHANNEL_CHUNKS + 2;
 
 impl Pool {
-    fn new(chunk_size: usize) -> Self {
+    /// A pool of buffers for reads of up to `len` bytes.
+    fn new(len: usize) -> Self {
         Pool {
             free: Arc::new(Mutex::new(Vec::new())),
-            size: chunk_size.saturating_add(SKEW),
+            size: len.saturating_add(SKEW),
         }
     }
 
-    /// A buffer of `SKEW + chunk` bytes. A reused one keeps the bytes of its
+    /// A buffer of `SKEW + len` bytes. A reused one keeps the bytes of its
     /// last chunk: only a new one is zeroed, once, before its first read.
     fn take(&self) -> Vec<u8> {
         let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
@@ -122,14 +142,6 @@ impl Drop for Pooled {
     }
 }
 
-/// Whether the stream of an opened entry checks its checksum as the chunks
-/// pass (`Piece::End(Some(..))`): an uncompressed entry read from its file.
-/// A compressed one is checked by the reading thread, which decodes it; a
-/// small one was read whole and checked when it was opened.
-pub(crate) fn checked_by_stream(o: &Opened) -> bool {
-    o.meta.codec == Codec::None && o.whole.is_none()
-}
-
 /// Entries shorter than this are read by one thread: a second one would
 /// cost more to start than it saves.
 const SPLIT_MIN: u64 = 4 << 20;
@@ -137,31 +149,182 @@ const SPLIT_MIN: u64 = 4 << 20;
 /// The threads of a split read.
 const READERS: usize = 2;
 
+/// Blocks in flight in each channel between a reading thread and the
+/// stream.
+const CHANNEL_BLOCKS: usize = 2;
+
 /// Whether a split read can run in parallel here.
 fn several_cores() -> bool {
     static SEVERAL: OnceLock<bool> = OnceLock::new();
     *SEVERAL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() >= READERS))
 }
 
-/// Whether an opened entry is read by [`READERS`] threads: an uncompressed
-/// one read from its file, long enough, and of a few chunks at least.
-fn split(o: &Opened, chunk_size: usize) -> bool {
-    sys::POSITIONAL_READS
-        && checked_by_stream(o)
-        && o.meta.stored_len >= SPLIT_MIN
-        && o.meta.stored_len / chunk_size as u64 >= 2 * READERS as u64
-        && several_cores()
+/// The blocks of a format 2 entry read from its file, by their position.
+#[derive(Clone, Copy)]
+struct Blocks {
+    /// Where the payload starts in the file.
+    base: u64,
+    size: BlockSize,
+    stored_len: u64,
+    header_crc: u32,
+    /// The trailer read when the entry was opened.
+    trailer: Trailer,
+    /// The file's identity, for the removal of a corrupt entry.
+    id: (u64, u64),
 }
 
-/// What each thread of a split read needs to know.
-#[derive(Clone, Copy)]
-struct Part {
-    /// Where the payload starts in the file, and its length.
-    base: u64,
-    len: u64,
-    chunk_size: usize,
-    crc: u32,
-    known_id: Option<(u64, u64)>,
+/// Why a block could not be handed out.
+enum BlockFail {
+    Io(io::Error),
+    Corrupt(String),
+}
+
+impl Blocks {
+    /// The blocks of an opened entry, when it is format 2 read from its file.
+    fn of(o: &Opened) -> Option<Blocks> {
+        match o.framing.layout {
+            Layout::Blocks(size) if o.checked.is_none() => Some(Blocks {
+                base: o.header_len,
+                size,
+                stored_len: o.meta.stored_len,
+                header_crc: o.framing.header_crc,
+                trailer: o.framing.trailer,
+                id: o.id(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.size.block_count(self.stored_len)
+    }
+
+    /// A pool for the reads of [`Blocks::read`]: a block, its checksum and
+    /// a trailer (no larger than the entry's, for an entry of one block).
+    fn pool(&self) -> Pool {
+        let block = (self.size.get() as usize).min(self.stored_len as usize);
+        Pool::new(block + BLOCK_CRC_LEN + TRAILER_LEN)
+    }
+
+    /// Reads block `index` and checks it: its stored bytes (a slice of a
+    /// pooled buffer) and its checksum. The last block is read with the
+    /// trailer after it, which must still be the one read at the opening.
+    fn read(&self, file: &File, pool: &Pool, index: u64) -> Result<(Bytes, u32), BlockFail> {
+        let span = self
+            .size
+            .span(index, self.stored_len)
+            .expect("an index below the count");
+        let last = index + 1 == self.count();
+        let len = (span.framed.end - span.framed.start) as usize;
+        let want = len + if last { TRAILER_LEN } else { 0 };
+        let pos = self.base + span.framed.start;
+        let mut buf = pool.take();
+        let start = Pool::skew(&buf, pos);
+        let n = fill_at(file, &mut buf[start..start + want], pos).map_err(BlockFail::Io)?;
+        if n < want {
+            return Err(BlockFail::Corrupt("entry is shorter than its size".into()));
+        }
+        if last && buf[start + len..start + want] != self.trailer.encode() {
+            return Err(BlockFail::Corrupt(
+                "the trailer changed while the entry was read".into(),
+            ));
+        }
+        let crc = u32::from_le_bytes(
+            buf[start + len - BLOCK_CRC_LEN..start + len]
+                .try_into()
+                .expect("4 bytes"),
+        );
+        let framed = pool.chunk(buf, start..start + len);
+        let data = verify_block(self.size, self.header_crc, index, framed)
+            .map_err(|e| BlockFail::Corrupt(e.to_string()))?;
+        Ok((data, crc))
+    }
+}
+
+/// The checksums of a format 2 payload's blocks, chained in order, and what
+/// the trailer says they add up to.
+struct Chain {
+    next: u64,
+    count: u64,
+    list_crc: u32,
+    want: u32,
+    id: (u64, u64),
+}
+
+impl Chain {
+    fn new(b: &Blocks) -> Chain {
+        Chain {
+            next: 0,
+            count: b.count(),
+            list_crc: 0,
+            want: b.trailer.payload_crc,
+            id: b.id,
+        }
+    }
+
+    /// Adds block `index`'s checksum. `Ok(true)` after the last block when
+    /// the list matches the trailer (the last block may then be handed
+    /// out); an error when it does not.
+    fn add(&mut self, index: u64, crc: u32) -> Result<bool, String> {
+        if index != self.next {
+            return Err(format!(
+                "block {index} came where block {} was due",
+                self.next
+            ));
+        }
+        self.list_crc = chain_block_crc(self.list_crc, crc);
+        self.next += 1;
+        if self.next < self.count {
+            return Ok(false);
+        }
+        if self.list_crc != self.want {
+            return Err("the list of block checksums does not match the trailer's".into());
+        }
+        Ok(true)
+    }
+}
+
+/// The stored bytes of a format 2 payload read from its file, block by
+/// block, each checked before its bytes are read out, and the last only
+/// once the list of block checksums matched the trailer: a decompressor fed
+/// from it never sees a byte that was not checked.
+struct CheckedBlocks<'f> {
+    file: &'f File,
+    blocks: Blocks,
+    pool: Pool,
+    chain: Chain,
+    index: u64,
+    current: Bytes,
+}
+
+impl Read for CheckedBlocks<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            if self.index == self.blocks.count() {
+                return Ok(0);
+            }
+            let (data, crc) = match self.blocks.read(self.file, &self.pool, self.index) {
+                Ok(read) => read,
+                Err(BlockFail::Io(e)) => return Err(e),
+                Err(BlockFail::Corrupt(why)) => return Err(corrupt_source(why)),
+            };
+            if let Err(why) = self.chain.add(self.index, crc) {
+                return Err(corrupt_source(why));
+            }
+            self.index += 1;
+            self.current = data;
+        }
+        let n = out.len().min(self.current.len());
+        out[..n].copy_from_slice(&self.current[..n]);
+        bytes::Buf::advance(&mut self.current, n);
+        Ok(n)
+    }
+}
+
+/// The error of a [`CheckedBlocks`] whose payload failed a check: the only
+/// `InvalidData` it returns (the file system's errors have other kinds).
+fn corrupt_source(why: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why)
 }
 
 /// Starts reading an opened entry in the background; the stream of its
@@ -173,37 +336,43 @@ pub(crate) fn start(
     o: Opened,
     chunk_size: usize,
 ) -> ByteStream {
-    if !split(&o, chunk_size) {
-        let sum = checked_by_stream(&o).then(|| CrcChain::new(chunk_size as u64));
-        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-        let (reader, k, h) = (inner.clone(), key.clone(), hash.clone());
-        tokio::task::spawn_blocking(move || reader.stream_entry(&k, &h, o, chunk_size, tx));
-        return receive(inner, key, hash, vec![rx], sum);
-    }
-    tracing::trace!(key = %key, len = o.meta.stored_len, "streaming with {READERS} readers");
-    let part = Part {
-        base: o.header_len,
-        len: o.meta.stored_len,
-        chunk_size,
-        crc: o.checksum,
-        known_id: o.known_id,
+    let blocks = match Blocks::of(&o) {
+        Some(b) if o.meta.codec == Codec::None => b,
+        _ => {
+            // One thread: from memory, a compressed format 2 entry, or a
+            // format 1 entry.
+            let sum = (o.checked.is_none()
+                && o.framing.layout == Layout::Whole
+                && o.meta.codec == Codec::None)
+                .then(|| CrcChain::new(chunk_size as u64));
+            let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+            let (reader, k, h) = (inner.clone(), key.clone(), hash.clone());
+            tokio::task::spawn_blocking(move || reader.stream_entry(&k, &h, o, chunk_size, tx));
+            return receive(inner, key, hash, vec![rx], sum, None, chunk_size);
+        }
     };
+    let readers = if sys::POSITIONAL_READS
+        && blocks.stored_len >= SPLIT_MIN
+        && blocks.count() >= 2 * READERS as u64
+        && several_cores()
+    {
+        tracing::trace!(key = %key, len = blocks.stored_len, "streaming with {READERS} readers");
+        READERS
+    } else {
+        1
+    };
+    let chain = Chain::new(&blocks);
     let file = Arc::new(o.file);
-    let mut rxs = Vec::with_capacity(READERS);
-    for nth in 0..READERS {
-        // The chunks in flight stay as many as with one reader.
-        let (tx, rx) = mpsc::channel((CHANNEL_CHUNKS / READERS).max(1));
-        let (reader, file) = (inner.clone(), file.clone());
-        tokio::task::spawn_blocking(move || reader.stream_part(&file, part, nth, tx));
+    let mut rxs = Vec::with_capacity(readers);
+    for nth in 0..readers {
+        let (tx, rx) = mpsc::channel(CHANNEL_BLOCKS);
+        let (reader, file, k, h) = (inner.clone(), file.clone(), key.clone(), hash.clone());
+        tokio::task::spawn_blocking(move || {
+            reader.stream_blocks(&k, &h, &file, blocks, nth, readers, tx)
+        });
         rxs.push(rx);
     }
-    receive(
-        inner,
-        key,
-        hash,
-        rxs,
-        Some(CrcChain::new(chunk_size as u64)),
-    )
+    receive(inner, key, hash, rxs, None, Some(chain), chunk_size)
 }
 
 impl Inner {
@@ -212,6 +381,43 @@ impl Inner {
     fn corrupt_removed(&self, key: &str, hash: &str, id: (u64, u64), why: String) -> io::Error {
         self.remove_if_bad(Some(key), hash, id, Bad::Corrupt, Wait::Timeout);
         io::Error::new(io::ErrorKind::InvalidData, self.corrupt(key, why))
+    }
+
+    /// One of `readers` threads reading an uncompressed format 2 payload:
+    /// sends blocks `nth`, `nth + readers`, ..., each once checked. Stops at
+    /// the first block that fails (sending why), or when the stream is
+    /// dropped.
+    #[allow(clippy::too_many_arguments)] // the thread's share of the read, named at its one call
+    fn stream_blocks(
+        &self,
+        key: &str,
+        hash: &str,
+        file: &File,
+        blocks: Blocks,
+        nth: usize,
+        readers: usize,
+        tx: mpsc::Sender<Piece>,
+    ) {
+        let pool = blocks.pool();
+        let mut index = nth as u64;
+        while index < blocks.count() {
+            let read = self
+                .fault(Point::Read)
+                .map_err(BlockFail::Io)
+                .and_then(|()| blocks.read(file, &pool, index));
+            let piece = match read {
+                Ok((data, crc)) => Piece::Block { index, data, crc },
+                Err(BlockFail::Io(e)) => Piece::Failed(e),
+                Err(BlockFail::Corrupt(why)) => {
+                    Piece::Failed(self.corrupt_removed(key, hash, blocks.id, why))
+                }
+            };
+            let failed = matches!(piece, Piece::Failed(_));
+            if tx.blocking_send(piece).is_err() || failed {
+                return;
+            }
+            index += readers as u64;
+        }
     }
 
     /// Sends the logical bytes of an opened entry to `tx` in chunks of
@@ -234,61 +440,28 @@ impl Inner {
         let _ = tx.blocking_send(last);
     }
 
-    /// One thread of a split read: sends chunks `nth`, `nth + READERS`, ...
-    /// of the payload with their checksums, then `Piece::End`.
-    fn stream_part(&self, file: &std::fs::File, part: Part, nth: usize, tx: mpsc::Sender<Piece>) {
-        let last = match self.send_part(file, part, nth, &tx) {
-            Ok(true) => Piece::End(Some(Check {
-                crc: part.crc,
-                stored_len: part.len,
-                id: part.known_id.unwrap_or_else(|| {
-                    file.metadata()
-                        .map(|m| sys::file_id(&m))
-                        .unwrap_or_default()
-                }),
-            })),
-            Ok(false) => return, // the stream was dropped
-            Err(e) => Piece::Failed(e),
-        };
-        let _ = tx.blocking_send(last);
-    }
-
-    /// The body of [`Inner::stream_part`]: `false` when the receiver went
-    /// away.
-    fn send_part(
-        &self,
-        file: &std::fs::File,
-        part: Part,
-        nth: usize,
-        tx: &mpsc::Sender<Piece>,
-    ) -> io::Result<bool> {
-        let pool = Pool::new(part.chunk_size);
-        let step = (READERS * part.chunk_size) as u64;
-        let mut offset = (nth * part.chunk_size) as u64;
-        while offset < part.len {
+    /// Reads a format 1 payload through and checks it against its trailer,
+    /// before any of it is streamed: its one checksum covers the whole, so
+    /// nothing can be handed out before the end has been read. One buffer,
+    /// reused: memory stays bounded whatever the size.
+    fn check_whole_payload(&self, o: &Opened) -> io::Result<Result<(), String>> {
+        let mut buf = vec![0u8; (1 << 20).min(o.meta.stored_len.max(1) as usize)];
+        let mut crc = CrcChain::new(buf.len() as u64);
+        let mut at = 0u64;
+        while at < o.meta.stored_len {
             self.fault(Point::Read)?;
-            let want = part.chunk_size.min((part.len - offset) as usize);
-            let pos = part.base + offset;
-            let mut buf = pool.take();
-            let start = Pool::skew(&buf, pos);
-            let n = fill_at(file, &mut buf[start..start + want], pos)?;
-            // Summed here, where the chunk is still in this core's cache.
-            let crc = crc32c(&buf[start..start + n]);
-            if n > 0
-                && tx
-                    .blocking_send(Piece::Summed(pool.chunk(buf, start..start + n), crc))
-                    .is_err()
-            {
-                return Ok(false);
-            }
+            let want = buf.len().min((o.meta.stored_len - at) as usize);
+            let n = fill_at(&o.file, &mut buf[..want], o.header_len + at)?;
             if n < want {
-                // The file is shorter than its header says: the stream
-                // finds the length wrong.
-                break;
+                return Ok(Err("entry is shorter than its size".into()));
             }
-            offset += step;
+            crc.append(&buf[..n]);
+            at += n as u64;
         }
-        Ok(true)
+        if crc.crc() != o.framing.trailer.payload_crc {
+            return Ok(Err("payload checksum mismatch".into()));
+        }
+        Ok(Ok(()))
     }
 
     /// The body of [`Inner::stream_entry`]: `Ok(None)` when the receiver went
@@ -302,41 +475,45 @@ impl Inner {
         chunk_size: usize,
         tx: &mpsc::Sender<Piece>,
     ) -> io::Result<Option<Option<Check>>> {
+        let corrupt = |reason: String| self.corrupt_removed(key, hash, id, reason);
+        if o.checked.is_none() && o.framing.layout == Layout::Whole {
+            // A format 1 entry: checked whole before its first byte goes.
+            if let Err(why) = self.check_whole_payload(&o)? {
+                return Err(corrupt(why));
+            }
+        }
+        let blocks = Blocks::of(&o);
         let Opened {
             mut file,
             meta,
-            checksum,
+            framing,
             header_len,
-            whole,
+            checked,
             ..
         } = o;
         let send = |chunk: Bytes| tx.blocking_send(Piece::Data(chunk)).is_ok();
-        // A small entry was read whole and its stored bytes checked (see
-        // `open_stream`): it is sent from memory, never from a file a set
-        // may recycle meanwhile.
-        let whole = match (whole, meta.codec) {
-            (Some(w), Codec::None) => {
-                let start = header_len as usize;
-                let mut rest = Bytes::from(w).slice(start..start + meta.stored_len as usize);
-                while !rest.is_empty() {
-                    self.fault(Point::Read)?;
-                    if !send(rest.split_to(chunk_size.min(rest.len()))) {
-                        return Ok(None);
-                    }
+        // A small entry was read whole and checked (see `open_stream`): it
+        // is sent from memory, never from a file a set may recycle
+        // meanwhile.
+        if let (Some(stored), Codec::None) = (&checked, meta.codec) {
+            let mut rest = stored.clone();
+            while !rest.is_empty() {
+                self.fault(Point::Read)?;
+                if !send(rest.split_to(chunk_size.min(rest.len()))) {
+                    return Ok(None);
                 }
-                return Ok(Some(None));
             }
-            (whole, _) => whole,
-        };
+            return Ok(Some(None));
+        }
         // No buffer larger than the entry: a chunk size far above it must
         // not allocate (and zero) that much.
         let longest = meta.logical_len.max(meta.stored_len).max(1);
         let chunk_size = chunk_size.min(usize::try_from(longest).unwrap_or(usize::MAX));
         let pool = Pool::new(chunk_size);
         if meta.codec == Codec::None {
-            // Straight from the file into the pooled buffers, which are
-            // zeroed only when new; the stream adds up the checksum (see
-            // `checked_by_stream`).
+            // A format 1 entry, checked above: straight from the file into
+            // the pooled buffers, which are zeroed only when new; the stream
+            // adds up the checksum again as the chunks pass.
             file.seek(SeekFrom::Start(header_len))?;
             let mut payload = (&mut file).take(meta.stored_len);
             let mut pos = header_len;
@@ -354,21 +531,30 @@ impl Inner {
                 pos += n as u64;
             }
             return Ok(Some(Some(Check {
-                crc: checksum,
+                crc: framing.trailer.payload_crc,
                 stored_len: meta.stored_len,
                 id,
             })));
         }
-        let corrupt = |reason: String| self.corrupt_removed(key, hash, id, reason);
-        let source: Box<dyn Read + Send + '_> = match whole {
-            Some(w) => {
-                let mut w = io::Cursor::new(w);
-                w.set_position(header_len);
-                Box::new(w.take(meta.stored_len))
-            }
-            None => {
-                file.seek(SeekFrom::Start(header_len))?;
-                Box::new((&mut file).take(meta.stored_len))
+        // Compressed: only checked stored bytes reach the decompressor.
+        let file = &file;
+        let (source, by_blocks): (Box<dyn Read + Send + '_>, bool) = match (checked, blocks) {
+            (Some(stored), _) => (Box::new(io::Cursor::new(stored)), false),
+            (None, Some(blocks)) => (
+                Box::new(CheckedBlocks {
+                    file,
+                    blocks,
+                    pool: blocks.pool(),
+                    chain: Chain::new(&blocks),
+                    index: 0,
+                    current: Bytes::new(),
+                }),
+                true,
+            ),
+            (None, None) => {
+                let mut f = file;
+                f.seek(SeekFrom::Start(header_len))?;
+                (Box::new(f.take(meta.stored_len)), false)
             }
         };
         let mut reader = PayloadReader::new(meta.codec, source)?;
@@ -376,6 +562,14 @@ impl Inner {
             self.fault(Point::Read)?;
             let mut buf = pool.take();
             let filled = match fill(&mut reader, &mut buf[..chunk_size]) {
+                // A block failed its check (the source says so: any other
+                // failure of the source is the file system's).
+                Err(e) if e.kind() == io::ErrorKind::InvalidData && reader.source_failed() => {
+                    if by_blocks {
+                        return Err(corrupt(e.to_string()));
+                    }
+                    return Err(e);
+                }
                 Err(e) if e.kind() == io::ErrorKind::InvalidData && !reader.source_failed() => {
                     return Err(corrupt(e.to_string()));
                 }
@@ -389,7 +583,9 @@ impl Inner {
             }
         }
         let totals = reader.finish()?;
-        if totals.stored_len != meta.stored_len || totals.crc != checksum {
+        if totals.stored_len != meta.stored_len
+            || (framing.layout == Layout::Whole && totals.crc != framing.trailer.payload_crc)
+        {
             return Err(corrupt("payload checksum mismatch".into()));
         }
         if totals.logical_len != meta.logical_len {
@@ -431,16 +627,64 @@ fn fill_at(f: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> 
     Ok(filled)
 }
 
-/// The stream a `get_stream` returns: the chunks from the readers' channels
-/// in turn (chunk `i` comes from `rxs[i % rxs.len()]`), with the payload's
-/// checksum put together on the way when `sum` is given (see
-/// [`checked_by_stream`]).
+/// Checked bytes waiting to be cut into the caller's chunks.
+#[derive(Default)]
+struct Rechunk {
+    pieces: std::collections::VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Rechunk {
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.len += b.len();
+            self.pieces.push_back(b);
+        }
+    }
+
+    /// The next chunk of `size` bytes; with `all`, the rest when shorter.
+    /// A slice of a block when it lies in one, else a copy.
+    fn pop(&mut self, size: usize, all: bool) -> Option<Bytes> {
+        if self.len == 0 || (self.len < size && !all) {
+            return None;
+        }
+        let size = size.min(self.len);
+        self.len -= size;
+        let front = self.pieces.front_mut().expect("bytes are held");
+        if front.len() >= size {
+            let chunk = front.split_to(size);
+            if front.is_empty() {
+                self.pieces.pop_front();
+            }
+            return Some(chunk);
+        }
+        let mut chunk = BytesMut::with_capacity(size);
+        while chunk.len() < size {
+            let front = self.pieces.front_mut().expect("bytes are held");
+            let n = front.len().min(size - chunk.len());
+            chunk.extend_from_slice(&front.split_to(n));
+            if front.is_empty() {
+                self.pieces.pop_front();
+            }
+        }
+        Some(chunk.freeze())
+    }
+}
+
+/// The stream a `get_stream` returns: the pieces from the readers' channels
+/// in turn (piece `i` comes from `rxs[i % rxs.len()]`). With `sum`, the
+/// checksum of a format 1 payload is put together on the way; with `chain`,
+/// blocks of a format 2 payload come in, their checksums are chained, and
+/// the caller's chunks are cut from them (`chunk_size`), the last block's
+/// bytes only once the chain matched the trailer.
 fn receive(
     inner: Arc<Inner>,
     key: String,
     hash: String,
     rxs: Vec<mpsc::Receiver<Piece>>,
     sum: Option<CrcChain>,
+    chain: Option<Chain>,
+    chunk_size: usize,
 ) -> ByteStream {
     struct State {
         inner: Arc<Inner>,
@@ -449,9 +693,17 @@ fn receive(
         rxs: Vec<mpsc::Receiver<Piece>>,
         /// The pieces of the last batch from each channel, last first.
         batches: Vec<Vec<Piece>>,
-        /// The channel of the next chunk.
+        /// The channel of the next piece.
         next: usize,
         sum: Option<CrcChain>,
+        chain: Option<Chain>,
+        rechunk: Rechunk,
+        chunk_size: usize,
+        /// Every block came and checked: what is held is the rest.
+        blocks_done: bool,
+        /// The error that ends the stream once the checked bytes held
+        /// were handed out.
+        failed: Option<io::Error>,
         done: bool,
     }
     impl State {
@@ -461,6 +713,7 @@ fn receive(
             self.done = true;
             self.rxs.clear();
             self.batches.clear();
+            self.rechunk = Rechunk::default();
         }
     }
     let batches = rxs
@@ -475,69 +728,101 @@ fn receive(
         batches,
         next: 0,
         sum,
+        chain,
+        rechunk: Rechunk::default(),
+        chunk_size,
+        blocks_done: false,
+        failed: None,
         done: false,
     };
     futures::stream::unfold(state, |mut s| async move {
-        if s.done {
-            return None;
-        }
-        // Pieces are taken a batch at a time: releasing several slots
-        // at once wakes the reading thread once per batch rather than
-        // once per chunk (see `write_stream`).
-        let n = s.next;
-        if s.batches[n].is_empty() {
-            let limit = s.rxs[n].max_capacity();
-            if s.rxs[n].recv_many(&mut s.batches[n], limit).await == 0 {
-                // The thread stopped without saying that it finished.
-                s.finish();
-                let e = io::Error::other(format!(
-                    "the reader of {} stopped before the end",
-                    Error::display_key(&s.key)
-                ));
-                return Some((Err(e), s));
+        loop {
+            if s.done {
+                return None;
             }
-            s.batches[n].reverse();
-        }
-        let piece = s.batches[n]
-            .pop()
-            .expect("a batch holds at least one piece");
-        let check = match piece {
-            Piece::Data(chunk) => {
-                if let Some(sum) = &mut s.sum {
-                    sum.append(&chunk);
-                }
-                s.next = (n + 1) % s.rxs.len();
+            let all = s.blocks_done || s.failed.is_some();
+            if let Some(chunk) = s.rechunk.pop(s.chunk_size, all) {
                 return Some((Ok(chunk), s));
             }
-            Piece::Summed(chunk, crc) => {
-                if let Some(sum) = &mut s.sum {
-                    sum.push(crc, chunk.len() as u64);
-                }
-                s.next = (n + 1) % s.rxs.len();
-                return Some((Ok(chunk), s));
-            }
-            Piece::Failed(e) => {
+            if let Some(e) = s.failed.take() {
                 s.finish();
                 return Some((Err(e), s));
             }
-            Piece::End(None) => {
+            if s.blocks_done {
                 s.finish();
                 return None;
             }
-            // The reader of the next chunk has none: every chunk was sent.
-            Piece::End(Some(check)) => check,
-        };
-        s.finish();
-        let sum = s.sum.take().expect("a stream that checks has its sum");
-        if sum.len() == check.stored_len && sum.crc() == check.crc {
-            return None;
+            // Pieces are taken a batch at a time: releasing several slots
+            // at once wakes the reading thread once per batch rather than
+            // once per piece (see `write_stream`).
+            let n = s.next;
+            if s.batches[n].is_empty() {
+                let limit = s.rxs[n].max_capacity();
+                if s.rxs[n].recv_many(&mut s.batches[n], limit).await == 0 {
+                    // The thread stopped without saying that it finished.
+                    s.failed = Some(io::Error::other(format!(
+                        "the reader of {} stopped before the end",
+                        Error::display_key(&s.key)
+                    )));
+                    continue;
+                }
+                s.batches[n].reverse();
+            }
+            let piece = s.batches[n]
+                .pop()
+                .expect("a batch holds at least one piece");
+            let check = match piece {
+                Piece::Data(chunk) => {
+                    if let Some(sum) = &mut s.sum {
+                        sum.append(&chunk);
+                    }
+                    s.next = (n + 1) % s.rxs.len();
+                    return Some((Ok(chunk), s));
+                }
+                Piece::Block { index, data, crc } => {
+                    s.next = (n + 1) % s.rxs.len();
+                    let chain = s.chain.as_mut().expect("blocks come to a chain");
+                    match chain.add(index, crc) {
+                        Ok(last) => {
+                            s.rechunk.push(data);
+                            s.blocks_done = last;
+                        }
+                        Err(why) => {
+                            // The block is not handed out.
+                            let (inner, key, hash, id) =
+                                (s.inner.clone(), s.key.clone(), s.hash.clone(), chain.id);
+                            let e = crate::cache::blocking(move || {
+                                inner.corrupt_removed(&key, &hash, id, why)
+                            })
+                            .await;
+                            s.failed = Some(e);
+                        }
+                    }
+                    continue;
+                }
+                Piece::Failed(e) => {
+                    s.failed = Some(e);
+                    continue;
+                }
+                Piece::End(None) => {
+                    s.finish();
+                    return None;
+                }
+                // The reader of the next chunk has none: every chunk was sent.
+                Piece::End(Some(check)) => check,
+            };
+            s.finish();
+            let sum = s.sum.take().expect("a stream that checks has its sum");
+            if sum.len() == check.stored_len && sum.crc() == check.crc {
+                return None;
+            }
+            let (inner, key, hash) = (s.inner.clone(), s.key.clone(), s.hash.clone());
+            let e = crate::cache::blocking(move || {
+                inner.corrupt_removed(&key, &hash, check.id, "payload checksum mismatch".into())
+            })
+            .await;
+            return Some((Err(e), s));
         }
-        let (inner, key, hash) = (s.inner.clone(), s.key.clone(), s.hash.clone());
-        let e = crate::cache::blocking(move || {
-            inner.corrupt_removed(&key, &hash, check.id, "payload checksum mismatch".into())
-        })
-        .await;
-        Some((Err(e), s))
     })
     .boxed()
 }

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use etl_cache_core::codec::{Encoder, Totals};
-use etl_cache_core::format::{Header, TRAILER_LEN, Trailer};
+use etl_cache_core::blocks::BlockFramer;
+use etl_cache_core::codec::Encoder;
+use etl_cache_core::format::{Header, Layout, TRAILER_LEN, Trailer};
 use etl_cache_core::{Codec, Counters, EntryMeta, Error, Kind, Result, SetOptions};
 use tokio::sync::mpsc;
 
@@ -64,13 +65,57 @@ enum Reserved {
     OverLimits((i64, i64)),
 }
 
+/// The layout of the entries this crate writes: format 2, blocks of 1 MiB,
+/// each checked before a stream hands it out.
+pub(crate) const LAYOUT: Layout = etl_cache_core::format::WRITTEN_LAYOUT;
+
 /// What the async side of `set_stream` sends to the writer thread.
 pub(crate) enum Msg {
+    /// Bytes of the stream: framed bytes (blocks and their checksums) for
+    /// an uncompressed stream, logical bytes for a compressed one.
     Data(Bytes),
-    /// The stream ended. Uncompressed streams are checksummed by the async
-    /// side as the chunks pass (see `DiskCache::set_stream`), which sends
-    /// the totals here; compressed ones are checksummed by the writer.
-    End(Option<Totals>),
+    /// The stream ended. Uncompressed streams are framed by the async side
+    /// as the chunks pass (see `DiskCache::set_stream`), which sends the
+    /// trailer here; compressed ones are framed by the writer.
+    End(Option<Trailer>),
+}
+
+/// The header of an entry in the format this crate writes, with its
+/// encoding and checksum.
+pub(crate) struct NewHeader {
+    pub header: Header,
+    pub bytes: Vec<u8>,
+    pub crc: u32,
+}
+
+impl NewHeader {
+    pub(crate) fn new(header: Header) -> NewHeader {
+        let bytes = header.encode_as(LAYOUT);
+        let crc = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"));
+        NewHeader { header, bytes, crc }
+    }
+
+    /// A framer for this entry's payload.
+    pub(crate) fn framer(&self) -> BlockFramer {
+        BlockFramer::new(
+            self.crc,
+            LAYOUT.block_size().expect("entries are written in blocks"),
+        )
+    }
+}
+
+/// Ends a framed payload: the last block's checksum (appended to `out`)
+/// and the trailer, whose encoding [`Inner::seal`] writes.
+pub(crate) fn finish_framer(
+    framer: BlockFramer,
+    logical_len: u64,
+    out: &mut Vec<Bytes>,
+) -> Trailer {
+    let trailer = framer.finish(logical_len, out);
+    // The framer appends the encoded trailer last; `seal` writes it.
+    let encoded = out.pop().expect("the framer appends the trailer");
+    debug_assert_eq!(encoded[..], trailer.encode()[..]);
+    trailer
 }
 
 /// A temp file being written; removed on drop unless published.
@@ -90,6 +135,15 @@ impl Drop for TempEntry {
             let _ = self.dirs.remove_file(&self.path);
         }
     }
+}
+
+/// The size of an entry file: header, `stored_len` stored bytes framed in
+/// blocks, trailer.
+pub(crate) fn entry_len(header_len: usize, stored_len: u64) -> u64 {
+    let framed = LAYOUT
+        .framed_len(stored_len)
+        .expect("a payload held in memory or on disk frames within u64");
+    header_len as u64 + framed + TRAILER_LEN as u64
 }
 
 /// A file name no other writer uses: random, then the process id, then
@@ -218,15 +272,15 @@ impl Inner {
         }
     }
 
-    fn header(&self, key: &str, kind: Kind, opts: &SetOptions) -> Result<Header> {
+    pub(crate) fn header(&self, key: &str, kind: Kind, opts: &SetOptions) -> Result<NewHeader> {
         let created = self.config.clock.now();
-        Ok(Header {
+        Ok(NewHeader::new(Header {
             key: key.to_owned(),
             kind,
             codec: opts.compression.codec(),
             created,
             expires: opts.expires_at(created)?,
-        })
+        }))
     }
 
     /// Writes a whole value and publishes it. Runs on a blocking thread.
@@ -243,17 +297,22 @@ impl Inner {
         cancel: &Cancel,
     ) -> Result<Publish> {
         let header = self.header(key, kind, &opts)?;
-        let (stored, totals) = Encoder::encode_all(opts.compression, payload).map_err(self.io(
-            key,
-            &self.layout.tmp,
-            "compress",
-        ))?;
-        let header_bytes = header.encode();
-        self.check_size(
-            key,
-            (header_bytes.len() + TRAILER_LEN) as u64 + totals.stored_len,
-        )?;
-        let len = header_bytes.len() + stored.len() + TRAILER_LEN;
+        // The framer checksums the stored bytes block by block: no checksum
+        // of the whole.
+        let (stored, totals) = Encoder::encode_all_without_checksum(opts.compression, payload)
+            .map_err(self.io(key, &self.layout.tmp, "compress"))?;
+        let mut framer = header.framer();
+        let mut framed = Vec::with_capacity(
+            2 * LAYOUT
+                .block_size()
+                .map_or(1, |b| b.block_count(totals.stored_len)) as usize
+                + 1,
+        );
+        framer.push(stored, &mut framed);
+        let trailer = finish_framer(framer, totals.logical_len, &mut framed);
+        let len = entry_len(header.bytes.len(), trailer.stored_len);
+        self.check_size(key, len)?;
+        let len = len as usize;
         // A small entry is written into a file a set of this handle replaced
         // when there is one: no file is created (see `spare`).
         let spare = if len as u64 <= SPARE_MAX {
@@ -273,39 +332,56 @@ impl Inner {
         };
         let path = tmp.path.clone();
         self.fault(Point::Write)
-            .and_then(|()| tmp.out.write_all(&header_bytes))
-            .and_then(|()| tmp.out.write_all(&stored))
+            .and_then(|()| {
+                if len < ALIGN {
+                    // One write, from the buffered writer, at the end.
+                    tmp.out.write_all(&header.bytes)?;
+                    framed.iter().try_for_each(|b| tmp.out.write_all(b))
+                } else {
+                    // Blocks and their checksums alternate: aligned writes
+                    // of whole MiBs (see `write_aligned`).
+                    let mut carry = BytesMut::from(&header.bytes[..]);
+                    for b in &framed {
+                        write_aligned(tmp.out.get_mut(), &mut carry, b)?;
+                    }
+                    tmp.out.write_all(&carry)
+                }
+            })
             .map_err(self.io(key, &path, "write the entry"))?;
-        let sealed = self.seal(key, tmp, header, &header_bytes, totals)?;
+        let sealed = self.seal(key, tmp, header, trailer)?;
         self.publish(key, sealed, held, may_block, cancel)
     }
 
     /// Writes what arrives on `rx` and publishes it when `Msg::End` comes; a
     /// closed channel without `End` (a failed or dropped stream) publishes
-    /// nothing. Runs on a blocking thread.
+    /// nothing. `header` is the entry's (made by the caller, which frames an
+    /// uncompressed stream's chunks with its checksum). Runs on a blocking
+    /// thread.
     pub(crate) fn write_stream(
         &self,
         key: &str,
+        header: NewHeader,
         mut rx: mpsc::Receiver<Msg>,
         opts: SetOptions,
         cancel: &Cancel,
     ) -> Result<EntryMeta> {
-        let header = self.header(key, Kind::Bytes, &opts)?;
-        let header_bytes = header.encode();
         let mut tmp = self.create_temp(key, 1 << 20)?;
         let path = tmp.path.clone();
-        // No encoder for an uncompressed stream: its chunks arrive checksummed.
+        // No encoder for an uncompressed stream: its chunks arrive framed.
+        // A compressed one is compressed and framed here.
         let mut enc = match opts.compression.codec() {
             Codec::None => None,
-            _ => Some(Encoder::new(opts.compression).map_err(self.io(
-                key,
-                &path,
-                "start compressing",
-            ))?),
+            _ => Some((
+                Encoder::new(opts.compression)
+                    .map_err(self.io(key, &path, "start compressing"))?
+                    .without_checksum(),
+                header.framer(),
+            )),
         };
-        let mut written = (header_bytes.len() + TRAILER_LEN) as u64;
+        let mut written = (header.bytes.len() + TRAILER_LEN) as u64;
         // The header leads the first aligned write (see `write_aligned`).
-        let mut carry = BytesMut::from(&header_bytes[..]);
+        let mut carry = BytesMut::from(&header.bytes[..]);
+        let mut framed = Vec::new();
         // Messages are taken in batches: releasing several slots at once
         // wakes the feeding task once per batch rather than once per chunk,
         // and on a small VM each wake-up costs about as much as a chunk's
@@ -327,31 +403,43 @@ impl Inner {
                     Msg::Data(chunk) => chunk,
                     Msg::End(fed) => break 'recv fed,
                 };
-                let out = match &mut enc {
-                    Some(enc) => enc.encode(chunk).map_err(self.io(key, &path, "compress"))?,
-                    None => chunk,
-                };
-                written += out.len() as u64;
+                match &mut enc {
+                    Some((enc, framer)) => {
+                        let stored = enc.encode(chunk).map_err(self.io(key, &path, "compress"))?;
+                        framer.push(stored, &mut framed);
+                    }
+                    None => framed.push(chunk),
+                }
+                written += framed.iter().map(|b| b.len() as u64).sum::<u64>();
                 self.check_size(key, written)?;
                 // The buffered writer stays empty until the end: the chunks
                 // go straight to the file.
                 self.fault(Point::Write)
-                    .and_then(|()| write_aligned(tmp.out.get_mut(), &mut carry, &out))
+                    .and_then(|()| {
+                        framed
+                            .drain(..)
+                            .try_for_each(|out| write_aligned(tmp.out.get_mut(), &mut carry, &out))
+                    })
                     .map_err(self.io(key, &path, "write the entry"))?;
             }
         };
         drop(rx);
-        let (last, totals) = match (enc, fed) {
-            (Some(enc), _) => enc.finish().map_err(self.io(key, &path, "compress"))?,
-            (None, Some(totals)) => (Bytes::new(), totals),
-            (None, None) => unreachable!("an uncompressed stream ends with its totals"),
+        let trailer = match (enc, fed) {
+            (Some((enc, mut framer)), _) => {
+                let (last, totals) = enc.finish().map_err(self.io(key, &path, "compress"))?;
+                framer.push(last, &mut framed);
+                finish_framer(framer, totals.logical_len, &mut framed)
+            }
+            (None, Some(trailer)) => trailer,
+            (None, None) => unreachable!("an uncompressed stream ends with its trailer"),
         };
-        self.check_size(key, written + last.len() as u64)?;
+        written += framed.iter().map(|b| b.len() as u64).sum::<u64>();
+        self.check_size(key, written)?;
         tmp.out
             .write_all(&carry)
-            .and_then(|()| tmp.out.write_all(&last))
+            .and_then(|()| framed.iter().try_for_each(|b| tmp.out.write_all(b)))
             .map_err(self.io(key, &path, "write the entry"))?;
-        let sealed = self.seal(key, tmp, header, &header_bytes, totals)?;
+        let sealed = self.seal(key, tmp, header, trailer)?;
         self.publish(key, sealed, false, true, cancel)
             .map(Publish::done)
     }
@@ -362,23 +450,11 @@ impl Inner {
         &self,
         key: &str,
         mut tmp: TempEntry,
-        header: Header,
-        header_bytes: &[u8],
-        totals: Totals,
+        header: NewHeader,
+        trailer: Trailer,
     ) -> Result<Sealed> {
         let path = tmp.path.clone();
-        let header_crc = u32::from_le_bytes(
-            header_bytes[header_bytes.len() - 4..]
-                .try_into()
-                .expect("4 bytes"),
-        );
-        let trailer = Trailer {
-            logical_len: totals.logical_len,
-            stored_len: totals.stored_len,
-            payload_crc: totals.crc,
-            header_crc,
-        };
-        let size = header_bytes.len() as u64 + totals.stored_len + TRAILER_LEN as u64;
+        let size = entry_len(header.bytes.len(), trailer.stored_len);
         tmp.out
             .write_all(&trailer.encode())
             .and_then(|()| tmp.out.flush())
@@ -398,7 +474,9 @@ impl Inner {
             file.sync_all()
                 .map_err(self.io(key, &path, "fsync the entry"))?;
         }
-        let meta = EntryMeta::from_parts(header, header_bytes.len(), header_crc, trailer, size)
+        let decoded = Header::decode_any(&header.bytes).expect("a fresh header decodes");
+        debug_assert_eq!(decoded.header, header.header);
+        let meta = EntryMeta::from_decoded_parts(decoded, trailer, size)
             .expect("a fresh header and trailer agree");
         Ok(Sealed { tmp, meta, size })
     }

@@ -37,9 +37,11 @@ fn header_len(key: &str) -> usize {
     26 + key.len() + 4
 }
 
-/// Bytes an uncompressed entry of `payload` bytes under `key` takes on disk.
+/// Bytes an uncompressed entry of `payload` bytes under `key` takes on
+/// disk: header, the payload in blocks of 1 MiB each followed by its 4-byte
+/// checksum (entry format 2), trailer.
 fn entry_size(key: &str, payload: usize) -> u64 {
-    (header_len(key) + payload + TRAILER_LEN) as u64
+    (header_len(key) + payload + 4 * payload.div_ceil(1 << 20) + TRAILER_LEN) as u64
 }
 
 fn builder(root: &Path) -> DiskCacheBuilder {
@@ -360,8 +362,10 @@ mod too_large {
         let root = dir.path();
         let cache = builder(root).max_bytes(LIMIT).build().await.unwrap();
 
-        // Header and trailer count: an entry of exactly LIMIT bytes fits...
-        let fits = LIMIT as usize - header_len("exact") - TRAILER_LEN;
+        // Header, block checksum and trailer count: an entry of exactly
+        // LIMIT bytes fits...
+        let fits = LIMIT as usize - header_len("exact") - 4 - TRAILER_LEN;
+        assert_eq!(entry_size("exact", fits), LIMIT);
         let meta = cache
             .set("exact", bytes_value(fits, 1), SetOptions::new())
             .await

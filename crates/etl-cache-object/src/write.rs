@@ -23,7 +23,7 @@ const SINGLE_PUT_LIMIT: usize = 64 << 20;
 
 /// How entries are written: format 2, blocks of 1 MiB, each checked by a
 /// reader before it is handed out.
-pub(crate) const WRITE_LAYOUT: Layout = Layout::DEFAULT_BLOCKS;
+pub(crate) const WRITE_LAYOUT: Layout = etl_cache_core::format::WRITTEN_LAYOUT;
 
 /// An entry's header, ready to write.
 struct Head {

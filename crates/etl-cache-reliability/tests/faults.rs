@@ -193,13 +193,13 @@ fn injected_io_errors_name_the_key_and_keep_the_previous_value() {
                 _ => (Point::Read, "get_stream_mid"),
             };
             let reading = point == Point::Read;
-            let too_small = current[k]
-                .as_ref()
-                .is_none_or(|v| v.to_bytes().len() < 200_000);
+            // Mid-stream faults need a stream longer than what the reader
+            // threads read ahead: a few blocks of 1 MiB each.
+            const MID: usize = 10 << 20;
+            let too_small = current[k].as_ref().is_none_or(|v| v.to_bytes().len() < MID);
             if reading && (current[k].is_none() || (op == "get_stream_mid" && too_small)) {
-                // Something to read first; mid-stream faults need a stream
-                // longer than what the reader thread reads ahead.
-                let v = payload::value(key, i, Kind::Bytes, 300_000, Style::Random);
+                // Something to read first.
+                let v = payload::value(key, i, Kind::Bytes, MID, Style::Random);
                 cache.set(key, v.clone(), opts).await.expect("set");
                 current[k] = Some(v);
             }
@@ -909,9 +909,17 @@ fn files_that_vanish_shrink_or_are_replaced_while_read() {
             );
 
             // Cut short mid-read (by something else than the cache): the
-            // stream ends with an error, never as if complete.
+            // stream ends with an error, never as if complete. The reader
+            // threads read a few blocks (of 1 MiB) ahead of the caller: an
+            // entry they may have read whole before the cut is cut further
+            // into a longer one.
+            let cut = if comp == Compression::NONE {
+                big_random(16 << 20, 13)
+            } else {
+                data.clone()
+            };
             cache
-                .set(&key, Value::Bytes(data.clone()), opts)
+                .set(&key, Value::Bytes(cut.clone()), opts)
                 .await
                 .expect("set");
             let (got, err) = first_chunk_then(&cache, &key, 4096, || {
@@ -928,13 +936,17 @@ fn files_that_vanish_shrink_or_are_replaced_while_read() {
                     got.len()
                 )
             });
+            assert!(
+                got[..] == cut[..got.len()],
+                "{comp}: wrong bytes before the cut"
+            );
             assert_eq!(err.kind(), ErrorKind::InvalidData, "{comp}: {err}");
             let e = etl_cache_core::stream_read_error(&key, err);
             assert!(
                 matches!(&e, Error::Corrupt { key: k, .. } if *k == key),
                 "{comp}: {e}"
             );
-            assert!(got.len() < data.len());
+            assert!(got.len() < cut.len());
             assert!(!path.exists(), "{comp}: the cut entry was removed");
             // Removing it subtracted the size found on disk (cut), not the
             // size counted when it was written: recount.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use etl_cache_core::format::{Header, Trailer};
+use etl_cache_core::format::{Header, Layout, Trailer};
 use etl_cache_core::{Cache, CacheExt, Codec, Error, Kind, ManualClock, SetOptions, Value};
 use etl_cache_fs::DiskCache;
 use etl_cache_object::ObjectCache;
@@ -953,8 +953,10 @@ fn stored_files_replaced_by_a_directory_or_a_fifo_neither_hang_nor_escape() {
 
 // ------------------------------------------------------------ crafted entries
 
-/// An entry with valid checksums whose trailer claims impossible lengths.
-fn crafted(key: &str, logical_len: u64, stored_len: u64, codec: Codec) -> Vec<u8> {
+/// An entry of format `layout` with valid checksums (of its header, of its
+/// payload or its one block, of its trailer) whose trailer claims
+/// impossible lengths.
+fn crafted(key: &str, logical_len: u64, stored_len: u64, codec: Codec, layout: Layout) -> Vec<u8> {
     let header = Header {
         key: key.to_owned(),
         kind: Kind::Bytes,
@@ -962,14 +964,22 @@ fn crafted(key: &str, logical_len: u64, stored_len: u64, codec: Codec) -> Vec<u8
         created: std::time::SystemTime::now(),
         expires: None,
     };
-    let mut out = header.encode();
+    let mut out = header.encode_as(layout);
     let header_crc = u32::from_le_bytes(out[out.len() - 4..].try_into().expect("4"));
     out.extend_from_slice(b"payload");
+    let payload_crc = match layout {
+        Layout::Whole => etl_cache_core::codec::crc32c(b"payload"),
+        _ => {
+            let block = etl_cache_core::blocks::block_crc(header_crc, 0, b"payload");
+            out.extend_from_slice(&block.to_le_bytes());
+            etl_cache_core::blocks::chain_block_crc(0, block)
+        }
+    };
     out.extend_from_slice(
         &Trailer {
             logical_len,
             stored_len,
-            payload_crc: etl_cache_core::codec::crc32c(b"payload"),
+            payload_crc,
             header_crc,
         }
         .encode(),
@@ -986,7 +996,14 @@ fn crafted_entries_with_impossible_lengths_are_corrupt_not_a_panic() {
         let root = w.root();
         let c = DiskCache::open(&root).await.expect("open");
         let key = "crafted";
-        for (logical, stored, codec) in [
+        // Format 1 (as earlier versions wrote), and format 2 with the blocks
+        // DiskCache writes and with the smallest.
+        let layouts = [
+            Layout::Whole,
+            Layout::DEFAULT_BLOCKS,
+            Layout::Blocks(etl_cache_core::blocks::BlockSize::new(16).expect("16")),
+        ];
+        for (logical, stored, codec, layout) in [
             (u64::MAX, u64::MAX, Codec::None),
             (7, u64::MAX, Codec::None),
             (7, u64::MAX - 40, Codec::None),
@@ -994,13 +1011,17 @@ fn crafted_entries_with_impossible_lengths_are_corrupt_not_a_panic() {
             (1 << 62, 7, Codec::Zstd),
             (7, 8, Codec::None),
             (7, 6, Codec::None),
-        ] {
+        ]
+        .into_iter()
+        .flat_map(|(l, s, c)| layouts.map(|layout| (l, s, c, layout)))
+        {
             for op in ["get", "get_stream", "head", "list"] {
                 c.set(key, "v".into(), SetOptions::new())
                     .await
                     .expect("set");
                 let entry = layout::entry_path(&root, key);
-                std::fs::write(&entry, crafted(key, logical, stored, codec)).expect("write");
+                std::fs::write(&entry, crafted(key, logical, stored, codec, layout))
+                    .expect("write");
                 let r = match op {
                     "get" => within(op, c.get(key)).await.map(|_| ()),
                     "get_stream" => match within(op, c.get_stream(key, 4)).await {
@@ -1036,7 +1057,7 @@ fn crafted_entries_with_impossible_lengths_are_corrupt_not_a_panic() {
                 };
                 assert!(
                     matches!(r, Err(Error::Corrupt { .. })),
-                    "logical {logical} stored {stored} {codec:?} via {op}: {r:?}"
+                    "logical {logical} stored {stored} {codec:?} {layout:?} via {op}: {r:?}"
                 );
                 cases += 1;
             }

@@ -280,7 +280,7 @@ fn header_len(key: &str) -> u64 {
 }
 
 /// The format DiskCache writes.
-const DISK_LAYOUT: Layout = Layout::Whole;
+const DISK_LAYOUT: Layout = Layout::DEFAULT_BLOCKS;
 
 /// The size of an entry of `stored` stored bytes in `layout` (format 2
 /// counts the block checksums).

@@ -67,8 +67,32 @@ pub fn block_crc(header_crc: u32, index: u64, block: &[u8]) -> u32 {
 }
 
 /// Adds a block's checksum to the checksum of the list of block checksums
-/// (the crc32c of each, 4 bytes little endian, in order; 0 for no block).
-fn chain_block_crc(list_crc: u32, block_crc: u32) -> u32 {
+/// (the crc32c of each, 4 bytes little endian, in order; 0 for no block),
+/// which the trailer of a format 2 entry holds. For a reader that checks
+/// blocks one by one ([`verify_block`]), possibly on several threads, and
+/// chains their checksums in order before it hands out the last block.
+///
+/// ```
+/// use bytes::Bytes;
+/// use etl_cache_core::blocks::{BlockFramer, BlockSize, chain_block_crc, verify_block};
+///
+/// let b = BlockSize::new(16).unwrap();
+/// let mut framed = Vec::new();
+/// let mut framer = BlockFramer::new(3, b);
+/// framer.push(Bytes::from(vec![5u8; 40]), &mut framed);
+/// let trailer = framer.finish(40, &mut framed);
+/// let framed = Bytes::from(framed.concat());
+/// let mut list = 0;
+/// for i in 0..b.block_count(40) {
+///     let span = b.span(i, 40).unwrap();
+///     let block = framed.slice(span.framed.start as usize..span.framed.end as usize);
+///     let crc = u32::from_le_bytes(block[block.len() - 4..].try_into().unwrap());
+///     verify_block(b, 3, i, block).unwrap();
+///     list = chain_block_crc(list, crc);
+/// }
+/// assert_eq!(list, trailer.payload_crc);
+/// ```
+pub fn chain_block_crc(list_crc: u32, block_crc: u32) -> u32 {
     crc32c::crc32c_append(list_crc, &block_crc.to_le_bytes())
 }
 
