@@ -224,3 +224,132 @@ impl MultipartUpload for Upload {
         bounded(self.idle, "abort of a multipart upload", self.inner.abort()).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+    use object_store::{ObjectStoreExt, WriteMultipart};
+
+    /// An in-memory store whose puts, upload parts, completions and gets
+    /// answer after `delay` (of tokio's clock, paused in these tests).
+    #[derive(Debug)]
+    struct Slow {
+        inner: Arc<InMemory>,
+        delay: Duration,
+    }
+
+    impl fmt::Display for Slow {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "Slow")
+        }
+    }
+
+    #[derive(Debug)]
+    struct SlowUpload(Box<dyn MultipartUpload>, Duration);
+
+    #[async_trait]
+    impl MultipartUpload for SlowUpload {
+        fn put_part(&mut self, data: PutPayload) -> UploadPart {
+            let (part, delay) = (self.0.put_part(data), self.1);
+            Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                part.await
+            })
+        }
+        async fn complete(&mut self) -> Result<PutResult> {
+            tokio::time::sleep(self.1).await;
+            self.0.complete().await
+        }
+        async fn abort(&mut self) -> Result<()> {
+            self.0.abort().await
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for Slow {
+        async fn put_opts(&self, l: &Path, p: PutPayload, o: PutOptions) -> Result<PutResult> {
+            tokio::time::sleep(self.delay).await;
+            self.inner.put_opts(l, p, o).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            l: &Path,
+            o: PutMultipartOptions,
+        ) -> Result<Box<dyn MultipartUpload>> {
+            let up = self.inner.put_multipart_opts(l, o).await?;
+            Ok(Box::new(SlowUpload(up, self.delay)))
+        }
+        async fn get_opts(&self, l: &Path, o: GetOptions) -> Result<GetResult> {
+            tokio::time::sleep(self.delay).await;
+            self.inner.get_opts(l, o).await
+        }
+        fn delete_stream(
+            &self,
+            l: BoxStream<'static, Result<Path>>,
+        ) -> BoxStream<'static, Result<Path>> {
+            self.inner.delete_stream(l)
+        }
+        fn list(&self, p: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.inner.list(p)
+        }
+        async fn list_with_delimiter(&self, p: Option<&Path>) -> Result<ListResult> {
+            self.inner.list_with_delimiter(p).await
+        }
+        async fn copy_opts(&self, f: &Path, t: &Path, o: CopyOptions) -> Result<()> {
+            self.inner.copy_opts(f, t, o).await
+        }
+    }
+
+    const IDLE: Duration = Duration::from_secs(30);
+
+    /// A store answering after `delay`, behind the idle timeout.
+    fn slow(delay: Duration) -> Deadline {
+        let inner = Arc::new(InMemory::new());
+        Deadline::new(Arc::new(Slow { inner, delay }), IDLE)
+    }
+
+    fn is_timeout(e: &object_store::Error) -> bool {
+        crate::error::classify(e) == crate::ObjectErrorKind::Timeout
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_answer_to_a_small_request_is_a_timeout() {
+        let store = slow(IDLE + Duration::from_secs(1));
+        let path = Path::from("a");
+        let e = store.put(&path, "x".into()).await.unwrap_err();
+        assert!(is_timeout(&e), "{e}");
+        let e = store.get(&path).await.unwrap_err();
+        assert!(is_timeout(&e), "{e}");
+        assert!(e.to_string().contains("idle timeout"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_within_the_idle_timeout_is_kept() {
+        let store = slow(IDLE - Duration::from_secs(1));
+        let path = Path::from("a");
+        store.put(&path, "x".into()).await.unwrap();
+        let got = store.get(&path).await.unwrap().bytes().await.unwrap();
+        assert_eq!(got.as_ref(), b"x");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_put_may_take_longer_than_the_idle_timeout() {
+        // 4 MiB take 32 s at the slowest rate allowed for: the answer may
+        // come 30 s + 32 s after the put starts.
+        let body = vec![7u8; 4 << 20];
+        let store = slow(IDLE + Duration::from_secs(20));
+        let path = Path::from("big");
+        store.put(&path, body.clone().into()).await.unwrap();
+        // A part of that size likewise, and the completion of the upload.
+        let up = store.put_multipart(&Path::from("parts")).await.unwrap();
+        let mut w = WriteMultipart::new_with_chunk_size(up, 4 << 20);
+        w.write(&body);
+        w.write(&body);
+        w.finish().await.unwrap();
+        // Beyond its allowance, it is cut.
+        let store = slow(IDLE + Duration::from_secs(40));
+        let e = store.put(&path, body.into()).await.unwrap_err();
+        assert!(is_timeout(&e), "{e}");
+    }
+}
