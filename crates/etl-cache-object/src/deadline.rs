@@ -119,7 +119,9 @@ impl ObjectStore for Deadline {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        let limit = self.idle.saturating_add(allowance(payload.content_length() as u64));
+        let limit = self
+            .idle
+            .saturating_add(allowance(payload.content_length() as u64));
         bounded(limit, "put", self.inner.put_opts(location, payload, opts)).await
     }
 
@@ -217,7 +219,12 @@ impl MultipartUpload for Upload {
 
     async fn complete(&mut self) -> Result<PutResult> {
         let limit = self.idle.saturating_add(allowance(self.total));
-        bounded(limit, "complete of a multipart upload", self.inner.complete()).await
+        bounded(
+            limit,
+            "complete of a multipart upload",
+            self.inner.complete(),
+        )
+        .await
     }
 
     async fn abort(&mut self) -> Result<()> {
