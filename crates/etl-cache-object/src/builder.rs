@@ -9,6 +9,7 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 
 use crate::cache::{Inner, ObjectCache};
+use crate::deadline::{DEFAULT_IDLE_TIMEOUT, Deadline};
 use crate::layout::Layout;
 use crate::local::LocalFiles;
 use crate::staged::LocalWrites;
@@ -77,6 +78,8 @@ pub struct ObjectCacheBuilder {
     prefix: Option<String>,
     local_root: Option<PathBuf>,
     http: Http,
+    idle_timeout: Duration,
+    fsync: bool,
     config: Config,
 }
 
@@ -88,6 +91,8 @@ impl Default for ObjectCacheBuilder {
             prefix: None,
             local_root: None,
             http: Http::default(),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            fsync: false,
             config: Config {
                 clock: Arc::new(SystemClock),
                 part_size: DEFAULT_PART_SIZE,
@@ -256,12 +261,41 @@ impl ObjectCacheBuilder {
 
     /// HTTP client settings of a URL-opened cloud store; replaces the
     /// defaults and the client settings of the environment. Default: 5 s
-    /// connect timeout, 30 s read timeout, no whole-request timeout (see
-    /// [`crate::default_client_options`]). Options given with
-    /// [`ObjectCacheBuilder::option`] still apply on top.
+    /// connect timeout, no whole-request timeout (see
+    /// [`crate::default_client_options`]); a stalled request is cut by
+    /// [`ObjectCacheBuilder::idle_timeout`] whatever these say. Options given
+    /// with [`ObjectCacheBuilder::option`] still apply on top.
     #[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
     pub fn client_options(mut self, options: object_store::ClientOptions) -> Self {
         self.http.client = Some(options);
+        self
+    }
+
+    /// How long a request to a network store may make no progress before it
+    /// fails with [`crate::ObjectErrorKind::Timeout`]: the wait for the
+    /// answer to a get, head, delete or listing page, and the gap between two
+    /// chunks of a body being read. The answer to a put or an upload part may
+    /// take this plus the time its body needs at
+    /// [`crate::MIN_UPLOAD_RATE`], so large uploads are not cut; there is no
+    /// limit on a whole transfer. Default: 30 s
+    /// ([`crate::DEFAULT_IDLE_TIMEOUT`]); [`Duration::MAX`] turns it off.
+    ///
+    /// It applies to the cloud stores (`s3://`, `az://`, `gs://`) and to
+    /// injected stores other than a plain `LocalFileSystem` or `InMemory`,
+    /// on top of the store's own connect timeout.
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.idle_timeout = d;
+        self
+    }
+
+    /// Whether an entry written to a local directory (a `file://` URL or a
+    /// plain `LocalFileSystem`) is synced to disk, the file and then its
+    /// directory, before the write returns, so it survives a power loss.
+    /// Default: `false`, as object_store's `LocalFileSystem` itself, which
+    /// never syncs: the entry survives a crash of the process, and the
+    /// operating system writes it out later.
+    pub fn fsync(mut self, on: bool) -> Self {
+        self.fsync = on;
         self
     }
 
@@ -340,6 +374,11 @@ impl ObjectCacheBuilder {
                 ),
             });
         }
+        if self.idle_timeout.is_zero() {
+            return Err(Error::InvalidInput {
+                message: "the idle timeout must be above zero".into(),
+            });
+        }
         if c.poll_min.is_zero() {
             return Err(Error::InvalidInput {
                 message: "the lease poll interval must be above zero".into(),
@@ -350,12 +389,20 @@ impl ObjectCacheBuilder {
         let local_writes = opened
             .local_root
             .as_deref()
-            .and_then(|root| LocalWrites::new(&*opened.store, root));
+            .and_then(|root| LocalWrites::new(root, self.fsync));
         let local_root = self.local_root.or(opened.local_root);
         let file_store = opened.name == "local" || local_root.is_some();
         let local = local_root.map(|root| LocalFiles::new(root, &prefix));
+        // Stores that talk to a network get the idle timeout, which
+        // object_store's HTTP client does not have; local files and memory
+        // do not stall that way.
+        let store: Arc<dyn ObjectStore> = if file_store || opened.name == "memory" {
+            opened.store
+        } else {
+            Arc::new(Deadline::new(opened.store, self.idle_timeout))
+        };
         Ok(ObjectCache::from_inner(Inner::new(
-            opened.store,
+            store,
             Layout::new(prefix, file_store),
             opened.name,
             opened.bucket,

@@ -442,7 +442,8 @@ impl ObjectCache {
         ObjectCacheBuilder::new().url(url).options(options).build()
     }
 
-    /// The store under the cache.
+    /// The store under the cache; for a network store, wrapped in the
+    /// cache's idle timeout ([`crate::ObjectCacheBuilder::idle_timeout`]).
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.inner.store
     }

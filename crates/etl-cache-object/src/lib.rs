@@ -57,6 +57,7 @@
 
 mod builder;
 mod cache;
+mod deadline;
 mod error;
 mod layout;
 mod lease;
@@ -68,6 +69,7 @@ mod write;
 
 pub use crate::builder::{DEFAULT_PART_SIZE, MIN_CLOUD_PART_SIZE, ObjectCacheBuilder};
 pub use crate::cache::ObjectCache;
+pub use crate::deadline::{DEFAULT_IDLE_TIMEOUT, MIN_UPLOAD_RATE};
 pub use crate::error::{ObjectError, ObjectErrorKind};
 #[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
 pub use crate::store::{default_client_options, default_retry};

@@ -7,7 +7,8 @@
 //! store the cache recognises as a plain `LocalFileSystem` (a `file://` URL,
 //! or the store itself), entries are written here instead, the way that
 //! store writes them (a staging file `name#<digits>` beside the object,
-//! closed, then renamed over it; with its `fsync` setting): the bytes go
+//! closed, then renamed over it; synced to disk, file and directory, when
+//! [`crate::ObjectCacheBuilder::fsync`] asks for it): the bytes go
 //! to the staging file on blocking threads, and the rename runs inside
 //! [`Commit::commit`] under a mutex that the future's drop takes too. So a
 //! write either took effect before its future was dropped or never does;
@@ -23,7 +24,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 
@@ -36,11 +36,10 @@ pub(crate) struct LocalWrites {
 }
 
 impl LocalWrites {
-    /// For the plain `LocalFileSystem` `store` whose root is `root`.
-    pub(crate) fn new(store: &dyn ObjectStore, root: &std::path::Path) -> Option<LocalWrites> {
+    /// For the plain `LocalFileSystem` whose root is `root`; `fsync` says
+    /// whether a write is synced to disk before it counts as done.
+    pub(crate) fn new(root: &std::path::Path, fsync: bool) -> Option<LocalWrites> {
         let fs = LocalFileSystem::new_with_prefix(root).ok()?;
-        // The store's settings are private; its Debug shows them.
-        let fsync = format!("{store:?}").contains("fsync: true");
         Some(LocalWrites { fs, fsync })
     }
 
@@ -153,10 +152,20 @@ fn open_staging(staging: &std::path::Path) -> io::Result<File> {
     }
 }
 
+/// How many files and directories were synced, for tests.
+#[cfg(test)]
+static SYNCS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn sync(file: &File) -> io::Result<()> {
+    #[cfg(test)]
+    SYNCS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    file.sync_all()
+}
+
 #[cfg(unix)]
 fn sync_dir(path: &std::path::Path) -> io::Result<()> {
     match path.parent() {
-        Some(dir) => File::open(dir)?.sync_all(),
+        Some(dir) => sync(&File::open(dir)?),
         None => Ok(()),
     }
 }
@@ -218,7 +227,7 @@ impl Staged {
                     file.write_all(p)?;
                 }
                 if fsync {
-                    file.sync_all()?;
+                    sync(&file)?;
                 }
                 drop(file);
                 match commit.commit(|| std::fs::rename(&staging, &dest)) {
@@ -281,20 +290,31 @@ impl Drop for Staged {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_fsync_setting_of_the_store_is_followed() {
+    #[tokio::test]
+    async fn the_fsync_setting_is_followed() {
+        use etl_cache_core::{CacheExt, SetOptions};
+        use std::sync::atomic::Ordering;
         let dir = tempfile::tempdir().unwrap();
-        let plain = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
-        let synced = plain.clone().with_fsync(true);
-        assert!(!LocalWrites::new(&plain, dir.path()).unwrap().fsync);
-        assert!(LocalWrites::new(&synced, dir.path()).unwrap().fsync);
+        let url = format!("file://{}/cache", dir.path().display());
+        // Only this test writes with fsync on, so the count moves only here.
+        for on in [false, true] {
+            let cache = crate::ObjectCache::builder()
+                .url(&url)
+                .fsync(on)
+                .build()
+                .unwrap();
+            let before = SYNCS.load(Ordering::SeqCst);
+            cache.set_text("k", "v", SetOptions::new()).await.unwrap();
+            let synced = SYNCS.load(Ordering::SeqCst) - before;
+            assert_eq!(synced > 0, on, "fsync({on}) synced {synced} times");
+            assert_eq!(cache.get_text("k").await.unwrap().as_deref(), Some("v"));
+        }
     }
 
     #[tokio::test]
     async fn a_write_publishes_once_and_a_cancelled_one_never() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
-        let w = LocalWrites::new(&store, dir.path()).unwrap();
+        let w = LocalWrites::new(dir.path(), false).unwrap();
         let loc = Path::from("a/b");
         let mut s = w.stage(&loc).unwrap();
         s.write(vec![Bytes::from_static(b"he")]).await.unwrap();

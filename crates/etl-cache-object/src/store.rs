@@ -46,14 +46,15 @@ pub fn default_retry() -> RetryConfig {
 }
 
 /// The HTTP client settings of the cloud stores unless others are given: a
-/// 5 s connect timeout and a 30 s read timeout (a stalled connection fails),
-/// but no limit on a whole request, so multi-gigabyte streams are not cut.
+/// 5 s connect timeout but no limit on a whole request, so multi-gigabyte
+/// streams are not cut. A stalled connection fails through the cache's own
+/// idle timeout ([`crate::ObjectCacheBuilder::idle_timeout`], 30 s by
+/// default): object_store 0.13's client has no read timeout.
 #[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
 pub fn default_client_options() -> ClientOptions {
     ClientOptions::new()
         .with_timeout_disabled()
         .with_connect_timeout(std::time::Duration::from_secs(5))
-        .with_read_timeout(std::time::Duration::from_secs(30))
 }
 
 fn open_error(location: &str, message: impl Into<String>) -> Error {

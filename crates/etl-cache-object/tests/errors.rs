@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use etl_cache_core::{Cache, CacheExt, Error, SetOptions};
-use etl_cache_object::object_store::{BackoffConfig, ClientOptions, RetryConfig};
+use etl_cache_object::object_store::{BackoffConfig, RetryConfig};
 use etl_cache_object::{ObjectCache, ObjectError, ObjectErrorKind};
 use futures::TryStreamExt;
 
@@ -205,33 +205,70 @@ async fn an_unreachable_endpoint_is_retried_with_backoff_then_named() {
     );
 }
 
+/// A generous cap on a request that must fail rather than hang.
+const NO_HANG: Duration = Duration::from_secs(60);
+
+/// A cache on the fake S3 server at `port`, with an idle timeout of 300 ms.
+fn cache_at(port: u16) -> ObjectCache {
+    ObjectCache::builder()
+        .url("s3://etl-bucket/cache")
+        .options(common::s3_options_at(&format!("http://127.0.0.1:{port}")))
+        .option("aws_region", "us-east-1")
+        .idle_timeout(Duration::from_millis(300))
+        .retry(quick_retry(1, Duration::from_millis(10)))
+        .build()
+        .unwrap()
+}
+
+/// A server whose first connection gets one answer: the headers of an
+/// object of `len` bytes, then a chunk of `chunk` bytes `chunks` times,
+/// with `gap` before each; nothing more is sent on it. Later connections
+/// are accepted and never answered.
+fn body_server(len: usize, chunk: usize, chunks: usize, gap: Duration) -> u16 {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for (i, c) in listener.incoming().take(16).enumerate() {
+            let Ok(mut c) = c else { continue };
+            if i == 0 {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap_or(0) == 1 {
+                    head.push(b[0]);
+                }
+                let headers = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nETag: \"e1\"\r\n\
+                     Last-Modified: Sun, 06 Dec 2026 10:00:00 GMT\r\n\r\n"
+                );
+                let _ = c.write_all(headers.as_bytes());
+                for _ in 0..chunks {
+                    std::thread::sleep(gap);
+                    let _ = c.write_all(&vec![b'x'; chunk]);
+                    let _ = c.flush();
+                }
+            }
+            held.push(c);
+        }
+    });
+    port
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_endpoint_times_out() {
     // Accepts connections and never answers.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for c in listener.incoming().take(16) {
-            held.push(c);
-        }
-        std::thread::sleep(Duration::from_secs(30));
+        let held: Vec<_> = listener.incoming().take(16).collect();
+        drop(held);
     });
-    let cache = ObjectCache::builder()
-        .url("s3://etl-bucket/cache")
-        .options(common::s3_options_at(&format!("http://127.0.0.1:{port}")))
-        .option("aws_region", "us-east-1")
-        .client_options(
-            ClientOptions::new()
-                .with_allow_http(true)
-                .with_timeout_disabled()
-                .with_read_timeout(Duration::from_millis(300)),
-        )
-        .retry(quick_retry(1, Duration::from_millis(10)))
-        .build()
-        .unwrap();
-    let t = Instant::now();
-    let e = cache.get("daily_report").await.unwrap_err();
+    let cache = cache_at(port);
+    let e = tokio::time::timeout(NO_HANG, cache.get("daily_report"))
+        .await
+        .expect("a silent store fails the read instead of hanging")
+        .unwrap_err();
     expect(
         &e,
         ObjectErrorKind::Timeout,
@@ -239,10 +276,67 @@ async fn a_silent_endpoint_times_out() {
         "etl-bucket",
         "daily_report",
     );
-    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
-    // Listing fails the same way, naming the bucket.
-    let e = cache.list(None).try_collect::<Vec<_>>().await.unwrap_err();
+    // Listing and writing fail the same way, naming the bucket.
+    let e = tokio::time::timeout(NO_HANG, cache.list(None).try_collect::<Vec<_>>())
+        .await
+        .expect("a silent store fails the listing instead of hanging")
+        .unwrap_err();
     expect(&e, ObjectErrorKind::Timeout, "s3", "etl-bucket", "");
+    let e = tokio::time::timeout(NO_HANG, cache.set_text("k", "v", SetOptions::new()))
+        .await
+        .expect("a silent store fails the write instead of hanging")
+        .unwrap_err();
+    expect(&e, ObjectErrorKind::Timeout, "s3", "etl-bucket", "k");
+}
+
+/// Whether `e` or an error behind it is an I/O timeout, which the cache
+/// reports as [`ObjectErrorKind::Timeout`].
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(s) = cur {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cur = s.source();
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stalls_ends_with_a_timeout() {
+    use etl_cache_object::object_store::ObjectStoreExt;
+    // Headers and half of a 1000-byte body, then silence.
+    let port = body_server(1000, 500, 1, Duration::ZERO);
+    let cache = cache_at(port);
+    let path = cache.object_path("daily_report").unwrap();
+    let read = async {
+        let r = cache.store().get(&path).await?;
+        r.bytes().await
+    };
+    let e = tokio::time::timeout(NO_HANG, read)
+        .await
+        .expect("a stalled body fails instead of hanging")
+        .unwrap_err();
+    assert!(is_timeout(&e), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_that_keeps_moving_is_not_cut() {
+    use etl_cache_object::object_store::ObjectStoreExt;
+    // 8 chunks, one every 100 ms: longer than the 300 ms idle timeout in
+    // all, but never silent that long.
+    let port = body_server(800, 100, 8, Duration::from_millis(100));
+    let cache = cache_at(port);
+    let path = cache.object_path("daily_report").unwrap();
+    let read = async {
+        let r = cache.store().get(&path).await?;
+        r.bytes().await
+    };
+    let body = tokio::time::timeout(NO_HANG, read).await.unwrap().unwrap();
+    assert_eq!(body.len(), 800);
+    assert!(body.iter().all(|&b| b == b'x'));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

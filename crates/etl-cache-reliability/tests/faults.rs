@@ -990,7 +990,7 @@ fn object_cache_on_local_files_streams_survive_unlink() {
     if proc::role().is_some() {
         return;
     }
-    // (A file cut short mid-read is not tried here: object_store 0.14's
+    // (A file cut short mid-read is not tried here: object_store's
     // LocalFileSystem then yields empty chunks forever and ObjectCache spins
     // on them; see RELIABILITY.md, known issues.)
     let dir = tempfile::tempdir().expect("tempdir");
