@@ -88,10 +88,19 @@ impl CachedStore {
     /// The object's metadata from the inner store (a request without a
     /// body), remembered.
     async fn head_inner(&self, path: &Path, snapshot: u64) -> object_store::Result<ObjectMeta> {
-        let got = self
+        let got = match self
             .engine
             .fetch(path, GetOptions::new().with_head(true))
-            .await?;
+            .await
+        {
+            Ok(got) => got,
+            Err(e) => {
+                if matches!(e, object_store::Error::NotFound { .. }) {
+                    self.engine.forget_meta(path).await;
+                }
+                return Err(e);
+            }
+        };
         self.engine.remember(path, &got.meta, snapshot).await;
         Ok(got.meta)
     }
@@ -115,29 +124,35 @@ impl CachedStore {
                 _ if probe_first => (self.head_inner(location, snapshot).await?, false),
                 _ => return self.first_read(location, options, snapshot).await,
             };
-            options.check_preconditions(&meta)?;
-            let range = match &options.range {
-                Some(r) => r.as_range(meta.size).map_err(invalid_range)?,
-                None => 0..meta.size,
+            let resolve = |meta: &ObjectMeta| match &options.range {
+                Some(r) => r.as_range(meta.size).map_err(invalid_range),
+                None => Ok(0..meta.size),
             };
             let (mut meta, mut unchecked) = (meta, unchecked);
             if unchecked {
-                // Served from the cache from its first block on: the
-                // object is checked by its metadata first.
-                let obj = eng.obj(meta.clone());
-                let first_cached = range.is_empty()
-                    || eng
-                        .holds(&eng.block_key(&obj, range.start / eng.bs()))
-                        .await;
-                if first_cached {
+                // A read whose first block is kept, or that is empty or out
+                // of range by what is known, would not ask the inner store
+                // first: check the object's metadata instead.
+                let known_range = resolve(&meta);
+                let ask_first = match &known_range {
+                    Err(_) => true,
+                    Ok(r) if r.is_empty() => true,
+                    Ok(r) => {
+                        let obj = eng.obj(meta.clone());
+                        eng.holds(&eng.block_key(&obj, r.start / eng.bs())).await
+                    }
+                };
+                if ask_first {
                     let now = self.head_inner(location, snapshot).await?;
-                    if identity(&now) != identity(&meta) {
+                    if identity(&now) != identity(&meta) && attempt < ATTEMPTS {
                         continue; // changed: start again with what it is now
                     }
                     meta = now;
                     unchecked = false;
                 }
             }
+            options.check_preconditions(&meta)?;
+            let range = resolve(&meta)?;
             if options.head {
                 return Ok(result(meta, range, futures::stream::empty().boxed()));
             }
@@ -151,7 +166,10 @@ impl CachedStore {
                             // meanwhile: nothing was checked yet.
                             let now = self.head_inner(location, snapshot).await?;
                             if identity(&now) != identity(&meta) {
-                                continue;
+                                if attempt < ATTEMPTS {
+                                    continue;
+                                }
+                                return Err(crate::reader::changed(location));
                             }
                         } else {
                             eng.remember(location, &meta, snapshot).await;
