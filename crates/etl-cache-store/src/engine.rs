@@ -41,8 +41,8 @@ const KNOWN_MAX: usize = 100_000;
 /// read does not remember metadata older than the write.
 #[derive(Default)]
 struct Writes {
-    /// Path -> the write counter when it was last written.
-    last: HashMap<Path, u64>,
+    /// Path -> the write counter and the time when it was last written.
+    last: HashMap<Path, (u64, SystemTime)>,
     /// Reads that began before this counter value remember nothing (the
     /// `last` map was cleared when it grew too large).
     floor: u64,
@@ -296,7 +296,7 @@ impl Engine {
     }
 
     fn written_since(m: &Metas, path: &Path, snapshot: u64) -> bool {
-        snapshot < m.writes.floor || m.writes.last.get(path).is_some_and(|&w| w >= snapshot)
+        snapshot < m.writes.floor || m.writes.last.get(path).is_some_and(|&(w, _)| w >= snapshot)
     }
 
     /// What is known about `path`: from memory, else from the cache.
@@ -320,6 +320,16 @@ impl Engine {
             return None; // a digest collision; never seen in practice
         }
         let mut m = lock(&self.metas);
+        if m
+            .writes
+            .last
+            .get(path)
+            .is_some_and(|&(_, at)| known.checked <= at)
+        {
+            // Kept before a write through this store whose removal of it
+            // has not run (or not yet).
+            return None;
+        }
         if !Self::written_since(&m, path, snapshot) {
             Self::insert_known(&mut m, path, known.clone());
         }
@@ -395,21 +405,25 @@ impl Engine {
         }
     }
 
+    /// `path` is about to change through this store: reads that began
+    /// before remember nothing of it, and what memory knows is forgotten.
+    /// Returns what memory knew.
+    pub(crate) fn mark_written(&self, path: &Path) -> Option<Known> {
+        let mut m = lock(&self.metas);
+        let w = self.write_count.fetch_add(1, Ordering::SeqCst);
+        if m.writes.last.len() >= KNOWN_MAX && !m.writes.last.contains_key(path) {
+            m.writes.last.clear();
+            m.writes.floor = w + 1;
+        }
+        m.writes.last.insert(path.clone(), (w, SystemTime::now()));
+        m.known.remove(path)
+    }
+
     /// `path` was written, deleted, copied or renamed onto through this
-    /// store: reads that began before remember nothing of it, what is known
-    /// is forgotten and the blocks of the version known are dropped.
+    /// store: as [`Engine::mark_written`], and the cache's copy of its
+    /// metadata and the blocks of the version known are dropped.
     pub(crate) async fn written(&self, path: &Path) {
-        let old = {
-            let mut m = lock(&self.metas);
-            let w = self.write_count.fetch_add(1, Ordering::SeqCst);
-            if m.writes.last.len() >= KNOWN_MAX && !m.writes.last.contains_key(path) {
-                m.writes.last.clear();
-                m.writes.floor = w + 1;
-            }
-            m.writes.last.insert(path.clone(), w);
-            m.known.remove(path)
-        };
-        let old = match old {
+        let old = match self.mark_written(path) {
             Some(k) => Some(k),
             None => self.stored_meta(path).await,
         };

@@ -265,6 +265,55 @@ fn result(
     }
 }
 
+/// The paths a write through the store changes. They are marked before the
+/// write is sent and forgotten after it; a write whose future is dropped
+/// half way (it may still be applied) has them marked and forgotten all the
+/// same, from its drop.
+struct Changing {
+    engine: Arc<Engine>,
+    paths: Vec<Path>,
+    done: bool,
+}
+
+impl Changing {
+    fn new(engine: &Arc<Engine>, paths: &[&Path]) -> Self {
+        for p in paths {
+            engine.mark_written(p);
+        }
+        Changing {
+            engine: engine.clone(),
+            paths: paths.iter().map(|p| (*p).clone()).collect(),
+            done: false,
+        }
+    }
+
+    async fn done(mut self) {
+        for p in &self.paths {
+            self.engine.written(p).await;
+        }
+        self.done = true;
+    }
+}
+
+impl Drop for Changing {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        for p in &self.paths {
+            self.engine.mark_written(p);
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (engine, paths) = (self.engine.clone(), std::mem::take(&mut self.paths));
+            rt.spawn(async move {
+                for p in &paths {
+                    engine.written(p).await;
+                }
+            });
+        }
+    }
+}
+
 /// A multipart upload through the store: the path's cached blocks are
 /// dropped when it completes.
 #[derive(Debug)]
@@ -281,8 +330,9 @@ impl MultipartUpload for Upload {
     }
 
     async fn complete(&mut self) -> object_store::Result<PutResult> {
+        let changing = Changing::new(&self.engine, &[&self.path]);
         let r = self.inner.complete().await;
-        self.engine.written(&self.path).await;
+        changing.done().await;
         r
     }
 
@@ -305,8 +355,9 @@ impl ObjectStore for CachedStore {
     ) -> object_store::Result<PutResult> {
         let s = span("put", location);
         async {
+            let changing = Changing::new(&self.engine, &[location]);
             let r = self.engine.inner.put_opts(location, payload, opts).await;
-            self.engine.written(location).await;
+            changing.done().await;
             r
         }
         .instrument(s)
@@ -424,6 +475,16 @@ impl ObjectStore for CachedStore {
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
         let engine = self.engine.clone();
+        let marking = self.engine.clone();
+        // Each path is marked as it is handed to the inner store, and
+        // forgotten once its deletion is reported.
+        let locations = locations
+            .inspect(move |r| {
+                if let Ok(p) = r {
+                    marking.mark_written(p);
+                }
+            })
+            .boxed();
         self.engine
             .inner
             .delete_stream(locations)
@@ -461,8 +522,9 @@ impl ObjectStore for CachedStore {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
+        let changing = Changing::new(&self.engine, &[to]);
         let r = self.engine.inner.copy_opts(from, to, options).await;
-        self.engine.written(to).await;
+        changing.done().await;
         r
     }
 
@@ -472,9 +534,9 @@ impl ObjectStore for CachedStore {
         to: &Path,
         options: RenameOptions,
     ) -> object_store::Result<()> {
+        let changing = Changing::new(&self.engine, &[from, to]);
         let r = self.engine.inner.rename_opts(from, to, options).await;
-        self.engine.written(to).await;
-        self.engine.written(from).await;
+        changing.done().await;
         r
     }
 }

@@ -492,3 +492,112 @@ async fn bad_settings_are_refused() {
         assert!(e.to_string().contains("block size"), "{e}");
     }
 }
+
+#[tokio::test]
+async fn a_write_whose_future_is_dropped_is_still_seen() {
+    // The inner put is held at a gate, the put's future dropped there, and
+    // the put then applied: a store that never revalidates must not serve
+    // the version it knew before.
+    #[derive(Debug)]
+    struct HeldPut {
+        inner: Arc<object_store::memory::InMemory>,
+        gate: Arc<tokio::sync::Semaphore>,
+        held: Arc<tokio::sync::Notify>,
+    }
+    impl std::fmt::Display for HeldPut {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("HeldPut")
+        }
+    }
+    #[async_trait::async_trait]
+    impl ObjectStore for HeldPut {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            // Applied at once, as a request already sent would be, then held.
+            let r = self.inner.put_opts(location, payload, opts).await;
+            self.held.notify_one();
+            let _ = self.gate.acquire().await;
+            r
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(&self, prefix: Option<&Path>) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(&self, from: &Path, to: &Path, o: object_store::CopyOptions) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, o).await
+        }
+    }
+    let bare = Arc::new(object_store::memory::InMemory::new());
+    let held = Arc::new(tokio::sync::Notify::new());
+    let inner = Arc::new(HeldPut {
+        inner: bare.clone(),
+        gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        held: held.clone(),
+    });
+    let store = Arc::new(
+        CachedStore::builder(inner)
+            .cache(Arc::new(MemoryCache::new()))
+            .block_size(MIB as u64)
+            .revalidate(Revalidate::Never)
+            .build()
+            .await
+            .unwrap(),
+    );
+    let p = Path::from("held");
+    bare.put(&p, bytes(100, 1).into()).await.unwrap();
+    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), bytes(100, 1));
+    let (s, p2) = (store.clone(), p.clone());
+    let put = tokio::spawn(async move { s.put(&p2, bytes(100, 2).into()).await });
+    held.notified().await;
+    put.abort();
+    assert!(put.await.unwrap_err().is_cancelled());
+    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), bytes(100, 2));
+}
+
+#[tokio::test]
+async fn a_stream_dropped_part_way_keeps_whole_blocks_and_strands_no_reader() {
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("partway");
+    let data = bytes(4 * MIB, 23);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    let cache = Arc::new(MemoryCache::new());
+    let store = store_on(inner, cache.clone(), Revalidate::Never).await;
+    let mut s = store.get(&p).await.unwrap().into_stream();
+    assert_eq!(s.next().await.unwrap().unwrap(), data.slice(..MIB));
+    // A read of block 2 joins the fetch the stream leads ...
+    let (s2, p2) = (store.clone(), p.clone());
+    let waiter = tokio::spawn(async move { s2.get_range(&p2, 2 * MIB as u64..2 * MIB as u64 + 3).await });
+    while store.stats().joins < 1 {
+        tokio::task::yield_now().await;
+    }
+    // ... which is dropped before it gets there: the waiter fetches it.
+    drop(s);
+    assert_eq!(waiter.await.unwrap().unwrap(), data.slice(2 * MIB..2 * MIB + 3));
+    let gets = hooks.gets.load(SeqCst);
+    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    // Blocks 0 and 2 were kept; 1 and 3 (never handed out) are fetched.
+    assert_eq!(hooks.gets.load(SeqCst), gets + 2);
+    assert_eq!(store.stats().misses, 2 + 2);
+}
