@@ -53,6 +53,13 @@ pub use etl_cache_tiered::{Served, TieredCache, TieredCacheBuilder};
 #[cfg(feature = "tiered")]
 pub use etl_cache_tiered as tiered;
 
+#[cfg(feature = "store")]
+pub use etl_cache_store::{CachedStore, CachedStoreBuilder};
+
+/// `CachedStore`: an `ObjectStore` that reads S3, Azure or GCS through a cache.
+#[cfg(feature = "store")]
+pub use etl_cache_store as store;
+
 /// The README's examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

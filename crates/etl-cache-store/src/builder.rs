@@ -1,0 +1,194 @@
+//! How a [`CachedStore`] is configured.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etl_cache_core::{Cache, Error, Result};
+use object_store::ObjectStore;
+
+use crate::CachedStore;
+use crate::engine::{Config, Engine};
+
+/// The default block size: 8 MiB.
+pub const DEFAULT_BLOCK_SIZE: u64 = 8 << 20;
+/// The smallest block size accepted: 1 MiB.
+pub const MIN_BLOCK_SIZE: u64 = 1 << 20;
+/// The largest block size accepted: 64 MiB.
+pub const MAX_BLOCK_SIZE: u64 = 64 << 20;
+
+/// Where the cache lives when no [`Cache`] is given: a `DiskCache` here.
+pub const DEFAULT_DIR: &str = ".cache/etl-cache-store";
+
+/// How often a [`CachedStore`] asks the inner store whether an object it has
+/// blocks of changed.
+///
+/// A changed object is recognised by its e-tag (or version, or last-modified
+/// time and size where the store has neither): blocks of the old version are
+/// never served once the change is seen. The question is when it is seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Revalidate {
+    /// Every call sees the object as it is now (the default). A read that
+    /// fetches any block does so on condition that the object is the one the
+    /// cached blocks came from, which checks it at no extra cost; a read
+    /// served entirely from the cache first asks for the object's metadata
+    /// (one request without a body).
+    #[default]
+    Always,
+    /// Metadata checked less than this long ago is trusted: a change is
+    /// seen at most this long after it was made.
+    After(Duration),
+    /// Metadata once seen is trusted until a write through this store
+    /// changes the object. For data that is never rewritten in place, such
+    /// as the Parquet files of a lake table: a warm read then sends no
+    /// request at all, even after a restart.
+    Never,
+}
+
+/// Which blocks read from the inner store are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Admission {
+    /// Every block read is kept (the default).
+    #[default]
+    Always,
+    /// A block is kept on its second read. One pass over more data than
+    /// the cache holds then evicts nothing that is read again and again.
+    /// The first reads are remembered in memory (about 8 bytes each, up to
+    /// `remember` blocks, then forgotten all at once), per process.
+    SecondRead {
+        /// How many blocks read once are remembered.
+        remember: usize,
+    },
+}
+
+impl Admission {
+    /// [`Admission::SecondRead`] remembering a million blocks (8 TiB of
+    /// 8 MiB blocks; about 8 MiB of memory).
+    pub const SECOND_READ: Admission = Admission::SecondRead { remember: 1 << 20 };
+}
+
+/// Builds a [`CachedStore`]; see [`CachedStore::builder`].
+#[derive(Debug)]
+pub struct CachedStoreBuilder {
+    inner: Arc<dyn ObjectStore>,
+    cache: Option<Arc<dyn Cache>>,
+    dir: PathBuf,
+    block_size: u64,
+    revalidate: Revalidate,
+    admission: Admission,
+    namespace: Option<String>,
+    prefix: String,
+}
+
+impl CachedStoreBuilder {
+    pub(crate) fn new(inner: Arc<dyn ObjectStore>) -> Self {
+        CachedStoreBuilder {
+            inner,
+            cache: None,
+            dir: PathBuf::from(DEFAULT_DIR),
+            block_size: DEFAULT_BLOCK_SIZE,
+            revalidate: Revalidate::default(),
+            admission: Admission::default(),
+            namespace: None,
+            prefix: "etl-cache-store".into(),
+        }
+    }
+
+    /// Keeps the blocks in this cache (a `TieredCache` for memory and disk,
+    /// or any other backend). Without it, a `DiskCache` in [`Self::dir`].
+    pub fn cache(mut self, cache: Arc<dyn Cache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The directory of the `DiskCache` opened when no [`Self::cache`] is
+    /// given (default [`DEFAULT_DIR`]). Processes that open the same
+    /// directory share its blocks.
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = dir.into();
+        self
+    }
+
+    /// The size of the aligned blocks objects are cached in: from
+    /// [`MIN_BLOCK_SIZE`] (1 MiB) to [`MAX_BLOCK_SIZE`] (64 MiB), default
+    /// 8 MiB. Blocks of one size are not found under another.
+    pub fn block_size(mut self, bytes: u64) -> Self {
+        self.block_size = bytes;
+        self
+    }
+
+    /// How often an object's metadata is checked again (default
+    /// [`Revalidate::Always`]).
+    pub fn revalidate(mut self, revalidate: Revalidate) -> Self {
+        self.revalidate = revalidate;
+        self
+    }
+
+    /// Which blocks are kept (default [`Admission::Always`]).
+    pub fn admission(mut self, admission: Admission) -> Self {
+        self.admission = admission;
+        self
+    }
+
+    /// Names the inner store inside the cache, so that several stores can
+    /// share one cache. Defaults to the inner store's `Display` text (for
+    /// S3, `AmazonS3(bucket)`), which names the bucket but not the account
+    /// or endpoint: set it when two stores of the same name, or two
+    /// in-memory stores, share a cache.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// The first part of every key this store writes in the cache
+    /// (default `etl-cache-store`), so that they stay apart from other
+    /// entries of a shared cache.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Opens the cache (unless one was given) and builds the store.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a block size out of range or an empty
+    /// key prefix; the errors of opening the `DiskCache`.
+    pub async fn build(self) -> Result<CachedStore> {
+        if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&self.block_size) {
+            return Err(Error::InvalidInput {
+                message: format!(
+                    "block size {} is out of range: from {MIN_BLOCK_SIZE} (1 MiB) to {MAX_BLOCK_SIZE} (64 MiB)",
+                    self.block_size
+                ),
+            });
+        }
+        if self.prefix.is_empty() || self.prefix.len() > 128 || self.prefix.contains('\0') {
+            return Err(Error::InvalidInput {
+                message: "the key prefix must be 1 to 128 bytes, without NUL".into(),
+            });
+        }
+        if let Admission::SecondRead { remember: 0 } = self.admission {
+            return Err(Error::InvalidInput {
+                message: "Admission::SecondRead must remember at least one block".into(),
+            });
+        }
+        let cache = match self.cache {
+            Some(c) => c,
+            None => Arc::new(etl_cache_fs::DiskCache::open(&self.dir).await?),
+        };
+        let namespace = self.namespace.unwrap_or_else(|| self.inner.to_string());
+        let config = Config {
+            block_size: self.block_size,
+            revalidate: self.revalidate,
+            admission: self.admission,
+            namespace,
+            prefix: self.prefix,
+        };
+        Ok(CachedStore {
+            engine: Arc::new(Engine::new(self.inner, cache, config)),
+        })
+    }
+}

@@ -1,0 +1,341 @@
+//! Reading a range of an object block by block: each block from the cache,
+//! from a fetch another read has under way, or from a fetch this read leads
+//! for a run of missing blocks (one ranged request for the whole run).
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange};
+use tokio::sync::watch;
+
+use crate::engine::{Engine, Flight, Obj, Slot, identity, share_error, wait};
+
+/// The error a read meets when the object is no longer the version its
+/// other blocks came from.
+pub(crate) fn changed(path: &Path) -> object_store::Error {
+    object_store::Error::Precondition {
+        path: path.to_string(),
+        source: "the object changed while it was being read".into(),
+    }
+}
+
+/// A ranged request under way for blocks `next..end` of an object, which
+/// hands them out in order as they complete. Blocks whose fetch another
+/// read had already registered are read here too, but not announced.
+pub(crate) struct Run {
+    eng: Arc<Engine>,
+    obj: Arc<Obj>,
+    next: u64,
+    end: u64,
+    body: BoxStream<'static, object_store::Result<Bytes>>,
+    buf: BytesMut,
+    /// One per block `next..end`: the key, and the sender when this run
+    /// announced the fetch.
+    slots: VecDeque<(String, Option<watch::Sender<Slot>>)>,
+}
+
+impl Run {
+    /// Registers the blocks `first..end` it can, without a request yet.
+    pub(crate) fn register(
+        eng: &Arc<Engine>,
+        obj: &Obj,
+        first: u64,
+        end: u64,
+    ) -> VecDeque<(String, Option<watch::Sender<Slot>>)> {
+        (first..end)
+            .map(|i| {
+                let key = eng.block_key(obj, i);
+                let tx = eng.try_lead(&key);
+                (key, tx)
+            })
+            .collect()
+    }
+
+    /// A run over a body already requested (the first read of an object,
+    /// whose response told its metadata).
+    pub(crate) fn over(
+        eng: Arc<Engine>,
+        obj: Arc<Obj>,
+        first: u64,
+        end: u64,
+        body: BoxStream<'static, object_store::Result<Bytes>>,
+    ) -> Run {
+        let slots = Self::register(&eng, &obj, first, end);
+        Run {
+            eng,
+            obj,
+            next: first,
+            end,
+            body,
+            buf: BytesMut::new(),
+            slots,
+        }
+    }
+
+    /// Requests blocks `first..end` (registered in `slots`) on condition
+    /// that the object is still the version of `obj`.
+    async fn start(
+        eng: Arc<Engine>,
+        obj: Arc<Obj>,
+        first: u64,
+        end: u64,
+        slots: VecDeque<(String, Option<watch::Sender<Slot>>)>,
+    ) -> object_store::Result<Run> {
+        let bs = eng.bs();
+        let size = obj.meta.size;
+        let want = first * bs..(end * bs).min(size);
+        let mut opts = GetOptions::new().with_range(Some(GetRange::Bounded(want.clone())));
+        match (&obj.meta.e_tag, &obj.meta.version) {
+            (Some(e), _) => opts.if_match = Some(e.clone()),
+            (None, Some(v)) => opts.version = Some(v.clone()),
+            (None, None) => {}
+        }
+        let mut run = Run {
+            eng: eng.clone(),
+            obj: obj.clone(),
+            next: first,
+            end,
+            body: futures::stream::empty().boxed(),
+            buf: BytesMut::new(),
+            slots,
+        };
+        let path = &obj.meta.location;
+        let got = match eng.fetch(path, opts).await {
+            Ok(got) => got,
+            Err(e) => return Err(run.fail(e)),
+        };
+        if identity(&got.meta) != identity(&obj.meta) {
+            return Err(run.fail(changed(path)));
+        }
+        if got.range != want {
+            let e = object_store::Error::Generic {
+                store: "CachedStore",
+                source: format!(
+                    "asked the inner store for bytes {want:?} of {path}, it sent {:?}",
+                    got.range
+                )
+                .into(),
+            };
+            return Err(run.fail(e));
+        }
+        run.body = got.into_stream();
+        Ok(run)
+    }
+
+    pub(crate) fn done(&self) -> bool {
+        self.next >= self.end
+    }
+
+    /// Announces `e` to every read waiting for a block of this run and
+    /// hands it back.
+    fn fail(&mut self, e: object_store::Error) -> object_store::Error {
+        let shared = Arc::new(share_error(&e));
+        for (key, tx) in self.slots.drain(..) {
+            if let Some(tx) = tx {
+                tx.send_replace(Some(Err(shared.clone())));
+                self.eng.land(&key, &tx);
+            }
+        }
+        self.next = self.end;
+        e
+    }
+
+    /// The next block, once all its bytes arrived. A body that ends early
+    /// or fails is an error, and no part of a block is ever kept.
+    pub(crate) async fn next_block(&mut self) -> object_store::Result<Bytes> {
+        let len = self.eng.block_len(self.obj.meta.size, self.next) as usize;
+        while self.buf.len() < len {
+            match self.body.next().await {
+                Some(Ok(chunk)) => {
+                    if self.buf.is_empty() && chunk.len() >= len {
+                        // The common case of a store that sends large
+                        // chunks: no copy unless a block straddles two.
+                        let mut chunk = chunk;
+                        let block = chunk.split_to(len);
+                        self.buf.extend_from_slice(&chunk);
+                        return self.complete(block).await;
+                    }
+                    self.buf.extend_from_slice(&chunk);
+                }
+                Some(Err(e)) => return Err(self.fail(e)),
+                None => {
+                    let path = self.obj.meta.location.to_string();
+                    let e = object_store::Error::Generic {
+                        store: "CachedStore",
+                        source: format!(
+                            "the inner store's body for {path} ended {} bytes into block {} of {len} bytes",
+                            self.buf.len(),
+                            self.next
+                        )
+                        .into(),
+                    };
+                    return Err(self.fail(e));
+                }
+            }
+        }
+        let block = self.buf.split_to(len).freeze();
+        self.complete(block).await
+    }
+
+    async fn complete(&mut self, block: Bytes) -> object_store::Result<Bytes> {
+        let (key, tx) = self.slots.pop_front().expect("a slot per block");
+        self.next += 1;
+        if self.done() && !self.buf.is_empty() {
+            let n = self.buf.len();
+            let e = object_store::Error::Generic {
+                store: "CachedStore",
+                source: format!(
+                    "the inner store sent {n} bytes more than asked for {}",
+                    self.obj.meta.location
+                )
+                .into(),
+            };
+            self.slots.push_front((key, tx));
+            return Err(self.fail(e));
+        }
+        self.eng.stats.miss(block.len() as u64);
+        if let Some(tx) = &tx {
+            tx.send_replace(Some(Ok(block.clone())));
+        }
+        self.eng.keep(&key, block.clone()).await;
+        if let Some(tx) = &tx {
+            self.eng.land(&key, tx);
+        }
+        Ok(block)
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        // Senders dropped unsent: readers waiting for these blocks see the
+        // fetch abandoned and fetch them themselves.
+        for (key, tx) in self.slots.drain(..) {
+            if let Some(tx) = tx {
+                self.eng.land(&key, &tx);
+            }
+        }
+    }
+}
+
+/// Reads `range` of an object, whose metadata is fixed for the read.
+pub(crate) struct Reader {
+    eng: Arc<Engine>,
+    obj: Arc<Obj>,
+    range: Range<u64>,
+    next: u64,
+    /// One past the last block.
+    end: u64,
+    run: Option<Run>,
+    /// Whether a block came from the inner store (by this read's request,
+    /// or one it joined), which checked the object's version.
+    fetched: bool,
+}
+
+impl Reader {
+    pub(crate) fn new(
+        eng: Arc<Engine>,
+        obj: Arc<Obj>,
+        range: Range<u64>,
+        run: Option<Run>,
+    ) -> Self {
+        let bs = eng.bs();
+        let (next, end) = if range.is_empty() {
+            (0, 0)
+        } else {
+            (range.start / bs, range.end.div_ceil(bs))
+        };
+        Reader {
+            eng,
+            obj,
+            range,
+            next,
+            end,
+            fetched: run.is_some(),
+            run,
+        }
+    }
+
+    /// Whether a block came from the inner store so far.
+    pub(crate) fn fetched(&self) -> bool {
+        self.fetched
+    }
+
+    /// The next block's part of the range, or `None` at the end.
+    pub(crate) async fn next_chunk(&mut self) -> object_store::Result<Option<Bytes>> {
+        let Some((i, block)) = self.next_block().await? else {
+            return Ok(None);
+        };
+        let bs = self.eng.bs();
+        let start = self.range.start.saturating_sub(i * bs) as usize;
+        let end = (self.range.end - i * bs).min(block.len() as u64) as usize;
+        Ok(Some(block.slice(start..end)))
+    }
+
+    async fn next_block(&mut self) -> object_store::Result<Option<(u64, Bytes)>> {
+        loop {
+            if self.next >= self.end {
+                return Ok(None);
+            }
+            let i = self.next;
+            if let Some(run) = self.run.as_mut() {
+                let block = run.next_block().await?;
+                if run.done() {
+                    self.run = None;
+                }
+                self.next += 1;
+                return Ok(Some((i, block)));
+            }
+            let len = self.eng.block_len(self.obj.meta.size, i);
+            let key = self.eng.block_key(&self.obj, i);
+            if let Some(b) = self.eng.cached(&key, len).await {
+                self.next += 1;
+                return Ok(Some((i, b)));
+            }
+            match self.eng.join_or_lead(&key) {
+                Flight::Join(rx) => {
+                    self.eng.stats.join();
+                    match wait(rx).await {
+                        Some(Ok(b)) => {
+                            self.fetched = true;
+                            self.next += 1;
+                            return Ok(Some((i, b)));
+                        }
+                        Some(Err(e)) => return Err(share_error(&e)),
+                        None => continue, // abandoned: look again
+                    }
+                }
+                Flight::Lead(tx) => {
+                    let mut slots = VecDeque::from([(key, Some(tx))]);
+                    let mut j = i + 1;
+                    while j < self.end {
+                        let key = self.eng.block_key(&self.obj, j);
+                        if self.eng.holds(&key).await {
+                            break;
+                        }
+                        match self.eng.try_lead(&key) {
+                            Some(tx) => slots.push_back((key, Some(tx))),
+                            None => break,
+                        }
+                        j += 1;
+                    }
+                    let run = Run::start(self.eng.clone(), self.obj.clone(), i, j, slots).await?;
+                    self.fetched = true;
+                    self.run = Some(run);
+                }
+            }
+        }
+    }
+
+    /// The rest of the range as a stream of chunks.
+    pub(crate) fn into_stream(self) -> BoxStream<'static, object_store::Result<Bytes>> {
+        futures::stream::try_unfold(self, |mut r| async move {
+            Ok(r.next_chunk().await?.map(|c| (c, r)))
+        })
+        .boxed()
+    }
+}

@@ -1,0 +1,192 @@
+//! A wrapper store for the tests: counts requests, can hold data requests
+//! at a gate, and can cut a body short.
+
+#![allow(dead_code)]
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use tokio::sync::Semaphore;
+
+#[derive(Debug, Default)]
+pub struct Hooks {
+    /// Data requests (get_opts without `head`).
+    pub gets: AtomicUsize,
+    /// Metadata requests (get_opts with `head`).
+    pub heads: AtomicUsize,
+    /// Data requests waiting at the gate now.
+    pub paused: AtomicUsize,
+    /// When set, each data request takes a permit first.
+    pub gate: Mutex<Option<Arc<Semaphore>>>,
+    /// When set, the next data body fails after this many bytes.
+    pub cut_after: Mutex<Option<usize>>,
+}
+
+#[derive(Debug)]
+pub struct Watched {
+    pub inner: Arc<InMemory>,
+    pub hooks: Arc<Hooks>,
+}
+
+impl Watched {
+    pub fn new() -> (Arc<Watched>, Arc<InMemory>, Arc<Hooks>) {
+        let inner = Arc::new(InMemory::new());
+        let hooks = Arc::new(Hooks::default());
+        (
+            Arc::new(Watched {
+                inner: inner.clone(),
+                hooks: hooks.clone(),
+            }),
+            inner,
+            hooks,
+        )
+    }
+}
+
+impl Hooks {
+    pub fn requests(&self) -> usize {
+        self.gets.load(SeqCst) + self.heads.load(SeqCst)
+    }
+
+    /// Holds every data request from now on until [`Hooks::release`].
+    pub fn close_gate(&self) -> Arc<Semaphore> {
+        let s = Arc::new(Semaphore::new(0));
+        *self.gate.lock().unwrap() = Some(s.clone());
+        s
+    }
+
+    pub fn open_gate(&self) {
+        if let Some(s) = self.gate.lock().unwrap().take() {
+            s.add_permits(1 << 20);
+        }
+    }
+
+    /// Waits until `n` data requests wait at the gate.
+    pub async fn wait_paused(&self, n: usize) {
+        while self.paused.load(SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+impl std::fmt::Display for Watched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Watched({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Watched {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        if options.head {
+            self.hooks.heads.fetch_add(1, SeqCst);
+            return self.inner.get_opts(location, options).await;
+        }
+        self.hooks.gets.fetch_add(1, SeqCst);
+        let gate = self.hooks.gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            self.hooks.paused.fetch_add(1, SeqCst);
+            let permit = gate.acquire().await.unwrap();
+            permit.forget();
+            self.hooks.paused.fetch_sub(1, SeqCst);
+        }
+        let mut got = self.inner.get_opts(location, options).await?;
+        let cut = self.hooks.cut_after.lock().unwrap().take();
+        if let Some(cut) = cut {
+            let GetResultPayload::Stream(stream) = got.payload else {
+                unreachable!("InMemory streams its bodies")
+            };
+            // Re-chunked into 64 KiB pieces, then cut.
+            let bytes = stream
+                .map(|r| r.unwrap())
+                .collect::<Vec<Bytes>>()
+                .await
+                .concat();
+            let mut pieces: Vec<object_store::Result<Bytes>> = bytes[..cut.min(bytes.len())]
+                .chunks(64 << 10)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            pieces.push(Err(object_store::Error::Generic {
+                store: "Watched",
+                source: "connection reset".into(),
+            }));
+            got.payload = GetResultPayload::Stream(futures::stream::iter(pieces).boxed());
+        }
+        Ok(got)
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// `n` bytes that differ at every offset and between `seed`s.
+pub fn bytes(n: usize, seed: u8) -> Bytes {
+    (0..n)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1] ^ seed)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+pub const MIB: usize = 1 << 20;

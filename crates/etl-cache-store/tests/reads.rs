@@ -1,0 +1,603 @@
+//! CachedStore reads: what they return, what they ask the inner store, and
+//! what they keep.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+
+use bytes::Bytes;
+use common::{MIB, Watched, bytes};
+use etl_cache_core::{Cache, MemoryCache};
+use etl_cache_store::{Admission, CachedStore, Revalidate};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+
+async fn store_on(
+    inner: Arc<Watched>,
+    cache: Arc<dyn Cache>,
+    revalidate: Revalidate,
+) -> Arc<CachedStore> {
+    Arc::new(
+        CachedStore::builder(inner)
+            .cache(cache)
+            .block_size(MIB as u64)
+            .revalidate(revalidate)
+            .build()
+            .await
+            .unwrap(),
+    )
+}
+
+async fn get_all(s: &dyn ObjectStore, p: &Path, o: GetOptions) -> object_store::Result<Bytes> {
+    s.get_opts(p, o).await?.bytes().await
+}
+
+#[tokio::test]
+async fn every_kind_of_read_returns_what_the_inner_store_returns_cold_and_warm() {
+    let (inner, bare, hooks) = Watched::new();
+    let data = bytes(3 * MIB + 12_345, 1);
+    let p = Path::from("lake/t/part-0.parquet");
+    bare.put(&p, data.clone().into()).await.unwrap();
+    let n = data.len() as u64;
+    let ranges: Vec<Option<GetRange>> = vec![
+        None,
+        Some(GetRange::Bounded(0..1)),
+        Some(GetRange::Bounded(10..MIB as u64 + 7)),
+        Some(GetRange::Bounded(MIB as u64..2 * MIB as u64)),
+        Some(GetRange::Bounded(n - 8..n)),
+        Some(GetRange::Bounded(n - 8..n + 100)),
+        Some(GetRange::Offset(2 * MIB as u64 - 3)),
+        Some(GetRange::Offset(0)),
+        Some(GetRange::Suffix(8)),
+        Some(GetRange::Suffix(n + 5)),
+    ];
+    for revalidate in [Revalidate::Always, Revalidate::Never] {
+        let store = store_on(inner.clone(), Arc::new(MemoryCache::new()), revalidate).await;
+        for round in ["cold", "warm"] {
+            for r in &ranges {
+                let o = GetOptions::new().with_range(r.clone());
+                let want = get_all(bare.as_ref(), &p, o.clone()).await.unwrap();
+                let got = store.get_opts(&p, o).await.unwrap();
+                let want_range = bare
+                    .get_opts(&p, GetOptions::new().with_range(r.clone()))
+                    .await
+                    .unwrap()
+                    .range;
+                assert_eq!(got.range, want_range, "{round} {revalidate:?} {r:?}");
+                assert_eq!(got.meta.size, n);
+                assert_eq!(
+                    got.bytes().await.unwrap(),
+                    want,
+                    "{round} {revalidate:?} {r:?}"
+                );
+            }
+            let rs = [5..9, MIB as u64 - 2..MIB as u64 + 2, n - 1..n, 40..41];
+            assert_eq!(
+                store.get_ranges(&p, &rs).await.unwrap(),
+                bare.get_ranges(&p, &rs).await.unwrap()
+            );
+            assert_eq!(store.head(&p).await.unwrap(), bare.head(&p).await.unwrap());
+            for bad in [vec![3..3], vec![0..4, 9..2], vec![0..n + 1]] {
+                assert_eq!(
+                    store.get_ranges(&p, &bad).await.is_err(),
+                    bare.get_ranges(&p, &bad).await.is_err(),
+                    "{bad:?}"
+                );
+            }
+        }
+        let before = hooks.gets.load(SeqCst);
+        store.get(&p).await.unwrap().bytes().await.unwrap();
+        assert_eq!(
+            hooks.gets.load(SeqCst),
+            before,
+            "a warm read fetches no data"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_warm_read_sends_no_request_when_never_revalidated_and_one_head_when_always() {
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("a");
+    let data = bytes(2 * MIB + 5, 2);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    let never = store_on(
+        inner.clone(),
+        Arc::new(MemoryCache::new()),
+        Revalidate::Never,
+    )
+    .await;
+    assert_eq!(never.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    assert_eq!(hooks.requests(), 1, "a cold whole read is one request");
+    assert_eq!(
+        never.get_range(&p, 5..MIB as u64 + 9).await.unwrap(),
+        data.slice(5..MIB + 9)
+    );
+    assert_eq!(hooks.requests(), 1, "warm, never revalidated: no request");
+    assert_eq!(never.stats().inner_requests, 1);
+
+    let always = store_on(inner, Arc::new(MemoryCache::new()), Revalidate::Always).await;
+    always.get(&p).await.unwrap().bytes().await.unwrap();
+    let (gets, heads) = (hooks.gets.load(SeqCst), hooks.heads.load(SeqCst));
+    assert_eq!(always.get_range(&p, 7..9).await.unwrap(), data.slice(7..9));
+    assert_eq!(hooks.gets.load(SeqCst), gets, "warm: no data request");
+    assert_eq!(
+        hooks.heads.load(SeqCst),
+        heads + 1,
+        "warm, always: one metadata request"
+    );
+}
+
+#[tokio::test]
+async fn a_cold_range_read_of_several_missing_blocks_is_one_request() {
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("big");
+    let data = bytes(6 * MIB, 3);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    let store = store_on(inner, Arc::new(MemoryCache::new()), Revalidate::Always).await;
+    // Block 2 is kept first; a read of blocks 0..5 then needs 0..2 and 3..5.
+    store
+        .get_range(&p, 2 * MIB as u64..2 * MIB as u64 + 1)
+        .await
+        .unwrap();
+    let before = hooks.gets.load(SeqCst);
+    let got = store.get_range(&p, 0..5 * MIB as u64).await.unwrap();
+    assert_eq!(got, data.slice(0..5 * MIB));
+    assert_eq!(
+        hooks.gets.load(SeqCst) - before,
+        2,
+        "one request per run of missing blocks"
+    );
+}
+
+#[tokio::test]
+async fn an_object_changed_behind_the_store_is_seen_unless_never_revalidated() {
+    let (inner, bare, _) = Watched::new();
+    let p = Path::from("t.parquet");
+    let (v1, v2) = (bytes(MIB + 10, 4), bytes(MIB + 10, 5));
+    bare.put(&p, v1.clone().into()).await.unwrap();
+    let always = store_on(
+        inner.clone(),
+        Arc::new(MemoryCache::new()),
+        Revalidate::Always,
+    )
+    .await;
+    let never = store_on(inner, Arc::new(MemoryCache::new()), Revalidate::Never).await;
+    for s in [&always, &never] {
+        assert_eq!(s.get(&p).await.unwrap().bytes().await.unwrap(), v1);
+    }
+    bare.put(&p, v2.clone().into()).await.unwrap();
+    assert_eq!(always.get(&p).await.unwrap().bytes().await.unwrap(), v2);
+    assert_eq!(always.get_range(&p, 0..4).await.unwrap(), v2.slice(0..4));
+    // Never: the version once seen is trusted (documented) ...
+    assert_eq!(never.get(&p).await.unwrap().bytes().await.unwrap(), v1);
+    // ... until a write through the store.
+    let v3 = bytes(MIB + 10, 6);
+    never.put(&p, v3.clone().into()).await.unwrap();
+    assert_eq!(never.get(&p).await.unwrap().bytes().await.unwrap(), v3);
+}
+
+#[tokio::test]
+async fn sixty_four_concurrent_reads_of_a_cold_block_make_one_request() {
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("hot");
+    let data = bytes(3 * MIB, 7);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    let store = store_on(inner, Arc::new(MemoryCache::new()), Revalidate::Never).await;
+    // The object's metadata known, its blocks not.
+    store.head(&p).await.unwrap();
+    let gate = hooks.close_gate();
+    let reads: Vec<_> = (0..64)
+        .map(|_| {
+            let (s, p) = (store.clone(), p.clone());
+            tokio::spawn(async move { s.get_range(&p, MIB as u64 + 100..MIB as u64 + 200).await })
+        })
+        .collect();
+    hooks.wait_paused(1).await;
+    while store.stats().joins < 63 {
+        tokio::task::yield_now().await;
+    }
+    drop(gate);
+    hooks.open_gate();
+    for r in reads {
+        assert_eq!(r.await.unwrap().unwrap(), data.slice(MIB + 100..MIB + 200));
+    }
+    assert_eq!(hooks.gets.load(SeqCst), 1);
+    assert_eq!(store.stats().misses, 1);
+}
+
+#[tokio::test]
+async fn a_cut_body_is_an_error_and_no_partial_block_is_kept() {
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("cut");
+    let data = bytes(3 * MIB, 8);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    let cache = Arc::new(MemoryCache::new());
+    let store = store_on(inner, cache.clone(), Revalidate::Never).await;
+    *hooks.cut_after.lock().unwrap() = Some(MIB + MIB / 2);
+    let got = store.get(&p).await.unwrap();
+    let parts: Vec<object_store::Result<Bytes>> = got.into_stream().collect().await;
+    assert!(parts.last().unwrap().is_err(), "the cut shows as an error");
+    let handed: usize = parts
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(Bytes::len)
+        .sum();
+    assert_eq!(
+        handed, MIB,
+        "only the whole block before the cut was handed out"
+    );
+    // One block and the metadata are kept; the cut block is not.
+    let entries = cache.stats().await.unwrap().entries;
+    assert_eq!(entries, 2);
+    // The next read completes from where the cache stops.
+    let before = hooks.gets.load(SeqCst);
+    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    assert_eq!(hooks.gets.load(SeqCst) - before, 1);
+    assert_eq!(store.stats().hits, 1);
+}
+
+#[tokio::test]
+async fn a_second_process_on_the_same_directory_reads_warm_without_the_inner_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("lake/part-1.parquet");
+    let data = bytes(2 * MIB + 77, 9);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    let open = || async {
+        CachedStore::builder(inner.clone())
+            .dir(dir.path())
+            .block_size(MIB as u64)
+            .revalidate(Revalidate::Never)
+            .build()
+            .await
+            .unwrap()
+    };
+    let first = open().await;
+    assert_eq!(first.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    drop(first);
+    let before = hooks.requests();
+    let second = open().await;
+    assert_eq!(second.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    assert_eq!(
+        second.get_range(&p, 3..MIB as u64 * 2 + 1).await.unwrap(),
+        data.slice(3..2 * MIB + 1)
+    );
+    assert_eq!(hooks.requests(), before, "no request after the restart");
+    assert_eq!(second.stats().bytes_from_inner, 0);
+}
+
+#[tokio::test]
+async fn inner_errors_keep_their_kind() {
+    let (inner, bare, _) = Watched::new();
+    let store = store_on(inner, Arc::new(MemoryCache::new()), Revalidate::Always).await;
+    let missing = Path::from("nope");
+    for r in [
+        store.get(&missing).await.map(|_| ()),
+        store.head(&missing).await.map(|_| ()),
+        store.get_range(&missing, 0..3).await.map(|_| ()),
+    ] {
+        assert!(
+            matches!(r, Err(object_store::Error::NotFound { .. })),
+            "{r:?}"
+        );
+    }
+    let p = Path::from("x");
+    bare.put(&p, Bytes::from_static(b"hello").into())
+        .await
+        .unwrap();
+    let tag = bare.head(&p).await.unwrap().e_tag.unwrap();
+    let r = store
+        .get_opts(&p, GetOptions::new().with_if_match(Some("\"other\"")))
+        .await;
+    assert!(
+        matches!(r, Err(object_store::Error::Precondition { .. })),
+        "{r:?}"
+    );
+    let r = store
+        .get_opts(&p, GetOptions::new().with_if_none_match(Some(tag.clone())))
+        .await;
+    assert!(
+        matches!(r, Err(object_store::Error::NotModified { .. })),
+        "{r:?}"
+    );
+    let ok = store
+        .get_opts(&p, GetOptions::new().with_if_match(Some(tag)))
+        .await
+        .unwrap();
+    assert_eq!(ok.bytes().await.unwrap(), Bytes::from_static(b"hello"));
+    // A deleted object is gone at once through the store.
+    store.delete(&p).await.unwrap();
+    assert!(matches!(
+        store.get(&p).await,
+        Err(object_store::Error::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn second_read_admission_keeps_only_blocks_read_twice() {
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("scan");
+    let data = bytes(2 * MIB, 10);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    let store = Arc::new(
+        CachedStore::builder(inner)
+            .cache(Arc::new(MemoryCache::new()))
+            .block_size(MIB as u64)
+            .revalidate(Revalidate::Never)
+            .admission(Admission::SECOND_READ)
+            .build()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    assert_eq!(store.stats().not_admitted, 2);
+    assert_eq!(store.get_range(&p, 0..10).await.unwrap(), data.slice(0..10));
+    let gets = hooks.gets.load(SeqCst);
+    assert_eq!(store.get_range(&p, 0..10).await.unwrap(), data.slice(0..10));
+    assert_eq!(
+        hooks.gets.load(SeqCst),
+        gets,
+        "block 0 was kept on its second read"
+    );
+    store
+        .get_range(&p, MIB as u64..MIB as u64 + 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        hooks.gets.load(SeqCst),
+        gets + 1,
+        "block 1 is on its second read now"
+    );
+}
+
+#[tokio::test]
+async fn a_read_never_mixes_two_versions() {
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("mixed");
+    let (v1, v2) = (bytes(3 * MIB, 11), bytes(3 * MIB, 12));
+    bare.put(&p, v1.clone().into()).await.unwrap();
+    let store = store_on(inner, Arc::new(MemoryCache::new()), Revalidate::Always).await;
+    // Block 0 of v1 is kept.
+    store.get_range(&p, 0..10).await.unwrap();
+    // The whole read serves block 0, then its fetch of blocks 1..3 is held
+    // while the object is replaced.
+    let gate = hooks.close_gate();
+    let s2 = store.clone();
+    let p2 = p.clone();
+    let read = tokio::spawn(async move {
+        let r = s2.get(&p2).await.unwrap();
+        r.into_stream().collect::<Vec<_>>().await
+    });
+    hooks.wait_paused(1).await;
+    bare.put(&p, v2.clone().into()).await.unwrap();
+    drop(gate);
+    hooks.open_gate();
+    let parts = read.await.unwrap();
+    let ok: Vec<u8> = parts
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .flat_map(|b| b.to_vec())
+        .collect();
+    assert!(
+        v1.starts_with(&ok),
+        "only bytes of the first version were handed out"
+    );
+    assert!(
+        matches!(
+            parts.last(),
+            Some(Err(object_store::Error::Precondition { .. }))
+        ),
+        "the read ends with the change: {:?}",
+        parts.last().map(|r| r.as_ref().map(Bytes::len))
+    );
+    // Before its first byte, a read that meets a change starts again.
+    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), v2);
+}
+
+#[tokio::test]
+async fn a_change_met_before_the_first_byte_is_read_again_from_the_new_version() {
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("again");
+    let (v1, v2) = (bytes(2 * MIB, 13), bytes(2 * MIB + 1, 14));
+    bare.put(&p, v1.clone().into()).await.unwrap();
+    let store = store_on(
+        inner,
+        Arc::new(MemoryCache::new()),
+        Revalidate::After(std::time::Duration::from_secs(3600)),
+    )
+    .await;
+    store.head(&p).await.unwrap(); // metadata of v1 trusted for an hour
+    bare.put(&p, v2.clone().into()).await.unwrap();
+    // The fetch on condition of v1 fails; the read looks again and serves v2.
+    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), v2);
+    assert!(hooks.gets.load(SeqCst) >= 2);
+}
+
+#[tokio::test]
+async fn a_dropped_leader_hands_the_fetch_to_a_waiting_read() {
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("drop");
+    let data = bytes(MIB + 3, 15);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    let store = store_on(inner, Arc::new(MemoryCache::new()), Revalidate::Never).await;
+    store.head(&p).await.unwrap();
+    let gate = hooks.close_gate();
+    let (s1, p1) = (store.clone(), p.clone());
+    let leader = tokio::spawn(async move { s1.get_range(&p1, 0..5).await });
+    hooks.wait_paused(1).await;
+    let (s2, p2) = (store.clone(), p.clone());
+    let waiter = tokio::spawn(async move { s2.get_range(&p2, 1..4).await });
+    while store.stats().joins < 1 {
+        tokio::task::yield_now().await;
+    }
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    drop(gate);
+    hooks.open_gate();
+    assert_eq!(waiter.await.unwrap().unwrap(), data.slice(1..4));
+}
+
+#[tokio::test]
+async fn writes_copies_renames_and_deletes_through_the_store_are_seen_at_once() {
+    let (inner, bare, _) = Watched::new();
+    let store = store_on(inner, Arc::new(MemoryCache::new()), Revalidate::Never).await;
+    let (a, b) = (Path::from("a"), Path::from("b"));
+    let (v1, v2) = (bytes(MIB + 1, 16), bytes(MIB + 2, 17));
+    store.put(&a, v1.clone().into()).await.unwrap();
+    store.put(&b, v2.clone().into()).await.unwrap();
+    assert_eq!(store.get(&a).await.unwrap().bytes().await.unwrap(), v1);
+    assert_eq!(store.get(&b).await.unwrap().bytes().await.unwrap(), v2);
+    store.copy(&a, &b).await.unwrap();
+    assert_eq!(store.get(&b).await.unwrap().bytes().await.unwrap(), v1);
+    store.put(&a, v2.clone().into()).await.unwrap();
+    store.rename(&a, &b).await.unwrap();
+    assert_eq!(store.get(&b).await.unwrap().bytes().await.unwrap(), v2);
+    assert!(matches!(
+        store.get(&a).await,
+        Err(object_store::Error::NotFound { .. })
+    ));
+    let mut up = store.put_multipart(&b).await.unwrap();
+    up.put_part(PutPayload::from(v1.clone())).await.unwrap();
+    up.complete().await.unwrap();
+    assert_eq!(store.get(&b).await.unwrap().bytes().await.unwrap(), v1);
+    let deleted: Vec<_> = store
+        .delete_stream(futures::stream::iter([Ok(b.clone())]).boxed())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(deleted, vec![b.clone()]);
+    assert!(matches!(
+        store.get(&b).await,
+        Err(object_store::Error::NotFound { .. })
+    ));
+    assert_eq!(
+        bare.list(None).try_collect::<Vec<_>>().await.unwrap().len(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn bad_settings_are_refused() {
+    let (inner, _, _) = Watched::new();
+    for bs in [0, MIB as u64 - 1, 64 * MIB as u64 + 1] {
+        let e = CachedStore::builder(inner.clone())
+            .cache(Arc::new(MemoryCache::new()))
+            .block_size(bs)
+            .build()
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("block size"), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn a_write_whose_future_is_dropped_is_still_seen() {
+    // The inner put is held at a gate, the put's future dropped there, and
+    // the put then applied: a store that never revalidates must not serve
+    // the version it knew before.
+    #[derive(Debug)]
+    struct HeldPut {
+        inner: Arc<object_store::memory::InMemory>,
+        gate: Arc<tokio::sync::Semaphore>,
+        held: Arc<tokio::sync::Notify>,
+    }
+    impl std::fmt::Display for HeldPut {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("HeldPut")
+        }
+    }
+    #[async_trait::async_trait]
+    impl ObjectStore for HeldPut {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            // Applied at once, as a request already sent would be, then held.
+            let r = self.inner.put_opts(location, payload, opts).await;
+            self.held.notify_one();
+            let _ = self.gate.acquire().await;
+            r
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(&self, prefix: Option<&Path>) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(&self, from: &Path, to: &Path, o: object_store::CopyOptions) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, o).await
+        }
+    }
+    let bare = Arc::new(object_store::memory::InMemory::new());
+    let held = Arc::new(tokio::sync::Notify::new());
+    let inner = Arc::new(HeldPut {
+        inner: bare.clone(),
+        gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        held: held.clone(),
+    });
+    let store = Arc::new(
+        CachedStore::builder(inner)
+            .cache(Arc::new(MemoryCache::new()))
+            .block_size(MIB as u64)
+            .revalidate(Revalidate::Never)
+            .build()
+            .await
+            .unwrap(),
+    );
+    let p = Path::from("held");
+    bare.put(&p, bytes(100, 1).into()).await.unwrap();
+    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), bytes(100, 1));
+    let (s, p2) = (store.clone(), p.clone());
+    let put = tokio::spawn(async move { s.put(&p2, bytes(100, 2).into()).await });
+    held.notified().await;
+    put.abort();
+    assert!(put.await.unwrap_err().is_cancelled());
+    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), bytes(100, 2));
+}
+
+#[tokio::test]
+async fn a_stream_dropped_part_way_keeps_whole_blocks_and_strands_no_reader() {
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("partway");
+    let data = bytes(4 * MIB, 23);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    let cache = Arc::new(MemoryCache::new());
+    let store = store_on(inner, cache.clone(), Revalidate::Never).await;
+    let mut s = store.get(&p).await.unwrap().into_stream();
+    assert_eq!(s.next().await.unwrap().unwrap(), data.slice(..MIB));
+    // A read of block 2 joins the fetch the stream leads ...
+    let (s2, p2) = (store.clone(), p.clone());
+    let waiter = tokio::spawn(async move { s2.get_range(&p2, 2 * MIB as u64..2 * MIB as u64 + 3).await });
+    while store.stats().joins < 1 {
+        tokio::task::yield_now().await;
+    }
+    // ... which is dropped before it gets there: the waiter fetches it.
+    drop(s);
+    assert_eq!(waiter.await.unwrap().unwrap(), data.slice(2 * MIB..2 * MIB + 3));
+    let gets = hooks.gets.load(SeqCst);
+    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    // Blocks 0 and 2 were kept; 1 and 3 (never handed out) are fetched.
+    assert_eq!(hooks.gets.load(SeqCst), gets + 2);
+    assert_eq!(store.stats().misses, 2 + 2);
+}
