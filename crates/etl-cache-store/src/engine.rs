@@ -320,8 +320,7 @@ impl Engine {
             return None; // a digest collision; never seen in practice
         }
         let mut m = lock(&self.metas);
-        if m
-            .writes
+        if m.writes
             .last
             .get(path)
             .is_some_and(|&(_, at)| known.checked <= at)

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
 use common::{MIB, Watched, bytes};
-use etl_cache_core::{ByteStream, Cache, EntryMeta, Error, GetStream, MemoryCache, Result, SetOptions, Stats, Value};
+use etl_cache_core::{
+    ByteStream, Cache, EntryMeta, Error, GetStream, MemoryCache, Result, SetOptions, Stats, Value,
+};
 use etl_cache_store::{CachedStore, Revalidate};
 use futures::stream::BoxStream;
-use object_store::path::Path;
 use object_store::ObjectStoreExt;
+use object_store::path::Path;
 
 /// A MemoryCache that fails every call while `broken` is set.
 #[derive(Debug, Default)]
@@ -92,7 +94,10 @@ async fn a_failing_cache_never_breaks_a_read() {
     cache.broken.store(true, SeqCst);
     for _ in 0..2 {
         assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
-        assert_eq!(store.get_range(&p, 5..MIB as u64 + 5).await.unwrap(), data.slice(5..MIB + 5));
+        assert_eq!(
+            store.get_range(&p, 5..MIB as u64 + 5).await.unwrap(),
+            data.slice(5..MIB + 5)
+        );
         assert_eq!(store.head(&p).await.unwrap().size, data.len() as u64);
     }
     assert!(store.stats().cache_errors > 0);
@@ -107,7 +112,10 @@ async fn a_failing_cache_never_breaks_a_read() {
     assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
     // Writes through the store still reach the inner store.
     store.put(&p, bytes(10, 1).into()).await.unwrap();
-    assert_eq!(bare.get(&p).await.unwrap().bytes().await.unwrap(), bytes(10, 1));
+    assert_eq!(
+        bare.get(&p).await.unwrap().bytes().await.unwrap(),
+        bytes(10, 1)
+    );
 }
 
 #[tokio::test]
@@ -146,7 +154,10 @@ async fn a_corrupt_block_on_disk_is_never_served() {
     assert_eq!(flipped, 3);
     let gets = hooks.gets.load(SeqCst);
     assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
-    assert!(hooks.gets.load(SeqCst) > gets, "the blocks were read again from the store");
+    assert!(
+        hooks.gets.load(SeqCst) > gets,
+        "the blocks were read again from the store"
+    );
     assert!(store.stats().cache_errors >= 1);
 }
 

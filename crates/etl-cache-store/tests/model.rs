@@ -19,11 +19,27 @@ use proptest::prelude::*;
 #[derive(Debug, Clone)]
 enum Op {
     /// Write `size` bytes of pattern `seed`, through the store or behind it.
-    Put { path: u8, size: usize, seed: u8, behind: bool },
-    Delete { path: u8, behind: bool },
-    Get { path: u8, range: Option<GetRange> },
-    Ranges { path: u8, ranges: Vec<Range<u64>> },
-    Head { path: u8 },
+    Put {
+        path: u8,
+        size: usize,
+        seed: u8,
+        behind: bool,
+    },
+    Delete {
+        path: u8,
+        behind: bool,
+    },
+    Get {
+        path: u8,
+        range: Option<GetRange>,
+    },
+    Ranges {
+        path: u8,
+        ranges: Vec<Range<u64>>,
+    },
+    Head {
+        path: u8,
+    },
 }
 
 fn pattern(seed: u8) -> Bytes {
@@ -60,7 +76,11 @@ fn range() -> impl Strategy<Value = Option<GetRange>> {
 }
 
 fn op(behind_writes: bool) -> impl Strategy<Value = Op> {
-    let behind = if behind_writes { any::<bool>().boxed() } else { Just(false).boxed() };
+    let behind = if behind_writes {
+        any::<bool>().boxed()
+    } else {
+        Just(false).boxed()
+    };
     prop_oneof![
         3 => (0u8..3, size(), any::<u8>(), behind.clone())
             .prop_map(|(path, size, seed, behind)| Op::Put { path, size, seed, behind }),
@@ -90,7 +110,12 @@ async fn run(ops: Vec<Op>, revalidate: Revalidate, cache: Arc<dyn Cache>) -> Res
     for (n, op) in ops.iter().enumerate() {
         let ctx = format!("op {n} {op:?}");
         match op {
-            Op::Put { path: p, size, seed, behind } => {
+            Op::Put {
+                path: p,
+                size,
+                seed,
+                behind,
+            } => {
                 let payload = pattern(*seed).slice(..*size);
                 let target: &dyn ObjectStore = if *behind { bare.as_ref() } else { &store };
                 target.put(&path(*p), payload.into()).await.unwrap();
@@ -106,17 +131,32 @@ async fn run(ops: Vec<Op>, revalidate: Revalidate, cache: Arc<dyn Cache>) -> Res
                 match (want, got) {
                     (Ok(w), Ok(g)) => {
                         if w.range != g.range || w.meta != g.meta {
-                            return Err(format!("{ctx}: range/meta {:?} {:?} vs {:?} {:?}", g.range, g.meta, w.range, w.meta));
+                            return Err(format!(
+                                "{ctx}: range/meta {:?} {:?} vs {:?} {:?}",
+                                g.range, g.meta, w.range, w.meta
+                            ));
                         }
                         let (w, g) = (w.bytes().await.unwrap(), g.bytes().await);
                         match g {
                             Ok(g) if g == w => {}
-                            Ok(g) => return Err(format!("{ctx}: {} bytes differ from the bare {}", g.len(), w.len())),
+                            Ok(g) => {
+                                return Err(format!(
+                                    "{ctx}: {} bytes differ from the bare {}",
+                                    g.len(),
+                                    w.len()
+                                ));
+                            }
                             Err(e) => return Err(format!("{ctx}: stream failed: {e}")),
                         }
                     }
                     (Err(w), Err(g)) if same_error(&w, &g) => {}
-                    (w, g) => return Err(format!("{ctx}: bare {:?} vs cached {:?}", w.map(|r| r.range), g.map(|r| r.range))),
+                    (w, g) => {
+                        return Err(format!(
+                            "{ctx}: bare {:?} vs cached {:?}",
+                            w.map(|r| r.range),
+                            g.map(|r| r.range)
+                        ));
+                    }
                 }
             }
             Op::Ranges { path: p, ranges } => {
@@ -125,7 +165,13 @@ async fn run(ops: Vec<Op>, revalidate: Revalidate, cache: Arc<dyn Cache>) -> Res
                 match (want, got) {
                     (Ok(w), Ok(g)) if w == g => {}
                     (Err(w), Err(g)) if same_error(&w, &g) => {}
-                    (w, g) => return Err(format!("{ctx}: bare {:?} vs cached {:?}", w.map(|v| v.len()), g.map(|v| v.len()))),
+                    (w, g) => {
+                        return Err(format!(
+                            "{ctx}: bare {:?} vs cached {:?}",
+                            w.map(|v| v.len()),
+                            g.map(|v| v.len())
+                        ));
+                    }
                 }
             }
             Op::Head { path: p } => {
@@ -143,7 +189,10 @@ async fn run(ops: Vec<Op>, revalidate: Revalidate, cache: Arc<dyn Cache>) -> Res
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn cases(default: u32) -> u32 {

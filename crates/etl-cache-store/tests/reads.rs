@@ -530,7 +530,11 @@ async fn a_write_whose_future_is_dropped_is_still_seen() {
         ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
             self.inner.put_multipart_opts(location, opts).await
         }
-        async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<object_store::GetResult> {
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
             self.inner.get_opts(location, options).await
         }
         fn delete_stream(
@@ -539,13 +543,25 @@ async fn a_write_whose_future_is_dropped_is_still_seen() {
         ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
             self.inner.delete_stream(locations)
         }
-        fn list(&self, prefix: Option<&Path>) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
             self.inner.list(prefix)
         }
-        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<object_store::ListResult> {
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<object_store::ListResult> {
             self.inner.list_with_delimiter(prefix).await
         }
-        async fn copy_opts(&self, from: &Path, to: &Path, o: object_store::CopyOptions) -> object_store::Result<()> {
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            o: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
             self.inner.copy_opts(from, to, o).await
         }
     }
@@ -567,13 +583,19 @@ async fn a_write_whose_future_is_dropped_is_still_seen() {
     );
     let p = Path::from("held");
     bare.put(&p, bytes(100, 1).into()).await.unwrap();
-    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), bytes(100, 1));
+    assert_eq!(
+        store.get(&p).await.unwrap().bytes().await.unwrap(),
+        bytes(100, 1)
+    );
     let (s, p2) = (store.clone(), p.clone());
     let put = tokio::spawn(async move { s.put(&p2, bytes(100, 2).into()).await });
     held.notified().await;
     put.abort();
     assert!(put.await.unwrap_err().is_cancelled());
-    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), bytes(100, 2));
+    assert_eq!(
+        store.get(&p).await.unwrap().bytes().await.unwrap(),
+        bytes(100, 2)
+    );
 }
 
 #[tokio::test]
@@ -588,13 +610,17 @@ async fn a_stream_dropped_part_way_keeps_whole_blocks_and_strands_no_reader() {
     assert_eq!(s.next().await.unwrap().unwrap(), data.slice(..MIB));
     // A read of block 2 joins the fetch the stream leads ...
     let (s2, p2) = (store.clone(), p.clone());
-    let waiter = tokio::spawn(async move { s2.get_range(&p2, 2 * MIB as u64..2 * MIB as u64 + 3).await });
+    let waiter =
+        tokio::spawn(async move { s2.get_range(&p2, 2 * MIB as u64..2 * MIB as u64 + 3).await });
     while store.stats().joins < 1 {
         tokio::task::yield_now().await;
     }
     // ... which is dropped before it gets there: the waiter fetches it.
     drop(s);
-    assert_eq!(waiter.await.unwrap().unwrap(), data.slice(2 * MIB..2 * MIB + 3));
+    assert_eq!(
+        waiter.await.unwrap().unwrap(),
+        data.slice(2 * MIB..2 * MIB + 3)
+    );
     let gets = hooks.gets.load(SeqCst);
     assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
     // Blocks 0 and 2 were kept; 1 and 3 (never handed out) are fetched.
