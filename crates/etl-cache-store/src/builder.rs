@@ -80,6 +80,7 @@ pub struct CachedStoreBuilder {
     admission: Admission,
     namespace: Option<String>,
     prefix: String,
+    coordinate: bool,
 }
 
 impl CachedStoreBuilder {
@@ -93,6 +94,7 @@ impl CachedStoreBuilder {
             admission: Admission::default(),
             namespace: None,
             prefix: "etl-cache-store".into(),
+            coordinate: true,
         }
     }
 
@@ -150,6 +152,24 @@ impl CachedStoreBuilder {
         self
     }
 
+    /// Whether a read about to fetch a run of missing blocks first takes
+    /// the cache's lock on the run's first block (default on), so that
+    /// other handles and processes sharing the cache (a `DiskCache`
+    /// directory) that lead a run from the same block wait for it and
+    /// then read its blocks from the cache, instead of fetching them too.
+    /// Reads in one process wait for each other either way.
+    ///
+    /// The lock costs a few file operations per run fetched (nothing on a
+    /// read served from the cache); a lock that times out or fails is
+    /// logged and counted in [`StoreStats::cache_errors`](crate::StoreStats::cache_errors),
+    /// and the read fetches on its own. Turn it off for a cache no other
+    /// handle shares, or one whose `get_or_insert` does not lock across
+    /// handles.
+    pub fn coordinate_processes(mut self, on: bool) -> Self {
+        self.coordinate = on;
+        self
+    }
+
     /// Opens the cache (unless one was given) and builds the store.
     ///
     /// # Errors
@@ -186,6 +206,7 @@ impl CachedStoreBuilder {
             admission: self.admission,
             namespace,
             prefix: self.prefix,
+            coordinate: self.coordinate,
         };
         Ok(CachedStore {
             engine: Arc::new(Engine::new(self.inner, cache, config)),

@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use etl_cache_core::{Cache, SetOptions, Value};
+use etl_cache_core::{Cache, InitFuture, SetOptions, Value};
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectMeta, ObjectStore};
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::builder::{Admission, Revalidate};
 use crate::meta::{Known, StoredMeta};
@@ -26,6 +26,7 @@ pub(crate) struct Config {
     pub admission: Admission,
     pub namespace: String,
     pub prefix: String,
+    pub coordinate: bool,
 }
 
 /// A block being fetched: `None` until its bytes (or the fetch's error)
@@ -165,6 +166,21 @@ impl Engine {
         )
     }
 
+    /// The key of the lock entry that runs of missing blocks starting at
+    /// block `index` of `path` take in the cache (see [`Engine::coordinate`]).
+    /// It names the path, not the version: the first read of an object
+    /// takes it before it knows the version, and a read that waited for
+    /// the lock looks at the cache for the blocks of its own version anyway.
+    pub(crate) fn lock_key(&self, path: &Path, index: u64) -> String {
+        format!(
+            "{}/{}/{}/{}/{index}/lock",
+            self.cfg.prefix,
+            self.ns_hash,
+            digest(&[path.as_ref()], 32),
+            self.cfg.block_size
+        )
+    }
+
     fn meta_key(&self, path: &Path) -> String {
         format!(
             "{}/{}/{}/meta",
@@ -284,6 +300,84 @@ impl Engine {
     ) -> object_store::Result<object_store::GetResult> {
         self.stats.request();
         self.inner.get_opts(path, opts).await
+    }
+
+    /// Takes the cache's lock on `key` before a run of missing blocks is
+    /// fetched, so that another handle or process leading a run from the
+    /// same block waits for this one and then finds its blocks in the
+    /// cache, instead of fetching them too.
+    ///
+    /// The lock is the cache's own single flight: `get_or_insert_boxed` on
+    /// a small entry, which a `DiskCache` holds across handles and
+    /// processes with an OS lock on the key. Its computation runs in a
+    /// task of its own and ends when the run ends ([`Held`]): it succeeds
+    /// when every block was fetched (then the entry is written, with a
+    /// short TTL, and deleted right after), and fails when the run failed
+    /// or was dropped, which writes nothing and lets the next waiter run
+    /// its own computation, that is, lead. So:
+    /// - [`Coord::Led`]: this caller holds the lock until the [`Held`] is
+    ///   dropped or finished.
+    /// - [`Coord::Followed`]: another holder finished its run meanwhile
+    ///   (or did moments ago): its blocks should be in the cache.
+    /// - [`Coord::Off`]: not coordinated (turned off, or the cache failed
+    ///   or timed out: logged and counted, the read goes on without).
+    ///
+    /// Either of the first two outcomes must be followed by a look at the
+    /// cache: a holder may have finished just before this caller took the
+    /// lock.
+    pub(crate) async fn coordinate(self: &Arc<Self>, key: String) -> Coord {
+        if !self.cfg.coordinate {
+            return Coord::Off;
+        }
+        let (started_tx, started_rx) = oneshot::channel::<()>();
+        let (done_tx, done_rx) = oneshot::channel::<bool>();
+        let eng = self.clone();
+        let task = tokio::spawn(async move {
+            let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let init: InitFuture<'_> = {
+                let ran = ran.clone();
+                Box::pin(async move {
+                    ran.store(true, Ordering::SeqCst);
+                    let _ = started_tx.send(());
+                    match done_rx.await {
+                        Ok(true) => Ok(Value::Bytes(Bytes::from_static(b"fetched"))),
+                        _ => Err("the run of blocks failed or was dropped".into()),
+                    }
+                })
+            };
+            let opts = SetOptions::new().ttl(LOCK_TTL);
+            let r = eng.cache.get_or_insert_boxed(&key, opts, init).await;
+            if ran.load(Ordering::SeqCst) {
+                // Best effort: the entry expires anyway.
+                if let Err(e) = eng.cache.delete(&key).await {
+                    tracing::debug!(key, error = %e, "the cache failed to drop a lock entry");
+                }
+                return Ok(());
+            }
+            r.map(drop).map_err(|e| (key, e))
+        });
+        if started_rx.await.is_ok() {
+            return Coord::Led(Held {
+                done: Some(done_tx),
+            });
+        }
+        // The computation was dropped unrun: the call is over.
+        match task.await {
+            Ok(Ok(())) => {
+                self.stats.join();
+                Coord::Followed
+            }
+            Ok(Err((key, e))) => {
+                self.stats.cache_error();
+                tracing::warn!(key, error = %e, "the cache failed to coordinate a fetch with other processes; fetching without");
+                Coord::Off
+            }
+            Err(e) => {
+                self.stats.cache_error();
+                tracing::warn!(error = %e, "the task coordinating a fetch failed; fetching without");
+                Coord::Off
+            }
+        }
     }
 
     // ----- metadata -----
@@ -447,6 +541,34 @@ impl Engine {
                 .into_known()
                 .filter(|k| k.meta.location == *path),
             _ => None,
+        }
+    }
+}
+
+/// How long a lock entry outlives its run when it could not be deleted.
+const LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The outcome of [`Engine::coordinate`].
+pub(crate) enum Coord {
+    Led(Held),
+    Followed,
+    Off,
+}
+
+/// The cache's lock on a run of blocks, held until the run ends: finished
+/// (every block fetched) or not (failed, or dropped with this value).
+#[derive(Debug)]
+pub(crate) struct Held {
+    done: Option<oneshot::Sender<bool>>,
+}
+
+impl Held {
+    /// Releases the lock; `fetched` says whether the run fetched every
+    /// block (then the waiters find them in the cache) or not (then the
+    /// next waiter leads).
+    pub(crate) fn finish(&mut self, fetched: bool) {
+        if let Some(tx) = self.done.take() {
+            let _ = tx.send(fetched);
         }
     }
 }

@@ -13,7 +13,7 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetRange};
 use tokio::sync::watch;
 
-use crate::engine::{Engine, Flight, Obj, Slot, identity, share_error, wait};
+use crate::engine::{Coord, Engine, Flight, Held, Obj, Slot, identity, share_error, wait};
 
 /// The error a read meets when the object is no longer the version its
 /// other blocks came from.
@@ -37,9 +37,22 @@ pub(crate) struct Run {
     /// One per block `next..end`: the key, and the sender when this run
     /// announced the fetch.
     slots: VecDeque<(String, Option<watch::Sender<Slot>>)>,
+    /// The cache's lock on the run, when it took one (other handles and
+    /// processes wait for this run): released when the run ends.
+    held: Option<Held>,
 }
 
 impl Run {
+    /// Ends the registration of blocks this caller will not fetch after
+    /// all: reads waiting for them look again.
+    pub(crate) fn release(eng: &Engine, slots: VecDeque<(String, Option<watch::Sender<Slot>>)>) {
+        for (key, tx) in slots {
+            if let Some(tx) = tx {
+                eng.land(&key, &tx);
+            }
+        }
+    }
+
     /// Registers the blocks `first..end` it can, without a request yet.
     pub(crate) fn register(
         eng: &Arc<Engine>,
@@ -64,6 +77,7 @@ impl Run {
         first: u64,
         end: u64,
         body: BoxStream<'static, object_store::Result<Bytes>>,
+        held: Option<Held>,
     ) -> Run {
         let slots = Self::register(&eng, &obj, first, end);
         Run {
@@ -74,6 +88,7 @@ impl Run {
             body,
             buf: BytesMut::new(),
             slots,
+            held,
         }
     }
 
@@ -85,6 +100,7 @@ impl Run {
         first: u64,
         end: u64,
         slots: VecDeque<(String, Option<watch::Sender<Slot>>)>,
+        held: Option<Held>,
     ) -> object_store::Result<Run> {
         let bs = eng.bs();
         let size = obj.meta.size;
@@ -103,6 +119,7 @@ impl Run {
             body: futures::stream::empty().boxed(),
             buf: BytesMut::new(),
             slots,
+            held,
         };
         let path = &obj.meta.location;
         let got = match eng.fetch(path, opts).await {
@@ -142,6 +159,9 @@ impl Run {
             }
         }
         self.next = self.end;
+        if let Some(h) = self.held.as_mut() {
+            h.finish(false);
+        }
         e
     }
 
@@ -206,6 +226,11 @@ impl Run {
         if let Some(tx) = &tx {
             self.eng.land(&key, tx);
         }
+        if self.done()
+            && let Some(h) = self.held.as_mut()
+        {
+            h.finish(true);
+        }
         Ok(block)
     }
 }
@@ -213,12 +238,9 @@ impl Run {
 impl Drop for Run {
     fn drop(&mut self) {
         // Senders dropped unsent: readers waiting for these blocks see the
-        // fetch abandoned and fetch them themselves.
-        for (key, tx) in self.slots.drain(..) {
-            if let Some(tx) = tx {
-                self.eng.land(&key, &tx);
-            }
-        }
+        // fetch abandoned and fetch them themselves. The lock, if held, is
+        // released unfinished with `held`: the next waiter leads.
+        Self::release(&self.eng, std::mem::take(&mut self.slots));
     }
 }
 
@@ -234,6 +256,8 @@ pub(crate) struct Reader {
     /// Whether a block came from the inner store (by this read's request,
     /// or one it joined), which checked the object's version.
     fetched: bool,
+    /// The block last looked for again after waiting for another run.
+    looked_again: Option<u64>,
 }
 
 impl Reader {
@@ -257,6 +281,7 @@ impl Reader {
             end,
             fetched: run.is_some(),
             run,
+            looked_again: None,
         }
     }
 
@@ -323,7 +348,32 @@ impl Reader {
                         }
                         j += 1;
                     }
-                    let run = Run::start(self.eng.clone(), self.obj.clone(), i, j, slots).await?;
+                    // Across handles and processes: wait for one leading a
+                    // run from this block, if any, then look again.
+                    let lock = self.eng.lock_key(&self.obj.meta.location, i);
+                    let held = match self.eng.coordinate(lock).await {
+                        Coord::Off => None,
+                        c => {
+                            if self.looked_again != Some(i) && self.eng.holds(&slots[0].0).await {
+                                // Once per block: a block the cache holds
+                                // but cannot serve is fetched.
+                                self.looked_again = Some(i);
+                                // Kept meanwhile (by the run waited for, or
+                                // one that ended just before the lock was
+                                // taken): read the blocks from the cache.
+                                Run::release(&self.eng, slots);
+                                continue;
+                            }
+                            match c {
+                                Coord::Led(h) => Some(h),
+                                // The holder did not keep the block (not
+                                // admitted, or the cache refused it).
+                                _ => None,
+                            }
+                        }
+                    };
+                    let run =
+                        Run::start(self.eng.clone(), self.obj.clone(), i, j, slots, held).await?;
                     self.fetched = true;
                     self.run = Some(run);
                 }

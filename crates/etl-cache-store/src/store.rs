@@ -16,7 +16,7 @@ use object_store::{
 use tracing::Instrument;
 
 use crate::builder::CachedStoreBuilder;
-use crate::engine::{Engine, identity};
+use crate::engine::{Coord, Engine, identity};
 use crate::reader::{Reader, Run};
 use crate::stats::StoreStats;
 
@@ -108,6 +108,9 @@ impl CachedStore {
     async fn read(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
         let eng = &self.engine;
         let mut attempt = 0;
+        // A first read waits for another handle's first read of the same
+        // blocks once; after that it reads on its own.
+        let mut coordinate_first = true;
         loop {
             attempt += 1;
             let snapshot = eng.snapshot();
@@ -122,7 +125,21 @@ impl CachedStore {
                 Some(k) if eng.fresh(&k) => (k.meta, false),
                 Some(k) if !probe_first => (k.meta, true),
                 _ if probe_first => (self.head_inner(location, snapshot).await?, false),
-                _ => return self.first_read(location, options, snapshot).await,
+                _ => {
+                    match self
+                        .first_read(location, &options, snapshot, coordinate_first)
+                        .await?
+                    {
+                        Some(r) => return Ok(r),
+                        None => {
+                            // Another handle read it meanwhile: what it
+                            // learnt and kept is in the cache.
+                            coordinate_first = false;
+                            attempt -= 1;
+                            continue;
+                        }
+                    }
+                }
             };
             let resolve = |meta: &ObjectMeta| match &options.range {
                 Some(r) => r.as_range(meta.size).map_err(invalid_range),
@@ -193,12 +210,18 @@ impl CachedStore {
 
     /// The first read of an object not known yet: one request for the
     /// blocks around the range, whose response tells the metadata.
+    ///
+    /// With `coordinate`, it first takes the cache's lock on the first
+    /// block (see [`Engine::coordinate`]); `None` when another handle or
+    /// process read the object meanwhile, so that the caller looks at what
+    /// the cache now knows.
     async fn first_read(
         &self,
         location: &Path,
-        options: GetOptions,
+        options: &GetOptions,
         snapshot: u64,
-    ) -> object_store::Result<GetResult> {
+        coordinate: bool,
+    ) -> object_store::Result<Option<GetResult>> {
         let eng = &self.engine;
         let bs = eng.bs();
         let aligned = match &options.range {
@@ -216,6 +239,27 @@ impl CachedStore {
             }
             Some(GetRange::Offset(o)) => Some(GetRange::Offset(o / bs * bs)),
             Some(GetRange::Suffix(_)) => unreachable!("suffix reads look the object up first"),
+        };
+        let held = if coordinate {
+            let first = match &aligned {
+                Some(GetRange::Bounded(r)) => r.start / bs,
+                Some(GetRange::Offset(o)) => o / bs,
+                _ => 0,
+            };
+            match eng.coordinate(eng.lock_key(location, first)).await {
+                Coord::Off => None,
+                Coord::Followed => return Ok(None),
+                Coord::Led(h) => {
+                    if eng.known(location).await.is_some() {
+                        // A first read that ended just before the lock
+                        // was taken.
+                        return Ok(None);
+                    }
+                    Some(h)
+                }
+            }
+        } else {
+            None
         };
         let got = eng
             .fetch(location, GetOptions::new().with_range(aligned))
@@ -235,11 +279,12 @@ impl CachedStore {
                 body_range.start / bs,
                 body_range.end.div_ceil(bs),
                 got.into_stream(),
+                held,
             )
         });
         let mut reader = Reader::new(eng.clone(), obj, range.clone(), run);
         let first = reader.next_chunk().await?;
-        Ok(result(meta, range, prepend(first, reader)))
+        Ok(Some(result(meta, range, prepend(first, reader))))
     }
 }
 
