@@ -190,3 +190,101 @@ pub fn bytes(n: usize, seed: u8) -> Bytes {
 }
 
 pub const MIB: usize = 1 << 20;
+
+/// A cache in front of another that counts the calls of
+/// `get_or_insert_boxed` (the lock a `CachedStore` takes before it
+/// fetches a run of blocks), touches `entered_file` at each, and can fail
+/// them.
+#[derive(Debug)]
+pub struct Spied {
+    pub inner: Arc<dyn etl_cache_core::Cache>,
+    /// Calls of `get_or_insert_boxed` so far.
+    pub entered: AtomicUsize,
+    /// When set, `get_or_insert_boxed` fails at once.
+    pub fail_lock: std::sync::atomic::AtomicBool,
+    /// Created at each call of `get_or_insert_boxed`, when given.
+    pub entered_file: Option<std::path::PathBuf>,
+}
+
+impl Spied {
+    pub fn new(inner: Arc<dyn etl_cache_core::Cache>) -> Arc<Spied> {
+        Arc::new(Spied {
+            inner,
+            entered: AtomicUsize::new(0),
+            fail_lock: Default::default(),
+            entered_file: None,
+        })
+    }
+}
+
+#[async_trait]
+impl etl_cache_core::Cache for Spied {
+    async fn set(
+        &self,
+        key: &str,
+        value: etl_cache_core::Value,
+        opts: etl_cache_core::SetOptions,
+    ) -> etl_cache_core::Result<etl_cache_core::EntryMeta> {
+        self.inner.set(key, value, opts).await
+    }
+    async fn set_stream(
+        &self,
+        key: &str,
+        s: etl_cache_core::ByteStream,
+        opts: etl_cache_core::SetOptions,
+    ) -> etl_cache_core::Result<etl_cache_core::EntryMeta> {
+        self.inner.set_stream(key, s, opts).await
+    }
+    async fn get(&self, key: &str) -> etl_cache_core::Result<Option<etl_cache_core::Value>> {
+        self.inner.get(key).await
+    }
+    async fn get_stream(
+        &self,
+        key: &str,
+        chunk: usize,
+    ) -> etl_cache_core::Result<Option<etl_cache_core::GetStream>> {
+        self.inner.get_stream(key, chunk).await
+    }
+    async fn head(&self, key: &str) -> etl_cache_core::Result<Option<etl_cache_core::EntryMeta>> {
+        self.inner.head(key).await
+    }
+    async fn contains(&self, key: &str) -> etl_cache_core::Result<bool> {
+        self.inner.contains(key).await
+    }
+    async fn delete(&self, key: &str) -> etl_cache_core::Result<bool> {
+        self.inner.delete(key).await
+    }
+    fn list(
+        &self,
+        prefix: Option<&str>,
+    ) -> BoxStream<'static, etl_cache_core::Result<etl_cache_core::EntryMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn purge_expired(&self) -> etl_cache_core::Result<u64> {
+        self.inner.purge_expired().await
+    }
+    async fn clear(&self) -> etl_cache_core::Result<u64> {
+        self.inner.clear().await
+    }
+    async fn get_or_insert_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        opts: etl_cache_core::SetOptions,
+        init: etl_cache_core::InitFuture<'a>,
+    ) -> etl_cache_core::Result<etl_cache_core::Value> {
+        self.entered.fetch_add(1, SeqCst);
+        if let Some(f) = &self.entered_file {
+            std::fs::write(f, b"").unwrap();
+        }
+        if self.fail_lock.load(SeqCst) {
+            return Err(etl_cache_core::Error::LockTimeout {
+                key: key.to_owned(),
+                waited: Duration::from_secs(60),
+            });
+        }
+        self.inner.get_or_insert_boxed(key, opts, init).await
+    }
+    async fn stats(&self) -> etl_cache_core::Result<etl_cache_core::Stats> {
+        self.inner.stats().await
+    }
+}

@@ -1,0 +1,210 @@
+//! Handles that share a cache directory, each with its own `DiskCache`,
+//! fetch a cold block once: the one that leads a run of missing blocks
+//! holds the cache's lock on it, the others wait and read the cache.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+
+use common::{Hooks, MIB, Spied, Watched, bytes};
+use etl_cache_core::Cache;
+use etl_cache_fs::DiskCache;
+use etl_cache_store::{CachedStore, Revalidate};
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+async fn handle(inner: Arc<Watched>, dir: &std::path::Path) -> (CachedStore, Arc<Spied>) {
+    let disk: Arc<dyn Cache> = Arc::new(DiskCache::open(dir).await.unwrap());
+    let spied = Spied::new(disk);
+    let store = CachedStore::builder(inner)
+        .cache(spied.clone())
+        .block_size(MIB as u64)
+        .revalidate(Revalidate::Always)
+        .build()
+        .await
+        .unwrap();
+    (store, spied)
+}
+
+/// Waits until `done` holds, checking every millisecond.
+async fn until(mut done: impl FnMut() -> bool) {
+    while !done() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// `readers` reads of `range` of a cold object, spread over two handles on
+/// one directory, while the inner store holds data requests at a gate:
+/// the gate opens once one request waits there and every read asked the
+/// cache for the lock (or, were reads not coordinated, once two requests
+/// wait there).
+async fn cold_reads_over_two_handles(readers: usize, range: std::ops::Range<u64>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("lake/part-0.parquet");
+    let data = bytes(3 * MIB + 5, 31);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    let a = handle(inner.clone(), dir.path()).await;
+    let b = handle(inner.clone(), dir.path()).await;
+    let _gate = hooks.close_gate();
+    let tasks: Vec<_> = (0..readers)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.0.clone() } else { b.0.clone() };
+            let (p, range) = (p.clone(), range.clone());
+            tokio::spawn(async move { store.get_range(&p, range).await.unwrap() })
+        })
+        .collect();
+    let entered = || a.1.entered.load(SeqCst) + b.1.entered.load(SeqCst);
+    until(|| {
+        let paused = hooks.paused.load(SeqCst);
+        (paused == 1 && entered() >= readers) || paused >= 2
+    })
+    .await;
+    hooks.open_gate();
+    for t in tasks {
+        assert_eq!(
+            t.await.unwrap(),
+            data.slice(range.start as usize..range.end as usize)
+        );
+    }
+    assert_eq!(
+        hooks.gets.load(SeqCst),
+        1,
+        "one data request for {readers} reads over two handles"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_handles_on_one_directory_fetch_a_cold_range_once() {
+    cold_reads_over_two_handles(2, 100..3 * MIB as u64).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_reads_over_two_handles_fetch_a_cold_range_once() {
+    cold_reads_over_two_handles(8, MIB as u64..3 * MIB as u64 + 5).await;
+}
+
+/// The same once the object's metadata is known to both handles: the
+/// lock is taken by the read that leads a run of missing blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_handles_that_know_the_object_fetch_a_cold_block_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("t/f");
+    let data = bytes(3 * MIB, 32);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    let a = handle(inner.clone(), dir.path()).await;
+    let b = handle(inner.clone(), dir.path()).await;
+    // Block 0 read by each: the object is known, blocks 1 and 2 are cold.
+    assert_eq!(a.0.get_range(&p, 0..10).await.unwrap(), data.slice(0..10));
+    assert_eq!(b.0.get_range(&p, 0..10).await.unwrap(), data.slice(0..10));
+    let gets = hooks.gets.load(SeqCst);
+    let entered = a.1.entered.load(SeqCst) + b.1.entered.load(SeqCst);
+    let _gate = hooks.close_gate();
+    let want = MIB as u64 + 1..3 * MIB as u64;
+    let ta = {
+        let (s, p, r) = (a.0.clone(), p.clone(), want.clone());
+        tokio::spawn(async move { s.get_range(&p, r).await.unwrap() })
+    };
+    let tb = {
+        let (s, p, r) = (b.0.clone(), p.clone(), want.clone());
+        tokio::spawn(async move { s.get_range(&p, r).await.unwrap() })
+    };
+    until(|| {
+        let paused = hooks.paused.load(SeqCst);
+        let now = a.1.entered.load(SeqCst) + b.1.entered.load(SeqCst);
+        (paused == 1 && now >= entered + 2) || paused >= 2
+    })
+    .await;
+    hooks.open_gate();
+    let expect = data.slice(want.start as usize..want.end as usize);
+    assert_eq!(ta.await.unwrap(), expect);
+    assert_eq!(tb.await.unwrap(), expect);
+    assert_eq!(hooks.gets.load(SeqCst), gets + 1);
+}
+
+/// A read holding the lock whose stream is dropped part way: the waiting
+/// handle takes over, reads the block kept before the drop from the
+/// cache, and fetches the rest itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_dropped_part_way_hands_the_rest_to_the_waiting_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("big");
+    let data = bytes(3 * MIB, 33);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    let a = handle(inner.clone(), dir.path()).await;
+    let b = handle(inner.clone(), dir.path()).await;
+    let mut stream = a.0.get(&p).await.unwrap().into_stream();
+    // The first block is handed out (and kept); the run holds the lock.
+    let mut first = stream.next().await.unwrap().unwrap();
+    while first.len() < MIB {
+        let more = stream.next().await.unwrap().unwrap();
+        first = [first, more].concat().into();
+    }
+    let tb = {
+        let (s, p) = (b.0.clone(), p.clone());
+        tokio::spawn(async move { s.get(&p).await.unwrap().bytes().await.unwrap() })
+    };
+    until(|| b.1.entered.load(SeqCst) >= 1 || tb.is_finished()).await;
+    drop(stream);
+    assert_eq!(tb.await.unwrap(), data);
+    assert_eq!(hooks.gets.load(SeqCst), 2, "the holder's request, then the rest");
+    let sb = b.0.stats();
+    assert_eq!((sb.hits, sb.misses), (1, 2), "{sb:?}");
+}
+
+/// A cache whose lock fails: every read is served, from the inner store,
+/// and the failures are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_lock_never_breaks_a_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("f");
+    let data = bytes(3 * MIB + 3, 34);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    let a = handle(inner.clone(), dir.path()).await;
+    let b = handle(inner.clone(), dir.path()).await;
+    a.1.fail_lock.store(true, SeqCst);
+    b.1.fail_lock.store(true, SeqCst);
+    let ranges = [0..10, MIB as u64 - 1..2 * MIB as u64 + 1, 0..3 * MIB as u64 + 3];
+    let mut tasks = Vec::new();
+    for (i, r) in ranges.iter().cycle().take(6).enumerate() {
+        let s = if i % 2 == 0 { a.0.clone() } else { b.0.clone() };
+        let (p, r) = (p.clone(), r.clone());
+        tasks.push(tokio::spawn(async move { (r.clone(), s.get_range(&p, r).await.unwrap()) }));
+    }
+    for t in tasks {
+        let (r, got) = t.await.unwrap();
+        assert_eq!(got, data.slice(r.start as usize..r.end as usize));
+    }
+    assert_eq!(a.0.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    let errors = a.0.stats().cache_errors + b.0.stats().cache_errors;
+    assert!(errors >= 2, "each failed lock is counted: {errors}");
+    assert!(hooks.gets.load(SeqCst) >= 1);
+}
+
+/// Turned off, a handle never asks the cache for the lock.
+#[tokio::test]
+async fn coordination_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inner, bare, _hooks): (_, _, Arc<Hooks>) = Watched::new();
+    let p = Path::from("f");
+    let data = bytes(2 * MIB, 35);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    let spied = Spied::new(Arc::new(DiskCache::open(dir.path()).await.unwrap()));
+    let store = CachedStore::builder(inner)
+        .cache(spied.clone())
+        .block_size(MIB as u64)
+        .coordinate_processes(false)
+        .build()
+        .await
+        .unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(store);
+    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    assert_eq!(store.get_range(&p, 5..MIB as u64 + 5).await.unwrap(), data.slice(5..MIB + 5));
+    assert_eq!(spied.entered.load(SeqCst), 0);
+}
