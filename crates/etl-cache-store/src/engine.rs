@@ -307,30 +307,31 @@ impl Engine {
     /// same block waits for this one and then finds its blocks in the
     /// cache, instead of fetching them too.
     ///
-    /// The lock is the cache's own single flight: `get_or_insert_boxed` on
-    /// a small entry, which a `DiskCache` holds across handles and
-    /// processes with an OS lock on the key. Its computation runs in a
-    /// task of its own and ends when the run ends ([`Held`]): it succeeds
-    /// when every block was fetched (then the entry is written, with a
-    /// short TTL, and deleted right after), and fails when the run failed
-    /// or was dropped, which writes nothing and lets the next waiter run
-    /// its own computation, that is, lead. So:
+    /// The lock is the cache's own single flight: `get_or_insert_boxed`,
+    /// which a `DiskCache` holds across handles and processes with an OS
+    /// lock on the key. Its computation runs in a task of its own; running
+    /// it means holding the lock, and it ends when the run ends ([`Held`]
+    /// finished or dropped). It always ends in an error, on purpose: the
+    /// cache then writes no entry (a write and a delete per run would cost
+    /// more than the lock itself) and hands the lock to the next waiter,
+    /// whose own computation runs. So every caller leads in turn, and a
+    /// caller that leads after another must look at the cache before it
+    /// fetches: the blocks are there unless the run before failed or was
+    /// dropped, or the cache did not keep them.
     /// - [`Coord::Led`]: this caller holds the lock until the [`Held`] is
-    ///   dropped or finished.
-    /// - [`Coord::Followed`]: another holder finished its run meanwhile
-    ///   (or did moments ago): its blocks should be in the cache.
+    ///   finished or dropped.
+    /// - [`Coord::Followed`]: the cache answered with an entry under the
+    ///   key without running the computation (a cache whose single flight
+    ///   shares results that way, or an entry some other writer left):
+    ///   nothing is held; look at the cache.
     /// - [`Coord::Off`]: not coordinated (turned off, or the cache failed
     ///   or timed out: logged and counted, the read goes on without).
-    ///
-    /// Either of the first two outcomes must be followed by a look at the
-    /// cache: a holder may have finished just before this caller took the
-    /// lock.
     pub(crate) async fn coordinate(self: &Arc<Self>, key: String) -> Coord {
         if !self.cfg.coordinate {
             return Coord::Off;
         }
         let (started_tx, started_rx) = oneshot::channel::<()>();
-        let (done_tx, done_rx) = oneshot::channel::<bool>();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
         let eng = self.clone();
         let task = tokio::spawn(async move {
             let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -339,19 +340,14 @@ impl Engine {
                 Box::pin(async move {
                     ran.store(true, Ordering::SeqCst);
                     let _ = started_tx.send(());
-                    match done_rx.await {
-                        Ok(true) => Ok(Value::Bytes(Bytes::from_static(b"fetched"))),
-                        _ => Err("the run of blocks failed or was dropped".into()),
-                    }
+                    let _ = done_rx.await;
+                    Err("the run ended; the lock passes on".into())
                 })
             };
+            // A TTL, should a cache write the entry after all.
             let opts = SetOptions::new().ttl(LOCK_TTL);
             let r = eng.cache.get_or_insert_boxed(&key, opts, init).await;
             if ran.load(Ordering::SeqCst) {
-                // Best effort: the entry expires anyway.
-                if let Err(e) = eng.cache.delete(&key).await {
-                    tracing::debug!(key, error = %e, "the cache failed to drop a lock entry");
-                }
                 return Ok(());
             }
             r.map(drop).map_err(|e| (key, e))
@@ -363,10 +359,7 @@ impl Engine {
         }
         // The computation was dropped unrun: the call is over.
         match task.await {
-            Ok(Ok(())) => {
-                self.stats.join();
-                Coord::Followed
-            }
+            Ok(Ok(())) => Coord::Followed,
             Ok(Err((key, e))) => {
                 self.stats.cache_error();
                 tracing::warn!(key, error = %e, "the cache failed to coordinate a fetch with other processes; fetching without");
@@ -545,7 +538,7 @@ impl Engine {
     }
 }
 
-/// How long a lock entry outlives its run when it could not be deleted.
+/// How long a lock entry would live, were one written.
 const LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The outcome of [`Engine::coordinate`].
@@ -555,20 +548,19 @@ pub(crate) enum Coord {
     Off,
 }
 
-/// The cache's lock on a run of blocks, held until the run ends: finished
-/// (every block fetched) or not (failed, or dropped with this value).
+/// The cache's lock on a run of blocks, held until the run ends (every
+/// block kept, or failed) or this value is dropped.
 #[derive(Debug)]
 pub(crate) struct Held {
-    done: Option<oneshot::Sender<bool>>,
+    done: Option<oneshot::Sender<()>>,
 }
 
 impl Held {
-    /// Releases the lock; `fetched` says whether the run fetched every
-    /// block (then the waiters find them in the cache) or not (then the
-    /// next waiter leads).
-    pub(crate) fn finish(&mut self, fetched: bool) {
+    /// Releases the lock: the next waiter leads, and finds in the cache
+    /// what this run kept.
+    pub(crate) fn finish(&mut self) {
         if let Some(tx) = self.done.take() {
-            let _ = tx.send(fetched);
+            let _ = tx.send(());
         }
     }
 }

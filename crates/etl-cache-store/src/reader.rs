@@ -160,7 +160,7 @@ impl Run {
         }
         self.next = self.end;
         if let Some(h) = self.held.as_mut() {
-            h.finish(false);
+            h.finish();
         }
         e
     }
@@ -229,7 +229,7 @@ impl Run {
         if self.done()
             && let Some(h) = self.held.as_mut()
         {
-            h.finish(true);
+            h.finish();
         }
         Ok(block)
     }
@@ -358,6 +358,7 @@ impl Reader {
                                 // Once per block: a block the cache holds
                                 // but cannot serve is fetched.
                                 self.looked_again = Some(i);
+                                self.eng.stats.join();
                                 // Kept meanwhile (by the run waited for, or
                                 // one that ended just before the lock was
                                 // taken): read the blocks from the cache.

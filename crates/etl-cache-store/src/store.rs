@@ -251,8 +251,9 @@ impl CachedStore {
                 Coord::Followed => return Ok(None),
                 Coord::Led(h) => {
                     if eng.known(location).await.is_some() {
-                        // A first read that ended just before the lock
-                        // was taken.
+                        // Another handle's first read held the lock (or
+                        // ended just before it was taken).
+                        eng.stats.join();
                         return Ok(None);
                     }
                     Some(h)
