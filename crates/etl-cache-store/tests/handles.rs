@@ -152,7 +152,11 @@ async fn a_holder_dropped_part_way_hands_the_rest_to_the_waiting_handle() {
     until(|| b.1.entered.load(SeqCst) >= 1 || tb.is_finished()).await;
     drop(stream);
     assert_eq!(tb.await.unwrap(), data);
-    assert_eq!(hooks.gets.load(SeqCst), 2, "the holder's request, then the rest");
+    assert_eq!(
+        hooks.gets.load(SeqCst),
+        2,
+        "the holder's request, then the rest"
+    );
     let sb = b.0.stats();
     assert_eq!((sb.hits, sb.misses), (1, 2), "{sb:?}");
 }
@@ -170,12 +174,18 @@ async fn a_failing_lock_never_breaks_a_read() {
     let b = handle(inner.clone(), dir.path()).await;
     a.1.fail_lock.store(true, SeqCst);
     b.1.fail_lock.store(true, SeqCst);
-    let ranges = [0..10, MIB as u64 - 1..2 * MIB as u64 + 1, 0..3 * MIB as u64 + 3];
+    let ranges = [
+        0..10,
+        MIB as u64 - 1..2 * MIB as u64 + 1,
+        0..3 * MIB as u64 + 3,
+    ];
     let mut tasks = Vec::new();
     for (i, r) in ranges.iter().cycle().take(6).enumerate() {
         let s = if i % 2 == 0 { a.0.clone() } else { b.0.clone() };
         let (p, r) = (p.clone(), r.clone());
-        tasks.push(tokio::spawn(async move { (r.clone(), s.get_range(&p, r).await.unwrap()) }));
+        tasks.push(tokio::spawn(async move {
+            (r.clone(), s.get_range(&p, r).await.unwrap())
+        }));
     }
     for t in tasks {
         let (r, got) = t.await.unwrap();
@@ -205,6 +215,9 @@ async fn coordination_can_be_turned_off() {
         .unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(store);
     assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
-    assert_eq!(store.get_range(&p, 5..MIB as u64 + 5).await.unwrap(), data.slice(5..MIB + 5));
+    assert_eq!(
+        store.get_range(&p, 5..MIB as u64 + 5).await.unwrap(),
+        data.slice(5..MIB + 5)
+    );
     assert_eq!(spied.entered.load(SeqCst), 0);
 }

@@ -155,10 +155,7 @@ fn parent() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let inner = LocalFileSystem::new_with_prefix(dir.join("inner")).unwrap();
-        inner
-            .put(&object(), bytes(SIZE, 40).into())
-            .await
-            .unwrap();
+        inner.put(&object(), bytes(SIZE, 40).into()).await.unwrap();
     });
     let exe = std::env::current_exe().unwrap();
     let mut children: Vec<_> = (0..2)

@@ -13,7 +13,7 @@
 //! `ETL_CACHE_S3_ENDPOINT`, with the `AWS_*` credentials of the environment).
 
 #[path = "../../../crates/etl-cache-object/tests/common/mod.rs"]
-#[allow(dead_code, missing_docs)]
+#[allow(missing_docs)] // dead_code: the module allows it itself
 pub mod servers;
 
 use std::sync::Arc;
