@@ -44,7 +44,10 @@
 //! from the cache). A lock that fails or times out is logged and counted
 //! ([`StoreStats::cache_errors`]), and the read fetches without it. Runs
 //! coordinate when they start at the same block: two reads of the same
-//! range, or of whole objects, always do. Turn it off with
+//! range, or of whole objects, always do. The lock is held until the run
+//! ends, so a stream read slowly makes the others wait as long, up to the
+//! cache's lock timeout (60 s for a `DiskCache` by default), after which
+//! they fetch on their own. Turn it off with
 //! [`CachedStoreBuilder::coordinate_processes`].
 //!
 //! # Never stale, never mixed
