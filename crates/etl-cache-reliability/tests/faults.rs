@@ -282,7 +282,10 @@ fn a_failed_read_mid_stream_of_a_large_entry_ends_the_stream() {
     rt.block_on(async {
         let cache = DiskCache::open(&root).await.expect("open");
         let key = "faults/large";
-        let data = big_random(8 << 20, 5);
+        // Large enough that the reader threads, which run at most a few
+        // blocks ahead of the stream (bounded memory), cannot have read it
+        // all before the fault is injected after the 40th chunk (2.5 MiB).
+        let data = big_random(32 << 20, 5);
         cache
             .set(key, Value::Bytes(data.clone()), SetOptions::new())
             .await
