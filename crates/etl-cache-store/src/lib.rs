@@ -82,6 +82,8 @@
 //! - The object_store major version must match the caller's: this crate uses
 //!   object_store 0.13, as DataFusion 55 and deltalake 1.1 do.
 
+#![forbid(unsafe_code)]
+
 mod builder;
 mod engine;
 mod meta;

@@ -12,6 +12,8 @@
 //! It starts moto on a free port of 127.0.0.1 (or uses the S3 endpoint in
 //! `ETL_CACHE_S3_ENDPOINT`, with the `AWS_*` credentials of the environment).
 
+#![forbid(unsafe_code)]
+
 #[path = "../../../crates/etl-cache-object/tests/common/mod.rs"]
 #[allow(missing_docs)] // dead_code: the module allows it itself
 pub mod servers;
