@@ -208,6 +208,22 @@ impl Header {
         out
     }
 
+    /// [`Header::encode_as`], returning with the bytes the header as
+    /// [`Header::decode_any`] would read them back: a writer that needs both
+    /// (to build the entry's metadata once it is written) need not parse what
+    /// it just wrote.
+    pub fn encode_decoded(self, layout: Layout) -> (Vec<u8>, DecodedHeader) {
+        let bytes = self.encode_as(layout);
+        let crc = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"));
+        let decoded = DecodedHeader {
+            header: self,
+            len: bytes.len(),
+            crc,
+            layout,
+        };
+        (bytes, decoded)
+    }
+
     /// Parses a format 1 header from the start of `buf`; returns it with its
     /// length in bytes and its checksum. A format 2 header is refused as an
     /// unsupported version: see [`Header::decode_any`].
@@ -562,6 +578,15 @@ mod tests {
             crc,
             u32::from_le_bytes(bytes[len - 4..].try_into().unwrap())
         );
+    }
+
+    #[test]
+    fn encode_decoded_gives_what_decoding_the_bytes_gives() {
+        for layout in [Layout::Whole, WRITTEN_LAYOUT] {
+            let (bytes, decoded) = header().encode_decoded(layout);
+            assert_eq!(bytes, header().encode_as(layout));
+            assert_eq!(Header::decode_any(&bytes).unwrap(), decoded);
+        }
     }
 
     #[test]

@@ -5,8 +5,8 @@
 
 use bytes::{Bytes, BytesMut};
 use etl_cache_core::blocks::{
-    BlockChecker, BlockError, BlockFramer, BlockSize, verify_block, verify_payload,
-    verify_payload_in_place,
+    BlockChecker, BlockError, BlockFramer, BlockSize, read_payload_at, verify_block,
+    verify_framed, verify_payload, verify_payload_in_place,
 };
 use etl_cache_core::format::{Layout, TRAILER_LEN, Trailer};
 use proptest::prelude::*;
@@ -78,6 +78,29 @@ fn check(header_crc: u32, b: BlockSize, framed: &[u8], cuts: &[usize]) -> Outcom
     }
 }
 
+/// `read_payload_at` over `after_header` as a file would hold it; counts
+/// the reads.
+fn positional(
+    layout: Layout,
+    header_crc: u32,
+    after_header: &[u8],
+) -> (Result<(Bytes, Trailer), BlockError>, usize) {
+    let mut reads = 0;
+    let r = read_payload_at(layout, header_crc, after_header.len() as u64, |buf, at| {
+        reads += 1;
+        let at = at as usize;
+        match after_header.get(at..at + buf.len()) {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(std::io::ErrorKind::UnexpectedEof.into()),
+        }
+    })
+    .expect("no read error");
+    (r, reads)
+}
+
 fn every_step(len: usize) -> Vec<usize> {
     (1..=len.max(1)).collect()
 }
@@ -123,6 +146,21 @@ fn every_size_roundtrips_in_every_chunking() {
             verify_payload_in_place(Layout::Blocks(b), HEADER_CRC, BytesMut::from(&framed[..]))
                 .unwrap();
         assert_eq!((in_place.as_ref(), t), (&stored[..], trailer));
+        // With the trailer decoded already.
+        let payload = Bytes::from(framed[..framed.len() - TRAILER_LEN].to_vec());
+        assert_eq!(
+            verify_framed(Layout::Blocks(b), HEADER_CRC, payload.clone(), &trailer).unwrap(),
+            stored
+        );
+        assert_eq!(
+            verify_framed(Layout::Blocks(b), HEADER_CRC ^ 1, payload, &trailer),
+            Err(BlockError::OtherHeader)
+        );
+        // By position: the trailer, then one read per block.
+        let (by_position, reads) = positional(Layout::Blocks(b), HEADER_CRC, &framed);
+        let (at, t) = by_position.unwrap();
+        assert_eq!((at.as_ref(), t), (&stored[..], trailer));
+        assert_eq!(reads as u64, 1 + b.block_count(len as u64));
     }
 }
 
@@ -198,8 +236,20 @@ fn a_changed_byte_fails_before_any_byte_of_its_block_is_handed_out() {
                     HEADER_CRC,
                     BytesMut::from(&bad[..]),
                 );
+                if at < bad.len() - TRAILER_LEN {
+                    // A changed payload byte, the trailer decoded already.
+                    let payload = Bytes::from(bad[..bad.len() - TRAILER_LEN].to_vec());
+                    let trailer = Trailer::decode(&bad[bad.len() - TRAILER_LEN..]).unwrap();
+                    assert_eq!(
+                        verify_framed(Layout::Blocks(b), HEADER_CRC, payload, &trailer).err(),
+                        in_place.clone().err(),
+                        "len {len} at {at}"
+                    );
+                }
+                let (by_position, _) = positional(Layout::Blocks(b), HEADER_CRC, &bad);
                 let whole = verify_payload(Layout::Blocks(b), HEADER_CRC, Bytes::from(bad));
                 assert!(whole.is_err());
+                assert_eq!(by_position, in_place.clone());
                 assert_eq!(in_place.map(|_| ()), whole.map(|_| ()));
             }
         }
@@ -421,8 +471,16 @@ fn format_1_payloads_verify_whole() {
         Ok((Bytes::from(stored.clone()), trailer))
     );
     assert_eq!(v.into_bytes(), stored);
+    assert_eq!(
+        positional(Layout::Whole, HEADER_CRC, &framed).0,
+        Ok((Bytes::from(stored.clone()), trailer))
+    );
     let mut bad = framed.clone();
     bad[3] ^= 1;
+    assert_eq!(
+        positional(Layout::Whole, HEADER_CRC, &bad).0,
+        Err(BlockError::Payload)
+    );
     assert_eq!(
         verify_payload(Layout::Whole, HEADER_CRC, Bytes::from(bad)),
         Err(BlockError::Payload)
@@ -438,6 +496,57 @@ fn format_1_payloads_verify_whole() {
             found: 17
         })
     );
+}
+
+#[test]
+fn positional_reads_of_a_file_that_shrank_or_failed() {
+    let b = small();
+    let stored = data(40, 9);
+    let (framed, _) = frame(HEADER_CRC, b, &stored, 1000);
+    // The file was this long when opened, and is shorter now.
+    let short = &framed[..framed.len() - 10];
+    let r = read_payload_at(
+        Layout::Blocks(b),
+        HEADER_CRC,
+        framed.len() as u64,
+        |buf, at| {
+            let at = at as usize;
+            match short.get(at..at + buf.len()) {
+                Some(src) => {
+                    buf.copy_from_slice(src);
+                    Ok(())
+                }
+                None => Err(std::io::ErrorKind::UnexpectedEof.into()),
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        r,
+        Err(BlockError::Truncated {
+            len: framed.len() as u64
+        })
+    );
+    // Less than a trailer after the header.
+    let (r, reads) = positional(Layout::Blocks(b), HEADER_CRC, &framed[..TRAILER_LEN - 1]);
+    assert_eq!(
+        (r, reads),
+        (
+            Err(BlockError::Truncated {
+                len: TRAILER_LEN as u64 - 1
+            }),
+            0
+        )
+    );
+    // Any other read error is the caller's, as it was.
+    let e = read_payload_at(
+        Layout::Blocks(b),
+        HEADER_CRC,
+        framed.len() as u64,
+        |_, _| Err(std::io::Error::other("disk on fire")),
+    )
+    .unwrap_err();
+    assert_eq!(e.to_string(), "disk on fire");
 }
 
 /// A backend moves these into tasks and streams; dropping one half-way (a

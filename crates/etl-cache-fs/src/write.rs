@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{Bytes, BytesMut};
 use etl_cache_core::blocks::BlockFramer;
 use etl_cache_core::codec::Encoder;
-use etl_cache_core::format::{Header, Layout, TRAILER_LEN, Trailer};
+use etl_cache_core::format::{DecodedHeader, Header, Layout, TRAILER_LEN, Trailer};
 use etl_cache_core::{Codec, Counters, EntryMeta, Error, Kind, Result, SetOptions};
 use tokio::sync::mpsc;
 
@@ -83,22 +83,20 @@ pub(crate) enum Msg {
 /// The header of an entry in the format this crate writes, with its
 /// encoding and checksum.
 pub(crate) struct NewHeader {
-    pub header: Header,
+    pub decoded: DecodedHeader,
     pub bytes: Vec<u8>,
-    pub crc: u32,
 }
 
 impl NewHeader {
     pub(crate) fn new(header: Header) -> NewHeader {
-        let bytes = header.encode_as(LAYOUT);
-        let crc = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"));
-        NewHeader { header, bytes, crc }
+        let (bytes, decoded) = header.encode_decoded(LAYOUT);
+        NewHeader { decoded, bytes }
     }
 
     /// A framer for this entry's payload.
     pub(crate) fn framer(&self) -> BlockFramer {
         BlockFramer::new(
-            self.crc,
+            self.decoded.crc,
             LAYOUT.block_size().expect("entries are written in blocks"),
         )
     }
@@ -111,11 +109,13 @@ pub(crate) fn finish_framer(
     logical_len: u64,
     out: &mut Vec<Bytes>,
 ) -> Trailer {
-    let trailer = framer.finish(logical_len, out);
-    // The framer appends the encoded trailer last; `seal` writes it.
-    let encoded = out.pop().expect("the framer appends the trailer");
-    debug_assert_eq!(encoded[..], trailer.encode()[..]);
-    trailer
+    // `seal` writes the trailer.
+    framer
+        .finish_slices(logical_len, |crc| {
+            out.push(Bytes::copy_from_slice(crc));
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .unwrap_or_else(|never| match never {})
 }
 
 /// A temp file being written; removed on drop unless published.
@@ -301,16 +301,7 @@ impl Inner {
         // of the whole.
         let (stored, totals) = Encoder::encode_all_without_checksum(opts.compression, payload)
             .map_err(self.io(key, &self.layout.tmp, "compress"))?;
-        let mut framer = header.framer();
-        let mut framed = Vec::with_capacity(
-            2 * LAYOUT
-                .block_size()
-                .map_or(1, |b| b.block_count(totals.stored_len)) as usize
-                + 1,
-        );
-        framer.push(stored, &mut framed);
-        let trailer = finish_framer(framer, totals.logical_len, &mut framed);
-        let len = entry_len(header.bytes.len(), trailer.stored_len);
+        let len = entry_len(header.bytes.len(), totals.stored_len);
         self.check_size(key, len)?;
         let len = len as usize;
         // A small entry is written into a file a set of this handle replaced
@@ -331,23 +322,33 @@ impl Inner {
             None => self.create_temp(key, len.min(1 << 20))?,
         };
         let path = tmp.path.clone();
-        self.fault(Point::Write)
+        // Framed as it is written: the blocks as slices of `stored`, each
+        // followed by its checksum, nothing allocated.
+        let mut framer = header.framer();
+        let trailer = self
+            .fault(Point::Write)
             .and_then(|()| {
                 if len < ALIGN {
                     // One write, from the buffered writer, at the end.
-                    tmp.out.write_all(&header.bytes)?;
-                    framed.iter().try_for_each(|b| tmp.out.write_all(b))
+                    let out = &mut tmp.out;
+                    out.write_all(&header.bytes)?;
+                    framer.push_slices(&stored, |b| out.write_all(b))?;
+                    framer.finish_slices(totals.logical_len, |b| out.write_all(b))
                 } else {
                     // Blocks and their checksums alternate: aligned writes
                     // of whole MiBs (see `write_aligned`).
                     let mut carry = BytesMut::from(&header.bytes[..]);
-                    for b in &framed {
-                        write_aligned(tmp.out.get_mut(), &mut carry, b)?;
-                    }
-                    tmp.out.write_all(&carry)
+                    let file = tmp.out.get_mut();
+                    framer.push_slices(&stored, |b| write_aligned(file, &mut carry, b))?;
+                    let trailer = framer.finish_slices(totals.logical_len, |b| {
+                        write_aligned(file, &mut carry, b)
+                    })?;
+                    tmp.out.write_all(&carry)?;
+                    Ok(trailer)
                 }
             })
             .map_err(self.io(key, &path, "write the entry"))?;
+        debug_assert_eq!(trailer.stored_len, totals.stored_len);
         let sealed = self.seal(key, tmp, header, trailer)?;
         self.publish(key, sealed, held, may_block, cancel)
     }
@@ -474,9 +475,11 @@ impl Inner {
             file.sync_all()
                 .map_err(self.io(key, &path, "fsync the entry"))?;
         }
-        let decoded = Header::decode_any(&header.bytes).expect("a fresh header decodes");
-        debug_assert_eq!(decoded.header, header.header);
-        let meta = EntryMeta::from_decoded_parts(decoded, trailer, size)
+        debug_assert_eq!(
+            Header::decode_any(&header.bytes).as_ref(),
+            Ok(&header.decoded)
+        );
+        let meta = EntryMeta::from_decoded_parts(header.decoded, trailer, size)
             .expect("a fresh header and trailer agree");
         Ok(Sealed { tmp, meta, size })
     }

@@ -16,7 +16,8 @@
 //! - [`verify_payload`] (whole-value reader): checks a payload read whole, of
 //!   either format, in one pass, and hands back its blocks as slices;
 //!   [`verify_payload_in_place`] hands them back in one piece, in the buffer
-//!   they were read into.
+//!   they were read into; [`read_payload_at`] reads and checks one by its
+//!   position, each block straight to its place.
 //! - [`BlockSize::span`] and [`verify_block`] (positional reader): where block
 //!   `i` lies, and its check.
 //!
@@ -43,7 +44,10 @@ mod verify;
 pub use checker::BlockChecker;
 pub use framer::BlockFramer;
 pub use size::{BlockSize, BlockSpan};
-pub use verify::{VerifiedPayload, verify_block, verify_payload, verify_payload_in_place};
+pub use verify::{
+    VerifiedPayload, read_payload_at, verify_block, verify_framed, verify_payload,
+    verify_payload_in_place,
+};
 
 use crate::format::FormatError;
 

@@ -1,5 +1,7 @@
 //! Checks of a payload read whole, or of one block read by its position.
 
+use std::io;
+
 use bytes::{Bytes, BytesMut};
 
 use super::{BLOCK_CRC_LEN, BlockError, BlockSize, block_crc, chain_block_crc};
@@ -125,6 +127,58 @@ pub fn verify_payload(
     Ok(VerifiedPayload { pieces, trailer })
 }
 
+/// [`verify_payload`] for a reader that has decoded the trailer already
+/// (from the same bytes, read whole): `framed` is the payload without it.
+/// Returns the stored bytes in one piece: a slice of `framed` for format 1
+/// and for a payload of at most one block (every small entry), else a copy.
+///
+/// # Errors
+///
+/// As [`verify_payload`].
+pub fn verify_framed(
+    layout: Layout,
+    header_crc: u32,
+    framed: Bytes,
+    trailer: &Trailer,
+) -> Result<Bytes, BlockError> {
+    if trailer.header_crc != header_crc {
+        return Err(BlockError::OtherHeader);
+    }
+    let size = match layout {
+        Layout::Whole => {
+            check_whole(&framed, trailer)?;
+            return Ok(framed);
+        }
+        Layout::Blocks(size) => size,
+    };
+    let stored_len = stored_len(size, framed.len() as u64, trailer)?;
+    let (stored, list_crc) = if stored_len == 0 {
+        (Bytes::new(), 0)
+    } else if stored_len <= size.get() {
+        // One block, checked where it lies: no list of pieces to build.
+        let data = &framed[..stored_len as usize];
+        let computed = block_crc(header_crc, 0, data);
+        if computed.to_le_bytes() != framed[stored_len as usize..] {
+            return Err(BlockError::Block { index: 0 });
+        }
+        (
+            framed.slice(..stored_len as usize),
+            chain_block_crc(0, computed),
+        )
+    } else {
+        let (pieces, list_crc) = verify_blocks(size, header_crc, framed, trailer)?;
+        let pieces = VerifiedPayload {
+            pieces,
+            trailer: *trailer,
+        };
+        (pieces.into_bytes(), list_crc)
+    };
+    if list_crc != trailer.payload_crc {
+        return Err(BlockError::BlockList);
+    }
+    Ok(stored)
+}
+
 /// [`verify_payload`] over a buffer the caller owns (a whole file read into
 /// memory, say): the stored bytes are moved down over the block checksums
 /// as each block is checked (while it is still in the CPU's cache), and come
@@ -160,13 +214,93 @@ pub fn verify_payload_in_place(
             return Err(BlockError::Block { index });
         }
         list_crc = chain_block_crc(list_crc, computed);
-        framed.copy_within(start..data_end, span.stored.start as usize);
+        // The first block is already in its place (most entries are one block).
+        if start as u64 != span.stored.start {
+            framed.copy_within(start..data_end, span.stored.start as usize);
+        }
     }
     if list_crc != trailer.payload_crc {
         return Err(BlockError::BlockList);
     }
     framed.truncate(stored_len as usize);
     Ok((framed.freeze(), trailer))
+}
+
+/// [`verify_payload_in_place`] for a payload still to be read, by its
+/// position (a file, say): `read_at(buf, offset)` fills `buf` with the bytes
+/// at `offset`, counted from the first byte after the header, and
+/// `after_header` is how many bytes follow the header (payload and trailer).
+///
+/// Each block is read straight to where its stored bytes belong in the
+/// buffer handed back, and checked there while it is still in the CPU's
+/// cache: nothing is moved afterwards. Reading the framed payload in one
+/// piece and moving each block down over the checksums cost a second pass
+/// over the bytes: a 50 MB uncompressed get took 3.3 times the instructions
+/// of a format 1 get that way, and 1.003 times this way (callgrind).
+///
+/// # Errors
+///
+/// The outer error is `read_at`'s, except that running out of bytes
+/// ([`io::ErrorKind::UnexpectedEof`]: the file is shorter than it was)
+/// is [`BlockError::Truncated`]; the inner one is what failed its check.
+pub fn read_payload_at(
+    layout: Layout,
+    header_crc: u32,
+    after_header: u64,
+    mut read_at: impl FnMut(&mut [u8], u64) -> io::Result<()>,
+) -> io::Result<Result<(Bytes, Trailer), BlockError>> {
+    let truncated = Err(BlockError::Truncated { len: after_header });
+    let Some(framed_len) = after_header.checked_sub(TRAILER_LEN as u64) else {
+        return Ok(truncated);
+    };
+    let mut read = |buf: &mut [u8], offset: u64| match read_at(buf, offset) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    };
+    let mut tbuf = [0u8; TRAILER_LEN];
+    if !read(&mut tbuf, framed_len)? {
+        return Ok(truncated);
+    }
+    let trailer = match read_trailer(&tbuf, header_crc) {
+        Ok((_, trailer)) => trailer,
+        Err(e) => return Ok(Err(e)),
+    };
+    let size = match layout {
+        Layout::Whole => {
+            let mut payload = BytesMut::zeroed(framed_len as usize);
+            if !read(&mut payload, 0)? {
+                return Ok(truncated);
+            }
+            return Ok(check_whole(&payload, &trailer).map(|()| (payload.freeze(), trailer)));
+        }
+        Layout::Blocks(size) => size,
+    };
+    let stored_len = match stored_len(size, framed_len, &trailer) {
+        Ok(n) => n,
+        Err(e) => return Ok(Err(e)),
+    };
+    // Room for the last block's checksum after the stored bytes: each
+    // block's checksum lands where the next block's bytes then go.
+    let mut out = BytesMut::zeroed(stored_len as usize + BLOCK_CRC_LEN);
+    let mut list_crc = 0;
+    for index in 0..size.block_count(stored_len) {
+        let span = size.span(index, stored_len).expect("index below the count");
+        let (start, end) = (span.stored.start as usize, span.stored.end as usize);
+        if !read(&mut out[start..end + BLOCK_CRC_LEN], span.framed.start)? {
+            return Ok(truncated);
+        }
+        let computed = block_crc(header_crc, index, &out[start..end]);
+        if computed.to_le_bytes() != out[end..end + BLOCK_CRC_LEN] {
+            return Ok(Err(BlockError::Block { index }));
+        }
+        list_crc = chain_block_crc(list_crc, computed);
+    }
+    if list_crc != trailer.payload_crc {
+        return Ok(Err(BlockError::BlockList));
+    }
+    out.truncate(stored_len as usize);
+    Ok(Ok((out.freeze(), trailer)))
 }
 
 /// Checks every block of `framed` (the payload without the trailer);
