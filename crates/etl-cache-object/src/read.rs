@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use etl_cache_core::blocks::{BlockChecker, BlockError, verify_payload, verify_payload_in_place};
+use etl_cache_core::blocks::{
+    BlockChecker, BlockError, verify_framed, verify_payload, verify_payload_in_place,
+};
 use etl_cache_core::codec::PayloadReader;
 use etl_cache_core::format::{
     DecodedHeader, FormatError, HEADER_FIXED_LEN, Header, Layout, MAGIC, TRAILER_LEN, Trailer,
@@ -116,17 +118,33 @@ fn is_ours(head: &[u8], size: u64) -> bool {
 fn decode_value(
     meta: &EntryMeta,
     header: &DecodedHeader,
+    trailer: &Trailer,
     whole: Bytes,
 ) -> std::result::Result<Value, String> {
-    // In place when the buffer is ours alone (no copy); else the blocks come
-    // back as slices and are joined.
-    let verified = match whole.try_into_mut() {
-        Ok(mut all) => {
-            let framed = all.split_off(header.len);
-            verify_payload_in_place(header.layout, header.crc, framed).map(|(stored, _)| stored)
+    let one_piece = header
+        .layout
+        .block_size()
+        .is_none_or(|b| meta.stored_len <= b.get());
+    // One piece (format 1, or one block: every small entry): checked where
+    // it lies, against the trailer decoded from the same bytes. Else in
+    // place when the buffer is ours alone (no copy), or as slices joined.
+    let verified = if one_piece {
+        let end = whole.len() - TRAILER_LEN;
+        verify_framed(
+            header.layout,
+            header.crc,
+            whole.slice(header.len..end),
+            trailer,
+        )
+    } else {
+        match whole.try_into_mut() {
+            Ok(mut all) => {
+                let framed = all.split_off(header.len);
+                verify_payload_in_place(header.layout, header.crc, framed).map(|(stored, _)| stored)
+            }
+            Err(whole) => verify_payload(header.layout, header.crc, whole.slice(header.len..))
+                .map(|v| v.into_bytes()),
         }
-        Err(whole) => verify_payload(header.layout, header.crc, whole.slice(header.len..))
-            .map(|v| v.into_bytes()),
     };
     let stored = verified.map_err(|e| e.to_string())?;
     let logical = if meta.codec == Codec::None {
@@ -239,9 +257,9 @@ impl Inner {
         head: &[u8],
         trailer: &[u8],
         size: u64,
-    ) -> std::result::Result<(EntryMeta, DecodedHeader), Bad> {
+    ) -> std::result::Result<(EntryMeta, DecodedHeader, Trailer), Bad> {
         let header = self.parse_header(location, head, size)?;
-        check_trailer(&header, trailer, size).map(|(meta, _)| (meta, header))
+        check_trailer(&header, trailer, size).map(|(meta, trailer)| (meta, header, trailer))
     }
 
     /// Checks an object's header (either format) and that its name is the
@@ -316,7 +334,7 @@ impl Inner {
                 }
             };
             return match self.parse(location, &head, &trailer, size) {
-                Ok((meta, _)) => Ok(Probe::Entry(Box::new(Probed { meta, judged }))),
+                Ok((meta, ..)) => Ok(Probe::Entry(Box::new(Probed { meta, judged }))),
                 Err(Bad::Foreign) => Ok(Probe::Foreign(None)),
                 Err(Bad::Corrupt(reason)) => Ok(Probe::Corrupt { reason, judged }),
             };
@@ -351,7 +369,7 @@ impl Inner {
             return Err(self.corrupt(key, format!("entry is truncated ({size} bytes)")));
         }
         let trailer = &bytes[bytes.len() - TRAILER_LEN..];
-        let (meta, header) = match self.parse(&location, &bytes, trailer, size) {
+        let (meta, header, trailer) = match self.parse(&location, &bytes, trailer, size) {
             Ok(x) => x,
             Err(Bad::Foreign) => return Err(self.not_an_entry(key, &location)),
             Err(Bad::Corrupt(why)) => return Err(self.corrupt(key, why)),
@@ -361,11 +379,11 @@ impl Inner {
         }
         let decoded = if !crate::cache::work_inline(meta.codec, meta.stored_len as usize) {
             let m = meta.clone();
-            tokio::task::spawn_blocking(move || decode_value(&m, &header, bytes))
+            tokio::task::spawn_blocking(move || decode_value(&m, &header, &trailer, bytes))
                 .await
                 .map_err(|e| self.corrupt(key, format!("decoding failed: {e}")))?
         } else {
-            decode_value(&meta, &header, bytes)
+            decode_value(&meta, &header, &trailer, bytes)
         };
         match decoded {
             Ok(v) => Ok(Some((meta, v))),
