@@ -2,6 +2,7 @@
 
 use std::fmt::Debug;
 use std::io;
+use std::ops::Range;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -131,6 +132,72 @@ pub trait Cache: Debug + Send + Sync + 'static {
     /// [`io::ErrorKind::InvalidData`] error, and the entry is removed.
     async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>>;
 
+    /// Reads the logical bytes in `range` of the entry under `key` (the bytes
+    /// [`Cache::get_stream`] yields, whatever the kind), with the entry's
+    /// metadata, both from one version of the entry. A range that runs past
+    /// the end is cut there: one that starts at or past the end reads no
+    /// bytes. No byte is returned unchecked.
+    ///
+    /// The default streams the entry up to the end of the range. `DiskCache`
+    /// reads an uncompressed entry by position: only the blocks that hold
+    /// the range are read and checked.
+    ///
+    /// ```
+    /// # async fn demo(cache: &dyn etl_cache_core::Cache) -> etl_cache_core::Result<()> {
+    /// use etl_cache_core::{SetOptions, Value};
+    /// cache.set("table", Value::Bytes("0123456789".into()), SetOptions::new()).await?;
+    /// let (meta, part) = cache.get_range("table", 2..5).await?.expect("just set");
+    /// assert_eq!((meta.logical_len, &part[..]), (10, &b"234"[..]));
+    /// # Ok(()) }
+    /// # futures::executor::block_on(demo(&etl_cache_core::MemoryCache::new())).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::InvalidInput`] when the range starts after its end;
+    /// otherwise as [`Cache::get`].
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Option<(EntryMeta, Bytes)>> {
+        use futures::TryStreamExt;
+        check_range(&range)?;
+        let Some(s) = self.get_stream(key, 1 << 20).await? else {
+            return Ok(None);
+        };
+        let (meta, mut stream) = s.into_parts();
+        let (start, end) = clamp_range(&range, meta.logical_len);
+        let mut out = bytes::BytesMut::new();
+        let mut at = 0u64;
+        while at < end {
+            let Some(chunk) = stream
+                .try_next()
+                .await
+                .map_err(|e| stream_read_error(key, e))?
+            else {
+                break;
+            };
+            let chunk_end = at + chunk.len() as u64;
+            if chunk_end > start {
+                let from = (start.max(at) - at) as usize;
+                let to = (end.min(chunk_end) - at) as usize;
+                if out.is_empty() && end <= chunk_end {
+                    // The whole range in one chunk: a slice, no copy.
+                    return Ok(Some((meta, chunk.slice(from..to))));
+                }
+                out.extend_from_slice(&chunk[from..to]);
+            }
+            at = chunk_end;
+        }
+        if (out.len() as u64) < end - start {
+            return Err(crate::Error::Corrupt {
+                key: crate::Error::display_key(key),
+                reason: format!(
+                    "the entry ended after {at} of its {} bytes",
+                    meta.logical_len
+                ),
+            });
+        }
+        Ok(Some((meta, out.freeze())))
+    }
+
     /// Reads an entry's metadata without its payload.
     ///
     /// # Errors
@@ -217,6 +284,31 @@ pub trait Cache: Debug + Send + Sync + 'static {
     ///
     /// I/O or backend failures while measuring the size.
     async fn stats(&self) -> Result<Stats>;
+}
+
+/// Refuses a range that starts after its end, as [`Cache::get_range`] does;
+/// for backends that override it.
+///
+/// # Errors
+///
+/// [`crate::Error::InvalidInput`].
+pub fn check_range(range: &Range<u64>) -> Result<()> {
+    if range.start > range.end {
+        return Err(crate::Error::InvalidInput {
+            message: format!(
+                "a range must not start after its end ({}..{})",
+                range.start, range.end
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The part of `range` an entry of `len` logical bytes holds: cut at its
+/// end, empty (at the end) when it starts there or beyond.
+pub fn clamp_range(range: &Range<u64>, len: u64) -> (u64, u64) {
+    let end = range.end.min(len);
+    (range.start.min(end), end)
 }
 
 /// Maps an error read from a `get_stream` stream back to a cache error.

@@ -40,8 +40,8 @@ pub mod testing;
 mod value;
 
 pub use crate::cache::{
-    BoxError, ByteStream, Cache, DEFAULT_CHUNK_SIZE, DynCache, GetStream, InitFuture,
-    stream_read_error,
+    BoxError, ByteStream, Cache, DEFAULT_CHUNK_SIZE, DynCache, GetStream, InitFuture, check_range,
+    clamp_range, stream_read_error,
 };
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{Error, Result};

@@ -5,8 +5,8 @@
 
 use bytes::{Bytes, BytesMut};
 use etl_cache_core::blocks::{
-    BlockChecker, BlockError, BlockFramer, BlockSize, read_payload_at, verify_block,
-    verify_framed, verify_payload, verify_payload_in_place,
+    BlockChecker, BlockError, BlockFramer, BlockSize, read_payload_at, verify_block, verify_framed,
+    verify_payload, verify_payload_in_place,
 };
 use etl_cache_core::format::{Layout, TRAILER_LEN, Trailer};
 use proptest::prelude::*;

@@ -32,6 +32,10 @@ pub enum Point {
     /// and is about to take the counters to remove it. Only [`hold`] acts
     /// here: a race test changes the entry in between.
     Judged,
+    /// A range read (`get_range`) has opened and checked an entry, and is
+    /// about to read the blocks that hold the range. Only [`hold`] acts
+    /// here: a race test changes the entry in between.
+    RangeOpened,
 }
 
 impl crate::cache::Inner {

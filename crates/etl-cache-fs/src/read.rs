@@ -3,16 +3,17 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use bytes::{Buf, Bytes, BytesMut};
-use etl_cache_core::blocks::verify_payload_in_place;
+use bytes::{Bytes, BytesMut};
+use etl_cache_core::blocks::{BlockSize, read_payload_at, verify_block, verify_framed};
 use etl_cache_core::codec::PayloadReader;
 use etl_cache_core::format::{
     FormatError, HEADER_FIXED_LEN, Header, Layout, MAX_HEADER_LEN, TRAILER_LEN, Trailer,
 };
-use etl_cache_core::{Codec, Counters, EntryMeta, Error, Result, Value};
+use etl_cache_core::{Codec, Counters, EntryMeta, Error, Result, Value, clamp_range};
 
 use crate::cache::Inner;
 use crate::cancel::Cancel;
@@ -456,10 +457,9 @@ impl Inner {
             Err(CheckError::Io(_)) => false,
             Ok((meta, framing, header_len, whole)) => match why {
                 Bad::Expired => meta.is_expired(self.config.clock.now()),
-                Bad::Corrupt => {
-                    let payload = after_header(whole.expect("read whole"), header_len);
-                    self.decode_payload(&meta, &framing, payload).is_err()
-                }
+                Bad::Corrupt => check_whole_file(&framing, whole.expect("read whole"), header_len)
+                    .and_then(|stored| decode_stored(&meta, stored))
+                    .is_err(),
             },
         }
     }
@@ -628,7 +628,7 @@ impl Inner {
             let Some(w) = o.whole.take() else {
                 return Ok(Some(o));
             };
-            let reason = match check_payload(&o.framing, after_header(w, o.header_len)) {
+            let reason = match check_whole_file(&o.framing, w, o.header_len) {
                 Ok(stored) => {
                     o.checked = Some(stored);
                     return Ok(Some(o));
@@ -659,59 +659,152 @@ impl Inner {
         &self,
         key: &str,
         hash: &str,
-        mut o: Opened,
+        o: Opened,
         wait: Wait,
     ) -> Result<Option<(EntryMeta, Value)>> {
+        self.finish_with(key, hash, o, wait, decode_stored)
+    }
+
+    /// [`Inner::finish_value`] with `decode` turning the checked stored
+    /// bytes into what the caller wants.
+    fn finish_with<T>(
+        &self,
+        key: &str,
+        hash: &str,
+        mut o: Opened,
+        wait: Wait,
+        decode: impl FnOnce(&EntryMeta, Bytes) -> std::result::Result<T, String>,
+    ) -> Result<Option<(EntryMeta, T)>> {
         let path = self.layout.entry_path(hash);
-        let payload: BytesMut = match o.whole.take() {
-            Some(w) => after_header(w, o.header_len),
-            None => {
-                // The payload and the trailer, checked together.
-                let mut buf = BytesMut::zeroed((o.meta.size - o.header_len) as usize);
-                match sys::read_exact_at(&o.file, &mut buf, o.header_len) {
-                    Ok(()) => buf,
-                    // Shorter than when it was opened: the checks fail.
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => BytesMut::new(),
-                    Err(e) => return Err(self.io(key, &path, "read the entry")(e)),
-                }
-            }
+        let stored = match o.whole.take() {
+            Some(w) => check_whole_file(&o.framing, w, o.header_len),
+            // Read by position, each block straight to its place.
+            None => read_payload_at(
+                o.framing.layout,
+                o.framing.header_crc,
+                o.meta.size - o.header_len,
+                |buf, at| sys::read_exact_at(&o.file, buf, o.header_len + at),
+            )
+            .map_err(self.io(key, &path, "read the entry"))?
+            .map_err(|e| e.to_string())
+            .and_then(|found| same_trailer(&o.framing, found)),
         };
-        match self.decode_payload(&o.meta, &o.framing, payload) {
+        match stored.and_then(|stored| decode(&o.meta, stored)) {
             Ok(v) => Ok(Some((o.meta, v))),
-            Err(reason) => match self.remove_if_bad(Some(key), hash, o.id(), Bad::Corrupt, wait) {
-                Removal::Changed => Ok(None),
-                Removal::Busy => Err(self.busy(key)),
-                Removal::Removed | Removal::Failed => Err(self.corrupt(key, reason)),
-            },
+            Err(reason) => self.judge_corrupt(key, hash, &o, reason, wait),
         }
     }
 
-    /// Checks a payload (`payload`: the bytes after the header, trailer
-    /// included) and decodes it.
-    fn decode_payload(
+    /// After an opened entry failed its checks: removes it if the file at
+    /// its path is still that one and bad, and says so (an error), or
+    /// `None` when the entry changed meanwhile and the caller looks again.
+    fn judge_corrupt<T>(
         &self,
-        meta: &EntryMeta,
-        framing: &Framing,
-        payload: BytesMut,
-    ) -> std::result::Result<Value, String> {
-        let stored = check_payload(framing, payload)?;
-        let logical = if meta.codec == Codec::None {
-            stored
-        } else {
-            let mut out = Vec::with_capacity(meta.logical_len.min(1 << 30) as usize);
-            PayloadReader::new(meta.codec, &stored[..])
-                .and_then(|mut r| r.read_to_end(&mut out))
-                .map_err(|e| format!("payload does not decompress: {e}"))?;
-            Bytes::from(out)
-        };
-        if logical.len() as u64 != meta.logical_len {
-            return Err(format!(
-                "payload is {} bytes after decompression, {} expected",
-                logical.len(),
-                meta.logical_len
-            ));
+        key: &str,
+        hash: &str,
+        o: &Opened,
+        reason: String,
+        wait: Wait,
+    ) -> Result<Option<T>> {
+        match self.remove_if_bad(Some(key), hash, o.id(), Bad::Corrupt, wait) {
+            Removal::Changed => Ok(None),
+            Removal::Busy => Err(self.busy(key)),
+            Removal::Removed | Removal::Failed => Err(self.corrupt(key, reason)),
         }
-        Value::from_stored(meta.kind, logical)
+    }
+
+    /// Reads the logical bytes `range` of an entry (cut at its end), with
+    /// its metadata. An uncompressed format 2 entry too large to have been
+    /// read whole is read by position: only the blocks that hold the range,
+    /// in one read, each checked; any other is read whole and checked, and
+    /// the range cut from its logical bytes. Runs on a blocking thread.
+    pub(crate) fn read_range(
+        &self,
+        key: &str,
+        hash: &str,
+        range: Range<u64>,
+    ) -> Result<Option<(EntryMeta, Bytes)>> {
+        let mut count = true;
+        for _ in 0..LOOKS {
+            let Some(o) = self.lookup(key, hash, true, count, Wait::Timeout)? else {
+                return Ok(None);
+            };
+            count = false;
+            let (start, end) = clamp_range(&range, o.meta.logical_len);
+            let found = match o.framing.layout {
+                Layout::Blocks(size) if o.whole.is_none() && o.meta.codec == Codec::None => {
+                    self.finish_blocks(key, hash, *o, size, start..end)?
+                }
+                _ => self.finish_with(key, hash, *o, Wait::Timeout, |meta, stored| {
+                    logical_of(meta, stored).map(|l| l.slice(start as usize..end as usize))
+                })?,
+            };
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Err(self.corrupt(key, CHANGING))
+    }
+
+    /// The stored bytes `range` (within the entry) of an opened format 2
+    /// entry, read by position: the blocks that hold them in one read, each
+    /// checked against its checksum. `None` as for [`Inner::finish_value`].
+    fn finish_blocks(
+        &self,
+        key: &str,
+        hash: &str,
+        o: Opened,
+        size: BlockSize,
+        range: Range<u64>,
+    ) -> Result<Option<(EntryMeta, Bytes)>> {
+        if range.is_empty() {
+            return Ok(Some((o.meta, Bytes::new())));
+        }
+        self.pause(Point::RangeOpened);
+        let stored_len = o.meta.stored_len;
+        let span = |i| size.span(i, stored_len).expect("a block of the range");
+        let (first, last) = (range.start / size.get(), (range.end - 1) / size.get());
+        let framed = span(first).framed.start..span(last).framed.end;
+        let mut buf = BytesMut::zeroed((framed.end - framed.start) as usize);
+        let read = self
+            .fault(Point::Read)
+            .and_then(|()| sys::read_exact_at(&o.file, &mut buf, o.header_len + framed.start));
+        let reason = match read {
+            Ok(()) => {
+                let buf = buf.freeze();
+                let mut pieces = Vec::with_capacity((last - first + 1) as usize);
+                let mut failed = None;
+                for i in first..=last {
+                    let s = span(i);
+                    let at = (s.framed.start - framed.start) as usize;
+                    let block = buf.slice(at..at + (s.framed.end - s.framed.start) as usize);
+                    match verify_block(size, o.framing.header_crc, i, block) {
+                        Ok(data) => {
+                            let from = range.start.max(s.stored.start) - s.stored.start;
+                            let to = range.end.min(s.stored.end) - s.stored.start;
+                            pieces.push(data.slice(from as usize..to as usize));
+                        }
+                        Err(e) => {
+                            failed = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                match failed {
+                    None => return Ok(Some((o.meta, concat(pieces)))),
+                    Some(reason) => reason,
+                }
+            }
+            // Shorter than when it was opened: not the file it was.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                "entry is shorter than its size".to_owned()
+            }
+            Err(e) => {
+                let path = self.layout.entry_path(hash);
+                return Err(self.io(key, &path, "read the entry")(e));
+            }
+        };
+        self.judge_corrupt(key, hash, &o, reason, Wait::Timeout)
     }
 
     /// Reads the entry at `path` for listing and sweeps: its metadata, its
@@ -760,31 +853,82 @@ impl Inner {
     }
 }
 
-/// The bytes after the header of an entry read whole, without a copy.
-fn after_header(whole: Vec<u8>, header_len: u64) -> BytesMut {
-    // `Vec` to `BytesMut` through `Bytes`, which takes the vector over.
-    let mut payload = Bytes::from(whole)
-        .try_into_mut()
-        .unwrap_or_else(|b| BytesMut::from(&b[..]));
-    payload.advance(header_len as usize);
-    payload
+/// Checks the payload of an entry file read whole (`whole`), whose trailer
+/// was decoded from these same bytes when it was opened, and returns its
+/// stored bytes: a slice of `whole` when they lie in one piece (format 1, or
+/// one block: every entry small enough to be read whole), else one copy.
+fn check_whole_file(
+    framing: &Framing,
+    whole: Vec<u8>,
+    header_len: u64,
+) -> std::result::Result<Bytes, String> {
+    let whole = Bytes::from(whole);
+    let header_len = header_len as usize;
+    let end = whole
+        .len()
+        .checked_sub(TRAILER_LEN)
+        .filter(|&end| end >= header_len)
+        .ok_or("the entry is shorter than its header and a trailer")?;
+    verify_framed(
+        framing.layout,
+        framing.header_crc,
+        whole.slice(header_len..end),
+        &framing.trailer,
+    )
+    .map_err(|e| e.to_string())
 }
 
-/// Checks a payload read whole (`payload`: the bytes after the header,
-/// trailer included) of either format, and returns its stored bytes: every
-/// block against its checksum and the trailer (format 2), or the one
-/// checksum (format 1). The trailer must be the one read when the entry was
-/// opened.
-pub(crate) fn check_payload(
+/// The stored bytes of a checked payload, if its trailer is the one read
+/// when the entry was opened.
+fn same_trailer(
     framing: &Framing,
-    payload: BytesMut,
+    (stored, trailer): (Bytes, Trailer),
 ) -> std::result::Result<Bytes, String> {
-    let (stored, trailer) = verify_payload_in_place(framing.layout, framing.header_crc, payload)
-        .map_err(|e| e.to_string())?;
     if trailer != framing.trailer {
         return Err("the trailer changed while the entry was read".into());
     }
     Ok(stored)
+}
+
+/// The logical bytes of an entry from its checked stored bytes:
+/// decompressed, their length checked.
+fn logical_of(meta: &EntryMeta, stored: Bytes) -> std::result::Result<Bytes, String> {
+    let logical = if meta.codec == Codec::None {
+        stored
+    } else {
+        let mut out = Vec::with_capacity(meta.logical_len.min(1 << 30) as usize);
+        PayloadReader::new(meta.codec, &stored[..])
+            .and_then(|mut r| r.read_to_end(&mut out))
+            .map_err(|e| format!("payload does not decompress: {e}"))?;
+        Bytes::from(out)
+    };
+    if logical.len() as u64 != meta.logical_len {
+        return Err(format!(
+            "payload is {} bytes after decompression, {} expected",
+            logical.len(),
+            meta.logical_len
+        ));
+    }
+    Ok(logical)
+}
+
+/// Decodes the checked stored bytes of an entry into its value.
+fn decode_stored(meta: &EntryMeta, stored: Bytes) -> std::result::Result<Value, String> {
+    logical_of(meta, stored).and_then(|logical| Value::from_stored(meta.kind, logical))
+}
+
+/// Pieces in one buffer: the piece itself when there is one.
+fn concat(pieces: Vec<Bytes>) -> Bytes {
+    match <[Bytes; 1]>::try_from(pieces) {
+        Ok([one]) => one,
+        Err(pieces) => {
+            let mut all = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
+            for p in &pieces {
+                all.extend_from_slice(p);
+            }
+            all.freeze()
+        }
+    }
 }
 
 /// Why [`Inner::remove_entry`] could not remove an entry.

@@ -3,12 +3,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use etl_cache_core::{Cache, InitFuture, SetOptions, Value};
+use etl_cache_core::{Cache, InitFuture, Kind, SetOptions, Value};
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectMeta, ObjectStore};
 use sha2::{Digest, Sha256};
@@ -215,6 +216,39 @@ impl Engine {
             Err(e) => {
                 self.stats.cache_error();
                 tracing::warn!(key, error = %e, "the cache failed to read a block; reading it from the store");
+                None
+            }
+        }
+    }
+
+    /// The bytes `part` of the block under `key`, if the cache holds that
+    /// block with the expected length `len`; read with
+    /// [`Cache::get_range`], which reads only what holds them where the
+    /// cache can. A failing cache reads as a miss (logged).
+    pub(crate) async fn cached_part(
+        &self,
+        key: &str,
+        len: u64,
+        part: &Range<u64>,
+    ) -> Option<Bytes> {
+        match self.cache.get_range(key, part.clone()).await {
+            Ok(Some((meta, b)))
+                if meta.kind == Kind::Bytes
+                    && meta.logical_len == len
+                    && b.len() as u64 == part.end - part.start =>
+            {
+                self.stats.hit(b.len() as u64);
+                Some(b)
+            }
+            Ok(None) => None,
+            Ok(Some((meta, _))) => {
+                self.stats.cache_error();
+                tracing::warn!(key, kind = %meta.kind, len = meta.logical_len, expected = len, "a cached block is not the block expected; reading it from the store");
+                None
+            }
+            Err(e) => {
+                self.stats.cache_error();
+                tracing::warn!(key, error = %e, "the cache failed to read part of a block; reading it from the store");
                 None
             }
         }

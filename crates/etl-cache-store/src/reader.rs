@@ -24,6 +24,13 @@ pub(crate) fn changed(path: &Path) -> object_store::Error {
     }
 }
 
+/// What [`Reader::next_block`] found: a whole block, or only the part of
+/// it that the read wants.
+enum Got {
+    Block(Bytes),
+    Part(Bytes),
+}
+
 /// A ranged request under way for blocks `next..end` of an object, which
 /// hands them out in order as they complete. Blocks whose fetch another
 /// read had already registered are read here too, but not announced.
@@ -292,16 +299,25 @@ impl Reader {
 
     /// The next block's part of the range, or `None` at the end.
     pub(crate) async fn next_chunk(&mut self) -> object_store::Result<Option<Bytes>> {
-        let Some((i, block)) = self.next_block().await? else {
+        if self.next >= self.end {
+            return Ok(None);
+        }
+        let i = self.next;
+        let bs = self.eng.bs();
+        let len = self.eng.block_len(self.obj.meta.size, i);
+        let want = self.range.start.saturating_sub(i * bs)..(self.range.end - i * bs).min(len);
+        let Some(got) = self.next_block(&want).await? else {
             return Ok(None);
         };
-        let bs = self.eng.bs();
-        let start = self.range.start.saturating_sub(i * bs) as usize;
-        let end = (self.range.end - i * bs).min(block.len() as u64) as usize;
-        Ok(Some(block.slice(start..end)))
+        Ok(Some(match got {
+            Got::Block(block) => block.slice(want.start as usize..want.end as usize),
+            Got::Part(part) => part,
+        }))
     }
 
-    async fn next_block(&mut self) -> object_store::Result<Option<(u64, Bytes)>> {
+    /// Block `self.next`, or the part `want` of it when only that was read
+    /// (from the cache).
+    async fn next_block(&mut self, want: &Range<u64>) -> object_store::Result<Option<Got>> {
         loop {
             if self.next >= self.end {
                 return Ok(None);
@@ -313,13 +329,20 @@ impl Reader {
                     self.run = None;
                 }
                 self.next += 1;
-                return Ok(Some((i, block)));
+                return Ok(Some(Got::Block(block)));
             }
             let len = self.eng.block_len(self.obj.meta.size, i);
             let key = self.eng.block_key(&self.obj, i);
-            if let Some(b) = self.eng.cached(&key, len).await {
+            let got = if want.start == 0 && want.end == len {
+                self.eng.cached(&key, len).await.map(Got::Block)
+            } else {
+                // Part of a block: only that part is read (by position,
+                // where the cache can).
+                self.eng.cached_part(&key, len, want).await.map(Got::Part)
+            };
+            if let Some(got) = got {
                 self.next += 1;
-                return Ok(Some((i, b)));
+                return Ok(Some(got));
             }
             match self.eng.join_or_lead(&key) {
                 Flight::Join(rx) => {
@@ -328,7 +351,7 @@ impl Reader {
                         Some(Ok(b)) => {
                             self.fetched = true;
                             self.next += 1;
-                            return Ok(Some((i, b)));
+                            return Ok(Some(Got::Block(b)));
                         }
                         Some(Err(e)) => return Err(share_error(&e)),
                         None => continue, // abandoned: look again
