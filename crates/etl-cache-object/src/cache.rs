@@ -497,6 +497,30 @@ impl Cache for ObjectCache {
         Ok(found)
     }
 
+    /// Reads the whole entry in one request (as `get`), then cuts the
+    /// range from it: one version, whatever writers do meanwhile. A read in
+    /// several requests (the header, then the blocks that hold the range)
+    /// would read less of a large entry, but fails with `Changed` when
+    /// writers keep replacing it, which `get` never does.
+    async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Option<(EntryMeta, bytes::Bytes)>> {
+        validate_key(key)?;
+        etl_cache_core::check_range(&range)?;
+        let found = self.inner.read_logical(key).await?;
+        Counters::bump(if found.is_some() {
+            &self.inner.counters.hits
+        } else {
+            &self.inner.counters.misses
+        });
+        Ok(found.map(|(meta, logical)| {
+            let (start, end) = etl_cache_core::clamp_range(&range, meta.logical_len);
+            (meta, logical.slice(start as usize..end as usize))
+        }))
+    }
+
     async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>> {
         validate_key(key)?;
         if chunk_size == 0 {

@@ -114,13 +114,14 @@ fn is_ours(head: &[u8], size: u64) -> bool {
 }
 
 /// Verifies and decodes a whole object read into `whole`: its payload (of
-/// either format) is checked first, then decompressed.
-fn decode_value(
+/// either format) is checked first, then decompressed; returns its logical
+/// bytes.
+fn decode_logical(
     meta: &EntryMeta,
     header: &DecodedHeader,
     trailer: &Trailer,
     whole: Bytes,
-) -> std::result::Result<Value, String> {
+) -> std::result::Result<Bytes, String> {
     let one_piece = header
         .layout
         .block_size()
@@ -163,7 +164,18 @@ fn decode_value(
             meta.logical_len
         ));
     }
-    Value::from_stored(meta.kind, logical)
+    Ok(logical)
+}
+
+/// [`decode_logical`], then the value of the entry's kind.
+fn decode_value(
+    meta: &EntryMeta,
+    header: &DecodedHeader,
+    trailer: &Trailer,
+    whole: Bytes,
+) -> std::result::Result<Value, String> {
+    decode_logical(meta, header, trailer, whole)
+        .and_then(|logical| Value::from_stored(meta.kind, logical))
 }
 
 impl Inner {
@@ -345,6 +357,20 @@ impl Inner {
     /// Reads and verifies a whole value. An expired entry is a miss and a
     /// corrupt one an error; neither is removed (see [`crate::ObjectCache`]).
     pub(crate) async fn read_value(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
+        self.read_decoded(key, decode_value).await
+    }
+
+    /// Reads and verifies a whole entry's logical bytes, in one request (one
+    /// version), as [`Inner::read_value`].
+    pub(crate) async fn read_logical(&self, key: &str) -> Result<Option<(EntryMeta, Bytes)>> {
+        self.read_decoded(key, decode_logical).await
+    }
+
+    async fn read_decoded<T: Send + 'static>(
+        &self,
+        key: &str,
+        decode: fn(&EntryMeta, &DecodedHeader, &Trailer, Bytes) -> std::result::Result<T, String>,
+    ) -> Result<Option<(EntryMeta, T)>> {
         let location = self.layout.entry(key);
         if !self.readable(key, &location).await? {
             return Ok(None);
@@ -379,11 +405,11 @@ impl Inner {
         }
         let decoded = if !crate::cache::work_inline(meta.codec, meta.stored_len as usize) {
             let m = meta.clone();
-            tokio::task::spawn_blocking(move || decode_value(&m, &header, &trailer, bytes))
+            tokio::task::spawn_blocking(move || decode(&m, &header, &trailer, bytes))
                 .await
                 .map_err(|e| self.corrupt(key, format!("decoding failed: {e}")))?
         } else {
-            decode_value(&meta, &header, &trailer, bytes)
+            decode(&meta, &header, &trailer, bytes)
         };
         match decoded {
             Ok(v) => Ok(Some((meta, v))),
