@@ -1,7 +1,7 @@
 //! The command line against a real S3 server (moto on 127.0.0.1): every
 //! command, its exit code and its JSON, on an `s3://bucket/prefix` URL.
 
-#[path = "../crates/etl-cache-object/tests/common/mod.rs"]
+#[path = "../../etl-cache-object/tests/common/mod.rs"]
 mod common;
 
 use std::io::Write;
