@@ -1,29 +1,32 @@
 //! `etl-cache`: inspect, fetch, seed and clean any etl-cache from a terminal.
 //!
 //! Each subcommand lives in a file of its own; this one parses the arguments,
-//! opens the cache, dispatches, and turns the outcome into an exit code.
+//! dispatches, and turns the outcome into an exit code. What the subcommands
+//! share: `context` opens the cache, `outcome` says how a command ended,
+//! `format` writes text, `transfer` moves payloads, `ttl` parses `--ttl`.
 #![forbid(unsafe_code)]
 
 mod clear;
+mod context;
+mod format;
 mod get;
 mod ls;
+mod outcome;
 mod purge;
 mod rm;
 mod set;
 mod stat;
-mod util;
+mod transfer;
+mod ttl;
 mod verify;
 
-use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use etl_cache::Cache;
 
-use crate::util::{Failure, Status};
+use crate::context::{Access, Ctx};
+use crate::outcome::{CmdResult, Failure, Status};
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -88,59 +91,28 @@ enum Command {
 }
 
 impl Command {
-    /// Whether the command creates entries, and so may create the cache.
-    fn writes(&self) -> bool {
-        matches!(self, Command::Set(_))
-    }
-
-    /// The key a command is about, if it reads or removes one.
-    fn key(&self) -> Option<&str> {
+    /// How the command uses the cache, which decides how it is opened.
+    fn access(&self) -> Access<'_> {
         match self {
-            Command::Get(a) => Some(&a.key),
-            Command::Rm(a) => Some(&a.key),
-            _ => None,
+            Command::Set(_) => Access::Write,
+            Command::Get(a) => Access::Key(&a.key),
+            Command::Rm(a) => Access::Key(&a.key),
+            Command::Verify(_) => Access::Verify,
+            Command::Ls(_) | Command::Stat(_) | Command::Purge(_) | Command::Clear(_) => {
+                Access::Scan
+            }
         }
-    }
-}
-
-/// What every command gets besides its own arguments.
-pub struct Ctx {
-    /// The cache.
-    pub cache: Arc<dyn Cache>,
-    /// The location given, for messages.
-    pub url: String,
-    /// `--quiet`.
-    pub quiet: bool,
-}
-
-impl Ctx {
-    /// Prints a confirmation on stdout, unless `--quiet`.
-    pub fn say(&self, line: &str) -> Result<(), Failure> {
-        if self.quiet {
-            return Ok(());
-        }
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{line}").map_err(Failure::stdout)
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let code = match run(cli) {
-        Ok(Status::Ok) => 0,
-        Ok(Status::Miss) => 1,
-        Ok(Status::Problems) => 2,
-        Err(Failure::BrokenPipe) => 0,
-        Err(f) => {
-            eprintln!("etl-cache: {f}");
-            2
-        }
-    };
+    let code = outcome::report(run(cli));
     report_peak_rss();
     ExitCode::from(code)
 }
 
-fn run(cli: Cli) -> Result<Status, Failure> {
+fn run(cli: Cli) -> CmdResult {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -154,40 +126,9 @@ fn run(cli: Cli) -> Result<Status, Failure> {
     result
 }
 
-async fn dispatch(cli: Cli) -> Result<Status, Failure> {
-    if let Some(root) = local_root(&cli.cache)
-        && !cli.command.writes()
-        && let Some(why) = missing_cache(&root)
-    {
-        if let Some(key) = cli.command.key() {
-            eprintln!(
-                "etl-cache: no entry for key {:?}: no cache at {} ({why})",
-                key,
-                root.display()
-            );
-            return Ok(Status::Miss);
-        }
-        return Err(Failure::new(
-            format!("no cache at {} ({why})", root.display()),
-            "pass the cache with --cache URL or ETL_CACHE_URL; `etl-cache set` creates one",
-        ));
-    }
-    let cache: Arc<dyn Cache> = match (&cli.command, local_root(&cli.cache)) {
-        // `verify` reads every entry: through a handle that leaves recency
-        // alone, so that checking a cache does not erase its LRU order.
-        (Command::Verify(_), Some(root)) => Arc::new(
-            etl_cache::DiskCacheBuilder::from_env()?
-                .root(root)
-                .touch_interval(Duration::MAX)
-                .build()
-                .await?,
-        ),
-        _ => etl_cache::open(&cli.cache).await?,
-    };
-    let ctx = Ctx {
-        cache,
-        url: cli.cache,
-        quiet: cli.quiet,
+async fn dispatch(cli: Cli) -> CmdResult {
+    let Some(ctx) = Ctx::open(cli.cache, cli.quiet, cli.command.access()).await? else {
+        return Ok(Status::Miss);
     };
     match &cli.command {
         Command::Ls(a) => ls::run(&ctx, a).await,
@@ -199,33 +140,6 @@ async fn dispatch(cli: Cli) -> Result<Status, Failure> {
         Command::Clear(a) => clear::run(&ctx, a).await,
         Command::Verify(a) => verify::run(&ctx, a).await,
     }
-}
-
-/// The directory a local URL names (as `etl_cache::open` reads it), if it is one.
-fn local_root(url: &str) -> Option<PathBuf> {
-    match url.split_once("://") {
-        None if !url.is_empty() => Some(PathBuf::from(url)),
-        Some((scheme, path)) if scheme.eq_ignore_ascii_case("file") && path.starts_with('/') => {
-            Some(PathBuf::from(path))
-        }
-        _ => None,
-    }
-}
-
-/// Why `root` holds no cache, if it does not: commands that only read or
-/// remove never create a cache (a mistyped path would look like an empty one).
-fn missing_cache(root: &std::path::Path) -> Option<String> {
-    if !root.exists() {
-        return Some("the directory does not exist".into());
-    }
-    let layout = root.join(format!("etl-cache-v{}", etl_cache::fs::LAYOUT_VERSION));
-    if root.is_dir() && !layout.is_dir() {
-        return Some(format!(
-            "it has no {} directory, so it is not an etl-cache root",
-            layout.file_name().unwrap_or_default().to_string_lossy()
-        ));
-    }
-    None
 }
 
 /// With `ETL_CACHE_REPORT_PEAK_RSS=1`, prints the peak resident set size
