@@ -36,9 +36,7 @@ Exit status:
      corrupt entries found by verify, clear without --yes
 
 Environment:
-  ETL_CACHE_URL              the cache when --cache is not given (default: .cache)
-  ETL_CACHE_REPORT_PEAK_RSS  diagnostics: with 1, print peak_rss_bytes=N (the
-                             process's peak resident memory) on stderr at exit
+  ETL_CACHE_URL  the cache when --cache is not given (default: .cache)
 
 Examples:
   etl-cache ls reports/
@@ -107,9 +105,7 @@ impl Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let code = outcome::report(run(cli));
-    report_peak_rss();
-    ExitCode::from(code)
+    ExitCode::from(outcome::report(run(cli)))
 }
 
 fn run(cli: Cli) -> CmdResult {
@@ -139,27 +135,5 @@ async fn dispatch(cli: Cli) -> CmdResult {
         Command::Purge(a) => purge::run(&ctx, a).await,
         Command::Clear(a) => clear::run(&ctx, a).await,
         Command::Verify(a) => verify::run(&ctx, a).await,
-    }
-}
-
-/// With `ETL_CACHE_REPORT_PEAK_RSS=1`, prints the peak resident set size
-/// (VmHWM) on stderr: a diagnostics knob, used by the tests that prove memory
-/// stays bounded whatever the payload size.
-fn report_peak_rss() {
-    if std::env::var_os("ETL_CACHE_REPORT_PEAK_RSS").is_none_or(|v| v != "1") {
-        return;
-    }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = status.lines().find_map(|l| {
-        l.strip_prefix("VmHWM:")?
-            .trim()
-            .strip_suffix("kB")?
-            .trim()
-            .parse::<u64>()
-            .ok()
-    });
-    match kib {
-        Some(kib) => eprintln!("peak_rss_bytes={}", kib * 1024),
-        None => eprintln!("peak_rss_bytes=unknown"),
     }
 }

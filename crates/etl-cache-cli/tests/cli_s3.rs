@@ -23,7 +23,6 @@ fn run(server: &common::Server, url: &str, args: &[&str], stdin: &[u8]) -> Run {
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")
-        .env_remove("ETL_CACHE_REPORT_PEAK_RSS")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
