@@ -21,8 +21,9 @@
 //!
 //! Any cache can also be opened from a URL with [`open`]: a directory path,
 //! `file:///abs/path`, `memory://`, and (with the `aws`, `gcp` or `azure`
-//! features) `s3://`, `gs://`, `az://`. The `etl-cache` command line (feature
-//! `cli`, on by default) inspects, fetches, seeds and cleans any of them.
+//! features) `s3://`, `gs://`, `az://`. The `etl-cache` command line (package
+//! `etl-cache-cli`, `cargo install --path crates/etl-cache-cli`) inspects,
+//! fetches, seeds and cleans any of them.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -150,8 +150,8 @@ fn open_object(url: &str, backend: ObjectBackend) -> Result<Arc<dyn Cache>> {
     Err(Error::Open {
         location: url.to_owned(),
         message: format!(
-            "{scheme}:// needs the `{feature}` feature: cargo install --path . --features {feature} \
-             (library users: etl-cache = {{ features = [\"{feature}\"] }})"
+            "{scheme}:// needs the `{feature}` feature: cargo install --path crates/etl-cache-cli \
+             --features {feature} (library users: etl-cache = {{ features = [\"{feature}\"] }})"
         ),
     })
 }

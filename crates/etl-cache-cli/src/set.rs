@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use etl_cache::{Compression, EntryMeta, SetOptions, Value};
 
-use crate::Ctx;
-use crate::util::{
-    CmdResult, Failure, Progress, Status, display_key, human_bytes, parse_ttl, reader_stream,
-};
+use crate::context::Ctx;
+use crate::format::{display_key, human_bytes, human_duration};
+use crate::outcome::{CmdResult, Failure, Status};
+use crate::transfer::{Progress, reader_stream};
+use crate::ttl::parse_ttl;
 
 /// Arguments of `set`.
 #[derive(Debug, clap::Args)]
@@ -142,10 +143,7 @@ fn summary(m: &EntryMeta, ttl: Option<Duration>) -> String {
         s.push_str(&format!(" ({})", m.codec));
     }
     if let Some(ttl) = ttl {
-        s.push_str(&format!(
-            ", expires in {}",
-            crate::util::human_duration(ttl)
-        ));
+        s.push_str(&format!(", expires in {}", human_duration(ttl)));
     }
     s
 }

@@ -7,11 +7,9 @@ use etl_cache::EntryMeta;
 use futures::TryStreamExt;
 use serde_json::json;
 
-use crate::Ctx;
-use crate::util::{
-    CmdResult, Failure, Status, age, display_key, expires_in, human_bytes, rfc3339,
-    seconds_between, table,
-};
+use crate::context::Ctx;
+use crate::format::{age, display_key, expires_in, human_bytes, rfc3339, seconds_between, table};
+use crate::outcome::{CmdResult, Failure, Status};
 
 /// Arguments of `ls`.
 #[derive(Debug, clap::Args)]
@@ -72,8 +70,8 @@ pub async fn run(ctx: &Ctx, args: &Args) -> CmdResult {
     Ok(Status::Ok)
 }
 
-/// One entry as JSON; shared with `stat`.
-pub fn entry_json(m: &EntryMeta, now: SystemTime) -> serde_json::Value {
+/// One entry as JSON.
+fn entry_json(m: &EntryMeta, now: SystemTime) -> serde_json::Value {
     json!({
         "key": m.key,
         "kind": m.kind.as_str(),

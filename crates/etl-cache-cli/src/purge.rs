@@ -1,7 +1,8 @@
 //! `etl-cache purge --expired`: removes expired entries.
 
-use crate::Ctx;
-use crate::util::{CmdResult, Status};
+use crate::context::Ctx;
+use crate::format::entries;
+use crate::outcome::{CmdResult, Status};
 
 /// Arguments of `purge`.
 #[derive(Debug, clap::Args)]
@@ -18,9 +19,4 @@ pub async fn run(ctx: &Ctx, args: &Args) -> CmdResult {
     let n = ctx.cache.purge_expired().await?;
     ctx.say(&format!("removed {n} expired {}", entries(n)))?;
     Ok(Status::Ok)
-}
-
-/// `entry` or `entries`.
-pub fn entries(n: u64) -> &'static str {
-    if n == 1 { "entry" } else { "entries" }
 }

@@ -1,7 +1,7 @@
 //! The command line against a real S3 server (moto on 127.0.0.1): every
 //! command, its exit code and its JSON, on an `s3://bucket/prefix` URL.
 
-#[path = "../crates/etl-cache-object/tests/common/mod.rs"]
+#[path = "../../etl-cache-object/tests/common/mod.rs"]
 mod common;
 
 use std::io::Write;
@@ -23,7 +23,6 @@ fn run(server: &common::Server, url: &str, args: &[&str], stdin: &[u8]) -> Run {
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")
-        .env_remove("ETL_CACHE_REPORT_PEAK_RSS")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -2,9 +2,9 @@
 
 use futures::TryStreamExt;
 
-use crate::Ctx;
-use crate::purge::entries;
-use crate::util::{CmdResult, Failure, Status, human_bytes};
+use crate::context::Ctx;
+use crate::format::{entries, human_bytes};
+use crate::outcome::{CmdResult, Failure, Status};
 
 /// Arguments of `clear`.
 #[derive(Debug, clap::Args)]

@@ -6,8 +6,9 @@ use etl_cache::{Error, stream_read_error};
 use futures::StreamExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::Ctx;
-use crate::util::{CHUNK, CmdResult, Failure, Progress, Status};
+use crate::context::Ctx;
+use crate::outcome::{CmdResult, Failure, Status};
+use crate::transfer::{CHUNK, Progress};
 
 /// Arguments of `get`.
 #[derive(Debug, clap::Args)]

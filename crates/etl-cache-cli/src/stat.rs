@@ -7,11 +7,9 @@ use etl_cache::EntryMeta;
 use futures::TryStreamExt;
 use serde_json::json;
 
-use crate::Ctx;
-use crate::purge::entries;
-use crate::util::{
-    CmdResult, Failure, Status, age, display_key, human_bytes, rfc3339, seconds_between, table,
-};
+use crate::context::Ctx;
+use crate::format::{age, display_key, entries, human_bytes, rfc3339, seconds_between, table};
+use crate::outcome::{CmdResult, Failure, Status};
 
 /// Arguments of `stat`.
 #[derive(Debug, clap::Args)]

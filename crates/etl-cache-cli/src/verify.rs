@@ -6,9 +6,10 @@ use etl_cache::{EntryMeta, Error, stream_read_error};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 
-use crate::Ctx;
-use crate::purge::entries;
-use crate::util::{CHUNK, CmdResult, Failure, Progress, Status, display_key, human_bytes};
+use crate::context::Ctx;
+use crate::format::{display_key, entries, human_bytes};
+use crate::outcome::{CmdResult, Failure, Status};
+use crate::transfer::{CHUNK, Progress};
 
 /// Arguments of `verify`.
 #[derive(Debug, clap::Args)]

@@ -1,7 +1,8 @@
 //! `etl-cache rm KEY`: removes an entry.
 
-use crate::Ctx;
-use crate::util::{CmdResult, Status, display_key};
+use crate::context::Ctx;
+use crate::format::display_key;
+use crate::outcome::{CmdResult, Status};
 
 /// Arguments of `rm`.
 #[derive(Debug, clap::Args)]
