@@ -33,6 +33,7 @@ use etl_cache::store::object_store::{
 };
 use etl_cache::store::{CachedStore, DEFAULT_BLOCK_SIZE, Revalidate, StoreStats};
 use etl_cache::{Cache, DiskCache, SetOptions, TieredCache, Value};
+use futures::TryStreamExt;
 use futures::stream::BoxStream;
 use serde_json::{Value as Json, json};
 
@@ -368,23 +369,45 @@ async fn cached_runs(
     (runs, second)
 }
 
-/// Each object read whole (`get`, then its body collected), one after the
-/// other; the time spent in the reads alone. Each body is checked against
-/// `expect` (when given) and dropped, or kept and returned.
+/// Each object read whole with `get`, one after the other; the time spent
+/// in the reads alone. With `collect`, each body is collected into one
+/// buffer (`GetResult::bytes`); without, its chunks are only taken from
+/// the stream. Each body is checked against `expect` (when given) and
+/// dropped, or kept and returned.
 async fn byte_scan(
     store: &dyn ObjectStore,
     paths: &[Path],
+    collect: bool,
     expect: Option<&[Bytes]>,
 ) -> (Duration, Vec<Bytes>) {
     let mut time = Duration::ZERO;
     let mut bodies = Vec::with_capacity(paths.len());
     for (i, p) in paths.iter().enumerate() {
         let t = Instant::now();
-        let body = store.get(p).await.unwrap().bytes().await.unwrap();
+        let got = store.get(p).await.unwrap();
+        let chunks: Vec<Bytes> = if collect {
+            vec![got.bytes().await.unwrap()]
+        } else {
+            got.into_stream().try_collect().await.unwrap()
+        };
         time += t.elapsed();
         match expect {
-            Some(e) => assert!(body == e[i], "{p}: other bytes than the inner store's"),
-            None => bodies.push(body),
+            Some(e) => {
+                let mut at = 0;
+                for c in &chunks {
+                    assert!(
+                        e[i].get(at..at + c.len()) == Some(&c[..]),
+                        "{p}: other bytes than the inner store's"
+                    );
+                    at += c.len();
+                }
+                assert_eq!(at, e[i].len(), "{p}: not the whole object");
+            }
+            // One chunk when collected: the inner store's own buffer.
+            None => bodies.push(match <[Bytes; 1]>::try_from(chunks) {
+                Ok([body]) => body,
+                Err(chunks) => chunks.concat().into(),
+            }),
         }
     }
     (time, bodies)
@@ -511,7 +534,7 @@ pub(crate) fn section(base: &FsPath, report: &mut Report) {
         // every read is cold) and through the warm stores.
         println!("byte scan: each object read whole, one after the other:");
         let before = counts.tally();
-        let (bare_time, bare_bodies) = byte_scan(inner.as_ref(), &paths, None).await;
+        let (bare_time, bare_bodies) = byte_scan(inner.as_ref(), &paths, true, None).await;
         let bare_tally = counts.tally().since(before);
         println!(
             "  bare inner store: {:.3} s, {} requests",
@@ -523,12 +546,23 @@ pub(crate) fn section(base: &FsPath, report: &mut Report) {
             total
         );
         let mut scans = Vec::new();
-        for (label, slug, store) in [
-            ("CachedStore warm, Revalidate::Always", "Always", &always),
-            ("CachedStore warm, Revalidate::Never", "Never", &never),
+        for (label, slug, store, collect) in [
+            (
+                "CachedStore warm, Revalidate::Always",
+                "Always",
+                &always,
+                true,
+            ),
+            ("CachedStore warm, Revalidate::Never", "Never", &never, true),
+            (
+                "CachedStore warm, Never, streamed",
+                "Never, streamed",
+                &never,
+                false,
+            ),
         ] {
             let before = counts.tally();
-            let (time, _) = byte_scan(store, &paths, Some(&bare_bodies)).await;
+            let (time, _) = byte_scan(store, &paths, collect, Some(&bare_bodies)).await;
             let tally = counts.tally().since(before);
             println!(
                 "  {label}: {:.3} s, {} requests, {} bytes from the inner store",
@@ -725,7 +759,9 @@ pub(crate) fn section(base: &FsPath, report: &mut Report) {
         mib(total) / block_set.as_secs_f64()
     );
 
-    println!("\n== byte scan: {files} objects read whole (get + collect), one at a time ==");
+    println!(
+        "\n== byte scan: {files} objects read whole with get, one at a time; collected into one buffer unless streamed =="
+    );
     println!(
         "{:<46} {:>8} {:>9} {:>11} {:>12}",
         "store", "time s", "requests", "MiB inner", "bare/this"
