@@ -5,6 +5,7 @@
 //! cargo bench --bench suite                       # every section, ~3 minutes
 //! cargo bench --bench suite -- small tiered       # some sections
 //! ETL_BENCH_LONG=1 cargo bench --bench suite      # + 10 GiB stream, 1M-entry cap
+//! cargo bench --bench suite --features store -- store   # CachedStore
 //! ```
 //!
 //! Sections: `small` (1 KB set / get hit / get miss, p50 and p99), `stream`
@@ -13,14 +14,23 @@
 //! size on disk), `capped` (set cost at steady state with `max_entries` at
 //! 1k, 10k, 100k; 1M in long mode), `multiproc` (4 processes, 70% get / 30%
 //! set on 200 shared keys: ops/s and corrupt reads), `tiered` (a memory-tier
-//! hit). Ratios are always between numbers measured in the same run.
+//! hit), `object` (ObjectCache against raw object_store, feature `object`;
+//! S3 rows with `aws`), `store` (CachedStore, feature `store`: DataFusion
+//! SQL over Parquet on a throttled in-memory store, bare and through a cold
+//! and a warm CachedStore, with time, requests and bytes for each; a
+//! whole-object byte scan; warm 64 KiB range reads on a DiskCache and a
+//! TieredCache beside a DiskCache get; peak RSS). Ratios are always between
+//! numbers measured in the same run.
 //!
 //! Environment: `ETL_BENCH_SECTIONS` (comma-separated, instead of arguments),
 //! `ETL_BENCH_LONG=1`, `ETL_BENCH_DIR` (where caches live; default a temp dir
 //! in the target directory, so it is on the same filesystem as a build),
 //! `ETL_BENCH_OUT` (the JSON report; default `<target>/bench-suite.json`),
 //! `ETL_BENCH_STREAM_MB` (default 512), `ETL_BENCH_STREAM_REPS` (default 5),
-//! `ETL_BENCH_MP_SECS` (default 4).
+//! `ETL_BENCH_MP_SECS` (default 4); for `store`: `ETL_BENCH_STORE_MB` (the
+//! Parquet dataset, default 1024), `ETL_BENCH_STORE_FILES` (default 8),
+//! `ETL_BENCH_STORE_LATENCY_MS` (the inner store's wait per GET or HEAD,
+//! default 50), `ETL_BENCH_STORE_RANGES` (range reads timed, default 2000).
 //!
 //! Peak RSS is measured by re-executing this binary with
 //! `ETL_BENCH_CHILD=...` for one phase; the child prints its `VmHWM` from
@@ -1690,6 +1700,26 @@ fn section_object(_report: &mut Report) {
     );
 }
 
+// ---------------------------------------------------------------- CachedStore
+
+// In a directory of its own: a file directly under benches/ would be a
+// bench target of its own.
+#[cfg(all(feature = "store", feature = "fs", feature = "tiered"))]
+#[path = "suite/store.rs"]
+mod store;
+
+#[cfg(all(feature = "store", feature = "fs", feature = "tiered"))]
+fn section_store(base: &Path, report: &mut Report) {
+    store::section(base, report);
+}
+
+#[cfg(not(all(feature = "store", feature = "fs", feature = "tiered")))]
+fn section_store(_base: &Path, _report: &mut Report) {
+    println!(
+        "\n(store section skipped: it needs the `store`, `fs` and `tiered` features; run `cargo bench --bench suite --features store -- store`)"
+    );
+}
+
 // ---------------------------------------------------------------- main
 
 const SECTIONS: &[&str] = &[
@@ -1700,6 +1730,7 @@ const SECTIONS: &[&str] = &[
     "multiproc",
     "tiered",
     "object",
+    "store",
 ];
 
 fn main() {
@@ -1764,6 +1795,9 @@ fn main() {
     }
     if run("object") {
         section_object(&mut report);
+    }
+    if run("store") {
+        section_store(&base, &mut report);
     }
 
     println!("\n== targets (ratios measured in this run) ==");
