@@ -13,7 +13,7 @@ use etl_cache_core::{Cache, InitFuture, Kind, SetOptions, Value};
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectMeta, ObjectStore};
 use sha2::{Digest, Sha256};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::builder::{Admission, Revalidate};
 use crate::meta::{Known, StoredMeta};
@@ -112,7 +112,15 @@ pub(crate) struct Engine {
     seen: Mutex<HashSet<u64>>,
     hasher: std::collections::hash_map::RandomState,
     pub stats: Counters,
+    /// Blocks being kept in the cache behind the reads that fetched them
+    /// (see [`Engine::keep_behind`]): one permit each.
+    keeping: Arc<Semaphore>,
 }
+
+/// Blocks a store keeps in the cache at once behind its reads: the memory a
+/// fast inner store can run ahead of a slow cache by (4 blocks of 8 MiB by
+/// default), before reads wait for the cache.
+const KEEP_AHEAD: usize = 4;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -142,6 +150,7 @@ impl Engine {
             seen: Mutex::new(HashSet::new()),
             hasher: Default::default(),
             stats: Counters::default(),
+            keeping: Arc::new(Semaphore::new(KEEP_AHEAD)),
         }
     }
 
@@ -324,6 +333,44 @@ impl Engine {
             self.stats.cache_error();
             tracing::warn!(key, error = %e, "the cache failed to keep a block");
         }
+    }
+
+    /// [`Engine::keep`] in a task of its own, so that the read that fetched
+    /// the block hands it on without waiting for the cache's write (a cold
+    /// read would otherwise take as long as the fetch and the write).
+    /// Reads of the block meanwhile join its flight, which `tx` (when this
+    /// read announced the fetch) holds open until the block is kept. At
+    /// most [`KEEP_AHEAD`] blocks are kept at once: past that, the read
+    /// waits, so memory stays bounded however slow the cache is.
+    pub(crate) async fn keep_behind(
+        self: &Arc<Self>,
+        key: String,
+        block: Bytes,
+        tx: Option<watch::Sender<Slot>>,
+    ) -> tokio::task::JoinHandle<()> {
+        let permit = self
+            .keeping
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let eng = self.clone();
+        tokio::spawn(async move {
+            eng.keep(&key, block).await;
+            if let Some(tx) = &tx {
+                eng.land(&key, tx);
+            }
+            drop(permit);
+        })
+    }
+
+    /// Waits until the blocks being kept behind reads are kept, and holds
+    /// off new ones until the guard is dropped.
+    pub(crate) async fn no_keeping(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.keeping
+            .acquire_many(KEEP_AHEAD as u32)
+            .await
+            .expect("the semaphore is never closed")
     }
 
     /// Fetches stored bytes from the inner store, counted.
@@ -543,6 +590,9 @@ impl Engine {
     /// store: as [`Engine::mark_written`], and the cache's copy of its
     /// metadata and the blocks of the version known are dropped.
     pub(crate) async fn written(&self, path: &Path) {
+        // Blocks fetched before the write and still being kept land before
+        // the old version's blocks are dropped, not after.
+        let _settled = self.no_keeping().await;
         let old = match self.mark_written(path) {
             Some(k) => Some(k),
             None => self.stored_meta(path).await,

@@ -45,8 +45,11 @@ pub(crate) struct Run {
     /// announced the fetch.
     slots: VecDeque<(String, Option<watch::Sender<Slot>>)>,
     /// The cache's lock on the run, when it took one (other handles and
-    /// processes wait for this run): released when the run ends.
+    /// processes wait for this run): released when the run ends and its
+    /// blocks are kept.
     held: Option<Held>,
+    /// The tasks keeping this run's blocks in the cache.
+    keeping: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Run {
@@ -96,6 +99,7 @@ impl Run {
             buf: BytesMut::new(),
             slots,
             held,
+            keeping: Vec::new(),
         }
     }
 
@@ -127,6 +131,7 @@ impl Run {
             buf: BytesMut::new(),
             slots,
             held,
+            keeping: Vec::new(),
         };
         let path = &obj.meta.location;
         let got = match eng.fetch(path, opts).await {
@@ -229,14 +234,20 @@ impl Run {
         if let Some(tx) = &tx {
             tx.send_replace(Some(Ok(block.clone())));
         }
-        self.eng.keep(&key, block.clone()).await;
-        if let Some(tx) = &tx {
-            self.eng.land(&key, tx);
-        }
+        let keeping = self.eng.keep_behind(key, block.clone(), tx).await;
+        self.keeping.push(keeping);
         if self.done()
-            && let Some(h) = self.held.as_mut()
+            && let Some(mut h) = self.held.take()
         {
-            h.finish();
+            // The lock goes to the next waiter once the blocks are kept,
+            // so that it finds them in the cache.
+            let keeping = std::mem::take(&mut self.keeping);
+            tokio::spawn(async move {
+                for k in keeping {
+                    let _ = k.await;
+                }
+                h.finish();
+            });
         }
         Ok(block)
     }
@@ -347,9 +358,13 @@ impl Reader {
             match self.eng.join_or_lead(&key) {
                 Flight::Join(rx) => {
                     self.eng.stats.join();
+                    // A block that arrived before this read began (and is
+                    // still being kept) is as one from the cache: it tells
+                    // nothing of the object now.
+                    let arrived = rx.borrow().is_some();
                     match wait(rx).await {
                         Some(Ok(b)) => {
-                            self.fetched = true;
+                            self.fetched |= !arrived;
                             self.next += 1;
                             return Ok(Some(Got::Block(b)));
                         }

@@ -80,6 +80,24 @@ impl CachedStore {
         &self.engine.cache
     }
 
+    /// Waits until the blocks that reads fetched are kept in the cache.
+    ///
+    /// A read hands each block on as soon as it arrives and keeps it in the
+    /// cache in a task of its own (at most 4 blocks at once), so a cold scan
+    /// does not wait for the disk. A process about to exit after a scan
+    /// calls this first, or the last few blocks are fetched again by the
+    /// next run; so does a test that looks at the cache directory.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: etl_cache_store::CachedStore) {
+    /// // ... a scan through `store` ...
+    /// store.settle().await; // everything it fetched is on disk now
+    /// # }
+    /// ```
+    pub async fn settle(&self) {
+        drop(self.engine.no_keeping().await);
+    }
+
     /// What this store counted since it was built.
     pub fn stats(&self) -> StoreStats {
         self.engine.stats.snapshot()

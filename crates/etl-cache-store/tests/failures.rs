@@ -133,6 +133,7 @@ async fn a_corrupt_block_on_disk_is_never_served() {
         .await
         .unwrap();
     assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    store.settle().await;
     // Flip a byte in the middle of every entry file of a block (over 1 MiB).
     let mut flipped = 0;
     let mut stack = vec![dir.path().to_path_buf()];

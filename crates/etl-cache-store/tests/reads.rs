@@ -233,6 +233,7 @@ async fn a_cut_body_is_an_error_and_no_partial_block_is_kept() {
         "only the whole block before the cut was handed out"
     );
     // One block and the metadata are kept; the cut block is not.
+    store.settle().await;
     let entries = cache.stats().await.unwrap().entries;
     assert_eq!(entries, 2);
     // The next read completes from where the cache stops.
@@ -336,8 +337,10 @@ async fn second_read_admission_keeps_only_blocks_read_twice() {
             .unwrap(),
     );
     assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    store.settle().await;
     assert_eq!(store.stats().not_admitted, 2);
     assert_eq!(store.get_range(&p, 0..10).await.unwrap(), data.slice(0..10));
+    store.settle().await;
     let gets = hooks.gets.load(SeqCst);
     assert_eq!(store.get_range(&p, 0..10).await.unwrap(), data.slice(0..10));
     assert_eq!(
@@ -629,4 +632,117 @@ async fn a_stream_dropped_part_way_keeps_whole_blocks_and_strands_no_reader() {
     // Blocks 0 and 2 were kept; 1 and 3 (never handed out) are fetched.
     assert_eq!(hooks.gets.load(SeqCst), gets + 2);
     assert_eq!(store.stats().misses, 2 + 2);
+}
+
+/// Blocks at most kept at once behind reads (`CachedStore::settle`'s doc).
+const KEEP_AHEAD: usize = 4;
+
+async fn behind_store(spied: Arc<common::Spied>, inner: Arc<Watched>) -> CachedStore {
+    CachedStore::builder(inner)
+        .cache(spied)
+        .block_size(MIB as u64)
+        .revalidate(Revalidate::Never)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// A cold read hands its blocks on while the cache's writes of them wait;
+/// reads of those blocks meanwhile join them (no request); `settle` ends
+/// once they are kept.
+#[tokio::test]
+async fn a_cold_read_does_not_wait_for_the_cache_to_keep_its_blocks() {
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("behind");
+    let data = bytes(3 * MIB, 30);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    let mem = Arc::new(MemoryCache::new());
+    let spied = common::Spied::new(mem.clone());
+    let store = behind_store(spied.clone(), inner).await;
+    spied.close_sets();
+    // The whole read completes with the three writes of its blocks parked.
+    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    spied.sets_parked(3).await;
+    let gets = hooks.gets.load(SeqCst);
+    assert_eq!(
+        store
+            .get_range(&p, MIB as u64 + 5..2 * MIB as u64)
+            .await
+            .unwrap(),
+        data.slice(MIB + 5..2 * MIB)
+    );
+    assert_eq!(hooks.gets.load(SeqCst), gets, "joined, not fetched again");
+    let settle = store.settle();
+    tokio::pin!(settle);
+    assert!(futures::poll!(&mut settle).is_pending());
+    spied.open_sets();
+    settle.await;
+    // Three blocks and the object's metadata.
+    assert_eq!(mem.stats().await.unwrap().entries, 4);
+    let gets = hooks.gets.load(SeqCst);
+    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    assert_eq!(hooks.gets.load(SeqCst), gets);
+}
+
+/// However slow the cache, at most KEEP_AHEAD blocks wait to be kept: the
+/// read waits after that, so its memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_waiting_to_be_kept_are_bounded() {
+    let (inner, bare, _hooks) = Watched::new();
+    let p = Path::from("bounded");
+    let data = bytes(10 * MIB, 31);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    let mem = Arc::new(MemoryCache::new());
+    let spied = common::Spied::new(mem.clone());
+    let store = Arc::new(behind_store(spied.clone(), inner).await);
+    spied.close_sets();
+    let read = tokio::spawn({
+        let (store, p) = (store.clone(), p.clone());
+        async move { store.get(&p).await.unwrap().bytes().await.unwrap() }
+    });
+    spied.sets_parked(KEEP_AHEAD).await;
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(spied.sets_parked.load(SeqCst), KEEP_AHEAD);
+    assert!(!read.is_finished(), "the read went on past the bound");
+    spied.open_sets();
+    assert_eq!(read.await.unwrap(), data);
+    store.settle().await;
+    assert_eq!(mem.stats().await.unwrap().entries, 11);
+}
+
+/// A write through the store while blocks of the old version are still
+/// being kept: it waits for them, then drops them; nothing of the old
+/// version is left or served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waits_for_the_old_blocks_being_kept_then_drops_them() {
+    let (inner, bare, _hooks) = Watched::new();
+    let p = Path::from("rewritten");
+    let old = bytes(2 * MIB, 32);
+    let new = bytes(2 * MIB, 33);
+    bare.put(&p, old.clone().into()).await.unwrap();
+    let mem = Arc::new(MemoryCache::new());
+    let spied = common::Spied::new(mem.clone());
+    let store = Arc::new(behind_store(spied.clone(), inner).await);
+    spied.close_sets();
+    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), old);
+    spied.sets_parked(2).await;
+    let put = tokio::spawn({
+        let (store, p, new) = (store.clone(), p.clone(), new.clone());
+        async move { store.put(&p, new.into()).await.unwrap() }
+    });
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!put.is_finished(), "the write did not wait for the blocks");
+    spied.open_sets();
+    put.await.unwrap();
+    store.settle().await;
+    assert_eq!(
+        mem.stats().await.unwrap().entries,
+        0,
+        "the old version's blocks and metadata are dropped"
+    );
+    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), new);
 }

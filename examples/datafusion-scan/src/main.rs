@@ -242,6 +242,9 @@ pub async fn run(
 ) -> Result<Report, Box<dyn std::error::Error>> {
     write_orders(s3.as_ref(), files, rows).await?;
     let (cold, first) = scan(s3.clone(), bucket, cache_dir).await?;
+    // As a pipeline would before it exits: the blocks still being written
+    // behind the scan are on disk.
+    first.settle().await;
     drop(first);
     let (warm, _) = scan(s3, bucket, cache_dir).await?;
     Ok(Report { cold, warm })

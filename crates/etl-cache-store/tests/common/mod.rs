@@ -204,6 +204,11 @@ pub struct Spied {
     pub fail_lock: std::sync::atomic::AtomicBool,
     /// Created at each call of `get_or_insert_boxed`, when given.
     pub entered_file: Option<std::path::PathBuf>,
+    /// When set, each `set` of bytes (a block) waits for a permit of it
+    /// (taken for good), counted in `sets_parked` meanwhile.
+    pub set_gate: std::sync::Mutex<Option<Arc<Semaphore>>>,
+    /// Sets of bytes waiting at `set_gate` now.
+    pub sets_parked: AtomicUsize,
 }
 
 impl Spied {
@@ -213,7 +218,33 @@ impl Spied {
             entered: AtomicUsize::new(0),
             fail_lock: Default::default(),
             entered_file: None,
+            set_gate: Default::default(),
+            sets_parked: AtomicUsize::new(0),
         })
+    }
+
+    /// Makes sets of blocks wait until [`Spied::open_sets`].
+    pub fn close_sets(&self) {
+        *self.set_gate.lock().unwrap() = Some(Arc::new(Semaphore::new(0)));
+    }
+
+    /// Lets every waiting and later set of blocks through.
+    pub fn open_sets(&self) {
+        if let Some(g) = self.set_gate.lock().unwrap().take() {
+            g.add_permits(Semaphore::MAX_PERMITS / 2);
+        }
+    }
+
+    /// Waits until `n` sets of blocks wait at the gate.
+    pub async fn sets_parked(&self, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.sets_parked.load(SeqCst) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} sets never parked"
+            );
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -225,7 +256,20 @@ impl etl_cache_core::Cache for Spied {
         value: etl_cache_core::Value,
         opts: etl_cache_core::SetOptions,
     ) -> etl_cache_core::Result<etl_cache_core::EntryMeta> {
+        let gate = self.set_gate.lock().unwrap().clone();
+        if let (Some(gate), etl_cache_core::Value::Bytes(_)) = (gate, &value) {
+            self.sets_parked.fetch_add(1, SeqCst);
+            gate.acquire().await.unwrap().forget();
+            self.sets_parked.fetch_sub(1, SeqCst);
+        }
         self.inner.set(key, value, opts).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> etl_cache_core::Result<Option<(etl_cache_core::EntryMeta, Bytes)>> {
+        self.inner.get_range(key, range).await
     }
     async fn set_stream(
         &self,
