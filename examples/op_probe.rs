@@ -51,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "set" => {
                 for i in 0..count {
                     cache
-                        .set(&format!("k{}", i % 16), value.clone(), opts.clone())
+                        .set(&format!("k{}", i % 16), value.clone(), opts)
                         .await?;
                 }
             }

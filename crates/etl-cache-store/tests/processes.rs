@@ -123,6 +123,8 @@ async fn child(dir: PathBuf, id: String) {
         entered: Default::default(),
         fail_lock: Default::default(),
         entered_file: Some(dir.join(format!("entered-{id}"))),
+        set_gate: Default::default(),
+        sets_parked: Default::default(),
     });
     let store = CachedStore::builder(counted.clone())
         .cache(spied)

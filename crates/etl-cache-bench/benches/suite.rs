@@ -2,10 +2,10 @@
 //! API) and raw baselines, on the same bytes, in one run.
 //!
 //! ```sh
-//! cargo bench --bench suite                       # every section, ~3 minutes
-//! cargo bench --bench suite -- small tiered       # some sections
-//! ETL_BENCH_LONG=1 cargo bench --bench suite      # + 10 GiB stream, 1M-entry cap
-//! cargo bench --bench suite --features store -- store   # CachedStore
+//! cargo bench -p etl-cache-bench --bench suite                       # every section, ~3 minutes
+//! cargo bench -p etl-cache-bench --bench suite -- small tiered       # some sections
+//! ETL_BENCH_LONG=1 cargo bench -p etl-cache-bench --bench suite      # + 10 GiB stream, 1M-entry cap
+//! cargo bench -p etl-cache-bench --bench suite --features store -- store   # CachedStore
 //! ```
 //!
 //! Sections: `small` (1 KB set / get hit / get miss, p50 and p99), `stream`
@@ -1696,7 +1696,7 @@ fn section_object(report: &mut Report) {
 #[cfg(not(feature = "object"))]
 fn section_object(_report: &mut Report) {
     println!(
-        "\n(object section skipped: run `cargo bench --bench suite --features aws` for ObjectCache vs raw object_store)"
+        "\n(object section skipped: run `cargo bench -p etl-cache-bench --bench suite --features aws` for ObjectCache vs raw object_store)"
     );
 }
 
@@ -1704,19 +1704,19 @@ fn section_object(_report: &mut Report) {
 
 // In a directory of its own: a file directly under benches/ would be a
 // bench target of its own.
-#[cfg(all(feature = "store", feature = "fs", feature = "tiered"))]
+#[cfg(feature = "store")]
 #[path = "suite/store.rs"]
 mod store;
 
-#[cfg(all(feature = "store", feature = "fs", feature = "tiered"))]
+#[cfg(feature = "store")]
 fn section_store(base: &Path, report: &mut Report) {
     store::section(base, report);
 }
 
-#[cfg(not(all(feature = "store", feature = "fs", feature = "tiered")))]
+#[cfg(not(feature = "store"))]
 fn section_store(_base: &Path, _report: &mut Report) {
     println!(
-        "\n(store section skipped: it needs the `store`, `fs` and `tiered` features; run `cargo bench --bench suite --features store -- store`)"
+        "\n(store section skipped: it needs the `store` feature; run `cargo bench -p etl-cache-bench --bench suite --features store -- store`)"
     );
 }
 

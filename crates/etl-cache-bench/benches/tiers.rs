@@ -1,6 +1,6 @@
 //! Median latency of a 1 KB get from each tier of a TieredCache, in one run:
 //! memory, disk, and the object store (in memory, or any store given by
-//! `ETL_CACHE_OBJECT_URL`). `cargo bench --bench tiers --features object`.
+//! `ETL_CACHE_OBJECT_URL`). `cargo bench -p etl-cache-bench --bench tiers`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

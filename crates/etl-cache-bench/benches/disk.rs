@@ -1,6 +1,6 @@
 //! DiskCache beside plain `tokio::fs` on the same bytes, in one run.
 //!
-//! `cargo bench --bench disk` prints a table and writes
+//! `cargo bench -p etl-cache-bench --bench disk` prints a table and writes
 //! `target/bench-disk.json`. Environment: `ETL_BENCH_STREAM_MB` (default 1024)
 //! sets the stream size, `ETL_BENCH_OPS` (default 5000) the small-op count,
 //! `ETL_BENCH_DIR` the directory (default: a temp dir under the target dir,
