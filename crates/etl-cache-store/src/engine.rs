@@ -17,6 +17,7 @@ use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::builder::{Admission, Revalidate};
 use crate::meta::{Known, StoredMeta};
+use crate::reader::Landing;
 use crate::stats::Counters;
 
 /// What the builder settled.
@@ -338,15 +339,18 @@ impl Engine {
     /// [`Engine::keep`] in a task of its own, so that the read that fetched
     /// the block hands it on without waiting for the cache's write (a cold
     /// read would otherwise take as long as the fetch and the write).
-    /// Reads of the block meanwhile join its flight, which `tx` (when this
-    /// read announced the fetch) holds open until the block is kept. At
-    /// most [`KEEP_AHEAD`] blocks are kept at once: past that, the read
-    /// waits, so memory stays bounded however slow the cache is.
+    /// Reads of the block meanwhile join its flight, which `landing` holds
+    /// open until the block is kept. At most [`KEEP_AHEAD`] blocks are kept
+    /// at once: past that, the read waits, so memory stays bounded however
+    /// slow the cache is. A block kept after a write through this store to
+    /// `path` (since `snapshot`, taken before the block was requested) is
+    /// dropped again: it may be of the version the write replaced.
     pub(crate) async fn keep_behind(
         self: &Arc<Self>,
-        key: String,
+        landing: Landing,
+        path: Path,
+        snapshot: u64,
         block: Bytes,
-        tx: Option<watch::Sender<Slot>>,
     ) -> tokio::task::JoinHandle<()> {
         let permit = self
             .keeping
@@ -356,10 +360,12 @@ impl Engine {
             .expect("the semaphore is never closed");
         let eng = self.clone();
         tokio::spawn(async move {
-            eng.keep(&key, block).await;
-            if let Some(tx) = &tx {
-                eng.land(&key, tx);
+            eng.keep(landing.key(), block).await;
+            let written = Self::written_since(&lock(&eng.metas), &path, snapshot);
+            if written {
+                let _ = eng.cache.delete(landing.key()).await;
             }
+            drop(landing);
             drop(permit);
         })
     }
@@ -590,9 +596,8 @@ impl Engine {
     /// store: as [`Engine::mark_written`], and the cache's copy of its
     /// metadata and the blocks of the version known are dropped.
     pub(crate) async fn written(&self, path: &Path) {
-        // Blocks fetched before the write and still being kept land before
-        // the old version's blocks are dropped, not after.
-        let _settled = self.no_keeping().await;
+        // Blocks of the old version still being kept behind reads drop
+        // themselves once kept (see `keep_behind`).
         let old = match self.mark_written(path) {
             Some(k) => Some(k),
             None => self.stored_meta(path).await,

@@ -24,6 +24,48 @@ pub(crate) fn changed(path: &Path) -> object_store::Error {
     }
 }
 
+/// A block's flight, announced by this read (`tx`) or not: landed (its
+/// registration removed) when this is dropped, whatever drops it.
+pub(crate) struct Landing {
+    eng: Arc<Engine>,
+    key: String,
+    tx: Option<watch::Sender<Slot>>,
+}
+
+impl Landing {
+    fn new(eng: &Arc<Engine>, key: String, tx: Option<watch::Sender<Slot>>) -> Self {
+        Landing {
+            eng: eng.clone(),
+            key,
+            tx,
+        }
+    }
+
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Hands the block to the reads waiting for it.
+    fn send(&self, block: &Bytes) {
+        if let Some(tx) = &self.tx {
+            tx.send_replace(Some(Ok(block.clone())));
+        }
+    }
+
+    /// The slot back, not landed (the run fails it).
+    fn into_slot(mut self) -> (String, Option<watch::Sender<Slot>>) {
+        (std::mem::take(&mut self.key), self.tx.take())
+    }
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        if let Some(tx) = &self.tx {
+            self.eng.land(&self.key, tx);
+        }
+    }
+}
+
 /// What [`Reader::next_block`] found: a whole block, or only the part of
 /// it that the read wants.
 enum Got {
@@ -50,6 +92,9 @@ pub(crate) struct Run {
     held: Option<Held>,
     /// The tasks keeping this run's blocks in the cache.
     keeping: Vec<tokio::task::JoinHandle<()>>,
+    /// The store's write count before the request: a block kept after a
+    /// write through the store to the object is dropped again.
+    snapshot: u64,
 }
 
 impl Run {
@@ -88,6 +133,7 @@ impl Run {
         end: u64,
         body: BoxStream<'static, object_store::Result<Bytes>>,
         held: Option<Held>,
+        snapshot: u64,
     ) -> Run {
         let slots = Self::register(&eng, &obj, first, end);
         Run {
@@ -100,6 +146,7 @@ impl Run {
             slots,
             held,
             keeping: Vec::new(),
+            snapshot,
         }
     }
 
@@ -113,6 +160,7 @@ impl Run {
         slots: VecDeque<(String, Option<watch::Sender<Slot>>)>,
         held: Option<Held>,
     ) -> object_store::Result<Run> {
+        let snapshot = eng.snapshot();
         let bs = eng.bs();
         let size = obj.meta.size;
         let want = first * bs..(end * bs).min(size);
@@ -132,6 +180,7 @@ impl Run {
             slots,
             held,
             keeping: Vec::new(),
+            snapshot,
         };
         let path = &obj.meta.location;
         let got = match eng.fetch(path, opts).await {
@@ -216,6 +265,9 @@ impl Run {
 
     async fn complete(&mut self, block: Bytes) -> object_store::Result<Bytes> {
         let (key, tx) = self.slots.pop_front().expect("a slot per block");
+        // Lands the flight however this ends: kept, or this future dropped
+        // while it waits to keep the block (readers then lead anew).
+        let landing = Landing::new(&self.eng, key, tx);
         self.next += 1;
         if self.done() && !self.buf.is_empty() {
             let n = self.buf.len();
@@ -227,14 +279,16 @@ impl Run {
                 )
                 .into(),
             };
-            self.slots.push_front((key, tx));
+            self.slots.push_front(landing.into_slot());
             return Err(self.fail(e));
         }
         self.eng.stats.miss(block.len() as u64);
-        if let Some(tx) = &tx {
-            tx.send_replace(Some(Ok(block.clone())));
-        }
-        let keeping = self.eng.keep_behind(key, block.clone(), tx).await;
+        landing.send(&block);
+        let path = self.obj.meta.location.clone();
+        let keeping = self
+            .eng
+            .keep_behind(landing, path, self.snapshot, block.clone())
+            .await;
         self.keeping.push(keeping);
         if self.done()
             && let Some(mut h) = self.held.take()

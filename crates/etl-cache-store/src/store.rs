@@ -299,6 +299,7 @@ impl CachedStore {
                 body_range.end.div_ceil(bs),
                 got.into_stream(),
                 held,
+                snapshot,
             )
         });
         let mut reader = Reader::new(eng.clone(), obj, range.clone(), run);

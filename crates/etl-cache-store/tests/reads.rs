@@ -713,10 +713,10 @@ async fn blocks_waiting_to_be_kept_are_bounded() {
 }
 
 /// A write through the store while blocks of the old version are still
-/// being kept: it waits for them, then drops them; nothing of the old
-/// version is left or served.
+/// being kept does not wait for them; once kept, they drop themselves, so
+/// nothing of the old version is left or served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_waits_for_the_old_blocks_being_kept_then_drops_them() {
+async fn old_blocks_kept_after_a_write_drop_themselves() {
     let (inner, bare, _hooks) = Watched::new();
     let p = Path::from("rewritten");
     let old = bytes(2 * MIB, 32);
@@ -728,16 +728,9 @@ async fn a_write_waits_for_the_old_blocks_being_kept_then_drops_them() {
     spied.close_sets();
     assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), old);
     spied.sets_parked(2).await;
-    let put = tokio::spawn({
-        let (store, p, new) = (store.clone(), p.clone(), new.clone());
-        async move { store.put(&p, new.into()).await.unwrap() }
-    });
-    for _ in 0..100 {
-        tokio::task::yield_now().await;
-    }
-    assert!(!put.is_finished(), "the write did not wait for the blocks");
+    // The write completes with the old blocks' sets still parked.
+    store.put(&p, new.clone().into()).await.unwrap();
     spied.open_sets();
-    put.await.unwrap();
     store.settle().await;
     assert_eq!(
         mem.stats().await.unwrap().entries,
@@ -745,4 +738,38 @@ async fn a_write_waits_for_the_old_blocks_being_kept_then_drops_them() {
         "the old version's blocks and metadata are dropped"
     );
     assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), new);
+}
+
+/// A read dropped while it waits to keep a block (KEEP_AHEAD blocks are
+/// being kept) leaves no flight behind: the next read of that block
+/// fetches and keeps it, instead of joining a fetch nobody will land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_dropped_while_waiting_to_keep_leaves_no_flight_behind() {
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("dropped");
+    let data = bytes(6 * MIB, 34);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    let mem = Arc::new(MemoryCache::new());
+    let spied = common::Spied::new(mem.clone());
+    let store = Arc::new(behind_store(spied.clone(), inner).await);
+    spied.close_sets();
+    let read = tokio::spawn({
+        let (store, p) = (store.clone(), p.clone());
+        async move { store.get(&p).await.unwrap().bytes().await.unwrap() }
+    });
+    // Blocks 0-3 wait to be kept; the read waits to keep block 4.
+    spied.sets_parked(KEEP_AHEAD).await;
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    read.abort();
+    assert!(read.await.unwrap_err().is_cancelled());
+    spied.open_sets();
+    store.settle().await;
+    let gets = hooks.gets.load(SeqCst);
+    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    assert!(hooks.gets.load(SeqCst) > gets, "blocks 4 and 5 fetched");
+    store.settle().await;
+    // Six blocks and the object's metadata: block 4 kept this time.
+    assert_eq!(mem.stats().await.unwrap().entries, 7);
 }
