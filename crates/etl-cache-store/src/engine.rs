@@ -17,7 +17,6 @@ use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::builder::{Admission, Revalidate};
 use crate::meta::{Known, StoredMeta};
-use crate::reader::Landing;
 use crate::stats::Counters;
 
 /// What the builder settled.
@@ -650,6 +649,48 @@ impl Held {
     pub(crate) fn finish(&mut self) {
         if let Some(tx) = self.done.take() {
             let _ = tx.send(());
+        }
+    }
+}
+
+/// A block's flight, announced by this read (`tx`) or not: landed (its
+/// registration removed) when this is dropped, whatever drops it.
+pub(crate) struct Landing {
+    eng: Arc<Engine>,
+    key: String,
+    tx: Option<watch::Sender<Slot>>,
+}
+
+impl Landing {
+    pub(crate) fn new(eng: &Arc<Engine>, key: String, tx: Option<watch::Sender<Slot>>) -> Self {
+        Landing {
+            eng: eng.clone(),
+            key,
+            tx,
+        }
+    }
+
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Hands the block to the reads waiting for it.
+    pub(crate) fn send(&self, block: &Bytes) {
+        if let Some(tx) = &self.tx {
+            tx.send_replace(Some(Ok(block.clone())));
+        }
+    }
+
+    /// The slot back, not landed (the run fails it).
+    pub(crate) fn into_slot(mut self) -> (String, Option<watch::Sender<Slot>>) {
+        (std::mem::take(&mut self.key), self.tx.take())
+    }
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        if let Some(tx) = &self.tx {
+            self.eng.land(&self.key, tx);
         }
     }
 }

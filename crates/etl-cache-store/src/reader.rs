@@ -13,7 +13,7 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetRange};
 use tokio::sync::watch;
 
-use crate::engine::{Coord, Engine, Flight, Held, Obj, Slot, identity, share_error, wait};
+use crate::engine::{Coord, Engine, Flight, Held, Landing, Obj, Slot, identity, share_error, wait};
 
 /// The error a read meets when the object is no longer the version its
 /// other blocks came from.
@@ -21,48 +21,6 @@ pub(crate) fn changed(path: &Path) -> object_store::Error {
     object_store::Error::Precondition {
         path: path.to_string(),
         source: "the object changed while it was being read".into(),
-    }
-}
-
-/// A block's flight, announced by this read (`tx`) or not: landed (its
-/// registration removed) when this is dropped, whatever drops it.
-pub(crate) struct Landing {
-    eng: Arc<Engine>,
-    key: String,
-    tx: Option<watch::Sender<Slot>>,
-}
-
-impl Landing {
-    fn new(eng: &Arc<Engine>, key: String, tx: Option<watch::Sender<Slot>>) -> Self {
-        Landing {
-            eng: eng.clone(),
-            key,
-            tx,
-        }
-    }
-
-    pub(crate) fn key(&self) -> &str {
-        &self.key
-    }
-
-    /// Hands the block to the reads waiting for it.
-    fn send(&self, block: &Bytes) {
-        if let Some(tx) = &self.tx {
-            tx.send_replace(Some(Ok(block.clone())));
-        }
-    }
-
-    /// The slot back, not landed (the run fails it).
-    fn into_slot(mut self) -> (String, Option<watch::Sender<Slot>>) {
-        (std::mem::take(&mut self.key), self.tx.take())
-    }
-}
-
-impl Drop for Landing {
-    fn drop(&mut self) {
-        if let Some(tx) = &self.tx {
-            self.eng.land(&self.key, tx);
-        }
     }
 }
 
