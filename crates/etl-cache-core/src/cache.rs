@@ -164,6 +164,10 @@ pub trait Cache: Debug + Send + Sync + 'static {
         };
         let (meta, mut stream) = s.into_parts();
         let (start, end) = clamp_range(&range, meta.logical_len);
+        if start == end {
+            // Nothing to read: the stream is dropped unread.
+            return Ok(Some((meta, Bytes::new())));
+        }
         let mut out = bytes::BytesMut::new();
         let mut at = 0u64;
         while at < end {

@@ -785,6 +785,40 @@ impl Cache for TieredCache {
         Ok(None)
     }
 
+    /// A range from memory when the entry is there, else from the first
+    /// tier that holds it, by that tier's own `get_range` (a `DiskCache`
+    /// reads only the blocks that hold the range). A range is not promoted:
+    /// copying the entry up would read all of it.
+    async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Option<(EntryMeta, Bytes)>> {
+        validate_key(key)?;
+        etl_cache_core::check_range(&range)?;
+        let inner = &self.inner;
+        if let Some(e) = inner.memory_get(key) {
+            Counters::bump(&inner.counters.hits);
+            Counters::bump(&inner.memory_hits);
+            let (start, end) = etl_cache_core::clamp_range(&range, e.meta.logical_len);
+            let part = e.bytes.slice(start as usize..end as usize);
+            return Ok(Some((e.meta.clone(), part)));
+        }
+        for (i, tier) in inner.tiers.iter().enumerate() {
+            let Some((meta, part)) = tier.get_range(key, range.clone()).await? else {
+                continue;
+            };
+            if inner.expired(&meta) {
+                continue;
+            }
+            Counters::bump(&inner.counters.hits);
+            Counters::bump(&inner.tier_hits[i]);
+            return Ok(Some((meta, part)));
+        }
+        Counters::bump(&inner.counters.misses);
+        Ok(None)
+    }
+
     async fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
         validate_key(key)?;
         if let Some(e) = self.inner.memory_get(key) {
