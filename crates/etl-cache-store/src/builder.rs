@@ -81,7 +81,11 @@ pub struct CachedStoreBuilder {
     namespace: Option<String>,
     prefix: String,
     coordinate: bool,
+    keep_timeout: Duration,
 }
+
+/// How long the cache may take to keep one block by default: 60 seconds.
+pub const DEFAULT_KEEP_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl CachedStoreBuilder {
     pub(crate) fn new(inner: Arc<dyn ObjectStore>) -> Self {
@@ -95,6 +99,7 @@ impl CachedStoreBuilder {
             namespace: None,
             prefix: "etl-cache-store".into(),
             coordinate: true,
+            keep_timeout: DEFAULT_KEEP_TIMEOUT,
         }
     }
 
@@ -170,6 +175,21 @@ impl CachedStoreBuilder {
         self
     }
 
+    /// How long the cache may take to keep one block read from the inner
+    /// store (default [`DEFAULT_KEEP_TIMEOUT`], 60 s). Blocks are kept
+    /// behind the reads, at most 4 at once; a cache that hangs (a disk
+    /// that stopped answering, a remote cache cut off) would otherwise hold
+    /// those 4 places for good, and every later cold read,
+    /// [`CachedStore::settle`] and the lock on the blocks' run would wait
+    /// for it. Past the deadline the write is dropped (a dropped write is as
+    /// if it had not been made), logged and counted in
+    /// [`StoreStats::cache_errors`](crate::StoreStats::cache_errors); the
+    /// block is fetched again when next read.
+    pub fn keep_timeout(mut self, timeout: Duration) -> Self {
+        self.keep_timeout = timeout;
+        self
+    }
+
     /// Opens the cache (unless one was given) and builds the store.
     ///
     /// # Errors
@@ -190,6 +210,11 @@ impl CachedStoreBuilder {
                 message: "the key prefix must be 1 to 128 bytes, without NUL".into(),
             });
         }
+        if self.keep_timeout.is_zero() {
+            return Err(Error::InvalidInput {
+                message: "the keep timeout must be longer than zero".into(),
+            });
+        }
         if let Admission::SecondRead { remember: 0 } = self.admission {
             return Err(Error::InvalidInput {
                 message: "Admission::SecondRead must remember at least one block".into(),
@@ -207,6 +232,7 @@ impl CachedStoreBuilder {
             namespace,
             prefix: self.prefix,
             coordinate: self.coordinate,
+            keep_timeout: self.keep_timeout,
         };
         Ok(CachedStore {
             engine: Arc::new(Engine::new(self.inner, cache, config)),

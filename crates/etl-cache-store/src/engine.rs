@@ -28,6 +28,7 @@ pub(crate) struct Config {
     pub namespace: String,
     pub prefix: String,
     pub coordinate: bool,
+    pub keep_timeout: std::time::Duration,
 }
 
 /// A block being fetched: `None` until its bytes (or the fetch's error)
@@ -359,7 +360,18 @@ impl Engine {
             .expect("the semaphore is never closed");
         let eng = self.clone();
         tokio::spawn(async move {
-            eng.keep(landing.key(), block).await;
+            let keep = eng.keep(landing.key(), block);
+            if tokio::time::timeout(eng.cfg.keep_timeout, keep)
+                .await
+                .is_err()
+            {
+                eng.stats.cache_error();
+                tracing::warn!(
+                    key = landing.key(),
+                    timeout = ?eng.cfg.keep_timeout,
+                    "the cache took too long to keep a block; dropped"
+                );
+            }
             let written = Self::written_since(&lock(&eng.metas), &path, snapshot);
             if written {
                 let _ = eng.cache.delete(landing.key()).await;

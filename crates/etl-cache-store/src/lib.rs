@@ -92,8 +92,8 @@ mod stats;
 mod store;
 
 pub use builder::{
-    Admission, CachedStoreBuilder, DEFAULT_BLOCK_SIZE, DEFAULT_DIR, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE,
-    Revalidate,
+    Admission, CachedStoreBuilder, DEFAULT_BLOCK_SIZE, DEFAULT_DIR, DEFAULT_KEEP_TIMEOUT,
+    MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Revalidate,
 };
 pub use object_store;
 pub use stats::StoreStats;

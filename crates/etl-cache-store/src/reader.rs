@@ -178,10 +178,32 @@ impl Run {
             }
         }
         self.next = self.end;
-        if let Some(h) = self.held.as_mut() {
-            h.finish();
-        }
+        self.release_held();
         e
+    }
+
+    /// Releases the cache's lock on the run, if held, once the blocks kept
+    /// behind it are in the cache: the next waiter, in another handle or
+    /// process, then finds them there instead of fetching them again. The
+    /// wait runs in a task of its own (none is needed when nothing is
+    /// being kept, or outside a runtime, where the lock is released now).
+    fn release_held(&mut self) {
+        let Some(mut held) = self.held.take() else {
+            return;
+        };
+        let keeping = std::mem::take(&mut self.keeping);
+        let handle = tokio::runtime::Handle::try_current();
+        match handle {
+            Ok(rt) if !keeping.is_empty() => {
+                rt.spawn(async move {
+                    for k in keeping {
+                        let _ = k.await;
+                    }
+                    held.finish();
+                });
+            }
+            _ => held.finish(),
+        }
     }
 
     /// The next block, once all its bytes arrived. A body that ends early
@@ -248,18 +270,8 @@ impl Run {
             .keep_behind(landing, path, self.snapshot, block.clone())
             .await;
         self.keeping.push(keeping);
-        if self.done()
-            && let Some(mut h) = self.held.take()
-        {
-            // The lock goes to the next waiter once the blocks are kept,
-            // so that it finds them in the cache.
-            let keeping = std::mem::take(&mut self.keeping);
-            tokio::spawn(async move {
-                for k in keeping {
-                    let _ = k.await;
-                }
-                h.finish();
-            });
+        if self.done() {
+            self.release_held();
         }
         Ok(block)
     }
@@ -269,8 +281,10 @@ impl Drop for Run {
     fn drop(&mut self) {
         // Senders dropped unsent: readers waiting for these blocks see the
         // fetch abandoned and fetch them themselves. The lock, if held, is
-        // released unfinished with `held`: the next waiter leads.
+        // released once the blocks handed out are kept: the next waiter
+        // leads from what is in the cache.
         Self::release(&self.eng, std::mem::take(&mut self.slots));
+        self.release_held();
     }
 }
 
@@ -370,13 +384,13 @@ impl Reader {
             match self.eng.join_or_lead(&key) {
                 Flight::Join(rx) => {
                     self.eng.stats.join();
-                    // A block that arrived before this read began (and is
-                    // still being kept) is as one from the cache: it tells
-                    // nothing of the object now.
-                    let arrived = rx.borrow().is_some();
+                    // A joined block is as one from the cache: it does not
+                    // count as a check of the object now. Its request may
+                    // have been answered before this read began (the
+                    // leader's if-match, against what was known then), so
+                    // a change made in between would go unseen.
                     match wait(rx).await {
                         Some(Ok(b)) => {
-                            self.fetched |= !arrived;
                             self.next += 1;
                             return Ok(Some(Got::Block(b)));
                         }

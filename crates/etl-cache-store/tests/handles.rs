@@ -161,6 +161,58 @@ async fn a_holder_dropped_part_way_hands_the_rest_to_the_waiting_handle() {
     assert_eq!((sb.hits, sb.misses), (1, 2), "{sb:?}");
 }
 
+/// A run whose body fails part way keeps the cache's lock until the blocks
+/// it handed out are kept: the handle waiting for the lock then finds them
+/// in the cache and fetches nothing. Released at once, the waiter would
+/// lead, miss the block still being kept, and fetch it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_fails_part_way_hands_over_the_lock_once_its_blocks_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("lake/cut.parquet");
+    let data = bytes(3 * MIB, 36);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    let a = handle(inner.clone(), dir.path()).await;
+    let b = handle(inner.clone(), dir.path()).await;
+    // Both know the object: each read leads a run from block 0.
+    a.0.head(&p).await.unwrap();
+    b.0.head(&p).await.unwrap();
+    a.1.close_sets();
+    *hooks.cut_after.lock().unwrap() = Some(MIB + MIB / 2);
+    let gate = hooks.close_gate();
+    let ta = {
+        let (s, p) = (a.0.clone(), p.clone());
+        tokio::spawn(async move { s.get(&p).await?.bytes().await })
+    };
+    // A holds the lock; its request waits at the gate.
+    hooks.wait_paused(1).await;
+    let gets = hooks.gets.load(SeqCst);
+    let tb = {
+        let (s, p) = (b.0.clone(), p.clone());
+        tokio::spawn(async move { s.get_range(&p, 10..20).await })
+    };
+    until(|| b.1.entered.load(SeqCst) == 1).await;
+    drop(gate);
+    hooks.open_gate();
+    assert!(ta.await.unwrap().is_err(), "A's body was cut in block 1");
+    a.1.sets_parked(1).await; // block 0 waits to be kept
+    // B polls the lock every 20 ms at most: a lock released now would be
+    // B's within a second.
+    let led = tokio::time::timeout(
+        Duration::from_secs(1),
+        until(|| b.1.computing.load(SeqCst) > 0),
+    )
+    .await;
+    assert!(led.is_err(), "B took the lock while block 0 was being kept");
+    a.1.open_sets();
+    assert_eq!(tb.await.unwrap().unwrap(), data.slice(10..20));
+    assert_eq!(
+        hooks.gets.load(SeqCst),
+        gets,
+        "B read block 0 from the cache"
+    );
+}
+
 /// A cache whose lock fails: every read is served, from the inner store,
 /// and the failures are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -121,6 +121,7 @@ async fn child(dir: PathBuf, id: String) {
     let spied = Arc::new(Spied {
         inner: Arc::new(disk),
         entered: Default::default(),
+        computing: Default::default(),
         fail_lock: Default::default(),
         entered_file: Some(dir.join(format!("entered-{id}"))),
         set_gate: Default::default(),

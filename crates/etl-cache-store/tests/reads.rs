@@ -422,6 +422,45 @@ async fn a_change_met_before_the_first_byte_is_read_again_from_the_new_version()
     assert!(hooks.gets.load(SeqCst) >= 2);
 }
 
+/// Under `Revalidate::Always` a read sees the object as it is when the
+/// read begins. A block fetched for another read, whose request was
+/// answered before a change, must not stand in for that check: the late
+/// read joins the fetch, then asks for the metadata, sees the change and
+/// reads the new version.
+#[tokio::test]
+async fn a_read_begun_after_a_change_never_takes_a_block_fetched_before_it() {
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("late");
+    // The same size: only the e-tag tells them apart.
+    let (v1, v2) = (bytes(2 * MIB, 21), bytes(2 * MIB, 22));
+    bare.put(&p, v1.clone().into()).await.unwrap();
+    let store = store_on(inner, Arc::new(MemoryCache::new()), Revalidate::Always).await;
+    // The metadata is known; block 0 is not kept.
+    let m = MIB as u64;
+    assert_eq!(
+        store.get_range(&p, m..m + 10).await.unwrap(),
+        v1.slice(MIB..MIB + 10)
+    );
+    hooks.gate_after.store(true, SeqCst);
+    let gate = hooks.close_gate();
+    let (s1, p1) = (store.clone(), p.clone());
+    let early = tokio::spawn(async move { s1.get_range(&p1, 0..10).await });
+    // The inner store answered with v1's bytes; they wait at the gate.
+    hooks.wait_paused(1).await;
+    bare.put(&p, v2.clone().into()).await.unwrap();
+    let joins = store.stats().joins;
+    let (s2, p2) = (store.clone(), p.clone());
+    let late = tokio::spawn(async move { s2.get_range(&p2, 0..10).await });
+    while store.stats().joins == joins {
+        tokio::task::yield_now().await;
+    }
+    drop(gate);
+    hooks.open_gate();
+    // The early read began before the change: v1 is what it may return.
+    assert_eq!(early.await.unwrap().unwrap(), v1.slice(0..10));
+    assert_eq!(late.await.unwrap().unwrap(), v2.slice(0..10));
+}
+
 #[tokio::test]
 async fn a_dropped_leader_hands_the_fetch_to_a_waiting_read() {
     let (inner, bare, hooks) = Watched::new();
@@ -772,4 +811,49 @@ async fn a_read_dropped_while_waiting_to_keep_leaves_no_flight_behind() {
     store.settle().await;
     // Six blocks and the object's metadata: block 4 kept this time.
     assert_eq!(mem.stats().await.unwrap().entries, 7);
+}
+
+/// A cache that never finishes keeping a block does not hold the store's
+/// places for blocks being kept for good: past the keep timeout the writes
+/// are dropped and counted, later cold reads and `settle` go on, and the
+/// blocks are fetched again when next read. (Tokio's clock is paused: the
+/// timeout passes as soon as nothing else can run.)
+#[tokio::test(start_paused = true)]
+async fn a_cache_that_hangs_while_keeping_blocks_stalls_nothing_past_the_keep_timeout() {
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("hung");
+    let data = bytes(6 * MIB, 35);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    let mem = Arc::new(MemoryCache::new());
+    let spied = common::Spied::new(mem.clone());
+    let store = CachedStore::builder(inner)
+        .cache(spied.clone())
+        .block_size(MIB as u64)
+        .revalidate(Revalidate::Never)
+        .keep_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
+    spied.close_sets(); // never opened: every block's write hangs
+    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    tokio::time::timeout(std::time::Duration::from_secs(3600), store.settle())
+        .await
+        .expect("settle ends once the writes are dropped");
+    assert_eq!(
+        store.stats().cache_errors,
+        6,
+        "each block's write timed out"
+    );
+    assert_eq!(mem.stats().await.unwrap().entries, 1, "the metadata alone");
+    let gets = hooks.gets.load(SeqCst);
+    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    assert!(hooks.gets.load(SeqCst) > gets, "fetched again");
+    assert!(
+        CachedStore::builder(Watched::new().0)
+            .cache(mem)
+            .keep_timeout(std::time::Duration::ZERO)
+            .build()
+            .await
+            .is_err()
+    );
 }

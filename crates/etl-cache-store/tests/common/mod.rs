@@ -30,6 +30,9 @@ pub struct Hooks {
     pub paused: AtomicUsize,
     /// When set, each data request takes a permit first.
     pub gate: Mutex<Option<Arc<Semaphore>>>,
+    /// The gate holds a data request after the inner store answered it
+    /// (its body is of the version current then), not before.
+    pub gate_after: std::sync::atomic::AtomicBool,
     /// When set, the next data body fails after this many bytes.
     pub cut_after: Mutex<Option<usize>>,
 }
@@ -70,6 +73,17 @@ impl Hooks {
     pub fn open_gate(&self) {
         if let Some(s) = self.gate.lock().unwrap().take() {
             s.add_permits(1 << 20);
+        }
+    }
+
+    /// Takes a permit of the gate, if it is closed.
+    async fn pass_gate(&self) {
+        let gate = self.gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            self.paused.fetch_add(1, SeqCst);
+            let permit = gate.acquire().await.unwrap();
+            permit.forget();
+            self.paused.fetch_sub(1, SeqCst);
         }
     }
 
@@ -116,14 +130,14 @@ impl ObjectStore for Watched {
             return self.inner.get_opts(location, options).await;
         }
         self.hooks.gets.fetch_add(1, SeqCst);
-        let gate = self.hooks.gate.lock().unwrap().clone();
-        if let Some(gate) = gate {
-            self.hooks.paused.fetch_add(1, SeqCst);
-            let permit = gate.acquire().await.unwrap();
-            permit.forget();
-            self.hooks.paused.fetch_sub(1, SeqCst);
+        let after = self.hooks.gate_after.load(SeqCst);
+        if !after {
+            self.hooks.pass_gate().await;
         }
         let mut got = self.inner.get_opts(location, options).await?;
+        if after {
+            self.hooks.pass_gate().await;
+        }
         let cut = self.hooks.cut_after.lock().unwrap().take();
         if let Some(cut) = cut {
             let GetResultPayload::Stream(stream) = got.payload else {
@@ -200,6 +214,9 @@ pub struct Spied {
     pub inner: Arc<dyn etl_cache_core::Cache>,
     /// Calls of `get_or_insert_boxed` so far.
     pub entered: AtomicUsize,
+    /// Computations of `get_or_insert_boxed` begun so far: each is the
+    /// caller holding the cache's lock.
+    pub computing: AtomicUsize,
     /// When set, `get_or_insert_boxed` fails at once.
     pub fail_lock: std::sync::atomic::AtomicBool,
     /// Created at each call of `get_or_insert_boxed`, when given.
@@ -216,6 +233,7 @@ impl Spied {
         Arc::new(Spied {
             inner,
             entered: AtomicUsize::new(0),
+            computing: AtomicUsize::new(0),
             fail_lock: Default::default(),
             entered_file: None,
             set_gate: Default::default(),
@@ -326,6 +344,10 @@ impl etl_cache_core::Cache for Spied {
                 waited: Duration::from_secs(60),
             });
         }
+        let init: etl_cache_core::InitFuture<'a> = Box::pin(async move {
+            self.computing.fetch_add(1, SeqCst);
+            init.await
+        });
         self.inner.get_or_insert_boxed(key, opts, init).await
     }
     async fn stats(&self) -> etl_cache_core::Result<etl_cache_core::Stats> {
