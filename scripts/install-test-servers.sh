@@ -2,14 +2,17 @@
 # Installs the local servers that the object-store tests talk to:
 #   - moto's S3 server   (PyPI `moto[server]`, binary `moto_server`)
 #   - Azurite blob server (npm `azurite`,     binary `azurite-blob`)
+# and the Python readers the Arrow interop test hands entries to:
+#   - pyarrow and polars (PyPI), in a virtual environment of their own
 #
 # Idempotent: a server that is already installed and runs is left alone.
 # Installs into $ETL_CACHE_TEST_SERVERS_DIR (default ~/.cache/etl-cache-test-servers):
 #   <dir>/venv/bin/moto_server
 #   <dir>/node/node_modules/.bin/azurite-blob
-# The tests find them there by default, or through ETL_CACHE_MOTO_SERVER and
-# ETL_CACHE_AZURITE (full paths), or on PATH. Standard output carries only
-# `export` lines for those two variables (so `eval "$(… --env)"` works; the
+#   <dir>/arrow-venv/bin/python
+# The tests find them there by default, or through ETL_CACHE_MOTO_SERVER,
+# ETL_CACHE_AZURITE and ETL_CACHE_ARROW_PYTHON (full paths), or on PATH.
+# Standard output carries only `export` lines for those variables (so `eval "$(… --env)"` works; the
 # `--env` flag is accepted for that use and changes nothing); progress goes
 # to standard error.
 set -euo pipefail
@@ -17,6 +20,7 @@ set -euo pipefail
 DIR="${ETL_CACHE_TEST_SERVERS_DIR:-$HOME/.cache/etl-cache-test-servers}"
 MOTO_SPEC="${ETL_CACHE_MOTO_SPEC:-moto[server]>=5.1,<6}"
 AZURITE_SPEC="${ETL_CACHE_AZURITE_SPEC:-azurite@3}"
+ARROW_SPEC="${ETL_CACHE_ARROW_SPEC:-pyarrow>=15 polars>=1}"
 mkdir -p "$DIR"
 
 moto="$DIR/venv/bin/moto_server"
@@ -39,7 +43,20 @@ else
     "$azurite" --version >/dev/null
 fi
 
+arrow_py="$DIR/arrow-venv/bin/python"
+if [ -x "$arrow_py" ] && "$arrow_py" -c 'import pyarrow, polars' >/dev/null 2>&1; then
+    echo "pyarrow and polars already installed: $arrow_py" >&2
+else
+    echo "installing $ARROW_SPEC into $DIR/arrow-venv" >&2
+    python3 -m venv "$DIR/arrow-venv" >&2
+    # shellcheck disable=SC2086 # the spec is a list of requirements
+    "$DIR/arrow-venv/bin/pip" install --quiet --disable-pip-version-check $ARROW_SPEC >&2
+    "$arrow_py" -c 'import pyarrow, polars'
+fi
+
 echo "moto_server:  $moto (moto $("$DIR/venv/bin/python" -c 'import moto; print(moto.__version__)'))" >&2
 echo "azurite-blob: $azurite ($("$azurite" --version))" >&2
 echo "export ETL_CACHE_MOTO_SERVER=$moto"
+echo "pyarrow/polars: $arrow_py ($("$arrow_py" -c 'import pyarrow, polars; print("pyarrow", pyarrow.__version__, "polars", polars.__version__)'))" >&2
 echo "export ETL_CACHE_AZURITE=$azurite"
+echo "export ETL_CACHE_ARROW_PYTHON=$arrow_py"

@@ -15,21 +15,9 @@ use object_store::{GetOptions, ObjectMeta, ObjectStore};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, oneshot, watch};
 
-use crate::builder::{Admission, Revalidate};
+use crate::config::{Admission, Config, Revalidate};
 use crate::meta::{Known, StoredMeta};
 use crate::stats::Counters;
-
-/// What the builder settled.
-#[derive(Debug)]
-pub(crate) struct Config {
-    pub block_size: u64,
-    pub revalidate: Revalidate,
-    pub admission: Admission,
-    pub namespace: String,
-    pub prefix: String,
-    pub coordinate: bool,
-    pub keep_timeout: std::time::Duration,
-}
 
 /// A block being fetched: `None` until its bytes (or the fetch's error)
 /// arrive; the sender dropped without a value means the fetch was abandoned

@@ -85,15 +85,17 @@
 #![forbid(unsafe_code)]
 
 mod builder;
+mod config;
 mod engine;
 mod meta;
 mod reader;
 mod stats;
 mod store;
 
-pub use builder::{
-    Admission, CachedStoreBuilder, DEFAULT_BLOCK_SIZE, DEFAULT_DIR, DEFAULT_KEEP_TIMEOUT,
-    MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, Revalidate,
+pub use builder::CachedStoreBuilder;
+pub use config::{
+    Admission, DEFAULT_BLOCK_SIZE, DEFAULT_DIR, DEFAULT_KEEP_TIMEOUT, MAX_BLOCK_SIZE,
+    MIN_BLOCK_SIZE, Revalidate,
 };
 pub use object_store;
 pub use stats::StoreStats;
