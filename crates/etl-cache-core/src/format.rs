@@ -42,7 +42,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::blocks::BlockSize;
+// From its own file: `blocks` takes the trailer and the format's errors
+// from here.
+use crate::blocks::size::BlockSize;
 use crate::{Codec, Kind, MAX_KEY_LEN};
 
 /// The first four bytes of every entry.

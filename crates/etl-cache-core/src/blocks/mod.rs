@@ -38,21 +38,18 @@
 
 mod checker;
 mod framer;
-mod size;
+pub(crate) mod size;
 mod verify;
 
 pub use checker::BlockChecker;
 pub use framer::BlockFramer;
-pub use size::{BlockSize, BlockSpan};
+pub use size::{BLOCK_CRC_LEN, BlockSize, BlockSpan};
 pub use verify::{
     VerifiedPayload, read_payload_at, verify_block, verify_framed, verify_payload,
     verify_payload_in_place,
 };
 
 use crate::format::FormatError;
-
-/// Bytes of the checksum after each block.
-pub const BLOCK_CRC_LEN: usize = 4;
 
 /// The crc32c the checksum of a block starts from: that of the header's
 /// checksum and the block's index (both little endian).

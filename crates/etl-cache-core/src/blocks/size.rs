@@ -3,7 +3,8 @@
 use std::fmt;
 use std::ops::Range;
 
-use super::BLOCK_CRC_LEN;
+/// Bytes of the checksum after each block.
+pub const BLOCK_CRC_LEN: usize = 4;
 
 /// The size of the blocks a format 2 payload is cut into: a power of two
 /// between 16 bytes and 16 MiB, stored in the header as its base-2
