@@ -142,6 +142,11 @@ impl<C: Cache + ?Sized> CacheIoExt for C {}
 ///   writer's `poll_write`, `poll_flush` and `poll_shutdown`, not on a task
 ///   of its own: the cache need not be `'static`, and nothing runs once the
 ///   writer is gone.
+/// - **An open writer is a write in progress.** A backend that orders the
+///   writes of a key (TieredCache with more than one tier) makes another
+///   write of the same key, or a `clear`, wait until this writer commits or
+///   is dropped: do not await one of those on the task that holds the
+///   writer open.
 /// - **Errors.** When the cache's write fails (an invalid key, an entry too
 ///   large, a store that is down) the next write, flush or shutdown returns
 ///   an `io::Error` carrying the [`Error`] (see the [module docs](self)), and
