@@ -36,7 +36,7 @@
 //! # Errors as `io::Error`
 //!
 //! Every `io::Error` a writer or a reader returns carries an
-//! [`Error`](crate::Error) that says which key and what went wrong. Borrow it
+//! [`Error`] that says which key and what went wrong. Borrow it
 //! with `get_ref()` or take it with `into_inner()`, then downcast:
 //!
 //! ```
