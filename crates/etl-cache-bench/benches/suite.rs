@@ -1720,6 +1720,11 @@ fn section_store(_base: &Path, _report: &mut Report) {
     );
 }
 
+// ---------------------------------------------------------------- AsyncWrite / AsyncRead
+
+#[path = "suite/io.rs"]
+mod io;
+
 // ---------------------------------------------------------------- main
 
 const SECTIONS: &[&str] = &[
@@ -1731,6 +1736,7 @@ const SECTIONS: &[&str] = &[
     "tiered",
     "object",
     "store",
+    "io",
 ];
 
 fn main() {
@@ -1798,6 +1804,9 @@ fn main() {
     }
     if run("store") {
         section_store(&base, &mut report);
+    }
+    if run("io") {
+        io::section(&base, &mut report);
     }
 
     println!("\n== targets (ratios measured in this run) ==");

@@ -22,6 +22,15 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
+mod io_checks;
+
+pub use self::io_checks::{
+    io_concurrent_writers_leave_one_whole_value, io_dropped_writer_keeps_previous_value,
+    io_reader_reads_exact_bytes, io_set_between_writes_and_commit,
+    io_shutdown_publishes_and_commit_reports_meta, io_writer_dropped_at_any_poll_publishes_nothing,
+    io_writer_errors_carry_the_cache_error, io_writer_stores_exact_bytes,
+    io_writers_on_two_handles_leave_one_whole_value,
+};
 use crate::{
     ByteStream, Cache, CacheExt, Codec, Compression, DEFAULT_CHUNK_SIZE, Error, Kind, MAX_KEY_LEN,
     ManualClock, SetOptions, Value,
@@ -37,6 +46,14 @@ pub struct Harness {
     /// that cannot remove conditionally (an object store without
     /// conditional deletes) leaves it to `purge_expired`.
     pub removes_expired_on_read: bool,
+    /// A second handle on the same entries (another `DiskCache` on the
+    /// same directory, another `ObjectCache` on the same store), for the
+    /// checks of writers racing across handles; `None` where there is none.
+    pub second: Option<Arc<dyn Cache>>,
+    /// Whether a write dropped while its final request is in flight may
+    /// still be applied after the drop (a remote object store: see the
+    /// `Cache` contract, "Cancellation").
+    pub dropped_writes_may_land_later: bool,
     _keep: Box<dyn Any + Send + Sync>,
 }
 
@@ -51,6 +68,8 @@ impl Harness {
             cache,
             clock,
             removes_expired_on_read: true,
+            second: None,
+            dropped_writes_may_land_later: false,
             _keep: Box::new(keep),
         }
     }
@@ -59,6 +78,19 @@ impl Harness {
     /// invisible, and removed by `purge_expired`).
     pub fn keeps_expired_until_purge(mut self) -> Self {
         self.removes_expired_on_read = false;
+        self
+    }
+
+    /// Adds a second handle on the same entries as the cache under test.
+    pub fn with_second_handle(mut self, second: Arc<dyn Cache>) -> Self {
+        self.second = Some(second);
+        self
+    }
+
+    /// For a remote store, where a write dropped while its final request is
+    /// in flight may still be applied by the server after the drop.
+    pub fn dropped_writes_may_land_later(mut self) -> Self {
+        self.dropped_writes_may_land_later = true;
         self
     }
 }
@@ -106,6 +138,15 @@ macro_rules! with_contract_checks {
             get_or_insert_returns_existing_value,
             ranges_read_the_logical_bytes,
             ranges_come_from_one_version,
+            io_writer_stores_exact_bytes,
+            io_shutdown_publishes_and_commit_reports_meta,
+            io_dropped_writer_keeps_previous_value,
+            io_writer_dropped_at_any_poll_publishes_nothing,
+            io_writer_errors_carry_the_cache_error,
+            io_concurrent_writers_leave_one_whole_value,
+            io_writers_on_two_handles_leave_one_whole_value,
+            io_set_between_writes_and_commit,
+            io_reader_reads_exact_bytes,
         );
     };
 }

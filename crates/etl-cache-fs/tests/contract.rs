@@ -6,15 +6,21 @@ use etl_cache_core::ManualClock;
 use etl_cache_core::testing::Harness;
 use etl_cache_fs::DiskCache;
 
-async fn make(clock: Arc<ManualClock>) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = DiskCache::builder()
+async fn open(dir: &tempfile::TempDir, clock: &Arc<ManualClock>) -> DiskCache {
+    DiskCache::builder()
         .root(dir.path())
         .clock(clock.clone())
         .build()
         .await
-        .unwrap();
-    Harness::new(Arc::new(cache), clock, dir)
+        .unwrap()
+}
+
+async fn make(clock: Arc<ManualClock>) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(&dir, &clock).await;
+    // A second handle on the directory, as another process would open it.
+    let second = open(&dir, &clock).await;
+    Harness::new(Arc::new(cache), clock, dir).with_second_handle(Arc::new(second))
 }
 
 etl_cache_core::contract_tests!(make);

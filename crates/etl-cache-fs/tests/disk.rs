@@ -773,6 +773,97 @@ mod corruption {
         let s = cache.stats().await.unwrap();
         assert_eq!((s.entries, s.bytes), (0, 0));
     }
+    /// A writer whose entry grows past `max_bytes` fails while writing, with an
+    /// `io::Error` carrying `Error::TooLarge`; the previous value stays.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writer_past_max_bytes_fails_with_too_large() {
+        use etl_cache_core::CacheIoExt;
+        use tokio::io::AsyncWriteExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let cache = builder(dir.path())
+            .max_bytes(1 << 20)
+            .build()
+            .await
+            .unwrap();
+        cache
+            .set_text("k", "previous", SetOptions::new())
+            .await
+            .unwrap();
+        let mut w = cache.writer("k", SetOptions::new());
+        let err = w.write_all(&sample_bytes(8 << 20, 3)).await.unwrap_err();
+        let cause = err.get_ref().and_then(|e| e.downcast_ref::<Error>());
+        assert!(matches!(cause, Some(Error::TooLarge { .. })), "{err:?}");
+        assert!(
+            w.write_all(b"more").await.is_err(),
+            "a write after the failure"
+        );
+        assert!(matches!(w.commit().await, Err(Error::InvalidInput { .. })));
+        assert_eq!(
+            cache.get_text("k").await.unwrap().as_deref(),
+            Some("previous")
+        );
+    }
+
+    /// A reader of an entry changed on disk in its third block (blocks of 1
+    /// MiB) hands out the first two blocks, exactly, then fails with
+    /// `InvalidData` carrying `Error::Corrupt`: no byte of the changed block;
+    /// every later read fails too, and the entry is removed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reader_of_a_corrupt_entry_fails_before_the_bad_block() {
+        use etl_cache_core::CacheIoExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let cache = builder(root).build().await.unwrap();
+        let mib = 1usize << 20;
+        // Bytes no codec shrinks, so every codec stores at least 4 blocks.
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let data: Vec<u8> = (0..4 * mib - 1000).map(|_| rng.next() as u8).collect();
+        for (key, codec) in [("plain", Compression::NONE), ("zstd", Compression::zstd())] {
+            let mut w = cache.writer(key, SetOptions::new().compression(codec));
+            w.write_all(&data).await.unwrap();
+            w.shutdown().await.unwrap();
+            let path = entry_path(root, key);
+            let mut raw = fs::read(&path).unwrap();
+            raw[header_len(key) + 2 * (mib + 4) + 100] ^= 0x40;
+            fs::write(&path, raw).unwrap();
+
+            let mut r = cache.reader(key, 64 << 10).await.unwrap().unwrap();
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 10_000];
+            let err = loop {
+                match r.read(&mut buf).await {
+                    Ok(0) => panic!("{key}: a changed entry was read to its end"),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{key}: {err}");
+            let cause = err.get_ref().and_then(|e| e.downcast_ref::<Error>());
+            assert!(
+                matches!(cause, Some(Error::Corrupt { key: k, .. }) if k == key),
+                "{key}: {err:?}"
+            );
+            if codec == Compression::NONE {
+                assert!(
+                    got[..] == data[..2 * mib],
+                    "{key}: {} bytes handed out",
+                    got.len()
+                );
+            } else {
+                assert!(
+                    data.starts_with(&got),
+                    "{key}: a changed byte was handed out"
+                );
+            }
+            let again = r.read(&mut buf).await.unwrap_err();
+            assert_eq!(again.kind(), io::ErrorKind::InvalidData, "{key}: {again}");
+            assert!(!path.exists(), "{key}: the entry must be removed");
+            assert!(cache.reader(key, 1000).await.unwrap().is_none());
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

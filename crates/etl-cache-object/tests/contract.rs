@@ -10,6 +10,20 @@ use etl_cache_object::ObjectCache;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 
+/// A second handle on the entries of `cache`: another ObjectCache built on
+/// the same store and prefix, as another process would build it.
+fn second(cache: &ObjectCache, clock: &Arc<ManualClock>) -> Arc<ObjectCache> {
+    Arc::new(
+        ObjectCache::builder()
+            .store(cache.store().clone())
+            .prefix(cache.prefix())
+            .clock(clock.clone())
+            .part_size(64 * 1024)
+            .build()
+            .unwrap(),
+    )
+}
+
 mod memory {
     use super::*;
 
@@ -20,7 +34,12 @@ mod memory {
             .clock(clock.clone())
             .build()
             .unwrap();
-        Harness::new(Arc::new(cache), clock, ()).keeps_expired_until_purge()
+        {
+            let second = second(&cache, &clock);
+            Harness::new(Arc::new(cache), clock, ())
+                .keeps_expired_until_purge()
+                .with_second_handle(second)
+        }
     }
 
     etl_cache_core::contract_tests!(make);
@@ -37,7 +56,12 @@ mod memory_multipart {
             .max_concurrency(3)
             .build()
             .unwrap();
-        Harness::new(Arc::new(cache), clock, ()).keeps_expired_until_purge()
+        {
+            let second = second(&cache, &clock);
+            Harness::new(Arc::new(cache), clock, ())
+                .keeps_expired_until_purge()
+                .with_second_handle(second)
+        }
     }
 
     etl_cache_core::contract_tests!(make);
@@ -56,7 +80,12 @@ mod local {
             .part_size(64 * 1024)
             .build()
             .unwrap();
-        Harness::new(Arc::new(cache), clock, dir).keeps_expired_until_purge()
+        {
+            let second = second(&cache, &clock);
+            Harness::new(Arc::new(cache), clock, dir)
+                .keeps_expired_until_purge()
+                .with_second_handle(second)
+        }
     }
 
     etl_cache_core::contract_tests!(make);
@@ -72,7 +101,12 @@ mod local_from_url {
             .clock(clock.clone())
             .build()
             .unwrap();
-        Harness::new(Arc::new(cache), clock, dir).keeps_expired_until_purge()
+        {
+            let second = second(&cache, &clock);
+            Harness::new(Arc::new(cache), clock, dir)
+                .keeps_expired_until_purge()
+                .with_second_handle(second)
+        }
     }
 
     etl_cache_core::contract_tests!(make);

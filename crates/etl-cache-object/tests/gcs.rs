@@ -57,7 +57,11 @@ async fn make(clock: Arc<ManualClock>) -> Option<Harness> {
         .clock(clock.clone())
         .build()
         .unwrap();
-    Some(Harness::new(Arc::new(cache.clone()), clock, Cleanup(cache)).keeps_expired_until_purge())
+    Some(
+        Harness::new(Arc::new(cache.clone()), clock, Cleanup(cache))
+            .keeps_expired_until_purge()
+            .dropped_writes_may_land_later(),
+    )
 }
 
 server_contract_tests!(make);

@@ -11,7 +11,20 @@ macro_rules! server_suite {
     ($cache:ident) => {
         async fn make(clock: Arc<ManualClock>) -> Option<Harness> {
             let (cache, server) = $cache("contract", Some(clock.clone()))?;
-            Some(Harness::new(Arc::new(cache), clock, server).keeps_expired_until_purge())
+            // A second handle on the same bucket and prefix, as another
+            // process would build it.
+            let second = ObjectCache::builder()
+                .store(cache.store().clone())
+                .prefix(cache.prefix())
+                .clock(clock.clone())
+                .build()
+                .unwrap();
+            Some(
+                Harness::new(Arc::new(cache), clock, server)
+                    .keeps_expired_until_purge()
+                    .dropped_writes_may_land_later()
+                    .with_second_handle(Arc::new(second)),
+            )
         }
 
         server_contract_tests!(make);
