@@ -27,7 +27,7 @@ use futures::stream::BoxStream;
 pub type BatchStream = BoxStream<'static, Result<RecordBatch>>;
 
 /// The 6 bytes an Arrow IPC file starts and ends with.
-const FILE_END: &[u8; 6] = b"ARROW1";
+const MAGIC: &[u8; 6] = b"ARROW1";
 /// The largest padding after the magic a file may have.
 const MAX_ALIGNMENT: u64 = 64;
 const CONTINUATION: [u8; 4] = [0xff; 4];
@@ -46,8 +46,6 @@ pub(crate) struct Reader {
     batches: u64,
     dictionaries: u64,
     done: bool,
-    /// The first 4 bytes of the next message, when already read.
-    first: Option<Bytes>,
 }
 
 impl Reader {
@@ -67,28 +65,25 @@ impl Reader {
             batches: 0,
             dictionaries: 0,
             done: false,
-            first: None,
         };
-        let start = r.read_exact(FILE_END.len(), "its magic").await?;
-        if start[..] != FILE_END[..] {
+        let start = r.read_exact(MAGIC.len(), "its magic").await?;
+        if start[..] != MAGIC[..] {
             return Err(r.bad("it does not start with the Arrow IPC file magic ARROW1"));
         }
         // Zeros pad the magic to the writer's alignment: 8 bytes in all
         // by the format's description, 64 as arrow-rs writes it.
-        let mut first = r.read_exact(2, "its magic").await?;
-        r.offset = 8;
-        while first.iter().all(|&b| b == 0) {
-            if r.offset > MAX_ALIGNMENT {
-                return Err(r.bad("its magic is followed by no message"));
-            }
-            first = r.read_exact(4, "its magic").await?;
-            r.offset += 4;
-        }
-        if first.len() != 4 {
+        let pad = r.read_exact(2, "its magic").await?;
+        if pad[..] != [0, 0] {
             return Err(r.bad("its magic is not followed by padding"));
         }
-        r.offset -= 4;
-        r.first = Some(first);
+        r.offset = 8;
+        while r.peek(4, "its magic").await?[..] == [0; 4] {
+            if r.offset >= MAX_ALIGNMENT {
+                return Err(r.bad("its magic is followed by no message"));
+            }
+            r.pending.advance(4);
+            r.offset += 4;
+        }
         let schema = match r.message().await? {
             Some(Message::Schema(schema)) => schema,
             _ => return Err(r.bad("its first message is not a schema")),
@@ -125,27 +120,32 @@ impl Reader {
 
     /// Reads and decodes the next message; `None` at the end-of-stream marker.
     async fn message(&mut self) -> Result<Option<Message>> {
-        let first = match self.first.take() {
-            Some(first) => first,
-            None => self.read_exact(4, "a message length").await?,
-        };
-        let (prefix, len) = if first[..] == CONTINUATION {
-            let len = self.read_exact(4, "a message length").await?;
-            (8, i32::from_le_bytes(len[..].try_into().expect("4 bytes")))
+        let first = self.peek(4, "a message length").await?;
+        let (prefix, len) = if first[..4] == CONTINUATION {
+            let len = self.peek(8, "a message length").await?;
+            (
+                8,
+                i32::from_le_bytes(len[4..8].try_into().expect("4 bytes")),
+            )
         } else {
             // Files written before the continuation marker (Arrow < 0.15).
             (
                 4,
-                i32::from_le_bytes(first[..].try_into().expect("4 bytes")),
+                i32::from_le_bytes(first[..4].try_into().expect("4 bytes")),
             )
         };
         if len == 0 {
+            self.pending.advance(prefix);
+            self.offset += prefix as u64;
             return Ok(None);
         }
         let len = usize::try_from(len).map_err(|_| self.bad("a message has a negative length"))?;
-        let meta = self.read_exact(len, "a message header").await?;
+        self.peek(prefix + len, "a message header").await?;
+        // The header is parsed where it lies; then the whole message (its
+        // framing, header and body) is taken in one piece, as the decoder
+        // wants it: no copy but the one into `pending`.
         let (header, body_len) = {
-            let message = arrow_ipc::root_as_message(&meta)
+            let message = arrow_ipc::root_as_message(&self.pending[prefix..prefix + len])
                 .map_err(|e| self.bad(&format!("a message header does not parse: {e}")))?;
             let body_len = usize::try_from(message.bodyLength())
                 .map_err(|_| self.bad("a message has a negative body length"))?;
@@ -158,21 +158,19 @@ impl Reader {
                     return Err(self.bad("it holds a second schema message"));
                 }
                 self.decoder = Some(FileDecoder::new(schema.clone(), message.version()));
-                self.skip_body(prefix + len, body_len).await?;
+                self.read_exact(prefix + len + body_len, "a message body")
+                    .await?;
+                self.offset += (prefix + len + body_len) as u64;
                 return Ok(Some(Message::Schema(schema)));
             }
             (message.header_type(), body_len)
         };
-        let body = self.read_exact(body_len, "a message body").await?;
-        let mut whole = BytesMut::with_capacity(prefix + len + body_len);
-        whole.extend_from_slice(&CONTINUATION);
-        whole.extend_from_slice(&(len as i32).to_le_bytes());
-        whole.extend_from_slice(&meta);
-        whole.extend_from_slice(&body);
-        drop((meta, body));
-        let block = Block::new(self.offset as i64, (8 + len) as i32, body_len as i64);
-        self.offset += (prefix + len + body_len) as u64;
-        let buffer = Buffer::from(whole.freeze());
+        let whole = self
+            .read_exact(prefix + len + body_len, "a message body")
+            .await?;
+        let block = Block::new(self.offset as i64, (prefix + len) as i32, body_len as i64);
+        self.offset += whole.len() as u64;
+        let buffer = Buffer::from(whole);
         let Some(decoder) = self.decoder.as_mut() else {
             return Err(self.bad("its first message is not a schema"));
         };
@@ -196,21 +194,13 @@ impl Reader {
         }
     }
 
-    /// Reads past the body of a message that is not decoded (a schema's is
-    /// empty in every file arrow writes).
-    async fn skip_body(&mut self, framed: usize, body_len: usize) -> Result<()> {
-        self.read_exact(body_len, "a message body").await?;
-        self.offset += (framed + body_len) as u64;
-        Ok(())
-    }
-
     /// Reads the rest (the footer, its length and the magic) and checks it
     /// against what was read: a file cut short or spliced fails here.
     async fn footer(&mut self) -> Result<()> {
         let rest = usize::try_from(self.left + self.pending.len() as u64)
             .map_err(|_| self.bad("its footer is too large"))?;
         let rest = self.read_exact(rest, "its footer").await?;
-        if rest.len() < 10 || rest[rest.len() - 6..] != FILE_END[..] {
+        if rest.len() < 10 || rest[rest.len() - 6..] != MAGIC[..] {
             return Err(self.bad("it does not end with the Arrow IPC file magic ARROW1"));
         }
         let at = rest.len() - 10;
@@ -233,18 +223,36 @@ impl Reader {
         Ok(())
     }
 
+    /// The next `n` bytes of the payload, left to be read.
+    async fn peek(&mut self, n: usize, what: &str) -> Result<&[u8]> {
+        if (n as u64) > self.pending.len() as u64 + self.left {
+            return Err(self.bad(&format!("it ends inside {what}")));
+        }
+        while self.pending.len() < n {
+            let chunk = self.next_chunk(what).await?;
+            self.pending.extend_from_slice(&chunk);
+        }
+        Ok(&self.pending[..n])
+    }
+
+    async fn next_chunk(&mut self, what: &str) -> Result<Bytes> {
+        match self.bytes.next().await {
+            Some(Ok(chunk)) => {
+                self.left = self.left.saturating_sub(chunk.len() as u64);
+                Ok(chunk)
+            }
+            Some(Err(e)) => Err(stream_read_error(&self.key, e)),
+            None => Err(self.bad(&format!("it ends inside {what}"))),
+        }
+    }
+
     /// The next `n` bytes of the payload.
     async fn read_exact(&mut self, n: usize, what: &str) -> Result<Bytes> {
         if (n as u64) > self.pending.len() as u64 + self.left {
             return Err(self.bad(&format!("it ends inside {what}")));
         }
         while self.pending.len() < n {
-            let chunk = match self.bytes.next().await {
-                Some(Ok(chunk)) => chunk,
-                Some(Err(e)) => return Err(stream_read_error(&self.key, e)),
-                None => return Err(self.bad(&format!("it ends inside {what}"))),
-            };
-            self.left = self.left.saturating_sub(chunk.len() as u64);
+            let chunk = self.next_chunk(what).await?;
             if self.pending.is_empty() && chunk.len() >= n {
                 // The common case for small reads inside a chunk: no copy
                 // of the chunk, only of what stays pending.

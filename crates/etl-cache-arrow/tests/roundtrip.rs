@@ -457,3 +457,34 @@ async fn get_or_compute_failures_store_nothing() {
     assert!(matches!(&err, Error::InvalidInput { .. }), "{err:?}");
     assert!(cache.get("step").await.unwrap().is_none());
 }
+
+/// A file written elsewhere (arrow's own writer, with the 8-byte alignment
+/// pyarrow uses, or arrow-rs's default of 64) and stored as Arrow reads back
+/// through the cache.
+#[tokio::test]
+async fn files_written_by_arrow_itself_read_back() {
+    use arrow_ipc::MetadataVersion;
+    use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
+    let cache = MemoryCache::new();
+    let written = vec![batch(1, 30), batch(2, 0), batch(3, 12)];
+    for alignment in [8, 64] {
+        let options = IpcWriteOptions::try_new(alignment, false, MetadataVersion::V5).unwrap();
+        let mut writer = FileWriter::try_new_with_options(Vec::new(), &schema(), options).unwrap();
+        for b in &written {
+            writer.write(b).unwrap();
+        }
+        writer.finish().unwrap();
+        let file = writer.into_inner().unwrap();
+        let opts = SetOptions::new().kind(Kind::Arrow);
+        cache
+            .set("f", Value::Bytes(file.into()), opts)
+            .await
+            .unwrap();
+        let (s, read) = collect(cache.get_batches("f").await.unwrap()).await;
+        assert_eq!(
+            (s, read),
+            (schema(), written.clone()),
+            "alignment {alignment}"
+        );
+    }
+}
