@@ -488,3 +488,109 @@ async fn files_written_by_arrow_itself_read_back() {
         );
     }
 }
+
+/// A cache that reads the pieces of a stream slowly, counting them.
+#[derive(Debug)]
+struct SlowReader {
+    inner: MemoryCache,
+    received: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[etl_cache_core::async_trait]
+impl Cache for SlowReader {
+    async fn set(
+        &self,
+        key: &str,
+        value: Value,
+        opts: SetOptions,
+    ) -> etl_cache_core::Result<etl_cache_core::EntryMeta> {
+        self.inner.set(key, value, opts).await
+    }
+    async fn set_stream(
+        &self,
+        key: &str,
+        stream: etl_cache_core::ByteStream,
+        opts: SetOptions,
+    ) -> etl_cache_core::Result<etl_cache_core::EntryMeta> {
+        let received = self.received.clone();
+        let slow = stream
+            .then(move |piece| {
+                let received = received.clone();
+                async move {
+                    for _ in 0..5 {
+                        tokio::task::yield_now().await;
+                    }
+                    received.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    piece
+                }
+            })
+            .boxed();
+        self.inner.set_stream(key, slow, opts).await
+    }
+    async fn get(&self, key: &str) -> etl_cache_core::Result<Option<Value>> {
+        self.inner.get(key).await
+    }
+    async fn get_stream(
+        &self,
+        key: &str,
+        chunk: usize,
+    ) -> etl_cache_core::Result<Option<etl_cache_core::GetStream>> {
+        self.inner.get_stream(key, chunk).await
+    }
+    async fn head(&self, key: &str) -> etl_cache_core::Result<Option<etl_cache_core::EntryMeta>> {
+        self.inner.head(key).await
+    }
+    async fn delete(&self, key: &str) -> etl_cache_core::Result<bool> {
+        self.inner.delete(key).await
+    }
+    fn list(
+        &self,
+        prefix: Option<&str>,
+    ) -> futures::stream::BoxStream<'static, etl_cache_core::Result<etl_cache_core::EntryMeta>>
+    {
+        self.inner.list(prefix)
+    }
+    async fn purge_expired(&self) -> etl_cache_core::Result<u64> {
+        self.inner.purge_expired().await
+    }
+    async fn clear(&self) -> etl_cache_core::Result<u64> {
+        self.inner.clear().await
+    }
+    async fn stats(&self) -> etl_cache_core::Result<etl_cache_core::Stats> {
+        self.inner.stats().await
+    }
+}
+
+/// `set_batches` asks for a batch only when the cache has taken all but a
+/// couple of the pieces encoded before it: a slow cache holds the producer
+/// back instead of letting encoded batches pile up.
+#[tokio::test]
+async fn a_slow_cache_holds_the_batches_back() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let cache = SlowReader {
+        inner: MemoryCache::new(),
+        received: received.clone(),
+    };
+    let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most_ahead = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (p, r, m) = (pulled.clone(), received.clone(), most_ahead.clone());
+    let source = stream::iter(0..30i64).map(move |i| {
+        let encoded = p.fetch_add(1, SeqCst);
+        // Pieces the cache took: the schema's, then one per batch.
+        let taken = r.load(SeqCst).saturating_sub(1);
+        m.fetch_max(encoded - taken.min(encoded), SeqCst);
+        Ok::<_, ArrowError>(batch(i, 50))
+    });
+    cache
+        .set_batches("k", schema(), source, ArrowOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(pulled.load(SeqCst), 30);
+    let ahead = most_ahead.load(SeqCst);
+    assert!(ahead <= 2, "{ahead} encoded batches waited for the cache");
+    assert_eq!(
+        collect(cache.get_batches("k").await.unwrap()).await.1.len(),
+        30
+    );
+}
