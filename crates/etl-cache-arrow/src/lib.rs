@@ -60,6 +60,8 @@
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+#[cfg(feature = "datafusion")]
+pub mod datafusion;
 mod ext;
 mod options;
 mod read;
