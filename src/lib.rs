@@ -61,6 +61,13 @@ pub use etl_cache_store::{CachedStore, CachedStoreBuilder};
 #[cfg(feature = "store")]
 pub use etl_cache_store as store;
 
+#[cfg(feature = "arrow")]
+pub use etl_cache_arrow::{ArrowCacheExt, ArrowOptions};
+
+/// Arrow record batches as values, stored as Arrow IPC files.
+#[cfg(feature = "arrow")]
+pub use etl_cache_arrow as arrow;
+
 /// The README's examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -887,3 +887,46 @@ fn verify_leaves_the_lru_order_as_it_found_it() {
     let after = times();
     assert!(after[0] > before[2], "a get refreshes the entry it reads");
 }
+
+/// An entry of kind arrow (the bytes of an Arrow IPC file, as etl-cache-arrow
+/// writes them): `ls` and `ls --json` say arrow, `get -o` writes the payload
+/// as it was stored, ready for any Arrow reader.
+#[test]
+fn arrow_entries_list_as_arrow_and_get_writes_their_payload() {
+    let (tmp, root) = cache_dir();
+    let payload = pattern(7, 100_000);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            use etl_cache::{Cache, Compression, Kind, SetOptions, Value};
+            let cache = etl_cache::DiskCache::builder()
+                .root(&root)
+                .build()
+                .await
+                .unwrap();
+            let opts = SetOptions::new()
+                .kind(Kind::Arrow)
+                .compression(Compression::zstd());
+            cache
+                .set("tables/orders", Value::Bytes(payload.clone().into()), opts)
+                .await
+                .unwrap();
+        });
+    let ls = run(&root, &["ls"]).expect(0).out();
+    let row = ls.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with("tables/orders") && row.contains(" arrow "),
+        "{ls}"
+    );
+    let listed = run(&root, &["ls", "--json"]).expect(0).json();
+    assert_eq!(listed[0]["kind"], "arrow", "{listed}");
+    let out = tmp.path().join("orders.arrow");
+    run(
+        &root,
+        &["get", "tables/orders", "-o", out.to_str().unwrap()],
+    )
+    .expect(0);
+    assert_eq!(std::fs::read(&out).unwrap(), payload);
+}

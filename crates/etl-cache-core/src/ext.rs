@@ -55,20 +55,18 @@ pub trait CacheExt: Cache {
     /// [`Error::KindMismatch`] when the entry is not JSON, [`Error::Json`] when it
     /// does not fit `T`; otherwise as [`Cache::get`].
     async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        match self.get(key).await? {
+        match self.get_entry(key).await? {
             None => Ok(None),
-            Some(Value::Json(j)) => {
-                serde_json::from_value(j)
-                    .map(Some)
-                    .map_err(|source| Error::Json {
-                        key: Error::display_key(key),
-                        source,
-                    })
-            }
-            Some(other) => Err(Error::KindMismatch {
+            Some((meta, Value::Json(j))) if meta.kind == Kind::Json => serde_json::from_value(j)
+                .map(Some)
+                .map_err(|source| Error::Json {
+                    key: Error::display_key(key),
+                    source,
+                }),
+            Some((meta, _)) => Err(Error::KindMismatch {
                 key: Error::display_key(key),
                 expected: Kind::Json,
-                found: other.kind(),
+                found: meta.kind,
             }),
         }
     }
@@ -88,13 +86,13 @@ pub trait CacheExt: Cache {
     ///
     /// [`Error::KindMismatch`] when the entry is not text; otherwise as [`Cache::get`].
     async fn get_text(&self, key: &str) -> Result<Option<String>> {
-        match self.get(key).await? {
+        match self.get_entry(key).await? {
             None => Ok(None),
-            Some(Value::Text(t)) => Ok(Some(t)),
-            Some(other) => Err(Error::KindMismatch {
+            Some((meta, Value::Text(t))) if meta.kind == Kind::Text => Ok(Some(t)),
+            Some((meta, _)) => Err(Error::KindMismatch {
                 key: Error::display_key(key),
                 expected: Kind::Text,
-                found: other.kind(),
+                found: meta.kind,
             }),
         }
     }

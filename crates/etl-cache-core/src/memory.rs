@@ -156,7 +156,7 @@ impl Cache for MemoryCache {
         validate_key(key)?;
         opts.validate()?;
         value.check(key)?;
-        let kind = value.kind();
+        let kind = opts.kind_for(key, value.kind())?;
         let (payload, totals) =
             Encoder::encode_all(opts.compression, value.into_bytes()).map_err(|source| {
                 Error::Io {
@@ -177,6 +177,7 @@ impl Cache for MemoryCache {
     ) -> Result<EntryMeta> {
         validate_key(key)?;
         opts.validate()?;
+        let kind = opts.kind_for(key, Kind::Bytes)?;
         let io = |source| Error::Io {
             key: key.to_owned(),
             path: "memory".into(),
@@ -194,7 +195,7 @@ impl Cache for MemoryCache {
         }
         let (last, totals) = enc.finish().map_err(io)?;
         buf.extend_from_slice(&last);
-        self.store(key, Kind::Bytes, opts, buf.freeze(), totals)
+        self.store(key, kind, opts, buf.freeze(), totals)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Value>> {

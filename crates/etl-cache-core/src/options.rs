@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use crate::{Error, Result};
+use crate::{Error, Kind, Result};
 
 /// A compression codec. Reads find the codec in the entry's metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -194,6 +194,11 @@ pub struct SetOptions {
     /// at whichever comes first). For copies of an entry that must not
     /// outlive it, whatever time passes before the copy is written.
     pub expires_by: Option<SystemTime>,
+    /// The kind a byte payload (a [`crate::Value::Bytes`], a stream) is
+    /// stored as; `None` stores [`Kind::Bytes`]. Only byte payload kinds
+    /// ([`Kind::Bytes`], [`Kind::Arrow`]) may be given: see
+    /// [`SetOptions::kind`].
+    pub kind: Option<Kind>,
 }
 
 impl SetOptions {
@@ -253,6 +258,55 @@ impl SetOptions {
         }
     }
 
+    /// Store a byte payload (a [`crate::Value::Bytes`] given to `set`, or a
+    /// `set_stream`) as an entry of `kind`, for readers that tell payloads
+    /// apart by kind: [`Kind::Arrow`] for the bytes of an Arrow IPC file.
+    /// Reads give the bytes back as they went in; `head`, `list` and the
+    /// metadata of reads report `kind`.
+    ///
+    /// Only byte payloads take a kind: [`Kind::Text`] or [`Kind::Json`] here
+    /// is refused by every write ([`SetOptions::validate`]), and so is a
+    /// text or JSON value written with any kind ([`SetOptions::kind_for`]).
+    ///
+    /// ```
+    /// use etl_cache_core::{Kind, SetOptions};
+    /// let opts = SetOptions::new().kind(Kind::Arrow);
+    /// assert_eq!(opts.kind_for("k", Kind::Bytes)?, Kind::Arrow);
+    /// assert!(opts.kind_for("k", Kind::Text).is_err());
+    /// assert!(SetOptions::new().kind(Kind::Json).validate().is_err());
+    /// # Ok::<(), etl_cache_core::Error>(())
+    /// ```
+    pub fn kind(self, kind: Kind) -> Self {
+        SetOptions {
+            kind: Some(kind),
+            ..self
+        }
+    }
+
+    /// The kind an entry written with these options holds when the value
+    /// written is of `value_kind` ([`Kind::Bytes`] for a stream): the
+    /// value's own kind, or [`SetOptions::kind`] for a byte payload.
+    /// Backends call it in every write.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] naming the key when a kind is given for a
+    /// text or JSON value, or when the kind given is not a byte payload kind.
+    pub fn kind_for(&self, key: &str, value_kind: Kind) -> Result<Kind> {
+        match (value_kind, self.kind) {
+            (k, None) => Ok(k),
+            (Kind::Bytes, Some(k @ (Kind::Bytes | Kind::Arrow))) => Ok(k),
+            (Kind::Bytes, Some(k)) => Err(not_a_byte_kind(k)),
+            (v, Some(k)) => Err(Error::InvalidInput {
+                message: format!(
+                    "the {v} value for key {:?} cannot be stored as kind {k}: only a byte \
+                     payload takes a kind (store the bytes, or leave the kind unset)",
+                    Error::display_key(key)
+                ),
+            }),
+        }
+    }
+
     /// When an entry written at `now` with these options expires: `now`
     /// plus the TTL, or [`SetOptions::expires_by`] if that comes first.
     ///
@@ -308,13 +362,26 @@ impl SetOptions {
     }
 
     /// Checks the options without writing: [`SetOptions::expires_at`] at the
-    /// current time.
+    /// current time, and the kind.
     ///
     /// # Errors
     ///
-    /// As [`SetOptions::expires_at`].
+    /// As [`SetOptions::expires_at`]; [`Error::InvalidInput`] when
+    /// [`SetOptions::kind`] is not a byte payload kind (text or JSON).
     pub fn validate(&self) -> crate::Result<()> {
+        if let Some(k @ (Kind::Text | Kind::Json)) = self.kind {
+            return Err(not_a_byte_kind(k));
+        }
         self.expires_at(SystemTime::now()).map(|_| ())
+    }
+}
+
+fn not_a_byte_kind(kind: Kind) -> Error {
+    Error::InvalidInput {
+        message: format!(
+            "kind {kind} cannot be set on a write: only a byte payload takes a kind \
+             (bytes or arrow); text and JSON values carry their own"
+        ),
     }
 }
 

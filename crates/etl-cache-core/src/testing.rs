@@ -147,6 +147,9 @@ macro_rules! with_contract_checks {
             io_writers_on_two_handles_leave_one_whole_value,
             io_set_between_writes_and_commit,
             io_reader_reads_exact_bytes,
+            arrow_kind_roundtrips,
+            kind_only_on_byte_payloads,
+            computed_values_keep_the_kind,
         );
     };
 }
@@ -1199,6 +1202,166 @@ pub async fn get_or_insert_returns_existing_value(h: &Harness) {
         .await
         .unwrap();
     assert_eq!(v, Value::from("fresh"));
+}
+
+fn assert_kind_mismatch<T: std::fmt::Debug>(r: crate::Result<T>, expected: Kind, found: Kind) {
+    match r {
+        Err(e @ Error::KindMismatch { .. }) => {
+            let text = e.to_string();
+            let Error::KindMismatch {
+                key,
+                expected: e_expected,
+                found: e_found,
+            } = e
+            else {
+                unreachable!()
+            };
+            assert_eq!((e_expected, e_found), (expected, found), "{text}");
+            assert!(text.contains(found.as_str()), "{text}");
+            assert!(text.contains(&key), "{text}");
+        }
+        other => panic!("expected KindMismatch ({expected} asked, {found} found), got {other:?}"),
+    }
+}
+
+fn assert_invalid_input<T: std::fmt::Debug>(r: crate::Result<T>) {
+    assert!(
+        matches!(r, Err(Error::InvalidInput { .. })),
+        "expected InvalidInput, got {r:?}"
+    );
+}
+
+/// A byte payload stored with kind Arrow reads back as the same bytes; its
+/// metadata (`get_entry`, `head`, `list`, `get_stream`) says arrow; typed
+/// reads as text or JSON are a `KindMismatch` naming arrow. Streams take the
+/// kind too, and a later plain write stores bytes again.
+pub async fn arrow_kind_roundtrips(h: &Harness) {
+    let c = &*h.cache;
+    let data = Bytes::from(sample_bytes(40_000, 21));
+    for (i, compression) in [Compression::NONE, Compression::zstd(), Compression::gzip()]
+        .into_iter()
+        .enumerate()
+    {
+        let key = format!("table-{i}");
+        let opts = SetOptions::new().compression(compression).kind(Kind::Arrow);
+        let set = c.set(&key, Value::Bytes(data.clone()), opts).await.unwrap();
+        assert_eq!(set.kind, Kind::Arrow);
+        assert_eq!(set.codec, compression.codec());
+        assert_eq!(c.get(&key).await.unwrap(), Some(Value::Bytes(data.clone())));
+        let (meta, value) = c.get_entry(&key).await.unwrap().unwrap();
+        assert_eq!(
+            (meta.kind, value),
+            (Kind::Arrow, Value::Bytes(data.clone()))
+        );
+        assert_eq!(c.head(&key).await.unwrap().unwrap().kind, Kind::Arrow);
+        let s = c.get_stream(&key, 4096).await.unwrap().unwrap();
+        assert_eq!(s.meta().kind, Kind::Arrow);
+        let chunks: Vec<Bytes> = s.try_collect().await.unwrap();
+        assert_eq!(chunks.concat(), data);
+        assert_eq!(c.get_bytes(&key).await.unwrap(), Some(data.clone()));
+        assert_kind_mismatch(c.get_text(&key).await, Kind::Text, Kind::Arrow);
+        assert_kind_mismatch(
+            c.get_json::<serde_json::Value>(&key).await,
+            Kind::Json,
+            Kind::Arrow,
+        );
+    }
+    let listed: Vec<_> = c.list(Some("table-")).try_collect().await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert!(listed.iter().all(|m| m.kind == Kind::Arrow), "{listed:?}");
+
+    let chunks: Vec<Bytes> = data.chunks(7000).map(Bytes::copy_from_slice).collect();
+    let streamed = c
+        .set_stream(
+            "streamed",
+            stream_of(chunks),
+            SetOptions::new()
+                .compression(Compression::zstd())
+                .kind(Kind::Arrow),
+        )
+        .await
+        .unwrap();
+    assert_eq!(streamed.kind, Kind::Arrow);
+    assert_eq!(c.head("streamed").await.unwrap().unwrap().kind, Kind::Arrow);
+    let (_, back) = collect(c, "streamed", 1000).await.unwrap();
+    assert_eq!(back, data);
+
+    // Stored again without a kind: plain bytes.
+    c.set("table-0", Value::Bytes(data.clone()), SetOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(c.head("table-0").await.unwrap().unwrap().kind, Kind::Bytes);
+    let kind = SetOptions::new().kind(Kind::Bytes);
+    c.set_stream("streamed", stream_of(vec![data.clone()]), kind)
+        .await
+        .unwrap();
+    assert_eq!(c.head("streamed").await.unwrap().unwrap().kind, Kind::Bytes);
+}
+
+/// Only byte payloads take a kind: text or JSON as the kind of a write, or a
+/// kind on a text or JSON value, is `InvalidInput`, and the previous value
+/// stays as it was.
+pub async fn kind_only_on_byte_payloads(h: &Harness) {
+    let c = &*h.cache;
+    c.set("k", Value::from("before"), SetOptions::new())
+        .await
+        .unwrap();
+    let bytes = Value::Bytes(Bytes::from_static(b"payload"));
+    for kind in [Kind::Text, Kind::Json] {
+        let opts = SetOptions::new().kind(kind);
+        assert_invalid_input(c.set("k", bytes.clone(), opts).await);
+        assert_invalid_input(
+            c.set_stream("k", stream_of(vec![bytes.to_bytes()]), opts)
+                .await,
+        );
+        assert_invalid_input(
+            c.get_or_insert_with("new", opts, || async { Value::from("x") })
+                .await,
+        );
+    }
+    let arrow = SetOptions::new().kind(Kind::Arrow);
+    assert_invalid_input(c.set("k", Value::from("text"), arrow).await);
+    assert_invalid_input(
+        c.set("k", Value::Json(serde_json::json!({"a": 1})), arrow)
+            .await,
+    );
+    assert_invalid_input(c.set_json("k", &[1, 2], arrow).await);
+    assert_invalid_input(c.set_text("k", "text", arrow).await);
+    assert_eq!(c.get_text("k").await.unwrap().as_deref(), Some("before"));
+    assert_eq!(c.head("k").await.unwrap().unwrap().kind, Kind::Text);
+    assert_eq!(c.get("new").await.unwrap(), None);
+}
+
+/// `get_or_insert_with` stores a computed byte payload with the kind of its
+/// options, and a later call returns it without computing.
+pub async fn computed_values_keep_the_kind(h: &Harness) {
+    let c = &*h.cache;
+    let data = Bytes::from(sample_bytes(3000, 5));
+    let opts = SetOptions::new()
+        .compression(Compression::zstd())
+        .kind(Kind::Arrow);
+    let v = c
+        .get_or_insert_with("t", opts, || {
+            let data = data.clone();
+            async move { Value::Bytes(data) }
+        })
+        .await
+        .unwrap();
+    assert_eq!(v, Value::Bytes(data.clone()));
+    assert_eq!(c.head("t").await.unwrap().unwrap().kind, Kind::Arrow);
+    let v = c
+        .get_or_insert_with("t", opts, || async { panic!("must not run") })
+        .await
+        .unwrap();
+    assert_eq!(v, Value::Bytes(data.clone()));
+    let (meta, _) = c.get_entry("t").await.unwrap().unwrap();
+    assert_eq!(meta.kind, Kind::Arrow);
+    // A computed text cannot be stored as Arrow, and nothing is stored.
+    assert_invalid_input(
+        c.get_or_insert_with("u", opts, || async { Value::from("text") })
+            .await,
+    );
+    assert_eq!(c.get("u").await.unwrap(), None);
 }
 
 impl ManualClock {

@@ -14,6 +14,9 @@ pub enum Kind {
     Bytes,
     /// A JSON document.
     Json,
+    /// Arrow record batches: the bytes of an Arrow IPC file. Read back as
+    /// [`Value::Bytes`]; written with [`crate::SetOptions::kind`].
+    Arrow,
 }
 
 impl Kind {
@@ -22,6 +25,7 @@ impl Kind {
             Kind::Text => 1,
             Kind::Bytes => 2,
             Kind::Json => 3,
+            Kind::Arrow => 4,
         }
     }
 
@@ -30,16 +34,18 @@ impl Kind {
             1 => Some(Kind::Text),
             2 => Some(Kind::Bytes),
             3 => Some(Kind::Json),
+            4 => Some(Kind::Arrow),
             _ => None,
         }
     }
 
-    /// The lowercase name: `text`, `bytes` or `json`.
+    /// The lowercase name: `text`, `bytes`, `json` or `arrow`.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Text => "text",
             Kind::Bytes => "bytes",
             Kind::Json => "json",
+            Kind::Arrow => "arrow",
         }
     }
 }
@@ -125,7 +131,9 @@ impl Value {
         }
     }
 
-    /// Rebuilds a value of `kind` from its stored bytes.
+    /// Rebuilds a value of `kind` from its stored bytes. An entry of a byte
+    /// payload kind ([`Kind::Bytes`], [`Kind::Arrow`]) comes back as
+    /// [`Value::Bytes`].
     ///
     /// JSON nested up to [`MAX_JSON_DEPTH`] levels (what a write accepts)
     /// reads back, and so does JSON nested up to [`MAX_JSON_READ_DEPTH`]
@@ -137,7 +145,7 @@ impl Value {
     /// parse (or is nested deeper than [`MAX_JSON_READ_DEPTH`]).
     pub fn from_stored(kind: Kind, bytes: Bytes) -> std::result::Result<Value, String> {
         match kind {
-            Kind::Bytes => Ok(Value::Bytes(bytes)),
+            Kind::Bytes | Kind::Arrow => Ok(Value::Bytes(bytes)),
             Kind::Text => String::from_utf8(bytes.into())
                 .map(Value::Text)
                 .map_err(|e| format!("text entry is not valid UTF-8: {e}")),

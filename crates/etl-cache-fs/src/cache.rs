@@ -488,7 +488,7 @@ impl Cache for DiskCache {
         opts.validate()?;
         value.check(key)?;
         let inner = self.inner.clone();
-        let kind = value.kind();
+        let kind = opts.kind_for(key, value.kind())?;
         let payload = value.into_bytes();
         // Dropping this future before the entry is published cancels it.
         let (cancel, _armed) = Cancel::new();
@@ -523,7 +523,7 @@ impl Cache for DiskCache {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let inner = self.inner.clone();
         let owned = key.to_owned();
-        let header = inner.header(key, Kind::Bytes, &opts)?;
+        let header = inner.header(key, opts.kind_for(key, Kind::Bytes)?, &opts)?;
         // An uncompressed stream is framed here, as its chunks pass: the
         // block checksums (crc32c, about 30 µs per MiB) then run beside the
         // writer's system calls instead of before them, which is what keeps
@@ -793,9 +793,9 @@ impl Cache for DiskCache {
             key: Error::display_key(key),
             source,
         })?;
+        let kind = opts.kind_for(key, value.kind())?;
         let (inner, owned, v) = (self.inner.clone(), key.to_owned(), value.clone());
         blocking(move || {
-            let kind = v.kind();
             let r = inner
                 .write_value(&owned, kind, v.into_bytes(), opts, true, true, &cancel)
                 .map(Publish::done);

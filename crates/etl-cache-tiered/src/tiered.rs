@@ -460,6 +460,11 @@ impl Inner {
             return;
         }
         let mut opts = SetOptions::new().compression(compression);
+        if value.kind() != meta.kind {
+            // A byte payload stored as another kind (Arrow): the copy
+            // keeps the entry's kind.
+            opts = opts.kind(meta.kind);
+        }
         if let (Some(left), Some(expires)) = (meta.ttl_left(now), meta.expires) {
             opts = opts.ttl(left).expires_by(expires);
         }

@@ -1,0 +1,294 @@
+//! An Arrow IPC file read back from a byte stream, one message at a time.
+//!
+//! The file is the magic, the messages of an IPC stream (schema,
+//! dictionaries, batches, end-of-stream marker) and a footer. The messages
+//! are framed here, in the order they were written, and each is handed whole
+//! to arrow-ipc's `FileDecoder`, which decodes dictionaries and batches (and
+//! their compression). arrow-ipc's readers do not fit as they are: its
+//! `FileReader` needs `Seek` to read the footer first, and its
+//! `StreamDecoder` reads the footer after the end marker as a message and
+//! waits for more bytes after a message with an empty body (a schema, a
+//! batch of no rows). Framing here also bounds memory to one message and one
+//! chunk.
+
+use std::io;
+
+use arrow_array::RecordBatch;
+use arrow_buffer::Buffer;
+use arrow_ipc::reader::FileDecoder;
+use arrow_ipc::{Block, MessageHeader};
+use arrow_schema::SchemaRef;
+use bytes::{Buf, Bytes, BytesMut};
+use etl_cache_core::{ByteStream, Error, Result, stream_read_error};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+/// A stream of record batches read from the cache.
+pub type BatchStream = BoxStream<'static, Result<RecordBatch>>;
+
+/// The 6 bytes an Arrow IPC file starts and ends with.
+const MAGIC: &[u8; 6] = b"ARROW1";
+/// The largest padding after the magic a file may have.
+const MAX_ALIGNMENT: u64 = 64;
+const CONTINUATION: [u8; 4] = [0xff; 4];
+
+pub(crate) struct Reader {
+    key: String,
+    bytes: ByteStream,
+    /// Read from `bytes`, not yet framed.
+    pending: BytesMut,
+    /// Bytes of the payload not yet read from `bytes`.
+    left: u64,
+    /// Set once the schema is read.
+    decoder: Option<FileDecoder>,
+    /// Where the next message starts in the file.
+    offset: u64,
+    batches: u64,
+    dictionaries: u64,
+    done: bool,
+}
+
+impl Reader {
+    /// Reads the magic and the schema; the batches are read on demand.
+    pub(crate) async fn open(
+        key: &str,
+        bytes: ByteStream,
+        len: u64,
+    ) -> Result<(SchemaRef, Reader)> {
+        let mut r = Reader {
+            key: key.to_owned(),
+            bytes,
+            pending: BytesMut::new(),
+            left: len,
+            decoder: None,
+            offset: 0,
+            batches: 0,
+            dictionaries: 0,
+            done: false,
+        };
+        let start = r.read_exact(MAGIC.len(), "its magic").await?;
+        if start[..] != MAGIC[..] {
+            return Err(r.bad("it does not start with the Arrow IPC file magic ARROW1"));
+        }
+        // Zeros pad the magic to the writer's alignment: 8 bytes in all
+        // by the format's description, 64 as arrow-rs writes it.
+        let pad = r.read_exact(2, "its magic").await?;
+        if pad[..] != [0, 0] {
+            return Err(r.bad("its magic is not followed by padding"));
+        }
+        r.offset = 8;
+        while r.peek(4, "its magic").await?[..] == [0; 4] {
+            if r.offset >= MAX_ALIGNMENT {
+                return Err(r.bad("its magic is followed by no message"));
+            }
+            r.pending.advance(4);
+            r.offset += 4;
+        }
+        let schema = match r.message().await? {
+            Some(Message::Schema(schema)) => schema,
+            _ => return Err(r.bad("its first message is not a schema")),
+        };
+        Ok((schema, r))
+    }
+
+    /// The reader as a stream of batches; it ends after the footer is checked.
+    pub(crate) fn into_stream(self) -> BatchStream {
+        futures::stream::try_unfold(self, |mut r| async move {
+            Ok(r.next_batch().await?.map(|b| (b, r)))
+        })
+        .boxed()
+    }
+
+    async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            match self.message().await? {
+                Some(Message::Batch(b)) => return Ok(Some(b)),
+                Some(Message::Schema(_)) => {
+                    return Err(self.bad("it holds a second schema message"));
+                }
+                Some(Message::Dictionary) => {}
+                None => {
+                    self.footer().await?;
+                    self.done = true;
+                }
+            }
+        }
+    }
+
+    /// Reads and decodes the next message; `None` at the end-of-stream marker.
+    async fn message(&mut self) -> Result<Option<Message>> {
+        let first = self.peek(4, "a message length").await?;
+        let (prefix, len) = if first[..4] == CONTINUATION {
+            let len = self.peek(8, "a message length").await?;
+            (
+                8,
+                i32::from_le_bytes(len[4..8].try_into().expect("4 bytes")),
+            )
+        } else {
+            // Files written before the continuation marker (Arrow < 0.15).
+            (
+                4,
+                i32::from_le_bytes(first[..4].try_into().expect("4 bytes")),
+            )
+        };
+        if len == 0 {
+            self.pending.advance(prefix);
+            self.offset += prefix as u64;
+            return Ok(None);
+        }
+        let len = usize::try_from(len).map_err(|_| self.bad("a message has a negative length"))?;
+        self.peek(prefix + len, "a message header").await?;
+        // The header is parsed where it lies; then the whole message (its
+        // framing, header and body) is taken in one piece, as the decoder
+        // wants it: no copy but the one into `pending`.
+        let (header, body_len) = {
+            let message = arrow_ipc::root_as_message(&self.pending[prefix..prefix + len])
+                .map_err(|e| self.bad(&format!("a message header does not parse: {e}")))?;
+            let body_len = usize::try_from(message.bodyLength())
+                .map_err(|_| self.bad("a message has a negative body length"))?;
+            if message.header_type() == MessageHeader::Schema {
+                let schema = message
+                    .header_as_schema()
+                    .ok_or_else(|| self.bad("its schema message does not parse"))?;
+                let schema = std::sync::Arc::new(arrow_ipc::convert::fb_to_schema(schema));
+                if self.decoder.is_some() {
+                    return Err(self.bad("it holds a second schema message"));
+                }
+                self.decoder = Some(FileDecoder::new(schema.clone(), message.version()));
+                self.read_exact(prefix + len + body_len, "a message body")
+                    .await?;
+                self.offset += (prefix + len + body_len) as u64;
+                return Ok(Some(Message::Schema(schema)));
+            }
+            (message.header_type(), body_len)
+        };
+        let whole = self
+            .read_exact(prefix + len + body_len, "a message body")
+            .await?;
+        let block = Block::new(self.offset as i64, (prefix + len) as i32, body_len as i64);
+        self.offset += whole.len() as u64;
+        let buffer = Buffer::from(whole);
+        let Some(decoder) = self.decoder.as_mut() else {
+            return Err(self.bad("its first message is not a schema"));
+        };
+        match header {
+            MessageHeader::RecordBatch => match decoder.read_record_batch(&block, &buffer) {
+                Ok(Some(batch)) => {
+                    self.batches += 1;
+                    Ok(Some(Message::Batch(batch)))
+                }
+                Ok(None) => Err(self.bad("a record batch message holds no batch")),
+                Err(e) => Err(self.bad(&format!("a record batch does not decode: {e}"))),
+            },
+            MessageHeader::DictionaryBatch => match decoder.read_dictionary(&block, &buffer) {
+                Ok(()) => {
+                    self.dictionaries += 1;
+                    Ok(Some(Message::Dictionary))
+                }
+                Err(e) => Err(self.bad(&format!("a dictionary does not decode: {e}"))),
+            },
+            other => Err(self.bad(&format!("it holds an unexpected message ({other:?})"))),
+        }
+    }
+
+    /// Reads the rest (the footer, its length and the magic) and checks it
+    /// against what was read: a file cut short or spliced fails here.
+    async fn footer(&mut self) -> Result<()> {
+        let rest = usize::try_from(self.left + self.pending.len() as u64)
+            .map_err(|_| self.bad("its footer is too large"))?;
+        let rest = self.read_exact(rest, "its footer").await?;
+        if rest.len() < 10 || rest[rest.len() - 6..] != MAGIC[..] {
+            return Err(self.bad("it does not end with the Arrow IPC file magic ARROW1"));
+        }
+        let at = rest.len() - 10;
+        let footer_len = i32::from_le_bytes(rest[at..at + 4].try_into().expect("4 bytes"));
+        let footer_len = usize::try_from(footer_len)
+            .ok()
+            .filter(|&n| n <= at)
+            .ok_or_else(|| self.bad("its footer length is out of range"))?;
+        let footer = arrow_ipc::root_as_footer(&rest[at - footer_len..at])
+            .map_err(|e| self.bad(&format!("its footer does not parse: {e}")))?;
+        let batches = footer.recordBatches().map_or(0, |b| b.len()) as u64;
+        let dictionaries = footer.dictionaries().map_or(0, |d| d.len()) as u64;
+        if (batches, dictionaries) != (self.batches, self.dictionaries) {
+            return Err(self.bad(&format!(
+                "its footer lists {batches} batches and {dictionaries} dictionaries, the file \
+                 holds {} and {}",
+                self.batches, self.dictionaries
+            )));
+        }
+        Ok(())
+    }
+
+    /// The next `n` bytes of the payload, left to be read.
+    async fn peek(&mut self, n: usize, what: &str) -> Result<&[u8]> {
+        if (n as u64) > self.pending.len() as u64 + self.left {
+            return Err(self.bad(&format!("it ends inside {what}")));
+        }
+        while self.pending.len() < n {
+            let chunk = self.next_chunk(what).await?;
+            self.pending.extend_from_slice(&chunk);
+        }
+        Ok(&self.pending[..n])
+    }
+
+    async fn next_chunk(&mut self, what: &str) -> Result<Bytes> {
+        match self.bytes.next().await {
+            Some(Ok(chunk)) => {
+                self.left = self.left.saturating_sub(chunk.len() as u64);
+                Ok(chunk)
+            }
+            Some(Err(e)) => Err(stream_read_error(&self.key, e)),
+            None => Err(self.bad(&format!("it ends inside {what}"))),
+        }
+    }
+
+    /// The next `n` bytes of the payload.
+    async fn read_exact(&mut self, n: usize, what: &str) -> Result<Bytes> {
+        if (n as u64) > self.pending.len() as u64 + self.left {
+            return Err(self.bad(&format!("it ends inside {what}")));
+        }
+        while self.pending.len() < n {
+            let chunk = self.next_chunk(what).await?;
+            if self.pending.is_empty() && chunk.len() >= n {
+                // The common case for small reads inside a chunk: no copy
+                // of the chunk, only of what stays pending.
+                let mut chunk = chunk;
+                let out = chunk.split_to(n);
+                self.pending.extend_from_slice(&chunk);
+                return Ok(out);
+            }
+            self.pending.extend_from_slice(&chunk);
+        }
+        Ok(self.pending.split_to(n).freeze())
+    }
+
+    fn bad(&self, what: &str) -> Error {
+        Error::Backend {
+            backend: "arrow",
+            key: Error::display_key(&self.key),
+            source: Box::new(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the entry is not a readable Arrow IPC file: {what}"),
+            )),
+        }
+    }
+}
+
+enum Message {
+    Schema(SchemaRef),
+    Dictionary,
+    Batch(RecordBatch),
+}
+
+/// A byte stream over bytes already in memory, in chunks of `chunk` bytes.
+pub(crate) fn in_memory(bytes: Bytes, chunk: usize) -> ByteStream {
+    let mut bytes = bytes;
+    futures::stream::iter(std::iter::from_fn(move || {
+        (!bytes.is_empty()).then(|| Ok(bytes.split_to(chunk.min(bytes.remaining()))))
+    }))
+    .boxed()
+}
