@@ -31,6 +31,10 @@ const MAGIC: &[u8; 6] = b"ARROW1";
 /// The largest padding after the magic a file may have.
 const MAX_ALIGNMENT: u64 = 64;
 const CONTINUATION: [u8; 4] = [0xff; 4];
+/// The most one compressed buffer may decompress to: 2 GiB, what 32-bit
+/// offsets address (a larger buffer is refused with an error naming the
+/// key; see `Reader::check_buffers`).
+const MAX_DECOMPRESSED: i64 = 1 << 31;
 
 pub(crate) struct Reader {
     key: String,
@@ -168,23 +172,42 @@ impl Reader {
         let whole = self
             .read_exact(prefix + len + body_len, "a message body")
             .await?;
-        let block = Block::new(self.offset as i64, (prefix + len) as i32, body_len as i64);
+        self.check_buffers(&whole[prefix..], len, header)?;
+        let (Ok(meta_len), Ok(body_len)) = (i32::try_from(prefix + len), i64::try_from(body_len))
+        else {
+            return Err(self.bad("a message is larger than the format allows"));
+        };
+        let block = Block::new(self.offset as i64, meta_len, body_len);
         self.offset += whole.len() as u64;
         let buffer = Buffer::from(whole);
         let Some(decoder) = self.decoder.as_mut() else {
             return Err(self.bad("its first message is not a schema"));
         };
+        // arrow-ipc asserts some of what it reads instead of returning an
+        // error; what `check_buffers` does not rule out ends here as an
+        // error naming the key, not as a panic of the caller's task.
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match header {
+            MessageHeader::RecordBatch => decoder.read_record_batch(&block, &buffer).map(Some),
+            MessageHeader::DictionaryBatch => {
+                decoder.read_dictionary(&block, &buffer).map(|()| None)
+            }
+            _ => Ok(None),
+        }));
+        let decoded = match decoded {
+            Ok(d) => d,
+            Err(_) => return Err(self.bad("a message does not decode (the decoder gave up on it)")),
+        };
         match header {
-            MessageHeader::RecordBatch => match decoder.read_record_batch(&block, &buffer) {
-                Ok(Some(batch)) => {
+            MessageHeader::RecordBatch => match decoded {
+                Ok(Some(Some(batch))) => {
                     self.batches += 1;
                     Ok(Some(Message::Batch(batch)))
                 }
-                Ok(None) => Err(self.bad("a record batch message holds no batch")),
+                Ok(_) => Err(self.bad("a record batch message holds no batch")),
                 Err(e) => Err(self.bad(&format!("a record batch does not decode: {e}"))),
             },
-            MessageHeader::DictionaryBatch => match decoder.read_dictionary(&block, &buffer) {
-                Ok(()) => {
+            MessageHeader::DictionaryBatch => match decoded {
+                Ok(_) => {
                     self.dictionaries += 1;
                     Ok(Some(Message::Dictionary))
                 }
@@ -264,6 +287,58 @@ impl Reader {
             self.pending.extend_from_slice(&chunk);
         }
         Ok(self.pending.split_to(n).freeze())
+    }
+
+    /// Checks the buffers of a record batch or dictionary message (its
+    /// header and body, the body from `body_at`) before arrow-ipc decodes it: each must
+    /// lie inside the body, and a compressed one must not claim to
+    /// decompress to more than [`MAX_DECOMPRESSED`]. arrow-ipc allocates the
+    /// size a compressed buffer claims before it decompresses it: without
+    /// this, an entry of a few hundred bytes claiming a terabyte would abort
+    /// the process, and a buffer past the body would panic in its slicing.
+    fn check_buffers(&self, message: &[u8], body_at: usize, header: MessageHeader) -> Result<()> {
+        let (header_bytes, body) = message.split_at(body_at);
+        let message = arrow_ipc::root_as_message(header_bytes)
+            .map_err(|e| self.bad(&format!("a message header does not parse: {e}")))?;
+        let batch = match header {
+            MessageHeader::RecordBatch => message.header_as_record_batch(),
+            MessageHeader::DictionaryBatch => {
+                message.header_as_dictionary_batch().and_then(|d| d.data())
+            }
+            _ => return Ok(()),
+        };
+        let Some(batch) = batch else {
+            return Err(self.bad("a batch message has no batch header"));
+        };
+        let compressed = batch.compression().is_some();
+        for b in batch.buffers().iter().flatten() {
+            let range = usize::try_from(b.offset())
+                .ok()
+                .zip(usize::try_from(b.length()).ok())
+                .and_then(|(at, len)| Some(at..at.checked_add(len)?))
+                .filter(|r| r.end <= body.len());
+            let Some(range) = range else {
+                return Err(self.bad(&format!(
+                    "a buffer ({} bytes at {}) lies outside its message's body of {} bytes",
+                    b.length(),
+                    b.offset(),
+                    body.len()
+                )));
+            };
+            if compressed && range.len() >= 8 {
+                let claimed = i64::from_le_bytes(
+                    body[range.start..range.start + 8]
+                        .try_into()
+                        .expect("8 bytes"),
+                );
+                if claimed > MAX_DECOMPRESSED {
+                    return Err(self.bad(&format!(
+                        "a compressed buffer claims {claimed} bytes, more than the {MAX_DECOMPRESSED} a reader accepts"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn bad(&self, what: &str) -> Error {

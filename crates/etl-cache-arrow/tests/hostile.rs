@@ -1,0 +1,126 @@
+//! Entries whose IPC messages lie: a compressed buffer that claims to
+//! decompress to a terabyte, a buffer that reaches past its message's body.
+//! Both pass the cache's checksums (they were stored as they are); reading
+//! them must end in an error naming the key, never in an abort or a panic.
+
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+use arrow_ipc::MessageHeader;
+use arrow_schema::{DataType, Field, Schema};
+use bytes::Bytes;
+use etl_cache_arrow::{ArrowCacheExt, ArrowOptions, IpcCompression};
+use etl_cache_core::{Cache, CacheExt, Error, Kind, MemoryCache, SetOptions, Value};
+use futures::TryStreamExt;
+
+/// The bytes of a zstd-compressed Arrow entry of one batch.
+async fn payload(cache: &MemoryCache) -> Vec<u8> {
+    let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+    let values: Vec<i64> = (0..10_000).map(|i| i * 7_919 % 100_003).collect();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(Int64Array::from(values)) as ArrayRef],
+    )
+    .unwrap();
+    let opts = ArrowOptions::new().compression(IpcCompression::Zstd);
+    let batches = futures::stream::iter([Ok::<_, std::io::Error>(batch)]);
+    cache
+        .set_batches("good", schema, batches, opts)
+        .await
+        .unwrap();
+    cache.get_bytes("good").await.unwrap().unwrap().to_vec()
+}
+
+/// The first record batch message of an IPC file: where its header
+/// (flatbuffer) starts, its length, and where its body starts.
+fn first_batch(file: &[u8]) -> (usize, usize, usize) {
+    // The magic, then zero padding up to the first message.
+    let mut at = 6;
+    while file[at] == 0 {
+        at += 1;
+    }
+    loop {
+        assert_eq!(file[at..at + 4], [0xff; 4], "a continuation marker");
+        let len = i32::from_le_bytes(file[at + 4..at + 8].try_into().unwrap()) as usize;
+        let header = at + 8;
+        let m = arrow_ipc::root_as_message(&file[header..header + len]).unwrap();
+        let body = header + len;
+        if m.header_type() == MessageHeader::RecordBatch {
+            return (header, len, body);
+        }
+        at = body + m.bodyLength() as usize;
+    }
+}
+
+async fn read_all(cache: &MemoryCache, bytes: Vec<u8>) -> Error {
+    cache
+        .set(
+            "hostile",
+            Value::Bytes(Bytes::from(bytes)),
+            SetOptions::new().kind(Kind::Arrow),
+        )
+        .await
+        .unwrap();
+    let opened = cache.get_batches("hostile").await;
+    let read = match opened {
+        Err(e) => return e,
+        Ok(found) => {
+            let (_, batches) = found.expect("just stored");
+            batches.try_collect::<Vec<RecordBatch>>().await
+        }
+    };
+    read.expect_err("a lying entry must not read")
+}
+
+#[tokio::test]
+async fn a_buffer_claiming_a_terabyte_is_an_error_not_an_abort() {
+    let cache = MemoryCache::new();
+    let mut file = payload(&cache).await;
+    let (header, len, body) = first_batch(&file);
+    let m = arrow_ipc::root_as_message(&file[header..header + len]).unwrap();
+    let batch = m.header_as_record_batch().unwrap();
+    assert!(batch.compression().is_some());
+    let b = batch
+        .buffers()
+        .unwrap()
+        .iter()
+        .find(|b| b.length() >= 8)
+        .expect("a compressed buffer");
+    let at = body + b.offset() as usize;
+    file[at..at + 8].copy_from_slice(&(1i64 << 40).to_le_bytes());
+    let err = read_all(&cache, file).await;
+    let text = err.to_string();
+    assert!(text.contains("hostile"), "{text}");
+    assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(source.is_some_and(|s| s.contains("claims")), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_buffer_past_its_body_is_an_error_not_a_panic() {
+    let cache = MemoryCache::new();
+    let mut file = payload(&cache).await;
+    let (header, len, _) = first_batch(&file);
+    let m = arrow_ipc::root_as_message(&file[header..header + len]).unwrap();
+    let b = m
+        .header_as_record_batch()
+        .unwrap()
+        .buffers()
+        .unwrap()
+        .iter()
+        .find(|b| b.length() > 0)
+        .expect("a buffer");
+    // The buffer as the header stores it (offset, length), made a MiB long.
+    let mut pattern = b.offset().to_le_bytes().to_vec();
+    pattern.extend_from_slice(&b.length().to_le_bytes());
+    let found = file[header..header + len]
+        .windows(16)
+        .position(|w| w == pattern)
+        .expect("the buffer in its header");
+    let at = header + found + 8;
+    file[at..at + 8].copy_from_slice(&(1i64 << 20).to_le_bytes());
+    let err = read_all(&cache, file).await;
+    assert!(err.to_string().contains("hostile"), "{err}");
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(source.is_some_and(|s| s.contains("outside")), "{err:?}");
+}
