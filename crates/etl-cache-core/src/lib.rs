@@ -33,6 +33,7 @@ pub mod format;
 pub mod io;
 mod key;
 mod memory;
+pub mod obs;
 mod options;
 mod single_flight;
 mod stats;

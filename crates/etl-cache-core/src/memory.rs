@@ -106,6 +106,7 @@ impl MemoryCache {
         match map.get(key) {
             Some(s) if s.meta.is_expired(now) => {
                 map.remove(key);
+                crate::obs::note(crate::obs::Outcome::Expired);
                 Counters::bump(&self.inner.counters.expired);
                 None
             }
@@ -153,20 +154,21 @@ fn corrupt(key: &str, reason: impl Into<String>) -> Error {
 #[async_trait]
 impl Cache for MemoryCache {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
-        validate_key(key)?;
-        opts.validate()?;
-        value.check(key)?;
-        let kind = opts.kind_for(key, value.kind())?;
-        let (payload, totals) =
-            Encoder::encode_all(opts.compression, value.into_bytes()).map_err(|source| {
-                Error::Io {
+        crate::obs::observe("memory", "set", Some(key), async move {
+            validate_key(key)?;
+            opts.validate()?;
+            value.check(key)?;
+            let kind = opts.kind_for(key, value.kind())?;
+            let (payload, totals) = Encoder::encode_all(opts.compression, value.into_bytes())
+                .map_err(|source| Error::Io {
                     key: key.to_owned(),
                     path: "memory".into(),
                     op: "compress",
                     source,
-                }
-            })?;
-        self.store(key, kind, opts, payload, totals)
+                })?;
+            self.store(key, kind, opts, payload, totals)
+        })
+        .await
     }
 
     async fn set_stream(
@@ -175,113 +177,138 @@ impl Cache for MemoryCache {
         mut stream: ByteStream,
         opts: SetOptions,
     ) -> Result<EntryMeta> {
-        validate_key(key)?;
-        opts.validate()?;
-        let kind = opts.kind_for(key, Kind::Bytes)?;
-        let io = |source| Error::Io {
-            key: key.to_owned(),
-            path: "memory".into(),
-            op: "compress",
-            source,
-        };
-        let mut enc = Encoder::new(opts.compression).map_err(io)?;
-        let mut buf = BytesMut::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| Error::Stream {
-                key: Error::display_key(key),
+        crate::obs::observe("memory", "set_stream", Some(key), async move {
+            validate_key(key)?;
+            opts.validate()?;
+            let kind = opts.kind_for(key, Kind::Bytes)?;
+            let io = |source| Error::Io {
+                key: key.to_owned(),
+                path: "memory".into(),
+                op: "compress",
                 source,
-            })?;
-            buf.extend_from_slice(&enc.encode(chunk).map_err(io)?);
-        }
-        let (last, totals) = enc.finish().map_err(io)?;
-        buf.extend_from_slice(&last);
-        self.store(key, kind, opts, buf.freeze(), totals)
+            };
+            let mut enc = Encoder::new(opts.compression).map_err(io)?;
+            let mut buf = BytesMut::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|source| Error::Stream {
+                    key: Error::display_key(key),
+                    source,
+                })?;
+                buf.extend_from_slice(&enc.encode(chunk).map_err(io)?);
+            }
+            let (last, totals) = enc.finish().map_err(io)?;
+            buf.extend_from_slice(&last);
+            self.store(key, kind, opts, buf.freeze(), totals)
+        })
+        .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<Value>> {
-        let Some(s) = self.lookup(key)? else {
-            return Ok(None);
-        };
-        let mut out = Vec::with_capacity(s.meta.logical_len as usize);
-        PayloadReader::new(s.meta.codec, &s.payload[..])
-            .and_then(|mut r| r.read_to_end(&mut out))
-            .map_err(|e| corrupt(key, e.to_string()))?;
-        Value::from_stored(s.meta.kind, Bytes::from(out))
-            .map(Some)
-            .map_err(|r| corrupt(key, r))
+        crate::obs::observe("memory", "get", Some(key), async move {
+            let Some(s) = self.lookup(key)? else {
+                return Ok(None);
+            };
+            let mut out = Vec::with_capacity(s.meta.logical_len as usize);
+            PayloadReader::new(s.meta.codec, &s.payload[..])
+                .and_then(|mut r| r.read_to_end(&mut out))
+                .map_err(|e| corrupt(key, e.to_string()))?;
+            Value::from_stored(s.meta.kind, Bytes::from(out))
+                .map(Some)
+                .map_err(|r| corrupt(key, r))
+        })
+        .await
     }
 
     async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>> {
-        if chunk_size == 0 {
-            return Err(Error::InvalidInput {
-                message: "chunk_size must be at least 1".into(),
-            });
-        }
-        let Some(s) = self.lookup(key)? else {
-            return Ok(None);
-        };
-        let reader = PayloadReader::new(s.meta.codec, std::io::Cursor::new(s.payload.clone()))
-            .map_err(|e| corrupt(key, e.to_string()))?;
-        let stream = futures::stream::unfold(Some(reader), move |state| async move {
-            let mut reader = state?;
-            let mut buf = vec![0u8; chunk_size];
-            let mut filled = 0;
-            while filled < chunk_size {
-                match reader.read(&mut buf[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) => return Some((Err(e), None)),
+        crate::obs::observe("memory", "get_stream", Some(key), async move {
+            if chunk_size == 0 {
+                return Err(Error::InvalidInput {
+                    message: "chunk_size must be at least 1".into(),
+                });
+            }
+            let Some(s) = self.lookup(key)? else {
+                return Ok(None);
+            };
+            let reader = PayloadReader::new(s.meta.codec, std::io::Cursor::new(s.payload.clone()))
+                .map_err(|e| corrupt(key, e.to_string()))?;
+            let stream = futures::stream::unfold(Some(reader), move |state| async move {
+                let mut reader = state?;
+                let mut buf = vec![0u8; chunk_size];
+                let mut filled = 0;
+                while filled < chunk_size {
+                    match reader.read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) => return Some((Err(e), None)),
+                    }
                 }
-            }
-            if filled == 0 {
-                return None;
-            }
-            buf.truncate(filled);
-            Some((Ok(Bytes::from(buf)), Some(reader)))
-        });
-        Ok(Some(GetStream::new(s.meta, stream.boxed())))
+                if filled == 0 {
+                    return None;
+                }
+                buf.truncate(filled);
+                Some((Ok(Bytes::from(buf)), Some(reader)))
+            });
+            Ok(Some(GetStream::new(s.meta, stream.boxed())))
+        })
+        .await
     }
 
     async fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
-        validate_key(key)?;
-        Ok(self.live(key).map(|s| s.meta))
+        crate::obs::observe("memory", "head", Some(key), async move {
+            validate_key(key)?;
+            Ok(self.live(key).map(|s| s.meta))
+        })
+        .await
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        validate_key(key)?;
-        let removed = self.map().remove(key).is_some();
-        if removed {
-            Counters::bump(&self.inner.counters.deletes);
-        }
-        Ok(removed)
+        crate::obs::observe("memory", "delete", Some(key), async move {
+            validate_key(key)?;
+            let removed = self.map().remove(key).is_some();
+            if removed {
+                Counters::bump(&self.inner.counters.deletes);
+            }
+            Ok(removed)
+        })
+        .await
     }
 
     fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        self.list_filtered(prefix, false)
+        crate::obs::observe_stream("memory", "list", prefix, {
+            self.list_filtered(prefix, false)
+        })
     }
 
     fn list_all(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        self.list_filtered(prefix, true)
+        crate::obs::observe_stream("memory", "list_all", prefix, {
+            self.list_filtered(prefix, true)
+        })
     }
 
     async fn purge_expired(&self) -> Result<u64> {
-        let now = self.inner.clock.now();
-        let mut map = self.map();
-        let before = map.len();
-        map.retain(|_, s| !s.meta.is_expired(now));
-        let n = (before - map.len()) as u64;
-        self.inner
-            .counters
-            .expired
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        Ok(n)
+        crate::obs::observe("memory", "purge_expired", None, async move {
+            let now = self.inner.clock.now();
+            let mut map = self.map();
+            let before = map.len();
+            map.retain(|_, s| !s.meta.is_expired(now));
+            let n = (before - map.len()) as u64;
+            self.inner
+                .counters
+                .expired
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            Ok(n)
+        })
+        .await
     }
 
     async fn clear(&self) -> Result<u64> {
-        let mut map = self.map();
-        let n = map.len() as u64;
-        map.clear();
-        Ok(n)
+        crate::obs::observe("memory", "clear", None, async move {
+            let mut map = self.map();
+            let n = map.len() as u64;
+            map.clear();
+            Ok(n)
+        })
+        .await
     }
 
     async fn get_or_insert_boxed<'a>(
@@ -290,32 +317,38 @@ impl Cache for MemoryCache {
         opts: SetOptions,
         init: InitFuture<'a>,
     ) -> Result<Value> {
-        opts.validate()?;
-        if let Some(v) = self.get(key).await? {
-            return Ok(v);
-        }
-        let _flight = self
-            .inner
-            .flights
-            .lock(key, Duration::from_secs(60))
-            .await?;
-        if self.live(key).is_some()
-            && let Some(v) = self.get(key).await?
-        {
-            return Ok(v);
-        }
-        let value = init.await.map_err(|source| Error::Init {
-            key: Error::display_key(key),
-            source,
-        })?;
-        self.set(key, value.clone(), opts).await?;
-        Ok(value)
+        crate::obs::observe_init("memory", key, init, |init| async move {
+            opts.validate()?;
+            if let Some(v) = self.get(key).await? {
+                return Ok(v);
+            }
+            let _flight = self
+                .inner
+                .flights
+                .lock(key, Duration::from_secs(60))
+                .await?;
+            if self.live(key).is_some()
+                && let Some(v) = self.get(key).await?
+            {
+                return Ok(v);
+            }
+            let value = init.await.map_err(|source| Error::Init {
+                key: Error::display_key(key),
+                source,
+            })?;
+            self.set(key, value.clone(), opts).await?;
+            Ok(value)
+        })
+        .await
     }
 
     async fn stats(&self) -> Result<Stats> {
-        let map = self.map();
-        let bytes = map.values().map(|s| s.meta.size).sum();
-        Ok(self.inner.counters.snapshot(map.len() as u64, bytes))
+        crate::obs::observe("memory", "stats", None, async move {
+            let map = self.map();
+            let bytes = map.values().map(|s| s.meta.size).sum();
+            Ok(self.inner.counters.snapshot(map.len() as u64, bytes))
+        })
+        .await
     }
 }
 

@@ -23,6 +23,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 mod io_checks;
+mod obs_checks;
 
 pub use self::io_checks::{
     io_concurrent_writers_leave_one_whole_value, io_dropped_writer_keeps_previous_value,
@@ -30,6 +31,9 @@ pub use self::io_checks::{
     io_shutdown_publishes_and_commit_reports_meta, io_writer_dropped_at_any_poll_publishes_nothing,
     io_writer_errors_carry_the_cache_error, io_writer_stores_exact_bytes,
     io_writers_on_two_handles_leave_one_whole_value,
+};
+pub use self::obs_checks::{
+    Recorder, SeenSpan, concurrent_operations_report_their_own_outcome, operations_are_observed,
 };
 use crate::{
     ByteStream, Cache, CacheExt, Codec, Compression, DEFAULT_CHUNK_SIZE, Error, Kind, MAX_KEY_LEN,
@@ -150,6 +154,8 @@ macro_rules! with_contract_checks {
             arrow_kind_roundtrips,
             kind_only_on_byte_payloads,
             computed_values_keep_the_kind,
+            operations_are_observed,
+            concurrent_operations_report_their_own_outcome,
         );
     };
 }

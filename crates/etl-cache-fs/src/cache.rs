@@ -76,8 +76,12 @@ impl fmt::Display for DiskCache {
 /// runtime shutting down (nothing here aborts one): then the task awaiting
 /// it is being dropped with the runtime, so it waits for good instead of
 /// panicking in a runtime that is going away.
+///
+/// The operation under way goes along: what `f` logs belongs to its span,
+/// and an expiry or eviction it meets is reported in it.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
+    let op = etl_cache_core::obs::carry();
+    match tokio::task::spawn_blocking(move || op.run(f)).await {
         Ok(v) => v,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => std::future::pending().await,
@@ -334,10 +338,14 @@ impl Inner {
                         Removal::Changed => continue,
                         Removal::Busy => Err(self.busy(key)),
                         Removal::Removed => {
+                            etl_cache_core::obs::note(etl_cache_core::obs::Outcome::Expired);
                             Counters::bump(&self.counters.expired);
                             Ok(None)
                         }
-                        Removal::Failed => Ok(None),
+                        Removal::Failed => {
+                            etl_cache_core::obs::note(etl_cache_core::obs::Outcome::Expired);
+                            Ok(None)
+                        }
                     }
                 }
                 Found::Live(o) => Ok(Some(o.meta)),
@@ -484,30 +492,33 @@ fn make_private_dir(dir: &Path) -> io::Result<()> {
 #[async_trait]
 impl Cache for DiskCache {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
-        validate_key(key)?;
-        opts.validate()?;
-        value.check(key)?;
-        let inner = self.inner.clone();
-        let kind = opts.kind_for(key, value.kind())?;
-        let payload = value.into_bytes();
-        // Dropping this future before the entry is published cancels it.
-        let (cancel, _armed) = Cancel::new();
-        if inner.inline() && payload.len() as u64 <= inner.config.inline_io_max {
-            match inner.write_value(key, kind, payload, opts, false, false, &cancel)? {
-                Publish::Done(meta) => return Ok(meta),
-                Publish::Blocked(sealed) => {
-                    let key = key.to_owned();
-                    return blocking(move || inner.publish(&key, sealed, false, true, &cancel))
-                        .await
-                        .map(Publish::done);
+        etl_cache_core::obs::observe("disk", "set", Some(key), async move {
+            validate_key(key)?;
+            opts.validate()?;
+            value.check(key)?;
+            let inner = self.inner.clone();
+            let kind = opts.kind_for(key, value.kind())?;
+            let payload = value.into_bytes();
+            // Dropping this future before the entry is published cancels it.
+            let (cancel, _armed) = Cancel::new();
+            if inner.inline() && payload.len() as u64 <= inner.config.inline_io_max {
+                match inner.write_value(key, kind, payload, opts, false, false, &cancel)? {
+                    Publish::Done(meta) => return Ok(meta),
+                    Publish::Blocked(sealed) => {
+                        let key = key.to_owned();
+                        return blocking(move || inner.publish(&key, sealed, false, true, &cancel))
+                            .await
+                            .map(Publish::done);
+                    }
                 }
             }
-        }
-        let key = key.to_owned();
-        blocking(move || {
-            inner
-                .write_value(&key, kind, payload, opts, false, true, &cancel)
-                .map(Publish::done)
+            let key = key.to_owned();
+            blocking(move || {
+                inner
+                    .write_value(&key, kind, payload, opts, false, true, &cancel)
+                    .map(Publish::done)
+            })
+            .await
         })
         .await
     }
@@ -518,145 +529,158 @@ impl Cache for DiskCache {
         mut stream: ByteStream,
         opts: SetOptions,
     ) -> Result<EntryMeta> {
-        validate_key(key)?;
-        opts.validate()?;
-        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-        let inner = self.inner.clone();
-        let owned = key.to_owned();
-        let header = inner.header(key, opts.kind_for(key, Kind::Bytes)?, &opts)?;
-        // An uncompressed stream is framed here, as its chunks pass: the
-        // block checksums (crc32c, about 30 µs per MiB) then run beside the
-        // writer's system calls instead of before them, which is what keeps
-        // a stream near the speed of a plain file write. Compression, much
-        // dearer, stays on the writer thread, which frames what it makes.
-        let mut framer = match opts.compression.codec() {
-            Codec::None => Some(header.framer()),
-            _ => None,
-        };
-        // Dropping this future before the entry is published cancels it,
-        // even once the whole stream was handed to the writer.
-        let (cancel, _armed) = Cancel::new();
-        let writer = tokio::task::spawn_blocking(move || {
-            inner.write_stream(&owned, header, rx, opts, &cancel)
-        });
-        let mut framed = Vec::with_capacity(4);
-        let fed: Result<()> = 'feed: loop {
-            match stream.next().await {
-                Some(Ok(chunk)) if chunk.is_empty() => {}
-                Some(Ok(chunk)) => {
-                    match &mut framer {
-                        Some(framer) => framer.push(chunk, &mut framed),
-                        None => framed.push(chunk),
-                    }
-                    for piece in framed.drain(..) {
-                        if tx.send(Msg::Data(piece)).await.is_err() {
-                            break 'feed Ok(()); // the writer stopped; its error says why
+        etl_cache_core::obs::observe("disk", "set_stream", Some(key), async move {
+            validate_key(key)?;
+            opts.validate()?;
+            let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+            let inner = self.inner.clone();
+            let owned = key.to_owned();
+            let header = inner.header(key, opts.kind_for(key, Kind::Bytes)?, &opts)?;
+            // An uncompressed stream is framed here, as its chunks pass: the
+            // block checksums (crc32c, about 30 µs per MiB) then run beside the
+            // writer's system calls instead of before them, which is what keeps
+            // a stream near the speed of a plain file write. Compression, much
+            // dearer, stays on the writer thread, which frames what it makes.
+            let mut framer = match opts.compression.codec() {
+                Codec::None => Some(header.framer()),
+                _ => None,
+            };
+            // Dropping this future before the entry is published cancels it,
+            // even once the whole stream was handed to the writer.
+            let (cancel, _armed) = Cancel::new();
+            let op = etl_cache_core::obs::carry();
+            let writer = tokio::task::spawn_blocking(move || {
+                op.run(|| inner.write_stream(&owned, header, rx, opts, &cancel))
+            });
+            let mut framed = Vec::with_capacity(4);
+            let fed: Result<()> = 'feed: loop {
+                match stream.next().await {
+                    Some(Ok(chunk)) if chunk.is_empty() => {}
+                    Some(Ok(chunk)) => {
+                        match &mut framer {
+                            Some(framer) => framer.push(chunk, &mut framed),
+                            None => framed.push(chunk),
+                        }
+                        for piece in framed.drain(..) {
+                            if tx.send(Msg::Data(piece)).await.is_err() {
+                                break 'feed Ok(()); // the writer stopped; its error says why
+                            }
                         }
                     }
-                }
-                Some(Err(source)) => {
-                    break Err(Error::Stream {
-                        key: Error::display_key(key),
-                        source,
-                    });
-                }
-                None => {
-                    let trailer = framer.take().map(|framer| {
-                        let logical_len = framer.stored_len();
-                        crate::write::finish_framer(framer, logical_len, &mut framed)
-                    });
-                    for piece in framed.drain(..) {
-                        if tx.send(Msg::Data(piece)).await.is_err() {
-                            break 'feed Ok(());
-                        }
+                    Some(Err(source)) => {
+                        break Err(Error::Stream {
+                            key: Error::display_key(key),
+                            source,
+                        });
                     }
-                    let _ = tx.send(Msg::End(trailer)).await;
-                    break Ok(());
+                    None => {
+                        let trailer = framer.take().map(|framer| {
+                            let logical_len = framer.stored_len();
+                            crate::write::finish_framer(framer, logical_len, &mut framed)
+                        });
+                        for piece in framed.drain(..) {
+                            if tx.send(Msg::Data(piece)).await.is_err() {
+                                break 'feed Ok(());
+                            }
+                        }
+                        let _ = tx.send(Msg::End(trailer)).await;
+                        break Ok(());
+                    }
                 }
-            }
-        };
-        drop(tx);
-        let written = match writer.await {
-            Ok(r) => r,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // The runtime is shutting down (see `blocking`).
-            Err(_) => std::future::pending().await,
-        };
-        fed?;
-        written
+            };
+            drop(tx);
+            let written = match writer.await {
+                Ok(r) => r,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // The runtime is shutting down (see `blocking`).
+                Err(_) => std::future::pending().await,
+            };
+            fed?;
+            written
+        })
+        .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<Value>> {
-        Ok(self.get_entry(key).await?.map(|(_, v)| v))
+        etl_cache_core::obs::observe("disk", "get", Some(key), async move {
+            Ok(self.get_entry(key).await?.map(|(_, v)| v))
+        })
+        .await
     }
 
     async fn get_entry(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
-        validate_key(key)?;
-        let inner = self.inner.clone();
-        let key = key.to_owned();
-        // `None` from `finish_value`: the entry changed under the read (see
-        // `read::remove_if_bad`); `read_value` then looks again, without
-        // counting the read twice.
-        //
-        // On this (async) thread, a read never waits for another process
-        // holding the counters, which removing an expired or corrupt entry
-        // needs: it is done again on a blocking thread instead.
-        let mut count = true;
-        if inner.inline() {
-            let hash = key_hash(&key);
-            let found = match inner.lookup(&key, &hash, true, true, Wait::Spin) {
-                Ok(None) => return Ok(None),
-                Ok(Some(o)) if inner.finishes_inline(&o) => {
-                    count = false;
-                    inner.finish_value(&key, &hash, *o, Wait::Spin)
+        etl_cache_core::obs::observe("disk", "get_entry", Some(key), async move {
+            validate_key(key)?;
+            let inner = self.inner.clone();
+            let key = key.to_owned();
+            // `None` from `finish_value`: the entry changed under the read (see
+            // `read::remove_if_bad`); `read_value` then looks again, without
+            // counting the read twice.
+            //
+            // On this (async) thread, a read never waits for another process
+            // holding the counters, which removing an expired or corrupt entry
+            // needs: it is done again on a blocking thread instead.
+            let mut count = true;
+            if inner.inline() {
+                let hash = key_hash(&key);
+                let found = match inner.lookup(&key, &hash, true, true, Wait::Spin) {
+                    Ok(None) => return Ok(None),
+                    Ok(Some(o)) if inner.finishes_inline(&o) => {
+                        count = false;
+                        inner.finish_value(&key, &hash, *o, Wait::Spin)
+                    }
+                    Ok(Some(o)) => {
+                        count = false;
+                        let (inner, key) = (inner.clone(), key.clone());
+                        blocking(move || inner.finish_value(&key, &hash, *o, Wait::Timeout)).await
+                    }
+                    Err(e) => Err(e),
+                };
+                match found {
+                    Ok(Some(found)) => return Ok(Some(found)),
+                    Ok(None) => {}
+                    Err(e) if is_busy(&e) => {}
+                    Err(e) => return Err(e),
                 }
-                Ok(Some(o)) => {
-                    count = false;
-                    let (inner, key) = (inner.clone(), key.clone());
-                    blocking(move || inner.finish_value(&key, &hash, *o, Wait::Timeout)).await
-                }
-                Err(e) => Err(e),
-            };
-            match found {
-                Ok(Some(found)) => return Ok(Some(found)),
-                Ok(None) => {}
-                Err(e) if is_busy(&e) => {}
-                Err(e) => return Err(e),
             }
-        }
-        blocking(move || inner.read_value(&key, &key_hash(&key), count)).await
+            blocking(move || inner.read_value(&key, &key_hash(&key), count)).await
+        })
+        .await
     }
 
     async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>> {
-        validate_key(key)?;
-        if chunk_size == 0 {
-            return Err(Error::InvalidInput {
-                message: "chunk_size must be at least 1".into(),
-            });
-        }
-        let inner = self.inner.clone();
-        let key = key.to_owned();
-        let hash = key_hash(&key);
-        let inline = match inner.inline() {
-            true => match inner.open_stream(&key, &hash, Wait::Spin) {
-                Err(e) if is_busy(&e) => None,
-                r => Some(r?),
-            },
-            false => None,
-        };
-        let opened = match inline {
-            Some(opened) => opened,
-            None => {
-                let (inner, key, hash) = (inner.clone(), key.clone(), hash.clone());
-                blocking(move || inner.open_stream(&key, &hash, Wait::Timeout)).await?
+        etl_cache_core::obs::observe("disk", "get_stream", Some(key), async move {
+            validate_key(key)?;
+            if chunk_size == 0 {
+                return Err(Error::InvalidInput {
+                    message: "chunk_size must be at least 1".into(),
+                });
             }
-        };
-        let Some(opened) = opened else {
-            return Ok(None);
-        };
-        let meta = opened.meta.clone();
-        let stream = crate::stream::start(inner, key, hash, *opened, chunk_size);
-        Ok(Some(GetStream::new(meta, stream)))
+            let inner = self.inner.clone();
+            let key = key.to_owned();
+            let hash = key_hash(&key);
+            let inline = match inner.inline() {
+                true => match inner.open_stream(&key, &hash, Wait::Spin) {
+                    Err(e) if is_busy(&e) => None,
+                    r => Some(r?),
+                },
+                false => None,
+            };
+            let opened = match inline {
+                Some(opened) => opened,
+                None => {
+                    let (inner, key, hash) = (inner.clone(), key.clone(), hash.clone());
+                    blocking(move || inner.open_stream(&key, &hash, Wait::Timeout)).await?
+                }
+            };
+            let Some(opened) = opened else {
+                return Ok(None);
+            };
+            let meta = opened.meta.clone();
+            let stream = crate::stream::start(inner, key, hash, *opened, chunk_size);
+            Ok(Some(GetStream::new(meta, stream)))
+        })
+        .await
     }
 
     /// Reads only the blocks that hold the range when the entry is
@@ -668,41 +692,54 @@ impl Cache for DiskCache {
         key: &str,
         range: std::ops::Range<u64>,
     ) -> Result<Option<(EntryMeta, bytes::Bytes)>> {
-        validate_key(key)?;
-        etl_cache_core::check_range(&range)?;
-        let inner = self.inner.clone();
-        let key = key.to_owned();
-        blocking(move || inner.read_range(&key, &key_hash(&key), range)).await
+        etl_cache_core::obs::observe("disk", "get_range", Some(key), async move {
+            validate_key(key)?;
+            etl_cache_core::check_range(&range)?;
+            let inner = self.inner.clone();
+            let key = key.to_owned();
+            blocking(move || inner.read_range(&key, &key_hash(&key), range)).await
+        })
+        .await
     }
 
     async fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
-        validate_key(key)?;
-        let inner = self.inner.clone();
-        if inner.inline() {
-            match inner.head(key, Wait::Spin) {
-                Err(e) if is_busy(&e) => {} // again, on a blocking thread
-                r => return r,
+        etl_cache_core::obs::observe("disk", "head", Some(key), async move {
+            validate_key(key)?;
+            let inner = self.inner.clone();
+            if inner.inline() {
+                match inner.head(key, Wait::Spin) {
+                    Err(e) if is_busy(&e) => {} // again, on a blocking thread
+                    r => return r,
+                }
             }
-        }
-        let key = key.to_owned();
-        blocking(move || inner.head(&key, Wait::Timeout)).await
+            let key = key.to_owned();
+            blocking(move || inner.head(&key, Wait::Timeout)).await
+        })
+        .await
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        validate_key(key)?;
-        let inner = self.inner.clone();
-        let key = key.to_owned();
-        // Dropping this future before the entry is removed cancels it.
-        let (cancel, _armed) = Cancel::new();
-        blocking(move || inner.delete(&key, &key_hash(&key), &cancel)).await
+        etl_cache_core::obs::observe("disk", "delete", Some(key), async move {
+            validate_key(key)?;
+            let inner = self.inner.clone();
+            let key = key.to_owned();
+            // Dropping this future before the entry is removed cancels it.
+            let (cancel, _armed) = Cancel::new();
+            blocking(move || inner.delete(&key, &key_hash(&key), &cancel)).await
+        })
+        .await
     }
 
     fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        self.list_filtered(prefix, false)
+        etl_cache_core::obs::observe_stream("disk", "list", prefix, {
+            self.list_filtered(prefix, false)
+        })
     }
 
     fn list_all(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        self.list_filtered(prefix, true)
+        etl_cache_core::obs::observe_stream("disk", "list_all", prefix, {
+            self.list_filtered(prefix, true)
+        })
     }
 
     /// Removes every expired entry. An entry that cannot be removed (a
@@ -710,18 +747,21 @@ impl Cache for DiskCache {
     /// fails with [`Error::Io`] naming the first such entry's path and the
     /// number that failed (those removed are counted in the stats).
     async fn purge_expired(&self) -> Result<u64> {
-        let inner = self.inner.clone();
-        blocking(move || {
-            let now = inner.config.clock.now();
-            let swept = inner.sweep("purge_expired", Some(Bad::Expired), |m| m.is_expired(now));
-            inner
-                .counters
-                .expired
-                .fetch_add(swept.removed, std::sync::atomic::Ordering::Relaxed);
-            if swept.removed > 0 {
-                tracing::info!(removed = swept.removed, "purged expired entries");
-            }
-            swept.result("remove an expired entry (purge_expired)")
+        etl_cache_core::obs::observe("disk", "purge_expired", None, async move {
+            let inner = self.inner.clone();
+            blocking(move || {
+                let now = inner.config.clock.now();
+                let swept = inner.sweep("purge_expired", Some(Bad::Expired), |m| m.is_expired(now));
+                inner
+                    .counters
+                    .expired
+                    .fetch_add(swept.removed, std::sync::atomic::Ordering::Relaxed);
+                if swept.removed > 0 {
+                    tracing::info!(removed = swept.removed, "purged expired entries");
+                }
+                swept.result("remove an expired entry (purge_expired)")
+            })
+            .await
         })
         .await
     }
@@ -730,11 +770,14 @@ impl Cache for DiskCache {
     /// the others; the call then fails with [`Error::Io`] naming the first
     /// such entry's path and the number that failed.
     async fn clear(&self) -> Result<u64> {
-        let inner = self.inner.clone();
-        blocking(move || {
-            let swept = inner.sweep("clear", None, |_| true);
-            tracing::info!(removed = swept.removed, "cleared the cache");
-            swept.result("remove an entry (clear)")
+        etl_cache_core::obs::observe("disk", "clear", None, async move {
+            let inner = self.inner.clone();
+            blocking(move || {
+                let swept = inner.sweep("clear", None, |_| true);
+                tracing::info!(removed = swept.removed, "cleared the cache");
+                swept.result("remove an entry (clear)")
+            })
+            .await
         })
         .await
     }
@@ -752,68 +795,74 @@ impl Cache for DiskCache {
         opts: SetOptions,
         init: InitFuture<'a>,
     ) -> Result<Value> {
-        validate_key(key)?;
-        opts.validate()?;
-        if let Some(v) = self.get(key).await? {
-            return Ok(v);
-        }
-        let timeout = self.inner.config.lock_timeout;
-        // Dropping this future cancels the wait for the key's lock and the
-        // write of the computed value, wherever it stands.
-        let (cancel, _armed) = Cancel::new();
-        let _local = self.inner.flights.lock(key, timeout).await?;
-        let recheck = |inner: Arc<Inner>, key: String| {
+        etl_cache_core::obs::observe_init("disk", key, init, |init| async move {
+            validate_key(key)?;
+            opts.validate()?;
+            if let Some(v) = self.get(key).await? {
+                return Ok(v);
+            }
+            let timeout = self.inner.config.lock_timeout;
+            // Dropping this future cancels the wait for the key's lock and the
+            // write of the computed value, wherever it stands.
+            let (cancel, _armed) = Cancel::new();
+            let _local = self.inner.flights.lock(key, timeout).await?;
+            let recheck = |inner: Arc<Inner>, key: String| {
+                blocking(move || {
+                    let hash = key_hash(&key);
+                    inner
+                        .read_value(&key, &hash, false)
+                        .map(|found| found.map(|(_, v)| v))
+                })
+            };
+            if let Some(v) = recheck(self.inner.clone(), key.to_owned()).await? {
+                return Ok(v);
+            }
+            let lock = {
+                let (inner, key, cancel) = (self.inner.clone(), key.to_owned(), cancel.clone());
+                blocking(move || {
+                    lock::KeyLock::acquire_unless(
+                        &inner.dirs,
+                        &inner.layout.lock_path(&key_hash(&key)),
+                        &key,
+                        timeout,
+                        || cancel.is_cancelled(),
+                    )
+                })
+                .await?
+            };
+            if let Some(v) = recheck(self.inner.clone(), key.to_owned()).await? {
+                return Ok(v);
+            }
+            let value = init.await.map_err(|source| Error::Init {
+                key: Error::display_key(key),
+                source,
+            })?;
+            let kind = opts.kind_for(key, value.kind())?;
+            let (inner, owned, v) = (self.inner.clone(), key.to_owned(), value.clone());
             blocking(move || {
-                let hash = key_hash(&key);
-                inner
-                    .read_value(&key, &hash, false)
-                    .map(|found| found.map(|(_, v)| v))
+                let r = inner
+                    .write_value(&owned, kind, v.into_bytes(), opts, true, true, &cancel)
+                    .map(Publish::done);
+                drop(lock);
+                r
             })
-        };
-        if let Some(v) = recheck(self.inner.clone(), key.to_owned()).await? {
-            return Ok(v);
-        }
-        let lock = {
-            let (inner, key, cancel) = (self.inner.clone(), key.to_owned(), cancel.clone());
-            blocking(move || {
-                lock::KeyLock::acquire_unless(
-                    &inner.dirs,
-                    &inner.layout.lock_path(&key_hash(&key)),
-                    &key,
-                    timeout,
-                    || cancel.is_cancelled(),
-                )
-            })
-            .await?
-        };
-        if let Some(v) = recheck(self.inner.clone(), key.to_owned()).await? {
-            return Ok(v);
-        }
-        let value = init.await.map_err(|source| Error::Init {
-            key: Error::display_key(key),
-            source,
-        })?;
-        let kind = opts.kind_for(key, value.kind())?;
-        let (inner, owned, v) = (self.inner.clone(), key.to_owned(), value.clone());
-        blocking(move || {
-            let r = inner
-                .write_value(&owned, kind, v.into_bytes(), opts, true, true, &cancel)
-                .map(Publish::done);
-            drop(lock);
-            r
+            .await?;
+            Ok(value)
         })
-        .await?;
-        Ok(value)
+        .await
     }
 
     async fn stats(&self) -> Result<Stats> {
-        let inner = self.inner.clone();
-        blocking(move || {
-            let c = inner
-                .usage
-                .get()
-                .map_err(|e| inner.usage_error(None, "read the usage counters", e))?;
-            Ok(inner.counters.snapshot(c.entries, c.bytes))
+        etl_cache_core::obs::observe("disk", "stats", None, async move {
+            let inner = self.inner.clone();
+            blocking(move || {
+                let c = inner
+                    .usage
+                    .get()
+                    .map_err(|e| inner.usage_error(None, "read the usage counters", e))?;
+                Ok(inner.counters.snapshot(c.entries, c.bytes))
+            })
+            .await
         })
         .await
     }

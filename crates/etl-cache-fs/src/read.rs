@@ -575,6 +575,7 @@ impl Inner {
                         Removal::Changed => continue,
                         Removal::Busy => return Err(self.busy(key)),
                         removal => {
+                            etl_cache_core::obs::note(etl_cache_core::obs::Outcome::Expired);
                             bump(&self.counters.misses);
                             if let Removal::Removed = removal {
                                 Counters::bump(&self.counters.expired);

@@ -467,9 +467,12 @@ impl ObjectCache {
 #[async_trait]
 impl Cache for ObjectCache {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
-        validate_key(key)?;
-        value.check(key)?;
-        self.inner.write_value(key, value, opts).await
+        etl_cache_core::obs::observe("object", "set", Some(key), async move {
+            validate_key(key)?;
+            value.check(key)?;
+            self.inner.write_value(key, value, opts).await
+        })
+        .await
     }
 
     async fn set_stream(
@@ -478,23 +481,32 @@ impl Cache for ObjectCache {
         stream: ByteStream,
         opts: SetOptions,
     ) -> Result<EntryMeta> {
-        validate_key(key)?;
-        self.inner.write_stream(key, stream, opts).await
+        etl_cache_core::obs::observe("object", "set_stream", Some(key), async move {
+            validate_key(key)?;
+            self.inner.write_stream(key, stream, opts).await
+        })
+        .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<Value>> {
-        Ok(self.get_entry(key).await?.map(|(_, v)| v))
+        etl_cache_core::obs::observe("object", "get", Some(key), async move {
+            Ok(self.get_entry(key).await?.map(|(_, v)| v))
+        })
+        .await
     }
 
     async fn get_entry(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
-        validate_key(key)?;
-        let found = self.inner.read_value(key).await?;
-        Counters::bump(if found.is_some() {
-            &self.inner.counters.hits
-        } else {
-            &self.inner.counters.misses
-        });
-        Ok(found)
+        etl_cache_core::obs::observe("object", "get_entry", Some(key), async move {
+            validate_key(key)?;
+            let found = self.inner.read_value(key).await?;
+            Counters::bump(if found.is_some() {
+                &self.inner.counters.hits
+            } else {
+                &self.inner.counters.misses
+            });
+            Ok(found)
+        })
+        .await
     }
 
     /// Reads the whole entry in one request (as `get`), then cuts the
@@ -507,105 +519,127 @@ impl Cache for ObjectCache {
         key: &str,
         range: std::ops::Range<u64>,
     ) -> Result<Option<(EntryMeta, bytes::Bytes)>> {
-        validate_key(key)?;
-        etl_cache_core::check_range(&range)?;
-        let found = self.inner.read_logical(key).await?;
-        Counters::bump(if found.is_some() {
-            &self.inner.counters.hits
-        } else {
-            &self.inner.counters.misses
-        });
-        Ok(found.map(|(meta, logical)| {
-            let (start, end) = etl_cache_core::clamp_range(&range, meta.logical_len);
-            (meta, logical.slice(start as usize..end as usize))
-        }))
+        etl_cache_core::obs::observe("object", "get_range", Some(key), async move {
+            validate_key(key)?;
+            etl_cache_core::check_range(&range)?;
+            let found = self.inner.read_logical(key).await?;
+            Counters::bump(if found.is_some() {
+                &self.inner.counters.hits
+            } else {
+                &self.inner.counters.misses
+            });
+            Ok(found.map(|(meta, logical)| {
+                let (start, end) = etl_cache_core::clamp_range(&range, meta.logical_len);
+                (meta, logical.slice(start as usize..end as usize))
+            }))
+        })
+        .await
     }
 
     async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>> {
-        validate_key(key)?;
-        if chunk_size == 0 {
-            return Err(Error::InvalidInput {
-                message: "chunk_size must be at least 1".into(),
+        etl_cache_core::obs::observe("object", "get_stream", Some(key), async move {
+            validate_key(key)?;
+            if chunk_size == 0 {
+                return Err(Error::InvalidInput {
+                    message: "chunk_size must be at least 1".into(),
+                });
+            }
+            let found = self.inner.open_stream(key, chunk_size).await?;
+            Counters::bump(if found.is_some() {
+                &self.inner.counters.hits
+            } else {
+                &self.inner.counters.misses
             });
-        }
-        let found = self.inner.open_stream(key, chunk_size).await?;
-        Counters::bump(if found.is_some() {
-            &self.inner.counters.hits
-        } else {
-            &self.inner.counters.misses
-        });
-        Ok(found)
+            Ok(found)
+        })
+        .await
     }
 
     async fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
-        validate_key(key)?;
-        let location = self.inner.layout.entry(key);
-        match self.inner.probe(key, &location).await? {
-            Probe::Missing => Ok(None),
-            Probe::Foreign(why) => {
-                Err(self.inner.not_an_entry_because("read", key, &location, why))
-            }
-            Probe::Corrupt { reason, .. } => Err(self.inner.corrupt(key, reason)),
-            Probe::Entry(p) => {
-                if p.meta.is_expired(self.inner.config.clock.now()) {
-                    return Ok(None);
+        etl_cache_core::obs::observe("object", "head", Some(key), async move {
+            validate_key(key)?;
+            let location = self.inner.layout.entry(key);
+            match self.inner.probe(key, &location).await? {
+                Probe::Missing => Ok(None),
+                Probe::Foreign(why) => {
+                    Err(self.inner.not_an_entry_because("read", key, &location, why))
                 }
-                Ok(Some(p.meta))
+                Probe::Corrupt { reason, .. } => Err(self.inner.corrupt(key, reason)),
+                Probe::Entry(p) => {
+                    if p.meta.is_expired(self.inner.config.clock.now()) {
+                        return Ok(None);
+                    }
+                    Ok(Some(p.meta))
+                }
             }
-        }
+        })
+        .await
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        validate_key(key)?;
-        let location = self.inner.layout.entry(key);
-        match self.inner.standing(&location).await {
-            Standing::Missing => return Ok(false),
-            Standing::Other { why, .. } => {
-                return Err(self
-                    .inner
-                    .not_an_entry_because("delete", key, &location, Some(why)));
+        etl_cache_core::obs::observe("object", "delete", Some(key), async move {
+            validate_key(key)?;
+            let location = self.inner.layout.entry(key);
+            match self.inner.standing(&location).await {
+                Standing::Missing => return Ok(false),
+                Standing::Other { why, .. } => {
+                    return Err(self.inner.not_an_entry_because(
+                        "delete",
+                        key,
+                        &location,
+                        Some(why),
+                    ));
+                }
+                Standing::File | Standing::Unknown => {}
             }
-            Standing::File | Standing::Unknown => {}
-        }
-        match self.inner.store.head(&location).await {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => return Ok(false),
-            Err(e) => return Err(self.inner.fail("head", key, &location, e)),
-        }
-        match self.inner.store.delete(&location).await {
-            Ok(()) => {
-                Counters::bump(&self.inner.counters.deletes);
-                Ok(true)
+            match self.inner.store.head(&location).await {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => return Ok(false),
+                Err(e) => return Err(self.inner.fail("head", key, &location, e)),
             }
-            Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) => Err(self.inner.fail("delete", key, &location, e)),
-        }
+            match self.inner.store.delete(&location).await {
+                Ok(()) => {
+                    Counters::bump(&self.inner.counters.deletes);
+                    Ok(true)
+                }
+                Err(e) if is_not_found(&e) => Ok(false),
+                Err(e) => Err(self.inner.fail("delete", key, &location, e)),
+            }
+        })
+        .await
     }
 
     fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        self.inner
-            .probe_all(prefix.unwrap_or(""), false)
-            .try_filter_map(|(meta, expired)| {
-                futures::future::ready(Ok((!expired).then_some(meta)))
-            })
-            .boxed()
+        etl_cache_core::obs::observe_stream("object", "list", prefix, {
+            self.inner
+                .probe_all(prefix.unwrap_or(""), false)
+                .try_filter_map(|(meta, expired)| {
+                    futures::future::ready(Ok((!expired).then_some(meta)))
+                })
+                .boxed()
+        })
     }
 
     fn list_all(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        self.inner
-            .probe_all(prefix.unwrap_or(""), false)
-            .map_ok(|(meta, _)| meta)
-            .boxed()
+        etl_cache_core::obs::observe_stream("object", "list_all", prefix, {
+            self.inner
+                .probe_all(prefix.unwrap_or(""), false)
+                .map_ok(|(meta, _)| meta)
+                .boxed()
+        })
     }
 
     async fn purge_expired(&self) -> Result<u64> {
-        self.inner
-            .probe_all("", true)
-            .try_fold(
-                0u64,
-                |n, (_, expired)| async move { Ok(n + expired as u64) },
-            )
-            .await
+        etl_cache_core::obs::observe("object", "purge_expired", None, async move {
+            self.inner
+                .probe_all("", true)
+                .try_fold(
+                    0u64,
+                    |n, (_, expired)| async move { Ok(n + expired as u64) },
+                )
+                .await
+        })
+        .await
     }
 
     /// Removes every entry of this cache: the objects under the prefix
@@ -620,44 +654,49 @@ impl Cache for ObjectCache {
     ///
     /// Returns how many entries were deleted.
     async fn clear(&self) -> Result<u64> {
-        let inner = self.inner.clone();
-        let entries: Vec<Path> = inner
-            .list_objects(inner.layout.prefix())
-            .try_filter_map(|m| {
-                let found = match inner.layout.classify(&m.location) {
-                    Name::Direct(key) if m.size >= 4 => Some((m.location, key)),
-                    Name::Long if m.size >= 4 => Some((m.location.clone(), m.location.to_string())),
-                    _ => None,
-                };
-                futures::future::ready(Ok(found))
-            })
-            .map_ok(|(location, key)| {
-                let inner = inner.clone();
-                async move {
-                    let ours = inner.is_entry(&key, &location).await?;
-                    Ok(ours.then_some(location))
-                }
-            })
-            .try_buffer_unordered(CLEAR_CONCURRENCY)
-            .try_filter_map(|x| futures::future::ready(Ok(x)))
-            .try_collect()
-            .await?;
-        let locations = stream::iter(entries.into_iter().map(Ok)).boxed();
-        let removed = self
-            .inner
-            .store
-            .delete_stream(locations)
-            .filter_map(|r| {
-                futures::future::ready(match r {
-                    Ok(_) => Some(Ok(())),
-                    Err(e) if is_not_found(&e) => None,
-                    Err(e) => Some(Err(e)),
+        etl_cache_core::obs::observe("object", "clear", None, async move {
+            let inner = self.inner.clone();
+            let entries: Vec<Path> = inner
+                .list_objects(inner.layout.prefix())
+                .try_filter_map(|m| {
+                    let found = match inner.layout.classify(&m.location) {
+                        Name::Direct(key) if m.size >= 4 => Some((m.location, key)),
+                        Name::Long if m.size >= 4 => {
+                            Some((m.location.clone(), m.location.to_string()))
+                        }
+                        _ => None,
+                    };
+                    futures::future::ready(Ok(found))
                 })
-            })
-            .try_fold(0u64, |n, ()| async move { Ok(n + 1) })
-            .await
-            .map_err(|e| self.inner.fail("delete", "", self.inner.layout.prefix(), e))?;
-        Ok(removed)
+                .map_ok(|(location, key)| {
+                    let inner = inner.clone();
+                    async move {
+                        let ours = inner.is_entry(&key, &location).await?;
+                        Ok(ours.then_some(location))
+                    }
+                })
+                .try_buffer_unordered(CLEAR_CONCURRENCY)
+                .try_filter_map(|x| futures::future::ready(Ok(x)))
+                .try_collect()
+                .await?;
+            let locations = stream::iter(entries.into_iter().map(Ok)).boxed();
+            let removed = self
+                .inner
+                .store
+                .delete_stream(locations)
+                .filter_map(|r| {
+                    futures::future::ready(match r {
+                        Ok(_) => Some(Ok(())),
+                        Err(e) if is_not_found(&e) => None,
+                        Err(e) => Some(Err(e)),
+                    })
+                })
+                .try_fold(0u64, |n, ()| async move { Ok(n + 1) })
+                .await
+                .map_err(|e| self.inner.fail("delete", "", self.inner.layout.prefix(), e))?;
+            Ok(removed)
+        })
+        .await
     }
 
     async fn get_or_insert_boxed<'a>(
@@ -666,9 +705,12 @@ impl Cache for ObjectCache {
         opts: SetOptions,
         init: InitFuture<'a>,
     ) -> Result<Value> {
-        opts.validate()?;
-        self.single_flight(key, opts, self.inner.config.lock_timeout, init)
-            .await
+        etl_cache_core::obs::observe_init("object", key, init, |init| async move {
+            opts.validate()?;
+            self.single_flight(key, opts, self.inner.config.lock_timeout, init)
+                .await
+        })
+        .await
     }
 
     /// The counters of this handle, and the objects under the prefix that
@@ -678,18 +720,21 @@ impl Cache for ObjectCache {
     /// can tell: `list` and `clear` do read). Expired and corrupt entries
     /// count until `purge_expired` removes them (reads never delete).
     async fn stats(&self) -> Result<Stats> {
-        let inner = self.inner.clone();
-        let (entries, bytes) = inner
-            .list_objects(inner.layout.prefix())
-            .try_fold((0u64, 0u64), |(n, b), m| {
-                let entry = m.size >= crate::read::MIN_ENTRY
-                    && matches!(
-                        inner.layout.classify(&m.location),
-                        Name::Direct(_) | Name::Long
-                    );
-                futures::future::ready(Ok(if entry { (n + 1, b + m.size) } else { (n, b) }))
-            })
-            .await?;
-        Ok(self.inner.counters.snapshot(entries, bytes))
+        etl_cache_core::obs::observe("object", "stats", None, async move {
+            let inner = self.inner.clone();
+            let (entries, bytes) = inner
+                .list_objects(inner.layout.prefix())
+                .try_fold((0u64, 0u64), |(n, b), m| {
+                    let entry = m.size >= crate::read::MIN_ENTRY
+                        && matches!(
+                            inner.layout.classify(&m.location),
+                            Name::Direct(_) | Name::Long
+                        );
+                    futures::future::ready(Ok(if entry { (n + 1, b + m.size) } else { (n, b) }))
+                })
+                .await?;
+            Ok(self.inner.counters.snapshot(entries, bytes))
+        })
+        .await
     }
 }

@@ -401,6 +401,7 @@ impl Inner {
             Err(Bad::Corrupt(why)) => return Err(self.corrupt(key, why)),
         };
         if meta.is_expired(self.config.clock.now()) {
+            etl_cache_core::obs::note(etl_cache_core::obs::Outcome::Expired);
             return Ok(None);
         }
         let decoded = if !crate::cache::work_inline(meta.codec, meta.stored_len as usize) {
@@ -482,6 +483,7 @@ impl Inner {
                 Err(Bad::Corrupt(why)) => return Err(self.corrupt(key, why)),
             };
             if meta.is_expired(self.config.clock.now()) {
+                etl_cache_core::obs::note(etl_cache_core::obs::Outcome::Expired);
                 return Ok(None);
             }
             let first = buf.split_off(header.len).freeze();

@@ -324,6 +324,7 @@ impl Inner {
         let memory = self.memory.as_ref()?;
         let e = memory.get(key)?;
         if e.meta.is_expired(self.clock.now()) {
+            etl_cache_core::obs::note(etl_cache_core::obs::Outcome::Expired);
             memory.invalidate(key);
             return None;
         }
@@ -608,25 +609,28 @@ impl Cache for TieredCache {
     /// crate documentation). Fails only when the invalidation or the last
     /// tier fails; the previous value is then intact in the last tier.
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
-        validate_key(key)?;
-        opts.validate()?;
-        value.check(key)?;
-        let inner = &self.inner;
-        let (guard, _) = inner.begin_write(key).await?;
-        let meta = match inner.last().set(key, value.clone(), opts).await {
-            Ok(meta) => meta,
-            Err(e) => {
-                inner.end_write(guard, None).await;
-                return Err(e);
-            }
-        };
-        let fill = Fill {
-            meta: &meta,
-            value: &value,
-            compression: opts.compression,
-        };
-        inner.end_write(guard, Some(fill)).await;
-        Ok(meta)
+        etl_cache_core::obs::observe("tiered", "set", Some(key), async move {
+            validate_key(key)?;
+            opts.validate()?;
+            value.check(key)?;
+            let inner = &self.inner;
+            let (guard, _) = inner.begin_write(key).await?;
+            let meta = match inner.last().set(key, value.clone(), opts).await {
+                Ok(meta) => meta,
+                Err(e) => {
+                    inner.end_write(guard, None).await;
+                    return Err(e);
+                }
+            };
+            let fill = Fill {
+                meta: &meta,
+                value: &value,
+                compression: opts.compression,
+            };
+            inner.end_write(guard, Some(fill)).await;
+            Ok(meta)
+        })
+        .await
     }
 
     /// Invalidates the key in memory and the upper tiers, then reads the
@@ -642,152 +646,166 @@ impl Cache for TieredCache {
         stream: ByteStream,
         opts: SetOptions,
     ) -> Result<EntryMeta> {
-        validate_key(key)?;
-        opts.validate()?;
-        let inner = &self.inner;
-        let (guard, _) = inner.begin_write(key).await?;
-        let upper = inner.upper();
-        if upper.is_empty() {
-            let r = inner.last().set_stream(key, stream, opts).await;
+        etl_cache_core::obs::observe("tiered", "set_stream", Some(key), async move {
+            validate_key(key)?;
+            opts.validate()?;
+            let inner = &self.inner;
+            let (guard, _) = inner.begin_write(key).await?;
+            let upper = inner.upper();
+            if upper.is_empty() {
+                let r = inner.last().set_stream(key, stream, opts).await;
+                inner.end_write(guard, None).await;
+                return r;
+            }
+            // The entry's expiry is fixed now, for every tier: each tier starts
+            // its write a little later (and a tier reads its own clock), so
+            // with the TTL alone the copies above would expire at other times
+            // than the entry, and report other metadata. Given the same latest
+            // expiry, each tier's is min(its start + TTL, now + TTL) = now + TTL.
+            // (A copy that still ends up outliving the entry, on a tier whose
+            // clock runs behind, is dropped below.)
+            let opts = match opts.expires_at(inner.clock.now())? {
+                Some(at) => opts.expires_by(at),
+                None => opts,
+            };
+            let upper_opts = opts;
+            let (bottom_tx, bottom_rx) = mpsc::channel::<io::Result<Bytes>>(TEE_CHUNKS);
+            let mut feeds = Vec::with_capacity(upper.len());
+            let mut gates = Vec::with_capacity(upper.len());
+            let mut writes = Vec::with_capacity(upper.len());
+            for tier in upper {
+                let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(TEE_CHUNKS);
+                let (gate_tx, gate_rx) = oneshot::channel::<bool>();
+                feeds.push(Some(tx));
+                gates.push(gate_tx);
+                writes.push(tier.set_stream(key, gated(rx, gate_rx), upper_opts));
+            }
+            let feed = async move {
+                let mut stream = stream;
+                let mut bottom_tx = bottom_tx;
+                while let Some(item) = stream.next().await {
+                    let chunk = match item {
+                        Ok(chunk) => chunk,
+                        Err(e) => {
+                            // The last tier reports the stream's error; the
+                            // upper tiers fail at their gate.
+                            let _ = bottom_tx.send(Err(e)).await;
+                            return;
+                        }
+                    };
+                    for feed in &mut feeds {
+                        if let Some(tx) = feed
+                            && tx.send(Ok(chunk.clone())).await.is_err()
+                        {
+                            // That tier stopped (it refused the value); the
+                            // others go on.
+                            *feed = None;
+                        }
+                    }
+                    if bottom_tx.send(Ok(chunk)).await.is_err() {
+                        return; // the last tier stopped; its error says why
+                    }
+                }
+            };
+            let bottom = async move {
+                let r = inner.last().set_stream(key, bottom_rx.boxed(), opts).await;
+                for gate in gates {
+                    let _ = gate.send(r.is_ok());
+                }
+                r
+            };
+            let ((), meta, uppers) =
+                futures::join!(feed, bottom, futures::future::join_all(writes));
+            if let Ok(last) = &meta {
+                for (tier, r) in upper.iter().zip(uppers) {
+                    match r {
+                        Err(e) => inner.refused(tier, key, &e).await,
+                        Ok(copy) if outlives(&copy, last) => {
+                            let e = Error::InvalidInput {
+                                message: "the copy would expire after the entry".into(),
+                            };
+                            inner.refused(tier, key, &e).await;
+                        }
+                        Ok(_) => {}
+                    }
+                }
+            }
             inner.end_write(guard, None).await;
-            return r;
-        }
-        // The entry's expiry is fixed now, for every tier: each tier starts
-        // its write a little later (and a tier reads its own clock), so
-        // with the TTL alone the copies above would expire at other times
-        // than the entry, and report other metadata. Given the same latest
-        // expiry, each tier's is min(its start + TTL, now + TTL) = now + TTL.
-        // (A copy that still ends up outliving the entry, on a tier whose
-        // clock runs behind, is dropped below.)
-        let opts = match opts.expires_at(inner.clock.now())? {
-            Some(at) => opts.expires_by(at),
-            None => opts,
-        };
-        let upper_opts = opts;
-        let (bottom_tx, bottom_rx) = mpsc::channel::<io::Result<Bytes>>(TEE_CHUNKS);
-        let mut feeds = Vec::with_capacity(upper.len());
-        let mut gates = Vec::with_capacity(upper.len());
-        let mut writes = Vec::with_capacity(upper.len());
-        for tier in upper {
-            let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(TEE_CHUNKS);
-            let (gate_tx, gate_rx) = oneshot::channel::<bool>();
-            feeds.push(Some(tx));
-            gates.push(gate_tx);
-            writes.push(tier.set_stream(key, gated(rx, gate_rx), upper_opts));
-        }
-        let feed = async move {
-            let mut stream = stream;
-            let mut bottom_tx = bottom_tx;
-            while let Some(item) = stream.next().await {
-                let chunk = match item {
-                    Ok(chunk) => chunk,
-                    Err(e) => {
-                        // The last tier reports the stream's error; the
-                        // upper tiers fail at their gate.
-                        let _ = bottom_tx.send(Err(e)).await;
-                        return;
-                    }
-                };
-                for feed in &mut feeds {
-                    if let Some(tx) = feed
-                        && tx.send(Ok(chunk.clone())).await.is_err()
-                    {
-                        // That tier stopped (it refused the value); the
-                        // others go on.
-                        *feed = None;
-                    }
-                }
-                if bottom_tx.send(Ok(chunk)).await.is_err() {
-                    return; // the last tier stopped; its error says why
-                }
-            }
-        };
-        let bottom = async move {
-            let r = inner.last().set_stream(key, bottom_rx.boxed(), opts).await;
-            for gate in gates {
-                let _ = gate.send(r.is_ok());
-            }
-            r
-        };
-        let ((), meta, uppers) = futures::join!(feed, bottom, futures::future::join_all(writes));
-        if let Ok(last) = &meta {
-            for (tier, r) in upper.iter().zip(uppers) {
-                match r {
-                    Err(e) => inner.refused(tier, key, &e).await,
-                    Ok(copy) if outlives(&copy, last) => {
-                        let e = Error::InvalidInput {
-                            message: "the copy would expire after the entry".into(),
-                        };
-                        inner.refused(tier, key, &e).await;
-                    }
-                    Ok(_) => {}
-                }
-            }
-        }
-        inner.end_write(guard, None).await;
-        meta
+            meta
+        })
+        .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<Value>> {
-        validate_key(key)?;
-        Ok(self.inner.find(key, true).await?.map(|(_, v, _)| v))
+        etl_cache_core::obs::observe("tiered", "get", Some(key), async move {
+            validate_key(key)?;
+            Ok(self.inner.find(key, true).await?.map(|(_, v, _)| v))
+        })
+        .await
     }
 
     async fn get_entry(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
-        validate_key(key)?;
-        Ok(self.inner.find(key, true).await?.map(|(m, v, _)| (m, v)))
+        etl_cache_core::obs::observe("tiered", "get_entry", Some(key), async move {
+            validate_key(key)?;
+            Ok(self.inner.find(key, true).await?.map(|(m, v, _)| (m, v)))
+        })
+        .await
     }
 
     async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>> {
-        validate_key(key)?;
-        if chunk_size == 0 {
-            return Err(Error::InvalidInput {
-                message: "chunk_size must be at least 1".into(),
-            });
-        }
-        let inner = &self.inner;
-        if let Some(e) = inner.memory_get(key) {
-            Counters::bump(&inner.counters.hits);
-            Counters::bump(&inner.memory_hits);
-            return Ok(Some(GetStream::new(
-                e.meta.clone(),
-                chunked(e.bytes.clone(), chunk_size),
-            )));
-        }
-        let ticket = inner.epochs.enter(key);
-        for (i, tier) in inner.tiers.iter().enumerate() {
-            let Some(s) = tier.get_stream(key, chunk_size).await? else {
-                continue;
-            };
-            if inner.expired(s.meta()) {
-                continue;
+        etl_cache_core::obs::observe("tiered", "get_stream", Some(key), async move {
+            validate_key(key)?;
+            if chunk_size == 0 {
+                return Err(Error::InvalidInput {
+                    message: "chunk_size must be at least 1".into(),
+                });
             }
-            Counters::bump(&inner.counters.hits);
-            Counters::bump(&inner.tier_hits[i]);
-            let meta = s.meta().clone();
-            if !inner.fits_memory(&meta) {
-                // Big: stream it through, never buffered, not promoted.
-                return Ok(Some(s));
+            let inner = &self.inner;
+            if let Some(e) = inner.memory_get(key) {
+                Counters::bump(&inner.counters.hits);
+                Counters::bump(&inner.memory_hits);
+                return Ok(Some(GetStream::new(
+                    e.meta.clone(),
+                    chunked(e.bytes.clone(), chunk_size),
+                )));
             }
-            let mut buf = bytes::BytesMut::with_capacity(meta.logical_len as usize);
-            let mut stream = s.into_parts().1;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| etl_cache_core::stream_read_error(key, e))?;
-                buf.extend_from_slice(&chunk);
-            }
-            let bytes = buf.freeze();
-            let value =
-                Value::from_stored(meta.kind, bytes.clone()).map_err(|reason| Error::Corrupt {
-                    key: Error::display_key(key),
-                    reason,
+            let ticket = inner.epochs.enter(key);
+            for (i, tier) in inner.tiers.iter().enumerate() {
+                let Some(s) = tier.get_stream(key, chunk_size).await? else {
+                    continue;
+                };
+                if inner.expired(s.meta()) {
+                    continue;
+                }
+                Counters::bump(&inner.counters.hits);
+                Counters::bump(&inner.tier_hits[i]);
+                let meta = s.meta().clone();
+                if !inner.fits_memory(&meta) {
+                    // Big: stream it through, never buffered, not promoted.
+                    return Ok(Some(s));
+                }
+                let mut buf = bytes::BytesMut::with_capacity(meta.logical_len as usize);
+                let mut stream = s.into_parts().1;
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| etl_cache_core::stream_read_error(key, e))?;
+                    buf.extend_from_slice(&chunk);
+                }
+                let bytes = buf.freeze();
+                let value = Value::from_stored(meta.kind, bytes.clone()).map_err(|reason| {
+                    Error::Corrupt {
+                        key: Error::display_key(key),
+                        reason,
+                    }
                 })?;
-            inner
-                .promote(&ticket, &meta, &value, Some(bytes.clone()), i)
-                .await;
-            return Ok(Some(GetStream::new(meta, chunked(bytes, chunk_size))));
-        }
-        Counters::bump(&inner.counters.misses);
-        Ok(None)
+                inner
+                    .promote(&ticket, &meta, &value, Some(bytes.clone()), i)
+                    .await;
+                return Ok(Some(GetStream::new(meta, chunked(bytes, chunk_size))));
+            }
+            Counters::bump(&inner.counters.misses);
+            Ok(None)
+        })
+        .await
     }
 
     /// A range from memory when the entry is there, else from the first
@@ -799,106 +817,125 @@ impl Cache for TieredCache {
         key: &str,
         range: std::ops::Range<u64>,
     ) -> Result<Option<(EntryMeta, Bytes)>> {
-        validate_key(key)?;
-        etl_cache_core::check_range(&range)?;
-        let inner = &self.inner;
-        if let Some(e) = inner.memory_get(key) {
-            Counters::bump(&inner.counters.hits);
-            Counters::bump(&inner.memory_hits);
-            let (start, end) = etl_cache_core::clamp_range(&range, e.meta.logical_len);
-            let part = e.bytes.slice(start as usize..end as usize);
-            return Ok(Some((e.meta.clone(), part)));
-        }
-        for (i, tier) in inner.tiers.iter().enumerate() {
-            let Some((meta, part)) = tier.get_range(key, range.clone()).await? else {
-                continue;
-            };
-            if inner.expired(&meta) {
-                continue;
+        etl_cache_core::obs::observe("tiered", "get_range", Some(key), async move {
+            validate_key(key)?;
+            etl_cache_core::check_range(&range)?;
+            let inner = &self.inner;
+            if let Some(e) = inner.memory_get(key) {
+                Counters::bump(&inner.counters.hits);
+                Counters::bump(&inner.memory_hits);
+                let (start, end) = etl_cache_core::clamp_range(&range, e.meta.logical_len);
+                let part = e.bytes.slice(start as usize..end as usize);
+                return Ok(Some((e.meta.clone(), part)));
             }
-            Counters::bump(&inner.counters.hits);
-            Counters::bump(&inner.tier_hits[i]);
-            return Ok(Some((meta, part)));
-        }
-        Counters::bump(&inner.counters.misses);
-        Ok(None)
+            for (i, tier) in inner.tiers.iter().enumerate() {
+                let Some((meta, part)) = tier.get_range(key, range.clone()).await? else {
+                    continue;
+                };
+                if inner.expired(&meta) {
+                    continue;
+                }
+                Counters::bump(&inner.counters.hits);
+                Counters::bump(&inner.tier_hits[i]);
+                return Ok(Some((meta, part)));
+            }
+            Counters::bump(&inner.counters.misses);
+            Ok(None)
+        })
+        .await
     }
 
     async fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
-        validate_key(key)?;
-        if let Some(e) = self.inner.memory_get(key) {
-            return Ok(Some(e.meta.clone()));
-        }
-        for tier in &self.inner.tiers {
-            if let Some(m) = tier.head(key).await?
-                && !self.inner.expired(&m)
-            {
-                return Ok(Some(m));
+        etl_cache_core::obs::observe("tiered", "head", Some(key), async move {
+            validate_key(key)?;
+            if let Some(e) = self.inner.memory_get(key) {
+                return Ok(Some(e.meta.clone()));
             }
-        }
-        Ok(None)
+            for tier in &self.inner.tiers {
+                if let Some(m) = tier.head(key).await?
+                    && !self.inner.expired(&m)
+                {
+                    return Ok(Some(m));
+                }
+            }
+            Ok(None)
+        })
+        .await
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        validate_key(key)?;
-        let inner = &self.inner;
-        let (guard, mut any) = inner.begin_write(key).await?;
-        let r = inner.last().delete(key).await;
-        inner.end_write(guard, None).await;
-        any |= r?;
-        if any {
-            Counters::bump(&inner.counters.deletes);
-        }
-        Ok(any)
+        etl_cache_core::obs::observe("tiered", "delete", Some(key), async move {
+            validate_key(key)?;
+            let inner = &self.inner;
+            let (guard, mut any) = inner.begin_write(key).await?;
+            let r = inner.last().delete(key).await;
+            inner.end_write(guard, None).await;
+            any |= r?;
+            if any {
+                Counters::bump(&inner.counters.deletes);
+            }
+            Ok(any)
+        })
+        .await
     }
 
     fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        self.inner.last().list(prefix)
+        etl_cache_core::obs::observe_stream("tiered", "list", prefix, {
+            self.inner.last().list(prefix)
+        })
     }
 
     fn list_all(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        self.inner.last().list_all(prefix)
+        etl_cache_core::obs::observe_stream("tiered", "list_all", prefix, {
+            self.inner.last().list_all(prefix)
+        })
     }
 
     async fn purge_expired(&self) -> Result<u64> {
-        let inner = &self.inner;
-        if let Some(memory) = &inner.memory {
-            let now = inner.clock.now();
-            let expired: Vec<Arc<String>> = memory
-                .iter()
-                .filter(|(_, e)| e.meta.is_expired(now))
-                .map(|(k, _)| k)
-                .collect();
-            for k in expired {
-                memory.invalidate(k.as_str());
+        etl_cache_core::obs::observe("tiered", "purge_expired", None, async move {
+            let inner = &self.inner;
+            if let Some(memory) = &inner.memory {
+                let now = inner.clock.now();
+                let expired: Vec<Arc<String>> = memory
+                    .iter()
+                    .filter(|(_, e)| e.meta.is_expired(now))
+                    .map(|(k, _)| k)
+                    .collect();
+                for k in expired {
+                    memory.invalidate(k.as_str());
+                }
             }
-        }
-        let mut last = 0;
-        for tier in &inner.tiers {
-            last = tier.purge_expired().await?;
-        }
-        inner.counters.expired.fetch_add(last, Ordering::Relaxed);
-        Ok(last)
+            let mut last = 0;
+            for tier in &inner.tiers {
+                last = tier.purge_expired().await?;
+            }
+            inner.counters.expired.fetch_add(last, Ordering::Relaxed);
+            Ok(last)
+        })
+        .await
     }
 
     /// Clears memory and every tier. Promotions and the ends of writes
     /// under way when it starts install nothing they read before it ended.
     async fn clear(&self) -> Result<u64> {
-        let inner = &self.inner;
-        let _excl = inner.epochs.clear.write().await;
-        {
-            let mut st = inner.epochs.state();
-            st.bump_clears();
-            if let Some(memory) = &inner.memory {
-                memory.invalidate_all();
+        etl_cache_core::obs::observe("tiered", "clear", None, async move {
+            let inner = &self.inner;
+            let _excl = inner.epochs.clear.write().await;
+            {
+                let mut st = inner.epochs.state();
+                st.bump_clears();
+                if let Some(memory) = &inner.memory {
+                    memory.invalidate_all();
+                }
             }
-        }
-        let _end = ClearGuard { inner };
-        let mut last = 0;
-        for tier in &inner.tiers {
-            last = tier.clear().await?;
-        }
-        Ok(last)
+            let _end = ClearGuard { inner };
+            let mut last = 0;
+            for tier in &inner.tiers {
+                last = tier.clear().await?;
+            }
+            Ok(last)
+        })
+        .await
     }
 
     /// Coordinates through the last tier (a DiskCache coordinates processes
@@ -910,6 +947,7 @@ impl Cache for TieredCache {
         opts: SetOptions,
         init: InitFuture<'a>,
     ) -> Result<Value> {
+        etl_cache_core::obs::observe_init("tiered", key, init, |init| async move {
         validate_key(key)?;
         opts.validate()?;
         let inner = &self.inner;
@@ -960,13 +998,18 @@ impl Cache for TieredCache {
         });
         inner.end_write(guard, fill).await;
         Ok(value)
+        })
+        .await
     }
 
     async fn stats(&self) -> Result<Stats> {
-        let below = self.inner.last().stats().await?;
-        let mut s = self.inner.counters.snapshot(below.entries, below.bytes);
-        s.sets += below.sets;
-        s.evictions = below.evictions;
-        Ok(s)
+        etl_cache_core::obs::observe("tiered", "stats", None, async move {
+            let below = self.inner.last().stats().await?;
+            let mut s = self.inner.counters.snapshot(below.entries, below.bytes);
+            s.sets += below.sets;
+            s.evictions = below.evictions;
+            Ok(s)
+        })
+        .await
     }
 }
