@@ -27,6 +27,7 @@ from etl_cache._native import (
 )
 from etl_cache.aio import AsyncCache, AsyncLocalDiskCache, AsyncS3Cache, aopen
 
+# `open` and `aopen` stay out of `import *`: they would shadow the builtin.
 __all__ = [
     "AsyncCache",
     "AsyncLocalDiskCache",
@@ -44,6 +45,4 @@ __all__ = [
     "StreamError",
     "TooLargeError",
     "__version__",
-    "aopen",
-    "open",
 ]

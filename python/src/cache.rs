@@ -205,7 +205,10 @@ pub(crate) struct LocalDiskCache {}
 #[pymethods]
 impl LocalDiskCache {
     #[new]
-    #[pyo3(signature = (cache_dir=None, max_entries=None, *, max_bytes=None, lock_timeout=None, compression=None, durable=false))]
+    #[pyo3(
+        signature = (cache_dir=None, max_entries=None, *, max_bytes=None, lock_timeout=None, compression=None, durable=false),
+        text_signature = "(cache_dir='.cache', max_entries=None, *, max_bytes=None, lock_timeout=None, compression=None, durable=False)"
+    )]
     fn new(
         py: Python<'_>,
         cache_dir: Option<std::path::PathBuf>,

@@ -5,6 +5,9 @@
 //! by the whole module ([`runtime::get`]). Values keep their type: `str`
 //! comes back as `str`, `bytes` as `bytes`, `dict`/`list` as `dict`/`list`.
 
+// PyO3's macros generate the C API glue without needing unsafe code here.
+#![forbid(unsafe_code)]
+
 mod aio;
 mod cache;
 mod convert;

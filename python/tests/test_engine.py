@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -234,3 +236,28 @@ def test_s3_entries_written_by_rust_read_in_python_and_back(moto_endpoint, s3_cl
     assert cache.get("from_rust") == "hällo"
     cache.set("from_python", {"rows": [1, 2]}, compress=True)
     assert _run("--cache", url, "get", "from_python", env=env).strip() == b'{"rows":[1,2]}'
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_uses_the_parents_cache(tmp_path):
+    cache = LocalDiskCache(str(tmp_path))
+    cache.set("before_fork", "parent")
+    pid = os.fork()
+    if pid == 0:  # the child: streams need the runtime's worker threads
+        code = 1
+        try:
+            cache.set("from_child", iter([b"c" * 100_000] * 3))
+            ok = cache.get("before_fork") == "parent"
+            ok = ok and b"".join(cache.get_stream("from_child")) == b"c" * 300_000
+            code = 0 if ok else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)  # a hung child must fail the test, not hang the suite
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert cache.get("from_child") == b"c" * 300_000
