@@ -1,0 +1,263 @@
+"""What this package adds to the seed's API: typed errors, zstd, streams that
+fail cleanly, thread safety, the boto3 client, and caches shared with Rust."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import etl_cache
+from etl_cache import LocalDiskCache, S3Cache
+
+
+def test_import_paths_match_the_seed():
+    from etl_cache.interfaces import BaseCache
+    from etl_cache.local_cache import LocalDiskCache as L
+    from etl_cache.s3_cache import S3Cache as S
+
+    assert L is LocalDiskCache and S is S3Cache
+    assert issubclass(L, BaseCache) and issubclass(S, BaseCache)
+
+
+def test_default_cache_dir_is_dot_cache(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cache = LocalDiskCache()
+    cache.set("k", "v")
+    assert (tmp_path / ".cache").is_dir()
+    assert LocalDiskCache(".cache").get("k") == "v"
+
+
+def test_errors_are_cache_errors_that_name_the_key(tmp_path):
+    cache = LocalDiskCache(str(tmp_path), max_bytes=1000)
+    with pytest.raises(etl_cache.InvalidKeyError, match="must not be empty"):
+        cache.set("", "x")
+    with pytest.raises(etl_cache.TooLargeError, match="big_one"):
+        cache.set("big_one", os.urandom(5000))
+    assert issubclass(etl_cache.TooLargeError, etl_cache.CacheError)
+    with pytest.raises(TypeError, match="unsupported payload type int"):
+        cache.set("k", 42)
+    with pytest.raises(ValueError, match="ttl_seconds"):
+        cache.set("k", "v", ttl_seconds=-1)
+    with pytest.raises(ValueError, match="unknown compression"):
+        cache.set("k", "v", compression="lz4")
+
+
+def test_a_corrupt_entry_raises_and_is_removed(tmp_path):
+    cache = LocalDiskCache(str(tmp_path))
+    cache.set("ledger", "x" * 10_000)
+    [entry] = [p for p in tmp_path.rglob("*") if p.is_file() and p.stat().st_size > 5000]
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    entry.write_bytes(bytes(data))
+    with pytest.raises(etl_cache.CorruptEntryError, match="ledger"):
+        cache.get("ledger")
+    assert cache.get("ledger") is None
+
+
+def test_zstd_compression_streams_and_values(tmp_path):
+    cache = LocalDiskCache(str(tmp_path), compression="zstd")
+    text = "<row>same row again</row>\n" * 50_000
+    cache.set("z", text, compress=True)  # compress=True uses the cache's codec
+    assert cache.get("z") == text
+    cache.set("zs", iter([text.encode()] * 4), compression="zstd:9")
+    assert b"".join(cache.get_stream("zs")) == text.encode() * 4
+    stored = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
+    assert stored < len(text) / 20
+
+
+def test_a_failing_iterator_keeps_the_previous_value(tmp_path):
+    cache = LocalDiskCache(str(tmp_path))
+    cache.set("k", b"previous")
+
+    def broken():
+        yield b"partial " * 1000
+        raise ConnectionError("API connection reset")
+
+    with pytest.raises(ConnectionError, match="reset"):
+        cache.set("k", broken())
+    assert cache.get("k") == b"previous"
+    with pytest.raises(TypeError, match='"k" yielded str'):
+        cache.set("k", iter([b"ok", "not bytes"]))
+    assert cache.get("k") == b"previous"
+
+
+def test_stream_chunks_may_be_bytearray_or_memoryview(tmp_path):
+    cache = LocalDiskCache(str(tmp_path))
+    cache.set("k", iter([bytearray(b"ab"), memoryview(b"cd"), b"ef"]))
+    assert cache.get("k") == b"abcdef"
+
+
+def test_get_stream_can_be_closed_early(tmp_path):
+    cache = LocalDiskCache(str(tmp_path))
+    cache.set("k", b"x" * 1_000_000)
+    with cache.get_stream("k", chunk_size=1000) as chunks:
+        assert next(chunks) == b"x" * 1000
+    assert list(chunks) == []
+    cache.delete("k")
+
+
+def test_threads_share_one_cache(tmp_path):
+    cache = LocalDiskCache(str(tmp_path), max_entries=50)
+
+    def work(t: int) -> None:
+        for i in range(200):
+            key = f"k{(t * 7 + i) % 60}"
+            cache.set(key, {"t": t, "i": i, "key": key})
+            got = cache.get(key)
+            # another thread may have replaced or evicted it, never mangled it
+            assert got is None or got["key"] == key
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, range(8)))
+    present = sum(cache.get(f"k{i}") is not None for i in range(60))
+    assert present <= 50
+
+
+def test_two_caches_over_one_directory(tmp_path):
+    a = LocalDiskCache(str(tmp_path), max_entries=30)
+    b = LocalDiskCache(str(tmp_path), max_entries=30)
+    barrier = threading.Barrier(2)
+
+    def writer(cache, tag: str) -> None:
+        barrier.wait()
+        for i in range(150):
+            cache.set(f"{tag}{i % 40}", f"{tag}-{i}" * 100)
+            got = cache.get(f"{tag}{i % 40}")
+            assert got is None or got.startswith(f"{tag}-")
+
+    threads = [threading.Thread(target=writer, args=(c, t)) for c, t in ((a, "a"), (b, "b"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    keys = [f"{t}{i}" for t in "ab" for i in range(40)]
+    assert sum(a.get(k) is not None for k in keys) <= 30
+    a.set("shared", [1, 2])
+    assert b.get("shared") == [1, 2]
+
+
+def test_boto3_client_without_credentials_is_a_clear_error():
+    boto3 = pytest.importorskip("boto3")
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    client = boto3.client("s3", region_name="us-east-1", config=Config(signature_version=UNSIGNED))
+    with pytest.raises((ValueError, TypeError), match="credentials|aws_access_key_id"):
+        S3Cache("bucket", client=client)
+    with pytest.raises(TypeError, match="boto3 S3 client"):
+        S3Cache("bucket", client=object())
+
+
+def test_s3_with_explicit_endpoint_and_prefix(moto_endpoint, s3_client, bucket):
+    cache = S3Cache(
+        bucket,
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        prefix="team/etl",
+    )
+    cache.set("run_1", {"rows": 3})
+    from_client = S3Cache(bucket, client=s3_client, prefix="team/etl")
+    assert from_client.get("run_1") == {"rows": 3}
+    keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert keys and all(k.startswith("team/etl/") for k in keys)
+    url_cache = etl_cache.open(
+        f"s3://{bucket}/team/etl",
+        {
+            "aws_endpoint": moto_endpoint,
+            "aws_allow_http": "true",
+            "aws_region": "us-east-1",
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+        },
+    )
+    assert url_cache.get("run_1") == {"rows": 3}
+
+
+# --- shared with Rust (the etl-cache command line) -------------------------
+
+
+def _cli() -> str:
+    if p := os.environ.get("ETL_CACHE_CLI"):
+        return p
+    repo = Path(__file__).resolve().parents[2]
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or repo / "target")
+    for profile in ("release", "debug"):
+        p = target / profile / "etl-cache"
+        if p.is_file():
+            return str(p)
+    if p := shutil.which("etl-cache"):
+        return p
+    if os.environ.get("CI"):
+        pytest.fail("the etl-cache command line is not built (cargo build --release)")
+    pytest.skip("the etl-cache command line is not built")
+
+
+def _run(*args: str, env: dict | None = None, stdin: bytes | None = None) -> bytes:
+    return subprocess.run(
+        [_cli(), "-q", *args], input=stdin, capture_output=True, check=True, env=env
+    ).stdout
+
+
+def test_disk_entries_written_by_rust_read_in_python_and_back(tmp_path):
+    root = str(tmp_path / "shared")
+    _run("--cache", root, "set", "from_rust.xml", "--compress", "zstd", stdin=b"<xml>rust</xml>")
+    _run("--cache", root, "set", "stats", "--json", stdin=b'{"rows": 7}')
+    cache = LocalDiskCache(root)
+    assert cache.get("from_rust.xml") == b"<xml>rust</xml>"
+    assert cache.get("stats") == {"rows": 7}
+    cache.set("from_python", "päyload", compress=True)
+    cache.set("streamed", iter([b"a" * 70_000, b"b" * 70_000]), compression="zstd")
+    assert _run("--cache", root, "get", "from_python") == "päyload".encode()
+    assert _run("--cache", root, "get", "streamed") == b"a" * 70_000 + b"b" * 70_000
+
+
+def test_s3_entries_written_by_rust_read_in_python_and_back(moto_endpoint, s3_client, bucket):
+    env = dict(
+        os.environ,
+        AWS_ENDPOINT=moto_endpoint,
+        AWS_ALLOW_HTTP="true",
+        AWS_REGION="us-east-1",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+    )
+    url = f"s3://{bucket}/shared"
+    _run("--cache", url, "set", "from_rust", "--text", env=env, stdin="hällo".encode())
+    cache = S3Cache(bucket, client=s3_client, prefix="shared")
+    assert cache.get("from_rust") == "hällo"
+    cache.set("from_python", {"rows": [1, 2]}, compress=True)
+    assert _run("--cache", url, "get", "from_python", env=env).strip() == b'{"rows":[1,2]}'
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_uses_the_parents_cache(tmp_path):
+    cache = LocalDiskCache(str(tmp_path))
+    cache.set("before_fork", "parent")
+    pid = os.fork()
+    if pid == 0:  # the child: streams need the runtime's worker threads
+        code = 1
+        try:
+            cache.set("from_child", iter([b"c" * 100_000] * 3))
+            ok = cache.get("before_fork") == "parent"
+            ok = ok and b"".join(cache.get_stream("from_child")) == b"c" * 300_000
+            code = 0 if ok else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)  # a hung child must fail the test, not hang the suite
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert cache.get("from_child") == b"c" * 300_000
