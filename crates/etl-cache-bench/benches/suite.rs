@@ -1725,6 +1725,9 @@ fn section_store(_base: &Path, _report: &mut Report) {
 #[path = "suite/io.rs"]
 mod io;
 
+#[path = "suite/steps.rs"]
+mod steps;
+
 // ---------------------------------------------------------------- main
 
 const SECTIONS: &[&str] = &[
@@ -1737,6 +1740,7 @@ const SECTIONS: &[&str] = &[
     "object",
     "store",
     "io",
+    "steps",
 ];
 
 fn main() {
@@ -1807,6 +1811,9 @@ fn main() {
     }
     if run("io") {
         io::section(&base, &mut report);
+    }
+    if run("steps") {
+        steps::section(&base, &mut report);
     }
 
     println!("\n== targets (ratios measured in this run) ==");
