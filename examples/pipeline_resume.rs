@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use etl_cache::steps::{RunOptions, Step, StepExt};
-use etl_cache::{CacheExt, Compression, DiskCache, SetOptions, Value};
+use etl_cache::{Cache, CacheExt, Compression, DiskCache, SetOptions, Value};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 

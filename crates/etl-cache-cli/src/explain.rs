@@ -40,7 +40,7 @@ fn state(e: &Explanation) -> String {
         Explanation::EvictedOrDeleted { .. } => {
             "gone before expiry: evicted or deleted".to_owned()
         }
-        Explanation::Corrupt { reason } => format!("corrupt, removed: {reason}"),
+        Explanation::Corrupt { detail } => format!("corrupt, removed: {detail}"),
         other => other.reason().replace('_', " "),
     }
 }

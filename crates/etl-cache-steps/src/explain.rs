@@ -47,7 +47,7 @@ pub enum Explanation {
     /// The backend reports the entry as corrupt (and removed it).
     Corrupt {
         /// What check failed.
-        reason: String,
+        detail: String,
     },
     /// The result or its manifest was written in a format this build does
     /// not read.
@@ -124,8 +124,8 @@ impl fmt::Display for Explanation {
                 "miss: the result was evicted or deleted before it expired \
                  (no journal tells which)",
             ),
-            Explanation::Corrupt { reason } => {
-                write!(f, "miss: the result was corrupt and removed: {reason}")
+            Explanation::Corrupt { detail } => {
+                write!(f, "miss: the result was corrupt and removed: {detail}")
             }
             Explanation::IncompatibleFormat { found, supported } => write!(
                 f,
@@ -249,6 +249,6 @@ pub(crate) async fn corrupt(
                 supported: u32::from(etl_cache_core::format::FORMAT_VERSION),
             }
         }
-        _ => Explanation::Corrupt { reason },
+        _ => Explanation::Corrupt { detail: reason },
     }
 }

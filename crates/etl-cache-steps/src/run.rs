@@ -203,11 +203,14 @@ pub trait StepExt: Cache {
         let started = Instant::now();
         let r = step.resolve().await?;
         let key = r.key();
-        let mut compute = Some(compute);
+        // The computation waits here until a path takes it: a read that
+        // finds the entry corrupt leaves it for the computation that follows.
+        let cell = Mutex::new(Some(compute));
+        let take = || cell.lock().unwrap_or_else(|p| p.into_inner()).take();
         let mut forced = opts.refresh.then_some(Explanation::RefreshForced);
         loop {
             if let Some(why) = forced.take() {
-                let f = compute.take().expect("computed at most once");
+                let f = take().expect("a forced computation runs at most once");
                 let t = Instant::now();
                 let value = f().await.map_err(|e| {
                     Error::Cache(etl_cache_core::Error::Init {
@@ -225,19 +228,21 @@ pub trait StepExt: Cache {
                 });
             }
             let slot: Mutex<Option<(Explanation, Duration)>> = Mutex::new(None);
-            let f = compute.take().expect("computed at most once");
             let init = {
-                let (slot, r, key, now) = (&slot, &r, &key, opts.clock.now());
+                let (slot, r, key, now, take) = (&slot, &r, &key, opts.clock.now(), &take);
                 Box::pin(async move {
                     let why = explain_absent(self, r, now).await?;
+                    let Some(f) = take() else {
+                        return Err(BoxError::from("the step's computation was already used"));
+                    };
                     let t = Instant::now();
-                    let value = f().await.map_err(Into::into)?;
+                    let value = f().await.map_err(|e| -> BoxError { e.into() })?;
                     let took = t.elapsed();
                     if let Err(e) = value.check(key) {
                         return Err(Box::new(Refused(e)) as BoxError);
                     }
                     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((why, took));
-                    Ok(value)
+                    Ok::<Value, BoxError>(value)
                 })
             };
             match self.get_or_insert_boxed(&key, opts.set.clone(), init).await {
@@ -260,14 +265,13 @@ pub trait StepExt: Cache {
                         },
                     });
                 }
-                Err(etl_cache_core::Error::Corrupt { reason, .. }) if forced.is_none() => {
-                    // The backend removed the entry; compute it again, once.
-                    // `compute` was not run: the read failed before it.
-                    if compute.is_none() {
-                        // Only reachable if the backend failed after
-                        // computing; report it rather than loop.
+                Err(etl_cache_core::Error::Corrupt { key: k, reason }) => {
+                    // The backend removed the entry. Compute it again, once,
+                    // unless the computation already ran (the corruption was
+                    // found after it): then report it.
+                    if cell.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
                         return Err(Error::Cache(etl_cache_core::Error::Corrupt {
-                            key: key.clone(),
+                            key: k,
                             reason,
                         }));
                     }

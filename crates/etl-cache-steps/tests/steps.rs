@@ -30,8 +30,12 @@ async fn disk(dir: &std::path::Path) -> DiskCache {
 }
 
 fn transform(rows: u32) -> Step {
+    transform_code("v1", rows)
+}
+
+fn transform_code(code: &str, rows: u32) -> Step {
     Step::new("transform")
-        .code_version("v1")
+        .code_version(code)
         .param("rows", &rows)
         .param("opts", &serde_json::json!({"currency": "EUR", "strict": true}))
 }
@@ -290,7 +294,7 @@ async fn each_miss_gets_its_reason() {
     );
     // The code changed, and a part was added.
     let e = cache
-        .explain_at(&transform(1).code_version("v2").env("ETL_STEPS_NOT_SET"), now())
+        .explain_at(&transform_code("v2", 1).env("ETL_STEPS_NOT_SET"), now())
         .await
         .unwrap();
     table.push(("parts_changed", e.reason()));
