@@ -58,6 +58,8 @@ pub struct Manifest {
     pub host: String,
     /// The process that computed it.
     pub pid: u32,
+    /// Names this run among all runs: host, process, time and a counter.
+    pub run_id: String,
     /// The kind of the result: `text`, `bytes`, `json`, `arrow` or `stream`.
     pub kind: String,
     /// The logical length of the result, in bytes.
@@ -84,6 +86,7 @@ impl Manifest {
             expires_at: expires.map(crate::step::unix_seconds),
             host: host().to_owned(),
             pid: std::process::id(),
+            run_id: run_id(at),
             kind: kind.to_owned(),
             bytes,
         }
@@ -103,6 +106,17 @@ impl Manifest {
     pub fn compute_time(&self) -> Duration {
         Duration::try_from_secs_f64(self.compute_seconds).unwrap_or_default()
     }
+}
+
+/// A name no other run shares: floats do not survive a JSON round trip
+/// exactly, so runs are told apart by this, not by their time.
+fn run_id(at: SystemTime) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}.{}.{nanos}.{n}", host(), std::process::id())
 }
 
 pub(crate) fn from_unix(secs: f64) -> SystemTime {
@@ -190,8 +204,9 @@ pub(crate) async fn read_history(
 }
 
 fn merged(mut runs: Vec<Manifest>, m: &Manifest, keep: usize) -> Vec<Manifest> {
-    runs.retain(|r| !(r.digest == m.digest && r.computed_at <= m.computed_at));
-    if !runs.iter().any(|r| same_run(r, m)) {
+    // One line per digest: the newest run of it.
+    runs.retain(|r| r.digest != m.digest || r.computed_at > m.computed_at);
+    if !runs.iter().any(|r| r.digest == m.digest) {
         runs.push(m.clone());
     }
     runs.sort_by(|a, b| a.computed_at.total_cmp(&b.computed_at));
@@ -201,7 +216,7 @@ fn merged(mut runs: Vec<Manifest>, m: &Manifest, keep: usize) -> Vec<Manifest> {
 }
 
 fn same_run(a: &Manifest, b: &Manifest) -> bool {
-    a.digest == b.digest && a.computed_at == b.computed_at && a.pid == b.pid && a.host == b.host
+    a.run_id == b.run_id
 }
 
 /// Stores a result's manifest, then adds it to its step's history (see the
