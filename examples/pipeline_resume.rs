@@ -142,14 +142,20 @@ async fn run(cache: &DiskCache, attempt: u32) -> Result<Duration, Box<dyn std::e
             let t = Instant::now();
             let raw = cache
                 .run_stream(&extract_step(), opts.clone(), 1 << 20, || async {
-                    Ok::<_, std::io::Error>(futures::stream::iter(0..PAGES).then(fetch_page).boxed())
+                    Ok::<_, std::io::Error>(
+                        futures::stream::iter(0..PAGES).then(fetch_page).boxed(),
+                    )
                 })
                 .await?;
             println!(
                 "  extract:   {:.1} MB of XML in {:.2?} ({})",
                 raw.value.meta().logical_len as f64 / 1e6,
                 t.elapsed(),
-                if raw.outcome.is_hit() { "from the cache" } else { "fetched" }
+                if raw.outcome.is_hit() {
+                    "from the cache"
+                } else {
+                    "fetched"
+                }
             );
             let t = Instant::now();
             let (csv, summary) = transform(raw.value).await?;
@@ -163,8 +169,13 @@ async fn run(cache: &DiskCache, attempt: u32) -> Result<Duration, Box<dyn std::e
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Value::Json(doc))
         })
         .await?;
-    let doc = ran.value.as_json().ok_or("the transform step stores JSON")?;
-    let csv = doc["csv"].as_str().ok_or("the transform step stores a CSV")?;
+    let doc = ran
+        .value
+        .as_json()
+        .ok_or("the transform step stores JSON")?;
+    let csv = doc["csv"]
+        .as_str()
+        .ok_or("the transform step stores a CSV")?;
     let summary: Summary = serde_json::from_value(doc["summary"].clone())?;
     if ran.outcome.is_hit() {
         println!("  extract:   skipped (transformed state found in the cache)");

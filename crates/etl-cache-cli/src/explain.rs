@@ -37,9 +37,7 @@ fn state(e: &Explanation) -> String {
     match e {
         Explanation::Hit { .. } => "cached".to_owned(),
         Explanation::Expired { at: t, .. } => format!("expired {}", at(*t)),
-        Explanation::EvictedOrDeleted { .. } => {
-            "gone before expiry: evicted or deleted".to_owned()
-        }
+        Explanation::EvictedOrDeleted { .. } => "gone before expiry: evicted or deleted".to_owned(),
         Explanation::Corrupt { detail } => format!("corrupt, removed: {detail}"),
         other => other.reason().replace('_', " "),
     }
@@ -75,17 +73,26 @@ pub async fn run(ctx: &Ctx, args: &Args) -> CmdResult {
             let mut rows = vec![
                 vec!["run".to_owned(), format!("{} of {}", i + 1, runs.len())],
                 vec!["digest".to_owned(), m.digest[..16].to_owned()],
-                vec!["computed".to_owned(), format!(
-                    "{} by {} (pid {}) in {:.3} s",
-                    at(m.computed_at),
-                    m.host,
-                    m.pid,
-                    m.compute_seconds
-                )],
-                vec!["result".to_owned(), format!("{}, {}: {}", m.kind, human_bytes(m.bytes), state(&r.state))],
+                vec![
+                    "computed".to_owned(),
+                    format!(
+                        "{} by {} (pid {}) in {:.3} s",
+                        at(m.computed_at),
+                        m.host,
+                        m.pid,
+                        m.compute_seconds
+                    ),
+                ],
+                vec![
+                    "result".to_owned(),
+                    format!("{}, {}: {}", m.kind, human_bytes(m.bytes), state(&r.state)),
+                ],
             ];
             if i > 0 && r.changed.is_empty() {
-                rows.push(vec!["changed".to_owned(), "nothing (computed again)".to_owned()]);
+                rows.push(vec![
+                    "changed".to_owned(),
+                    "nothing (computed again)".to_owned(),
+                ]);
             }
             for c in &r.changed {
                 let show = |p: &Option<String>| p.clone().unwrap_or_else(|| "(absent)".to_owned());
@@ -96,7 +103,10 @@ pub async fn run(ctx: &Ctx, args: &Args) -> CmdResult {
             }
             if i == 0 {
                 for p in &m.parts {
-                    rows.push(vec!["part".to_owned(), format!("{} = {}", p.name, p.preview)]);
+                    rows.push(vec![
+                        "part".to_owned(),
+                        format!("{} = {}", p.name, p.preview),
+                    ]);
                 }
             }
             t.push('\n');
@@ -117,11 +127,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> CmdResult {
 
 /// `stat --by-step`: hits, misses, bytes served and time saved per step name.
 pub async fn by_step(ctx: &Ctx, json_out: bool) -> CmdResult {
-    let report = ctx
-        .cache
-        .step_stats(None)
-        .await
-        .map_err(steps_error)?;
+    let report = ctx.cache.step_stats(None).await.map_err(steps_error)?;
     let text = if json_out {
         let mut t = serde_json::to_string_pretty(&json!({
             "cache": ctx.url,

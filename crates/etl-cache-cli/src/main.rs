@@ -105,9 +105,7 @@ impl Command {
             | Command::Stat(_)
             | Command::Purge(_)
             | Command::Clear(_)
-            | Command::Explain(_) => {
-                Access::Scan
-            }
+            | Command::Explain(_) => Access::Scan,
         }
     }
 }

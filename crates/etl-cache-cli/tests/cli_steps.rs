@@ -28,7 +28,9 @@ fn cli(root: &std::path::Path, args: &[&str]) -> (i32, String) {
 }
 
 fn transform(rows: u32) -> Step {
-    Step::new("transform").code_version("v1").param("rows", &rows)
+    Step::new("transform")
+        .code_version("v1")
+        .param("rows", &rows)
 }
 
 /// Two runs with different parameters, one hit, the first result deleted.
@@ -74,7 +76,10 @@ fn explain_shows_the_runs_what_changed_and_what_became_of_each() {
     assert_eq!(runs[1]["changed"][0]["part"], "param.rows");
     assert_eq!(runs[1]["changed"][0]["old"], "100");
     assert_eq!(runs[1]["changed"][0]["new"], "200");
-    assert_eq!(runs[1]["manifest"]["pid"], serde_json::json!(std::process::id()));
+    assert_eq!(
+        runs[1]["manifest"]["pid"],
+        serde_json::json!(std::process::id())
+    );
 
     // A step never run: exit 1, as a miss.
     let (code, text) = cli(&root, &["explain", "never-run"]);
@@ -91,13 +96,19 @@ fn stat_by_step_adds_up_hits_misses_and_time_saved() {
     let (_, out) = cli(&root, &["stat", "--by-step", "--json"]);
     let doc: Json = serde_json::from_str(&out).unwrap();
     let t = &doc["steps"]["transform"];
-    assert_eq!((t["hits"].as_u64(), t["misses"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(
+        (t["hits"].as_u64(), t["misses"].as_u64()),
+        (Some(1), Some(2))
+    );
     assert_eq!(t["bytes_served"], 8);
     assert_eq!(doc["total"], *t);
 
     let (code, text) = cli(&root, &["stat", "--by-step"]);
     assert_eq!(code, 0);
-    let line = text.lines().find(|l| l.starts_with("transform")).expect("a row per step");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("transform"))
+        .expect("a row per step");
     let cells: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(&cells[1..3], ["1", "2"], "{text}");
     assert!(text.contains("(total)"), "{text}");

@@ -133,7 +133,12 @@ impl ser::Serializer for FiniteCheck {
     fn serialize_unit(self) -> Result<(), Refusal> {
         Ok(())
     }
-    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<(), Refusal> {
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+    ) -> Result<(), Refusal> {
         Ok(())
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
@@ -265,7 +270,10 @@ mod tests {
     fn key_order_does_not_matter() {
         let a = serde_json::json!({"a": 1, "b": {"y": [1, 2], "x": null}});
         let b = serde_json::json!({"b": {"x": null, "y": [1, 2]}, "a": 1});
-        assert_eq!(to_canonical_json(&a).unwrap(), to_canonical_json(&b).unwrap());
+        assert_eq!(
+            to_canonical_json(&a).unwrap(),
+            to_canonical_json(&b).unwrap()
+        );
         assert_eq!(
             to_canonical_json(&a).unwrap(),
             br#"{"a":1,"b":{"x":null,"y":[1,2]}}"#

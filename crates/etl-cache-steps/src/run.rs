@@ -49,7 +49,10 @@ impl RunOptions {
 
     /// Computes again and replaces the cached result, whatever is there.
     pub fn refresh(self, on: bool) -> Self {
-        RunOptions { refresh: on, ..self }
+        RunOptions {
+            refresh: on,
+            ..self
+        }
     }
 
     /// How many manifests the step name keeps (at least 1).

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use etl_cache_core::{
-    ByteStream, Cache, CacheExt, Clock, ManualClock, MemoryCache, SetOptions, Value,
-    validate_key,
+    ByteStream, Cache, CacheExt, Clock, ManualClock, MemoryCache, SetOptions, Value, validate_key,
 };
 use etl_cache_fs::DiskCache;
 use etl_cache_steps::{Error, Explanation, Outcome, RunOptions, Step, StepExt};
@@ -37,7 +36,10 @@ fn transform_code(code: &str, rows: u32) -> Step {
     Step::new("transform")
         .code_version(code)
         .param("rows", &rows)
-        .param("opts", &serde_json::json!({"currency": "EUR", "strict": true}))
+        .param(
+            "opts",
+            &serde_json::json!({"currency": "EUR", "strict": true}),
+        )
 }
 
 // ------------------------------------------------------------------ keys
@@ -59,9 +61,15 @@ async fn key_is_name_and_digest_and_ignores_part_and_map_order() {
     assert_eq!(ra.key(), rb.key());
     let key = ra.key();
     validate_key(&key).unwrap();
-    let digest = key.strip_prefix("step/load/day/").expect("step/{name}/{digest}");
+    let digest = key
+        .strip_prefix("step/load/day/")
+        .expect("step/{name}/{digest}");
     assert_eq!(digest.len(), 64);
-    assert!(digest.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    assert!(
+        digest
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    );
     // Any part's change is a new key.
     let variant = |name: &str, code: &str, raw: &[u8]| {
         Step::new(name)
@@ -69,7 +77,14 @@ async fn key_is_name_and_digest_and_ignores_part_and_map_order() {
             .param("m", &serde_json::json!({"a": 1, "b": 2}))
             .input_bytes("raw", raw)
     };
-    assert_eq!(variant("load/day", "v1", b"xyz").resolve().await.unwrap().key(), key);
+    assert_eq!(
+        variant("load/day", "v1", b"xyz")
+            .resolve()
+            .await
+            .unwrap()
+            .key(),
+        key
+    );
     for other in [
         variant("load/day", "v2", b"xyz"),
         variant("load/day2", "v1", b"xyz"),
@@ -93,14 +108,22 @@ async fn an_unset_env_var_differs_from_an_empty_one() {
     }
     let child = |value: Option<&str>| {
         let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-        cmd.args(["--exact", "an_unset_env_var_differs_from_an_empty_one", "--nocapture"])
-            .env("ETL_CACHE_STEPS_CHILD", "1");
+        cmd.args([
+            "--exact",
+            "an_unset_env_var_differs_from_an_empty_one",
+            "--nocapture",
+        ])
+        .env("ETL_CACHE_STEPS_CHILD", "1");
         match value {
             Some(v) => cmd.env(var, v),
             None => cmd.env_remove(var),
         };
         let out = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
-        let line = out.lines().find(|l| l.starts_with("DIGEST=")).expect("the child prints").to_owned();
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("DIGEST="))
+            .expect("the child prints")
+            .to_owned();
         line
     };
     let (unset, empty, set) = (child(None), child(Some("")), child(Some("x")));
@@ -138,21 +161,37 @@ async fn refused(step: Step, part: &str) {
         .await
         .unwrap_err();
     match &e {
-        Error::Part { step: s, part: p, .. } => {
+        Error::Part {
+            step: s, part: p, ..
+        } => {
             assert_eq!((s.as_str(), p.as_str()), (step.name(), part), "{e}")
         }
         other => panic!("expected a part error, got {other}"),
     }
     assert!(e.to_string().contains(step.name()) && e.to_string().contains(part));
     assert_eq!(ran.load(Ordering::SeqCst), 0, "nothing is computed");
-    assert!(cache.keys(None).await.unwrap().is_empty(), "nothing is stored");
-    assert!(matches!(cache.explain(&step).await, Err(Error::Part { .. })));
+    assert!(
+        cache.keys(None).await.unwrap().is_empty(),
+        "nothing is stored"
+    );
+    assert!(matches!(
+        cache.explain(&step).await,
+        Err(Error::Part { .. })
+    ));
 }
 
 #[tokio::test]
 async fn a_nan_parameter_is_an_error_not_null() {
-    refused(Step::new("s").param("threshold", &f64::NAN), "param.threshold").await;
-    refused(Step::new("s").param("v", &vec![1.0, f64::INFINITY]), "param.v").await;
+    refused(
+        Step::new("s").param("threshold", &f64::NAN),
+        "param.threshold",
+    )
+    .await;
+    refused(
+        Step::new("s").param("v", &vec![1.0, f64::INFINITY]),
+        "param.v",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -166,9 +205,17 @@ async fn a_nan_map_key_is_an_error() {
             m.end()
         }
     }
-    refused(Step::new("s").param("by_rate", &FloatKeyed(f64::NAN)), "param.by_rate").await;
+    refused(
+        Step::new("s").param("by_rate", &FloatKeyed(f64::NAN)),
+        "param.by_rate",
+    )
+    .await;
     // A finite float key is fine.
-    Step::new("s").param("ok", &FloatKeyed(0.5)).resolve().await.unwrap();
+    Step::new("s")
+        .param("ok", &FloatKeyed(0.5))
+        .resolve()
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -189,7 +236,11 @@ async fn a_parameter_that_fails_to_serialize_is_an_error() {
 #[tokio::test]
 async fn an_unreadable_file_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    refused(Step::new("s").input_file("raw", dir.path().join("missing")), "input.raw").await;
+    refused(
+        Step::new("s").input_file("raw", dir.path().join("missing")),
+        "input.raw",
+    )
+    .await;
     refused(Step::new("s").input_file("dir", dir.path()), "input.dir").await;
 }
 
@@ -217,7 +268,9 @@ async fn runs_compute_once_and_keep_every_kind() {
     for (i, v) in values.iter().enumerate() {
         let step = Step::new("kinds").param("i", &i);
         let first = cache
-            .run(&step, RunOptions::new(), || async { Ok::<_, std::io::Error>(v.clone()) })
+            .run(&step, RunOptions::new(), || async {
+                Ok::<_, std::io::Error>(v.clone())
+            })
             .await
             .unwrap();
         assert!(!first.outcome.is_hit());
@@ -249,11 +302,20 @@ async fn history_keeps_the_last_runs_only() {
     let history = cache.step_history("transform").await.unwrap();
     let rows: Vec<String> = history
         .iter()
-        .map(|m| m.parts.iter().find(|p| p.name == "param.rows").unwrap().preview.clone())
+        .map(|m| {
+            m.parts
+                .iter()
+                .find(|p| p.name == "param.rows")
+                .unwrap()
+                .preview
+                .clone()
+        })
         .collect();
     assert_eq!(rows, (3..11).map(|i| i.to_string()).collect::<Vec<_>>());
     cache
-        .run(&transform(99), RunOptions::new().history(2), || async { text("r") })
+        .run(&transform(99), RunOptions::new().history(2), || async {
+            text("r")
+        })
         .await
         .unwrap();
     assert_eq!(cache.step_history("transform").await.unwrap().len(), 2);
@@ -263,7 +325,10 @@ async fn history_keeps_the_last_runs_only() {
 async fn previews_are_short() {
     let long = "x".repeat(500);
     let r = Step::new("p").param("long", &long).resolve().await.unwrap();
-    assert_eq!(r.parts[0].preview.chars().count(), etl_cache_steps::PREVIEW_LEN);
+    assert_eq!(
+        r.parts[0].preview.chars().count(),
+        etl_cache_steps::PREVIEW_LEN
+    );
     assert!(r.parts[0].preview.ends_with('…'));
 }
 
@@ -282,21 +347,37 @@ async fn each_miss_gets_its_reason() {
     // No earlier run.
     let e = cache.explain_at(&transform(1), now()).await.unwrap();
     table.push(("no_earlier_run", e.reason()));
-    let ran = cache.run(&transform(1), opts(), || async { text("one") }).await.unwrap();
+    let ran = cache
+        .run(&transform(1), opts(), || async { text("one") })
+        .await
+        .unwrap();
     match ran.outcome {
         Outcome::Computed { why, .. } => table.push(("no_earlier_run", why.reason())),
         o => panic!("{o:?}"),
     }
     // Hit.
-    table.push(("hit", cache.explain_at(&transform(1), now()).await.unwrap().reason()));
+    table.push((
+        "hit",
+        cache
+            .explain_at(&transform(1), now())
+            .await
+            .unwrap()
+            .reason(),
+    ));
 
     // A parameter changed: old and new previews.
     let e = cache.explain_at(&transform(2), now()).await.unwrap();
     table.push(("parts_changed", e.reason()));
-    let Explanation::PartsChanged { changes, .. } = &e else { panic!("{e}") };
+    let Explanation::PartsChanged { changes, .. } = &e else {
+        panic!("{e}")
+    };
     assert_eq!(changes.len(), 1);
     assert_eq!(
-        (changes[0].part.as_str(), changes[0].old.as_deref(), changes[0].new.as_deref()),
+        (
+            changes[0].part.as_str(),
+            changes[0].old.as_deref(),
+            changes[0].new.as_deref()
+        ),
         ("param.rows", Some("1"), Some("2"))
     );
     // The code changed, and a part was added.
@@ -305,7 +386,9 @@ async fn each_miss_gets_its_reason() {
         .await
         .unwrap();
     table.push(("parts_changed", e.reason()));
-    let Explanation::PartsChanged { changes, .. } = &e else { panic!("{e}") };
+    let Explanation::PartsChanged { changes, .. } = &e else {
+        panic!("{e}")
+    };
     let names: Vec<_> = changes.iter().map(|c| c.part.as_str()).collect();
     assert_eq!(names, ["code", "env.ETL_STEPS_NOT_SET"]);
     assert_eq!(changes[1].old, None);
@@ -314,31 +397,57 @@ async fn each_miss_gets_its_reason() {
     let hour = RunOptions::new()
         .clock(clock.clone())
         .set_options(SetOptions::new().ttl(Duration::from_secs(3600)));
-    cache.run(&transform(3), hour, || async { text("3") }).await.unwrap();
+    cache
+        .run(&transform(3), hour, || async { text("3") })
+        .await
+        .unwrap();
     clock.advance(Duration::from_secs(7200));
     let e = cache.explain_at(&transform(3), now()).await.unwrap();
     table.push(("expired", e.reason()));
-    let ran = cache.run(&transform(3), opts(), || async { text("3") }).await.unwrap();
+    let ran = cache
+        .run(&transform(3), opts(), || async { text("3") })
+        .await
+        .unwrap();
     match &ran.outcome {
         Outcome::Computed { why, .. } => table.push(("expired", why.reason())),
         o => panic!("expired run: {o:?}"),
     }
 
     // Deleted (or evicted): gone before its expiry.
-    cache.run(&transform(4), opts(), || async { text("4") }).await.unwrap();
+    cache
+        .run(&transform(4), opts(), || async { text("4") })
+        .await
+        .unwrap();
     let key = transform(4).resolve().await.unwrap().key();
     mem.delete(&key).await.unwrap();
     table.push((
         "evicted_or_deleted",
-        cache.explain_at(&transform(4), now()).await.unwrap().reason(),
+        cache
+            .explain_at(&transform(4), now())
+            .await
+            .unwrap()
+            .reason(),
     ));
 
     // Corrupt: explain sees it, and a run computes again with that reason.
-    cache.run(&transform(5), opts(), || async { text("5") }).await.unwrap();
+    cache
+        .run(&transform(5), opts(), || async { text("5") })
+        .await
+        .unwrap();
     let key = transform(5).resolve().await.unwrap().key();
     cache.corrupt.lock().unwrap().insert(key.clone());
-    table.push(("corrupt", cache.explain_at(&transform(5), now()).await.unwrap().reason()));
-    let ran = cache.run(&transform(5), opts(), || async { text("5 again") }).await.unwrap();
+    table.push((
+        "corrupt",
+        cache
+            .explain_at(&transform(5), now())
+            .await
+            .unwrap()
+            .reason(),
+    ));
+    let ran = cache
+        .run(&transform(5), opts(), || async { text("5 again") })
+        .await
+        .unwrap();
     match &ran.outcome {
         Outcome::Computed { why, .. } => table.push(("corrupt", why.reason())),
         o => panic!("{o:?}"),
@@ -346,7 +455,10 @@ async fn each_miss_gets_its_reason() {
     assert_eq!(ran.value, Value::from("5 again"));
 
     // Written by an incompatible format version.
-    cache.run(&transform(6), opts(), || async { text("6") }).await.unwrap();
+    cache
+        .run(&transform(6), opts(), || async { text("6") })
+        .await
+        .unwrap();
     let r6 = transform(6).resolve().await.unwrap();
     let mkey = format!("step-manifest/transform/{}", r6.digest);
     let mut m: serde_json::Value = mem.get_json(&mkey).await.unwrap().unwrap();
@@ -355,19 +467,31 @@ async fn each_miss_gets_its_reason() {
     mem.delete(&r6.key()).await.unwrap();
     table.push((
         "incompatible_format",
-        cache.explain_at(&transform(6), now()).await.unwrap().reason(),
+        cache
+            .explain_at(&transform(6), now())
+            .await
+            .unwrap()
+            .reason(),
     ));
 
     // Refresh forced.
     let ran = cache
-        .run(&transform(1), opts().refresh(true), || async { text("one, again") })
+        .run(&transform(1), opts().refresh(true), || async {
+            text("one, again")
+        })
         .await
         .unwrap();
     match &ran.outcome {
         Outcome::Computed { why, .. } => table.push(("refresh_forced", why.reason())),
         o => panic!("{o:?}"),
     }
-    assert_eq!(cache.get(&transform(1).resolve().await.unwrap().key()).await.unwrap(), Some(Value::from("one, again")));
+    assert_eq!(
+        cache
+            .get(&transform(1).resolve().await.unwrap().key())
+            .await
+            .unwrap(),
+        Some(Value::from("one, again"))
+    );
 
     let right = table.iter().filter(|(want, got)| want == got).count();
     assert_eq!(right, table.len(), "{table:?}");
@@ -387,12 +511,23 @@ async fn hits_add_the_time_they_saved_across_handles() {
         text("done")
     };
     let first = a.run(&step, RunOptions::new(), compute).await.unwrap();
-    let Outcome::Computed { took, .. } = first.outcome else { panic!() };
+    let Outcome::Computed { took, .. } = first.outcome else {
+        panic!()
+    };
     assert!(took >= Duration::from_millis(120));
     let mut saved = 0.0;
     for c in [&a, &b, &b] {
-        let ran = c.run(&step, RunOptions::new(), || async { text("never") }).await.unwrap();
-        let Outcome::Hit { took: hit, saved_seconds } = ran.outcome else { panic!() };
+        let ran = c
+            .run(&step, RunOptions::new(), || async { text("never") })
+            .await
+            .unwrap();
+        let Outcome::Hit {
+            took: hit,
+            saved_seconds,
+        } = ran.outcome
+        else {
+            panic!()
+        };
         assert!((saved_seconds - (took.as_secs_f64() - hit.as_secs_f64())).abs() < 0.005);
         saved += saved_seconds;
     }
@@ -405,7 +540,13 @@ async fn hits_add_the_time_they_saved_across_handles() {
     // Reopened, the figures are still there.
     let c = disk(dir.path()).await;
     assert_eq!(c.step_stats(Some("slow")).await.unwrap().total, s);
-    assert!(c.step_stats(Some("other")).await.unwrap().by_step.is_empty());
+    assert!(
+        c.step_stats(Some("other"))
+            .await
+            .unwrap()
+            .by_step
+            .is_empty()
+    );
 }
 
 // ---------------------------------------------------------------- streams
@@ -416,10 +557,14 @@ async fn stream_steps_store_and_serve_streams() {
     let cache = disk(dir.path()).await;
     let step = Step::new("extract").param("pages", &3);
     let pages = || async {
-        let s: ByteStream = futures::stream::iter((0..3).map(|i| Ok(Bytes::from(vec![i as u8; 100_000])))).boxed();
+        let s: ByteStream =
+            futures::stream::iter((0..3).map(|i| Ok(Bytes::from(vec![i as u8; 100_000])))).boxed();
         Ok::<_, std::io::Error>(s)
     };
-    let first = cache.run_stream(&step, RunOptions::new(), 65536, pages).await.unwrap();
+    let first = cache
+        .run_stream(&step, RunOptions::new(), 65536, pages)
+        .await
+        .unwrap();
     assert!(!first.outcome.is_hit());
     let bytes: Vec<Bytes> = first.value.try_collect().await.unwrap();
     assert_eq!(bytes.concat().len(), 300_000);
@@ -432,8 +577,14 @@ async fn stream_steps_store_and_serve_streams() {
     assert!(again.outcome.is_hit());
     let bytes: Vec<Bytes> = again.value.try_collect().await.unwrap();
     assert_eq!(bytes.concat()[200_000], 2);
-    assert_eq!(cache.step_history("extract").await.unwrap()[0].kind, "stream");
-    assert_eq!(cache.step_stats(None).await.unwrap().total.bytes_served, 300_000);
+    assert_eq!(
+        cache.step_history("extract").await.unwrap()[0].kind,
+        "stream"
+    );
+    assert_eq!(
+        cache.step_stats(None).await.unwrap().total.bytes_served,
+        300_000
+    );
 }
 
 // ------------------------------------------------------------ concurrency
@@ -469,7 +620,10 @@ async fn concurrent_runs_on_one_handle_compute_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_handles_over_one_directory_compute_once() {
     let dir = tempfile::tempdir().unwrap();
-    let handles = [Arc::new(disk(dir.path()).await), Arc::new(disk(dir.path()).await)];
+    let handles = [
+        Arc::new(disk(dir.path()).await),
+        Arc::new(disk(dir.path()).await),
+    ];
     let computed = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for i in 0..8 {
@@ -495,14 +649,19 @@ async fn two_handles_over_one_directory_compute_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_handles_writing_history_keep_both_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (Arc::new(disk(dir.path()).await), Arc::new(disk(dir.path()).await));
+    let (a, b) = (
+        Arc::new(disk(dir.path()).await),
+        Arc::new(disk(dir.path()).await),
+    );
     let mut tasks = Vec::new();
     for i in 0..6u32 {
         let c = if i % 2 == 0 { a.clone() } else { b.clone() };
         tasks.push(tokio::spawn(async move {
-            c.run(&transform(100 + i), RunOptions::new(), || async { text("r") })
-                .await
-                .unwrap();
+            c.run(&transform(100 + i), RunOptions::new(), || async {
+                text("r")
+            })
+            .await
+            .unwrap();
         }));
     }
     for t in tasks {
@@ -511,7 +670,9 @@ async fn two_handles_writing_history_keep_both_runs() {
     // Every run's own manifest is there whatever the race did to the history.
     for i in 0..6u32 {
         let e = a.explain(&transform(100 + i)).await.unwrap();
-        let Explanation::Hit { manifest: Some(_) } = e else { panic!("{e}") };
+        let Explanation::Hit { manifest: Some(_) } = e else {
+            panic!("{e}")
+        };
     }
     let history = a.step_history("transform").await.unwrap();
     assert!(!history.is_empty() && history.len() <= 6, "{history:?}");
@@ -549,7 +710,14 @@ async fn a_history_write_lost_to_another_handle_is_put_back() {
         .await
         .unwrap()
         .iter()
-        .map(|m| m.parts.iter().find(|p| p.name == "param.rows").unwrap().preview.clone())
+        .map(|m| {
+            m.parts
+                .iter()
+                .find(|p| p.name == "param.rows")
+                .unwrap()
+                .preview
+                .clone()
+        })
         .collect();
     assert_eq!(rows, ["1", "2"]);
 }
@@ -560,7 +728,10 @@ async fn a_history_write_lost_to_another_handle_is_put_back() {
 async fn a_run_dropped_at_any_await_leaves_a_usable_cache() {
     // How many cache calls a miss makes.
     let probe = Wrapped::new(Arc::new(MemoryCache::new()));
-    probe.run(&transform(1), RunOptions::new(), || async { text("v") }).await.unwrap();
+    probe
+        .run(&transform(1), RunOptions::new(), || async { text("v") })
+        .await
+        .unwrap();
     let calls = probe.calls.load(Ordering::SeqCst);
     assert!(calls >= 5, "{calls}");
     for park in 0..calls {
@@ -571,7 +742,9 @@ async fn a_run_dropped_at_any_await_leaves_a_usable_cache() {
         let task = {
             let w = w.clone();
             tokio::spawn(async move {
-                let _ = w.run(&transform(1), RunOptions::new(), || async { text("v") }).await;
+                let _ = w
+                    .run(&transform(1), RunOptions::new(), || async { text("v") })
+                    .await;
             })
         };
         parked.notified().await;
@@ -600,10 +773,19 @@ async fn a_writer_between_check_and_set_is_overwritten_by_the_run() {
     let w = Wrapped::new(mem.clone());
     let key = transform(9).resolve().await.unwrap().key();
     *w.sneak.lock().unwrap() = Some((key.clone(), Value::from("from elsewhere")));
-    let ran = w.run(&transform(9), RunOptions::new(), || async { text("mine") }).await.unwrap();
+    let ran = w
+        .run(&transform(9), RunOptions::new(), || async { text("mine") })
+        .await
+        .unwrap();
     assert_eq!(ran.value, Value::from("mine"));
     assert_eq!(mem.get(&key).await.unwrap(), Some(Value::from("mine")));
-    assert!(w.sneak.lock().unwrap().is_none(), "the other writer did write");
-    let again = w.run(&transform(9), RunOptions::new(), || async { text("no") }).await.unwrap();
+    assert!(
+        w.sneak.lock().unwrap().is_none(),
+        "the other writer did write"
+    );
+    let again = w
+        .run(&transform(9), RunOptions::new(), || async { text("no") })
+        .await
+        .unwrap();
     assert_eq!(again.value, Value::from("mine"));
 }

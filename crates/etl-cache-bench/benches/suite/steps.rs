@@ -132,7 +132,10 @@ pub(crate) fn section(base: &Path, report: &mut Report) {
     });
     println!("\n== explain on {entries} entries: µs ==");
     println!("{:<28} {:>10} {:>10}", "case", "p50", "p99");
-    println!("{:<28} {:>10.1} {:>10.1}", "hit", explain_hit.p50, explain_hit.p99);
+    println!(
+        "{:<28} {:>10.1} {:>10.1}",
+        "hit", explain_hit.p50, explain_hit.p99
+    );
     println!(
         "{:<28} {:>10.1} {:>10.1}",
         "miss, a parameter changed", explain_miss.p50, explain_miss.p99

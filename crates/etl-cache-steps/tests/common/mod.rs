@@ -70,7 +70,11 @@ impl Cache for Wrapped {
         self.enter().await;
         let sneak = {
             let mut s = self.sneak.lock().unwrap();
-            if s.as_ref().is_some_and(|(k, _)| k == key) { s.take() } else { None }
+            if s.as_ref().is_some_and(|(k, _)| k == key) {
+                s.take()
+            } else {
+                None
+            }
         };
         if let Some((k, v)) = sneak {
             self.inner.set(&k, v, SetOptions::new()).await?;
