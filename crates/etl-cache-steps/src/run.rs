@@ -223,7 +223,7 @@ pub trait StepExt: Cache {
                 })?;
                 let took = t.elapsed();
                 value.check(&key)?;
-                self.set(&key, value.clone(), opts.set.clone()).await?;
+                self.set(&key, value.clone(), opts.set).await?;
                 finish_miss(self, &r, &opts, took, &value).await?;
                 return Ok(Ran {
                     value,
@@ -248,7 +248,7 @@ pub trait StepExt: Cache {
                     Ok::<Value, BoxError>(value)
                 })
             };
-            match self.get_or_insert_boxed(&key, opts.set.clone(), init).await {
+            match self.get_or_insert_boxed(&key, opts.set, init).await {
                 Ok(value) => {
                     let computed = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
                     if let Some((why, took)) = computed {
@@ -343,7 +343,7 @@ pub trait StepExt: Cache {
                 source: e.into(),
             })
         })?;
-        let meta = self.set_stream(&key, stream, opts.set.clone()).await?;
+        let meta = self.set_stream(&key, stream, opts.set).await?;
         let took = t.elapsed();
         let m = Manifest::new(
             &r,

@@ -119,12 +119,10 @@ async fn an_unset_env_var_differs_from_an_empty_one() {
             None => cmd.env_remove(var),
         };
         let out = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
-        let line = out
-            .lines()
+        out.lines()
             .find(|l| l.starts_with("DIGEST="))
             .expect("the child prints")
-            .to_owned();
-        line
+            .to_owned()
     };
     let (unset, empty, set) = (child(None), child(Some("")), child(Some("x")));
     let digest = |l: &str| l.split(' ').next().unwrap().to_owned();
