@@ -9,14 +9,18 @@
 //! - **load** sends the result to a (simulated) warehouse, which times out on
 //!   the first run.
 //!
-//! The second run finds the extracted and transformed state in the cache and
-//! goes straight to the load.
+//! Extract and transform are steps: their keys are digests of their code
+//! versions and parameters, and a manifest is kept with each result. The
+//! second run finds the transformed state in the cache and goes straight to
+//! the load; the example then prints the time the cache saved and why a run
+//! with another parameter would compute again.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use etl_cache::steps::{RunOptions, Step, StepExt};
 use etl_cache::{Cache, CacheExt, Compression, DiskCache, SetOptions, Value};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -54,28 +58,10 @@ async fn fetch_page(page: usize) -> io::Result<Bytes> {
     Ok(Bytes::from(xml))
 }
 
-/// Extract: stream every page of the API into the cache (zstd on the fly).
-async fn extract(cache: &DiskCache, key: &str) -> etl_cache::Result<u64> {
-    let pages = futures::stream::iter(0..PAGES).then(fetch_page).boxed();
-    let meta = cache
-        .set_stream(
-            key,
-            pages,
-            SetOptions::new().compression(Compression::zstd()),
-        )
-        .await?;
-    Ok(meta.logical_len)
-}
-
 /// Transform: read the raw XML back as a stream and aggregate per account.
 async fn transform(
-    cache: &DiskCache,
-    raw_key: &str,
-) -> Result<(String, Summary), Box<dyn std::error::Error>> {
-    let stream = cache
-        .get_stream(raw_key, 1 << 20)
-        .await?
-        .expect("extract just stored the raw XML");
+    stream: etl_cache::GetStream,
+) -> Result<(String, Summary), Box<dyn std::error::Error + Send + Sync>> {
     let mut per_account: BTreeMap<String, (u64, i64)> = BTreeMap::new();
     let mut carry = String::new();
     let mut rows = 0u64;
@@ -128,59 +114,77 @@ async fn load(csv: &str, attempt: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// The extract step: its key is a digest of the code version and the job.
+fn extract_step() -> Step {
+    Step::new(format!("{JOB}/extract"))
+        .code_version("extract-v1")
+        .param("job", JOB)
+        .param("pages", &PAGES)
+}
+
+/// The transform step: its code version, its parameters and the key of the
+/// raw XML it reads, so a new extract is a new transform.
+async fn transform_step(currency: &str) -> etl_cache::steps::Result<Step> {
+    let raw = extract_step().resolve().await?;
+    Ok(Step::new(format!("{JOB}/transform"))
+        .code_version("transform-v2")
+        .param("currency", currency)
+        .input_bytes("raw", raw.digest))
+}
+
 async fn run(cache: &DiskCache, attempt: u32) -> Result<Duration, Box<dyn std::error::Error>> {
     let started = Instant::now();
-    let raw_key = format!("{JOB}/raw.xml");
-    let csv_key = format!("{JOB}/accounts.csv");
-    let summary_key = format!("{JOB}/summary");
     let day = SetOptions::new().ttl(Duration::from_secs(24 * 3600));
+    let opts = RunOptions::new().set_options(day.compression(Compression::zstd()));
 
-    let (csv, summary) = match (
-        cache.get_text(&csv_key).await?,
-        cache.get_json::<Summary>(&summary_key).await?,
-    ) {
-        (Some(csv), Some(summary)) => {
-            println!("  extract:   skipped (transformed state found in the cache)");
-            println!(
-                "  transform: skipped ({} rows, {} accounts from the cache)",
-                summary.rows, summary.accounts
-            );
-            (csv, summary)
-        }
-        _ => {
+    let ran = cache
+        .run(&transform_step("EUR").await?, opts.clone(), || async {
             let t = Instant::now();
-            let bytes = match cache.head(&raw_key).await? {
-                Some(meta) => {
-                    println!("  extract:   skipped (raw XML found in the cache)");
-                    meta.logical_len
-                }
-                None => extract(cache, &raw_key).await?,
-            };
-            println!(
-                "  extract:   {:.1} MB of XML in {:.2?}",
-                bytes as f64 / 1e6,
-                t.elapsed()
-            );
-            let t = Instant::now();
-            let (csv, summary) = transform(cache, &raw_key).await?;
-            cache
-                .set(
-                    &csv_key,
-                    Value::Text(csv.clone()),
-                    day.compression(Compression::zstd()),
-                )
+            let raw = cache
+                .run_stream(&extract_step(), opts.clone(), 1 << 20, || async {
+                    Ok::<_, std::io::Error>(
+                        futures::stream::iter(0..PAGES).then(fetch_page).boxed(),
+                    )
+                })
                 .await?;
-            cache.set_json(&summary_key, &summary, day).await?;
+            println!(
+                "  extract:   {:.1} MB of XML in {:.2?} ({})",
+                raw.value.meta().logical_len as f64 / 1e6,
+                t.elapsed(),
+                if raw.outcome.is_hit() {
+                    "from the cache"
+                } else {
+                    "fetched"
+                }
+            );
+            let t = Instant::now();
+            let (csv, summary) = transform(raw.value).await?;
             println!(
                 "  transform: {} rows into {} accounts in {:.2?} (cached)",
                 summary.rows,
                 summary.accounts,
                 t.elapsed()
             );
-            (csv, summary)
-        }
-    };
-    load(&csv, attempt).await?;
+            let doc = serde_json::json!({ "csv": csv, "summary": summary });
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Value::Json(doc))
+        })
+        .await?;
+    let doc = ran
+        .value
+        .as_json()
+        .ok_or("the transform step stores JSON")?;
+    let csv = doc["csv"]
+        .as_str()
+        .ok_or("the transform step stores a CSV")?;
+    let summary: Summary = serde_json::from_value(doc["summary"].clone())?;
+    if ran.outcome.is_hit() {
+        println!("  extract:   skipped (transformed state found in the cache)");
+        println!(
+            "  transform: skipped ({} rows, {} accounts from the cache)",
+            summary.rows, summary.accounts
+        );
+    }
+    load(csv, attempt).await?;
     println!(
         "  total of all accounts: {:.2} EUR",
         summary.total_cents as f64 / 100.0
@@ -192,9 +196,12 @@ async fn run(cache: &DiskCache, attempt: u32) -> Result<Duration, Box<dyn std::e
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cache = DiskCache::builder().max_bytes(2 << 30).build().await?;
     println!("cache: {}", std::fs::canonicalize(cache.root())?.display());
-    // Start from scratch so the demonstration shows both runs every time.
-    for key in cache.keys(Some(JOB)).await? {
-        cache.delete(&key).await?;
+    // Start from scratch so the demonstration shows both runs every time:
+    // the results, manifests, history and tallies of this job's steps.
+    for key in cache.keys(None).await? {
+        if key.contains(JOB) {
+            cache.delete(&key).await?;
+        }
     }
 
     println!("\nrun 1");
@@ -211,18 +218,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let second = run(&cache, 2).await?;
     println!("  run 2 took {second:.2?}");
 
-    let saved = first.saturating_sub(second);
-    let stats = cache.stats().await?;
+    let measured = first.saturating_sub(second);
+    let stats = cache.step_stats(None).await?;
+    let saved = stats.total.saved();
     println!(
-        "\nthe rerun skipped extract and transform and saved {saved:.2?} ({:.0}% of the first run)",
-        100.0 * saved.as_secs_f64() / first.as_secs_f64()
+        "\nthe rerun skipped extract and transform: {measured:.2?} faster ({:.0}% of the first run)",
+        100.0 * measured.as_secs_f64() / first.as_secs_f64()
     );
     println!(
-        "cache now holds {} entries in {:.1} MB on disk (hits {}, misses {})",
-        stats.entries,
-        stats.bytes as f64 / 1e6,
-        stats.hits,
-        stats.misses
+        "time saved by the cache, from the steps' manifests: {saved:.2?} \
+         ({} hit, {} misses; {:+.1}% of the measured difference)",
+        stats.total.hits,
+        stats.total.misses,
+        100.0 * (saved.as_secs_f64() - measured.as_secs_f64()) / measured.as_secs_f64()
     );
+
+    // A run with another parameter would miss: the cache says why.
+    let why = cache.explain(&transform_step("USD").await?).await?;
+    println!("\nwhy would the transform run again with currency USD?\n  {why}");
     Ok(())
 }

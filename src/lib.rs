@@ -68,6 +68,13 @@ pub use etl_cache_arrow::{ArrowCacheExt, ArrowOptions};
 #[cfg(feature = "arrow")]
 pub use etl_cache_arrow as arrow;
 
+#[cfg(feature = "steps")]
+pub use etl_cache_steps::{Explanation, Step, StepExt};
+
+/// Steps: keys digested from what a result depends on, manifests, explain, time saved.
+#[cfg(feature = "steps")]
+pub use etl_cache_steps as steps;
+
 /// The README's examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -19,7 +19,9 @@
 //! SQL over Parquet on a throttled in-memory store, bare and through a cold
 //! and a warm CachedStore, with time, requests and bytes for each; a
 //! whole-object byte scan; warm 64 KiB range reads on a DiskCache and a
-//! TieredCache beside a DiskCache get; peak RSS). Ratios are always between
+//! TieredCache beside a DiskCache get; peak RSS), `io` (CacheWriter and
+//! CacheReader against the stream calls), `steps` (a step hit against a
+//! plain get, 1 KB and 1 MB; explain at 100,000 entries). Ratios are always between
 //! numbers measured in the same run.
 //!
 //! Environment: `ETL_BENCH_SECTIONS` (comma-separated, instead of arguments),
@@ -1725,6 +1727,9 @@ fn section_store(_base: &Path, _report: &mut Report) {
 #[path = "suite/io.rs"]
 mod io;
 
+#[path = "suite/steps.rs"]
+mod steps;
+
 // ---------------------------------------------------------------- main
 
 const SECTIONS: &[&str] = &[
@@ -1737,6 +1742,7 @@ const SECTIONS: &[&str] = &[
     "object",
     "store",
     "io",
+    "steps",
 ];
 
 fn main() {
@@ -1807,6 +1813,9 @@ fn main() {
     }
     if run("io") {
         io::section(&base, &mut report);
+    }
+    if run("steps") {
+        steps::section(&base, &mut report);
     }
 
     println!("\n== targets (ratios measured in this run) ==");

@@ -8,6 +8,7 @@
 
 mod clear;
 mod context;
+mod explain;
 mod format;
 mod get;
 mod ls;
@@ -42,7 +43,9 @@ Examples:
   etl-cache ls reports/
   etl-cache get payload_123 -o payload.xml
   curl -s https://example.com/big.xml | etl-cache set big.xml --ttl 1d --compress zstd
-  etl-cache --cache /var/cache/etl stat --json";
+  etl-cache --cache /var/cache/etl stat --json
+  etl-cache explain transform
+  etl-cache stat --by-step --json";
 
 /// Inspect, fetch, seed and clean an etl-cache: a local directory, memory://,
 /// or an object store.
@@ -86,6 +89,8 @@ enum Command {
     Clear(clear::Args),
     /// Read every entry, check its checksums, report and remove corrupt ones
     Verify(verify::Args),
+    /// The last runs of a step: what changed between them, what became of each result
+    Explain(explain::Args),
 }
 
 impl Command {
@@ -96,9 +101,11 @@ impl Command {
             Command::Get(a) => Access::Key(&a.key),
             Command::Rm(a) => Access::Key(&a.key),
             Command::Verify(_) => Access::Verify,
-            Command::Ls(_) | Command::Stat(_) | Command::Purge(_) | Command::Clear(_) => {
-                Access::Scan
-            }
+            Command::Ls(_)
+            | Command::Stat(_)
+            | Command::Purge(_)
+            | Command::Clear(_)
+            | Command::Explain(_) => Access::Scan,
         }
     }
 }
@@ -135,5 +142,6 @@ async fn dispatch(cli: Cli) -> CmdResult {
         Command::Purge(a) => purge::run(&ctx, a).await,
         Command::Clear(a) => clear::run(&ctx, a).await,
         Command::Verify(a) => verify::run(&ctx, a).await,
+        Command::Explain(a) => explain::run(&ctx, a).await,
     }
 }

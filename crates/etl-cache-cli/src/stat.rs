@@ -17,6 +17,9 @@ pub struct Args {
     /// One JSON object, for scripts
     #[arg(long)]
     pub json: bool,
+    /// Per step name: hits, misses, bytes served, compute time and time saved
+    #[arg(long)]
+    pub by_step: bool,
 }
 
 /// What a scan of the entries finds.
@@ -54,6 +57,9 @@ impl Summary {
 /// Counts entries (expired ones not yet purged included) from a listing, and
 /// adds the backend's own running counters.
 pub async fn run(ctx: &Ctx, args: &Args) -> CmdResult {
+    if args.by_step {
+        return crate::explain::by_step(ctx, args.json).await;
+    }
     let now = SystemTime::now();
     let s = ctx
         .cache

@@ -1,0 +1,512 @@
+//! Running a step: the cached result, or the computation once.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use etl_cache_core::{
+    BoxError, ByteStream, Cache, Clock, GetStream, KeyedMutex, SetOptions, SystemClock, Value,
+};
+
+use crate::explain::{Explanation, corrupt, explain, explain_absent};
+use crate::manifest::{DEFAULT_HISTORY, Manifest, Stored, read_manifest, write_run};
+use crate::step::{Resolved, Step};
+use crate::tally::{StepStats, StepStatsReport, record, report};
+use crate::{Error, Result};
+
+/// How a step runs: the options of the write, whether to compute again
+/// whatever is cached, how many manifests the step name keeps.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RunOptions {
+    set: SetOptions,
+    refresh: bool,
+    history: usize,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            set: SetOptions::new(),
+            refresh: false,
+            history: DEFAULT_HISTORY,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl RunOptions {
+    /// Default options: no TTL, no compression, no refresh, a history of
+    /// [`DEFAULT_HISTORY`] manifests.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The options of the result's write (TTL, compression, …).
+    pub fn set_options(self, set: SetOptions) -> Self {
+        RunOptions { set, ..self }
+    }
+
+    /// Computes again and replaces the cached result, whatever is there.
+    pub fn refresh(self, on: bool) -> Self {
+        RunOptions {
+            refresh: on,
+            ..self
+        }
+    }
+
+    /// How many manifests the step name keeps (at least 1).
+    pub fn history(self, runs: usize) -> Self {
+        RunOptions {
+            history: runs.max(1),
+            ..self
+        }
+    }
+
+    /// The clock that decides whether a vanished result had expired; give
+    /// the cache's own clock in tests that move time.
+    pub fn clock(self, clock: Arc<dyn Clock>) -> Self {
+        RunOptions { clock, ..self }
+    }
+}
+
+/// One kept run of a step name, as [`StepExt::explain_runs`] reports it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[non_exhaustive]
+pub struct RunReport {
+    /// The run's manifest.
+    pub manifest: Manifest,
+    /// The state of its result now.
+    pub state: Explanation,
+    /// The parts that differ from the run before it (empty for the first).
+    pub changed: Vec<crate::PartChange>,
+}
+
+/// What a run returns: the result and how it was obtained.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Ran<T> {
+    /// The result.
+    pub value: T,
+    /// A hit or a computation, with its figures.
+    pub outcome: Outcome,
+}
+
+/// How a run obtained its result.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Served from the cache.
+    Hit {
+        /// How long the run took, digesting the parts included.
+        took: Duration,
+        /// The stored compute time minus `took`, in seconds (0 without a
+        /// manifest; negative when the hit was slower than computing).
+        saved_seconds: f64,
+    },
+    /// Computed, and stored.
+    Computed {
+        /// How long the computation took.
+        took: Duration,
+        /// Why it was not served from the cache.
+        why: Explanation,
+    },
+}
+
+impl Outcome {
+    /// Whether the result came from the cache.
+    pub fn is_hit(&self) -> bool {
+        matches!(self, Outcome::Hit { .. })
+    }
+}
+
+/// A computed value the cache would refuse, carried through the backend as
+/// the computation's error and unwrapped again.
+#[derive(Debug)]
+struct Refused(etl_cache_core::Error);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+fn unwrap_refused(e: etl_cache_core::Error) -> Error {
+    match e {
+        etl_cache_core::Error::Init { key, source } => match source.downcast::<Refused>() {
+            Ok(r) => Error::Cache(r.0),
+            Err(source) => Error::Cache(etl_cache_core::Error::Init { key, source }),
+        },
+        e => Error::Cache(e),
+    }
+}
+
+fn value_len(v: &Value) -> u64 {
+    match v {
+        Value::Text(s) => s.len() as u64,
+        Value::Bytes(b) => b.len() as u64,
+        Value::Json(j) => serde_json::to_vec(j).map_or(0, |b| b.len() as u64),
+    }
+}
+
+/// The in-process lock of a stream step's key: streams have no single
+/// flight in the `Cache` contract, so tasks of one process take turns here.
+fn stream_locks() -> &'static KeyedMutex {
+    static LOCKS: OnceLock<KeyedMutex> = OnceLock::new();
+    LOCKS.get_or_init(KeyedMutex::new)
+}
+
+/// Steps on every [`Cache`], `dyn Cache` included. Do not implement it: it is
+/// implemented for all caches.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> etl_cache_steps::Result<()> {
+/// use etl_cache_core::{MemoryCache, Value};
+/// use etl_cache_steps::{RunOptions, Step, StepExt};
+///
+/// let cache = MemoryCache::new();
+/// let step = Step::new("summary").code_version("v1").param("day", &"2026-12-01");
+/// let first = cache
+///     .run(&step, RunOptions::new(), || async { Ok::<_, std::io::Error>(Value::from("42 rows")) })
+///     .await?;
+/// assert!(!first.outcome.is_hit());
+/// let again = cache
+///     .run(&step, RunOptions::new(), || async { Ok::<_, std::io::Error>(Value::from("never")) })
+///     .await?;
+/// assert_eq!(again.value, Value::from("42 rows"));
+///
+/// let other_day = step.clone().param("day", &"2026-12-02");
+/// let why = cache.explain(&Step::new("summary").code_version("v1").param("day", &"2026-12-02")).await?;
+/// assert_eq!(why.reason(), "parts_changed");
+/// # let _ = other_day;
+/// # Ok(()) }
+/// ```
+#[async_trait::async_trait]
+pub trait StepExt: Cache {
+    /// Returns the step's cached result, or runs `compute` once, stores its
+    /// value with a manifest, and returns it. Many callers running the same
+    /// step at once compute it once (the backend's single flight, as
+    /// [`etl_cache_core::CacheExt::get_or_insert_with`]). A corrupt entry is
+    /// computed again, with [`Explanation::Corrupt`] as the reason.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Part`] when a part cannot be digested (nothing is read or
+    /// run); [`Error::Cache`] with [`etl_cache_core::Error::Init`] when
+    /// `compute` fails (nothing is stored); otherwise the cache's errors.
+    async fn run<F, Fut, E>(&self, step: &Step, opts: RunOptions, compute: F) -> Result<Ran<Value>>
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: std::future::Future<Output = std::result::Result<Value, E>> + Send,
+        E: Into<BoxError> + Send,
+    {
+        let started = Instant::now();
+        let r = step.resolve().await?;
+        let key = r.key();
+        // The computation waits here until a path takes it: a read that
+        // finds the entry corrupt leaves it for the computation that follows.
+        let cell = Mutex::new(Some(compute));
+        let take = || cell.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut forced = opts.refresh.then_some(Explanation::RefreshForced);
+        loop {
+            if let Some(why) = forced.take() {
+                let f = take().expect("a forced computation runs at most once");
+                let t = Instant::now();
+                let value = f().await.map_err(|e| {
+                    Error::Cache(etl_cache_core::Error::Init {
+                        key: key.clone(),
+                        source: e.into(),
+                    })
+                })?;
+                let took = t.elapsed();
+                value.check(&key)?;
+                self.set(&key, value.clone(), opts.set).await?;
+                finish_miss(self, &r, &opts, took, &value).await?;
+                return Ok(Ran {
+                    value,
+                    outcome: Outcome::Computed { took, why },
+                });
+            }
+            let slot: Mutex<Option<(Explanation, Duration)>> = Mutex::new(None);
+            let init = {
+                let (slot, r, key, now, take) = (&slot, &r, &key, opts.clock.now(), &take);
+                Box::pin(async move {
+                    let why = explain_absent(self, r, now).await?;
+                    let Some(f) = take() else {
+                        return Err(BoxError::from("the step's computation was already used"));
+                    };
+                    let t = Instant::now();
+                    let value = f().await.map_err(|e| -> BoxError { e.into() })?;
+                    let took = t.elapsed();
+                    if let Err(e) = value.check(key) {
+                        return Err(Box::new(Refused(e)) as BoxError);
+                    }
+                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((why, took));
+                    Ok::<Value, BoxError>(value)
+                })
+            };
+            match self.get_or_insert_boxed(&key, opts.set, init).await {
+                Ok(value) => {
+                    let computed = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    if let Some((why, took)) = computed {
+                        finish_miss(self, &r, &opts, took, &value).await?;
+                        return Ok(Ran {
+                            value,
+                            outcome: Outcome::Computed { took, why },
+                        });
+                    }
+                    let took = started.elapsed();
+                    let saved = finish_hit(self, &r, took, || value_len(&value)).await?;
+                    return Ok(Ran {
+                        value,
+                        outcome: Outcome::Hit {
+                            took,
+                            saved_seconds: saved,
+                        },
+                    });
+                }
+                Err(etl_cache_core::Error::Corrupt { key: k, reason }) => {
+                    // The backend removed the entry. Compute it again, once,
+                    // unless the computation already ran (the corruption was
+                    // found after it): then report it.
+                    if cell.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+                        return Err(Error::Cache(etl_cache_core::Error::Corrupt {
+                            key: k,
+                            reason,
+                        }));
+                    }
+                    forced = Some(corrupt(self, &r, reason).await);
+                }
+                Err(e) => return Err(unwrap_refused(e)),
+            }
+        }
+    }
+
+    /// As [`StepExt::run`] for a result written as a stream: `compute`
+    /// returns the stream, which is stored with `set_stream` (never held
+    /// whole in memory), and the run returns a stream of the stored bytes
+    /// in chunks of `chunk_size`. Tasks of one process running the same
+    /// step compute it once; processes are not coordinated for streams (the
+    /// `Cache` contract has no single flight for them): two may both
+    /// compute, and the last write wins.
+    ///
+    /// # Errors
+    ///
+    /// As [`StepExt::run`]; a stream that fails leaves nothing stored
+    /// ([`etl_cache_core::Error::Stream`]).
+    async fn run_stream<F, Fut, E>(
+        &self,
+        step: &Step,
+        opts: RunOptions,
+        chunk_size: usize,
+        compute: F,
+    ) -> Result<Ran<GetStream>>
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: std::future::Future<Output = std::result::Result<ByteStream, E>> + Send,
+        E: Into<BoxError> + Send,
+    {
+        let started = Instant::now();
+        let r = step.resolve().await?;
+        let key = r.key();
+        let _guard = stream_locks().lock(&key, Duration::from_secs(3600)).await?;
+        let why = if opts.refresh {
+            Explanation::RefreshForced
+        } else {
+            match self.get_stream(&key, chunk_size).await {
+                Ok(Some(s)) => {
+                    let took = started.elapsed();
+                    let len = s.meta().logical_len;
+                    let saved = finish_hit(self, &r, took, || len).await?;
+                    return Ok(Ran {
+                        value: s,
+                        outcome: Outcome::Hit {
+                            took,
+                            saved_seconds: saved,
+                        },
+                    });
+                }
+                Ok(None) => explain_absent(self, &r, opts.clock.now()).await?,
+                Err(etl_cache_core::Error::Corrupt { reason, .. }) => {
+                    corrupt(self, &r, reason).await
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let t = Instant::now();
+        let stream = compute().await.map_err(|e| {
+            Error::Cache(etl_cache_core::Error::Init {
+                key: key.clone(),
+                source: e.into(),
+            })
+        })?;
+        let meta = self.set_stream(&key, stream, opts.set).await?;
+        let took = t.elapsed();
+        let m = Manifest::new(
+            &r,
+            took,
+            SystemTime::now(),
+            meta.expires,
+            "stream",
+            meta.logical_len,
+        );
+        write_run(self, &m, opts.history).await?;
+        record(self, &r.name, miss_delta(took)).await?;
+        let value = self.get_stream(&key, chunk_size).await?.ok_or_else(|| {
+            etl_cache_core::Error::Corrupt {
+                key: key.clone(),
+                reason: "the entry vanished right after it was written".into(),
+            }
+        })?;
+        Ok(Ran {
+            value,
+            outcome: Outcome::Computed { took, why },
+        })
+    }
+
+    /// Why `step`, with its current parts, would or would not be served from
+    /// the cache. Reads one entry's metadata and, on a miss, at most two
+    /// small entries; computes nothing, stores nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Part`] when a part cannot be digested; the cache's errors.
+    async fn explain(&self, step: &Step) -> Result<Explanation> {
+        self.explain_at(step, SystemTime::now()).await
+    }
+
+    /// As [`StepExt::explain`], deciding expiry at `now`.
+    ///
+    /// # Errors
+    ///
+    /// As [`StepExt::explain`].
+    async fn explain_at(&self, step: &Step, now: SystemTime) -> Result<Explanation> {
+        let r = step.resolve().await?;
+        Ok(explain(self, &r, now).await?)
+    }
+
+    /// The runs kept for a step name, oldest first: each run's manifest,
+    /// the state of its result now ([`Explanation::Hit`],
+    /// [`Explanation::Expired`], [`Explanation::EvictedOrDeleted`],
+    /// [`Explanation::Corrupt`], …) and the parts that changed since the run
+    /// before it. What `etl-cache explain STEP` shows: the command line
+    /// cannot rebuild a step's current parts, the program can (see
+    /// [`StepExt::explain`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`]; the cache's errors.
+    async fn explain_runs(&self, name: &str) -> Result<Vec<RunReport>> {
+        self.explain_runs_at(name, SystemTime::now()).await
+    }
+
+    /// As [`StepExt::explain_runs`], deciding expiry at `now`.
+    ///
+    /// # Errors
+    ///
+    /// As [`StepExt::explain_runs`].
+    async fn explain_runs_at(&self, name: &str, now: SystemTime) -> Result<Vec<RunReport>> {
+        let runs = self.step_history(name).await?;
+        let mut out: Vec<RunReport> = Vec::with_capacity(runs.len());
+        for (i, m) in runs.iter().enumerate() {
+            let r = Resolved {
+                name: m.step.clone(),
+                digest: m.digest.clone(),
+                parts: m.parts.clone(),
+            };
+            let state = explain(self, &r, now).await?;
+            let changed = match i.checked_sub(1) {
+                Some(p) => crate::explain::changes(&m.parts, &runs[p].parts),
+                None => Vec::new(),
+            };
+            out.push(RunReport {
+                manifest: m.clone(),
+                state,
+                changed,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The manifests kept for a step name, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`]; the cache's errors.
+    async fn step_history(&self, name: &str) -> Result<Vec<Manifest>> {
+        crate::step::check_name(name)?;
+        Ok(match crate::manifest::read_history(self, name).await? {
+            Stored::Known(runs) => runs,
+            Stored::Foreign(_) => Vec::new(),
+        })
+    }
+
+    /// Hits, misses, bytes served and time saved, per step name and in
+    /// total, over every process that used this cache (see
+    /// [`crate::StepStats`]). `name` limits it to one step name.
+    ///
+    /// # Errors
+    ///
+    /// The cache's errors.
+    async fn step_stats(&self, name: Option<&str>) -> Result<StepStatsReport> {
+        Ok(report(self, name).await?)
+    }
+}
+
+impl<C: Cache + ?Sized> StepExt for C {}
+
+fn miss_delta(took: Duration) -> StepStats {
+    StepStats {
+        misses: 1,
+        compute_seconds: took.as_secs_f64(),
+        ..StepStats::default()
+    }
+}
+
+async fn finish_miss<C: Cache + ?Sized>(
+    cache: &C,
+    r: &Resolved,
+    opts: &RunOptions,
+    took: Duration,
+    value: &Value,
+) -> Result<()> {
+    let expires = cache.head(&r.key()).await?.and_then(|m| m.expires);
+    let m = Manifest::new(
+        r,
+        took,
+        SystemTime::now(),
+        expires,
+        value.kind().as_str(),
+        value_len(value),
+    );
+    write_run(cache, &m, opts.history).await?;
+    record(cache, &r.name, miss_delta(took)).await?;
+    Ok(())
+}
+
+async fn finish_hit<C: Cache + ?Sized>(
+    cache: &C,
+    r: &Resolved,
+    took: Duration,
+    len: impl FnOnce() -> u64 + Send,
+) -> Result<f64> {
+    let (saved, bytes) = match read_manifest(cache, &r.name, &r.digest).await? {
+        Some(Stored::Known(m)) => (m.compute_seconds - took.as_secs_f64(), m.bytes),
+        _ => (0.0, len()),
+    };
+    record(
+        cache,
+        &r.name,
+        StepStats {
+            hits: 1,
+            bytes_served: bytes,
+            saved_seconds: saved,
+            ..StepStats::default()
+        },
+    )
+    .await?;
+    Ok(saved)
+}

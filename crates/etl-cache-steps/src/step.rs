@@ -1,0 +1,383 @@
+//! A step: a name and the named parts its result depends on, and the key
+//! they make.
+//!
+//! # Key layout
+//!
+//! ```text
+//! step/{name}/{digest}             the result (any value kind, or a stream)
+//! step-manifest/{name}/{digest}    its manifest (JSON, see crate::Manifest)
+//! step-history/{name}              the last manifests of the step (JSON)
+//! step-stats/{name}/{host}.{pid}   hits, misses, bytes and time saved (JSON)
+//! ```
+//!
+//! `digest` is 64 lowercase hex digits: SHA-256 over
+//! `"etl-cache-step/1\n"`, then the step name and, for every part in the
+//! order of their names, the part's name and the SHA-256 of its kind tag and
+//! its canonical bytes; every string is preceded by its length as 8
+//! little-endian bytes, so no two different sets of parts give the same
+//! input. A part's canonical bytes are: for `code` the version string; for
+//! a parameter its canonical JSON (object keys sorted, non-finite floats
+//! refused); for a byte input the bytes; for a file the file's bytes; for an
+//! object-store input its location and e-tag (or version, or size and last
+//! modification when the store gives neither); for an environment variable a
+//! marker byte (set or unset) and the value's bytes, so an unset variable
+//! differs from an empty one.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::canonical::to_canonical_json;
+use crate::{Error, Result};
+
+/// The longest step name accepted, in bytes: the longest key made from it
+/// stays far below [`etl_cache_core::MAX_KEY_LEN`].
+pub const MAX_NAME_LEN: usize = 256;
+
+/// The longest preview of a part kept in a manifest, in characters.
+pub const PREVIEW_LEN: usize = 80;
+
+const DIGEST_DOMAIN: &[u8] = b"etl-cache-step/1\n";
+
+/// A step: a name and the named parts its result depends on.
+///
+/// Setters consume and return the step; a part that cannot be digested
+/// (a parameter that does not serialize, a float that is NaN) is remembered
+/// and makes every run or explanation of the step fail with
+/// [`Error::Part`] naming it.
+///
+/// ```
+/// use etl_cache_steps::Step;
+/// let step = Step::new("transform")
+///     .code_version("v3")
+///     .param("day", &"2026-12-01")
+///     .param("filters", &serde_json::json!({"currency": "EUR", "min_cents": 0}))
+///     .input_bytes("schema", b"id,account,amount".as_slice())
+///     .env("REGION");
+/// assert_eq!(step.name(), "transform");
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Step {
+    name: String,
+    parts: Vec<(String, Source)>,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Ready(PartRecord),
+    Failed(String),
+    File(PathBuf),
+    Env(String),
+    #[cfg(feature = "object-store")]
+    Object(
+        std::sync::Arc<dyn object_store::ObjectStore>,
+        object_store::path::Path,
+    ),
+}
+
+/// One part of a step as digested: its name, the SHA-256 of its kind tag and
+/// canonical bytes (hex), and a readable preview of at most
+/// [`PREVIEW_LEN`] characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PartRecord {
+    /// The part's name: `code`, `param.NAME`, `input.NAME` or `env.VAR`.
+    pub name: String,
+    /// The part's digest, 64 hex digits.
+    pub digest: String,
+    /// What the part was, shortened for people.
+    pub preview: String,
+}
+
+impl Step {
+    /// A step with no parts yet. Its name becomes part of the key: it must
+    /// be non-empty, at most [`MAX_NAME_LEN`] bytes, without control
+    /// characters (checked when the step runs).
+    pub fn new(name: impl Into<String>) -> Self {
+        Step {
+            name: name.into(),
+            parts: Vec::new(),
+        }
+    }
+
+    /// The step's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The version of the code that computes the result (part `code`).
+    pub fn code_version(self, version: impl Into<String>) -> Self {
+        let v = version.into();
+        let rec = record("code", b'c', v.as_bytes(), preview(&v));
+        self.with("code".into(), Source::Ready(rec))
+    }
+
+    /// A parameter (part `param.NAME`): any `serde` value, in canonical
+    /// JSON, so maps built in any order give the same digest.
+    pub fn param<T: Serialize + ?Sized>(self, name: &str, value: &T) -> Self {
+        let part = format!("param.{name}");
+        let source = match to_canonical_json(value) {
+            Ok(json) => {
+                let text = String::from_utf8_lossy(&json).into_owned();
+                Source::Ready(record(&part, b'p', &json, preview(&text)))
+            }
+            Err(reason) => Source::Failed(reason),
+        };
+        self.with(part, source)
+    }
+
+    /// An input given as bytes (part `input.NAME`).
+    pub fn input_bytes(self, name: &str, bytes: impl AsRef<[u8]>) -> Self {
+        let part = format!("input.{name}");
+        let bytes = bytes.as_ref();
+        let rec = record(&part, b'b', bytes, String::new());
+        let p = format!("{} bytes, sha256 {}", bytes.len(), &rec.digest[..12]);
+        self.with(part, Source::Ready(PartRecord { preview: p, ..rec }))
+    }
+
+    /// An input read from a file (part `input.NAME`), streamed and hashed
+    /// each time the step runs or is explained. A file that cannot be read
+    /// makes the run an error.
+    pub fn input_file(self, name: &str, path: impl Into<PathBuf>) -> Self {
+        self.with(format!("input.{name}"), Source::File(path.into()))
+    }
+
+    /// An input in an object store (part `input.NAME`), identified by its
+    /// location and e-tag (or version; or size and last modification when
+    /// the store gives neither), read with one `head` each time the step
+    /// runs or is explained. Feature `object-store`.
+    #[cfg(feature = "object-store")]
+    pub fn input_object(
+        self,
+        name: &str,
+        store: std::sync::Arc<dyn object_store::ObjectStore>,
+        location: object_store::path::Path,
+    ) -> Self {
+        self.with(format!("input.{name}"), Source::Object(store, location))
+    }
+
+    /// An environment variable (part `env.VAR`), read when the step runs. An
+    /// unset variable is a different value from an empty one.
+    pub fn env(self, var: &str) -> Self {
+        self.with(format!("env.{var}"), Source::Env(var.to_owned()))
+    }
+
+    fn with(mut self, part: String, source: Source) -> Self {
+        self.parts.push((part, source));
+        self
+    }
+
+    /// Digests every part, reading files and object stores, and checks the
+    /// name: what a run and an explanation start from.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`]; [`Error::Part`] for a part that cannot be
+    /// serialized or read, or a part name given twice.
+    pub async fn resolve(&self) -> Result<Resolved> {
+        check_name(&self.name)?;
+        let mut parts = Vec::with_capacity(self.parts.len());
+        for (name, source) in &self.parts {
+            let fail = |reason: String| Error::Part {
+                step: self.name.clone(),
+                part: name.clone(),
+                reason,
+            };
+            let rec = match source {
+                Source::Ready(rec) => rec.clone(),
+                Source::Failed(reason) => return Err(fail(reason.clone())),
+                Source::File(path) => hash_file(name, path.clone()).await.map_err(fail)?,
+                Source::Env(var) => env_record(name, var),
+                #[cfg(feature = "object-store")]
+                Source::Object(store, location) => object_record(name, store.as_ref(), location)
+                    .await
+                    .map_err(fail)?,
+            };
+            parts.push(rec);
+        }
+        parts.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(w) = parts.windows(2).find(|w| w[0].name == w[1].name) {
+            return Err(Error::Part {
+                step: self.name.clone(),
+                part: w[0].name.clone(),
+                reason: "the part is given twice".into(),
+            });
+        }
+        let mut h = Sha256::new();
+        h.update(DIGEST_DOMAIN);
+        framed(&mut h, self.name.as_bytes());
+        for p in &parts {
+            framed(&mut h, p.name.as_bytes());
+            framed(&mut h, p.digest.as_bytes());
+        }
+        let digest = hex(&h.finalize());
+        Ok(Resolved {
+            name: self.name.clone(),
+            digest,
+            parts,
+        })
+    }
+}
+
+/// A step with every part digested: the key of its result and what went
+/// into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The step's name.
+    pub name: String,
+    /// The digest of all parts, 64 hex digits.
+    pub digest: String,
+    /// The parts, in the order of their names.
+    pub parts: Vec<PartRecord>,
+}
+
+impl Resolved {
+    /// The key of the result: `step/{name}/{digest}`.
+    pub fn key(&self) -> String {
+        result_key(&self.name, &self.digest)
+    }
+}
+
+pub(crate) fn result_key(name: &str, digest: &str) -> String {
+    format!("step/{name}/{digest}")
+}
+
+pub(crate) fn manifest_key(name: &str, digest: &str) -> String {
+    format!("step-manifest/{name}/{digest}")
+}
+
+pub(crate) fn history_key(name: &str) -> String {
+    format!("step-history/{name}")
+}
+
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "a step name must not be empty"
+    } else if name.len() > MAX_NAME_LEN {
+        "a step name must be at most 256 bytes of UTF-8"
+    } else if name.chars().any(char::is_control) {
+        "a step name must not contain control characters"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidName {
+        name: name.to_owned(),
+        reason,
+    })
+}
+
+fn framed(h: &mut Sha256, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn record(name: &str, tag: u8, bytes: &[u8], preview: String) -> PartRecord {
+    let mut h = Sha256::new();
+    h.update([tag]);
+    h.update(bytes);
+    PartRecord {
+        name: name.to_owned(),
+        digest: hex(&h.finalize()),
+        preview,
+    }
+}
+
+/// `text` cut to [`PREVIEW_LEN`] characters, the last one an ellipsis when cut.
+pub(crate) fn preview(text: &str) -> String {
+    if text.chars().count() <= PREVIEW_LEN {
+        return text.to_owned();
+    }
+    let mut s: String = text.chars().take(PREVIEW_LEN - 1).collect();
+    s.push('…');
+    s
+}
+
+fn env_record(name: &str, var: &str) -> PartRecord {
+    match std::env::var_os(var) {
+        None => record(name, b'u', &[], preview(&format!("{var} unset"))),
+        Some(v) => {
+            let bytes = v.as_encoded_bytes();
+            let mut tagged = Vec::with_capacity(bytes.len() + 1);
+            tagged.push(1);
+            tagged.extend_from_slice(bytes);
+            let shown = format!("{var}={}", v.to_string_lossy());
+            record(name, b'e', &tagged, preview(&shown))
+        }
+    }
+}
+
+/// Hashes a file in one blocking call (a hop through the blocking pool per
+/// chunk would cost more than the hashing), 256 KiB at a time.
+async fn hash_file(name: &str, path: PathBuf) -> std::result::Result<PartRecord, String> {
+    let name = name.to_owned();
+    let shown = path.display().to_string();
+    let task = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&path)?;
+        let mut h = Sha256::new();
+        h.update([b'f']);
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut len = 0u64;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            len += n as u64;
+            h.update(&buf[..n]);
+        }
+        Ok((hex(&h.finalize()), len))
+    });
+    let (digest, len) = task
+        .await
+        .map_err(|e| format!("hashing {shown} stopped: {e}"))?
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    Ok(PartRecord {
+        name,
+        preview: preview(&format!("{shown} ({len} bytes, sha256 {})", &digest[..12])),
+        digest,
+    })
+}
+
+#[cfg(feature = "object-store")]
+async fn object_record(
+    name: &str,
+    store: &dyn object_store::ObjectStore,
+    location: &object_store::path::Path,
+) -> std::result::Result<PartRecord, String> {
+    use object_store::ObjectStoreExt;
+    let meta = store
+        .head(location)
+        .await
+        .map_err(|e| format!("cannot head {location}: {e}"))?;
+    let (what, id) = match (&meta.e_tag, &meta.version) {
+        (Some(tag), _) => ("e-tag", tag.clone()),
+        (None, Some(v)) => ("version", v.clone()),
+        (None, None) => (
+            "size+modified",
+            format!("{}@{}", meta.size, meta.last_modified.to_rfc3339()),
+        ),
+    };
+    let canonical = format!("{location}\n{what}\n{id}");
+    let shown = preview(&format!("{location} {what} {id}"));
+    Ok(record(name, b'o', canonical.as_bytes(), shown))
+}
+
+/// Seconds since the Unix epoch, as stored in manifests.
+pub(crate) fn unix_seconds(t: SystemTime) -> f64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}

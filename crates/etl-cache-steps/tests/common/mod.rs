@@ -1,0 +1,124 @@
+//! A cache wrapper for the tests: parks a chosen call, reports chosen keys as
+//! corrupt, or lets another writer in just before a chosen set.
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use etl_cache_core::{
+    ByteStream, Cache, EntryMeta, Error, GetStream, Result, SetOptions, Stats, Value, async_trait,
+};
+use futures::stream::BoxStream;
+use tokio::sync::Notify;
+
+#[derive(Debug)]
+pub struct Wrapped {
+    pub inner: Arc<dyn Cache>,
+    /// Calls made so far (every method counts one).
+    pub calls: AtomicUsize,
+    /// The call (0-based) that never returns; usize::MAX for none.
+    pub park_at: AtomicUsize,
+    /// Notified when the parked call is reached.
+    pub parked: Arc<Notify>,
+    /// Notified to let the parked call go on.
+    pub release: Arc<Notify>,
+    /// Keys whose reads report corruption (once each; the entry is removed).
+    pub corrupt: Mutex<HashSet<String>>,
+    /// Before the first set of this key, another writer stores this value.
+    pub sneak: Mutex<Option<(String, Value)>>,
+}
+
+impl Wrapped {
+    pub fn new(inner: Arc<dyn Cache>) -> Wrapped {
+        Wrapped {
+            inner,
+            calls: AtomicUsize::new(0),
+            park_at: AtomicUsize::new(usize::MAX),
+            parked: Arc::new(Notify::new()),
+            release: Arc::new(Notify::new()),
+            corrupt: Mutex::new(HashSet::new()),
+            sneak: Mutex::new(None),
+        }
+    }
+
+    async fn enter(&self) {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if n == self.park_at.load(Ordering::SeqCst) {
+            self.parked.notify_one();
+            self.release.notified().await;
+        }
+    }
+
+    async fn check_corrupt(&self, key: &str) -> Result<()> {
+        let hit = self.corrupt.lock().unwrap().remove(key);
+        if hit {
+            self.inner.delete(key).await?;
+            return Err(Error::Corrupt {
+                key: key.to_owned(),
+                reason: "checksum mismatch (simulated)".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Cache for Wrapped {
+    async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
+        self.enter().await;
+        let sneak = {
+            let mut s = self.sneak.lock().unwrap();
+            if s.as_ref().is_some_and(|(k, _)| k == key) {
+                s.take()
+            } else {
+                None
+            }
+        };
+        if let Some((k, v)) = sneak {
+            self.inner.set(&k, v, SetOptions::new()).await?;
+        }
+        self.inner.set(key, value, opts).await
+    }
+    async fn set_stream(&self, key: &str, s: ByteStream, opts: SetOptions) -> Result<EntryMeta> {
+        self.enter().await;
+        self.inner.set_stream(key, s, opts).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<Value>> {
+        self.enter().await;
+        self.check_corrupt(key).await?;
+        self.inner.get(key).await
+    }
+    async fn get_stream(&self, key: &str, chunk: usize) -> Result<Option<GetStream>> {
+        self.enter().await;
+        self.check_corrupt(key).await?;
+        self.inner.get_stream(key, chunk).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
+        self.enter().await;
+        if self.corrupt.lock().unwrap().contains(key) {
+            return Err(Error::Corrupt {
+                key: key.to_owned(),
+                reason: "header checksum mismatch (simulated)".into(),
+            });
+        }
+        self.inner.head(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.enter().await;
+        self.inner.delete(key).await
+    }
+    fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn purge_expired(&self) -> Result<u64> {
+        self.inner.purge_expired().await
+    }
+    async fn clear(&self) -> Result<u64> {
+        self.inner.clear().await
+    }
+    async fn stats(&self) -> Result<Stats> {
+        self.inner.stats().await
+    }
+}

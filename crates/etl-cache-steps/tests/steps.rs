@@ -1,0 +1,789 @@
+//! Steps on real caches: keys, fail-closed parts, manifests and history,
+//! explanations, time saved, and runs that race or are dropped.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use etl_cache_core::{
+    ByteStream, Cache, CacheExt, Clock, ManualClock, MemoryCache, SetOptions, Value, validate_key,
+};
+use etl_cache_fs::DiskCache;
+use etl_cache_steps::{Error, Explanation, Outcome, RunOptions, Step, StepExt};
+use futures::{StreamExt, TryStreamExt};
+
+use common::Wrapped;
+
+type Res = Result<Value, std::io::Error>;
+
+fn text(s: &str) -> Res {
+    Ok(Value::from(s))
+}
+
+async fn disk(dir: &std::path::Path) -> DiskCache {
+    DiskCache::builder().root(dir).build().await.unwrap()
+}
+
+fn transform(rows: u32) -> Step {
+    transform_code("v1", rows)
+}
+
+fn transform_code(code: &str, rows: u32) -> Step {
+    Step::new("transform")
+        .code_version(code)
+        .param("rows", &rows)
+        .param(
+            "opts",
+            &serde_json::json!({"currency": "EUR", "strict": true}),
+        )
+}
+
+// ------------------------------------------------------------------ keys
+
+#[tokio::test]
+async fn key_is_name_and_digest_and_ignores_part_and_map_order() {
+    let a = Step::new("load/day")
+        .code_version("v1")
+        .param("m", &serde_json::json!({"a": 1, "b": 2}))
+        .input_bytes("raw", b"xyz");
+    let mut m = HashMap::new();
+    m.insert("b", 2);
+    m.insert("a", 1);
+    let b = Step::new("load/day")
+        .input_bytes("raw", b"xyz")
+        .param("m", &m)
+        .code_version("v1");
+    let (ra, rb) = (a.resolve().await.unwrap(), b.resolve().await.unwrap());
+    assert_eq!(ra.key(), rb.key());
+    let key = ra.key();
+    validate_key(&key).unwrap();
+    let digest = key
+        .strip_prefix("step/load/day/")
+        .expect("step/{name}/{digest}");
+    assert_eq!(digest.len(), 64);
+    assert!(
+        digest
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    );
+    // Any part's change is a new key.
+    let variant = |name: &str, code: &str, raw: &[u8]| {
+        Step::new(name)
+            .code_version(code)
+            .param("m", &serde_json::json!({"a": 1, "b": 2}))
+            .input_bytes("raw", raw)
+    };
+    assert_eq!(
+        variant("load/day", "v1", b"xyz")
+            .resolve()
+            .await
+            .unwrap()
+            .key(),
+        key
+    );
+    for other in [
+        variant("load/day", "v2", b"xyz"),
+        variant("load/day2", "v1", b"xyz"),
+        variant("load/day", "v1", b"xyZ"),
+        a.clone().param("extra", &0),
+    ] {
+        assert_ne!(other.resolve().await.unwrap().key(), key);
+    }
+}
+
+/// Prints the digest of a one-variable step when run as a child (the
+/// environment is set by the parent: changing it in-process needs `unsafe`).
+#[tokio::test]
+async fn an_unset_env_var_differs_from_an_empty_one() {
+    let var = "ETL_CACHE_STEPS_TEST_VAR";
+    let step = Step::new("env").env(var);
+    if std::env::var_os("ETL_CACHE_STEPS_CHILD").is_some() {
+        let r = step.resolve().await.unwrap();
+        println!("DIGEST={} PREVIEW={}", r.digest, r.parts[0].preview);
+        return;
+    }
+    let child = |value: Option<&str>| {
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "an_unset_env_var_differs_from_an_empty_one",
+            "--nocapture",
+        ])
+        .env("ETL_CACHE_STEPS_CHILD", "1");
+        match value {
+            Some(v) => cmd.env(var, v),
+            None => cmd.env_remove(var),
+        };
+        let out = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+        out.lines()
+            .find(|l| l.starts_with("DIGEST="))
+            .expect("the child prints")
+            .to_owned()
+    };
+    let (unset, empty, set) = (child(None), child(Some("")), child(Some("x")));
+    let digest = |l: &str| l.split(' ').next().unwrap().to_owned();
+    assert_ne!(digest(&unset), digest(&empty));
+    assert_ne!(digest(&empty), digest(&set));
+    assert_eq!(digest(&unset), digest(&child(None)));
+    assert!(unset.ends_with(&format!("PREVIEW={var} unset")), "{unset}");
+    assert!(empty.ends_with(&format!("PREVIEW={var}=")), "{empty}");
+}
+
+#[tokio::test]
+async fn file_inputs_are_hashed_from_their_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.csv");
+    std::fs::write(&path, vec![7u8; 600_000]).unwrap();
+    let step = Step::new("f").input_file("csv", &path);
+    let first = step.resolve().await.unwrap();
+    assert_eq!(first.digest, step.resolve().await.unwrap().digest);
+    std::fs::write(&path, vec![8u8; 600_000]).unwrap();
+    assert_ne!(first.digest, step.resolve().await.unwrap().digest);
+    assert!(first.parts[0].preview.contains("600000 bytes"));
+}
+
+// ------------------------------------------------------------ fail closed
+
+async fn refused(step: Step, part: &str) {
+    let cache = MemoryCache::new();
+    let ran = AtomicUsize::new(0);
+    let e = cache
+        .run(&step, RunOptions::new(), || async {
+            ran.fetch_add(1, Ordering::SeqCst);
+            text("x")
+        })
+        .await
+        .unwrap_err();
+    match &e {
+        Error::Part {
+            step: s, part: p, ..
+        } => {
+            assert_eq!((s.as_str(), p.as_str()), (step.name(), part), "{e}")
+        }
+        other => panic!("expected a part error, got {other}"),
+    }
+    assert!(e.to_string().contains(step.name()) && e.to_string().contains(part));
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "nothing is computed");
+    assert!(
+        cache.keys(None).await.unwrap().is_empty(),
+        "nothing is stored"
+    );
+    assert!(matches!(
+        cache.explain(&step).await,
+        Err(Error::Part { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_nan_parameter_is_an_error_not_null() {
+    refused(
+        Step::new("s").param("threshold", &f64::NAN),
+        "param.threshold",
+    )
+    .await;
+    refused(
+        Step::new("s").param("v", &vec![1.0, f64::INFINITY]),
+        "param.v",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_nan_map_key_is_an_error() {
+    struct FloatKeyed(f64);
+    impl serde::Serialize for FloatKeyed {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut m = s.serialize_map(Some(1))?;
+            m.serialize_entry(&self.0, "v")?;
+            m.end()
+        }
+    }
+    refused(
+        Step::new("s").param("by_rate", &FloatKeyed(f64::NAN)),
+        "param.by_rate",
+    )
+    .await;
+    // A finite float key is fine.
+    Step::new("s")
+        .param("ok", &FloatKeyed(0.5))
+        .resolve()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_parameter_that_fails_to_serialize_is_an_error() {
+    struct Broken;
+    impl serde::Serialize for Broken {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("no serialized form"))
+        }
+    }
+    refused(Step::new("s").param("conn", &Broken), "param.conn").await;
+    // A map with keys JSON cannot name.
+    let mut m = HashMap::new();
+    m.insert((1, 2), "pair");
+    refused(Step::new("s").param("pairs", &m), "param.pairs").await;
+}
+
+#[tokio::test]
+async fn an_unreadable_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    refused(
+        Step::new("s").input_file("raw", dir.path().join("missing")),
+        "input.raw",
+    )
+    .await;
+    refused(Step::new("s").input_file("dir", dir.path()), "input.dir").await;
+}
+
+#[tokio::test]
+async fn a_part_given_twice_or_a_bad_name_is_an_error() {
+    refused(Step::new("s").param("a", &1).param("a", &2), "param.a").await;
+    let cache = MemoryCache::new();
+    for name in ["", "a\nb"] {
+        let e = cache.explain(&Step::new(name)).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidName { .. }), "{e}");
+    }
+}
+
+// ------------------------------------------------ runs, manifests, history
+
+#[tokio::test]
+async fn runs_compute_once_and_keep_every_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = disk(dir.path()).await;
+    let values = [
+        Value::from("text"),
+        Value::Bytes(Bytes::from_static(b"\x00\x01bytes")),
+        Value::Json(serde_json::json!({"rows": 3, "ok": true})),
+    ];
+    for (i, v) in values.iter().enumerate() {
+        let step = Step::new("kinds").param("i", &i);
+        let first = cache
+            .run(&step, RunOptions::new(), || async {
+                Ok::<_, std::io::Error>(v.clone())
+            })
+            .await
+            .unwrap();
+        assert!(!first.outcome.is_hit());
+        let again = cache
+            .run(&step, RunOptions::new(), || async { text("recomputed") })
+            .await
+            .unwrap();
+        assert!(again.outcome.is_hit());
+        assert_eq!(&again.value, v);
+    }
+    let history = cache.step_history("kinds").await.unwrap();
+    assert_eq!(history.len(), 3);
+    let m = &history[2];
+    assert_eq!((m.kind.as_str(), m.pid), ("json", std::process::id()));
+    assert!(!m.host.is_empty());
+    assert_eq!(m.parts[0].name, "param.i");
+    assert_eq!(m.parts[0].preview, "2");
+}
+
+#[tokio::test]
+async fn history_keeps_the_last_runs_only() {
+    let cache = MemoryCache::new();
+    for i in 0..11u32 {
+        cache
+            .run(&transform(i), RunOptions::new(), || async { text("r") })
+            .await
+            .unwrap();
+    }
+    let history = cache.step_history("transform").await.unwrap();
+    let rows: Vec<String> = history
+        .iter()
+        .map(|m| {
+            m.parts
+                .iter()
+                .find(|p| p.name == "param.rows")
+                .unwrap()
+                .preview
+                .clone()
+        })
+        .collect();
+    assert_eq!(rows, (3..11).map(|i| i.to_string()).collect::<Vec<_>>());
+    cache
+        .run(&transform(99), RunOptions::new().history(2), || async {
+            text("r")
+        })
+        .await
+        .unwrap();
+    assert_eq!(cache.step_history("transform").await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn previews_are_short() {
+    let long = "x".repeat(500);
+    let r = Step::new("p").param("long", &long).resolve().await.unwrap();
+    assert_eq!(
+        r.parts[0].preview.chars().count(),
+        etl_cache_steps::PREVIEW_LEN
+    );
+    assert!(r.parts[0].preview.ends_with('…'));
+}
+
+// ----------------------------------------------------------- explanations
+
+/// Every cause of a miss, each set up and explained: all must be named right.
+#[tokio::test]
+async fn each_miss_gets_its_reason() {
+    let clock = Arc::new(ManualClock::new());
+    let mem: Arc<dyn Cache> = Arc::new(MemoryCache::with_clock(clock.clone()));
+    let cache = Wrapped::new(mem.clone());
+    let now = || clock.now();
+    let opts = || RunOptions::new().clock(clock.clone());
+    let mut table: Vec<(&str, &str)> = Vec::new();
+
+    // No earlier run.
+    let e = cache.explain_at(&transform(1), now()).await.unwrap();
+    table.push(("no_earlier_run", e.reason()));
+    let ran = cache
+        .run(&transform(1), opts(), || async { text("one") })
+        .await
+        .unwrap();
+    match ran.outcome {
+        Outcome::Computed { why, .. } => table.push(("no_earlier_run", why.reason())),
+        o => panic!("{o:?}"),
+    }
+    // Hit.
+    table.push((
+        "hit",
+        cache
+            .explain_at(&transform(1), now())
+            .await
+            .unwrap()
+            .reason(),
+    ));
+
+    // A parameter changed: old and new previews.
+    let e = cache.explain_at(&transform(2), now()).await.unwrap();
+    table.push(("parts_changed", e.reason()));
+    let Explanation::PartsChanged { changes, .. } = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(changes.len(), 1);
+    assert_eq!(
+        (
+            changes[0].part.as_str(),
+            changes[0].old.as_deref(),
+            changes[0].new.as_deref()
+        ),
+        ("param.rows", Some("1"), Some("2"))
+    );
+    // The code changed, and a part was added.
+    let e = cache
+        .explain_at(&transform_code("v2", 1).env("ETL_STEPS_NOT_SET"), now())
+        .await
+        .unwrap();
+    table.push(("parts_changed", e.reason()));
+    let Explanation::PartsChanged { changes, .. } = &e else {
+        panic!("{e}")
+    };
+    let names: Vec<_> = changes.iter().map(|c| c.part.as_str()).collect();
+    assert_eq!(names, ["code", "env.ETL_STEPS_NOT_SET"]);
+    assert_eq!(changes[1].old, None);
+
+    // Expired.
+    let hour = RunOptions::new()
+        .clock(clock.clone())
+        .set_options(SetOptions::new().ttl(Duration::from_secs(3600)));
+    cache
+        .run(&transform(3), hour, || async { text("3") })
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(7200));
+    let e = cache.explain_at(&transform(3), now()).await.unwrap();
+    table.push(("expired", e.reason()));
+    let ran = cache
+        .run(&transform(3), opts(), || async { text("3") })
+        .await
+        .unwrap();
+    match &ran.outcome {
+        Outcome::Computed { why, .. } => table.push(("expired", why.reason())),
+        o => panic!("expired run: {o:?}"),
+    }
+
+    // Deleted (or evicted): gone before its expiry.
+    cache
+        .run(&transform(4), opts(), || async { text("4") })
+        .await
+        .unwrap();
+    let key = transform(4).resolve().await.unwrap().key();
+    mem.delete(&key).await.unwrap();
+    table.push((
+        "evicted_or_deleted",
+        cache
+            .explain_at(&transform(4), now())
+            .await
+            .unwrap()
+            .reason(),
+    ));
+
+    // Corrupt: explain sees it, and a run computes again with that reason.
+    cache
+        .run(&transform(5), opts(), || async { text("5") })
+        .await
+        .unwrap();
+    let key = transform(5).resolve().await.unwrap().key();
+    cache.corrupt.lock().unwrap().insert(key.clone());
+    table.push((
+        "corrupt",
+        cache
+            .explain_at(&transform(5), now())
+            .await
+            .unwrap()
+            .reason(),
+    ));
+    let ran = cache
+        .run(&transform(5), opts(), || async { text("5 again") })
+        .await
+        .unwrap();
+    match &ran.outcome {
+        Outcome::Computed { why, .. } => table.push(("corrupt", why.reason())),
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(ran.value, Value::from("5 again"));
+
+    // Written by an incompatible format version.
+    cache
+        .run(&transform(6), opts(), || async { text("6") })
+        .await
+        .unwrap();
+    let r6 = transform(6).resolve().await.unwrap();
+    let mkey = format!("step-manifest/transform/{}", r6.digest);
+    let mut m: serde_json::Value = mem.get_json(&mkey).await.unwrap().unwrap();
+    m["format"] = 99.into();
+    mem.set_json(&mkey, &m, SetOptions::new()).await.unwrap();
+    mem.delete(&r6.key()).await.unwrap();
+    table.push((
+        "incompatible_format",
+        cache
+            .explain_at(&transform(6), now())
+            .await
+            .unwrap()
+            .reason(),
+    ));
+
+    // Refresh forced.
+    let ran = cache
+        .run(&transform(1), opts().refresh(true), || async {
+            text("one, again")
+        })
+        .await
+        .unwrap();
+    match &ran.outcome {
+        Outcome::Computed { why, .. } => table.push(("refresh_forced", why.reason())),
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(
+        cache
+            .get(&transform(1).resolve().await.unwrap().key())
+            .await
+            .unwrap(),
+        Some(Value::from("one, again"))
+    );
+
+    let right = table.iter().filter(|(want, got)| want == got).count();
+    assert_eq!(right, table.len(), "{table:?}");
+    assert_eq!(table.len(), 12);
+}
+
+// ------------------------------------------------------------- time saved
+
+#[tokio::test]
+async fn hits_add_the_time_they_saved_across_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (disk(dir.path()).await, disk(dir.path()).await);
+    let step = Step::new("slow").code_version("v1");
+    let compute = || async {
+        // The cost of a computation, simulated: the figure under test.
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        text("done")
+    };
+    let first = a.run(&step, RunOptions::new(), compute).await.unwrap();
+    let Outcome::Computed { took, .. } = first.outcome else {
+        panic!()
+    };
+    assert!(took >= Duration::from_millis(120));
+    let mut saved = 0.0;
+    for c in [&a, &b, &b] {
+        let ran = c
+            .run(&step, RunOptions::new(), || async { text("never") })
+            .await
+            .unwrap();
+        let Outcome::Hit {
+            took: hit,
+            saved_seconds,
+        } = ran.outcome
+        else {
+            panic!()
+        };
+        assert!((saved_seconds - (took.as_secs_f64() - hit.as_secs_f64())).abs() < 0.005);
+        saved += saved_seconds;
+    }
+    let report = b.step_stats(None).await.unwrap();
+    let s = report.by_step["slow"];
+    assert_eq!((s.hits, s.misses, s.bytes_served), (3, 1, 12));
+    assert!((s.saved_seconds - saved).abs() < 1e-9);
+    assert!(s.saved_seconds > 3.0 * 0.1, "{s:?}");
+    assert_eq!(report.total, s);
+    // Reopened, the figures are still there.
+    let c = disk(dir.path()).await;
+    assert_eq!(c.step_stats(Some("slow")).await.unwrap().total, s);
+    assert!(
+        c.step_stats(Some("other"))
+            .await
+            .unwrap()
+            .by_step
+            .is_empty()
+    );
+}
+
+// ---------------------------------------------------------------- streams
+
+#[tokio::test]
+async fn stream_steps_store_and_serve_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = disk(dir.path()).await;
+    let step = Step::new("extract").param("pages", &3);
+    let pages = || async {
+        let s: ByteStream =
+            futures::stream::iter((0..3).map(|i| Ok(Bytes::from(vec![i as u8; 100_000])))).boxed();
+        Ok::<_, std::io::Error>(s)
+    };
+    let first = cache
+        .run_stream(&step, RunOptions::new(), 65536, pages)
+        .await
+        .unwrap();
+    assert!(!first.outcome.is_hit());
+    let bytes: Vec<Bytes> = first.value.try_collect().await.unwrap();
+    assert_eq!(bytes.concat().len(), 300_000);
+    let again = cache
+        .run_stream(&step, RunOptions::new(), 65536, || async {
+            Err::<ByteStream, _>(std::io::Error::other("not called"))
+        })
+        .await
+        .unwrap();
+    assert!(again.outcome.is_hit());
+    let bytes: Vec<Bytes> = again.value.try_collect().await.unwrap();
+    assert_eq!(bytes.concat()[200_000], 2);
+    assert_eq!(
+        cache.step_history("extract").await.unwrap()[0].kind,
+        "stream"
+    );
+    assert_eq!(
+        cache.step_stats(None).await.unwrap().total.bytes_served,
+        300_000
+    );
+}
+
+// ------------------------------------------------------------ concurrency
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_runs_on_one_handle_compute_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(disk(dir.path()).await);
+    let computed = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (cache, computed) = (cache.clone(), computed.clone());
+        tasks.push(tokio::spawn(async move {
+            cache
+                .run(&transform(7), RunOptions::new(), || async move {
+                    computed.fetch_add(1, Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    text("seven")
+                })
+                .await
+                .unwrap()
+                .value
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Value::from("seven"));
+    }
+    assert_eq!(computed.load(Ordering::SeqCst), 1);
+    let s = cache.step_stats(Some("transform")).await.unwrap().total;
+    assert_eq!((s.hits, s.misses), (7, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_handles_over_one_directory_compute_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let handles = [
+        Arc::new(disk(dir.path()).await),
+        Arc::new(disk(dir.path()).await),
+    ];
+    let computed = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (cache, computed) = (handles[i % 2].clone(), computed.clone());
+        tasks.push(tokio::spawn(async move {
+            cache
+                .run(&transform(8), RunOptions::new(), || async move {
+                    computed.fetch_add(1, Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    text("eight")
+                })
+                .await
+                .unwrap()
+                .value
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Value::from("eight"));
+    }
+    assert_eq!(computed.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_handles_writing_history_keep_both_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        Arc::new(disk(dir.path()).await),
+        Arc::new(disk(dir.path()).await),
+    );
+    let mut tasks = Vec::new();
+    for i in 0..6u32 {
+        let c = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            c.run(&transform(100 + i), RunOptions::new(), || async {
+                text("r")
+            })
+            .await
+            .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Every run's own manifest is there whatever the race did to the history.
+    for i in 0..6u32 {
+        let e = a.explain(&transform(100 + i)).await.unwrap();
+        let Explanation::Hit { manifest: Some(_) } = e else {
+            panic!("{e}")
+        };
+    }
+    let history = a.step_history("transform").await.unwrap();
+    assert!(!history.is_empty() && history.len() <= 6, "{history:?}");
+}
+
+/// The history re-check: `b` reads the history, `a` reads, writes and is
+/// held before its re-check, `b` writes over `a`'s version, and `a`'s
+/// re-check puts its run back. Both runs end in the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_write_lost_to_another_handle_is_put_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Arc::new(Wrapped::new(Arc::new(disk(dir.path()).await)));
+    let b = Arc::new(Wrapped::new(Arc::new(disk(dir.path()).await)));
+    // The calls of a miss: get, manifest get, history get, set, head,
+    // manifest set, history get (6), history set (7), re-check get (8), ...
+    b.park_at.store(7, Ordering::SeqCst);
+    a.park_at.store(8, Ordering::SeqCst);
+    let spawn = |c: Arc<Wrapped>, rows: u32| {
+        tokio::spawn(async move {
+            c.run(&transform(rows), RunOptions::new(), || async { text("r") })
+                .await
+                .unwrap();
+        })
+    };
+    let run_b = spawn(b.clone(), 1);
+    b.parked.notified().await; // b has read the empty history
+    let run_a = spawn(a.clone(), 2);
+    a.parked.notified().await; // a has written [a] and waits to re-check
+    b.release.notify_one();
+    run_b.await.unwrap(); // b wrote [b] over [a]
+    a.release.notify_one();
+    run_a.await.unwrap(); // a's re-check finds its run missing, merges
+    let rows: Vec<String> = a
+        .step_history("transform")
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m.parts
+                .iter()
+                .find(|p| p.name == "param.rows")
+                .unwrap()
+                .preview
+                .clone()
+        })
+        .collect();
+    assert_eq!(rows, ["1", "2"]);
+}
+
+/// A run dropped at each of its awaits leaves a cache where the next run
+/// returns the right value and computes at most once.
+#[tokio::test]
+async fn a_run_dropped_at_any_await_leaves_a_usable_cache() {
+    // How many cache calls a miss makes.
+    let probe = Wrapped::new(Arc::new(MemoryCache::new()));
+    probe
+        .run(&transform(1), RunOptions::new(), || async { text("v") })
+        .await
+        .unwrap();
+    let calls = probe.calls.load(Ordering::SeqCst);
+    assert!(calls >= 5, "{calls}");
+    for park in 0..calls {
+        let inner: Arc<dyn Cache> = Arc::new(MemoryCache::new());
+        let w = Arc::new(Wrapped::new(inner.clone()));
+        w.park_at.store(park, Ordering::SeqCst);
+        let parked = w.parked.clone();
+        let task = {
+            let w = w.clone();
+            tokio::spawn(async move {
+                let _ = w
+                    .run(&transform(1), RunOptions::new(), || async { text("v") })
+                    .await;
+            })
+        };
+        parked.notified().await;
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        let computed = AtomicUsize::new(0);
+        let ran = inner
+            .run(&transform(1), RunOptions::new(), || async {
+                computed.fetch_add(1, Ordering::SeqCst);
+                text("v")
+            })
+            .await
+            .unwrap();
+        assert_eq!(ran.value, Value::from("v"), "dropped at call {park}");
+        assert!(computed.load(Ordering::SeqCst) <= 1);
+        let e = inner.explain(&transform(1)).await.unwrap();
+        assert!(e.is_hit(), "dropped at call {park}: {e}");
+    }
+}
+
+/// Another writer stores under the step's key between the run's check and
+/// its set: the run's own value is what it returns and what stays.
+#[tokio::test]
+async fn a_writer_between_check_and_set_is_overwritten_by_the_run() {
+    let mem: Arc<dyn Cache> = Arc::new(MemoryCache::new());
+    let w = Wrapped::new(mem.clone());
+    let key = transform(9).resolve().await.unwrap().key();
+    *w.sneak.lock().unwrap() = Some((key.clone(), Value::from("from elsewhere")));
+    let ran = w
+        .run(&transform(9), RunOptions::new(), || async { text("mine") })
+        .await
+        .unwrap();
+    assert_eq!(ran.value, Value::from("mine"));
+    assert_eq!(mem.get(&key).await.unwrap(), Some(Value::from("mine")));
+    assert!(
+        w.sneak.lock().unwrap().is_none(),
+        "the other writer did write"
+    );
+    let again = w
+        .run(&transform(9), RunOptions::new(), || async { text("no") })
+        .await
+        .unwrap();
+    assert_eq!(again.value, Value::from("mine"));
+}
