@@ -204,7 +204,7 @@ pub async fn operations_are_observed(h: &Harness) {
     let clock = h.clock.clone();
     async move {
         let opts = SetOptions::new();
-        c.set("obs/a", Value::Bytes(vec![7u8; 100].into()), opts.clone())
+        c.set("obs/a", Value::Bytes(vec![7u8; 100].into()), opts)
             .await
             .unwrap();
         assert_eq!(
@@ -248,14 +248,14 @@ pub async fn operations_are_observed(h: &Harness) {
         assert_eq!(rec.one("delete", "obs/none").0, "absent");
 
         let v = c
-            .get_or_insert_with("obs/computed", opts.clone(), || async {
+            .get_or_insert_with("obs/computed", opts, || async {
                 Value::Text("made".into())
             })
             .await
             .unwrap();
         assert_eq!(v, Value::Text("made".into()));
         assert_eq!(rec.one("get_or_insert", "obs/computed").0, "computed");
-        c.get_or_insert_with("obs/computed", opts.clone(), || async {
+        c.get_or_insert_with("obs/computed", opts, || async {
             Value::Text("not again".into())
         })
         .await
@@ -269,9 +269,9 @@ pub async fn operations_are_observed(h: &Harness) {
 
         // A future dropped before it completes is reported as cancelled.
         {
-            let mut pending = Box::pin(c.get_or_insert_with("obs/dropped", opts.clone(), || {
-                std::future::pending::<Value>()
-            }));
+            let mut pending = Box::pin(
+                c.get_or_insert_with("obs/dropped", opts, || std::future::pending::<Value>()),
+            );
             for _ in 0..50 {
                 if futures::poll!(pending.as_mut()).is_ready() {
                     panic!("a computation that never ends completed");
