@@ -269,9 +269,8 @@ pub async fn operations_are_observed(h: &Harness) {
 
         // A future dropped before it completes is reported as cancelled.
         {
-            let mut pending = Box::pin(
-                c.get_or_insert_with("obs/dropped", opts, || std::future::pending::<Value>()),
-            );
+            let mut pending =
+                Box::pin(c.get_or_insert_with("obs/dropped", opts, std::future::pending::<Value>));
             for _ in 0..50 {
                 if futures::poll!(pending.as_mut()).is_ready() {
                     panic!("a computation that never ends completed");
