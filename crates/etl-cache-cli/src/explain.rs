@@ -28,8 +28,13 @@ fn steps_error(e: etl_cache::steps::Error) -> Failure {
     }
 }
 
+/// A manifest's time (data anyone with write access may have changed: out
+/// of range, it is shown as such, never a panic).
 fn at(secs: f64) -> String {
-    rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0)))
+    Duration::try_from_secs_f64(secs.max(0.0))
+        .ok()
+        .and_then(|d| SystemTime::UNIX_EPOCH.checked_add(d))
+        .map_or_else(|| format!("(out of range: {secs})"), rfc3339)
 }
 
 /// What became of a run's result, in a few words.
@@ -72,7 +77,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> CmdResult {
             let m = &r.manifest;
             let mut rows = vec![
                 vec!["run".to_owned(), format!("{} of {}", i + 1, runs.len())],
-                vec!["digest".to_owned(), m.digest[..16].to_owned()],
+                vec!["digest".to_owned(), m.digest.chars().take(16).collect()],
                 vec![
                     "computed".to_owned(),
                     format!(

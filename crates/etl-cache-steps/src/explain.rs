@@ -60,6 +60,12 @@ pub enum Explanation {
     },
     /// The run was asked to compute again ([`crate::RunOptions::refresh`]).
     RefreshForced,
+    /// The result was missing and what would say why (its manifest, the
+    /// step's history) could not be read; the run computed all the same.
+    Unexplained {
+        /// Why the manifest or history could not be read.
+        error: String,
+    },
 }
 
 /// A part that differs between the current step and an earlier run.
@@ -92,6 +98,7 @@ impl Explanation {
             Explanation::Corrupt { .. } => "corrupt",
             Explanation::IncompatibleFormat { .. } => "incompatible_format",
             Explanation::RefreshForced => "refresh_forced",
+            Explanation::Unexplained { .. } => "unexplained",
         }
     }
 }
@@ -132,6 +139,9 @@ impl fmt::Display for Explanation {
                 "miss: written in format version {found}; this build reads {supported}"
             ),
             Explanation::RefreshForced => f.write_str("miss: refresh forced"),
+            Explanation::Unexplained { error } => {
+                write!(f, "miss: the reason could not be read: {error}")
+            }
         }
     }
 }

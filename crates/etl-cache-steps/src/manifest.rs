@@ -120,12 +120,15 @@ fn run_id(at: SystemTime) -> String {
 }
 
 pub(crate) fn from_unix(secs: f64) -> SystemTime {
+    // A manifest is data anyone with write access may have changed: a time
+    // out of range is the epoch, never a panic.
     let d = Duration::try_from_secs_f64(secs.abs()).unwrap_or_default();
-    if secs >= 0.0 {
-        SystemTime::UNIX_EPOCH + d
+    let t = if secs >= 0.0 {
+        SystemTime::UNIX_EPOCH.checked_add(d)
     } else {
-        SystemTime::UNIX_EPOCH - d
-    }
+        SystemTime::UNIX_EPOCH.checked_sub(d)
+    };
+    t.unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// This host's name: `HOSTNAME`, else the kernel's, else `unknown`.

@@ -224,7 +224,7 @@ pub trait StepExt: Cache {
                 let took = t.elapsed();
                 value.check(&key)?;
                 self.set(&key, value.clone(), opts.set).await?;
-                finish_miss(self, &r, &opts, took, &value).await?;
+                finish_miss(self, &r, &opts, took, &value).await;
                 return Ok(Ran {
                     value,
                     outcome: Outcome::Computed { took, why },
@@ -234,7 +234,9 @@ pub trait StepExt: Cache {
             let init = {
                 let (slot, r, key, now, take) = (&slot, &r, &key, opts.clock.now(), &take);
                 Box::pin(async move {
-                    let why = explain_absent(self, r, now).await?;
+                    let why = explain_absent(self, r, now)
+                        .await
+                        .unwrap_or_else(|e| unexplained(r, e));
                     let Some(f) = take() else {
                         return Err(BoxError::from("the step's computation was already used"));
                     };
@@ -252,14 +254,14 @@ pub trait StepExt: Cache {
                 Ok(value) => {
                     let computed = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
                     if let Some((why, took)) = computed {
-                        finish_miss(self, &r, &opts, took, &value).await?;
+                        finish_miss(self, &r, &opts, took, &value).await;
                         return Ok(Ran {
                             value,
                             outcome: Outcome::Computed { took, why },
                         });
                     }
                     let took = started.elapsed();
-                    let saved = finish_hit(self, &r, took, || value_len(&value)).await?;
+                    let saved = finish_hit(self, &r, took, || value_len(&value)).await;
                     return Ok(Ran {
                         value,
                         outcome: Outcome::Hit {
@@ -320,7 +322,7 @@ pub trait StepExt: Cache {
                 Ok(Some(s)) => {
                     let took = started.elapsed();
                     let len = s.meta().logical_len;
-                    let saved = finish_hit(self, &r, took, || len).await?;
+                    let saved = finish_hit(self, &r, took, || len).await;
                     return Ok(Ran {
                         value: s,
                         outcome: Outcome::Hit {
@@ -329,7 +331,9 @@ pub trait StepExt: Cache {
                         },
                     });
                 }
-                Ok(None) => explain_absent(self, &r, opts.clock.now()).await?,
+                Ok(None) => explain_absent(self, &r, opts.clock.now())
+                    .await
+                    .unwrap_or_else(|e| unexplained(&r, e)),
                 Err(etl_cache_core::Error::Corrupt { reason, .. }) => {
                     corrupt(self, &r, reason).await
                 }
@@ -466,38 +470,61 @@ fn miss_delta(took: Duration) -> StepStats {
     }
 }
 
+/// A miss whose reason could not be read: the run goes on.
+fn unexplained(r: &Resolved, e: etl_cache_core::Error) -> Explanation {
+    tracing::warn!(step = %r.name, error = %e, "could not read why the step missed");
+    Explanation::Unexplained {
+        error: e.to_string(),
+    }
+}
+
+/// Records a computed result's manifest, history line and tally. What
+/// explains results never fails the result: a cache that refuses these
+/// writes (read-only credentials, a lock held too long) is logged.
 async fn finish_miss<C: Cache + ?Sized>(
     cache: &C,
     r: &Resolved,
     opts: &RunOptions,
     took: Duration,
     value: &Value,
-) -> Result<()> {
-    let expires = cache.head(&r.key()).await?.and_then(|m| m.expires);
-    let m = Manifest::new(
-        r,
-        took,
-        SystemTime::now(),
-        expires,
-        value.kind().as_str(),
-        value_len(value),
-    );
-    write_run(cache, &m, opts.history).await?;
-    record(cache, &r.name, miss_delta(took)).await?;
-    Ok(())
+) {
+    let recorded = async {
+        let expires = cache.head(&r.key()).await?.and_then(|m| m.expires);
+        let m = Manifest::new(
+            r,
+            took,
+            SystemTime::now(),
+            expires,
+            value.kind().as_str(),
+            value_len(value),
+        );
+        write_run(cache, &m, opts.history).await?;
+        record(cache, &r.name, miss_delta(took)).await
+    };
+    if let Err(e) = recorded.await {
+        tracing::warn!(step = %r.name, error = %e, "could not record the step's run");
+    }
 }
 
+/// The time a hit saved, recorded in this process's tally. As for
+/// [`finish_miss`], a failure to read the manifest or write the tally is
+/// logged, and the hit is served all the same (having saved 0 s when the
+/// manifest cannot be read).
 async fn finish_hit<C: Cache + ?Sized>(
     cache: &C,
     r: &Resolved,
     took: Duration,
     len: impl FnOnce() -> u64 + Send,
-) -> Result<f64> {
-    let (saved, bytes) = match read_manifest(cache, &r.name, &r.digest).await? {
-        Some(Stored::Known(m)) => (m.compute_seconds - took.as_secs_f64(), m.bytes),
-        _ => (0.0, len()),
+) -> f64 {
+    let (saved, bytes) = match read_manifest(cache, &r.name, &r.digest).await {
+        Ok(Some(Stored::Known(m))) => (m.compute_seconds - took.as_secs_f64(), m.bytes),
+        Ok(_) => (0.0, len()),
+        Err(e) => {
+            tracing::warn!(step = %r.name, error = %e, "could not read the step's manifest");
+            (0.0, len())
+        }
     };
-    record(
+    let tallied = record(
         cache,
         &r.name,
         StepStats {
@@ -507,6 +534,9 @@ async fn finish_hit<C: Cache + ?Sized>(
             ..StepStats::default()
         },
     )
-    .await?;
-    Ok(saved)
+    .await;
+    if let Err(e) = tallied {
+        tracing::warn!(step = %r.name, error = %e, "could not record the step's hit");
+    }
+    saved
 }

@@ -311,7 +311,18 @@ fn env_record(name: &str, var: &str) -> PartRecord {
             let mut tagged = Vec::with_capacity(bytes.len() + 1);
             tagged.push(1);
             tagged.extend_from_slice(bytes);
-            let shown = format!("{var}={}", v.to_string_lossy());
+            // The value itself is never kept (a variable may hold a
+            // password, and manifests are shown by `etl-cache explain`):
+            // its length and the start of its digest tell a change.
+            let digest = Sha256::digest(bytes);
+            let shown = format!(
+                "{var} set ({} bytes, sha256 {:02x}{:02x}{:02x}{:02x}…)",
+                bytes.len(),
+                digest[0],
+                digest[1],
+                digest[2],
+                digest[3]
+            );
             record(name, b'e', &tagged, preview(&shown))
         }
     }

@@ -124,13 +124,21 @@ async fn an_unset_env_var_differs_from_an_empty_one() {
             .expect("the child prints")
             .to_owned()
     };
-    let (unset, empty, set) = (child(None), child(Some("")), child(Some("x")));
+    let secret = "postgres://user:hunter2@db/prod";
+    let (unset, empty, set) = (child(None), child(Some("")), child(Some(secret)));
     let digest = |l: &str| l.split(' ').next().unwrap().to_owned();
     assert_ne!(digest(&unset), digest(&empty));
     assert_ne!(digest(&empty), digest(&set));
     assert_eq!(digest(&unset), digest(&child(None)));
     assert!(unset.ends_with(&format!("PREVIEW={var} unset")), "{unset}");
-    assert!(empty.ends_with(&format!("PREVIEW={var}=")), "{empty}");
+    assert!(
+        empty.ends_with(&format!("PREVIEW={var} set (0 bytes, sha256 e3b0c442…)")),
+        "{empty}"
+    );
+    // A value is never kept in the preview (manifests are shown by
+    // `etl-cache explain`): its length and the start of its digest are.
+    assert!(!set.contains("hunter2"), "{set}");
+    assert!(set.contains(&format!("{} bytes", secret.len())), "{set}");
 }
 
 #[tokio::test]
@@ -786,4 +794,64 @@ async fn a_writer_between_check_and_set_is_overwritten_by_the_run() {
         .await
         .unwrap();
     assert_eq!(again.value, Value::from("mine"));
+}
+
+/// What explains results (manifests, history, tallies) never fails a run: a
+/// cache that refuses those entries still computes, stores and serves.
+#[tokio::test]
+async fn a_cache_refusing_the_bookkeeping_still_runs_and_serves_the_step() {
+    let cache = Wrapped::new(Arc::new(MemoryCache::new()));
+    *cache.refuse.lock().unwrap() = vec![
+        "step-manifest/".into(),
+        "step-history/".into(),
+        "step-stats/".into(),
+    ];
+    let ran = cache
+        .run(&transform(5), RunOptions::new(), || async {
+            text("result")
+        })
+        .await
+        .unwrap();
+    assert_eq!(ran.value, Value::Text("result".into()));
+    match ran.outcome {
+        Outcome::Computed { why, .. } => {
+            assert_eq!(why.reason(), "unexplained", "{why}");
+        }
+        other => panic!("a first run computes: {other:?}"),
+    }
+    let again = cache
+        .run(&transform(5), RunOptions::new(), || async {
+            text("not again")
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.value, Value::Text("result".into()));
+    assert!(again.outcome.is_hit(), "{:?}", again.outcome);
+}
+
+/// A manifest is data anyone with write access may change: times out of
+/// range read as the epoch, never a panic.
+#[tokio::test]
+async fn a_manifest_with_times_out_of_range_is_explained_without_panicking() {
+    let cache = MemoryCache::new();
+    let step = transform(9);
+    cache
+        .run(&step, RunOptions::new(), || async { text("r") })
+        .await
+        .unwrap();
+    let r = step.resolve().await.unwrap();
+    let key = format!("step-manifest/{}/{}", r.name, r.digest);
+    let mut m: serde_json::Value = cache.get_json(&key).await.unwrap().unwrap();
+    m["expires_at"] = serde_json::json!(1e19); // a Duration, past SystemTime's range
+    m["computed_at"] = serde_json::json!(-1e19);
+    cache
+        .set(&key, Value::Json(m), SetOptions::new())
+        .await
+        .unwrap();
+    cache.delete(&r.key()).await.unwrap();
+    let e = cache.explain(&step).await.unwrap();
+    assert!(
+        matches!(e.reason(), "expired" | "evicted_or_deleted"),
+        "{e}"
+    );
 }

@@ -28,6 +28,9 @@ pub struct Wrapped {
     pub corrupt: Mutex<HashSet<String>>,
     /// Before the first set of this key, another writer stores this value.
     pub sneak: Mutex<Option<(String, Value)>>,
+    /// Reads and writes of keys with these prefixes fail (a cache that
+    /// refuses them: read-only credentials, a lock held too long).
+    pub refuse: Mutex<Vec<String>>,
 }
 
 impl Wrapped {
@@ -40,7 +43,23 @@ impl Wrapped {
             release: Arc::new(Notify::new()),
             corrupt: Mutex::new(HashSet::new()),
             sneak: Mutex::new(None),
+            refuse: Mutex::new(Vec::new()),
         }
+    }
+
+    fn check_refused(&self, key: &str) -> Result<()> {
+        if self
+            .refuse
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| key.starts_with(p))
+        {
+            return Err(Error::InvalidInput {
+                message: format!("{key}: refused (simulated)"),
+            });
+        }
+        Ok(())
     }
 
     async fn enter(&self) {
@@ -68,6 +87,7 @@ impl Wrapped {
 impl Cache for Wrapped {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
         self.enter().await;
+        self.check_refused(key)?;
         let sneak = {
             let mut s = self.sneak.lock().unwrap();
             if s.as_ref().is_some_and(|(k, _)| k == key) {
@@ -83,20 +103,24 @@ impl Cache for Wrapped {
     }
     async fn set_stream(&self, key: &str, s: ByteStream, opts: SetOptions) -> Result<EntryMeta> {
         self.enter().await;
+        self.check_refused(key)?;
         self.inner.set_stream(key, s, opts).await
     }
     async fn get(&self, key: &str) -> Result<Option<Value>> {
         self.enter().await;
+        self.check_refused(key)?;
         self.check_corrupt(key).await?;
         self.inner.get(key).await
     }
     async fn get_stream(&self, key: &str, chunk: usize) -> Result<Option<GetStream>> {
         self.enter().await;
+        self.check_refused(key)?;
         self.check_corrupt(key).await?;
         self.inner.get_stream(key, chunk).await
     }
     async fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
         self.enter().await;
+        self.check_refused(key)?;
         if self.corrupt.lock().unwrap().contains(key) {
             return Err(Error::Corrupt {
                 key: key.to_owned(),
