@@ -2,7 +2,7 @@
 //! `S3Cache` on the etl-cache engine.
 //!
 //! Every blocking call releases the GIL and runs on one Tokio runtime shared
-//! by the whole module ([`runtime::get`]). Values keep their type: `str`
+//! by the whole module (`runtime::get`). Values keep their type: `str`
 //! comes back as `str`, `bytes` as `bytes`, `dict`/`list` as `dict`/`list`.
 
 // PyO3's macros generate the C API glue without needing unsafe code here.
