@@ -93,19 +93,52 @@ pub(crate) fn set_from_iter(
 }
 
 /// An iterator over the decompressed bytes of one entry, in chunks of at most
-/// the `chunk_size` given to `get_stream`.
+/// the `chunk_size` given to `get_stream`; also file-like (`read`), as the
+/// seed's S3Cache returns boto3's StreamingBody.
 #[pyclass(module = "etl_cache", frozen)]
 pub(crate) struct ChunkIterator {
     key: String,
-    stream: Mutex<Option<ByteStream>>,
+    stream: Mutex<Reading>,
+}
+
+/// The entry's stream (`None` once ended, failed or closed) and what a
+/// `read(size)` took from a chunk but did not return.
+struct Reading {
+    stream: Option<ByteStream>,
+    left: Bytes,
+}
+
+impl Reading {
+    /// The next piece: what a `read` left over, else the next chunk.
+    fn next(&mut self) -> Option<io::Result<Bytes>> {
+        if !self.left.is_empty() {
+            return Some(Ok(std::mem::take(&mut self.left)));
+        }
+        let item = match self.stream.as_mut() {
+            Some(s) => runtime::get().block_on(s.next()),
+            None => None,
+        };
+        if !matches!(item, Some(Ok(_))) {
+            // Ended or failed: release the entry now, not at garbage collection.
+            self.stream = None;
+        }
+        item
+    }
 }
 
 impl ChunkIterator {
     pub(crate) fn new(key: String, stream: ByteStream) -> Self {
         ChunkIterator {
             key,
-            stream: Mutex::new(Some(stream)),
+            stream: Mutex::new(Reading {
+                stream: Some(stream),
+                left: Bytes::new(),
+            }),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Reading> {
+        self.stream.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -116,28 +149,51 @@ impl ChunkIterator {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyBytes>>> {
-        let next = py.detach(|| {
-            let mut guard = self.stream.lock().unwrap_or_else(|p| p.into_inner());
-            let item = match guard.as_mut() {
-                Some(s) => runtime::get().block_on(s.next()),
-                None => None,
-            };
-            if !matches!(item, Some(Ok(_))) {
-                // Ended or failed: release the entry now, not at garbage collection.
-                *guard = None;
-            }
-            item
-        });
-        match next {
+        match py.detach(|| self.lock().next()) {
             Some(Ok(chunk)) => Ok(Some(PyBytes::new(py, &chunk).unbind())),
             Some(Err(e)) => Err(to_py(etl_cache::stream_read_error(&self.key, e))),
             None => Ok(None),
         }
     }
 
-    /// Stops reading and releases the entry.
-    fn close(&self) {
-        *self.stream.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    /// Up to `size` bytes (all that is left when `size` is negative or
+    /// absent); `b""` at the end. As a file's `read`, so the stream can be
+    /// handed to what reads files (`pandas.read_csv`, `shutil.copyfileobj`).
+    #[pyo3(signature = (size = -1))]
+    fn read(&self, py: Python<'_>, size: i64) -> PyResult<Py<PyBytes>> {
+        let read = py.detach(|| {
+            let mut r = self.lock();
+            let want = usize::try_from(size).unwrap_or(usize::MAX);
+            let mut out = Vec::new();
+            while out.len() < want {
+                match r.next() {
+                    Some(Ok(mut chunk)) => {
+                        let room = want - out.len();
+                        if chunk.len() > room {
+                            r.left = chunk.split_off(room);
+                        }
+                        out.extend_from_slice(&chunk);
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => break,
+                }
+            }
+            Ok(out)
+        });
+        match read {
+            Ok(bytes) => Ok(PyBytes::new(py, &bytes).unbind()),
+            Err(e) => Err(to_py(etl_cache::stream_read_error(&self.key, e))),
+        }
+    }
+
+    /// Stops reading and releases the entry. Waits, without the GIL, for a
+    /// read under way in another thread.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| {
+            let mut r = self.lock();
+            r.stream = None;
+            r.left = Bytes::new();
+        });
     }
 
     fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -146,10 +202,11 @@ impl ChunkIterator {
 
     fn __exit__(
         &self,
+        py: Python<'_>,
         _ty: Option<Bound<'_, PyAny>>,
         _value: Option<Bound<'_, PyAny>>,
         _tb: Option<Bound<'_, PyAny>>,
     ) {
-        self.close();
+        self.close(py);
     }
 }

@@ -261,3 +261,22 @@ def test_a_forked_child_uses_the_parents_cache(tmp_path):
         pytest.fail("the forked child hung")
     assert os.waitstatus_to_exitcode(done[1]) == 0
     assert cache.get("from_child") == b"c" * 300_000
+
+
+def test_get_stream_reads_like_a_file(tmp_path):
+    """The seed's S3Cache returns boto3's StreamingBody: get_stream's result
+    has read(size) too, mixing with iteration, b"" at the end."""
+    cache = LocalDiskCache(cache_dir=str(tmp_path))
+    data = bytes(range(256)) * 1000
+    cache.set("f", data)
+    stream = cache.get_stream("f", chunk_size=1000)
+    assert stream.read(10) == data[:10]
+    assert stream.read(2500) == data[10:2510]
+    assert next(stream) == data[2510:3000]
+    assert stream.read() == data[3000:]
+    assert stream.read() == b""
+    assert stream.read(5) == b""
+    import io
+    out = io.BytesIO()
+    shutil.copyfileobj(cache.get_stream("f"), out)
+    assert out.getvalue() == data
