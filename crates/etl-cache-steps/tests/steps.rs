@@ -595,20 +595,19 @@ async fn stream_steps_store_and_serve_streams() {
 
 // ------------------------------------------------------------ concurrency
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_runs_on_one_handle_compute_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = Arc::new(disk(dir.path()).await);
+/// Runs `transform(rows)` in 8 tasks at once, spread over `handles`; every
+/// task gets `answer`. Returns how many times the computation ran.
+async fn run_together(handles: &[Arc<DiskCache>], rows: u32, answer: &'static str) -> usize {
     let computed = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let (cache, computed) = (cache.clone(), computed.clone());
+    for i in 0..8 {
+        let (cache, computed) = (handles[i % handles.len()].clone(), computed.clone());
         tasks.push(tokio::spawn(async move {
             cache
-                .run(&transform(7), RunOptions::new(), || async move {
+                .run(&transform(rows), RunOptions::new(), || async move {
                     computed.fetch_add(1, Ordering::SeqCst);
                     tokio::task::yield_now().await;
-                    text("seven")
+                    text(answer)
                 })
                 .await
                 .unwrap()
@@ -616,9 +615,19 @@ async fn concurrent_runs_on_one_handle_compute_once() {
         }));
     }
     for t in tasks {
-        assert_eq!(t.await.unwrap(), Value::from("seven"));
+        assert_eq!(t.await.unwrap(), Value::from(answer));
     }
-    assert_eq!(computed.load(Ordering::SeqCst), 1);
+    computed.load(Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_runs_on_one_handle_compute_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(disk(dir.path()).await);
+    assert_eq!(
+        run_together(std::slice::from_ref(&cache), 7, "seven").await,
+        1
+    );
     let s = cache.step_stats(Some("transform")).await.unwrap().total;
     assert_eq!((s.hits, s.misses), (7, 1));
 }
@@ -630,26 +639,7 @@ async fn two_handles_over_one_directory_compute_once() {
         Arc::new(disk(dir.path()).await),
         Arc::new(disk(dir.path()).await),
     ];
-    let computed = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let (cache, computed) = (handles[i % 2].clone(), computed.clone());
-        tasks.push(tokio::spawn(async move {
-            cache
-                .run(&transform(8), RunOptions::new(), || async move {
-                    computed.fetch_add(1, Ordering::SeqCst);
-                    tokio::task::yield_now().await;
-                    text("eight")
-                })
-                .await
-                .unwrap()
-                .value
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), Value::from("eight"));
-    }
-    assert_eq!(computed.load(Ordering::SeqCst), 1);
+    assert_eq!(run_together(&handles, 8, "eight").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
