@@ -6,6 +6,7 @@
 //! cargo bench -p etl-cache-bench --bench suite -- small tiered       # some sections
 //! ETL_BENCH_LONG=1 cargo bench -p etl-cache-bench --bench suite      # + 10 GiB stream, 1M-entry cap
 //! cargo bench -p etl-cache-bench --bench suite --features store -- store   # CachedStore
+//! cargo bench -p etl-cache-bench --bench suite --features arrow -- arrow   # Arrow batches
 //! ```
 //!
 //! Sections: `small` (1 KB set / get hit / get miss, p50 and p99), `stream`
@@ -21,7 +22,10 @@
 //! whole-object byte scan; warm 64 KiB range reads on a DiskCache and a
 //! TieredCache beside a DiskCache get; peak RSS), `io` (CacheWriter and
 //! CacheReader against the stream calls), `steps` (a step hit against a
-//! plain get, 1 KB and 1 MB; explain at 100,000 entries). Ratios are always between
+//! plain get, 1 KB and 1 MB; explain at 100,000 entries), `arrow` (feature
+//! `arrow`: 1 GiB of record batches written and read through a DiskCache
+//! beside arrow-ipc's file writer and reader, peak RSS of each, and a cached
+//! DataFusion result beside its query). Ratios are always between
 //! numbers measured in the same run.
 //!
 //! Environment: `ETL_BENCH_SECTIONS` (comma-separated, instead of arguments),
@@ -32,7 +36,9 @@
 //! `ETL_BENCH_MP_SECS` (default 4); for `store`: `ETL_BENCH_STORE_MB` (the
 //! Parquet dataset, default 1024), `ETL_BENCH_STORE_FILES` (default 8),
 //! `ETL_BENCH_STORE_LATENCY_MS` (the inner store's wait per GET or HEAD,
-//! default 50), `ETL_BENCH_STORE_RANGES` (range reads timed, default 2000).
+//! default 50), `ETL_BENCH_STORE_RANGES` (range reads timed, default 2000);
+//! for `arrow`: `ETL_BENCH_ARROW_MB` (default 1024), `ETL_BENCH_ARROW_REPS`
+//! (default 3).
 //!
 //! Peak RSS is measured by re-executing this binary with
 //! `ETL_BENCH_CHILD=...` for one phase; the child prints its `VmHWM` from
@@ -302,6 +308,8 @@ fn child_main(mode: &str) {
     let result = match mode {
         "stream" => child_stream(),
         "mp" => child_mp(),
+        #[cfg(feature = "arrow")]
+        "arrow" => arrow::child(),
         other => panic!("unknown child mode {other}"),
     };
     println!("{RESULT_TAG}{result}");
@@ -1730,6 +1738,24 @@ mod io;
 #[path = "suite/steps.rs"]
 mod steps;
 
+// ---------------------------------------------------------------- Arrow batches
+
+#[cfg(feature = "arrow")]
+#[path = "suite/arrow.rs"]
+mod arrow;
+
+#[cfg(feature = "arrow")]
+fn section_arrow(base: &Path, report: &mut Report) {
+    arrow::section(base, report);
+}
+
+#[cfg(not(feature = "arrow"))]
+fn section_arrow(_base: &Path, _report: &mut Report) {
+    println!(
+        "\n(arrow section skipped: it needs the `arrow` feature; run `cargo bench -p etl-cache-bench --bench suite --features arrow -- arrow`)"
+    );
+}
+
 // ---------------------------------------------------------------- main
 
 const SECTIONS: &[&str] = &[
@@ -1743,6 +1769,7 @@ const SECTIONS: &[&str] = &[
     "store",
     "io",
     "steps",
+    "arrow",
 ];
 
 fn main() {
@@ -1816,6 +1843,9 @@ fn main() {
     }
     if run("steps") {
         steps::section(&base, &mut report);
+    }
+    if run("arrow") {
+        section_arrow(&base, &mut report);
     }
 
     println!("\n== targets (ratios measured in this run) ==");
