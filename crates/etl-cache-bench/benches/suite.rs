@@ -1721,6 +1721,12 @@ mod store;
 #[cfg(feature = "store")]
 fn section_store(base: &Path, report: &mut Report) {
     store::section(base, report);
+    #[cfg(feature = "aws")]
+    store::section_s3(base, report);
+    #[cfg(not(feature = "aws"))]
+    println!(
+        "\n(the CachedStore-on-S3 runs need the `aws` feature as well: `--features store,aws`)"
+    );
 }
 
 #[cfg(not(feature = "store"))]

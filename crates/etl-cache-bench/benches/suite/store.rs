@@ -473,6 +473,7 @@ pub(crate) fn section(base: &FsPath, report: &mut Report) {
     let dir = tempfile::tempdir_in(base).unwrap();
     let dir_never = tempfile::tempdir_in(base).unwrap();
     let kv_dir = tempfile::tempdir_in(base).unwrap();
+    let tier_dir = tempfile::tempdir_in(base).unwrap();
 
     let out = rt.block_on(async {
         // 3. SQL: bare, then through CachedStore cold and warm.
@@ -631,7 +632,11 @@ pub(crate) fn section(base: &FsPath, report: &mut Report) {
             TieredCache::builder()
                 .memory_bytes(total + total / 4 + (64 << 20))
                 .max_memory_entry(2 * DEFAULT_BLOCK_SIZE)
-                .tier(Arc::new(DiskCache::open(dir_never.path()).await.unwrap()))
+                // A directory of its own: its warm-up fetches every block
+                // and sets it through the tiers, memory included. (On a
+                // directory that held the blocks already, a range read is
+                // served from the disk tier's file and nothing is promoted.)
+                .tier(Arc::new(DiskCache::open(tier_dir.path()).await.unwrap()))
                 .build()
                 .unwrap(),
         );
@@ -940,6 +945,186 @@ pub(crate) fn section(base: &FsPath, report: &mut Report) {
             },
             "vmhwm_kib": {"start": hwm_start, "dataset": hwm_data, "sql": hwm_sql,
                 "byte_scan": hwm_scan, "ranges": hwm_ranges, "end": hwm_end},
+        }),
+    ));
+}
+
+// ---------------------------------------------------------------- on S3
+
+/// The SQL runs again with the local S3 server (moto) as the inner store,
+/// behind the same 50 ms per request and the same counting wrapper: a
+/// store that costs bytes as well as requests, as S3 does. `answer` is the
+/// bare in-memory run's, which every run here must give too.
+#[cfg(feature = "aws")]
+pub(crate) fn section_s3(base: &FsPath, report: &mut Report) {
+    use etl_cache::store::object_store::aws::AmazonS3Builder;
+
+    let nominal_mb = env_usize("ETL_BENCH_STORE_S3_MB", 1024).max(1);
+    let files = env_usize("ETL_BENCH_STORE_FILES", 8).max(1);
+    let latency_ms = env_usize("ETL_BENCH_STORE_LATENCY_MS", 50);
+    let rows_per_file = ((nominal_mb << 20) / files / ROW_BYTES).max((1 << 20) / ROW_BYTES);
+    let Some(moto) = super::start_moto() else {
+        println!(
+            "\n(moto_server not found: the CachedStore-on-S3 runs are left out; scripts/install-test-servers.sh installs it)"
+        );
+        return;
+    };
+    println!(
+        "\n== CachedStore on S3 (moto on 127.0.0.1): {nominal_mb} MiB of Parquet in {files} files, {latency_ms} ms per GET/HEAD =="
+    );
+    let s3: Arc<dyn ObjectStore> = Arc::new(
+        AmazonS3Builder::new()
+            .with_endpoint(format!("http://127.0.0.1:{}", moto.port))
+            .with_allow_http(true)
+            .with_bucket_name("bench")
+            .with_region("us-east-1")
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .build()
+            .unwrap(),
+    );
+    let rt = runtime();
+    let t = Instant::now();
+    let mut total = 0u64;
+    for f in 0..files {
+        let buf = parquet_file(f, rows_per_file);
+        total += buf.len() as u64;
+        let path = Path::from(format!("{TABLE_DIR}/part-{f}.parquet"));
+        rt.block_on(s3.put(&path, PutPayload::from(buf))).unwrap();
+        println!("  uploaded file {}/{files}", f + 1);
+    }
+    let rows = rows_per_file * files;
+    println!(
+        "dataset: {:.1} MiB, {rows} rows, uploaded in {:.1} s",
+        mib(total),
+        t.elapsed().as_secs_f64()
+    );
+    let throttled = ThrottledStore::new(
+        s3,
+        ThrottleConfig {
+            wait_get_per_call: Duration::from_millis(latency_ms as u64),
+            ..ThrottleConfig::default()
+        },
+    );
+    let counts = Arc::new(Counts::default());
+    let inner: Arc<dyn ObjectStore> = Arc::new(Counted {
+        inner: Arc::new(throttled),
+        counts: counts.clone(),
+    });
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let dir_never = tempfile::tempdir_in(base).unwrap();
+    let runs = rt.block_on(async {
+        let mut runs = vec![
+            sql_run(
+                "(a) bare S3, cold",
+                "bare_cold",
+                "",
+                inner.clone(),
+                None,
+                &counts,
+            )
+            .await,
+        ];
+        for (revalidate, dir, labels) in [
+            (
+                Revalidate::Always,
+                dir.path(),
+                [
+                    ("(b) CachedStore on S3, empty cache, cold", "cold"),
+                    ("(c) same CachedStore again, warm", "warm_same"),
+                    ("(d) new CachedStore, same dir, warm", "warm_new"),
+                ],
+            ),
+            (
+                Revalidate::Never,
+                dir_never.path(),
+                [
+                    ("(b') Revalidate::Never, empty cache, cold", "cold_never"),
+                    ("(c') same handle again, warm", "warm_same_never"),
+                    ("(d') new handle, same dir, warm", "warm_new_never"),
+                ],
+            ),
+        ] {
+            let (more, last) = cached_runs(&inner, dir, revalidate, labels, &counts).await;
+            last.settle().await;
+            runs.extend(more);
+        }
+        runs
+    });
+    drop(moto);
+    for r in &runs[1..] {
+        assert_eq!(
+            r.answer, runs[0].answer,
+            "{} answered differently from bare S3",
+            r.label
+        );
+    }
+    assert!(
+        runs[0].answer.contains(&format!(" {rows} ")),
+        "count(*) is the {rows} rows written:\n{}",
+        runs[0].answer
+    );
+    let bare = &runs[0];
+    let cold_of = |i: usize| if i < 4 { &runs[1] } else { &runs[4] };
+    let warm_bytes: u64 = [2, 3, 5, 6].iter().map(|&i| runs[i].tally.bytes).sum();
+    report.target(
+        "CachedStore on S3: warm bytes from inner",
+        warm_bytes as f64,
+        "B",
+        0.0,
+        true,
+    );
+    report.note_last("sum over (c), (d), (c'), (d')");
+    for i in [2, 3, 5, 6] {
+        let (r, cold) = (&runs[i], cold_of(i));
+        let name = match r.slug {
+            "warm_same" => "CachedStore on S3 (b)/(c) warm, same handle",
+            "warm_new" => "CachedStore on S3 (b)/(d) warm, new handle",
+            "warm_same_never" => "CachedStore on S3 (b')/(c') Never, same",
+            _ => "CachedStore on S3 (b')/(d') Never, new handle",
+        };
+        report.target(name, cold.secs / r.secs, "x", 30.0, false);
+        report.note_last(format!(
+            "{:.2} s / {:.2} s; {} requests",
+            cold.secs,
+            r.secs,
+            r.tally.requests()
+        ));
+    }
+    for (i, tag) in [(1, "(b)"), (4, "(b') Never")] {
+        let cold = &runs[i];
+        report.target(
+            &format!("CachedStore on S3 cold {tag} time / bare"),
+            cold.secs / bare.secs,
+            "x",
+            1.05,
+            true,
+        );
+        report.note_last(format!("{:.2} s / {:.2} s", cold.secs, bare.secs));
+        report.target(
+            &format!("CachedStore on S3 cold {tag} requests / bare"),
+            cold.tally.requests() as f64 / bare.tally.requests() as f64,
+            "x",
+            1.1,
+            true,
+        );
+        report.note_last(format!(
+            "{} / {} (HEADs: {})",
+            cold.tally.requests(),
+            bare.tally.requests(),
+            cold.tally.heads
+        ));
+    }
+    report.sections.push((
+        "store_s3".into(),
+        json!({
+            "dataset": {"files": files, "nominal_mib": nominal_mb, "bytes": total, "rows": rows},
+            "inner": {"store": "S3 (moto), ThrottledStore, counted", "latency_ms_per_get": latency_ms},
+            "runs": runs.iter().enumerate().map(|(i, r)| json!({
+                "run": r.slug, "label": r.label, "revalidate": r.revalidate,
+                "secs": r3(r.secs), "inner": r.tally.json(), "cached_store": r.stats,
+                "cold_over_this": (i > 0).then(|| r3(cold_of(i).secs / r.secs)),
+            })).collect::<Vec<_>>(),
         }),
     ));
 }
