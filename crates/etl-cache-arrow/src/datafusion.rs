@@ -38,7 +38,7 @@
 //! ```
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow_schema::SchemaRef;
 use datafusion::catalog::TableProvider;
@@ -52,7 +52,7 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use etl_cache_core::{Cache, Error};
 use futures::{StreamExt, TryStreamExt};
 
-use crate::{ArrowCacheExt, ArrowOptions};
+use crate::{ArrowCacheExt, ArrowOptions, BatchStream};
 
 /// A cache error as DataFusion carries it (`DataFusionError::External`,
 /// whose source is the [`etl_cache_core::Error`]).
@@ -95,9 +95,12 @@ where
         .get_or_compute_batches(key, opts, run)
         .await
         .map_err(external)?;
-    // Only the schema is needed now: the scan reads the entry again.
-    drop(batches);
+    // The first scan of the DataFrame yields these batches (what was just
+    // computed, or the entry as it was read here), so that an entry
+    // expired, evicted or rewritten meanwhile changes nothing; a later
+    // scan reads the entry again.
     let table = CachedTable::with_schema(cache, key, schema);
+    *table.first.lock().expect("not poisoned") = Some(batches);
     ctx.read_table(table.provider()?)
 }
 
@@ -124,11 +127,23 @@ pub async fn register_cached_table(
 
 /// An entry of Arrow data as a DataFusion table: [`CachedTable::provider`]
 /// scans it as a stream of its batches.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CachedTable {
     cache: Arc<dyn Cache>,
     key: String,
     schema: SchemaRef,
+    /// Batches already open, for the first scan (see [`cached_dataframe`]).
+    first: Arc<Mutex<Option<BatchStream>>>,
+}
+
+impl std::fmt::Debug for CachedTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedTable")
+            .field("cache", &self.cache)
+            .field("key", &self.key)
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CachedTable {
@@ -150,6 +165,7 @@ impl CachedTable {
             cache,
             key: key.to_owned(),
             schema,
+            first: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -179,6 +195,12 @@ impl PartitionStream for CachedTable {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        if let Some(batches) = self.first.lock().expect("not poisoned").take() {
+            return Box::pin(RecordBatchStreamAdapter::new(
+                self.schema.clone(),
+                batches.map_err(external),
+            ));
+        }
         let (cache, key, schema) = (self.cache.clone(), self.key.clone(), self.schema.clone());
         let open = async move {
             match cache.get_batches(&key).await {

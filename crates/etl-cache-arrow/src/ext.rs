@@ -144,7 +144,12 @@ pub trait ArrowCacheExt: Cache {
                 return Ok(hit);
             }
             let set_opts = opts.set_options();
+            // Whether the value below is the one computed here (else another
+            // caller's, which may be of another kind).
+            let computed = std::sync::atomic::AtomicBool::new(false);
+            let computed = &computed;
             let init = || async move {
+                computed.store(true, std::sync::atomic::Ordering::Relaxed);
                 let (schema, batches) = compute().await.map_err(Into::into)?;
                 let bytes = encode_all(key, schema, batches, &opts)
                     .await
@@ -167,6 +172,15 @@ pub trait ArrowCacheExt: Cache {
                     },
                     e => e,
                 })?;
+            if !computed.load(std::sync::atomic::Ordering::Relaxed) {
+                // Another caller's value: read it as an entry, whose kind is
+                // checked (a plain byte payload stored meanwhile is a
+                // `KindMismatch`, not decoded). Gone again since: what the
+                // single flight returned is all there is.
+                if let Some(hit) = self.get_batches(key).await? {
+                    return Ok(hit);
+                }
+            }
             let Value::Bytes(bytes) = value else {
                 return Err(Error::KindMismatch {
                     key: Error::display_key(key),

@@ -35,6 +35,9 @@ const CONTINUATION: [u8; 4] = [0xff; 4];
 /// offsets address (a larger buffer is refused with an error naming the
 /// key; see `Reader::check_buffers`).
 const MAX_DECOMPRESSED: i64 = 1 << 31;
+/// What a footer may hold beyond the schema and its list of messages: a
+/// writer's custom metadata.
+const FOOTER_SLACK: u64 = 16 << 20;
 
 pub(crate) struct Reader {
     key: String,
@@ -47,8 +50,12 @@ pub(crate) struct Reader {
     decoder: Option<FileDecoder>,
     /// Where the next message starts in the file.
     offset: u64,
-    batches: u64,
-    dictionaries: u64,
+    /// Where each batch and dictionary message read lies (offset, header
+    /// length with its framing, body length), to check the footer against.
+    batches: Vec<(i64, i32, i64)>,
+    dictionaries: Vec<(i64, i32, i64)>,
+    /// The length of the schema message, which bounds the footer's.
+    schema_len: u64,
     done: bool,
 }
 
@@ -66,8 +73,9 @@ impl Reader {
             left: len,
             decoder: None,
             offset: 0,
-            batches: 0,
-            dictionaries: 0,
+            batches: Vec::new(),
+            dictionaries: Vec::new(),
+            schema_len: 0,
             done: false,
         };
         let start = r.read_exact(MAGIC.len(), "its magic").await?;
@@ -162,6 +170,7 @@ impl Reader {
                     return Err(self.bad("it holds a second schema message"));
                 }
                 self.decoder = Some(FileDecoder::new(schema.clone(), message.version()));
+                self.schema_len = (prefix + len + body_len) as u64;
                 self.read_exact(prefix + len + body_len, "a message body")
                     .await?;
                 self.offset += (prefix + len + body_len) as u64;
@@ -177,7 +186,8 @@ impl Reader {
         else {
             return Err(self.bad("a message is larger than the format allows"));
         };
-        let block = Block::new(self.offset as i64, meta_len, body_len);
+        let at = (self.offset as i64, meta_len, body_len);
+        let block = Block::new(at.0, at.1, at.2);
         self.offset += whole.len() as u64;
         let buffer = Buffer::from(whole);
         let Some(decoder) = self.decoder.as_mut() else {
@@ -200,7 +210,7 @@ impl Reader {
         match header {
             MessageHeader::RecordBatch => match decoded {
                 Ok(Some(Some(batch))) => {
-                    self.batches += 1;
+                    self.batches.push(at);
                     Ok(Some(Message::Batch(batch)))
                 }
                 Ok(_) => Err(self.bad("a record batch message holds no batch")),
@@ -208,7 +218,7 @@ impl Reader {
             },
             MessageHeader::DictionaryBatch => match decoded {
                 Ok(_) => {
-                    self.dictionaries += 1;
+                    self.dictionaries.push(at);
                     Ok(Some(Message::Dictionary))
                 }
                 Err(e) => Err(self.bad(&format!("a dictionary does not decode: {e}"))),
@@ -220,9 +230,19 @@ impl Reader {
     /// Reads the rest (the footer, its length and the magic) and checks it
     /// against what was read: a file cut short or spliced fails here.
     async fn footer(&mut self) -> Result<()> {
-        let rest = usize::try_from(self.left + self.pending.len() as u64)
-            .map_err(|_| self.bad("its footer is too large"))?;
-        let rest = self.read_exact(rest, "its footer").await?;
+        let rest = self.left + self.pending.len() as u64;
+        // The footer repeats the schema and lists each message in 24
+        // bytes; the slack is for a writer's custom metadata. Anything
+        // longer is not a footer, and is not read into memory.
+        let blocks = (self.batches.len() + self.dictionaries.len()) as u64;
+        let most = 2 * self.schema_len + 32 * (blocks + 1) + FOOTER_SLACK;
+        if rest > most {
+            return Err(self.bad(&format!(
+                "{rest} bytes follow its last message, more than a footer of its {blocks} \
+                 messages takes"
+            )));
+        }
+        let rest = self.read_exact(rest as usize, "its footer").await?;
         if rest.len() < 10 || rest[rest.len() - 6..] != MAGIC[..] {
             return Err(self.bad("it does not end with the Arrow IPC file magic ARROW1"));
         }
@@ -234,14 +254,33 @@ impl Reader {
             .ok_or_else(|| self.bad("its footer length is out of range"))?;
         let footer = arrow_ipc::root_as_footer(&rest[at - footer_len..at])
             .map_err(|e| self.bad(&format!("its footer does not parse: {e}")))?;
-        let batches = footer.recordBatches().map_or(0, |b| b.len()) as u64;
-        let dictionaries = footer.dictionaries().map_or(0, |d| d.len()) as u64;
-        if (batches, dictionaries) != (self.batches, self.dictionaries) {
+        let batches: Vec<(i64, i32, i64)> = footer
+            .recordBatches()
+            .into_iter()
+            .flat_map(|v| v.iter())
+            .map(|b| (b.offset(), b.metaDataLength(), b.bodyLength()))
+            .collect();
+        let dictionaries: Vec<(i64, i32, i64)> = footer
+            .dictionaries()
+            .into_iter()
+            .flat_map(|v| v.iter())
+            .map(|b| (b.offset(), b.metaDataLength(), b.bodyLength()))
+            .collect();
+        if (batches.len(), dictionaries.len()) != (self.batches.len(), self.dictionaries.len()) {
             return Err(self.bad(&format!(
-                "its footer lists {batches} batches and {dictionaries} dictionaries, the file \
-                 holds {} and {}",
-                self.batches, self.dictionaries
+                "its footer lists {} batches and {} dictionaries, the file holds {} and {}",
+                batches.len(),
+                dictionaries.len(),
+                self.batches.len(),
+                self.dictionaries.len()
             )));
+        }
+        // Readers that go by the footer (pyarrow, Polars) read the messages
+        // where it says and in its order: it must say what was read here.
+        if batches != self.batches || dictionaries != self.dictionaries {
+            return Err(self.bad(
+                "its footer places its messages elsewhere or in another order than the file holds them",
+            ));
         }
         Ok(())
     }
@@ -366,4 +405,92 @@ pub(crate) fn in_memory(bytes: Bytes, chunk: usize) -> ByteStream {
         (!bytes.is_empty()).then(|| Ok(bytes.split_to(chunk.min(bytes.remaining()))))
     }))
     .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The framing where a cache's chunks cut the file anywhere: inside the
+    //! magic, a length, a header, a body, the footer. (A cache hands out
+    //! 1 MiB chunks, so the suites' small entries arrive in one.)
+
+    use std::sync::Arc;
+
+    use arrow_array::types::Int32Type;
+    use arrow_array::{
+        ArrayRef, DictionaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    };
+    use arrow_schema::{DataType, Field, Schema};
+    use futures::TryStreamExt;
+
+    use super::*;
+    use crate::write::encode_all;
+    use crate::{ArrowOptions, IpcCompression};
+
+    fn batches() -> Vec<RecordBatch> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, false),
+            Field::new(
+                "d",
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                false,
+            ),
+        ]));
+        let dict = Arc::new(StringArray::from(vec!["north", "south", "east"]));
+        (0..3i64)
+            .map(|b| {
+                let rows = [0, 5, 40][b as usize];
+                let n: Int64Array = (0..rows)
+                    .map(|i| (i % 4 != 0).then_some(b * 100 + i))
+                    .collect();
+                let s = StringArray::from_iter_values((0..rows).map(|i| format!("row {b}.{i}")));
+                let keys = Int32Array::from_iter_values((0..rows).map(|i| (i % 3) as i32));
+                let d = DictionaryArray::<Int32Type>::try_new(keys, dict.clone()).unwrap();
+                let columns: Vec<ArrayRef> = vec![Arc::new(n), Arc::new(s), Arc::new(d)];
+                RecordBatch::try_new(schema.clone(), columns).unwrap()
+            })
+            .collect()
+    }
+
+    async fn file(compression: IpcCompression) -> (Bytes, Vec<RecordBatch>) {
+        let all = batches();
+        let schema = all[0].schema();
+        let stream = futures::stream::iter(all.clone().into_iter().map(Ok::<_, io::Error>));
+        let opts = ArrowOptions::new().compression(compression);
+        (encode_all("k", schema, stream, &opts).await.unwrap(), all)
+    }
+
+    async fn read(bytes: Bytes, chunk: usize) -> Result<Vec<RecordBatch>> {
+        let len = bytes.len() as u64;
+        let (_, reader) = Reader::open("k", in_memory(bytes, chunk), len).await?;
+        reader.into_stream().try_collect().await
+    }
+
+    #[tokio::test]
+    async fn every_chunk_size_reads_the_same_batches() {
+        for compression in [
+            IpcCompression::None,
+            IpcCompression::Zstd,
+            IpcCompression::Lz4,
+        ] {
+            let (bytes, want) = file(compression).await;
+            for chunk in (1..=17).chain([63, 64, 65, 1000, bytes.len() - 1, bytes.len()]) {
+                let got = read(bytes.clone(), chunk).await.unwrap();
+                assert_eq!(got, want, "{compression:?}, chunks of {chunk}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_cut_anywhere_in_small_chunks_is_an_error() {
+        let (bytes, want) = file(IpcCompression::None).await;
+        for cut in 0..bytes.len() {
+            let short = bytes.slice(..cut);
+            match read(short, 3).await {
+                Err(Error::Backend { key, .. }) => assert_eq!(key, "k"),
+                Err(e) => panic!("cut at {cut}: {e:?}"),
+                Ok(got) => panic!("cut at {cut} read {} of {} batches", got.len(), want.len()),
+            }
+        }
+    }
 }

@@ -95,23 +95,28 @@ impl Encoder {
     }
 
     /// [`Encoder::write`], off the runtime's threads for a large batch.
-    async fn write_batch(mut self, batch: RecordBatch) -> (Self, Result<Bytes>) {
+    async fn write_batch(mut self, batch: RecordBatch) -> Result<(Self, Bytes)> {
         if batch.get_array_memory_size() < INLINE_BATCH_BYTES {
-            let r = self.write(batch);
-            return (self, r);
+            let piece = self.write(batch)?;
+            return Ok((self, piece));
         }
         let key = self.key.clone();
         match tokio::task::spawn_blocking(move || {
             let r = self.write(batch);
-            (self, r)
+            r.map(|piece| (self, piece))
         })
         .await
         {
             Ok(done) => done,
-            Err(e) => std::panic::resume_unwind(match e.try_into_panic() {
-                Ok(panic) => panic,
-                Err(e) => Box::new(format!("encoding a batch for key {key:?}: {e}")),
-            }),
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                // The runtime is shutting down: the batch was never encoded.
+                Err(e) => Err(Error::Backend {
+                    backend: "arrow",
+                    key: Error::display_key(&key),
+                    source: format!("encoding a batch was cancelled: {e}").into(),
+                }),
+            },
         }
     }
 }
@@ -145,7 +150,7 @@ where
 {
     etl_cache_core::validate_key(key)?;
     let set_opts = opts.set_options();
-    set_opts.validate()?;
+    set_opts.validate_for(key)?;
     let encoder = Encoder::new(key, schema, &opts)?;
     let (mut tx, rx) = futures::channel::mpsc::channel::<io::Result<Bytes>>(0);
     let store = cache.set_stream(key, rx.boxed(), set_opts);
@@ -182,9 +187,9 @@ where
     let mut batches = std::pin::pin!(batches);
     while let Some(batch) = batches.next().await {
         let batch = batch.map_err(|e| batch_stream_error(key, e.into()))?;
-        let (back, piece) = encoder.write_batch(batch).await;
+        let (back, piece) = encoder.write_batch(batch).await?;
         encoder = back;
-        if tx.send(Ok(piece?)).await.is_err() {
+        if tx.send(Ok(piece)).await.is_err() {
             return Ok(());
         }
     }
@@ -217,9 +222,9 @@ where
     let mut batches = std::pin::pin!(batches);
     while let Some(batch) = batches.next().await {
         let batch = batch.map_err(|e| batch_stream_error(key, e.into()))?;
-        let (back, piece) = encoder.write_batch(batch).await;
+        let (back, piece) = encoder.write_batch(batch).await?;
         encoder = back;
-        out.extend_from_slice(&piece?);
+        out.extend_from_slice(&piece);
     }
     out.extend_from_slice(&encoder.finish()?);
     Ok(Bytes::from(out))

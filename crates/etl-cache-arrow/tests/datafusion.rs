@@ -366,3 +366,52 @@ async fn a_scan_stopped_early_releases_the_entry() {
         .unwrap();
     assert_eq!(all[0].column(0).as_primitive::<Int64Type>().value(0), 7);
 }
+
+/// The DataFrame `cached_dataframe` returns yields the result it computed
+/// (or read) even when the entry is deleted or rewritten before the frame is
+/// collected; a later scan reads the entry as it is then.
+#[tokio::test]
+async fn a_cached_dataframe_keeps_its_result_when_the_entry_changes_before_the_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = disk(dir.path()).await;
+    let ctx = context();
+    // Computed, then the entry deleted before the first scan.
+    let df = cached_dataframe(&ctx, cache.clone(), "q", ArrowOptions::new(), || async {
+        ctx.sql(QUERY).await
+    })
+    .await
+    .unwrap();
+    assert!(cache.delete("q").await.unwrap());
+    assert_eq!(rows(&df.clone().collect().await.unwrap()), expected());
+    // The second scan reads the entry, which is gone: an error naming it.
+    let err = df.collect().await.unwrap_err().to_string();
+    assert!(err.contains("entry q is gone"), "{err}");
+
+    // Read from the cache (a hit), then the entry rewritten with other rows
+    // of the same schema before the first scan: the rows read at the hit.
+    let df = cached_dataframe(&ctx, cache.clone(), "q", ArrowOptions::new(), || async {
+        ctx.sql(QUERY).await
+    })
+    .await
+    .unwrap();
+    drop(df);
+    let hit = cached_dataframe(&ctx, cache.clone(), "q", ArrowOptions::new(), || async {
+        unreachable!("a hit computes nothing")
+    })
+    .await
+    .unwrap();
+    let other = ctx.sql(QUERY).await.unwrap().limit(0, Some(1)).unwrap();
+    let other_schema = other.schema().inner().clone();
+    let other_batches = other.collect().await.unwrap();
+    cache
+        .set_batches(
+            "q",
+            other_schema,
+            futures::stream::iter(other_batches.into_iter().map(Ok::<_, std::io::Error>)),
+            ArrowOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows(&hit.clone().collect().await.unwrap()), expected());
+    assert_eq!(rows(&hit.collect().await.unwrap()), expected()[..1]);
+}

@@ -15,15 +15,24 @@ use futures::TryStreamExt;
 
 /// The bytes of a zstd-compressed Arrow entry of one batch.
 async fn payload(cache: &MemoryCache) -> Vec<u8> {
+    payload_of(cache, 1).await
+}
+
+/// Batch `n` of a payload: 10,000 values, other ones for each `n`.
+fn numbered_batch(n: i64) -> RecordBatch {
     let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
-    let values: Vec<i64> = (0..10_000).map(|i| i * 7_919 % 100_003).collect();
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![Arc::new(Int64Array::from(values)) as ArrayRef],
-    )
-    .unwrap();
+    let values: Vec<i64> = (0..10_000)
+        .map(|i| n * 1_000_000 + i * 7_919 % 100_003)
+        .collect();
+    RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values)) as ArrayRef]).unwrap()
+}
+
+/// The bytes of a zstd-compressed Arrow entry of `count` batches.
+async fn payload_of(cache: &MemoryCache, count: i64) -> Vec<u8> {
+    let schema = numbered_batch(0).schema();
     let opts = ArrowOptions::new().compression(IpcCompression::Zstd);
-    let batches = futures::stream::iter([Ok::<_, std::io::Error>(batch)]);
+    let batches =
+        futures::stream::iter((0..count).map(|n| Ok::<_, std::io::Error>(numbered_batch(n))));
     cache
         .set_batches("good", schema, batches, opts)
         .await
@@ -123,4 +132,97 @@ async fn a_buffer_past_its_body_is_an_error_not_a_panic() {
     assert!(err.to_string().contains("hostile"), "{err}");
     let source = std::error::Error::source(&err).map(ToString::to_string);
     assert!(source.is_some_and(|s| s.contains("outside")), "{err:?}");
+}
+
+/// Where the footer of an IPC file lies: `(start, end)`, before its length
+/// and the closing magic.
+fn footer_span(file: &[u8]) -> (usize, usize) {
+    let end = file.len() - 10;
+    let len = i32::from_le_bytes(file[end..end + 4].try_into().unwrap()) as usize;
+    (end - len, end)
+}
+
+#[tokio::test]
+async fn a_footer_that_reorders_the_batches_is_refused() {
+    let cache = MemoryCache::new();
+    let mut file = payload_of(&cache, 2).await;
+    let (start, end) = footer_span(&file);
+    let footer = arrow_ipc::root_as_footer(&file[start..end]).unwrap();
+    // Each block as the footer stores it: offset, header length, 4 bytes
+    // of padding, body length.
+    let blocks: Vec<Vec<u8>> = footer
+        .recordBatches()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let mut v = b.offset().to_le_bytes().to_vec();
+            v.extend_from_slice(&b.metaDataLength().to_le_bytes());
+            v.extend_from_slice(&[0; 4]);
+            v.extend_from_slice(&b.bodyLength().to_le_bytes());
+            v
+        })
+        .collect();
+    assert_eq!(blocks.len(), 2);
+    let find = |file: &[u8], pattern: &[u8]| {
+        start
+            + file[start..end]
+                .windows(24)
+                .position(|w| w == pattern)
+                .expect("a block")
+    };
+    let (a, b) = (find(&file, &blocks[0]), find(&file, &blocks[1]));
+    file[a..a + 24].copy_from_slice(&blocks[1]);
+    file[b..b + 24].copy_from_slice(&blocks[0]);
+    // A reader that goes by the footer now yields batch 1 before batch 0.
+    let by_footer: Vec<RecordBatch> =
+        arrow_ipc::reader::FileReader::try_new(std::io::Cursor::new(file.clone()), None)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    assert_eq!(by_footer, [numbered_batch(1), numbered_batch(0)]);
+    // Read front to back, the same entry must not give the other order.
+    let err = read_all(&cache, file).await;
+    let text = err.to_string();
+    assert!(text.contains("hostile"), "{text}");
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(
+        source.is_some_and(|s| s.contains("another order")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn bytes_past_the_last_message_beyond_a_footer_are_refused_unread() {
+    let cache = MemoryCache::new();
+    let file = payload_of(&cache, 2).await;
+    let (start, _) = footer_span(&file);
+    // 20 MiB between the end-of-stream marker and the footer: more than a
+    // footer of two batches can take.
+    let mut long = file[..start].to_vec();
+    long.extend(std::iter::repeat_n(0u8, 20 << 20));
+    long.extend_from_slice(&file[start..]);
+    let err = read_all(&cache, long).await;
+    assert!(err.to_string().contains("hostile"), "{err}");
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(
+        source.is_some_and(|s| s.contains("more than a footer")),
+        "{err:?}"
+    );
+    // A footer with room to spare still reads.
+    let cache = MemoryCache::new();
+    let file = payload_of(&cache, 3).await;
+    cache
+        .set(
+            "again",
+            Value::Bytes(file.into()),
+            SetOptions::new().kind(Kind::Arrow),
+        )
+        .await
+        .unwrap();
+    let (_, batches) = cache.get_batches("again").await.unwrap().unwrap();
+    let got: Vec<RecordBatch> = batches.try_collect().await.unwrap();
+    assert_eq!(
+        got,
+        [numbered_batch(0), numbered_batch(1), numbered_batch(2)]
+    );
 }

@@ -494,6 +494,9 @@ async fn files_written_by_arrow_itself_read_back() {
 struct SlowReader {
     inner: MemoryCache,
     received: Arc<std::sync::atomic::AtomicUsize>,
+    /// When set, the next `get_stream` misses (as a read just before
+    /// another writer's set would).
+    miss_once: std::sync::atomic::AtomicBool,
 }
 
 #[etl_cache_core::async_trait]
@@ -535,6 +538,12 @@ impl Cache for SlowReader {
         key: &str,
         chunk: usize,
     ) -> etl_cache_core::Result<Option<etl_cache_core::GetStream>> {
+        if self
+            .miss_once
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(None);
+        }
         self.inner.get_stream(key, chunk).await
     }
     async fn head(&self, key: &str) -> etl_cache_core::Result<Option<etl_cache_core::EntryMeta>> {
@@ -571,6 +580,7 @@ async fn a_slow_cache_holds_the_batches_back() {
     let cache = SlowReader {
         inner: MemoryCache::new(),
         received: received.clone(),
+        miss_once: false.into(),
     };
     let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let most_ahead = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -592,5 +602,84 @@ async fn a_slow_cache_holds_the_batches_back() {
     assert_eq!(
         collect(cache.get_batches("k").await.unwrap()).await.1.len(),
         30
+    );
+}
+
+/// A plain byte entry stored between `get_or_compute_batches`' first look
+/// (a miss) and its single flight (a hit on that entry) is a
+/// `KindMismatch`, as `get_batches` says of it: it is not decoded, even when
+/// its bytes are an Arrow file.
+#[tokio::test]
+async fn get_or_compute_checks_the_kind_of_an_entry_stored_meanwhile() {
+    let cache = SlowReader {
+        inner: MemoryCache::new(),
+        received: Default::default(),
+        miss_once: true.into(),
+    };
+    let elsewhere = MemoryCache::new();
+    elsewhere
+        .set_batches(
+            "f",
+            schema(),
+            batches(vec![batch(1, 3)]),
+            ArrowOptions::new(),
+        )
+        .await
+        .unwrap();
+    let file = elsewhere.get_bytes("f").await.unwrap().unwrap();
+    cache
+        .inner
+        .set("k", Value::Bytes(file), SetOptions::new())
+        .await
+        .unwrap();
+    let err = failed(
+        cache
+            .get_or_compute_batches("k", ArrowOptions::new(), || async {
+                Ok::<_, ArrowError>((schema(), batches(vec![batch(2, 3)])))
+            })
+            .await,
+    );
+    match err {
+        Error::KindMismatch {
+            key,
+            expected,
+            found,
+        } => assert_eq!(
+            (key.as_str(), expected, found),
+            ("k", Kind::Arrow, Kind::Bytes)
+        ),
+        other => panic!("expected KindMismatch, got {other:?}"),
+    }
+}
+
+/// A batch encoded off the runtime's threads while the runtime shuts down is
+/// an error naming the key (nothing stored), not a panic of the caller.
+#[test]
+fn a_runtime_shut_down_mid_encode_is_an_error_not_a_panic() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let handle = rt.handle().clone();
+    drop(rt);
+    let _entered = handle.enter();
+    let cache = MemoryCache::new();
+    // Large enough (over 1 MiB in memory) to be encoded on the blocking pool.
+    let big = batch(1, 200_000);
+    assert!(big.get_array_memory_size() > 1 << 20);
+    let r = futures::executor::block_on(cache.set_batches(
+        "k",
+        schema(),
+        batches(vec![big]),
+        ArrowOptions::new(),
+    ));
+    match r {
+        Err(Error::Backend { key, source, .. }) => {
+            assert_eq!(key, "k");
+            assert!(source.to_string().contains("cancelled"), "{source}");
+        }
+        other => panic!("expected a Backend error, got {other:?}"),
+    }
+    assert!(
+        futures::executor::block_on(cache.get("k"))
+            .unwrap()
+            .is_none()
     );
 }

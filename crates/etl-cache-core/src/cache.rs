@@ -269,7 +269,7 @@ pub trait Cache: Debug + Send + Sync + 'static {
         opts: SetOptions,
         init: InitFuture<'a>,
     ) -> Result<Value> {
-        opts.validate()?;
+        opts.validate_for(key)?;
         if let Some(v) = self.get(key).await? {
             return Ok(v);
         }

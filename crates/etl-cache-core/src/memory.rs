@@ -156,7 +156,7 @@ impl Cache for MemoryCache {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
         crate::obs::observe("memory", "set", Some(key), async move {
             validate_key(key)?;
-            opts.validate()?;
+            opts.validate_for(key)?;
             value.check(key)?;
             let kind = opts.kind_for(key, value.kind())?;
             let (payload, totals) = Encoder::encode_all(opts.compression, value.into_bytes())
@@ -179,7 +179,7 @@ impl Cache for MemoryCache {
     ) -> Result<EntryMeta> {
         crate::obs::observe("memory", "set_stream", Some(key), async move {
             validate_key(key)?;
-            opts.validate()?;
+            opts.validate_for(key)?;
             let kind = opts.kind_for(key, Kind::Bytes)?;
             let io = |source| Error::Io {
                 key: key.to_owned(),
@@ -318,7 +318,7 @@ impl Cache for MemoryCache {
         init: InitFuture<'a>,
     ) -> Result<Value> {
         crate::obs::observe_init("memory", key, init, |init| async move {
-            opts.validate()?;
+            opts.validate_for(key)?;
             if let Some(v) = self.get(key).await? {
                 return Ok(v);
             }

@@ -296,7 +296,13 @@ impl SetOptions {
         match (value_kind, self.kind) {
             (k, None) => Ok(k),
             (Kind::Bytes, Some(k @ (Kind::Bytes | Kind::Arrow))) => Ok(k),
-            (Kind::Bytes, Some(k)) => Err(not_a_byte_kind(k)),
+            (Kind::Bytes, Some(k)) => Err(Error::InvalidInput {
+                message: format!(
+                    "key {:?}: {}",
+                    Error::display_key(key),
+                    not_a_byte_kind_message(k)
+                ),
+            }),
             (v, Some(k)) => Err(Error::InvalidInput {
                 message: format!(
                     "the {v} value for key {:?} cannot be stored as kind {k}: only a byte \
@@ -374,15 +380,33 @@ impl SetOptions {
         }
         self.expires_at(SystemTime::now()).map(|_| ())
     }
+
+    /// [`SetOptions::validate`] for a write of `key`: an error names the key.
+    ///
+    /// # Errors
+    ///
+    /// As [`SetOptions::validate`].
+    pub fn validate_for(&self, key: &str) -> crate::Result<()> {
+        self.validate().map_err(|e| match e {
+            Error::InvalidInput { message } => Error::InvalidInput {
+                message: format!("key {:?}: {message}", Error::display_key(key)),
+            },
+            e => e,
+        })
+    }
 }
 
 fn not_a_byte_kind(kind: Kind) -> Error {
     Error::InvalidInput {
-        message: format!(
-            "kind {kind} cannot be set on a write: only a byte payload takes a kind \
-             (bytes or arrow); text and JSON values carry their own"
-        ),
+        message: not_a_byte_kind_message(kind),
     }
+}
+
+fn not_a_byte_kind_message(kind: Kind) -> String {
+    format!(
+        "kind {kind} cannot be set on a write: only a byte payload takes a kind \
+         (bytes or arrow); text and JSON values carry their own"
+    )
 }
 
 /// The longest TTL a write accepts: 100 years. Entries store their expiry as

@@ -1315,15 +1315,27 @@ pub async fn kind_only_on_byte_payloads(h: &Harness) {
     let bytes = Value::Bytes(Bytes::from_static(b"payload"));
     for kind in [Kind::Text, Kind::Json] {
         let opts = SetOptions::new().kind(kind);
-        assert_invalid_input(c.set("k", bytes.clone(), opts).await);
-        assert_invalid_input(
+        // Each refusal names the key it was for.
+        fn names<T>(r: crate::Result<T>, key: &str) -> crate::Result<T> {
+            let text = r
+                .as_ref()
+                .err()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            assert!(text.contains(&format!("{key:?}")), "{text:?} names {key:?}");
+            r
+        }
+        assert_invalid_input(names(c.set("k", bytes.clone(), opts).await, "k"));
+        assert_invalid_input(names(
             c.set_stream("k", stream_of(vec![bytes.to_bytes()]), opts)
                 .await,
-        );
-        assert_invalid_input(
+            "k",
+        ));
+        assert_invalid_input(names(
             c.get_or_insert_with("new", opts, || async { Value::from("x") })
                 .await,
-        );
+            "new",
+        ));
     }
     let arrow = SetOptions::new().kind(Kind::Arrow);
     assert_invalid_input(c.set("k", Value::from("text"), arrow).await);

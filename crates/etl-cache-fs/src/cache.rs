@@ -494,7 +494,7 @@ impl Cache for DiskCache {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
         etl_cache_core::obs::observe("disk", "set", Some(key), async move {
             validate_key(key)?;
-            opts.validate()?;
+            opts.validate_for(key)?;
             value.check(key)?;
             let inner = self.inner.clone();
             let kind = opts.kind_for(key, value.kind())?;
@@ -531,7 +531,7 @@ impl Cache for DiskCache {
     ) -> Result<EntryMeta> {
         etl_cache_core::obs::observe("disk", "set_stream", Some(key), async move {
             validate_key(key)?;
-            opts.validate()?;
+            opts.validate_for(key)?;
             let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
             let inner = self.inner.clone();
             let owned = key.to_owned();
@@ -797,7 +797,7 @@ impl Cache for DiskCache {
     ) -> Result<Value> {
         etl_cache_core::obs::observe_init("disk", key, init, |init| async move {
             validate_key(key)?;
-            opts.validate()?;
+            opts.validate_for(key)?;
             if let Some(v) = self.get(key).await? {
                 return Ok(v);
             }

@@ -706,7 +706,7 @@ impl Cache for ObjectCache {
         init: InitFuture<'a>,
     ) -> Result<Value> {
         etl_cache_core::obs::observe_init("object", key, init, |init| async move {
-            opts.validate()?;
+            opts.validate_for(key)?;
             self.single_flight(key, opts, self.inner.config.lock_timeout, init)
                 .await
         })

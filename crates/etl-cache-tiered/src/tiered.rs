@@ -611,7 +611,7 @@ impl Cache for TieredCache {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
         etl_cache_core::obs::observe("tiered", "set", Some(key), async move {
             validate_key(key)?;
-            opts.validate()?;
+            opts.validate_for(key)?;
             value.check(key)?;
             let inner = &self.inner;
             let (guard, _) = inner.begin_write(key).await?;
@@ -648,7 +648,7 @@ impl Cache for TieredCache {
     ) -> Result<EntryMeta> {
         etl_cache_core::obs::observe("tiered", "set_stream", Some(key), async move {
             validate_key(key)?;
-            opts.validate()?;
+            opts.validate_for(key)?;
             let inner = &self.inner;
             let (guard, _) = inner.begin_write(key).await?;
             let upper = inner.upper();
@@ -949,7 +949,7 @@ impl Cache for TieredCache {
     ) -> Result<Value> {
         etl_cache_core::obs::observe_init("tiered", key, init, |init| async move {
         validate_key(key)?;
-        opts.validate()?;
+        opts.validate_for(key)?;
         let inner = &self.inner;
         if let Some((_, v, _)) = inner.find(key, true).await? {
             return Ok(v);
