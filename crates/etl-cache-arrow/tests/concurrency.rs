@@ -292,3 +292,50 @@ async fn a_corrupt_entry_never_yields_a_wrong_batch() {
     }
     assert_eq!(checked, 8);
 }
+
+/// A `get_or_compute_batches` dropped at any batch of its computation, while
+/// a caller on a second handle waits for it: nothing is stored, and the
+/// waiter computes in its place (the lock is not left behind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_computation_dropped_at_any_batch_stores_nothing_and_hands_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (disk(dir.path()).await, disk(dir.path()).await);
+    let big: Vec<RecordBatch> = (0..3).map(|i| batch(5, 20_000 + i)).collect();
+    for at in 0..=big.len() {
+        let key = format!("step-{at}");
+        let (tx, rx) = oneshot::channel();
+        let gated_batches = gated(big.clone(), at, tx);
+        let first = one.get_or_compute_batches(&key, ArrowOptions::new(), || async move {
+            Ok::<_, ArrowError>((schema(), gated_batches))
+        });
+        let mut first = Box::pin(first);
+        tokio::select! {
+            r = &mut first => panic!("the gated computation ended: {}", r.is_ok()),
+            _ = rx => {}
+        }
+        // A second caller, on the other handle, misses and waits.
+        let runs = Arc::new(AtomicUsize::new(0));
+        let waiter = {
+            let (two, key, runs) = (two.clone(), key.clone(), runs.clone());
+            tokio::spawn(async move {
+                let (_, s) = two
+                    .get_or_compute_batches(&key, ArrowOptions::new(), || async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, ArrowError>((schema(), batches(version(2))))
+                    })
+                    .await
+                    .unwrap();
+                s.try_collect::<Vec<_>>().await.unwrap()
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(
+            one.get_batches(&key).await.unwrap().is_none(),
+            "dropped at batch {at}: nothing stored yet"
+        );
+        drop(first);
+        assert_eq!(waiter.await.unwrap(), version(2), "dropped at batch {at}");
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(read_version(&*one, &key).await, Some(2));
+    }
+}

@@ -36,7 +36,9 @@
 //! `ETL_BENCH_MP_SECS` (default 4); for `store`: `ETL_BENCH_STORE_MB` (the
 //! Parquet dataset, default 1024), `ETL_BENCH_STORE_FILES` (default 8),
 //! `ETL_BENCH_STORE_LATENCY_MS` (the inner store's wait per GET or HEAD,
-//! default 50), `ETL_BENCH_STORE_RANGES` (range reads timed, default 2000);
+//! default 50), `ETL_BENCH_STORE_RANGES` (range reads timed, default 2000),
+//! `ETL_BENCH_STORE_S3_MB` (the dataset of the runs on the local S3 server,
+//! with feature `aws` as well; default 1024);
 //! for `arrow`: `ETL_BENCH_ARROW_MB` (default 1024), `ETL_BENCH_ARROW_REPS`
 //! (default 3).
 //!
