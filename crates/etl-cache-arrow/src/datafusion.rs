@@ -66,9 +66,13 @@ fn external(e: Error) -> DataFusionError {
 /// the others wait for it and read its result (between tasks of a process,
 /// and between processes or hosts where the cache coordinates them).
 ///
-/// The `DataFrame` returned scans the entry (see [`CachedTable`]); the
-/// query's result is stored as [`ArrowCacheExt::get_or_compute_batches`]
-/// stores it, held in memory while it is written.
+/// The `DataFrame` returned scans the entry (see [`CachedTable`]), as it
+/// is when the scan runs; an entry deleted, expired or evicted by then
+/// fails the scan with an error naming the key. The query's result is
+/// stored as [`ArrowCacheExt::get_or_compute_batches`] stores it, held in
+/// memory while it is written; when this call computed it, the first scan
+/// yields that result from memory (it stays held until then), so that a
+/// cache too small to keep it, or a short TTL, does not fail the scan.
 ///
 /// # Errors
 ///
@@ -85,7 +89,10 @@ where
     F: FnOnce() -> Fut + Send,
     Fut: Future<Output = Result<DataFrame>> + Send,
 {
+    let computed = std::sync::atomic::AtomicBool::new(false);
+    let computed = &computed;
     let run = || async move {
+        computed.store(true, std::sync::atomic::Ordering::Relaxed);
         let df = compute().await?;
         let schema: SchemaRef = df.schema().inner().clone();
         let batches = df.execute_stream().await?;
@@ -95,12 +102,18 @@ where
         .get_or_compute_batches(key, opts, run)
         .await
         .map_err(external)?;
-    // The first scan of the DataFrame yields these batches (what was just
-    // computed, or the entry as it was read here), so that an entry
-    // expired, evicted or rewritten meanwhile changes nothing; a later
-    // scan reads the entry again.
     let table = CachedTable::with_schema(cache, key, schema);
-    *table.first.lock().expect("not poisoned") = Some(batches);
+    if computed.load(std::sync::atomic::Ordering::Relaxed) {
+        // The result computed here is in memory already: the first scan
+        // yields it, so that an entry evicted or expired before the scan
+        // (a cache smaller than the result, a short TTL) does not fail it.
+        *table.first.lock().expect("not poisoned") = Some(batches);
+    } else {
+        // A hit: the scan opens the entry when it runs. Holding it open
+        // from now on would keep a file (and on DiskCache reading threads)
+        // for as long as the DataFrame lives unscanned.
+        drop(batches);
+    }
     ctx.read_table(table.provider()?)
 }
 

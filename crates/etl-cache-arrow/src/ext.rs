@@ -173,12 +173,19 @@ pub trait ArrowCacheExt: Cache {
                     e => e,
                 })?;
             if !computed.load(std::sync::atomic::Ordering::Relaxed) {
-                // Another caller's value: read it as an entry, whose kind is
-                // checked (a plain byte payload stored meanwhile is a
-                // `KindMismatch`, not decoded). Gone again since: what the
-                // single flight returned is all there is.
-                if let Some(hit) = self.get_batches(key).await? {
-                    return Ok(hit);
+                // Another caller's value (a backend that polled `init`
+                // returns what `init` returned): its kind is the entry's,
+                // which a plain byte payload stored meanwhile does not pass.
+                // The bytes in hand are decoded, not read again; an entry
+                // gone since leaves them as they are.
+                if let Some(meta) = self.head(key).await?
+                    && meta.kind != Kind::Arrow
+                {
+                    return Err(Error::KindMismatch {
+                        key: Error::display_key(key),
+                        expected: Kind::Arrow,
+                        found: meta.kind,
+                    });
                 }
             }
             let Value::Bytes(bytes) = value else {

@@ -273,3 +273,49 @@ async fn coordination_can_be_turned_off() {
     );
     assert_eq!(spied.entered.load(SeqCst), 0);
 }
+
+/// `get_ranges` of several ranges over four blocks, eight calls spread over
+/// two handles on one directory, cold: every call gets exactly its bytes
+/// and no block is fetched twice (uncoordinated, each call would send at
+/// least one request of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_ranges_over_two_handles_fetch_each_cold_block_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("lake/part-1.parquet");
+    let data = bytes(4 * MIB, 32);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    let a = handle(inner.clone(), dir.path()).await;
+    let b = handle(inner.clone(), dir.path()).await;
+    let m = MIB as u64;
+    let ranges = vec![0..10, m + 1..2 * m + 7, 3 * m..3 * m + 5, 5..9];
+    let readers = 8;
+    let _gate = hooks.close_gate();
+    let tasks: Vec<_> = (0..readers)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.0.clone() } else { b.0.clone() };
+            let (p, ranges) = (p.clone(), ranges.clone());
+            tokio::spawn(async move { store.get_ranges(&p, &ranges).await.unwrap() })
+        })
+        .collect();
+    let entered = || a.1.entered.load(SeqCst) + b.1.entered.load(SeqCst);
+    until(|| {
+        let paused = hooks.paused.load(SeqCst);
+        (paused >= 1 && entered() >= readers) || paused > 4
+    })
+    .await;
+    hooks.open_gate();
+    for t in tasks {
+        let got = t.await.unwrap();
+        let want: Vec<_> = ranges
+            .iter()
+            .map(|r| data.slice(r.start as usize..r.end as usize))
+            .collect();
+        assert_eq!(got, want);
+    }
+    let gets = hooks.gets.load(SeqCst);
+    assert!(
+        gets <= 4,
+        "{gets} data requests for 4 blocks over {readers} calls"
+    );
+}
