@@ -19,6 +19,13 @@
 //! DataFusion's arrow format. Typed reads of it as text or JSON are a
 //! [`etl_cache_core::Error::KindMismatch`] naming `arrow`.
 //!
+//! A file stored from elsewhere (pyarrow, Polars, arrow's own writer) with
+//! kind arrow reads back too. It is read front to back and its footer is
+//! checked against what was read: every batch and dictionary where the
+//! footer says, in its order (readers that go by the footer would see other
+//! rows otherwise). A footer may carry up to 16 MiB of a writer's custom
+//! metadata; a file with more is refused with an error naming the key.
+//!
 //! The arrow crates are version 59, the one DataFusion 55.2 uses, so the
 //! batches a DataFusion pipeline produces are stored as they are.
 //!

@@ -8,8 +8,9 @@ use etl_cache_core::{Clock, Error, MAX_TTL, Result, SystemClock};
 use object_store::ObjectStore;
 use object_store::path::Path;
 
-use crate::cache::{Inner, ObjectCache};
+use crate::cache::ObjectCache;
 use crate::deadline::{DEFAULT_IDLE_TIMEOUT, Deadline};
+use crate::inner::{Config, Inner};
 use crate::layout::Layout;
 use crate::local::LocalFiles;
 use crate::staged::LocalWrites;
@@ -19,19 +20,6 @@ use crate::store::{self, Http};
 pub const DEFAULT_PART_SIZE: usize = 8 << 20;
 /// The smallest part size S3 and GCS accept (all parts but the last).
 pub const MIN_CLOUD_PART_SIZE: usize = 5 << 20;
-
-/// Settings shared by every operation of one handle.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub clock: Arc<dyn Clock>,
-    pub part_size: usize,
-    pub max_concurrency: usize,
-    pub lease_duration: Duration,
-    pub poll_min: Duration,
-    pub poll_max: Duration,
-    pub resume_attempts: u32,
-    pub lock_timeout: Duration,
-}
 
 #[derive(Debug, Clone)]
 enum Source {
@@ -410,5 +398,46 @@ impl ObjectCacheBuilder {
             local,
             local_writes,
         )))
+    }
+}
+
+/// The constructors of [`ObjectCache`]: a builder, or the defaults.
+impl ObjectCache {
+    /// A builder with default settings.
+    pub fn builder() -> ObjectCacheBuilder {
+        ObjectCacheBuilder::new()
+    }
+
+    /// A cache under `prefix` of an injected store, with default settings.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for an invalid prefix.
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Result<ObjectCache> {
+        ObjectCacheBuilder::new()
+            .store(store)
+            .prefix(prefix)
+            .build()
+    }
+
+    /// A cache on the store a URL names, configured from the environment.
+    ///
+    /// # Errors
+    ///
+    /// As [`ObjectCacheBuilder::build`].
+    pub fn from_url(url: &str) -> Result<ObjectCache> {
+        ObjectCacheBuilder::new().url(url).build()
+    }
+
+    /// A cache on the store a URL names, with store options over the environment.
+    ///
+    /// # Errors
+    ///
+    /// As [`ObjectCacheBuilder::build`].
+    pub fn from_url_opts<K: Into<String>, V: Into<String>>(
+        url: &str,
+        options: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<ObjectCache> {
+        ObjectCacheBuilder::new().url(url).options(options).build()
     }
 }

@@ -47,8 +47,8 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersio
 use serde::{Deserialize, Serialize};
 
 use crate::ObjectCache;
-use crate::cache::Inner;
 use crate::error::{ObjectErrorKind, is_not_found};
+use crate::inner::Inner;
 use crate::local::Standing;
 
 /// What a lease object holds.

@@ -59,6 +59,7 @@ mod builder;
 mod cache;
 mod deadline;
 mod error;
+mod inner;
 mod layout;
 mod lease;
 mod local;

@@ -28,8 +28,8 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetResult, ObjectMeta, ObjectStoreExt};
 use tokio::sync::mpsc;
 
-use crate::cache::Inner;
 use crate::error::{ObjectError, ObjectErrorKind, is_not_found};
+use crate::inner::Inner;
 use crate::local::Standing;
 
 /// Bytes read from the start of an object to find its header; small entries
@@ -404,7 +404,7 @@ impl Inner {
             etl_cache_core::obs::note(etl_cache_core::obs::Outcome::Expired);
             return Ok(None);
         }
-        let decoded = if !crate::cache::work_inline(meta.codec, meta.stored_len as usize) {
+        let decoded = if !crate::inner::work_inline(meta.codec, meta.stored_len as usize) {
             let m = meta.clone();
             tokio::task::spawn_blocking(move || decode(&m, &header, &trailer, bytes))
                 .await

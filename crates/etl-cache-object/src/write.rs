@@ -14,7 +14,7 @@ use object_store::path::Path;
 use object_store::{MultipartUpload, PutMultipartOptions, PutOptions, PutPayload};
 use tokio::task::JoinSet;
 
-use crate::cache::Inner;
+use crate::inner::Inner;
 use crate::local::Standing;
 use crate::staged::Staged;
 
@@ -111,7 +111,7 @@ impl Inner {
         let compression = opts.compression;
         // The framer checksums each block as it passes: the encoder's own
         // checksum of the stored bytes would be a second pass for nothing.
-        let encoded = if crate::cache::work_inline(compression.codec(), logical.len()) {
+        let encoded = if crate::inner::work_inline(compression.codec(), logical.len()) {
             Encoder::encode_all_without_checksum(compression, logical)
         } else {
             tokio::task::spawn_blocking(move || {
