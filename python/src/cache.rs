@@ -43,9 +43,15 @@ impl BaseCache {
     pub(crate) fn options(
         &self,
         ttl_seconds: Option<f64>,
-        compress: bool,
+        compress: Option<&Bound<'_, PyAny>>,
         compression: Option<&str>,
     ) -> PyResult<SetOptions> {
+        // Any truthy value, as Python's own `if compress:` (the seed's
+        // callers pass `1` or a config string as well as `True`).
+        let compress = compress
+            .map(|c| c.is_truthy())
+            .transpose()?
+            .unwrap_or(false);
         let mut opts = SetOptions::new();
         if let Some(secs) = ttl_seconds {
             let ttl = Duration::try_from_secs_f64(secs).map_err(|_| {
@@ -75,14 +81,14 @@ impl BaseCache {
     /// `compress=True` compresses with gzip (or the cache's `compression`);
     /// `compression="zstd"` (or `"gzip:9"`, `"zstd:19"`, `"none"`) picks one.
     /// Streams are compressed too when asked.
-    #[pyo3(signature = (key, payload, ttl_seconds=None, compress=false, compression=None))]
+    #[pyo3(signature = (key, payload, ttl_seconds=None, compress=None, compression=None))]
     fn set(
         &self,
         py: Python<'_>,
         key: String,
         payload: &Bound<'_, PyAny>,
         ttl_seconds: Option<f64>,
-        compress: bool,
+        compress: Option<&Bound<'_, PyAny>>,
         compression: Option<&str>,
     ) -> PyResult<()> {
         let opts = self.options(ttl_seconds, compress, compression)?;
@@ -159,14 +165,14 @@ impl BaseCache {
     }
 
     /// Stores a `str`, `bytes`, `dict` or `list` (awaitable).
-    #[pyo3(signature = (key, payload, ttl_seconds=None, compress=false, compression=None))]
+    #[pyo3(signature = (key, payload, ttl_seconds=None, compress=None, compression=None))]
     fn aset<'py>(
         &self,
         py: Python<'py>,
         key: String,
         payload: &Bound<'py, PyAny>,
         ttl_seconds: Option<f64>,
-        compress: bool,
+        compress: Option<&Bound<'py, PyAny>>,
         compression: Option<&str>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let opts = self.options(ttl_seconds, compress, compression)?;

@@ -73,6 +73,24 @@ def test_zstd_compression_streams_and_values(tmp_path):
     assert stored < len(text) / 20
 
 
+def test_compress_takes_any_truthy_value_as_the_seed_does(tmp_path):
+    text = "<row>same row again</row>\n" * 20_000
+
+    def stored(flag) -> int:
+        root = tmp_path / f"c-{flag!r}"
+        cache = LocalDiskCache(str(root))
+        cache.set("k", text, compress=flag)
+        assert cache.get("k") == text
+        return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+    plain = stored(False)
+    assert plain > len(text)
+    for truthy in (True, 1, "yes"):
+        assert stored(truthy) < plain / 20, truthy
+    for falsy in (0, None, ""):
+        assert stored(falsy) >= len(text), falsy
+
+
 def test_a_failing_iterator_keeps_the_previous_value(tmp_path):
     cache = LocalDiskCache(str(tmp_path))
     cache.set("k", b"previous")
