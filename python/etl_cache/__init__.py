@@ -11,7 +11,6 @@ bytes, and the LRU order is by last read (see the package README).
 
 from etl_cache._native import (
     BackendError,
-    BaseCache,
     CacheError,
     ChunkIterator,
     CorruptEntryError,
@@ -26,6 +25,7 @@ from etl_cache._native import (
     open,
 )
 from etl_cache.aio import AsyncCache, AsyncLocalDiskCache, AsyncS3Cache, aopen
+from etl_cache.interfaces import BaseCache, PayloadType
 
 # `open` and `aopen` stay out of `import *`: they would shadow the builtin.
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "LocalDiskCache",
     "LockTimeoutError",
     "OpenError",
+    "PayloadType",
     "S3Cache",
     "StreamError",
     "TooLargeError",

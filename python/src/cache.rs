@@ -206,7 +206,10 @@ fn seconds(name: &str, secs: f64) -> PyResult<Duration> {
 /// writes; `compression` is what `compress=True` uses (`"gzip"` by default,
 /// `"zstd"` is smaller and faster); `durable=True` fsyncs every write.
 #[pyclass(module = "etl_cache", extends = BaseCache, frozen)]
-pub(crate) struct LocalDiskCache {}
+pub(crate) struct LocalDiskCache {
+    /// The directory as it was given (`.cache` by default).
+    cache_dir: String,
+}
 
 #[pymethods]
 impl LocalDiskCache {
@@ -238,7 +241,14 @@ impl LocalDiskCache {
         let cache = runtime::block_on(py, b.build()).map_err(to_py)?;
         let description = format!("LocalDiskCache(cache_dir={:?})", dir.display().to_string());
         let base = BaseCache::new(Arc::new(cache), compression, description)?;
-        Ok(PyClassInitializer::from(base).add_subclass(LocalDiskCache {}))
+        let cache_dir = dir.display().to_string();
+        Ok(PyClassInitializer::from(base).add_subclass(LocalDiskCache { cache_dir }))
+    }
+
+    /// The cache's directory, as it was given (etl-pycache's
+    /// `get_local_cache_name`).
+    fn get_local_cache_name(&self) -> String {
+        self.cache_dir.clone()
     }
 }
 

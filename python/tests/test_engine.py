@@ -27,6 +27,50 @@ def test_import_paths_match_the_seed():
     assert issubclass(L, BaseCache) and issubclass(S, BaseCache)
 
 
+def test_base_cache_is_the_seeds_abstract_contract(tmp_path):
+    from etl_cache.interface import BaseCache as Spelled
+    from etl_cache.interfaces import BaseCache, PayloadType
+
+    assert Spelled is BaseCache and etl_cache.BaseCache is BaseCache
+    assert isinstance(LocalDiskCache(str(tmp_path)), BaseCache)
+    assert PayloadType is etl_cache.PayloadType
+
+    # A pipeline's own cache, written in Python, subclasses it as before.
+    class DictCache(BaseCache):
+        def __init__(self):
+            self.d = {}
+
+        def set(self, key, payload, ttl_seconds=None, compress=False):
+            self.d[key] = payload
+
+        def get(self, key):
+            return self.d.get(key)
+
+        def get_stream(self, key, chunk_size=65536):
+            v = self.d.get(key)
+            return None if v is None else iter([v])
+
+        def delete(self, key):
+            self.d.pop(key, None)
+
+    c = DictCache()
+    c.set("k", {"a": 1})
+    assert c.get("k") == {"a": 1} and isinstance(c, BaseCache)
+
+    class Incomplete(BaseCache):
+        def get(self, key):
+            return None
+
+    with pytest.raises(TypeError):
+        Incomplete()
+
+
+def test_get_local_cache_name_is_the_directory_given(tmp_path, monkeypatch):
+    assert LocalDiskCache(str(tmp_path)).get_local_cache_name() == str(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert LocalDiskCache().get_local_cache_name() == ".cache"
+
+
 def test_default_cache_dir_is_dot_cache(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cache = LocalDiskCache()
