@@ -81,7 +81,10 @@ impl BaseCache {
     /// `compress=True` compresses with gzip (or the cache's `compression`);
     /// `compression="zstd"` (or `"gzip:9"`, `"zstd:19"`, `"none"`) picks one.
     /// Streams are compressed too when asked.
-    #[pyo3(signature = (key, payload, ttl_seconds=None, compress=None, compression=None))]
+    #[pyo3(
+        signature = (key, payload, ttl_seconds=None, compress=None, compression=None),
+        text_signature = "($self, key, payload, ttl_seconds=None, compress=False, compression=None)"
+    )]
     fn set(
         &self,
         py: Python<'_>,
@@ -165,7 +168,10 @@ impl BaseCache {
     }
 
     /// Stores a `str`, `bytes`, `dict` or `list` (awaitable).
-    #[pyo3(signature = (key, payload, ttl_seconds=None, compress=None, compression=None))]
+    #[pyo3(
+        signature = (key, payload, ttl_seconds=None, compress=None, compression=None),
+        text_signature = "($self, key, payload, ttl_seconds=None, compress=False, compression=None)"
+    )]
     fn aset<'py>(
         &self,
         py: Python<'py>,
