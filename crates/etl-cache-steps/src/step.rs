@@ -159,9 +159,21 @@ impl Step {
     }
 
     /// An environment variable (part `env.VAR`), read when the step runs. An
-    /// unset variable is a different value from an empty one.
+    /// unset variable is a different value from an empty one. A name no
+    /// variable can have (empty, or holding `=` or NUL) is an error when the
+    /// step runs.
     pub fn env(self, var: &str) -> Self {
-        self.with(format!("env.{var}"), Source::Env(var.to_owned()))
+        // A name the environment cannot hold always reads as unset: the
+        // part would never change, whatever the variable meant was set to.
+        let source = if var.is_empty() || var.contains(['=', '\0']) {
+            Source::Failed(format!(
+                "{var:?} is not an environment variable name (empty, or holding '=' or NUL): \
+                 it would always read as unset"
+            ))
+        } else {
+            Source::Env(var.to_owned())
+        };
+        self.with(format!("env.{var}"), source)
     }
 
     fn with(mut self, part: String, source: Source) -> Self {

@@ -240,6 +240,18 @@ async fn a_parameter_that_fails_to_serialize_is_an_error() {
 }
 
 #[tokio::test]
+async fn an_environment_variable_name_that_cannot_be_set_is_an_error() {
+    refused(Step::new("s").env(""), "env.").await;
+    refused(Step::new("s").env("REGION=eu"), "env.REGION=eu").await;
+    // NUL: the error's text escapes it, so only its part is checked.
+    let e = Step::new("s").env("A\0B").resolve().await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Part { part, .. } if part == "env.A\0B"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
 async fn an_unreadable_file_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     refused(
