@@ -133,6 +133,24 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
+/// An input file changed while the step computed: the result is handed
+/// to the caller that computed it, not stored (its key names the inputs as
+/// they were before). Callers that waited for it get this as the error.
+#[derive(Debug)]
+struct InputChanged(String);
+
+impl std::fmt::Display for InputChanged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the input {} changed while the step computed: its result was not stored",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for InputChanged {}
+
 fn unwrap_refused(e: etl_cache_core::Error) -> Error {
     match e {
         etl_cache_core::Error::Init { key, source } => match source.downcast::<Refused>() {
@@ -223,6 +241,13 @@ pub trait StepExt: Cache {
                 })?;
                 let took = t.elapsed();
                 value.check(&key)?;
+                if let Some(what) = r.changed_input().await {
+                    tracing::warn!(step = %r.name, "{}", InputChanged(what));
+                    return Ok(Ran {
+                        value,
+                        outcome: Outcome::Computed { took, why },
+                    });
+                }
                 self.set(&key, value.clone(), opts.set).await?;
                 finish_miss(self, &r, &opts, took, &value).await;
                 return Ok(Ran {
@@ -231,8 +256,12 @@ pub trait StepExt: Cache {
                 });
             }
             let slot: Mutex<Option<(Explanation, Duration)>> = Mutex::new(None);
+            // A result computed from inputs that changed meanwhile: kept
+            // here for this caller, never stored.
+            let unstored: Mutex<Option<Value>> = Mutex::new(None);
             let init = {
-                let (slot, r, key, now, take) = (&slot, &r, &key, opts.clock.now(), &take);
+                let (slot, unstored, r, key, now, take) =
+                    (&slot, &unstored, &r, &key, opts.clock.now(), &take);
                 Box::pin(async move {
                     let why = explain_absent(self, r, now)
                         .await
@@ -247,6 +276,10 @@ pub trait StepExt: Cache {
                         return Err(Box::new(Refused(e)) as BoxError);
                     }
                     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((why, took));
+                    if let Some(what) = r.changed_input().await {
+                        *unstored.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
+                        return Err(Box::new(InputChanged(what)) as BoxError);
+                    }
                     Ok::<Value, BoxError>(value)
                 })
             };
@@ -282,7 +315,18 @@ pub trait StepExt: Cache {
                     }
                     forced = Some(corrupt(self, &r, reason).await);
                 }
-                Err(e) => return Err(unwrap_refused(e)),
+                Err(e) => {
+                    let kept = unstored.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let computed = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    if let (Some(value), Some((why, took))) = (kept, computed) {
+                        tracing::warn!(step = %r.name, "{}", unwrap_refused(e));
+                        return Ok(Ran {
+                            value,
+                            outcome: Outcome::Computed { took, why },
+                        });
+                    }
+                    return Err(unwrap_refused(e));
+                }
             }
         }
     }
@@ -420,6 +464,7 @@ pub trait StepExt: Cache {
                 name: m.step.clone(),
                 digest: m.digest.clone(),
                 parts: m.parts.clone(),
+                files: Vec::new(),
             };
             let state = explain(self, &r, now).await?;
             let changed = match i.checked_sub(1) {

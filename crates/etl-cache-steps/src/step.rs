@@ -139,7 +139,11 @@ impl Step {
 
     /// An input read from a file (part `input.NAME`), streamed and hashed
     /// each time the step runs or is explained. A file that cannot be read
-    /// makes the run an error.
+    /// makes the run an error. A file whose length or modification time
+    /// changed while the step computed (looked at once the computation
+    /// ends) makes [`crate::StepExt::run`] return the result without
+    /// storing it, with a `tracing` warning: its key names the file as it
+    /// was hashed. (Streamed steps are not checked.)
     pub fn input_file(self, name: &str, path: impl Into<PathBuf>) -> Self {
         self.with(format!("input.{name}"), Source::File(path.into()))
     }
@@ -191,6 +195,7 @@ impl Step {
     pub async fn resolve(&self) -> Result<Resolved> {
         check_name(&self.name)?;
         let mut parts = Vec::with_capacity(self.parts.len());
+        let mut stamps = Vec::new();
         for (name, source) in &self.parts {
             let fail = |reason: String| Error::Part {
                 step: self.name.clone(),
@@ -200,7 +205,11 @@ impl Step {
             let rec = match source {
                 Source::Ready(rec) => rec.clone(),
                 Source::Failed(reason) => return Err(fail(reason.clone())),
-                Source::File(path) => hash_file(name, path.clone()).await.map_err(fail)?,
+                Source::File(path) => {
+                    let (rec, stamp) = hash_file(name, path.clone()).await.map_err(fail)?;
+                    stamps.push(stamp);
+                    rec
+                }
                 Source::Env(var) => env_record(name, var),
                 #[cfg(feature = "object-store")]
                 Source::Object(store, location) => object_record(name, store.as_ref(), location)
@@ -229,6 +238,7 @@ impl Step {
             name: self.name.clone(),
             digest,
             parts,
+            files: stamps,
         })
     }
 }
@@ -243,12 +253,57 @@ pub struct Resolved {
     pub digest: String,
     /// The parts, in the order of their names.
     pub parts: Vec<PartRecord>,
+    /// The input files as they were when hashed, to tell whether one
+    /// changed while the step computed.
+    pub(crate) files: Vec<FileStamp>,
+}
+
+/// An input file's length and modification time, when it was hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FileStamp {
+    part: String,
+    path: PathBuf,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileStamp {
+    fn of(part: &str, path: &std::path::Path, meta: &std::fs::Metadata) -> FileStamp {
+        FileStamp {
+            part: part.to_owned(),
+            path: path.to_owned(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
 }
 
 impl Resolved {
     /// The key of the result: `step/{name}/{digest}`.
     pub fn key(&self) -> String {
         result_key(&self.name, &self.digest)
+    }
+
+    /// The first input file that is not as it was when hashed (another
+    /// length or modification time, or gone), named with its part: its
+    /// digest no longer says what a computation read. A look at each file's
+    /// metadata, not a second hash.
+    pub(crate) async fn changed_input(&self) -> Option<String> {
+        if self.files.is_empty() {
+            return None;
+        }
+        let files = self.files.clone();
+        tokio::task::spawn_blocking(move || {
+            files.into_iter().find_map(|was| {
+                let now = std::fs::metadata(&was.path)
+                    .map(|m| FileStamp::of(&was.part, &was.path, &m))
+                    .ok();
+                (now.as_ref() != Some(&was))
+                    .then(|| format!("{} ({})", was.part, was.path.display()))
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Some(format!("the input files could not be looked at: {e}")))
     }
 }
 
@@ -342,12 +397,17 @@ fn env_record(name: &str, var: &str) -> PartRecord {
 
 /// Hashes a file in one blocking call (a hop through the blocking pool per
 /// chunk would cost more than the hashing), 256 KiB at a time.
-async fn hash_file(name: &str, path: PathBuf) -> std::result::Result<PartRecord, String> {
+async fn hash_file(
+    name: &str,
+    path: PathBuf,
+) -> std::result::Result<(PartRecord, FileStamp), String> {
     let name = name.to_owned();
     let shown = path.display().to_string();
-    let task = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+    let part = name.clone();
+    let task = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64, FileStamp)> {
         use std::io::Read;
         let mut f = std::fs::File::open(&path)?;
+        let stamp = FileStamp::of(&part, &path, &f.metadata()?);
         let mut h = Sha256::new();
         h.update([b'f']);
         let mut buf = vec![0u8; 256 * 1024];
@@ -360,17 +420,18 @@ async fn hash_file(name: &str, path: PathBuf) -> std::result::Result<PartRecord,
             len += n as u64;
             h.update(&buf[..n]);
         }
-        Ok((hex(&h.finalize()), len))
+        Ok((hex(&h.finalize()), len, stamp))
     });
-    let (digest, len) = task
+    let (digest, len, stamp) = task
         .await
         .map_err(|e| format!("hashing {shown} stopped: {e}"))?
         .map_err(|e| format!("cannot read {shown}: {e}"))?;
-    Ok(PartRecord {
+    let rec = PartRecord {
         name,
         preview: preview(&format!("{shown} ({len} bytes, sha256 {})", &digest[..12])),
         digest,
-    })
+    };
+    Ok((rec, stamp))
 }
 
 #[cfg(feature = "object-store")]

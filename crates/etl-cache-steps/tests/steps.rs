@@ -857,3 +857,50 @@ async fn a_manifest_with_times_out_of_range_is_explained_without_panicking() {
         "{e}"
     );
 }
+
+/// An input file rewritten while the step computes: the run returns what it
+/// computed, nothing is stored (the key names the file as it was hashed),
+/// and the next run computes again from the file as it is. The same for a
+/// forced refresh.
+#[tokio::test]
+async fn a_result_computed_while_an_input_changed_is_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orders.csv");
+    std::fs::write(&path, "id\n1\n").unwrap();
+    let cache = MemoryCache::new();
+    let step = Step::new("load").input_file("orders", &path);
+    for (round, opts) in [RunOptions::new(), RunOptions::new().refresh(true)]
+        .into_iter()
+        .enumerate()
+    {
+        let grown = format!("id\n1\n{}\n", "2\n".repeat(round + 1));
+        let ran = cache
+            .run(&step, opts, || async {
+                std::fs::write(&path, &grown).unwrap();
+                text("from a file that changed")
+            })
+            .await
+            .unwrap();
+        assert_eq!(ran.value.as_text(), Some("from a file that changed"));
+        assert!(
+            matches!(ran.outcome, Outcome::Computed { .. }),
+            "round {round}"
+        );
+        assert!(
+            cache.keys(None).await.unwrap().is_empty(),
+            "round {round}: nothing stored, no manifest"
+        );
+    }
+    // The file left alone: computed once, then a hit.
+    let runs = AtomicUsize::new(0);
+    for _ in 0..2 {
+        cache
+            .run(&step, RunOptions::new(), || async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                text("steady")
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
