@@ -464,7 +464,7 @@ pub trait StepExt: Cache {
                 name: m.step.clone(),
                 digest: m.digest.clone(),
                 parts: m.parts.clone(),
-                files: Vec::new(),
+                inputs: Default::default(),
             };
             let state = explain(self, &r, now).await?;
             let changed = match i.checked_sub(1) {

@@ -151,7 +151,10 @@ impl Step {
     /// An input in an object store (part `input.NAME`), identified by its
     /// location and e-tag (or version; or size and last modification when
     /// the store gives neither), read with one `head` each time the step
-    /// runs or is explained. Feature `object-store`.
+    /// runs or is explained. An object changed while the step computed
+    /// (looked at with one more `head` once the computation ends) makes
+    /// [`crate::StepExt::run`] return the result without storing it, as
+    /// for a file. Feature `object-store`.
     #[cfg(feature = "object-store")]
     pub fn input_object(
         self,
@@ -195,7 +198,7 @@ impl Step {
     pub async fn resolve(&self) -> Result<Resolved> {
         check_name(&self.name)?;
         let mut parts = Vec::with_capacity(self.parts.len());
-        let mut stamps = Vec::new();
+        let mut inputs = Inputs::default();
         for (name, source) in &self.parts {
             let fail = |reason: String| Error::Part {
                 step: self.name.clone(),
@@ -207,14 +210,23 @@ impl Step {
                 Source::Failed(reason) => return Err(fail(reason.clone())),
                 Source::File(path) => {
                     let (rec, stamp) = hash_file(name, path.clone()).await.map_err(fail)?;
-                    stamps.push(stamp);
+                    inputs.files.push(stamp);
                     rec
                 }
                 Source::Env(var) => env_record(name, var),
                 #[cfg(feature = "object-store")]
-                Source::Object(store, location) => object_record(name, store.as_ref(), location)
-                    .await
-                    .map_err(fail)?,
+                Source::Object(store, location) => {
+                    let rec = object_record(name, store.as_ref(), location)
+                        .await
+                        .map_err(fail)?;
+                    inputs.objects.push(ObjectStamp {
+                        part: name.clone(),
+                        digest: rec.digest.clone(),
+                        store: store.clone(),
+                        location: location.clone(),
+                    });
+                    rec
+                }
             };
             parts.push(rec);
         }
@@ -238,7 +250,7 @@ impl Step {
             name: self.name.clone(),
             digest,
             parts,
-            files: stamps,
+            inputs,
         })
     }
 }
@@ -253,10 +265,50 @@ pub struct Resolved {
     pub digest: String,
     /// The parts, in the order of their names.
     pub parts: Vec<PartRecord>,
-    /// The input files as they were when hashed, to tell whether one
-    /// changed while the step computed.
-    pub(crate) files: Vec<FileStamp>,
+    /// The inputs (files, objects) as they were when digested, to tell
+    /// whether one changed while the step computed.
+    pub(crate) inputs: Inputs,
 }
+
+/// What a step read its input parts from, as it was when digested.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Inputs {
+    files: Vec<FileStamp>,
+    #[cfg(feature = "object-store")]
+    objects: Vec<ObjectStamp>,
+}
+
+/// An input object's part record, and where to look at it again.
+#[cfg(feature = "object-store")]
+#[derive(Clone)]
+struct ObjectStamp {
+    part: String,
+    digest: String,
+    store: std::sync::Arc<dyn object_store::ObjectStore>,
+    location: object_store::path::Path,
+}
+
+#[cfg(feature = "object-store")]
+impl std::fmt::Debug for ObjectStamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStamp")
+            .field("part", &self.part)
+            .field("location", &self.location)
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "object-store")]
+impl PartialEq for ObjectStamp {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.part, &self.digest, &self.location) == (&other.part, &other.digest, &other.location)
+            && std::sync::Arc::ptr_eq(&self.store, &other.store)
+    }
+}
+
+#[cfg(feature = "object-store")]
+impl Eq for ObjectStamp {}
 
 /// An input file's length and modification time, when it was hashed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,26 +336,36 @@ impl Resolved {
         result_key(&self.name, &self.digest)
     }
 
-    /// The first input file that is not as it was when hashed (another
-    /// length or modification time, or gone), named with its part: its
-    /// digest no longer says what a computation read. A look at each file's
-    /// metadata, not a second hash.
+    /// The first input that is not as it was when digested, named with its
+    /// part: a file of another length or modification time (or gone), an
+    /// object of another e-tag or version (or gone). Its digest no longer
+    /// says what a computation read. A look at metadata, not a second hash.
     pub(crate) async fn changed_input(&self) -> Option<String> {
-        if self.files.is_empty() {
-            return None;
-        }
-        let files = self.files.clone();
-        tokio::task::spawn_blocking(move || {
-            files.into_iter().find_map(|was| {
-                let now = std::fs::metadata(&was.path)
-                    .map(|m| FileStamp::of(&was.part, &was.path, &m))
-                    .ok();
-                (now.as_ref() != Some(&was))
-                    .then(|| format!("{} ({})", was.part, was.path.display()))
+        if !self.inputs.files.is_empty() {
+            let files = self.inputs.files.clone();
+            let changed = tokio::task::spawn_blocking(move || {
+                files.into_iter().find_map(|was| {
+                    let now = std::fs::metadata(&was.path)
+                        .map(|m| FileStamp::of(&was.part, &was.path, &m))
+                        .ok();
+                    (now.as_ref() != Some(&was))
+                        .then(|| format!("{} ({})", was.part, was.path.display()))
+                })
             })
-        })
-        .await
-        .unwrap_or_else(|e| Some(format!("the input files could not be looked at: {e}")))
+            .await
+            .unwrap_or_else(|e| Some(format!("the input files could not be looked at: {e}")));
+            if changed.is_some() {
+                return changed;
+            }
+        }
+        #[cfg(feature = "object-store")]
+        for was in &self.inputs.objects {
+            let now = object_record(&was.part, was.store.as_ref(), &was.location).await;
+            if now.map(|r| r.digest).as_ref() != Ok(&was.digest) {
+                return Some(format!("{} ({})", was.part, was.location));
+            }
+        }
+        None
     }
 }
 

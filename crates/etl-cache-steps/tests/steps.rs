@@ -904,3 +904,49 @@ async fn a_result_computed_while_an_input_changed_is_not_stored() {
     }
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
+
+/// An object-store input: its e-tag is part of the digest (a new version is
+/// a new key), and an object rewritten while the step computes leaves the
+/// result unstored, as a file does.
+#[cfg(feature = "object-store")]
+#[tokio::test]
+async fn object_inputs_key_by_version_and_a_change_while_computing_is_not_stored() {
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::{ObjectStore, ObjectStoreExt};
+
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let location = Path::from("lake/orders.parquet");
+    store.put(&location, b"v1".to_vec().into()).await.unwrap();
+    let step = Step::new("load").input_object("orders", store.clone(), location.clone());
+    let first = step.resolve().await.unwrap();
+    assert_eq!(first.digest, step.resolve().await.unwrap().digest);
+    store.put(&location, b"v2".to_vec().into()).await.unwrap();
+    let second = step.resolve().await.unwrap();
+    assert_ne!(first.digest, second.digest);
+
+    let cache = MemoryCache::new();
+    let ran = cache
+        .run(&step, RunOptions::new(), || async {
+            store.put(&location, b"v3".to_vec().into()).await.unwrap();
+            text("read while it changed")
+        })
+        .await
+        .unwrap();
+    assert!(matches!(ran.outcome, Outcome::Computed { .. }));
+    assert!(cache.keys(None).await.unwrap().is_empty(), "nothing stored");
+    // Left alone: stored, then a hit.
+    cache
+        .run(&step, RunOptions::new(), || async { text("steady") })
+        .await
+        .unwrap();
+    let hit = cache
+        .run(&step, RunOptions::new(), || async { text("never") })
+        .await
+        .unwrap();
+    assert_eq!(hit.value.as_text(), Some("steady"));
+    assert!(matches!(hit.outcome, Outcome::Hit { .. }));
+    // A missing object is an error naming the part.
+    store.delete(&location).await.unwrap();
+    refused(step, "input.orders").await;
+}
