@@ -133,9 +133,10 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
-/// An input file changed while the step computed: the result is handed
-/// to the caller that computed it, not stored (its key names the inputs as
-/// they were before). Callers that waited for it get this as the error.
+/// An input (a file, an object) changed while the step computed: the
+/// result is handed to the caller that computed it, not stored (its key
+/// names the inputs as they were before). Callers that waited for it get
+/// this as the error.
 #[derive(Debug)]
 struct InputChanged(String);
 
