@@ -1,9 +1,12 @@
 # Types of the compiled engine module, for type checkers and editors.
 # tests/test_stubs.py keeps this file and the module in step.
 
-from collections.abc import Awaitable, Iterator, Mapping
+import os
+from collections.abc import Awaitable, Iterator
 from types import TracebackType
 from typing import Any
+
+from etl_cache.interfaces import BaseCache as _Contract
 
 __version__: str
 
@@ -31,7 +34,9 @@ class ChunkIterator:
         _tb: TracebackType | None,
     ) -> None: ...
 
-class BaseCache:
+# The engine's caches keep the seed's contract (registered with it at
+# import time); stated here so that type checkers know it too.
+class BaseCache(_Contract):
     def set(
         self,
         key: str,
@@ -60,7 +65,7 @@ class BaseCache:
 class LocalDiskCache(BaseCache):
     def __new__(
         cls,
-        cache_dir: str | None = ".cache",
+        cache_dir: str | os.PathLike[str] | None = ".cache",
         max_entries: int | None = None,
         *,
         max_bytes: int | None = None,
@@ -84,12 +89,12 @@ class S3Cache(BaseCache):
         aws_session_token: str | None = None,
         compression: str | None = None,
         lock_timeout: float | None = None,
-        options: Mapping[str, str] | None = None,
+        options: dict[str, object] | None = None,
     ) -> S3Cache: ...
 
 def open(
     url: str,
-    options: Mapping[str, str] | None = None,
+    options: dict[str, object] | None = None,
     *,
     compression: str | None = None,
 ) -> BaseCache: ...

@@ -18,7 +18,9 @@ _WHOLE = (str, bytes, bytearray, memoryview, dict, list)
 
 
 class AsyncCache:
-    """Awaitable ``set``/``get``/``get_stream``/``delete`` over any cache."""
+    """Awaitable ``set``/``get``/``get_stream``/``delete`` over any of the
+    engine's caches (``LocalDiskCache``, ``S3Cache``, what ``open`` returns);
+    a cache of your own written in Python is not one of them."""
 
     def __init__(self, cache: BaseCache):
         self.sync = cache

@@ -135,8 +135,9 @@ impl std::error::Error for Refused {}
 
 /// An input (a file, an object) changed while the step computed: the
 /// result is handed to the caller that computed it, not stored (its key
-/// names the inputs as they were before). Callers that waited for it get
-/// this as the error.
+/// names the inputs as they were before). A caller that waited for it finds
+/// nothing stored and computes itself (its own inputs were read before the
+/// change, so it sees the change too and keeps its own result).
 #[derive(Debug)]
 struct InputChanged(String);
 

@@ -257,7 +257,7 @@ impl Step {
 
 /// A step with every part digested: the key of its result and what went
 /// into it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Resolved {
     /// The step's name.
     pub name: String,
@@ -270,8 +270,18 @@ pub struct Resolved {
     pub(crate) inputs: Inputs,
 }
 
+/// Two resolutions are equal when they name the same step, digest and
+/// parts (what the inputs' metadata was when read does not count).
+impl PartialEq for Resolved {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.name, &self.digest, &self.parts) == (&other.name, &other.digest, &other.parts)
+    }
+}
+
+impl Eq for Resolved {}
+
 /// What a step read its input parts from, as it was when digested.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Inputs {
     files: Vec<FileStamp>,
     #[cfg(feature = "object-store")]
@@ -299,33 +309,37 @@ impl std::fmt::Debug for ObjectStamp {
     }
 }
 
-#[cfg(feature = "object-store")]
-impl PartialEq for ObjectStamp {
-    fn eq(&self, other: &Self) -> bool {
-        (&self.part, &self.digest, &self.location) == (&other.part, &other.digest, &other.location)
-            && std::sync::Arc::ptr_eq(&self.store, &other.store)
-    }
-}
-
-#[cfg(feature = "object-store")]
-impl Eq for ObjectStamp {}
-
-/// An input file's length and modification time, when it was hashed.
+/// An input file as it was when hashed: its length and modification time,
+/// and on Unix its device, inode and status-change time (a file swapped in
+/// by rename with the same size and mtime, as `cp -p` or `rsync -a` leave
+/// it, has another inode; ctime cannot be set by users). A rewrite in
+/// place of the same length within one tick of the file system's clock is
+/// not seen: only a second hash would see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct FileStamp {
     part: String,
     path: PathBuf,
     len: u64,
     modified: Option<std::time::SystemTime>,
+    /// Device, inode, ctime seconds and nanoseconds (Unix only).
+    identity: Option<(u64, u64, i64, i64)>,
 }
 
 impl FileStamp {
     fn of(part: &str, path: &std::path::Path, meta: &std::fs::Metadata) -> FileStamp {
+        #[cfg(unix)]
+        let identity = {
+            use std::os::unix::fs::MetadataExt;
+            Some((meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec()))
+        };
+        #[cfg(not(unix))]
+        let identity = None;
         FileStamp {
             part: part.to_owned(),
             path: path.to_owned(),
             len: meta.len(),
             modified: meta.modified().ok(),
+            identity,
         }
     }
 }
@@ -345,11 +359,13 @@ impl Resolved {
             let files = self.inputs.files.clone();
             let changed = tokio::task::spawn_blocking(move || {
                 files.into_iter().find_map(|was| {
-                    let now = std::fs::metadata(&was.path)
-                        .map(|m| FileStamp::of(&was.part, &was.path, &m))
-                        .ok();
-                    (now.as_ref() != Some(&was))
-                        .then(|| format!("{} ({})", was.part, was.path.display()))
+                    let shown = format!("{} ({})", was.part, was.path.display());
+                    // A file that cannot be looked at counts as changed: the
+                    // result is not stored, and the warning says why.
+                    match std::fs::metadata(&was.path) {
+                        Ok(m) => (FileStamp::of(&was.part, &was.path, &m) != was).then_some(shown),
+                        Err(e) => Some(format!("{shown}, which cannot be looked at: {e}")),
+                    }
                 })
             })
             .await
@@ -360,9 +376,17 @@ impl Resolved {
         }
         #[cfg(feature = "object-store")]
         for was in &self.inputs.objects {
-            let now = object_record(&was.part, was.store.as_ref(), &was.location).await;
-            if now.map(|r| r.digest).as_ref() != Ok(&was.digest) {
-                return Some(format!("{} ({})", was.part, was.location));
+            // An object that cannot be looked at counts as changed, as a
+            // file does; the warning says why.
+            match object_record(&was.part, was.store.as_ref(), &was.location).await {
+                Ok(now) if now.digest == was.digest => {}
+                Ok(_) => return Some(format!("{} ({})", was.part, was.location)),
+                Err(e) => {
+                    return Some(format!(
+                        "{} ({}), which cannot be looked at: {e}",
+                        was.part, was.location
+                    ));
+                }
             }
         }
         None

@@ -950,3 +950,35 @@ async fn object_inputs_key_by_version_and_a_change_while_computing_is_not_stored
     store.delete(&location).await.unwrap();
     refused(step, "input.orders").await;
 }
+
+/// A file swapped in by rename while the step computes, with the same size
+/// and modification time (as `cp -p` or `rsync -a` leave it): not stored.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_file_swapped_in_with_the_same_size_and_mtime_is_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orders.csv");
+    std::fs::write(&path, "id\n1\n").unwrap();
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let cache = MemoryCache::new();
+    let step = Step::new("load").input_file("orders", &path);
+    let ran = cache
+        .run(&step, RunOptions::new(), || async {
+            let next = dir.path().join("orders.csv.new");
+            std::fs::write(&next, "id\n2\n").unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&next)
+                .unwrap()
+                .set_modified(mtime)
+                .unwrap();
+            std::fs::rename(&next, &path).unwrap();
+            text("read while it was swapped")
+        })
+        .await
+        .unwrap();
+    assert!(matches!(ran.outcome, Outcome::Computed { .. }));
+    let now = std::fs::metadata(&path).unwrap();
+    assert_eq!((now.len(), now.modified().unwrap()), (5, mtime));
+    assert!(cache.keys(None).await.unwrap().is_empty(), "nothing stored");
+}
