@@ -1507,6 +1507,22 @@ impl Drop for Moto {
 }
 
 #[cfg(feature = "aws")]
+impl Moto {
+    /// An S3 store on this server's bucket `bench`.
+    fn s3(&self) -> etl_cache::object::object_store::aws::AmazonS3 {
+        etl_cache::object::object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(format!("http://127.0.0.1:{}", self.port))
+            .with_allow_http(true)
+            .with_bucket_name("bench")
+            .with_region("us-east-1")
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .build()
+            .unwrap()
+    }
+}
+
+#[cfg(feature = "aws")]
 fn http(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -1575,19 +1591,7 @@ fn section_object(report: &mut Report) {
     let moto = start_moto();
     #[cfg(feature = "aws")]
     match &moto {
-        Some(m) => {
-            use etl_cache::object::object_store::aws::AmazonS3Builder;
-            let s3 = AmazonS3Builder::new()
-                .with_endpoint(format!("http://127.0.0.1:{}", m.port))
-                .with_allow_http(true)
-                .with_bucket_name("bench")
-                .with_region("us-east-1")
-                .with_access_key_id("testing")
-                .with_secret_access_key("testing")
-                .build()
-                .unwrap();
-            stores.push(("S3 (moto, 127.0.0.1)", Arc::new(s3)));
-        }
+        Some(m) => stores.push(("S3 (moto, 127.0.0.1)", Arc::new(m.s3()))),
         None => println!(
             "\n(moto_server not found: the S3 rows are left out; scripts/install-test-servers.sh installs it)"
         ),

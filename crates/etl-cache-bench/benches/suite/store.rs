@@ -416,6 +416,27 @@ async fn byte_scan(
     (time, bodies)
 }
 
+/// `store` behind object_store's `ThrottledStore` (`latency_ms` per GET or
+/// HEAD) and the counting wrapper: the inner store of the SQL runs.
+fn throttled_counted<S: ObjectStore>(
+    store: S,
+    latency_ms: usize,
+) -> (Arc<dyn ObjectStore>, Arc<Counts>) {
+    let throttled = ThrottledStore::new(
+        store,
+        ThrottleConfig {
+            wait_get_per_call: Duration::from_millis(latency_ms as u64),
+            ..ThrottleConfig::default()
+        },
+    );
+    let counts = Arc::new(Counts::default());
+    let inner: Arc<dyn ObjectStore> = Arc::new(Counted {
+        inner: Arc::new(throttled),
+        counts: counts.clone(),
+    });
+    (inner, counts)
+}
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
@@ -458,18 +479,7 @@ pub(crate) fn section(base: &FsPath, report: &mut Report) {
     let hwm_data = vmhwm_kb();
 
     // 2. The inner store: InMemory, throttled, counted.
-    let throttled = ThrottledStore::new(
-        mem,
-        ThrottleConfig {
-            wait_get_per_call: Duration::from_millis(latency_ms as u64),
-            ..ThrottleConfig::default()
-        },
-    );
-    let counts = Arc::new(Counts::default());
-    let inner: Arc<dyn ObjectStore> = Arc::new(Counted {
-        inner: Arc::new(throttled),
-        counts: counts.clone(),
-    });
+    let (inner, counts) = throttled_counted(mem, latency_ms);
     let dir = tempfile::tempdir_in(base).unwrap();
     let dir_never = tempfile::tempdir_in(base).unwrap();
     let kv_dir = tempfile::tempdir_in(base).unwrap();
@@ -957,8 +967,6 @@ pub(crate) fn section(base: &FsPath, report: &mut Report) {
 /// bare in-memory run's, which every run here must give too.
 #[cfg(feature = "aws")]
 pub(crate) fn section_s3(base: &FsPath, report: &mut Report) {
-    use etl_cache::store::object_store::aws::AmazonS3Builder;
-
     let nominal_mb = env_usize("ETL_BENCH_STORE_S3_MB", 1024).max(1);
     let files = env_usize("ETL_BENCH_STORE_FILES", 8).max(1);
     let latency_ms = env_usize("ETL_BENCH_STORE_LATENCY_MS", 50);
@@ -972,17 +980,7 @@ pub(crate) fn section_s3(base: &FsPath, report: &mut Report) {
     println!(
         "\n== CachedStore on S3 (moto on 127.0.0.1): {nominal_mb} MiB of Parquet in {files} files, {latency_ms} ms per GET/HEAD =="
     );
-    let s3: Arc<dyn ObjectStore> = Arc::new(
-        AmazonS3Builder::new()
-            .with_endpoint(format!("http://127.0.0.1:{}", moto.port))
-            .with_allow_http(true)
-            .with_bucket_name("bench")
-            .with_region("us-east-1")
-            .with_access_key_id("testing")
-            .with_secret_access_key("testing")
-            .build()
-            .unwrap(),
-    );
+    let s3: Arc<dyn ObjectStore> = Arc::new(moto.s3());
     let rt = runtime();
     let t = Instant::now();
     let mut total = 0u64;
@@ -999,18 +997,7 @@ pub(crate) fn section_s3(base: &FsPath, report: &mut Report) {
         mib(total),
         t.elapsed().as_secs_f64()
     );
-    let throttled = ThrottledStore::new(
-        s3,
-        ThrottleConfig {
-            wait_get_per_call: Duration::from_millis(latency_ms as u64),
-            ..ThrottleConfig::default()
-        },
-    );
-    let counts = Arc::new(Counts::default());
-    let inner: Arc<dyn ObjectStore> = Arc::new(Counted {
-        inner: Arc::new(throttled),
-        counts: counts.clone(),
-    });
+    let (inner, counts) = throttled_counted(s3, latency_ms);
     let dir = tempfile::tempdir_in(base).unwrap();
     let dir_never = tempfile::tempdir_in(base).unwrap();
     let runs = rt.block_on(async {
