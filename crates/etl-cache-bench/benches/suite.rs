@@ -25,7 +25,9 @@
 //! plain get, 1 KB and 1 MB; explain at 100,000 entries), `arrow` (feature
 //! `arrow`: 1 GiB of record batches written and read through a DiskCache
 //! beside arrow-ipc's file writer and reader, peak RSS of each, and a cached
-//! DataFusion result beside its query). Ratios are always between
+//! DataFusion result beside its query), `spares` (1 KB sets with file
+//! recycling on and off, on a tmpfs, a journaled ext4 image and the bench
+//! disk; mounts need root). Ratios are always between
 //! numbers measured in the same run.
 //!
 //! Environment: `ETL_BENCH_SECTIONS` (comma-separated, instead of arguments),
@@ -1585,6 +1587,7 @@ fn section_object(report: &mut Report) {
     use etl_cache::object::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
     let rt = runtime();
+    #[cfg_attr(not(feature = "aws"), allow(unused_mut))]
     let mut stores: Vec<(&str, Arc<dyn ObjectStore>)> =
         vec![("InMemory", Arc::new(InMemory::new()))];
     #[cfg(feature = "aws")]
@@ -1750,6 +1753,9 @@ mod io;
 #[path = "suite/steps.rs"]
 mod steps;
 
+#[path = "suite/spares.rs"]
+mod spares;
+
 // ---------------------------------------------------------------- Arrow batches
 
 #[cfg(feature = "arrow")]
@@ -1782,6 +1788,7 @@ const SECTIONS: &[&str] = &[
     "io",
     "steps",
     "arrow",
+    "spares",
 ];
 
 fn main() {
@@ -1858,6 +1865,9 @@ fn main() {
     }
     if run("arrow") {
         section_arrow(&base, &mut report);
+    }
+    if run("spares") {
+        spares::section(&base, &mut report);
     }
 
     println!("\n== targets (ratios measured in this run) ==");

@@ -22,6 +22,7 @@ pub(crate) struct Config {
     pub durable: bool,
     pub touch_interval: Duration,
     pub inline_io_max: u64,
+    pub recycle_files: bool,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -62,6 +63,7 @@ impl Default for DiskCacheBuilder {
                 durable: false,
                 touch_interval: Duration::ZERO,
                 inline_io_max: 16 * 1024,
+                recycle_files: true,
                 clock: Arc::new(SystemClock),
             },
         }
@@ -168,6 +170,18 @@ impl DiskCacheBuilder {
     /// blocking pool. Set 0 on slow network filesystems.
     pub fn inline_io(mut self, max_bytes: u64) -> Self {
         self.config.inline_io_max = max_bytes;
+        self
+    }
+
+    /// Reuse the files of replaced and evicted small entries (at most 32 KiB)
+    /// for the next small sets instead of creating and freeing inodes
+    /// (default on; Linux only, where `renameat2(RENAME_EXCHANGE)` swaps a
+    /// new file into place and leaves the old one to write again). It pays
+    /// on file systems where creating a file is slow after many were freed
+    /// (ext4 without a journal); see docs/performance.md for the figures on
+    /// tmpfs, journaled ext4 and such a disk.
+    pub fn recycle_files(mut self, recycle: bool) -> Self {
+        self.config.recycle_files = recycle;
         self
     }
 

@@ -216,7 +216,7 @@ impl Inner {
             .map(|f| Usage::with_file(f, &layout.usage_file(), config.lock_timeout))
             .map_err(|e| bad(format!("cannot open the usage file: {e}")))?;
         let inner = Inner {
-            spares: Spares::new(dirs.clone()),
+            spares: Spares::new(dirs.clone(), config.recycle_files),
             dirs,
             victims: Default::default(),
             layout,
@@ -227,10 +227,9 @@ impl Inner {
             _users: users,
         };
         inner.sweep_temp_files();
-        // Alone with the root: the counters can be rebuilt exactly, and no
-        // other handle owns a spare file (any left were a killed process's).
+        inner.spares.sweep();
+        // Alone with the root: the counters can be rebuilt exactly.
         if inner._users.try_lock().is_ok() {
-            inner.spares.remove_all();
             let c = inner.recount();
             tracing::debug!(entries = c.entries, bytes = c.bytes, "recounted the cache");
             if inner.over_limits(c) {

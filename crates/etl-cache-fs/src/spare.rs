@@ -29,15 +29,22 @@
 //! rather than unlinked (see `evict`), so a full cache that keeps taking new
 //! keys recycles the files of the entries it evicts.
 //!
-//! Spares belong to the handle that made them: it removes them when it is
-//! dropped, and a handle that opens a root no other handle has open removes
-//! any that a killed process left.
+//! Spares belong to the handle that made them: each handle holds a lock on
+//! its own owner file (`spare/<owner>.owner`) for as long as it lives and
+//! names its spares `<owner>.<n>.spare`. It removes them when it is dropped;
+//! a killed process cannot, and its lock is released by the kernel, so every
+//! handle that opens the root removes the spares whose owner file it can
+//! lock, or which have no owner file. (Without owner files, only a handle
+//! alone with the root could tell a killed process's spares from a live
+//! one's: 200 writers killed while a long-lived handle kept the root open
+//! left 220-280 spare files behind.)
 
-use std::ffi::OsStr;
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::dirs::{Dir, Dirs, How};
@@ -60,29 +67,114 @@ pub(crate) struct Spare {
 pub(crate) struct Spares {
     dirs: Arc<Dirs>,
     pool: Mutex<Vec<Spare>>,
+    /// Whether files are kept at all (`DiskCacheBuilder::recycle_files`).
+    enabled: bool,
     /// Whether sets swap files into place (cleared when the file system
     /// refuses `RENAME_EXCHANGE`: they then rename, and nothing is kept).
     exchange: AtomicBool,
+    /// This handle's part of the spare file names, and its owner file, locked
+    /// while the handle lives (`None` when recycling is off or the file could
+    /// not be made: then nothing is kept).
+    owner: Option<(String, File)>,
+    /// Numbers the spares this handle names.
+    named: AtomicU64,
+}
+
+/// The owner part of a spare's or an owner file's name: up to the first dot.
+fn owner_of(name: &OsStr) -> Option<&str> {
+    let name = name.to_str()?;
+    let (owner, _) = name.split_once('.')?;
+    (name.ends_with(".spare") || name.ends_with(".owner")).then_some(owner)
 }
 
 impl Spares {
-    pub fn new(dirs: Arc<Dirs>) -> Spares {
+    pub fn new(dirs: Arc<Dirs>, enabled: bool) -> Spares {
+        let owner = enabled.then(|| Self::claim(&dirs)).flatten();
+        let enabled = owner.is_some();
         Spares {
             dirs,
             pool: Mutex::new(Vec::new()),
-            exchange: AtomicBool::new(cfg!(target_os = "linux")),
+            enabled,
+            exchange: AtomicBool::new(enabled && cfg!(target_os = "linux")),
+            owner,
+            named: AtomicU64::new(0),
         }
     }
 
-    /// Removes every file in the spare directory: for a handle alone with
-    /// the root, when no other handle can own one.
-    pub fn remove_all(&self) {
+    /// Makes and locks this handle's owner file. A handle sweeping beside
+    /// it may lock the new file before this one does and remove it: the
+    /// lock then fails, or the file is gone once locked, and a new name is
+    /// tried.
+    fn claim(dirs: &Dirs) -> Option<(String, File)> {
+        let dir = dirs.spare();
+        let mut last = None;
+        for _ in 0..4 {
+            let name = crate::write::unique_name("owner");
+            let owner = owner_of(OsStr::new(&name))?.to_owned();
+            let file = match dir.open(OsStr::new(&name), How::Lock) {
+                Ok(f) => f,
+                Err(e) => {
+                    last = Some(e);
+                    break;
+                }
+            };
+            if file.try_lock().is_ok() && dir.open(OsStr::new(&name), How::Read).is_ok() {
+                return Some((owner, file));
+            }
+        }
+        tracing::debug!(error = ?last, "cannot make an owner file: no spare files are kept");
+        None
+    }
+
+    /// Removes the spares no live handle owns (a killed process's) and their
+    /// owner files. Run when a handle opens the root.
+    pub fn sweep(&self) {
         let dir = self.dirs.spare();
         let Ok(names) = dir.names() else {
             return;
         };
+        let ours = self.owner.as_ref().map(|(o, _)| o.as_str());
+        // Per owner: `None` while it lives; when it is gone, its owner file
+        // locked here until its files are removed (a file whose lock this
+        // sweep took and released could be a new handle's, locked since).
+        let mut gone: HashMap<String, Option<Option<File>>> = HashMap::new();
+        let mut owner_files: Vec<OsString> = Vec::new();
+        let mut swept = 0u64;
         for name in names {
+            let Some(owner) = owner_of(&name).map(str::to_owned) else {
+                continue;
+            };
+            if Some(owner.as_str()) == ours {
+                continue;
+            }
+            let state = gone.entry(owner.clone()).or_insert_with(|| {
+                let file = OsString::from(format!("{owner}.owner"));
+                match dir.open(&file, How::Read) {
+                    // Locked: a live handle's. Lockable: its process died.
+                    Ok(f) => f.try_lock().is_ok().then_some(Some(f)),
+                    // No owner file: left by a handle that could not remove it.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Some(None),
+                    Err(_) => None,
+                }
+            });
+            if state.is_none() {
+                continue;
+            }
+            if name.to_str().is_some_and(|n| n.ends_with(".owner")) {
+                owner_files.push(name);
+            } else if dir.unlink(&name).is_ok() {
+                swept += 1;
+            }
+        }
+        // Owner files last, so a sweep beside this one never takes a gone
+        // owner's remaining spares for a live one's; their locks are released
+        // after.
+        for name in owner_files {
             let _ = dir.unlink(&name);
+        }
+        drop(gone);
+        if swept > 0 {
+            tracing::info!(swept, "removed spare files left by killed processes");
         }
     }
 
@@ -134,14 +226,18 @@ impl Spares {
     /// (then with the usage counters held, as every change at an entry
     /// path). False when it could be neither kept nor removed.
     pub fn keep(&self, path: &Path, len: u64) -> bool {
-        if len <= SPARE_MAX {
+        if self.enabled && len <= SPARE_MAX {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
             if pool.len() < POOL {
                 let spare = self.dirs.spare();
                 let kept = if path.parent() == Some(spare.path()) {
                     Some(path.to_path_buf())
                 } else {
-                    let name = crate::write::unique_name("spare");
+                    let Some((owner, _)) = &self.owner else {
+                        return self.dirs.remove_file(path).is_ok();
+                    };
+                    let n = self.named.fetch_add(1, Ordering::Relaxed);
+                    let name = format!("{owner}.{n}.spare");
                     self.dirs
                         .locate(path)
                         .and_then(|(from, old)| {
@@ -165,6 +261,12 @@ impl Drop for Spares {
         let pool = std::mem::take(self.pool.get_mut().unwrap_or_else(|e| e.into_inner()));
         for spare in pool {
             let _ = self.dirs.remove_file(&spare.path);
+        }
+        if let Some((owner, _lock)) = self.owner.take() {
+            let _ = self
+                .dirs
+                .spare()
+                .unlink(OsStr::new(&format!("{owner}.owner")));
         }
     }
 }

@@ -25,6 +25,14 @@ fn spare_dir(root: &Path) -> PathBuf {
     base(root).join("spare")
 }
 
+/// The spare files under `root` (not the handles' owner files).
+fn spare_files(root: &Path) -> Vec<PathBuf> {
+    files_in(&spare_dir(root))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "spare"))
+        .collect()
+}
+
 fn inode(path: &Path) -> u64 {
     std::fs::symlink_metadata(path).expect("stat").ino()
 }
@@ -50,11 +58,7 @@ async fn replacing_small_values_writes_into_the_replaced_files() {
         .unwrap();
     let second = inode(&path);
     assert_ne!(first, second, "a set publishes a new file");
-    assert_eq!(
-        files_in(&spare_dir(root)).len(),
-        1,
-        "the replaced file is kept"
-    );
+    assert_eq!(spare_files(root).len(), 1, "the replaced file is kept");
     // The third value goes into the first file, which is shorter now.
     cache
         .set("k", bytes("3rd"), SetOptions::new())
@@ -68,7 +72,7 @@ async fn replacing_small_values_writes_into_the_replaced_files() {
         .await
         .unwrap();
     assert_eq!(inode(&entry_path(root, "other")), second);
-    assert!(files_in(&spare_dir(root)).is_empty());
+    assert!(spare_files(root).is_empty());
     assert!(files_in(&tmp_dir(root)).is_empty());
     let s = cache.stats().await.unwrap();
     assert_eq!((s.entries, s.bytes), disk_usage(root));
@@ -83,34 +87,117 @@ async fn replacing_small_values_writes_into_the_replaced_files() {
         .set("big", bytes("small now"), SetOptions::new())
         .await
         .unwrap();
-    assert!(files_in(&spare_dir(root)).is_empty());
+    assert!(spare_files(root).is_empty());
     assert_eq!(cache.get("big").await.unwrap(), Some(bytes("small now")));
 
     // Dropping the handle removes its spares.
     cache.set("k", bytes("4"), SetOptions::new()).await.unwrap();
-    assert_eq!(files_in(&spare_dir(root)).len(), 1);
+    assert_eq!(spare_files(root).len(), 1);
     drop(cache);
-    assert!(files_in(&spare_dir(root)).is_empty());
+    assert!(spare_files(root).is_empty());
+}
+
+/// The spare and owner files under `root`, as names.
+fn spare_names(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = files_in(&spare_dir(root))
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
 }
 
 #[tokio::test]
-async fn spares_left_by_a_killed_process_are_removed_by_a_handle_alone_with_the_root() {
+async fn spares_whose_owner_died_are_removed_by_any_handle_that_opens_the_root() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    drop(DiskCache::open(root).await.unwrap());
-    let left = spare_dir(root).join("0123456789abcdef-99999.spare");
-    // Not alone: the spare may belong to the other handle.
-    let first = DiskCache::open(root).await.unwrap();
-    std::fs::write(&left, b"an entry file a killed process kept").unwrap();
-    let second = DiskCache::open(root).await.unwrap();
-    assert!(
-        left.exists(),
-        "a handle that is not alone leaves spares alone"
+    // A live handle with a spare: replacing a key keeps the replaced file.
+    let live = DiskCache::open(root).await.unwrap();
+    live.set("k", bytes("1"), SetOptions::new()).await.unwrap();
+    live.set("k", bytes("2"), SetOptions::new()).await.unwrap();
+    let kept = spare_names(root);
+    assert_eq!(
+        kept.iter().filter(|n| n.ends_with(".spare")).count(),
+        1,
+        "{kept:?}"
     );
-    drop((first, second));
-    let alone = DiskCache::open(root).await.unwrap();
-    assert!(!left.exists(), "a handle alone with the root removes them");
-    drop(alone);
+    assert_eq!(
+        kept.iter().filter(|n| n.ends_with(".owner")).count(),
+        1,
+        "{kept:?}"
+    );
+    // What a killed process leaves: an owner file nobody locks and its
+    // spares; and a spare with no owner file at all.
+    let spare = spare_dir(root);
+    std::fs::write(spare.join("0123456789abcdef-99999.owner"), b"").unwrap();
+    std::fs::write(spare.join("0123456789abcdef-99999.0.spare"), b"left").unwrap();
+    std::fs::write(spare.join("0123456789abcdef-99999.1.spare"), b"left").unwrap();
+    std::fs::write(spare.join("fedcba9876543210-99998.0.spare"), b"orphan").unwrap();
+    // A file the sweep does not know is not touched.
+    std::fs::write(spare.join("notes.txt"), b"mine").unwrap();
+
+    // A second handle, not alone with the root, sweeps what the dead left
+    // and keeps the live handle's files.
+    let second = DiskCache::open(root).await.unwrap();
+    let after = spare_names(root);
+    assert!(
+        kept.iter().all(|n| after.contains(n)),
+        "a live handle's spare and owner file stay: {after:?}"
+    );
+    assert!(
+        !after
+            .iter()
+            .any(|n| n.starts_with("0123456789abcdef") || n.starts_with("fedcba")),
+        "the dead owner's files and the orphan are gone: {after:?}"
+    );
+    assert!(after.contains(&"notes.txt".to_owned()), "{after:?}");
+    // The live handle still recycles its spare: the next set writes into it.
+    live.set("k", bytes("3"), SetOptions::new()).await.unwrap();
+    assert_eq!(
+        live.get("k").await.unwrap().map(|v| v.into_bytes()),
+        Some(Bytes::from("3"))
+    );
+    drop((live, second));
+    assert_eq!(
+        spare_names(root),
+        vec!["notes.txt".to_owned()],
+        "dropped handles remove their spares and owner files"
+    );
+}
+
+#[tokio::test]
+async fn a_handle_with_recycling_off_keeps_no_spare_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let cache = DiskCache::builder()
+        .root(root)
+        .recycle_files(false)
+        .max_entries(3)
+        .build()
+        .await
+        .unwrap();
+    let path = entry_path(root, "k");
+    cache
+        .set("k", bytes("first"), SetOptions::new())
+        .await
+        .unwrap();
+    cache
+        .set("k", bytes("second"), SetOptions::new())
+        .await
+        .unwrap();
+    for i in 0..5 {
+        cache
+            .set(&format!("new{i}"), bytes("evicts"), SetOptions::new())
+            .await
+            .unwrap();
+    }
+    assert!(
+        spare_names(root).is_empty(),
+        "neither replaced nor evicted files are kept: {:?}",
+        spare_names(root)
+    );
+    assert!(!path.exists() || cache.get("k").await.unwrap().is_some());
+    assert_eq!(cache.stats().await.unwrap().entries, 3);
 }
 
 /// A full cache taking new keys evicts one entry per set and writes the
@@ -312,4 +399,35 @@ async fn readers_racing_recycled_files_see_whole_values_and_no_errors() {
         assert!(a.get(k).await.unwrap().is_some(), "{k} was lost");
     }
     eprintln!("{reads} reads beside {sets} sets, no errors");
+}
+
+/// Handles opening (each sweeps) while others keep and write their spares:
+/// no set fails, every read is a value some set wrote, and once all are
+/// dropped no spare or owner file is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handles_opening_beside_recycling_ones_never_take_their_spares() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let mut tasks = Vec::new();
+    for t in 0..8u32 {
+        let root = root.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..6u32 {
+                // A new handle per round: each open sweeps beside the others.
+                let cache = DiskCache::open(&root).await.unwrap();
+                for i in 0..20u32 {
+                    let key = format!("k{}", i % 4);
+                    let v = format!("task {t} round {round} set {i}");
+                    cache.set(&key, bytes(&v), SetOptions::new()).await.unwrap();
+                    let got = cache.get(&key).await.unwrap().expect("a value");
+                    let got = String::from_utf8(got.into_bytes().to_vec()).unwrap();
+                    assert!(got.starts_with("task "), "{got:?}");
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(spare_names(&root), Vec::<String>::new());
 }

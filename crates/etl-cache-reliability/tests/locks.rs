@@ -29,6 +29,7 @@ use etl_cache_reliability::{layout, proc, report, runtime};
 const KEY: &str = "locks/the contended key";
 const HOLDER: &str = "key-lock-holder";
 const FLOCK: &str = "flock-holder";
+const SPARER: &str = "spare-keeper";
 
 /// Holds KEY's lock inside `get_or_insert_with` and never finishes.
 #[test]
@@ -48,6 +49,84 @@ fn key_lock_holder() {
             })
             .await;
     });
+}
+
+/// Opens LOCK_ROOT, replaces a few small values (a replaced file is kept as
+/// a spare, Linux, and written again by the next set) and waits to be killed.
+#[test]
+fn spare_keeper() {
+    if !proc::is_role(SPARER) {
+        return;
+    }
+    let root = PathBuf::from(std::env::var("LOCK_ROOT").expect("LOCK_ROOT"));
+    runtime().block_on(async {
+        let cache = DiskCache::open(&root).await.expect("open");
+        for i in 0..4 {
+            let key = format!("spares/{i}");
+            for v in ["one", "two"] {
+                cache
+                    .set(&key, v.into(), SetOptions::new())
+                    .await
+                    .expect("set");
+            }
+        }
+        println!("kept");
+        use std::io::Write;
+        std::io::stdout().flush().expect("flush");
+        futures::future::pending::<()>().await;
+    });
+}
+
+/// Writers killed while a long-lived handle keeps the root open: each new
+/// handle removes the spare files the killed ones kept, so they do not pile
+/// up (a handle alone with the root was the only one to remove them).
+#[cfg(target_os = "linux")]
+#[test]
+fn spare_files_of_killed_writers_do_not_pile_up() {
+    if proc::role().is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("cache");
+    let rt = runtime();
+    let cache = rt.block_on(DiskCache::open(&root)).expect("open");
+    let spares = || {
+        layout::files_in(&layout::base(&root).join("spare"))
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "spare"))
+            .count()
+    };
+    let kills = 20;
+    // What one writer keeps: the first one's, alone.
+    let mut one = None;
+    for _ in 0..kills {
+        let mut c = proc::child("spare_keeper", SPARER)
+            .env("LOCK_ROOT", &root)
+            .spawn()
+            .expect("spawn");
+        proc::Lines::of(&mut c).expect("kept", Duration::from_secs(60));
+        one.get_or_insert_with(spares);
+        proc::kill9(&mut c);
+    }
+    let one = one.unwrap_or_default();
+    assert!(one >= 1, "a writer kept a replaced file");
+    let left = spares();
+    assert!(
+        left <= one,
+        "{left} spare files left after {kills} writers were killed (one writer keeps {one})"
+    );
+    // The next handle to open removes the last killed writer's too.
+    let next = rt.block_on(DiskCache::open(&root)).expect("open");
+    assert_eq!(
+        spares(),
+        0,
+        "a killed writer's spares outlive the next open"
+    );
+    drop((next, cache));
+    report(
+        "locks",
+        &format!("spare files after {kills} killed writers: {left} (one writer keeps {one})"),
+    );
 }
 
 /// Takes an exclusive `flock` on FLOCK_PATH and sleeps.
