@@ -114,8 +114,5 @@ pub fn reader_stream(mut reader: impl Read + Send + 'static, mut progress: Progr
             }
         }
     });
-    futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    })
-    .boxed()
+    tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
 }

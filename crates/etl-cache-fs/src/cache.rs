@@ -135,10 +135,7 @@ impl DiskCache {
                 }
             }
         });
-        futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        })
-        .boxed()
+        tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
     }
 
     /// Recounts entries and bytes from the directory and stores the result in

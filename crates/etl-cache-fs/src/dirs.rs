@@ -66,8 +66,8 @@ pub(crate) enum How {
 /// where a plain file or a directory was expected.
 pub(crate) fn is_link_error(e: &io::Error) -> bool {
     #[cfg(unix)]
-    if let Some(code) = e.raw_os_error() {
-        return code == libc::ELOOP || code == libc::ENOTDIR;
+    if e.raw_os_error().is_some() {
+        return crate::sys::is_errno(e, &[rustix::io::Errno::LOOP, rustix::io::Errno::NOTDIR]);
     }
     let _ = e;
     false

@@ -962,7 +962,7 @@ impl CheckError {
 
 #[cfg(unix)]
 fn is_symlink_error(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::ELOOP)
+    crate::sys::is_errno(e, &[rustix::io::Errno::LOOP])
 }
 
 #[cfg(not(unix))]

@@ -4,11 +4,30 @@ use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 
 #[cfg(unix)]
+use rustix::fs::OFlags;
+#[cfg(unix)]
+use rustix::io::Errno;
+
+/// Open flags as `OpenOptionsExt::custom_flags` takes them.
+#[cfg(unix)]
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+fn oflags(flags: OFlags) -> i32 {
+    flags.bits() as i32
+}
+
+/// Whether `e` is one of `codes`.
+#[cfg(unix)]
+pub(crate) fn is_errno(e: &io::Error, codes: &[Errno]) -> bool {
+    e.raw_os_error()
+        .is_some_and(|code| codes.iter().any(|c| c.raw_os_error() == code))
+}
+
+#[cfg(unix)]
 #[cfg_attr(target_os = "linux", allow(dead_code))] // `dirs` opens by descriptor there
 pub(crate) fn private_nofollow(opts: &mut OpenOptions) {
     use std::os::unix::fs::OpenOptionsExt;
     opts.mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        .custom_flags(oflags(OFlags::NOFOLLOW | OFlags::CLOEXEC));
 }
 
 #[cfg(not(unix))]
@@ -20,7 +39,9 @@ pub(crate) fn private_nofollow(_opts: &mut OpenOptions) {}
 #[cfg_attr(target_os = "linux", allow(dead_code))] // `dirs` opens by descriptor there
 pub(crate) fn read_nofollow(opts: &mut OpenOptions) {
     use std::os::unix::fs::OpenOptionsExt;
-    opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
+    opts.custom_flags(oflags(
+        OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+    ));
 }
 
 #[cfg(not(unix))]
@@ -118,8 +139,11 @@ pub(crate) fn sync_dir(_path: &std::path::Path) -> std::io::Result<()> {
 /// swap files at all.
 pub(crate) fn is_unsupported(e: &std::io::Error) -> bool {
     #[cfg(unix)]
-    if let Some(code) = e.raw_os_error() {
-        return [libc::EINVAL, libc::ENOSYS, libc::EOPNOTSUPP, libc::ENOTSUP].contains(&code);
+    if e.raw_os_error().is_some() {
+        return is_errno(
+            e,
+            &[Errno::INVAL, Errno::NOSYS, Errno::OPNOTSUPP, Errno::NOTSUP],
+        );
     }
     e.kind() == std::io::ErrorKind::Unsupported
 }

@@ -52,6 +52,8 @@
 //!            "etl/cache/my_folder/financial_data");
 //! # Ok(()) }
 //! ```
+// On docs.rs, items that a feature gates carry a badge naming it.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -1139,10 +1139,7 @@ fn decoded_stream(
             let _ = tx.blocking_send(Err(e));
         }
     });
-    futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    })
-    .boxed()
+    tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
 }
 
 /// Reports a corrupt entry from the decoding thread (it is not removed:
