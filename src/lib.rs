@@ -24,6 +24,8 @@
 //! features) `s3://`, `gs://`, `az://`. The `etl-cache` command line (package
 //! `etl-cache-cli`, `cargo install --path crates/etl-cache-cli`) inspects,
 //! fetches, seeds and cleans any of them.
+// On docs.rs, items that a feature gates carry a badge naming it.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -59,6 +59,8 @@
 //!
 //! You probably want the `etl-cache` facade (feature `arrow`), which
 //! re-exports this crate as `etl_cache::arrow`.
+// On docs.rs, items that a feature gates carry a badge naming it.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

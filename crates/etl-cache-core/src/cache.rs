@@ -33,6 +33,30 @@ pub type DynCache = dyn Cache;
 /// Object safe: use it as `Arc<dyn Cache>`. Typed helpers (`set_json`,
 /// `get_json`, `get_text`, …) come from [`crate::CacheExt`].
 ///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> etl_cache_core::Result<()> {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use etl_cache_core::{Cache, Kind, MemoryCache, SetOptions, Value};
+///
+/// // Any backend: a DiskCache, an ObjectCache, a TieredCache, or this one.
+/// let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new());
+///
+/// let opts = SetOptions::new().ttl(Duration::from_secs(3600));
+/// cache.set("orders/2026-12-07", Value::from("transformed rows"), opts).await?;
+///
+/// // A value comes back as the kind it went in.
+/// let got = cache.get("orders/2026-12-07").await?.expect("a hit");
+/// assert_eq!(got.kind(), Kind::Text);
+/// assert_eq!(got.as_text(), Some("transformed rows"));
+///
+/// // A miss is `None`, never an error.
+/// assert!(cache.get("orders/2026-12-08").await?.is_none());
+/// assert!(cache.delete("orders/2026-12-07").await?);
+/// # Ok(()) }
+/// ```
+///
 /// # Contract
 ///
 /// Every backend keeps these promises, and runs the shared suite in
@@ -337,6 +361,30 @@ pub fn stream_read_error(key: &str, e: io::Error) -> crate::Error {
 
 /// The answer of [`Cache::get_stream`]: the entry's metadata and a stream of its
 /// logical bytes.
+///
+/// The stream yields the stored bytes decompressed, in chunks of the size
+/// asked for (the last may be shorter), holding a few chunks in memory
+/// whatever the size of the entry. An entry found corrupt part way ends the
+/// stream with an error: wrong bytes are never yielded.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> etl_cache_core::Result<()> {
+/// use bytes::Bytes;
+/// use futures::TryStreamExt;
+/// use etl_cache_core::{Cache, Compression, MemoryCache, SetOptions};
+///
+/// let cache = MemoryCache::new();
+/// let chunks = futures::stream::iter((0..4).map(|i| Ok(Bytes::from(vec![i as u8; 1000]))));
+/// let opts = SetOptions::new().compression(Compression::zstd());
+/// cache.set_stream("export.csv", Box::pin(chunks), opts).await?;
+///
+/// let stream = cache.get_stream("export.csv", 1024).await?.expect("a hit");
+/// assert_eq!(stream.meta().size, 4000);
+/// let sizes: Vec<usize> = stream.map_ok(|chunk| chunk.len()).try_collect().await?;
+/// assert_eq!(sizes, [1024, 1024, 1024, 928]);
+/// # Ok(()) }
+/// ```
 pub struct GetStream {
     meta: EntryMeta,
     stream: ByteStream,

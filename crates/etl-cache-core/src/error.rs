@@ -14,6 +14,25 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// A miss is never an error: lookups return `Ok(None)`. Each variant names the
 /// key (and the path or backend where there is one) so that a log line is
 /// enough to find the entry.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use etl_cache_core::{Cache, Error, MemoryCache, SetOptions};
+///
+/// let cache = MemoryCache::new();
+/// // An empty key is refused before anything is stored; the error says why.
+/// match cache.set("", "value".into(), SetOptions::new()).await {
+///     Err(e @ Error::InvalidKey { .. }) => {
+///         assert_eq!(e.key(), Some(""));
+///         eprintln!("refused: {e}");
+///     }
+///     other => panic!("expected InvalidKey, got {other:?}"),
+/// }
+/// // A miss is not an error.
+/// assert!(matches!(cache.get("absent").await, Ok(None)));
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

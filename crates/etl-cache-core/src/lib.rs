@@ -19,6 +19,8 @@
 //! assert_eq!(cache.get("payload_123").await?, None);
 //! # Ok(()) }
 //! ```
+// On docs.rs, items that a feature gates carry a badge naming it.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -27,6 +27,30 @@ struct Stored {
 /// [`Cache`] contract, for tests and examples. It has no capacity limit and
 /// `set_stream` collects the stream in memory; for a bounded memory tier use
 /// the tiered crate.
+///
+/// Clones share one cache. Its entries live as long as the last clone.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> etl_cache_core::Result<()> {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use etl_cache_core::{Cache, CacheExt, ManualClock, MemoryCache, SetOptions};
+///
+/// // A clock the test moves by hand, to see an entry expire.
+/// let clock = Arc::new(ManualClock::new());
+/// let cache = MemoryCache::with_clock(clock.clone());
+/// let ttl = SetOptions::new().ttl(Duration::from_secs(60));
+/// cache.set_json("config", &serde_json::json!({"currency": "EUR"}), ttl).await?;
+///
+/// let shared = cache.clone();
+/// let config: Option<serde_json::Value> = shared.get_json("config").await?;
+/// assert_eq!(config.unwrap()["currency"], "EUR");
+///
+/// clock.advance(Duration::from_secs(61));
+/// assert!(cache.get("config").await?.is_none(), "expired");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct MemoryCache {
     inner: Arc<Inner>,

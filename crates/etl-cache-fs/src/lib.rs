@@ -47,6 +47,8 @@
 //! assert_eq!(stats.unwrap()["records_processed"], 1042);
 //! # Ok(()) }
 //! ```
+// On docs.rs, items that a feature gates carry a badge naming it.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

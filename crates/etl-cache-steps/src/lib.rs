@@ -39,6 +39,8 @@
 //! }
 //! # Ok(()) }
 //! ```
+// On docs.rs, items that a feature gates carry a badge naming it.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
