@@ -31,7 +31,18 @@
 
 mod open;
 
-pub use etl_cache_core::*;
+// What a cache user needs, named one by one: the contract, its values,
+// options, metadata and errors, and the in-memory cache. What a backend
+// author needs is in `backend`.
+#[doc(hidden)]
+pub use etl_cache_core::async_trait;
+pub use etl_cache_core::backend;
+pub use etl_cache_core::{
+    BoxError, ByteStream, Cache, CacheExt, CacheIoExt, CacheReader, CacheWriter, Clock, Codec,
+    Compression, DEFAULT_CHUNK_SIZE, DynCache, EntryMeta, Error, GetStream, InitFuture, Kind,
+    MAX_JSON_DEPTH, MAX_JSON_READ_DEPTH, MAX_KEY_LEN, MAX_TTL, ManualClock, MemoryCache, Result,
+    SetOptions, Stats, SystemClock, Value, stream_read_error, validate_key,
+};
 
 pub use crate::open::open;
 

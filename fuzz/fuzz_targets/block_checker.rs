@@ -12,10 +12,10 @@
 
 use arbitrary::Arbitrary;
 use bytes::{Bytes, BytesMut};
-use etl_cache_core::blocks::{
+use etl_cache_core::backend::blocks::{
     BlockChecker, BlockError, BlockFramer, BlockSize, verify_payload, verify_payload_in_place,
 };
-use etl_cache_core::format::{Layout, Trailer};
+use etl_cache_core::backend::format::{Layout, Trailer};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]

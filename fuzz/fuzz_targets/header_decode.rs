@@ -5,7 +5,7 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use etl_cache_core::format::{FormatError, HEADER_FIXED_LEN, Header, Layout};
+use etl_cache_core::backend::format::{FormatError, HEADER_FIXED_LEN, Header, Layout};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

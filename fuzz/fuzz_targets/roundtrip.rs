@@ -11,8 +11,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
-use etl_cache_core::blocks::{BlockFramer, BlockSize, verify_payload};
-use etl_cache_core::format::{EntryMeta, Header, Layout, TRAILER_LEN, Trailer};
+use etl_cache_core::backend::blocks::{BlockFramer, BlockSize, verify_payload};
+use etl_cache_core::backend::format::{EntryMeta, Header, Layout, TRAILER_LEN, Trailer};
 use etl_cache_core::{Codec, Kind, MAX_KEY_LEN};
 use libfuzzer_sys::fuzz_target;
 
@@ -69,7 +69,7 @@ fuzz_target!(|input: Input| {
             input.logical_len
         },
         stored_len,
-        payload_crc: etl_cache_core::codec::crc32c(&input.payload),
+        payload_crc: etl_cache_core::backend::codec::crc32c(&input.payload),
         header_crc: crc,
     };
     entry.extend_from_slice(&trailer.encode());

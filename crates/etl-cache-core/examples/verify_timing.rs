@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use bytes::BytesMut;
-use etl_cache_core::blocks::{
+use etl_cache_core::backend::blocks::{
     BlockChecker, BlockFramer, BlockSize, verify_payload, verify_payload_in_place,
 };
-use etl_cache_core::format::{Layout, Trailer};
+use etl_cache_core::backend::format::{Layout, Trailer};
 
 const HEADER_CRC: u32 = 0x5EED_1234;
 
@@ -66,7 +66,7 @@ fn main() {
                 &Trailer {
                     logical_len: len as u64,
                     stored_len: len as u64,
-                    payload_crc: etl_cache_core::codec::crc32c(&stored),
+                    payload_crc: etl_cache_core::backend::codec::crc32c(&stored),
                     header_crc: HEADER_CRC,
                 }
                 .encode(),

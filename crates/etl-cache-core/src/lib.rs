@@ -1,7 +1,9 @@
 //! The etl-cache contract: one object-safe async [`Cache`] trait for every
-//! backend, the values it stores, the options of a write, the entry format,
-//! the codecs, the payload blocks, the errors, and (feature `testing`) the
-//! shared contract suite.
+//! backend, the values it stores, the options of a write, the metadata of an
+//! entry, the errors, an in-memory cache, and (feature `testing`) the shared
+//! contract suite. What only a backend needs (the entry format, the codecs,
+//! the payload blocks, single flight, counters, observability) is in
+//! [`backend`].
 //!
 //! You probably want the `etl-cache` facade crate, which re-exports this one
 //! with the backends.
@@ -24,18 +26,16 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod blocks;
+pub mod backend;
 mod cache;
 mod clock;
-pub mod codec;
 mod deep_json;
 mod error;
 mod ext;
-pub mod format;
-pub mod io;
+mod io;
 mod key;
 mod memory;
-pub mod obs;
+mod meta;
 mod options;
 mod single_flight;
 mod stats;
@@ -44,19 +44,18 @@ pub mod testing;
 mod value;
 
 pub use crate::cache::{
-    BoxError, ByteStream, Cache, DEFAULT_CHUNK_SIZE, DynCache, GetStream, InitFuture, check_range,
-    clamp_range, stream_read_error,
+    BoxError, ByteStream, Cache, DEFAULT_CHUNK_SIZE, DynCache, GetStream, InitFuture,
+    stream_read_error,
 };
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{Error, Result};
 pub use crate::ext::CacheExt;
-pub use crate::format::EntryMeta;
 pub use crate::io::{CacheIoExt, CacheReader, CacheWriter};
 pub use crate::key::{MAX_KEY_LEN, validate_key};
 pub use crate::memory::MemoryCache;
-pub use crate::options::{Codec, Compression, MAX_TTL, SetOptions, env_var};
-pub use crate::single_flight::{KeyedGuard, KeyedMutex};
-pub use crate::stats::{Counters, Stats};
+pub use crate::meta::EntryMeta;
+pub use crate::options::{Codec, Compression, MAX_TTL, SetOptions};
+pub use crate::stats::Stats;
 pub use crate::value::{Kind, MAX_JSON_DEPTH, MAX_JSON_READ_DEPTH, Value};
 
 #[doc(hidden)]

@@ -10,8 +10,8 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
-use crate::codec::{Encoder, PayloadReader};
-use crate::format::{HEADER_FIXED_LEN, TRAILER_LEN};
+use crate::backend::codec::{Encoder, PayloadReader};
+use crate::backend::format::{HEADER_FIXED_LEN, TRAILER_LEN};
 use crate::{
     ByteStream, Cache, Clock, Counters, EntryMeta, Error, GetStream, InitFuture, KeyedMutex, Kind,
     Result, SetOptions, Stats, SystemClock, Value, validate_key,
@@ -98,7 +98,7 @@ impl MemoryCache {
         kind: Kind,
         opts: SetOptions,
         payload: Bytes,
-        totals: crate::codec::Totals,
+        totals: crate::backend::codec::Totals,
     ) -> Result<EntryMeta> {
         let now = self.inner.clock.now();
         let expires = opts.expires_at(now)?;
@@ -130,7 +130,7 @@ impl MemoryCache {
         match map.get(key) {
             Some(s) if s.meta.is_expired(now) => {
                 map.remove(key);
-                crate::obs::note(crate::obs::Outcome::Expired);
+                crate::backend::obs::note(crate::backend::obs::Outcome::Expired);
                 Counters::bump(&self.inner.counters.expired);
                 None
             }
@@ -178,7 +178,7 @@ fn corrupt(key: &str, reason: impl Into<String>) -> Error {
 #[async_trait]
 impl Cache for MemoryCache {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
-        crate::obs::observe("memory", "set", Some(key), async move {
+        crate::backend::obs::observe("memory", "set", Some(key), async move {
             validate_key(key)?;
             opts.validate_for(key)?;
             value.check(key)?;
@@ -201,7 +201,7 @@ impl Cache for MemoryCache {
         mut stream: ByteStream,
         opts: SetOptions,
     ) -> Result<EntryMeta> {
-        crate::obs::observe("memory", "set_stream", Some(key), async move {
+        crate::backend::obs::observe("memory", "set_stream", Some(key), async move {
             validate_key(key)?;
             opts.validate_for(key)?;
             let kind = opts.kind_for(key, Kind::Bytes)?;
@@ -228,7 +228,7 @@ impl Cache for MemoryCache {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Value>> {
-        crate::obs::observe("memory", "get", Some(key), async move {
+        crate::backend::obs::observe("memory", "get", Some(key), async move {
             let Some(s) = self.lookup(key)? else {
                 return Ok(None);
             };
@@ -244,7 +244,7 @@ impl Cache for MemoryCache {
     }
 
     async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>> {
-        crate::obs::observe("memory", "get_stream", Some(key), async move {
+        crate::backend::obs::observe("memory", "get_stream", Some(key), async move {
             if chunk_size == 0 {
                 return Err(Error::InvalidInput {
                     message: "chunk_size must be at least 1".into(),
@@ -278,7 +278,7 @@ impl Cache for MemoryCache {
     }
 
     async fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
-        crate::obs::observe("memory", "head", Some(key), async move {
+        crate::backend::obs::observe("memory", "head", Some(key), async move {
             validate_key(key)?;
             Ok(self.live(key).map(|s| s.meta))
         })
@@ -286,7 +286,7 @@ impl Cache for MemoryCache {
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        crate::obs::observe("memory", "delete", Some(key), async move {
+        crate::backend::obs::observe("memory", "delete", Some(key), async move {
             validate_key(key)?;
             let removed = self.map().remove(key).is_some();
             if removed {
@@ -298,19 +298,19 @@ impl Cache for MemoryCache {
     }
 
     fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        crate::obs::observe_stream("memory", "list", prefix, {
+        crate::backend::obs::observe_stream("memory", "list", prefix, {
             self.list_filtered(prefix, false)
         })
     }
 
     fn list_all(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        crate::obs::observe_stream("memory", "list_all", prefix, {
+        crate::backend::obs::observe_stream("memory", "list_all", prefix, {
             self.list_filtered(prefix, true)
         })
     }
 
     async fn purge_expired(&self) -> Result<u64> {
-        crate::obs::observe("memory", "purge_expired", None, async move {
+        crate::backend::obs::observe("memory", "purge_expired", None, async move {
             let now = self.inner.clock.now();
             let mut map = self.map();
             let before = map.len();
@@ -326,7 +326,7 @@ impl Cache for MemoryCache {
     }
 
     async fn clear(&self) -> Result<u64> {
-        crate::obs::observe("memory", "clear", None, async move {
+        crate::backend::obs::observe("memory", "clear", None, async move {
             let mut map = self.map();
             let n = map.len() as u64;
             map.clear();
@@ -341,7 +341,7 @@ impl Cache for MemoryCache {
         opts: SetOptions,
         init: InitFuture<'a>,
     ) -> Result<Value> {
-        crate::obs::observe_init("memory", key, init, |init| async move {
+        crate::backend::obs::observe_init("memory", key, init, |init| async move {
             opts.validate_for(key)?;
             if let Some(v) = self.get(key).await? {
                 return Ok(v);
@@ -367,7 +367,7 @@ impl Cache for MemoryCache {
     }
 
     async fn stats(&self) -> Result<Stats> {
-        crate::obs::observe("memory", "stats", None, async move {
+        crate::backend::obs::observe("memory", "stats", None, async move {
             let map = self.map();
             let bytes = map.values().map(|s| s.meta.size).sum();
             Ok(self.inner.counters.snapshot(map.len() as u64, bytes))

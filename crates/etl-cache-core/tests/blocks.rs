@@ -4,11 +4,11 @@
 //! another entry, is caught before a byte of its block is handed out.
 
 use bytes::{Bytes, BytesMut};
-use etl_cache_core::blocks::{
+use etl_cache_core::backend::blocks::{
     BlockChecker, BlockError, BlockFramer, BlockSize, read_payload_at, verify_block, verify_framed,
     verify_payload, verify_payload_in_place,
 };
-use etl_cache_core::format::{Layout, TRAILER_LEN, Trailer};
+use etl_cache_core::backend::format::{Layout, TRAILER_LEN, Trailer};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -459,7 +459,7 @@ fn format_1_payloads_verify_whole() {
     let trailer = Trailer {
         logical_len: 18,
         stored_len: 18,
-        payload_crc: etl_cache_core::codec::crc32c(&stored),
+        payload_crc: etl_cache_core::backend::codec::crc32c(&stored),
         header_crc: HEADER_CRC,
     };
     let mut framed = stored.clone();

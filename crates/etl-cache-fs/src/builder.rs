@@ -84,7 +84,7 @@ impl DiskCacheBuilder {
     ///
     /// [`Error::InvalidInput`] naming the variable whose value does not parse.
     pub fn from_env() -> Result<Self> {
-        use etl_cache_core::env_var as var;
+        use etl_cache_core::backend::env_var as var;
         let mut b = Self::new();
         if let Ok(dir) = std::env::var("ETL_CACHE_DIR") {
             b = b.root(dir);

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use etl_cache_core::backend::{Counters, KeyedMutex};
 use etl_cache_core::{
-    ByteStream, Cache, Codec, Counters, EntryMeta, Error, GetStream, InitFuture, KeyedMutex, Kind,
+    ByteStream, Cache, Codec, EntryMeta, Error, GetStream, InitFuture, Kind,
     Result, SetOptions, Stats, Value, validate_key,
 };
 use futures::StreamExt;
@@ -80,7 +81,7 @@ impl fmt::Display for DiskCache {
 /// The operation under way goes along: what `f` logs belongs to its span,
 /// and an expiry or eviction it meets is reported in it.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let op = etl_cache_core::obs::carry();
+    let op = etl_cache_core::backend::obs::carry();
     match tokio::task::spawn_blocking(move || op.run(f)).await {
         Ok(v) => v,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -334,12 +335,12 @@ impl Inner {
                         Removal::Changed => continue,
                         Removal::Busy => Err(self.busy(key)),
                         Removal::Removed => {
-                            etl_cache_core::obs::note(etl_cache_core::obs::Outcome::Expired);
+                            etl_cache_core::backend::obs::note(etl_cache_core::backend::obs::Outcome::Expired);
                             Counters::bump(&self.counters.expired);
                             Ok(None)
                         }
                         Removal::Failed => {
-                            etl_cache_core::obs::note(etl_cache_core::obs::Outcome::Expired);
+                            etl_cache_core::backend::obs::note(etl_cache_core::backend::obs::Outcome::Expired);
                             Ok(None)
                         }
                     }
@@ -488,7 +489,7 @@ fn make_private_dir(dir: &Path) -> io::Result<()> {
 #[async_trait]
 impl Cache for DiskCache {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
-        etl_cache_core::obs::observe("disk", "set", Some(key), async move {
+        etl_cache_core::backend::obs::observe("disk", "set", Some(key), async move {
             validate_key(key)?;
             opts.validate_for(key)?;
             value.check(key)?;
@@ -525,7 +526,7 @@ impl Cache for DiskCache {
         mut stream: ByteStream,
         opts: SetOptions,
     ) -> Result<EntryMeta> {
-        etl_cache_core::obs::observe("disk", "set_stream", Some(key), async move {
+        etl_cache_core::backend::obs::observe("disk", "set_stream", Some(key), async move {
             validate_key(key)?;
             opts.validate_for(key)?;
             let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
@@ -544,7 +545,7 @@ impl Cache for DiskCache {
             // Dropping this future before the entry is published cancels it,
             // even once the whole stream was handed to the writer.
             let (cancel, _armed) = Cancel::new();
-            let op = etl_cache_core::obs::carry();
+            let op = etl_cache_core::backend::obs::carry();
             let writer = tokio::task::spawn_blocking(move || {
                 op.run(|| inner.write_stream(&owned, header, rx, opts, &cancel))
             });
@@ -598,14 +599,14 @@ impl Cache for DiskCache {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Value>> {
-        etl_cache_core::obs::observe("disk", "get", Some(key), async move {
+        etl_cache_core::backend::obs::observe("disk", "get", Some(key), async move {
             Ok(self.get_entry(key).await?.map(|(_, v)| v))
         })
         .await
     }
 
     async fn get_entry(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
-        etl_cache_core::obs::observe("disk", "get_entry", Some(key), async move {
+        etl_cache_core::backend::obs::observe("disk", "get_entry", Some(key), async move {
             validate_key(key)?;
             let inner = self.inner.clone();
             let key = key.to_owned();
@@ -645,7 +646,7 @@ impl Cache for DiskCache {
     }
 
     async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>> {
-        etl_cache_core::obs::observe("disk", "get_stream", Some(key), async move {
+        etl_cache_core::backend::obs::observe("disk", "get_stream", Some(key), async move {
             validate_key(key)?;
             if chunk_size == 0 {
                 return Err(Error::InvalidInput {
@@ -688,9 +689,9 @@ impl Cache for DiskCache {
         key: &str,
         range: std::ops::Range<u64>,
     ) -> Result<Option<(EntryMeta, bytes::Bytes)>> {
-        etl_cache_core::obs::observe("disk", "get_range", Some(key), async move {
+        etl_cache_core::backend::obs::observe("disk", "get_range", Some(key), async move {
             validate_key(key)?;
-            etl_cache_core::check_range(&range)?;
+            etl_cache_core::backend::check_range(&range)?;
             let inner = self.inner.clone();
             let key = key.to_owned();
             blocking(move || inner.read_range(&key, &key_hash(&key), range)).await
@@ -699,7 +700,7 @@ impl Cache for DiskCache {
     }
 
     async fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
-        etl_cache_core::obs::observe("disk", "head", Some(key), async move {
+        etl_cache_core::backend::obs::observe("disk", "head", Some(key), async move {
             validate_key(key)?;
             let inner = self.inner.clone();
             if inner.inline() {
@@ -715,7 +716,7 @@ impl Cache for DiskCache {
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        etl_cache_core::obs::observe("disk", "delete", Some(key), async move {
+        etl_cache_core::backend::obs::observe("disk", "delete", Some(key), async move {
             validate_key(key)?;
             let inner = self.inner.clone();
             let key = key.to_owned();
@@ -727,13 +728,13 @@ impl Cache for DiskCache {
     }
 
     fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        etl_cache_core::obs::observe_stream("disk", "list", prefix, {
+        etl_cache_core::backend::obs::observe_stream("disk", "list", prefix, {
             self.list_filtered(prefix, false)
         })
     }
 
     fn list_all(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        etl_cache_core::obs::observe_stream("disk", "list_all", prefix, {
+        etl_cache_core::backend::obs::observe_stream("disk", "list_all", prefix, {
             self.list_filtered(prefix, true)
         })
     }
@@ -743,7 +744,7 @@ impl Cache for DiskCache {
     /// fails with [`Error::Io`] naming the first such entry's path and the
     /// number that failed (those removed are counted in the stats).
     async fn purge_expired(&self) -> Result<u64> {
-        etl_cache_core::obs::observe("disk", "purge_expired", None, async move {
+        etl_cache_core::backend::obs::observe("disk", "purge_expired", None, async move {
             let inner = self.inner.clone();
             blocking(move || {
                 let now = inner.config.clock.now();
@@ -766,7 +767,7 @@ impl Cache for DiskCache {
     /// the others; the call then fails with [`Error::Io`] naming the first
     /// such entry's path and the number that failed.
     async fn clear(&self) -> Result<u64> {
-        etl_cache_core::obs::observe("disk", "clear", None, async move {
+        etl_cache_core::backend::obs::observe("disk", "clear", None, async move {
             let inner = self.inner.clone();
             blocking(move || {
                 let swept = inner.sweep("clear", None, |_| true);
@@ -791,7 +792,7 @@ impl Cache for DiskCache {
         opts: SetOptions,
         init: InitFuture<'a>,
     ) -> Result<Value> {
-        etl_cache_core::obs::observe_init("disk", key, init, |init| async move {
+        etl_cache_core::backend::obs::observe_init("disk", key, init, |init| async move {
             validate_key(key)?;
             opts.validate_for(key)?;
             if let Some(v) = self.get(key).await? {
@@ -849,7 +850,7 @@ impl Cache for DiskCache {
     }
 
     async fn stats(&self) -> Result<Stats> {
-        etl_cache_core::obs::observe("disk", "stats", None, async move {
+        etl_cache_core::backend::obs::observe("disk", "stats", None, async move {
             let inner = self.inner.clone();
             blocking(move || {
                 let c = inner

@@ -309,7 +309,7 @@ impl Inner {
             self.counters
                 .evictions
                 .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-            etl_cache_core::obs::evicted("disk", n, bytes);
+            etl_cache_core::backend::obs::evicted("disk", n, bytes);
         }
         let planned = self.victims.shared.planned.load(Ordering::Relaxed);
         if looked > 0 && planned >= SCAN_AHEAD_MIN && left < planned / 2 {

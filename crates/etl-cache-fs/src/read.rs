@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
-use etl_cache_core::blocks::{BlockSize, read_payload_at, verify_block, verify_framed};
-use etl_cache_core::codec::PayloadReader;
-use etl_cache_core::format::{
+use etl_cache_core::backend::blocks::{BlockSize, read_payload_at, verify_block, verify_framed};
+use etl_cache_core::backend::codec::PayloadReader;
+use etl_cache_core::backend::format::{
     FormatError, HEADER_FIXED_LEN, Header, Layout, MAX_HEADER_LEN, TRAILER_LEN, Trailer,
 };
-use etl_cache_core::{Codec, Counters, EntryMeta, Error, Result, Value, clamp_range};
+use etl_cache_core::backend::{Counters, clamp_range};
+use etl_cache_core::{Codec, EntryMeta, Error, Result, Value};
 
 use crate::cache::Inner;
 use crate::cancel::Cancel;
@@ -575,7 +576,7 @@ impl Inner {
                         Removal::Changed => continue,
                         Removal::Busy => return Err(self.busy(key)),
                         removal => {
-                            etl_cache_core::obs::note(etl_cache_core::obs::Outcome::Expired);
+                            etl_cache_core::backend::obs::note(etl_cache_core::backend::obs::Outcome::Expired);
                             bump(&self.counters.misses);
                             if let Removal::Removed = removal {
                                 Counters::bump(&self.counters.expired);

@@ -23,9 +23,9 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::{Bytes, BytesMut};
-use etl_cache_core::blocks::{BLOCK_CRC_LEN, BlockSize, chain_block_crc, verify_block};
-use etl_cache_core::codec::{CrcChain, PayloadReader};
-use etl_cache_core::format::{Layout, TRAILER_LEN, Trailer};
+use etl_cache_core::backend::blocks::{BLOCK_CRC_LEN, BlockSize, chain_block_crc, verify_block};
+use etl_cache_core::backend::codec::{CrcChain, PayloadReader};
+use etl_cache_core::backend::format::{Layout, TRAILER_LEN, Trailer};
 use etl_cache_core::{ByteStream, Codec, Error};
 use futures::StreamExt;
 use tokio::sync::mpsc;

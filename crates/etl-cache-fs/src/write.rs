@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use etl_cache_core::blocks::BlockFramer;
-use etl_cache_core::codec::Encoder;
-use etl_cache_core::format::{DecodedHeader, Header, Layout, TRAILER_LEN, Trailer};
-use etl_cache_core::{Codec, Counters, EntryMeta, Error, Kind, Result, SetOptions};
+use etl_cache_core::backend::blocks::BlockFramer;
+use etl_cache_core::backend::codec::Encoder;
+use etl_cache_core::backend::format::{DecodedHeader, Header, Layout, TRAILER_LEN, Trailer};
+use etl_cache_core::backend::Counters;
+use etl_cache_core::{Codec, EntryMeta, Error, Kind, Result, SetOptions};
 use tokio::sync::mpsc;
 
 use crate::cache::{CHANNEL_CHUNKS, Inner};
@@ -67,7 +68,7 @@ enum Reserved {
 
 /// The layout of the entries this crate writes: format 2, blocks of 1 MiB,
 /// each checked before a stream hands it out.
-pub(crate) const LAYOUT: Layout = etl_cache_core::format::WRITTEN_LAYOUT;
+pub(crate) const LAYOUT: Layout = etl_cache_core::backend::format::WRITTEN_LAYOUT;
 
 /// What the async side of `set_stream` sends to the writer thread.
 pub(crate) enum Msg {

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use etl_cache_core::format::TRAILER_LEN;
+use etl_cache_core::backend::format::TRAILER_LEN;
 use etl_cache_core::testing::sample_bytes;
 use etl_cache_core::{
     ByteStream, Cache, CacheExt, Compression, Error, ManualClock, SetOptions, Value,

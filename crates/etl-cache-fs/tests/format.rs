@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use etl_cache_core::blocks::{BlockSize, chain_block_crc, verify_block, verify_payload};
-use etl_cache_core::codec::crc32c;
-use etl_cache_core::format::{FORMAT_V2, Header, Layout, TRAILER_LEN, Trailer};
+use etl_cache_core::backend::blocks::{BlockSize, chain_block_crc, verify_block, verify_payload};
+use etl_cache_core::backend::codec::crc32c;
+use etl_cache_core::backend::format::{FORMAT_V2, Header, Layout, TRAILER_LEN, Trailer};
 use etl_cache_core::testing::sample_bytes;
 use etl_cache_core::{Cache, Clock, Codec, Kind, SetOptions};
 use etl_cache_fs::DiskCache;

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use etl_cache_core::codec::crc32c;
+use etl_cache_core::backend::codec::crc32c;
 use etl_cache_core::{Cache, Compression, Error, SetOptions, Value};
 use etl_cache_fs::{DiskCache, DiskCacheBuilder};
 use futures::{StreamExt, TryStreamExt};

@@ -110,7 +110,7 @@ impl ObjectCacheBuilder {
     ///
     /// [`Error::InvalidInput`] naming the variable whose value does not parse.
     pub fn from_env() -> Result<Self> {
-        use etl_cache_core::env_var as var;
+        use etl_cache_core::backend::env_var as var;
         let mut b = Self::new();
         if let Ok(url) = std::env::var("ETL_CACHE_URL") {
             b = b.url(url);

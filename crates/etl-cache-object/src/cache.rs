@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use etl_cache_core::backend::Counters;
 use etl_cache_core::{
-    ByteStream, Cache, Counters, EntryMeta, Error, GetStream, InitFuture, Result, SetOptions,
+    ByteStream, Cache, EntryMeta, Error, GetStream, InitFuture, Result, SetOptions,
     Stats, Value, validate_key,
 };
 use futures::stream::{self, BoxStream};
@@ -155,7 +156,7 @@ impl Inner {
 /// Cheap to clone: clones share the store and the counters.
 ///
 /// - **One object per entry**, at `<prefix>/<key>` (a key's folders stay
-///   folders), holding the entry format of [`etl_cache_core::format`]: a
+///   folders), holding the entry format of [`etl_cache_core::backend::format`]: a
 ///   header (key, kind, codec, creation and expiry times), the payload and a
 ///   trailer (lengths, checksums). It works on every store, since nothing
 ///   depends on object metadata. Entries are written in format 2 (the
@@ -255,7 +256,7 @@ impl ObjectCache {
 #[async_trait]
 impl Cache for ObjectCache {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
-        etl_cache_core::obs::observe("object", "set", Some(key), async move {
+        etl_cache_core::backend::obs::observe("object", "set", Some(key), async move {
             validate_key(key)?;
             value.check(key)?;
             self.inner.write_value(key, value, opts).await
@@ -269,7 +270,7 @@ impl Cache for ObjectCache {
         stream: ByteStream,
         opts: SetOptions,
     ) -> Result<EntryMeta> {
-        etl_cache_core::obs::observe("object", "set_stream", Some(key), async move {
+        etl_cache_core::backend::obs::observe("object", "set_stream", Some(key), async move {
             validate_key(key)?;
             self.inner.write_stream(key, stream, opts).await
         })
@@ -277,14 +278,14 @@ impl Cache for ObjectCache {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Value>> {
-        etl_cache_core::obs::observe("object", "get", Some(key), async move {
+        etl_cache_core::backend::obs::observe("object", "get", Some(key), async move {
             Ok(self.get_entry(key).await?.map(|(_, v)| v))
         })
         .await
     }
 
     async fn get_entry(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
-        etl_cache_core::obs::observe("object", "get_entry", Some(key), async move {
+        etl_cache_core::backend::obs::observe("object", "get_entry", Some(key), async move {
             validate_key(key)?;
             let found = self.inner.read_value(key).await?;
             Counters::bump(if found.is_some() {
@@ -307,9 +308,9 @@ impl Cache for ObjectCache {
         key: &str,
         range: std::ops::Range<u64>,
     ) -> Result<Option<(EntryMeta, bytes::Bytes)>> {
-        etl_cache_core::obs::observe("object", "get_range", Some(key), async move {
+        etl_cache_core::backend::obs::observe("object", "get_range", Some(key), async move {
             validate_key(key)?;
-            etl_cache_core::check_range(&range)?;
+            etl_cache_core::backend::check_range(&range)?;
             let found = self.inner.read_logical(key).await?;
             Counters::bump(if found.is_some() {
                 &self.inner.counters.hits
@@ -317,7 +318,7 @@ impl Cache for ObjectCache {
                 &self.inner.counters.misses
             });
             Ok(found.map(|(meta, logical)| {
-                let (start, end) = etl_cache_core::clamp_range(&range, meta.logical_len);
+                let (start, end) = etl_cache_core::backend::clamp_range(&range, meta.logical_len);
                 (meta, logical.slice(start as usize..end as usize))
             }))
         })
@@ -325,7 +326,7 @@ impl Cache for ObjectCache {
     }
 
     async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>> {
-        etl_cache_core::obs::observe("object", "get_stream", Some(key), async move {
+        etl_cache_core::backend::obs::observe("object", "get_stream", Some(key), async move {
             validate_key(key)?;
             if chunk_size == 0 {
                 return Err(Error::InvalidInput {
@@ -344,7 +345,7 @@ impl Cache for ObjectCache {
     }
 
     async fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
-        etl_cache_core::obs::observe("object", "head", Some(key), async move {
+        etl_cache_core::backend::obs::observe("object", "head", Some(key), async move {
             validate_key(key)?;
             let location = self.inner.layout.entry(key);
             match self.inner.probe(key, &location).await? {
@@ -365,7 +366,7 @@ impl Cache for ObjectCache {
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        etl_cache_core::obs::observe("object", "delete", Some(key), async move {
+        etl_cache_core::backend::obs::observe("object", "delete", Some(key), async move {
             validate_key(key)?;
             let location = self.inner.layout.entry(key);
             match self.inner.standing(&location).await {
@@ -398,7 +399,7 @@ impl Cache for ObjectCache {
     }
 
     fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        etl_cache_core::obs::observe_stream("object", "list", prefix, {
+        etl_cache_core::backend::obs::observe_stream("object", "list", prefix, {
             self.inner
                 .probe_all(prefix.unwrap_or(""), false)
                 .try_filter_map(|(meta, expired)| {
@@ -409,7 +410,7 @@ impl Cache for ObjectCache {
     }
 
     fn list_all(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        etl_cache_core::obs::observe_stream("object", "list_all", prefix, {
+        etl_cache_core::backend::obs::observe_stream("object", "list_all", prefix, {
             self.inner
                 .probe_all(prefix.unwrap_or(""), false)
                 .map_ok(|(meta, _)| meta)
@@ -418,7 +419,7 @@ impl Cache for ObjectCache {
     }
 
     async fn purge_expired(&self) -> Result<u64> {
-        etl_cache_core::obs::observe("object", "purge_expired", None, async move {
+        etl_cache_core::backend::obs::observe("object", "purge_expired", None, async move {
             self.inner
                 .probe_all("", true)
                 .try_fold(
@@ -442,7 +443,7 @@ impl Cache for ObjectCache {
     ///
     /// Returns how many entries were deleted.
     async fn clear(&self) -> Result<u64> {
-        etl_cache_core::obs::observe("object", "clear", None, async move {
+        etl_cache_core::backend::obs::observe("object", "clear", None, async move {
             let inner = self.inner.clone();
             let entries: Vec<Path> = inner
                 .list_objects(inner.layout.prefix())
@@ -493,7 +494,7 @@ impl Cache for ObjectCache {
         opts: SetOptions,
         init: InitFuture<'a>,
     ) -> Result<Value> {
-        etl_cache_core::obs::observe_init("object", key, init, |init| async move {
+        etl_cache_core::backend::obs::observe_init("object", key, init, |init| async move {
             opts.validate_for(key)?;
             self.single_flight(key, opts, self.inner.config.lock_timeout, init)
                 .await
@@ -508,7 +509,7 @@ impl Cache for ObjectCache {
     /// can tell: `list` and `clear` do read). Expired and corrupt entries
     /// count until `purge_expired` removes them (reads never delete).
     async fn stats(&self) -> Result<Stats> {
-        etl_cache_core::obs::observe("object", "stats", None, async move {
+        etl_cache_core::backend::obs::observe("object", "stats", None, async move {
             let inner = self.inner.clone();
             let (entries, bytes) = inner
                 .list_objects(inner.layout.prefix())

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etl_cache_core::{Clock, Counters, Error, KeyedMutex};
+use etl_cache_core::backend::{Counters, KeyedMutex};
+use etl_cache_core::{Clock, Error};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use etl_cache_core::blocks::{
+use etl_cache_core::backend::blocks::{
     BlockChecker, BlockError, verify_framed, verify_payload, verify_payload_in_place,
 };
-use etl_cache_core::codec::PayloadReader;
-use etl_cache_core::format::{
+use etl_cache_core::backend::codec::PayloadReader;
+use etl_cache_core::backend::format::{
     DecodedHeader, FormatError, HEADER_FIXED_LEN, Header, Layout, MAGIC, TRAILER_LEN, Trailer,
 };
 use etl_cache_core::{Codec, EntryMeta, Error, GetStream, Result, Value};
@@ -401,7 +401,7 @@ impl Inner {
             Err(Bad::Corrupt(why)) => return Err(self.corrupt(key, why)),
         };
         if meta.is_expired(self.config.clock.now()) {
-            etl_cache_core::obs::note(etl_cache_core::obs::Outcome::Expired);
+            etl_cache_core::backend::obs::note(etl_cache_core::backend::obs::Outcome::Expired);
             return Ok(None);
         }
         let decoded = if !crate::inner::work_inline(meta.codec, meta.stored_len as usize) {
@@ -483,7 +483,7 @@ impl Inner {
                 Err(Bad::Corrupt(why)) => return Err(self.corrupt(key, why)),
             };
             if meta.is_expired(self.config.clock.now()) {
-                etl_cache_core::obs::note(etl_cache_core::obs::Outcome::Expired);
+                etl_cache_core::backend::obs::note(etl_cache_core::backend::obs::Outcome::Expired);
                 return Ok(None);
             }
             let first = buf.split_off(header.len).freeze();

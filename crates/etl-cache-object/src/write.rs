@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use etl_cache_core::blocks::BlockFramer;
-use etl_cache_core::codec::Encoder;
-use etl_cache_core::format::{DecodedHeader, Header, Layout, TRAILER_LEN, Trailer};
-use etl_cache_core::{ByteStream, Counters, EntryMeta, Error, Kind, Result, SetOptions, Value};
+use etl_cache_core::backend::blocks::BlockFramer;
+use etl_cache_core::backend::codec::Encoder;
+use etl_cache_core::backend::format::{DecodedHeader, Header, Layout, TRAILER_LEN, Trailer};
+use etl_cache_core::backend::Counters;
+use etl_cache_core::{ByteStream, EntryMeta, Error, Kind, Result, SetOptions, Value};
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{MultipartUpload, PutMultipartOptions, PutOptions, PutPayload};
@@ -27,7 +28,7 @@ const ASSEMBLED_MAX: usize = 64 << 10;
 
 /// How entries are written: format 2, blocks of 1 MiB, each checked by a
 /// reader before it is handed out.
-pub(crate) const WRITE_LAYOUT: Layout = etl_cache_core::format::WRITTEN_LAYOUT;
+pub(crate) const WRITE_LAYOUT: Layout = etl_cache_core::backend::format::WRITTEN_LAYOUT;
 
 /// An entry's header, ready to write.
 struct Head {

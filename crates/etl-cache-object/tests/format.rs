@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use etl_cache_core::codec::crc32c;
+use etl_cache_core::backend::codec::crc32c;
 use etl_cache_core::{Cache, Clock, SetOptions, Value};
 use etl_cache_object::ObjectCache;
 use futures::StreamExt;

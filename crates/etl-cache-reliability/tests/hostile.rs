@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use etl_cache_core::format::{Header, Layout, Trailer};
+use etl_cache_core::backend::format::{Header, Layout, Trailer};
 use etl_cache_core::{Cache, CacheExt, Codec, Error, Kind, ManualClock, SetOptions, Value};
 use etl_cache_fs::DiskCache;
 use etl_cache_object::ObjectCache;
@@ -968,11 +968,11 @@ fn crafted(key: &str, logical_len: u64, stored_len: u64, codec: Codec, layout: L
     let header_crc = u32::from_le_bytes(out[out.len() - 4..].try_into().expect("4"));
     out.extend_from_slice(b"payload");
     let payload_crc = match layout {
-        Layout::Whole => etl_cache_core::codec::crc32c(b"payload"),
+        Layout::Whole => etl_cache_core::backend::codec::crc32c(b"payload"),
         _ => {
-            let block = etl_cache_core::blocks::block_crc(header_crc, 0, b"payload");
+            let block = etl_cache_core::backend::blocks::block_crc(header_crc, 0, b"payload");
             out.extend_from_slice(&block.to_le_bytes());
-            etl_cache_core::blocks::chain_block_crc(0, block)
+            etl_cache_core::backend::blocks::chain_block_crc(0, block)
         }
     };
     out.extend_from_slice(
@@ -1001,7 +1001,7 @@ fn crafted_entries_with_impossible_lengths_are_corrupt_not_a_panic() {
         let layouts = [
             Layout::Whole,
             Layout::DEFAULT_BLOCKS,
-            Layout::Blocks(etl_cache_core::blocks::BlockSize::new(16).expect("16")),
+            Layout::Blocks(etl_cache_core::backend::blocks::BlockSize::new(16).expect("16")),
         ];
         for (logical, stored, codec, layout) in [
             (u64::MAX, u64::MAX, Codec::None),

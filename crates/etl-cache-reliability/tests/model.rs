@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use etl_cache_core::codec::Encoder;
-use etl_cache_core::format::{HEADER_FIXED_LEN, Layout, TRAILER_LEN};
+use etl_cache_core::backend::codec::Encoder;
+use etl_cache_core::backend::format::{HEADER_FIXED_LEN, Layout, TRAILER_LEN};
 use etl_cache_core::{
     Cache, Clock, Codec, Compression, EntryMeta, Error, Kind, ManualClock, SetOptions, Value,
 };

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use etl_cache_core::format::{
+use etl_cache_core::backend::format::{
     EntryMeta, FormatError, HEADER_FIXED_LEN, Header, MAGIC, TRAILER_LEN, TRAILER_MAGIC, Trailer,
 };
 use etl_cache_core::{Codec, Kind, MAX_KEY_LEN};

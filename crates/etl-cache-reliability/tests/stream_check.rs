@@ -19,9 +19,9 @@ use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
-use etl_cache_core::blocks::BlockSize;
-use etl_cache_core::codec::{Encoder, PayloadReader, crc32c};
-use etl_cache_core::format::{Header, Layout, TRAILER_LEN, Trailer};
+use etl_cache_core::backend::blocks::BlockSize;
+use etl_cache_core::backend::codec::{Encoder, PayloadReader, crc32c};
+use etl_cache_core::backend::format::{Header, Layout, TRAILER_LEN, Trailer};
 use etl_cache_core::testing::sample_bytes;
 use etl_cache_core::{ByteStream, Cache, Codec, Compression, Error, Kind, SetOptions, Value};
 use etl_cache_fs::DiskCache;

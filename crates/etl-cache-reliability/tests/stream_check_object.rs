@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use etl_cache_core::blocks::{BLOCK_CRC_LEN, BlockSize, verify_payload};
-use etl_cache_core::codec::{Encoder, PayloadReader};
-use etl_cache_core::format::{Header, Layout, Trailer};
+use etl_cache_core::backend::blocks::{BLOCK_CRC_LEN, BlockSize, verify_payload};
+use etl_cache_core::backend::codec::{Encoder, PayloadReader};
+use etl_cache_core::backend::format::{Header, Layout, Trailer};
 use etl_cache_core::{Cache, Codec, Compression, Error, Kind, SetOptions, Value};
 use etl_cache_object::ObjectCache;
 use futures::StreamExt;

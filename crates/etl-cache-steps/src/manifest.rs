@@ -40,7 +40,7 @@ pub struct Manifest {
     /// [`MANIFEST_VERSION`] of the writer.
     pub format: u32,
     /// The entry format version of the writer's backends
-    /// ([`etl_cache_core::format::FORMAT_VERSION`]).
+    /// ([`etl_cache_core::backend::format::FORMAT_VERSION`]).
     pub entry_format: u8,
     /// The step's name.
     pub step: String,
@@ -77,7 +77,7 @@ impl Manifest {
     ) -> Manifest {
         Manifest {
             format: MANIFEST_VERSION,
-            entry_format: etl_cache_core::format::FORMAT_VERSION,
+            entry_format: etl_cache_core::backend::format::FORMAT_VERSION,
             step: r.name.clone(),
             digest: r.digest.clone(),
             parts: r.parts.clone(),

@@ -3,8 +3,9 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use etl_cache_core::backend::KeyedMutex;
 use etl_cache_core::{
-    BoxError, ByteStream, Cache, Clock, GetStream, KeyedMutex, SetOptions, SystemClock, Value,
+    BoxError, ByteStream, Cache, Clock, GetStream, SetOptions, SystemClock, Value,
 };
 
 use crate::explain::{Explanation, corrupt, explain, explain_absent};

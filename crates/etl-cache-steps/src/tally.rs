@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use etl_cache_core::{Cache, CacheExt, KeyedMutex, SetOptions};
+use etl_cache_core::backend::KeyedMutex;
+use etl_cache_core::{Cache, CacheExt, SetOptions};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 

@@ -324,7 +324,7 @@ impl Inner {
         let memory = self.memory.as_ref()?;
         let e = memory.get(key)?;
         if e.meta.is_expired(self.clock.now()) {
-            etl_cache_core::obs::note(etl_cache_core::obs::Outcome::Expired);
+            etl_cache_core::backend::obs::note(etl_cache_core::backend::obs::Outcome::Expired);
             memory.invalidate(key);
             return None;
         }
@@ -609,7 +609,7 @@ impl Cache for TieredCache {
     /// crate documentation). Fails only when the invalidation or the last
     /// tier fails; the previous value is then intact in the last tier.
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
-        etl_cache_core::obs::observe("tiered", "set", Some(key), async move {
+        etl_cache_core::backend::obs::observe("tiered", "set", Some(key), async move {
             validate_key(key)?;
             opts.validate_for(key)?;
             value.check(key)?;
@@ -646,7 +646,7 @@ impl Cache for TieredCache {
         stream: ByteStream,
         opts: SetOptions,
     ) -> Result<EntryMeta> {
-        etl_cache_core::obs::observe("tiered", "set_stream", Some(key), async move {
+        etl_cache_core::backend::obs::observe("tiered", "set_stream", Some(key), async move {
             validate_key(key)?;
             opts.validate_for(key)?;
             let inner = &self.inner;
@@ -737,7 +737,7 @@ impl Cache for TieredCache {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Value>> {
-        etl_cache_core::obs::observe("tiered", "get", Some(key), async move {
+        etl_cache_core::backend::obs::observe("tiered", "get", Some(key), async move {
             validate_key(key)?;
             Ok(self.inner.find(key, true).await?.map(|(_, v, _)| v))
         })
@@ -745,7 +745,7 @@ impl Cache for TieredCache {
     }
 
     async fn get_entry(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
-        etl_cache_core::obs::observe("tiered", "get_entry", Some(key), async move {
+        etl_cache_core::backend::obs::observe("tiered", "get_entry", Some(key), async move {
             validate_key(key)?;
             Ok(self.inner.find(key, true).await?.map(|(m, v, _)| (m, v)))
         })
@@ -753,7 +753,7 @@ impl Cache for TieredCache {
     }
 
     async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>> {
-        etl_cache_core::obs::observe("tiered", "get_stream", Some(key), async move {
+        etl_cache_core::backend::obs::observe("tiered", "get_stream", Some(key), async move {
             validate_key(key)?;
             if chunk_size == 0 {
                 return Err(Error::InvalidInput {
@@ -817,14 +817,14 @@ impl Cache for TieredCache {
         key: &str,
         range: std::ops::Range<u64>,
     ) -> Result<Option<(EntryMeta, Bytes)>> {
-        etl_cache_core::obs::observe("tiered", "get_range", Some(key), async move {
+        etl_cache_core::backend::obs::observe("tiered", "get_range", Some(key), async move {
             validate_key(key)?;
-            etl_cache_core::check_range(&range)?;
+            etl_cache_core::backend::check_range(&range)?;
             let inner = &self.inner;
             if let Some(e) = inner.memory_get(key) {
                 Counters::bump(&inner.counters.hits);
                 Counters::bump(&inner.memory_hits);
-                let (start, end) = etl_cache_core::clamp_range(&range, e.meta.logical_len);
+                let (start, end) = etl_cache_core::backend::clamp_range(&range, e.meta.logical_len);
                 let part = e.bytes.slice(start as usize..end as usize);
                 return Ok(Some((e.meta.clone(), part)));
             }
@@ -846,7 +846,7 @@ impl Cache for TieredCache {
     }
 
     async fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
-        etl_cache_core::obs::observe("tiered", "head", Some(key), async move {
+        etl_cache_core::backend::obs::observe("tiered", "head", Some(key), async move {
             validate_key(key)?;
             if let Some(e) = self.inner.memory_get(key) {
                 return Ok(Some(e.meta.clone()));
@@ -864,7 +864,7 @@ impl Cache for TieredCache {
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        etl_cache_core::obs::observe("tiered", "delete", Some(key), async move {
+        etl_cache_core::backend::obs::observe("tiered", "delete", Some(key), async move {
             validate_key(key)?;
             let inner = &self.inner;
             let (guard, mut any) = inner.begin_write(key).await?;
@@ -880,19 +880,19 @@ impl Cache for TieredCache {
     }
 
     fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        etl_cache_core::obs::observe_stream("tiered", "list", prefix, {
+        etl_cache_core::backend::obs::observe_stream("tiered", "list", prefix, {
             self.inner.last().list(prefix)
         })
     }
 
     fn list_all(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        etl_cache_core::obs::observe_stream("tiered", "list_all", prefix, {
+        etl_cache_core::backend::obs::observe_stream("tiered", "list_all", prefix, {
             self.inner.last().list_all(prefix)
         })
     }
 
     async fn purge_expired(&self) -> Result<u64> {
-        etl_cache_core::obs::observe("tiered", "purge_expired", None, async move {
+        etl_cache_core::backend::obs::observe("tiered", "purge_expired", None, async move {
             let inner = &self.inner;
             if let Some(memory) = &inner.memory {
                 let now = inner.clock.now();
@@ -918,7 +918,7 @@ impl Cache for TieredCache {
     /// Clears memory and every tier. Promotions and the ends of writes
     /// under way when it starts install nothing they read before it ended.
     async fn clear(&self) -> Result<u64> {
-        etl_cache_core::obs::observe("tiered", "clear", None, async move {
+        etl_cache_core::backend::obs::observe("tiered", "clear", None, async move {
             let inner = &self.inner;
             let _excl = inner.epochs.clear.write().await;
             {
@@ -947,7 +947,7 @@ impl Cache for TieredCache {
         opts: SetOptions,
         init: InitFuture<'a>,
     ) -> Result<Value> {
-        etl_cache_core::obs::observe_init("tiered", key, init, |init| async move {
+        etl_cache_core::backend::obs::observe_init("tiered", key, init, |init| async move {
         validate_key(key)?;
         opts.validate_for(key)?;
         let inner = &self.inner;
@@ -1003,7 +1003,7 @@ impl Cache for TieredCache {
     }
 
     async fn stats(&self) -> Result<Stats> {
-        etl_cache_core::obs::observe("tiered", "stats", None, async move {
+        etl_cache_core::backend::obs::observe("tiered", "stats", None, async move {
             let below = self.inner.last().stats().await?;
             let mut s = self.inner.counters.snapshot(below.entries, below.bytes);
             s.sets += below.sets;

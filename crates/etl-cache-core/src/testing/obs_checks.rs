@@ -1,5 +1,5 @@
 //! The contract checks of what every backend reports of its operations
-//! (see [`crate::obs`]): one span per operation with its backend, key,
+//! (see [`crate::backend::obs`]): one span per operation with its backend, key,
 //! outcome and bytes.
 
 use std::collections::BTreeMap;

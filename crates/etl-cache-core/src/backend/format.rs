@@ -17,7 +17,7 @@
 //!
 //! Format 2 (what [`Header::encode_as`] writes for [`Layout::Blocks`]), a
 //! checksum per block, so a reader checks each block before handing it out
-//! (see [`crate::blocks`]):
+//! (see [`crate::backend::blocks`]):
 //!
 //! ```text
 //! header   magic "ETLC" | version u8 = 2 | kind u8 | codec u8
@@ -44,8 +44,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 // From its own file: `blocks` takes the trailer and the format's errors
 // from here.
-use crate::blocks::size::BlockSize;
-use crate::{Codec, Kind, MAX_KEY_LEN};
+use crate::backend::blocks::size::BlockSize;
+use crate::{Codec, EntryMeta, Kind, MAX_KEY_LEN};
 
 /// The first four bytes of every entry.
 pub const MAGIC: [u8; 4] = *b"ETLC";
@@ -95,10 +95,10 @@ pub enum Layout {
     /// Format 1: the stored bytes as they are, with one checksum over all of
     /// them in the trailer. Nothing can be checked before the end: a reader
     /// that must not hand out unchecked bytes reads the payload whole and
-    /// checks it first ([`crate::blocks::verify_payload`]).
+    /// checks it first ([`crate::backend::blocks::verify_payload`]).
     Whole,
     /// Format 2: the stored bytes in blocks of this size, each followed by
-    /// its checksum ([`crate::blocks`]).
+    /// its checksum ([`crate::backend::blocks`]).
     Blocks(BlockSize),
 }
 
@@ -321,7 +321,7 @@ pub struct Trailer {
     /// checksums).
     pub stored_len: u64,
     /// Format 1: crc32c of the stored payload. Format 2: crc32c of the
-    /// list of block checksums (see [`crate::blocks`]).
+    /// list of block checksums (see [`crate::backend::blocks`]).
     pub payload_crc: u32,
     /// crc32c of the header this trailer belongs to.
     pub header_crc: u32,
@@ -368,29 +368,7 @@ impl Trailer {
     }
 }
 
-/// Everything known about a stored entry, without its payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct EntryMeta {
-    /// The key.
-    pub key: String,
-    /// What the payload holds.
-    pub kind: Kind,
-    /// How the payload is compressed.
-    pub codec: Codec,
-    /// When the entry was written.
-    pub created: SystemTime,
-    /// When the entry expires, if ever.
-    pub expires: Option<SystemTime>,
-    /// Length of the value after decompression.
-    pub logical_len: u64,
-    /// Length of the payload as stored (in format 2, without the block
-    /// checksums).
-    pub stored_len: u64,
-    /// Total bytes the entry takes in the store (header, payload, trailer).
-    pub size: u64,
-}
-
+/// Building metadata from what was read of an entry: for backends.
 impl EntryMeta {
     /// Combines a format 1 header and a trailer that were checked to belong
     /// together.
@@ -540,17 +518,6 @@ impl EntryMeta {
             size: total_len,
         })
     }
-
-    /// Whether the entry has expired at `now`.
-    pub fn is_expired(&self, now: SystemTime) -> bool {
-        self.expires.is_some_and(|e| e <= now)
-    }
-
-    /// Time left before expiry at `now`; `None` when the entry never expires.
-    pub fn ttl_left(&self, now: SystemTime) -> Option<Duration> {
-        self.expires
-            .map(|e| e.duration_since(now).unwrap_or(Duration::ZERO))
-    }
 }
 
 #[cfg(test)]
@@ -643,7 +610,7 @@ mod tests {
     fn v2_entry() -> (Header, Vec<u8>) {
         use bytes::Bytes;
 
-        use crate::blocks::BlockFramer;
+        use crate::backend::blocks::BlockFramer;
 
         let h = Header {
             key: "k".into(),

@@ -61,7 +61,7 @@ fn crc32c_shift(mut len: u64) -> u32 {
 /// proportional to the piece's length.
 ///
 /// ```
-/// use etl_cache_core::codec::{crc32c, CrcChain};
+/// use etl_cache_core::backend::codec::{crc32c, CrcChain};
 ///
 /// let data = b"extract, transform, load";
 /// let mut chain = CrcChain::new(8);
@@ -179,7 +179,7 @@ impl Encoder {
     }
 
     /// Leaves the stored bytes unchecksummed ([`Totals::crc`] stays 0), for
-    /// format 2 entries, whose [`BlockFramer`](crate::blocks::BlockFramer)
+    /// format 2 entries, whose [`BlockFramer`](crate::backend::blocks::BlockFramer)
     /// checksums them block by block as they pass: one pass over the bytes
     /// instead of two.
     #[must_use]

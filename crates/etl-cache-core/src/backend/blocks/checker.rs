@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::{BLOCK_CRC_LEN, BlockError, BlockSize, block_seed, chain_block_crc};
-use crate::format::{TRAILER_LEN, Trailer};
+use crate::backend::format::{TRAILER_LEN, Trailer};
 
 /// Bytes held back from each push: a trailer, and the checksum of the block
 /// before it. A block is handed out during pushes only once more bytes than
@@ -47,7 +47,7 @@ const COALESCE: usize = 4096;
 ///
 /// ```
 /// use bytes::Bytes;
-/// use etl_cache_core::blocks::{BlockChecker, BlockError, BlockFramer, BlockSize};
+/// use etl_cache_core::backend::blocks::{BlockChecker, BlockError, BlockFramer, BlockSize};
 ///
 /// let b = BlockSize::new(16).unwrap();
 /// let mut framed = Vec::new();

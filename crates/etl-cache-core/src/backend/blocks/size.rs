@@ -15,7 +15,7 @@ pub const BLOCK_CRC_LEN: usize = 4;
 /// a positional reader (`pread`, a ranged get) where each block lies.
 ///
 /// ```
-/// use etl_cache_core::blocks::BlockSize;
+/// use etl_cache_core::backend::blocks::BlockSize;
 ///
 /// let b = BlockSize::new(1024).unwrap();
 /// // 2.5 blocks of stored bytes: three blocks, three checksums.

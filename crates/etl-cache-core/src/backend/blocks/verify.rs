@@ -5,7 +5,7 @@ use std::io;
 use bytes::{Bytes, BytesMut};
 
 use super::{BLOCK_CRC_LEN, BlockError, BlockSize, block_crc, chain_block_crc};
-use crate::format::{Layout, TRAILER_LEN, Trailer};
+use crate::backend::format::{Layout, TRAILER_LEN, Trailer};
 
 /// A payload that passed [`verify_payload`]: its stored bytes, as slices of
 /// what was read, and its trailer.

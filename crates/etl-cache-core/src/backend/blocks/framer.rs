@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::{BLOCK_CRC_LEN, BlockSize, block_seed, chain_block_crc};
-use crate::format::Trailer;
+use crate::backend::format::Trailer;
 
 /// Cuts stored bytes into blocks and appends each block's checksum, for an
 /// entry written front to back (a file, a multipart upload).
@@ -17,7 +17,7 @@ use crate::format::Trailer;
 ///
 /// ```
 /// use bytes::Bytes;
-/// use etl_cache_core::blocks::{BlockChecker, BlockFramer, BlockSize};
+/// use etl_cache_core::backend::blocks::{BlockChecker, BlockFramer, BlockSize};
 ///
 /// let block_size = BlockSize::new(16).unwrap();
 /// let header_crc = 0x1234_5678; // from `Header::encode_as`
@@ -175,7 +175,7 @@ mod tests {
     use bytes::BytesMut;
 
     use super::*;
-    use crate::blocks::block_crc;
+    use crate::backend::blocks::block_crc;
 
     #[test]
     fn full_blocks_pass_as_slices_of_the_input() {

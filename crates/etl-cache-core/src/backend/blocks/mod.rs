@@ -4,7 +4,7 @@
 //! a stream can only tell at its very end that a byte was wrong, after it has
 //! handed that byte out. A format 2 payload is cut into blocks of a fixed
 //! [`BlockSize`], each followed by its checksum, so a reader holds one block,
-//! checks it, then hands it out (see [`crate::format`] for the layout):
+//! checks it, then hands it out (see [`crate::backend::format`] for the layout):
 //!
 //! - [`BlockFramer`] (writer): fed stored bytes in chunks of any size, gives
 //!   the framed bytes to write and, at the end, the trailer. It buffers
@@ -30,7 +30,7 @@
 //!
 //! # Format 1
 //!
-//! A format 1 entry ([`Layout::Whole`](crate::format::Layout::Whole)) has no
+//! A format 1 entry ([`Layout::Whole`](crate::backend::format::Layout::Whole)) has no
 //! blocks: nothing can be checked before its end, and no `BlockChecker` can
 //! be made for it (it takes a [`BlockSize`], which only a format 2 header
 //! has). A reader that must not hand out unchecked bytes reads such an entry
@@ -49,7 +49,7 @@ pub use verify::{
     verify_payload_in_place,
 };
 
-use crate::format::FormatError;
+use crate::backend::format::FormatError;
 
 /// The crc32c the checksum of a block starts from: that of the header's
 /// checksum and the block's index (both little endian).
@@ -75,7 +75,7 @@ pub fn block_crc(header_crc: u32, index: u64, block: &[u8]) -> u32 {
 ///
 /// ```
 /// use bytes::Bytes;
-/// use etl_cache_core::blocks::{BlockFramer, BlockSize, chain_block_crc, verify_block};
+/// use etl_cache_core::backend::blocks::{BlockFramer, BlockSize, chain_block_crc, verify_block};
 ///
 /// let b = BlockSize::new(16).unwrap();
 /// let mut framed = Vec::new();
