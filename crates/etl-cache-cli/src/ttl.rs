@@ -1,9 +1,11 @@
-//! Parsing `--ttl`: `30s`, `15m`, `1h`, `2d`, `1w`, combinations, bare seconds.
+//! Parsing `--ttl`: `30s`, `15m`, `1h`, `2d`, `1w`, combinations, bare seconds
+//! (units through humantime).
 
 use std::time::Duration;
 
 /// Parses a TTL: `30s`, `15m`, `1h`, `2d`, `1w`, combinations such as
-/// `1h30m`, or a bare number of seconds.
+/// `1h30m` or `1h 30m`, spelled-out units (`2days`), or a bare number of
+/// seconds.
 pub fn parse_ttl(s: &str) -> Result<Duration, String> {
     let bad =
         || format!("invalid TTL {s:?}: use a number with a unit, as in 30s, 15m, 1h, 2d or 1h30m");
@@ -19,39 +21,11 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
             Err(_) => too_long(),
         };
     }
-    let mut total: u64 = 0;
-    let mut digits = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit: u64 = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            'w' => 604_800,
-            _ => return Err(bad()),
-        };
-        if digits.is_empty() {
-            return Err(bad());
-        }
-        let Some(sum) = digits
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| n.checked_mul(unit))
-            .and_then(|v| total.checked_add(v))
-        else {
-            return too_long();
-        };
-        digits.clear();
-        total = sum;
+    match humantime::parse_duration(s) {
+        Ok(d) => positive(d, s),
+        Err(humantime::DurationError::NumberOverflow) => too_long(),
+        Err(_) => Err(bad()),
     }
-    if !digits.is_empty() {
-        return Err(bad());
-    }
-    positive(Duration::from_secs(total), s)
 }
 
 /// A TTL the cache accepts: above zero, at most [`etl_cache::MAX_TTL`].

@@ -281,7 +281,7 @@ fn ls_shows_every_column_and_its_json_parses() {
         "{ls}"
     );
     assert!(
-        lines[2].starts_with("reports/a.xml") && lines[2].contains("9.8 KiB"),
+        lines[2].starts_with("reports/a.xml") && lines[2].contains("9.77 KiB"),
         "{ls}"
     );
     assert!(
@@ -418,7 +418,7 @@ fn verify_reports_and_removes_corrupt_entries() {
     }
     let clean = run(&root, &["verify"]).expect(0).out();
     assert!(
-        clean.contains("verified 5 entries (5.0 MiB): 5 ok, 0 corrupt"),
+        clean.contains("verified 5 entries (5.00 MiB): 5 ok, 0 corrupt"),
         "{clean}"
     );
 
