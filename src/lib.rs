@@ -44,7 +44,7 @@ pub use etl_cache_core::{
     SetOptions, Stats, SystemClock, Value, stream_read_error, validate_key,
 };
 
-pub use crate::open::open;
+pub use crate::open::{Location, open};
 
 #[cfg(feature = "fs")]
 pub use etl_cache_fs::{DiskCache, DiskCacheBuilder};

@@ -1,6 +1,6 @@
 //! Opening a cache from a URL: [`open`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use etl_cache_core::{Cache, Error, MemoryCache, Result};
@@ -48,43 +48,103 @@ const SUPPORTED: &str = "a directory path, file://PATH, memory://, s3://BUCKET/P
 /// malformed, or when the backend cannot open the location (for a directory:
 /// it is a file, or not writable).
 pub async fn open(url: &str) -> Result<Arc<dyn Cache>> {
-    let bad = |message: String| Error::Open {
-        location: url.to_owned(),
-        message,
-    };
-    let Some((scheme, rest)) = url.split_once("://") else {
-        if url.is_empty() {
-            return Err(bad(format!("the location is empty; use {SUPPORTED}")));
-        }
-        return open_dir(PathBuf::from(url), url).await;
-    };
-    match scheme.to_ascii_lowercase().as_str() {
-        "file" => {
-            if rest.is_empty() {
-                return Err(bad(
-                    "file:// needs a path, as in file:///var/cache/etl".into()
-                ));
+    match Location::parse(url)? {
+        Location::Dir(root) => open_dir(root, url).await,
+        Location::Memory => Ok(Arc::new(MemoryCache::new())),
+        Location::Object(url) => open_object(&url, ObjectBackend::of(&url)),
+    }
+}
+
+/// Where a cache lives, as a URL names it: the one reading of cache URLs
+/// that [`open`], the command line and the Python package share, so that a
+/// scheme means the same everywhere.
+///
+/// ```
+/// use std::path::Path;
+/// use etl_cache::Location;
+///
+/// assert_eq!(Location::parse(".cache")?.dir(), Some(Path::new(".cache")));
+/// assert_eq!(Location::parse("file:///var/cache/etl")?.dir(), Some(Path::new("/var/cache/etl")));
+/// assert_eq!(Location::parse("memory://")?, Location::Memory);
+/// assert!(matches!(Location::parse("s3://bucket/prefix")?, Location::Object(_)));
+/// assert!(Location::parse("ftp://host/dir").is_err());
+/// # Ok::<(), etl_cache::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Location {
+    /// A local directory, from a path or `file:///abs/path`: a
+    /// [`DiskCache`](crate::DiskCache).
+    Dir(PathBuf),
+    /// `memory://`: a [`MemoryCache`].
+    Memory,
+    /// An object store URL, as given (`s3://`, `s3a://`, `gs://`, `az://`,
+    /// `azure://`, `abfs://`, `abfss://`): an `ObjectCache`.
+    Object(String),
+}
+
+impl Location {
+    /// Reads a cache URL. A string without `://` is always a path.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Open`] for an empty location, an unknown scheme, `file://`
+    /// without an absolute path, and `memory://` with a location.
+    pub fn parse(url: &str) -> Result<Location> {
+        let bad = |message: String| Error::Open {
+            location: url.to_owned(),
+            message,
+        };
+        let Some((scheme, rest)) = url.split_once("://") else {
+            if url.is_empty() {
+                return Err(bad(format!("the location is empty; use {SUPPORTED}")));
             }
-            if !rest.starts_with('/') {
-                return Err(bad(format!(
-                    "file:// takes an absolute path (file:///abs/path); write a relative \
-                     path without the scheme, as in `{rest}`"
-                )));
+            return Ok(Location::Dir(PathBuf::from(url)));
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "file" => {
+                if rest.is_empty() {
+                    return Err(bad(
+                        "file:// needs a path, as in file:///var/cache/etl".into()
+                    ));
+                }
+                if !rest.starts_with('/') {
+                    return Err(bad(format!(
+                        "file:// takes an absolute path (file:///abs/path); write a relative \
+                         path without the scheme, as in `{rest}`"
+                    )));
+                }
+                Ok(Location::Dir(PathBuf::from(rest)))
             }
-            open_dir(PathBuf::from(rest), url).await
-        }
-        "memory" => {
-            if !rest.is_empty() {
-                return Err(bad(
-                    "memory:// takes no location: write exactly `memory://`".into(),
-                ));
+            "memory" => {
+                if !rest.is_empty() {
+                    return Err(bad(
+                        "memory:// takes no location: write exactly `memory://`".into(),
+                    ));
+                }
+                Ok(Location::Memory)
             }
-            Ok(Arc::new(MemoryCache::new()))
+            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" => {
+                Ok(Location::Object(url.to_owned()))
+            }
+            other => Err(bad(format!("unknown scheme `{other}://`; use {SUPPORTED}"))),
         }
-        "s3" | "s3a" => open_object(url, ObjectBackend::Aws),
-        "gs" => open_object(url, ObjectBackend::Gcp),
-        "az" | "azure" | "abfs" | "abfss" => open_object(url, ObjectBackend::Azure),
-        other => Err(bad(format!("unknown scheme `{other}://`; use {SUPPORTED}"))),
+    }
+
+    /// The directory, for a local location.
+    pub fn dir(&self) -> Option<&Path> {
+        match self {
+            Location::Dir(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Location {
+    type Err = Error;
+
+    fn from_str(url: &str) -> Result<Location> {
+        Location::parse(url)
     }
 }
 
@@ -116,6 +176,16 @@ enum ObjectBackend {
 }
 
 impl ObjectBackend {
+    /// The family of an object store URL that [`Location::parse`] accepted.
+    fn of(url: &str) -> ObjectBackend {
+        let scheme = url.split_once("://").map_or("", |(s, _)| s);
+        match scheme.to_ascii_lowercase().as_str() {
+            "gs" => ObjectBackend::Gcp,
+            "az" | "azure" | "abfs" | "abfss" => ObjectBackend::Azure,
+            _ => ObjectBackend::Aws,
+        }
+    }
+
     /// The facade's cargo feature that brings this backend in.
     fn feature(self) -> &'static str {
         match self {

@@ -422,8 +422,10 @@ pub(crate) fn open(
     options: Option<&Bound<'_, PyDict>>,
     compression: Option<&str>,
 ) -> PyResult<BaseCache> {
-    let object_url =
-        url.contains("://") && !url.starts_with("file://") && !url.starts_with("memory://");
+    let object_url = matches!(
+        etl_cache::Location::parse(url),
+        Ok(etl_cache::Location::Object(_))
+    );
     let cache: Arc<dyn Cache> = if object_url {
         Arc::new(ObjectCache::from_url_opts(url, dict_options(options)?).map_err(to_py)?)
     } else {

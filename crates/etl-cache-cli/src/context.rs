@@ -88,13 +88,10 @@ impl Ctx {
 
 /// The directory a local URL names (as `etl_cache::open` reads it), if it is one.
 fn local_root(url: &str) -> Option<PathBuf> {
-    match url.split_once("://") {
-        None if !url.is_empty() => Some(PathBuf::from(url)),
-        Some((scheme, path)) if scheme.eq_ignore_ascii_case("file") && path.starts_with('/') => {
-            Some(PathBuf::from(path))
-        }
-        _ => None,
-    }
+    etl_cache::Location::parse(url)
+        .ok()?
+        .dir()
+        .map(Path::to_path_buf)
 }
 
 /// Why `root` holds no cache, if it does not.
