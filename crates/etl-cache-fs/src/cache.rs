@@ -323,15 +323,14 @@ impl Inner {
         self.config.inline_io_max > 0 && !self.config.durable
     }
 
-    fn head(&self, key: &str, wait: Wait) -> Result<Option<EntryMeta>> {
-        let hash = key_hash(key);
-        let path = self.layout.entry_path(&hash);
+    fn head(&self, key: &str, hash: &str, wait: Wait) -> Result<Option<EntryMeta>> {
+        let path = self.layout.entry_path(hash);
         // An expired entry replaced (or recycled) meanwhile is looked at again.
         for _ in 0..crate::read::LOOKS {
-            return match self.open_entry(Some(key), &hash, &path, false, wait)? {
+            return match self.open_entry(Some(key), hash, &path, false, wait)? {
                 Found::Missing => Ok(None),
                 Found::Expired(o) => {
-                    match self.remove_if_bad(Some(key), &hash, o.id(), Bad::Expired, wait) {
+                    match self.remove_if_bad(Some(key), hash, o.id(), Bad::Expired, wait) {
                         Removal::Changed => continue,
                         Removal::Busy => Err(self.busy(key)),
                         Removal::Removed => {
@@ -486,11 +485,55 @@ fn make_private_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+impl DiskCache {
+    /// `get_entry` of a key already checked, with its hash.
+    async fn read_entry(&self, key: &str, hash: String) -> Result<Option<(EntryMeta, Value)>> {
+        let inner = self.inner.clone();
+        let key = key.to_owned();
+        // `None` from `finish_value`: the entry changed under the read (see
+        // `read::remove_if_bad`); `read_value` then looks again, without
+        // counting the read twice.
+        //
+        // On this (async) thread, a read never waits for another process
+        // holding the counters, which removing an expired or corrupt entry
+        // needs: it is done again on a blocking thread instead.
+        let mut count = true;
+        if inner.inline() {
+            let found = match inner.lookup(&key, &hash, true, true, Wait::Spin) {
+                Ok(None) => return Ok(None),
+                Ok(Some(o)) if inner.finishes_inline(&o) => {
+                    count = false;
+                    inner.finish_value(&key, &hash, *o, Wait::Spin)
+                }
+                Ok(Some(o)) => {
+                    count = false;
+                    let (inner, key, hash) = (inner.clone(), key.clone(), hash.clone());
+                    blocking(move || inner.finish_value(&key, &hash, *o, Wait::Timeout)).await
+                }
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok(Some(found)) => return Ok(Some(found)),
+                Ok(None) => {}
+                Err(e) if is_busy(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        blocking(move || inner.read_value(&key, &hash, count)).await
+    }
+}
+
+/// Validates `key` and gives the hash that names its files: once per call.
+fn checked(key: &str) -> Result<String> {
+    validate_key(key)?;
+    Ok(key_hash(key))
+}
+
 #[async_trait]
 impl Cache for DiskCache {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
         etl_cache_core::backend::obs::observe("disk", "set", Some(key), async move {
-            validate_key(key)?;
+            let hash = checked(key)?;
             opts.validate_for(key)?;
             value.check(key)?;
             let inner = self.inner.clone();
@@ -499,20 +542,22 @@ impl Cache for DiskCache {
             // Dropping this future before the entry is published cancels it.
             let (cancel, _armed) = Cancel::new();
             if inner.inline() && payload.len() as u64 <= inner.config.inline_io_max {
-                match inner.write_value(key, kind, payload, opts, false, false, &cancel)? {
+                match inner.write_value(key, &hash, kind, payload, opts, false, false, &cancel)? {
                     Publish::Done(meta) => return Ok(meta),
                     Publish::Blocked(sealed) => {
                         let key = key.to_owned();
-                        return blocking(move || inner.publish(&key, sealed, false, true, &cancel))
-                            .await
-                            .map(Publish::done);
+                        return blocking(move || {
+                            inner.publish(&key, &hash, sealed, false, true, &cancel)
+                        })
+                        .await
+                        .map(Publish::done);
                     }
                 }
             }
             let key = key.to_owned();
             blocking(move || {
                 inner
-                    .write_value(&key, kind, payload, opts, false, true, &cancel)
+                    .write_value(&key, &hash, kind, payload, opts, false, true, &cancel)
                     .map(Publish::done)
             })
             .await
@@ -527,7 +572,7 @@ impl Cache for DiskCache {
         opts: SetOptions,
     ) -> Result<EntryMeta> {
         etl_cache_core::backend::obs::observe("disk", "set_stream", Some(key), async move {
-            validate_key(key)?;
+            let hash = checked(key)?;
             opts.validate_for(key)?;
             let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
             let inner = self.inner.clone();
@@ -547,7 +592,7 @@ impl Cache for DiskCache {
             let (cancel, _armed) = Cancel::new();
             let op = etl_cache_core::backend::obs::carry();
             let writer = tokio::task::spawn_blocking(move || {
-                op.run(|| inner.write_stream(&owned, header, rx, opts, &cancel))
+                op.run(|| inner.write_stream(&owned, &hash, header, rx, opts, &cancel))
             });
             let mut framed = Vec::with_capacity(4);
             let fed: Result<()> = 'feed: loop {
@@ -607,47 +652,15 @@ impl Cache for DiskCache {
 
     async fn get_entry(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
         etl_cache_core::backend::obs::observe("disk", "get_entry", Some(key), async move {
-            validate_key(key)?;
-            let inner = self.inner.clone();
-            let key = key.to_owned();
-            // `None` from `finish_value`: the entry changed under the read (see
-            // `read::remove_if_bad`); `read_value` then looks again, without
-            // counting the read twice.
-            //
-            // On this (async) thread, a read never waits for another process
-            // holding the counters, which removing an expired or corrupt entry
-            // needs: it is done again on a blocking thread instead.
-            let mut count = true;
-            if inner.inline() {
-                let hash = key_hash(&key);
-                let found = match inner.lookup(&key, &hash, true, true, Wait::Spin) {
-                    Ok(None) => return Ok(None),
-                    Ok(Some(o)) if inner.finishes_inline(&o) => {
-                        count = false;
-                        inner.finish_value(&key, &hash, *o, Wait::Spin)
-                    }
-                    Ok(Some(o)) => {
-                        count = false;
-                        let (inner, key) = (inner.clone(), key.clone());
-                        blocking(move || inner.finish_value(&key, &hash, *o, Wait::Timeout)).await
-                    }
-                    Err(e) => Err(e),
-                };
-                match found {
-                    Ok(Some(found)) => return Ok(Some(found)),
-                    Ok(None) => {}
-                    Err(e) if is_busy(&e) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            blocking(move || inner.read_value(&key, &key_hash(&key), count)).await
+            let hash = checked(key)?;
+            self.read_entry(key, hash).await
         })
         .await
     }
 
     async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>> {
         etl_cache_core::backend::obs::observe("disk", "get_stream", Some(key), async move {
-            validate_key(key)?;
+            let hash = checked(key)?;
             if chunk_size == 0 {
                 return Err(Error::InvalidInput {
                     message: "chunk_size must be at least 1".into(),
@@ -655,7 +668,6 @@ impl Cache for DiskCache {
             }
             let inner = self.inner.clone();
             let key = key.to_owned();
-            let hash = key_hash(&key);
             let inline = match inner.inline() {
                 true => match inner.open_stream(&key, &hash, Wait::Spin) {
                     Err(e) if is_busy(&e) => None,
@@ -690,39 +702,39 @@ impl Cache for DiskCache {
         range: std::ops::Range<u64>,
     ) -> Result<Option<(EntryMeta, bytes::Bytes)>> {
         etl_cache_core::backend::obs::observe("disk", "get_range", Some(key), async move {
-            validate_key(key)?;
+            let hash = checked(key)?;
             etl_cache_core::backend::check_range(&range)?;
             let inner = self.inner.clone();
             let key = key.to_owned();
-            blocking(move || inner.read_range(&key, &key_hash(&key), range)).await
+            blocking(move || inner.read_range(&key, &hash, range)).await
         })
         .await
     }
 
     async fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
         etl_cache_core::backend::obs::observe("disk", "head", Some(key), async move {
-            validate_key(key)?;
+            let hash = checked(key)?;
             let inner = self.inner.clone();
             if inner.inline() {
-                match inner.head(key, Wait::Spin) {
+                match inner.head(key, &hash, Wait::Spin) {
                     Err(e) if is_busy(&e) => {} // again, on a blocking thread
                     r => return r,
                 }
             }
             let key = key.to_owned();
-            blocking(move || inner.head(&key, Wait::Timeout)).await
+            blocking(move || inner.head(&key, &hash, Wait::Timeout)).await
         })
         .await
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
         etl_cache_core::backend::obs::observe("disk", "delete", Some(key), async move {
-            validate_key(key)?;
+            let hash = checked(key)?;
             let inner = self.inner.clone();
             let key = key.to_owned();
             // Dropping this future before the entry is removed cancels it.
             let (cancel, _armed) = Cancel::new();
-            blocking(move || inner.delete(&key, &key_hash(&key), &cancel)).await
+            blocking(move || inner.delete(&key, &hash, &cancel)).await
         })
         .await
     }
@@ -793,9 +805,9 @@ impl Cache for DiskCache {
         init: InitFuture<'a>,
     ) -> Result<Value> {
         etl_cache_core::backend::obs::observe_init("disk", key, init, |init| async move {
-            validate_key(key)?;
+            let hash = checked(key)?;
             opts.validate_for(key)?;
-            if let Some(v) = self.get(key).await? {
+            if let Some((_, v)) = self.read_entry(key, hash.clone()).await? {
                 return Ok(v);
             }
             let timeout = self.inner.config.lock_timeout;
@@ -803,23 +815,23 @@ impl Cache for DiskCache {
             // write of the computed value, wherever it stands.
             let (cancel, _armed) = Cancel::new();
             let _local = self.inner.flights.lock(key, timeout).await?;
-            let recheck = |inner: Arc<Inner>, key: String| {
+            let recheck = |inner: Arc<Inner>, key: String, hash: String| {
                 blocking(move || {
-                    let hash = key_hash(&key);
                     inner
                         .read_value(&key, &hash, false)
                         .map(|found| found.map(|(_, v)| v))
                 })
             };
-            if let Some(v) = recheck(self.inner.clone(), key.to_owned()).await? {
+            if let Some(v) = recheck(self.inner.clone(), key.to_owned(), hash.clone()).await? {
                 return Ok(v);
             }
             let lock = {
                 let (inner, key, cancel) = (self.inner.clone(), key.to_owned(), cancel.clone());
+                let lock_path = inner.layout.lock_path(&hash);
                 blocking(move || {
                     lock::KeyLock::acquire_unless(
                         &inner.dirs,
-                        &inner.layout.lock_path(&key_hash(&key)),
+                        &lock_path,
                         &key,
                         timeout,
                         || cancel.is_cancelled(),
@@ -827,7 +839,7 @@ impl Cache for DiskCache {
                 })
                 .await?
             };
-            if let Some(v) = recheck(self.inner.clone(), key.to_owned()).await? {
+            if let Some(v) = recheck(self.inner.clone(), key.to_owned(), hash.clone()).await? {
                 return Ok(v);
             }
             let value = init.await.map_err(|source| Error::Init {
@@ -838,7 +850,7 @@ impl Cache for DiskCache {
             let (inner, owned, v) = (self.inner.clone(), key.to_owned(), value.clone());
             blocking(move || {
                 let r = inner
-                    .write_value(&owned, kind, v.into_bytes(), opts, true, true, &cancel)
+                    .write_value(&owned, &hash, kind, v.into_bytes(), opts, true, true, &cancel)
                     .map(Publish::done);
                 drop(lock);
                 r

@@ -290,6 +290,7 @@ impl Inner {
     pub(crate) fn write_value(
         &self,
         key: &str,
+        hash: &str,
         kind: Kind,
         payload: Bytes,
         opts: SetOptions,
@@ -351,7 +352,7 @@ impl Inner {
             .map_err(self.io(key, &path, "write the entry"))?;
         debug_assert_eq!(trailer.stored_len, totals.stored_len);
         let sealed = self.seal(key, tmp, header, trailer)?;
-        self.publish(key, sealed, held, may_block, cancel)
+        self.publish(key, hash, sealed, held, may_block, cancel)
     }
 
     /// Writes what arrives on `rx` and publishes it when `Msg::End` comes; a
@@ -362,6 +363,7 @@ impl Inner {
     pub(crate) fn write_stream(
         &self,
         key: &str,
+        hash: &str,
         header: NewHeader,
         mut rx: mpsc::Receiver<Msg>,
         opts: SetOptions,
@@ -442,7 +444,7 @@ impl Inner {
             .and_then(|()| framed.iter().try_for_each(|b| tmp.out.write_all(b)))
             .map_err(self.io(key, &path, "write the entry"))?;
         let sealed = self.seal(key, tmp, header, trailer)?;
-        self.publish(key, sealed, false, true, cancel)
+        self.publish(key, hash, sealed, false, true, cancel)
             .map(Publish::done)
     }
 
@@ -509,14 +511,14 @@ impl Inner {
     pub(crate) fn publish(
         &self,
         key: &str,
+        hash: &str,
         mut sealed: Sealed,
         held: bool,
         may_block: bool,
         cancel: &Cancel,
     ) -> Result<Publish> {
-        let hash = crate::layout::key_hash(key);
-        let target = self.layout.entry_path(&hash);
-        let lock_path = self.layout.lock_path(&hash);
+        let target = self.layout.entry_path(hash);
+        let lock_path = self.layout.lock_path(hash);
         let started = Instant::now();
         // Lock files exist only while held: no file, no holder to wait for.
         let lock_name = lock_path.file_name().expect("a lock file name");
@@ -542,14 +544,14 @@ impl Inner {
         // following links (see `dirs`).
         let fan =
             self.dirs
-                .fanout(&hash)
+                .fanout(hash)
                 .map_err(self.io(key, &target, "open the entry's directory"))?;
         let (from, tmp_name) = self
             .dirs
             .locate(&sealed.tmp.path)
             .map(|(dir, name)| (dir, name.to_os_string()))
             .map_err(self.io(key, &sealed.tmp.path, "open the temp file's directory"))?;
-        let name = OsStr::new(&hash);
+        let name = OsStr::new(hash);
         // The length of the entry being replaced, if any.
         let current = || match fan.stat(name) {
             Ok(m) if m.is_file => Some(m.len),
@@ -591,7 +593,7 @@ impl Inner {
                 if self.over_limits(counts) {
                     // Flat eviction: the victims a scan queued go now, with
                     // the counters already held (usually one per set).
-                    counts = self.evict_queued(u, Some(&hash), counts, 8)?.0;
+                    counts = self.evict_queued(u, Some(hash), counts, 8)?.0;
                 }
                 if !self.over_limits(counts) {
                     return Ok(match cancel.commit(|| rename(old)) {
@@ -651,7 +653,7 @@ impl Inner {
                         });
                     }
                     self.evict(Some(Publishing {
-                        hash: &hash,
+                        hash,
                         reserved,
                     }));
                     // The first retry is immediate (eviction usually made
