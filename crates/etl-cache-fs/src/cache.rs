@@ -21,13 +21,11 @@ use crate::cancel::Cancel;
 use crate::dirs::{Dirs, How, Meta};
 use crate::layout::{Layout, key_hash};
 use crate::read::{Bad, Found, Removal, RemoveError, is_busy};
+use crate::inner::{CHANNEL_CHUNKS, Inner, blocking};
 use crate::spare::Spares;
 use crate::usage::{Usage, UsageError, Wait};
 use crate::write::{Msg, Publish};
 use crate::{lock, sys};
-
-/// Chunks in flight between a stream and its writer or reader thread.
-pub(crate) const CHANNEL_CHUNKS: usize = 4;
 
 /// A persistent cache in a local directory. See the crate documentation.
 ///
@@ -35,23 +33,6 @@ pub(crate) const CHANNEL_CHUNKS: usize = 4;
 #[derive(Clone)]
 pub struct DiskCache {
     inner: Arc<Inner>,
-}
-
-pub(crate) struct Inner {
-    pub layout: Layout,
-    /// The cache's directories, open (see `dirs`).
-    pub dirs: Arc<Dirs>,
-    pub config: Config,
-    pub counters: Counters,
-    pub usage: Usage,
-    /// Coalesces `get_or_insert_with` callers of this process per key.
-    pub flights: KeyedMutex,
-    /// Files of replaced small entries, for the next sets to write again.
-    pub spares: Spares,
-    /// Entries the last eviction scan of this handle queued as victims.
-    pub victims: crate::evict::Victims,
-    /// Held shared while this handle is open (see `open_with`).
-    _users: File,
 }
 
 impl fmt::Debug for DiskCache {
@@ -70,24 +51,6 @@ impl fmt::Display for DiskCache {
     }
 }
 
-/// Runs `f` on Tokio's blocking pool and returns what it returns (its panic
-/// resumes here).
-///
-/// A blocking task that never started is only ever cancelled by the
-/// runtime shutting down (nothing here aborts one): then the task awaiting
-/// it is being dropped with the runtime, so it waits for good instead of
-/// panicking in a runtime that is going away.
-///
-/// The operation under way goes along: what `f` logs belongs to its span,
-/// and an expiry or eviction it meets is reported in it.
-pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let op = etl_cache_core::backend::obs::carry();
-    match tokio::task::spawn_blocking(move || op.run(f)).await {
-        Ok(v) => v,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => std::future::pending().await,
-    }
-}
 
 impl DiskCache {
     /// A builder with default settings (root `.cache`, no limits).
@@ -222,12 +185,12 @@ impl Inner {
             counters: Counters::default(),
             usage,
             flights: KeyedMutex::new(),
-            _users: users,
+            users,
         };
         inner.sweep_temp_files();
         inner.spares.sweep();
         // Alone with the root: the counters can be rebuilt exactly.
-        if inner._users.try_lock().is_ok() {
+        if inner.users.try_lock().is_ok() {
             let c = inner.recount();
             tracing::debug!(entries = c.entries, bytes = c.bytes, "recounted the cache");
             if inner.over_limits(c) {

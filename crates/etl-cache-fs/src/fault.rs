@@ -38,7 +38,7 @@ pub enum Point {
     RangeOpened,
 }
 
-impl crate::cache::Inner {
+impl crate::inner::Inner {
     /// Parks the calling thread while a test [`hold`]s `point` in this cache.
     #[inline]
     pub(crate) fn pause(&self, point: Point) {

@@ -1,4 +1,4 @@
-//! Where things live under the cache root.
+//! Where things live under the cache root, and how its files are named.
 //!
 //! ```text
 //! ROOT/                       created 0700
@@ -23,7 +23,9 @@
 //! These paths name files in errors and logs; the files themselves are
 //! reached relative to directories the handle keeps open (see `dirs`).
 
+use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
@@ -97,6 +99,26 @@ pub(crate) fn is_entry_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A file name no other writer uses: random, then the process id, then
+/// `.{ext}`.
+pub(crate) fn unique_name(ext: &str) -> String {
+    let mut h = std::hash::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    // The process id is only informative (the lock tells whether a writer is
+    // alive); read once, as each read is a system call.
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    format!(
+        "{:016x}-{}.{ext}",
+        h.finish(),
+        PID.get_or_init(std::process::id)
+    )
 }
 
 #[cfg(test)]

@@ -64,10 +64,12 @@ mod fault;
 mod layout;
 mod lock;
 mod read;
+mod inner;
 mod spare;
 mod stream;
 mod sys;
 mod usage;
+mod victims;
 mod write;
 
 pub use crate::builder::{DEFAULT_ROOT, DiskCacheBuilder};

@@ -16,7 +16,7 @@ use etl_cache_core::backend::format::{
 use etl_cache_core::backend::{Counters, clamp_range};
 use etl_cache_core::{Codec, EntryMeta, Error, Result, Value};
 
-use crate::cache::Inner;
+use crate::inner::Inner;
 use crate::cancel::Cancel;
 use crate::dirs::{How, Meta};
 use crate::fault::Point;

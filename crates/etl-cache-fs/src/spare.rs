@@ -109,7 +109,7 @@ impl Spares {
         let dir = dirs.spare();
         let mut last = None;
         for _ in 0..4 {
-            let name = crate::write::unique_name("owner");
+            let name = crate::layout::unique_name("owner");
             let owner = owner_of(OsStr::new(&name))?.to_owned();
             let file = match dir.open(OsStr::new(&name), How::Lock) {
                 Ok(f) => f,

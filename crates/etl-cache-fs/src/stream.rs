@@ -30,7 +30,7 @@ use etl_cache_core::{ByteStream, Codec, Error};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::cache::{CHANNEL_CHUNKS, Inner};
+use crate::inner::{CHANNEL_CHUNKS, Inner};
 use crate::fault::Point;
 use crate::read::{Bad, Opened};
 use crate::sys;
@@ -791,7 +791,7 @@ fn receive(
                             // The block is not handed out.
                             let (inner, key, hash, id) =
                                 (s.inner.clone(), s.key.clone(), s.hash.clone(), chain.id);
-                            let e = crate::cache::blocking(move || {
+                            let e = crate::inner::blocking(move || {
                                 inner.corrupt_removed(&key, &hash, id, why)
                             })
                             .await;
@@ -817,7 +817,7 @@ fn receive(
                 return None;
             }
             let (inner, key, hash) = (s.inner.clone(), s.key.clone(), s.hash.clone());
-            let e = crate::cache::blocking(move || {
+            let e = crate::inner::blocking(move || {
                 inner.corrupt_removed(&key, &hash, check.id, "payload checksum mismatch".into())
             })
             .await;

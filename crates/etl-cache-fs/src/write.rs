@@ -3,7 +3,6 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::hash::{BuildHasher, Hasher};
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,7 +16,8 @@ use etl_cache_core::backend::Counters;
 use etl_cache_core::{Codec, EntryMeta, Error, Kind, Result, SetOptions};
 use tokio::sync::mpsc;
 
-use crate::cache::{CHANNEL_CHUNKS, Inner};
+use crate::inner::{CHANNEL_CHUNKS, Inner};
+use crate::layout::unique_name;
 use crate::cancel::Cancel;
 use crate::dirs::{Dirs, How};
 use crate::evict::Publishing;
@@ -147,25 +147,6 @@ pub(crate) fn entry_len(header_len: usize, stored_len: u64) -> u64 {
     header_len as u64 + framed + TRAILER_LEN as u64
 }
 
-/// A file name no other writer uses: random, then the process id, then
-/// `.{ext}`.
-pub(crate) fn unique_name(ext: &str) -> String {
-    let mut h = std::hash::RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    // The process id is only informative (the lock tells whether a writer is
-    // alive); read once, as each read is a system call.
-    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    format!(
-        "{:016x}-{}.{ext}",
-        h.finish(),
-        PID.get_or_init(std::process::id)
-    )
-}
 
 /// Streamed writes end on multiples of this many bytes in the file.
 const ALIGN: usize = 1 << 20;
