@@ -20,7 +20,8 @@ use crate::builder::{Config, DiskCacheBuilder};
 use crate::cancel::Cancel;
 use crate::dirs::{Dirs, How, Meta};
 use crate::layout::{Layout, key_hash};
-use crate::read::{Bad, Found, Removal, RemoveError, is_busy};
+use crate::read::{Found, Removal, is_busy};
+use crate::remove::Bad;
 use crate::inner::{CHANNEL_CHUNKS, Inner, blocking};
 use crate::spare::Spares;
 use crate::usage::{Usage, UsageError, Wait};
@@ -313,119 +314,6 @@ impl Inner {
         Err(self.corrupt(key, crate::read::CHANGING))
     }
 
-    fn delete(&self, key: &str, hash: &str, cancel: &Cancel) -> Result<bool> {
-        let lock = lock::KeyLock::acquire_unless(
-            &self.dirs,
-            &self.layout.lock_path(hash),
-            key,
-            self.config.lock_timeout,
-            || cancel.is_cancelled(),
-        )?;
-        let removed = self
-            .remove_entry(hash, |_| true, Some(cancel), Wait::Timeout)
-            .map_err(|e| self.remove_error(Some(key), e))?
-            .is_some();
-        drop(lock);
-        if removed {
-            Counters::bump(&self.counters.deletes);
-        }
-        Ok(removed)
-    }
-
-    /// Removes every entry for which `doomed` says so (`what` names the
-    /// operation in logs and errors). An entry that cannot be removed does
-    /// not stop the others: they are removed and counted, and the first
-    /// failure is returned with the number of failures. Waiting too long
-    /// for the counters stops the sweep at once (each further entry would
-    /// wait as long).
-    ///
-    /// `recheck` (for `purge_expired`) is what an entry is removed for, when
-    /// that must still hold of the file at its path once the counters are
-    /// held (a small file may have been recycled since it was read, see
-    /// `spare`); without it (`clear`), the file read is removed.
-    fn sweep(
-        &self,
-        what: &'static str,
-        recheck: Option<Bad>,
-        doomed: impl Fn(&EntryMeta) -> bool,
-    ) -> Swept {
-        let mut swept = Swept::default();
-        for (hash, path) in self.entry_files() {
-            // The file stays open until the removal is decided (see `peek`).
-            let Some((meta, id, _file)) = self.peek(&hash, &path) else {
-                continue;
-            };
-            if !doomed(&meta) {
-                continue;
-            }
-            self.pause(crate::fault::Point::Judged);
-            let still = |m: &Meta| match recheck {
-                Some(why) => self.still_bad(None, &hash, m, id, why),
-                None => m.id == id,
-            };
-            match self.remove_entry(&hash, still, None, Wait::Timeout) {
-                Ok(Some(_)) => swept.removed += 1,
-                Ok(None) => {}
-                Err(RemoveError::Usage(e)) => {
-                    swept.stopped = Some(self.usage_error(None, "update the usage counters", e));
-                    return swept;
-                }
-                Err(RemoveError::Io { path, source, .. }) => {
-                    swept.failed += 1;
-                    tracing::warn!(
-                        key = %meta.key,
-                        path = %path.display(),
-                        error = %source,
-                        "{what}: could not remove an entry"
-                    );
-                    if swept.first.is_none() {
-                        swept.first = Some((Error::display_key(&meta.key), path, source));
-                    }
-                }
-            }
-        }
-        swept
-    }
-}
-
-/// What a sweep (`clear`, `purge_expired`) did.
-#[derive(Debug, Default)]
-struct Swept {
-    /// Entries removed (and taken off the counters).
-    removed: u64,
-    /// Entries the file system refused to remove.
-    failed: u64,
-    /// The first refusal: the entry's key, its path, the OS error.
-    first: Option<(String, PathBuf, io::Error)>,
-    /// Why the sweep stopped early (the counters' lock was not to be had).
-    stopped: Option<Error>,
-}
-
-impl Swept {
-    /// The answer of the sweep: how many entries were removed, or the first
-    /// failure (an I/O error naming the entry, with the number of failures).
-    fn result(self, op: &'static str) -> Result<u64> {
-        if let Some(e) = self.stopped {
-            return Err(e);
-        }
-        let Some((key, path, source)) = self.first else {
-            return Ok(self.removed);
-        };
-        let plural = |n: u64| if n == 1 { "entry" } else { "entries" };
-        let message = format!(
-            "{source}; {} {} could not be removed (the first is named here), {} {} removed",
-            self.failed,
-            plural(self.failed),
-            self.removed,
-            if self.removed == 1 { "was" } else { "were" },
-        );
-        Err(Error::Io {
-            key,
-            path,
-            op,
-            source: io::Error::new(source.kind(), message),
-        })
-    }
 }
 
 fn make_private_dir(dir: &Path) -> io::Result<()> {

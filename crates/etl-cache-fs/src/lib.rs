@@ -64,6 +64,7 @@ mod fault;
 mod layout;
 mod lock;
 mod read;
+mod remove;
 mod inner;
 mod spare;
 mod stream;

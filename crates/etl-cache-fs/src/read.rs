@@ -20,6 +20,7 @@ use crate::inner::Inner;
 use crate::cancel::Cancel;
 use crate::dirs::{How, Meta};
 use crate::fault::Point;
+use crate::remove::{Bad, RemoveError};
 use crate::spare::SPARE_MAX;
 use crate::sys;
 use crate::usage::{UsageError, Wait};
@@ -82,13 +83,6 @@ pub(crate) const LOOKS: usize = 16;
 
 /// The reason given when that many looks all failed.
 pub(crate) const CHANGING: &str = "the entry kept changing while it was read";
-
-/// What a read found wrong with an entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Bad {
-    Expired,
-    Corrupt,
-}
 
 /// Whether `e` is [`Inner::busy`]'s error: a lock timeout after no wait at
 /// all, which only a caller that may not wait gets.
@@ -371,25 +365,6 @@ impl Inner {
         Ok((meta, framing, header_len, whole))
     }
 
-    /// Removes whatever stands at `path` that is not an entry (a symlink, a
-    /// directory, a FIFO); never follows it.
-    fn remove_foreign(&self, path: &Path) {
-        let Ok((dir, name)) = self.dirs.locate(path) else {
-            return;
-        };
-        match dir.is_dir(name) {
-            // `remove_dir_all` does not follow links within what it removes.
-            Ok(true) => {
-                let _ = fs::remove_dir_all(dir.path().join(name));
-            }
-            Ok(false) => {
-                let _ = dir.unlink(name);
-            }
-            Err(_) => {}
-        }
-        tracing::warn!(path = %path.display(), "removed a foreign file from the cache directory");
-    }
-
     /// Removes the entry `hash` that a read found `why` (expired or
     /// corrupt; `id` is the file it read), if the file at its path still is:
     /// the same file, when it is too large to be recycled, else whatever
@@ -461,77 +436,6 @@ impl Inner {
                 Bad::Corrupt => check_whole_file(&framing, whole.expect("read whole"), header_len)
                     .and_then(|stored| decode_stored(&meta, stored))
                     .is_err(),
-            },
-        }
-    }
-
-    /// Removes the entry `hash` if `still` says the file at its path is the
-    /// one the caller means. The check, the removal and the counters' update
-    /// run with the counters held exclusively, as publishing does, so a file
-    /// published meanwhile is never taken for the one meant and the counters
-    /// stay exact. Returns the bytes freed; `None` when there was nothing to
-    /// remove (no file, another file, or removed meanwhile by another
-    /// process). Any other failure is an error. Nothing is removed once
-    /// `cancel` says the caller went away (a dropped `delete`).
-    pub(crate) fn remove_entry(
-        &self,
-        hash: &str,
-        still: impl FnOnce(&Meta) -> bool,
-        cancel: Option<&Cancel>,
-        wait: Wait,
-    ) -> std::result::Result<Option<u64>, RemoveError> {
-        let path = self.layout.entry_path(hash);
-        let failed = |op, source| RemoveError::Io {
-            path: path.clone(),
-            op,
-            source,
-        };
-        let name = std::ffi::OsStr::new(hash);
-        self.usage
-            .exclusive(wait, |u| {
-                let fan = match self.dirs.fanout(hash) {
-                    Ok(fan) => fan,
-                    Err(e) => return Err(failed("open the entry's directory", e)),
-                };
-                let m = match fan.stat(name) {
-                    Ok(m) => m,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(failed("inspect the entry to remove it", e)),
-                };
-                if !m.is_file || !still(&m) {
-                    return Ok(None);
-                }
-                let remove = || self.fault(Point::Remove).and_then(|()| fan.unlink(name));
-                let removed = match cancel {
-                    Some(cancel) => match cancel.commit(remove) {
-                        Some(r) => r,
-                        None => return Ok(None),
-                    },
-                    None => remove(),
-                };
-                match removed {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(failed("remove the entry", e)),
-                }
-                let _ = u.add(-1, -(m.len as i64));
-                Ok(Some(m.len))
-            })
-            .map_err(RemoveError::Usage)
-            .and_then(|r| r)
-    }
-
-    /// The error of a failed removal. `key` names the entry; `None` (for
-    /// cache-wide operations) names the counters' file when they were the
-    /// trouble.
-    pub(crate) fn remove_error(&self, key: Option<&str>, e: RemoveError) -> Error {
-        match e {
-            RemoveError::Usage(e) => self.usage_error(key, "update the usage counters", e),
-            RemoveError::Io { path, op, source } => Error::Io {
-                key: key.map(Error::display_key).unwrap_or_default(),
-                path,
-                op,
-                source,
             },
         }
     }
@@ -931,19 +835,6 @@ fn concat(pieces: Vec<Bytes>) -> Bytes {
             all.freeze()
         }
     }
-}
-
-/// Why [`Inner::remove_entry`] could not remove an entry.
-#[derive(Debug)]
-pub(crate) enum RemoveError {
-    /// The counters could not be held (another process held them too long).
-    Usage(UsageError),
-    /// The file system refused.
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        source: io::Error,
-    },
 }
 
 enum CheckError {
