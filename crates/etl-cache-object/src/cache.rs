@@ -251,6 +251,18 @@ impl ObjectCache {
         validate_key(key)?;
         Ok(self.inner.layout.entry(key))
     }
+
+    /// `get_entry` of a key already validated (single flight reads it
+    /// several times).
+    pub(crate) async fn read_checked(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
+        let found = self.inner.read_value(key).await?;
+        Counters::bump(if found.is_some() {
+            &self.inner.counters.hits
+        } else {
+            &self.inner.counters.misses
+        });
+        Ok(found)
+    }
 }
 
 #[async_trait]
@@ -287,13 +299,7 @@ impl Cache for ObjectCache {
     async fn get_entry(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
         etl_cache_core::backend::obs::observe("object", "get_entry", Some(key), async move {
             validate_key(key)?;
-            let found = self.inner.read_value(key).await?;
-            Counters::bump(if found.is_some() {
-                &self.inner.counters.hits
-            } else {
-                &self.inner.counters.misses
-            });
-            Ok(found)
+            self.read_checked(key).await
         })
         .await
     }

@@ -573,7 +573,7 @@ impl ObjectCache {
         init: impl Future<Output = std::result::Result<Value, BoxError>>,
     ) -> Result<Value> {
         validate_key(key)?;
-        if let Some(v) = self.get(key).await? {
+        if let Some((_, v)) = self.read_checked(key).await? {
             return Ok(v);
         }
         let inner = &self.inner;
@@ -584,7 +584,7 @@ impl ObjectCache {
         let owner = owner_id();
         let mut delay = inner.config.poll_min;
         let version = loop {
-            if let Some(v) = self.get(key).await? {
+            if let Some((_, v)) = self.read_checked(key).await? {
                 return Ok(v);
             }
             if let Acquire::Won(v) = Attempt::start(inner, &path, key, &owner).outcome().await? {
@@ -606,7 +606,7 @@ impl ObjectCache {
         };
         let holding = Holding::new(inner, &path, key, &owner, version);
         // The value may have landed between the last look and the lease.
-        if let Some(v) = self.get(key).await? {
+        if let Some((_, v)) = self.read_checked(key).await? {
             holding.release().await;
             return Ok(v);
         }
