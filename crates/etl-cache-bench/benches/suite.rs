@@ -27,7 +27,9 @@
 //! beside arrow-ipc's file writer and reader, peak RSS of each, and a cached
 //! DataFusion result beside its query), `spares` (1 KB sets with file
 //! recycling on and off, on a tmpfs, a journaled ext4 image and the bench
-//! disk; mounts need root). Ratios are always between
+//! disk; mounts need root), `stream64` (set_stream and get_stream of
+//! 64 KiB chunks made as the stream goes, the reader hashing each, beside a
+//! plain file). Ratios are always between
 //! numbers measured in the same run.
 //!
 //! Environment: `ETL_BENCH_SECTIONS` (comma-separated, instead of arguments),
@@ -1756,6 +1758,9 @@ mod steps;
 #[path = "suite/spares.rs"]
 mod spares;
 
+#[path = "suite/stream64.rs"]
+mod stream64;
+
 // ---------------------------------------------------------------- Arrow batches
 
 #[cfg(feature = "arrow")]
@@ -1789,6 +1794,7 @@ const SECTIONS: &[&str] = &[
     "steps",
     "arrow",
     "spares",
+    "stream64",
 ];
 
 fn main() {
@@ -1868,6 +1874,9 @@ fn main() {
     }
     if run("spares") {
         spares::section(&base, &mut report);
+    }
+    if run("stream64") {
+        stream64::section(&base, &mut report);
     }
 
     println!("\n== targets (ratios measured in this run) ==");
