@@ -157,8 +157,7 @@ impl Cache for MemoryCache {
         crate::obs::observe("memory", "set", Some(key), async move {
             validate_key(key)?;
             opts.validate_for(key)?;
-            value.check(key)?;
-            let kind = opts.kind_for(key, value.kind())?;
+            let kind = opts.value_kind(key, &value)?;
             let (payload, totals) = Encoder::encode_all(opts.compression, value.into_bytes())
                 .map_err(|source| Error::Io {
                     key: key.to_owned(),
@@ -180,7 +179,7 @@ impl Cache for MemoryCache {
         crate::obs::observe("memory", "set_stream", Some(key), async move {
             validate_key(key)?;
             opts.validate_for(key)?;
-            let kind = opts.kind_for(key, Kind::Bytes)?;
+            let kind = opts.stream_kind(key)?;
             let io = |source| Error::Io {
                 key: key.to_owned(),
                 path: "memory".into(),

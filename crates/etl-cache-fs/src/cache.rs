@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use etl_cache_core::{
-    ByteStream, Cache, Codec, Counters, EntryMeta, Error, GetStream, InitFuture, KeyedMutex, Kind,
+    ByteStream, Cache, Codec, Counters, EntryMeta, Error, GetStream, InitFuture, KeyedMutex,
     Result, SetOptions, Stats, Value, validate_key,
 };
 use futures::StreamExt;
@@ -488,15 +488,59 @@ fn make_private_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+impl DiskCache {
+    /// A whole entry, checked and turned into what `decode` makes of it.
+    async fn read_whole<T: Send + 'static>(
+        &self,
+        key: &str,
+        decode: crate::read::Decode<T>,
+    ) -> Result<Option<(EntryMeta, T)>> {
+        validate_key(key)?;
+        let inner = self.inner.clone();
+        let key = key.to_owned();
+        // `None` from `finish_value`: the entry changed under the read (see
+        // `read::remove_if_bad`); `read_value` then looks again, without
+        // counting the read twice.
+        //
+        // On this (async) thread, a read never waits for another process
+        // holding the counters, which removing an expired or corrupt entry
+        // needs: it is done again on a blocking thread instead.
+        let mut count = true;
+        if inner.inline() {
+            let hash = key_hash(&key);
+            let found = match inner.lookup(&key, &hash, true, true, Wait::Spin) {
+                Ok(None) => return Ok(None),
+                Ok(Some(o)) if inner.finishes_inline(&o) => {
+                    count = false;
+                    inner.finish_value(&key, &hash, *o, Wait::Spin, decode)
+                }
+                Ok(Some(o)) => {
+                    count = false;
+                    let (inner, key) = (inner.clone(), key.clone());
+                    blocking(move || inner.finish_value(&key, &hash, *o, Wait::Timeout, decode))
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok(Some(found)) => return Ok(Some(found)),
+                Ok(None) => {}
+                Err(e) if is_busy(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        blocking(move || inner.read_value(&key, &key_hash(&key), count, decode)).await
+    }
+}
+
 #[async_trait]
 impl Cache for DiskCache {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
         etl_cache_core::obs::observe("disk", "set", Some(key), async move {
             validate_key(key)?;
             opts.validate_for(key)?;
-            value.check(key)?;
             let inner = self.inner.clone();
-            let kind = opts.kind_for(key, value.kind())?;
+            let kind = opts.value_kind(key, &value)?;
             let payload = value.into_bytes();
             // Dropping this future before the entry is published cancels it.
             let (cancel, _armed) = Cancel::new();
@@ -534,7 +578,7 @@ impl Cache for DiskCache {
             let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
             let inner = self.inner.clone();
             let owned = key.to_owned();
-            let header = inner.header(key, opts.kind_for(key, Kind::Bytes)?, &opts)?;
+            let header = inner.header(key, opts.stream_kind(key)?, &opts)?;
             // An uncompressed stream is framed here, as its chunks pass: the
             // block checksums (crc32c, about 30 µs per MiB) then run beside the
             // writer's system calls instead of before them, which is what keeps
@@ -609,40 +653,16 @@ impl Cache for DiskCache {
 
     async fn get_entry(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
         etl_cache_core::obs::observe("disk", "get_entry", Some(key), async move {
-            validate_key(key)?;
-            let inner = self.inner.clone();
-            let key = key.to_owned();
-            // `None` from `finish_value`: the entry changed under the read (see
-            // `read::remove_if_bad`); `read_value` then looks again, without
-            // counting the read twice.
-            //
-            // On this (async) thread, a read never waits for another process
-            // holding the counters, which removing an expired or corrupt entry
-            // needs: it is done again on a blocking thread instead.
-            let mut count = true;
-            if inner.inline() {
-                let hash = key_hash(&key);
-                let found = match inner.lookup(&key, &hash, true, true, Wait::Spin) {
-                    Ok(None) => return Ok(None),
-                    Ok(Some(o)) if inner.finishes_inline(&o) => {
-                        count = false;
-                        inner.finish_value(&key, &hash, *o, Wait::Spin)
-                    }
-                    Ok(Some(o)) => {
-                        count = false;
-                        let (inner, key) = (inner.clone(), key.clone());
-                        blocking(move || inner.finish_value(&key, &hash, *o, Wait::Timeout)).await
-                    }
-                    Err(e) => Err(e),
-                };
-                match found {
-                    Ok(Some(found)) => return Ok(Some(found)),
-                    Ok(None) => {}
-                    Err(e) if is_busy(&e) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            blocking(move || inner.read_value(&key, &key_hash(&key), count)).await
+            self.read_whole(key, crate::read::decode_stored).await
+        })
+        .await
+    }
+
+    /// As `get_entry` (a small entry is read on the calling thread), with
+    /// no decoding of the logical bytes.
+    async fn get_raw(&self, key: &str) -> Result<Option<(EntryMeta, bytes::Bytes)>> {
+        etl_cache_core::obs::observe("disk", "get_raw", Some(key), async move {
+            self.read_whole(key, crate::read::logical_of).await
         })
         .await
     }
@@ -809,7 +829,7 @@ impl Cache for DiskCache {
                 blocking(move || {
                     let hash = key_hash(&key);
                     inner
-                        .read_value(&key, &hash, false)
+                        .read_value(&key, &hash, false, crate::read::decode_stored)
                         .map(|found| found.map(|(_, v)| v))
                 })
             };
@@ -836,7 +856,7 @@ impl Cache for DiskCache {
                 key: Error::display_key(key),
                 source,
             })?;
-            let kind = opts.kind_for(key, value.kind())?;
+            let kind = opts.value_kind(key, &value)?;
             let (inner, owned, v) = (self.inner.clone(), key.to_owned(), value.clone());
             blocking(move || {
                 let r = inner

@@ -594,18 +594,20 @@ impl Inner {
         Err(self.corrupt(key, CHANGING))
     }
 
-    /// Reads and verifies a whole value. Runs on a blocking thread.
-    pub(crate) fn read_value(
+    /// Reads and verifies a whole entry, turned into a [`Value`] or its
+    /// logical bytes by `decode` ([`Decode`]). Runs on a blocking thread.
+    pub(crate) fn read_value<T>(
         &self,
         key: &str,
         hash: &str,
         count: bool,
-    ) -> Result<Option<(EntryMeta, Value)>> {
+        decode: Decode<T>,
+    ) -> Result<Option<(EntryMeta, T)>> {
         for _ in 0..LOOKS {
             let Some(o) = self.lookup(key, hash, true, count, Wait::Timeout)? else {
                 return Ok(None);
             };
-            if let Some(found) = self.finish_value(key, hash, *o, Wait::Timeout)? {
+            if let Some(found) = self.finish_value(key, hash, *o, Wait::Timeout, decode)? {
                 return Ok(Some(found));
             }
         }
@@ -656,14 +658,15 @@ impl Inner {
     /// Reads (unless read whole already), verifies and decodes an opened
     /// entry. `None` when it failed its checks but the file at the entry's
     /// path is not bad: the caller looks again (see `remove_if_bad`).
-    pub(crate) fn finish_value(
+    pub(crate) fn finish_value<T>(
         &self,
         key: &str,
         hash: &str,
         o: Opened,
         wait: Wait,
-    ) -> Result<Option<(EntryMeta, Value)>> {
-        self.finish_with(key, hash, o, wait, decode_stored)
+        decode: Decode<T>,
+    ) -> Result<Option<(EntryMeta, T)>> {
+        self.finish_with(key, hash, o, wait, decode)
     }
 
     /// [`Inner::finish_value`] with `decode` turning the checked stored
@@ -893,7 +896,7 @@ fn same_trailer(
 
 /// The logical bytes of an entry from its checked stored bytes:
 /// decompressed, their length checked.
-fn logical_of(meta: &EntryMeta, stored: Bytes) -> std::result::Result<Bytes, String> {
+pub(crate) fn logical_of(meta: &EntryMeta, stored: Bytes) -> std::result::Result<Bytes, String> {
     let logical = if meta.codec == Codec::None {
         stored
     } else {
@@ -913,8 +916,12 @@ fn logical_of(meta: &EntryMeta, stored: Bytes) -> std::result::Result<Bytes, Str
     Ok(logical)
 }
 
+/// What a whole read hands out, made from an entry's checked stored bytes:
+/// its value ([`decode_stored`]) or its logical bytes ([`logical_of`]).
+pub(crate) type Decode<T> = fn(&EntryMeta, Bytes) -> std::result::Result<T, String>;
+
 /// Decodes the checked stored bytes of an entry into its value.
-fn decode_stored(meta: &EntryMeta, stored: Bytes) -> std::result::Result<Value, String> {
+pub(crate) fn decode_stored(meta: &EntryMeta, stored: Bytes) -> std::result::Result<Value, String> {
     logical_of(meta, stored).and_then(|logical| Value::from_stored(meta.kind, logical))
 }
 

@@ -257,7 +257,6 @@ impl Cache for ObjectCache {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
         etl_cache_core::obs::observe("object", "set", Some(key), async move {
             validate_key(key)?;
-            value.check(key)?;
             self.inner.write_value(key, value, opts).await
         })
         .await
@@ -287,6 +286,21 @@ impl Cache for ObjectCache {
         etl_cache_core::obs::observe("object", "get_entry", Some(key), async move {
             validate_key(key)?;
             let found = self.inner.read_value(key).await?;
+            Counters::bump(if found.is_some() {
+                &self.inner.counters.hits
+            } else {
+                &self.inner.counters.misses
+            });
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Reads the whole entry in one request, as `get` does.
+    async fn get_raw(&self, key: &str) -> Result<Option<(EntryMeta, bytes::Bytes)>> {
+        etl_cache_core::obs::observe("object", "get_raw", Some(key), async move {
+            validate_key(key)?;
+            let found = self.inner.read_logical(key).await?;
             Counters::bump(if found.is_some() {
                 &self.inner.counters.hits
             } else {

@@ -104,7 +104,7 @@ impl Inner {
         value: Value,
         opts: SetOptions,
     ) -> Result<EntryMeta> {
-        let head = self.head(key, opts.kind_for(key, value.kind())?, opts)?;
+        let head = self.head(key, opts.value_kind(key, &value)?, opts)?;
         let location = self.layout.entry(key);
         self.check_before_write(key, &location).await?;
         let logical = value.into_bytes();
@@ -176,7 +176,7 @@ impl Inner {
         mut stream: ByteStream,
         opts: SetOptions,
     ) -> Result<EntryMeta> {
-        let head = self.head(key, opts.kind_for(key, Kind::Bytes)?, opts)?;
+        let head = self.head(key, opts.stream_kind(key)?, opts)?;
         let location = self.layout.entry(key);
         self.check_before_write(key, &location).await?;
         let mut enc = Encoder::new(opts.compression)

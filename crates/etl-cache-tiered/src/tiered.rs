@@ -612,7 +612,8 @@ impl Cache for TieredCache {
         etl_cache_core::obs::observe("tiered", "set", Some(key), async move {
             validate_key(key)?;
             opts.validate_for(key)?;
-            value.check(key)?;
+            // Refused before any tier is touched (the last tier checks again).
+            opts.value_kind(key, &value)?;
             let inner = &self.inner;
             let (guard, _) = inner.begin_write(key).await?;
             let meta = match inner.last().set(key, value.clone(), opts).await {
@@ -649,6 +650,7 @@ impl Cache for TieredCache {
         etl_cache_core::obs::observe("tiered", "set_stream", Some(key), async move {
             validate_key(key)?;
             opts.validate_for(key)?;
+            opts.stream_kind(key)?;
             let inner = &self.inner;
             let (guard, _) = inner.begin_write(key).await?;
             let upper = inner.upper();
