@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use etl_cache_core::testing::Recorder as SpanRecorder;
 use etl_cache::{Cache, DiskCache, SetOptions, Value};
+use etl_cache_core::testing::Recorder as SpanRecorder;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
 use tracing::instrument::WithSubscriber;
 

@@ -12,7 +12,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use arbitrary::Arbitrary;
 use bytes::Bytes;
 use etl_cache_core::backend::blocks::{BlockFramer, BlockSize, verify_payload};
-use etl_cache_core::backend::format::{EntryMeta, Header, Layout, TRAILER_LEN, Trailer};
+use etl_cache_core::EntryMeta;
+use etl_cache_core::backend::format::{Header, Layout, TRAILER_LEN, Trailer};
 use etl_cache_core::{Codec, Kind, MAX_KEY_LEN};
 use libfuzzer_sys::fuzz_target;
 

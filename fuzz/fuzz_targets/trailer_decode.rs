@@ -4,7 +4,8 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use etl_cache_core::backend::format::{EntryMeta, Header, TRAILER_LEN, Trailer};
+use etl_cache_core::EntryMeta;
+use etl_cache_core::backend::format::{Header, TRAILER_LEN, Trailer};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,14 +3,15 @@
 
 use std::sync::Arc;
 
-use etl_cache::{Cache, SetOptions, Value};
+use bytes::Bytes;
+use etl_cache::{Cache, EntryMeta, SetOptions, Value};
 use pyo3::prelude::*;
 
 use crate::convert;
 use crate::errors::to_py;
 
-/// A value on its way to Python (converted once the GIL is held).
-struct Got(Option<Value>);
+/// An entry on its way to Python (converted once the GIL is held).
+struct Got(Option<(EntryMeta, Bytes)>);
 
 impl<'py> IntoPyObject<'py> for Got {
     type Target = PyAny;
@@ -19,7 +20,7 @@ impl<'py> IntoPyObject<'py> for Got {
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match self.0 {
-            Some(v) => Ok(convert::to_python(py, v)?.into_bound(py)),
+            Some((meta, bytes)) => Ok(convert::to_python(py, &meta, bytes)?.into_bound(py)),
             None => Ok(py.None().into_bound(py)),
         }
     }
@@ -31,7 +32,7 @@ pub(crate) fn get(
     key: String,
 ) -> PyResult<Bound<'_, PyAny>> {
     pyo3_async_runtimes::tokio::future_into_py(py, async move {
-        cache.get(&key).await.map(Got).map_err(to_py)
+        cache.get_raw(&key).await.map(Got).map_err(to_py)
     })
 }
 

@@ -96,12 +96,13 @@ impl BaseCache {
     ) -> PyResult<()> {
         let opts = self.options(ttl_seconds, compress, compression)?;
         match convert::payload(payload)? {
-            Payload::Value(value) => {
+            Payload::Stream(iter) => stream::set_from_iter(py, self.cache.clone(), key, iter, opts),
+            whole => {
+                let (value, opts) = whole.whole(opts).expect("a whole payload");
                 let cache = &self.cache;
                 runtime::block_on(py, cache.set(&key, value, opts)).map_err(to_py)?;
                 Ok(())
             }
-            Payload::Stream(iter) => stream::set_from_iter(py, self.cache.clone(), key, iter, opts),
         }
     }
 
@@ -109,8 +110,8 @@ impl BaseCache {
     /// when it is missing or expired.
     fn get(&self, py: Python<'_>, key: &str) -> PyResult<Option<Py<PyAny>>> {
         let cache = &self.cache;
-        match runtime::block_on(py, cache.get(key)).map_err(to_py)? {
-            Some(v) => Ok(Some(convert::to_python(py, v)?)),
+        match runtime::block_on(py, cache.get_raw(key)).map_err(to_py)? {
+            Some((meta, bytes)) => Ok(Some(convert::to_python(py, &meta, bytes)?)),
             None => Ok(None),
         }
     }
@@ -182,7 +183,7 @@ impl BaseCache {
         compression: Option<&str>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let opts = self.options(ttl_seconds, compress, compression)?;
-        let Payload::Value(value) = convert::payload(payload)? else {
+        let Some((value, opts)) = convert::payload(payload)?.whole(opts) else {
             return Err(PyTypeError::new_err(
                 "aset takes str, bytes, dict or list; stream an iterator with set() \
                  (for example through asyncio.to_thread)",

@@ -297,7 +297,7 @@ def test_s3_entries_written_by_rust_read_in_python_and_back(moto_endpoint, s3_cl
     cache = S3Cache(bucket, client=s3_client, prefix="shared")
     assert cache.get("from_rust") == "hällo"
     cache.set("from_python", {"rows": [1, 2]}, compress=True)
-    assert _run("--cache", url, "get", "from_python", env=env).strip() == b'{"rows":[1,2]}'
+    assert _run("--cache", url, "get", "from_python", env=env) == b'{"rows": [1, 2]}'
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

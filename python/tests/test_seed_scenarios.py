@@ -7,6 +7,7 @@ LRU by last read.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -71,6 +72,23 @@ def test_polymorphic_payloads_round_trip(impl, tmp_path, payload, compress):
     result = cache.get("job_123_stats")
     assert result == payload
     assert type(result) is type(payload)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"status": "success", "records_processed": 1042, "errors": []},
+        [{"z": 2**70, "a": -(2**80)}, 0.1, 1e300, {}],
+    ],
+    ids=["key-order", "big-ints-and-floats"],
+)
+def test_json_keeps_key_order_and_numbers(impl, tmp_path, payload):
+    """Both keep what json.dumps wrote: insertion order, exact integers."""
+    cache = impl.local(cache_dir=str(tmp_path / "c"))
+    cache.set("job_123_stats", payload)
+    result = cache.get("job_123_stats")
+    assert json.dumps(result) == json.dumps(payload)
+    assert result == payload
 
 
 @pytest.mark.parametrize(

@@ -937,7 +937,8 @@ fn section_xml(base: &Path, report: &mut Report) {
             // The codec etl-cache uses (streaming zstd, crc32c), in memory only.
             let t = Instant::now();
             let (stored, _) =
-                etl_cache::backend::codec::Encoder::encode_all(Compression::zstd(), xml.clone()).unwrap();
+                etl_cache::backend::codec::Encoder::encode_all(Compression::zstd(), xml.clone())
+                    .unwrap();
             push(
                 "etl-cache codec only",
                 t.elapsed().as_secs_f64(),
@@ -1691,7 +1692,9 @@ fn section_object(report: &mut Report) {
         let mut v: Vec<Duration> = (0..2000)
             .map(|_| {
                 let t = Instant::now();
-                std::hint::black_box(etl_cache::backend::codec::crc32c(std::hint::black_box(&data)));
+                std::hint::black_box(etl_cache::backend::codec::crc32c(std::hint::black_box(
+                    &data,
+                )));
                 t.elapsed()
             })
             .collect();

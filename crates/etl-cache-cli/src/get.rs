@@ -22,8 +22,9 @@ pub struct Args {
     pub output: Option<PathBuf>,
 }
 
-/// Writes the entry's value (text as UTF-8, JSON serialized compactly, bytes
-/// as they are) without ever holding it whole in memory.
+/// Writes the entry's value (text as UTF-8, JSON as stored: compact for a
+/// document, as given for bytes stored as JSON; bytes as they are) without
+/// ever holding it whole in memory.
 pub async fn run(ctx: &Ctx, args: &Args) -> CmdResult {
     let key = &args.key;
     let Some(found) = ctx.cache.get_stream(key, CHUNK).await? else {

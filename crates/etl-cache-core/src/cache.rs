@@ -146,6 +146,32 @@ pub trait Cache: Debug + Send + Sync + 'static {
         Ok(Some((meta, value)))
     }
 
+    /// Reads the logical bytes of the entry under `key` whole (the bytes
+    /// [`Cache::get_stream`] yields, whatever the kind), with its metadata,
+    /// both from one version of the entry, without rebuilding a [`Value`]:
+    /// the text of a JSON entry as it was stored, for a reader that parses
+    /// it itself. The default reads the whole range with
+    /// [`Cache::get_range`]; backends that read small entries faster whole
+    /// override it.
+    ///
+    /// ```
+    /// # async fn demo(cache: &dyn etl_cache_core::Cache) -> etl_cache_core::Result<()> {
+    /// use etl_cache_core::{Kind, SetOptions, Value};
+    /// let doc = r#"{"b": 1, "a": 2.50}"#;
+    /// cache.set("doc", Value::Bytes(doc.into()), SetOptions::new().kind(Kind::Json)).await?;
+    /// let (meta, text) = cache.get_raw("doc").await?.expect("just set");
+    /// assert_eq!((meta.kind, &text[..]), (Kind::Json, doc.as_bytes()));
+    /// # Ok(()) }
+    /// # futures::executor::block_on(demo(&etl_cache_core::MemoryCache::new())).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::get`].
+    async fn get_raw(&self, key: &str) -> Result<Option<(EntryMeta, Bytes)>> {
+        self.get_range(key, 0..u64::MAX).await
+    }
+
     /// Streams the logical bytes under `key` in chunks of `chunk_size` bytes
     /// (the last may be shorter).
     ///

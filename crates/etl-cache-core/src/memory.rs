@@ -12,9 +12,10 @@ use futures::stream::BoxStream;
 
 use crate::backend::codec::{Encoder, PayloadReader};
 use crate::backend::format::{HEADER_FIXED_LEN, TRAILER_LEN};
+use crate::backend::{Counters, KeyedMutex};
 use crate::{
-    ByteStream, Cache, Clock, Counters, EntryMeta, Error, GetStream, InitFuture, KeyedMutex, Kind,
-    Result, SetOptions, Stats, SystemClock, Value, validate_key,
+    ByteStream, Cache, Clock, EntryMeta, Error, GetStream, InitFuture, Kind, Result, SetOptions,
+    Stats, SystemClock, Value, validate_key,
 };
 
 #[derive(Debug, Clone)]
@@ -181,8 +182,7 @@ impl Cache for MemoryCache {
         crate::backend::obs::observe("memory", "set", Some(key), async move {
             validate_key(key)?;
             opts.validate_for(key)?;
-            value.check(key)?;
-            let kind = opts.kind_for(key, value.kind())?;
+            let kind = opts.value_kind(key, &value)?;
             let (payload, totals) = Encoder::encode_all(opts.compression, value.into_bytes())
                 .map_err(|source| Error::Io {
                     key: key.to_owned(),
@@ -204,7 +204,7 @@ impl Cache for MemoryCache {
         crate::backend::obs::observe("memory", "set_stream", Some(key), async move {
             validate_key(key)?;
             opts.validate_for(key)?;
-            let kind = opts.kind_for(key, Kind::Bytes)?;
+            let kind = opts.stream_kind(key)?;
             let io = |source| Error::Io {
                 key: key.to_owned(),
                 path: "memory".into(),

@@ -196,8 +196,8 @@ pub struct SetOptions {
     pub expires_by: Option<SystemTime>,
     /// The kind a byte payload (a [`crate::Value::Bytes`], a stream) is
     /// stored as; `None` stores [`Kind::Bytes`]. Only byte payload kinds
-    /// ([`Kind::Bytes`], [`Kind::Arrow`]) may be given: see
-    /// [`SetOptions::kind`].
+    /// ([`Kind::Bytes`], [`Kind::Arrow`], and [`Kind::Json`] for whole
+    /// bytes) may be given: see [`SetOptions::kind`].
     pub kind: Option<Kind>,
 }
 
@@ -264,16 +264,30 @@ impl SetOptions {
     /// Reads give the bytes back as they went in; `head`, `list` and the
     /// metadata of reads report `kind`.
     ///
-    /// Only byte payloads take a kind: [`Kind::Text`] or [`Kind::Json`] here
-    /// is refused by every write ([`SetOptions::validate`]), and so is a
-    /// text or JSON value written with any kind ([`SetOptions::kind_for`]).
+    /// [`Kind::Json`] stores whole bytes that hold a JSON document as a JSON
+    /// entry, verbatim (key order, number digits and whitespace as given):
+    /// the write checks that the document reads back (as
+    /// [`crate::Value::from_stored`] reads it, nested at most
+    /// [`crate::MAX_JSON_DEPTH`] levels) and refuses it otherwise; reads give
+    /// a [`crate::Value::Json`] as for any JSON entry. A stream cannot be
+    /// stored as JSON, since it could only be checked once written.
+    ///
+    /// [`Kind::Text`] is refused by every write ([`SetOptions::validate`]),
+    /// and so is a text or JSON value written with any kind
+    /// ([`SetOptions::value_kind`]).
     ///
     /// ```
-    /// use etl_cache_core::{Kind, SetOptions};
+    /// use etl_cache_core::{Kind, SetOptions, Value};
     /// let opts = SetOptions::new().kind(Kind::Arrow);
-    /// assert_eq!(opts.kind_for("k", Kind::Bytes)?, Kind::Arrow);
-    /// assert!(opts.kind_for("k", Kind::Text).is_err());
-    /// assert!(SetOptions::new().kind(Kind::Json).validate().is_err());
+    /// assert_eq!(opts.value_kind("k", &Value::Bytes("ARROW1".into()))?, Kind::Arrow);
+    /// assert!(opts.value_kind("k", &Value::Text("text".into())).is_err());
+    ///
+    /// let json = SetOptions::new().kind(Kind::Json);
+    /// let doc = Value::Bytes(r#"{"b": 1, "a": 2}"#.into());
+    /// assert_eq!(json.value_kind("k", &doc)?, Kind::Json);
+    /// assert!(json.value_kind("k", &Value::Bytes("{not json".into())).is_err());
+    /// assert!(json.stream_kind("k").is_err());
+    /// assert!(SetOptions::new().kind(Kind::Text).validate().is_err());
     /// # Ok::<(), etl_cache_core::Error>(())
     /// ```
     pub fn kind(self, kind: Kind) -> Self {
@@ -283,33 +297,66 @@ impl SetOptions {
         }
     }
 
-    /// The kind an entry written with these options holds when the value
-    /// written is of `value_kind` ([`Kind::Bytes`] for a stream): the
-    /// value's own kind, or [`SetOptions::kind`] for a byte payload.
-    /// Backends call it in every write.
+    /// Checks a write of the whole `value` under `key` and gives the kind
+    /// of the entry it stores: the value's own kind, or
+    /// [`SetOptions::kind`] for a byte payload. Checks the value
+    /// ([`crate::Value::check`]) and, for bytes stored as [`Kind::Json`],
+    /// that they hold a JSON document that reads back. Backends call it in
+    /// every `set`, before they write anything.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidInput`] naming the key when a kind is given for a
-    /// text or JSON value, or when the kind given is not a byte payload kind.
-    pub fn kind_for(&self, key: &str, value_kind: Kind) -> Result<Kind> {
-        match (value_kind, self.kind) {
-            (k, None) => Ok(k),
-            (Kind::Bytes, Some(k @ (Kind::Bytes | Kind::Arrow))) => Ok(k),
-            (Kind::Bytes, Some(k)) => Err(Error::InvalidInput {
-                message: format!(
-                    "key {:?}: {}",
-                    Error::display_key(key),
-                    not_a_byte_kind_message(k)
-                ),
-            }),
+    /// text or JSON value, when the kind given is not one a byte payload
+    /// takes, when bytes stored as JSON are not a JSON document that reads
+    /// back, or as [`crate::Value::check`].
+    pub fn value_kind(&self, key: &str, value: &crate::Value) -> Result<Kind> {
+        value.check(key)?;
+        match (value, self.kind) {
+            (v, None) => Ok(v.kind()),
+            (crate::Value::Bytes(b), Some(Kind::Json)) => {
+                crate::value::check_json_text(b).map_err(|reason| Error::InvalidInput {
+                    message: format!(
+                        "the bytes for key {:?} cannot be stored as kind json: {reason}",
+                        Error::display_key(key)
+                    ),
+                })?;
+                Ok(Kind::Json)
+            }
+            (crate::Value::Bytes(_), Some(k)) => byte_kind(key, k),
             (v, Some(k)) => Err(Error::InvalidInput {
                 message: format!(
-                    "the {v} value for key {:?} cannot be stored as kind {k}: only a byte \
+                    "the {} value for key {:?} cannot be stored as kind {k}: only a byte \
                      payload takes a kind (store the bytes, or leave the kind unset)",
+                    v.kind(),
                     Error::display_key(key)
                 ),
             }),
+        }
+    }
+
+    /// The kind of the entry a `set_stream` (or any streamed write) of
+    /// `key` with these options stores: [`Kind::Bytes`], or
+    /// [`SetOptions::kind`]. Backends call it in every streamed write,
+    /// before they read the stream.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] naming the key when the kind given is not
+    /// one a stream takes: text, or JSON (a JSON document is checked before
+    /// it is stored, which a stream allows only once it has been written:
+    /// collect the bytes and `set` them).
+    pub fn stream_kind(&self, key: &str) -> Result<Kind> {
+        match self.kind {
+            None => Ok(Kind::Bytes),
+            Some(Kind::Json) => Err(Error::InvalidInput {
+                message: format!(
+                    "key {:?}: a stream cannot be stored as kind json, since the document \
+                     could only be checked once written; collect the bytes and set them whole",
+                    Error::display_key(key)
+                ),
+            }),
+            Some(k) => byte_kind(key, k),
         }
     }
 
@@ -373,9 +420,10 @@ impl SetOptions {
     /// # Errors
     ///
     /// As [`SetOptions::expires_at`]; [`Error::InvalidInput`] when
-    /// [`SetOptions::kind`] is not a byte payload kind (text or JSON).
+    /// [`SetOptions::kind`] is text, which no write takes. (JSON is a kind
+    /// for whole bytes only: [`SetOptions::stream_kind`] refuses it.)
     pub fn validate(&self) -> crate::Result<()> {
-        if let Some(k @ (Kind::Text | Kind::Json)) = self.kind {
+        if let Some(k @ Kind::Text) = self.kind {
             return Err(not_a_byte_kind(k));
         }
         self.expires_at(SystemTime::now()).map(|_| ())
@@ -396,6 +444,20 @@ impl SetOptions {
     }
 }
 
+/// `kind` for a byte payload: bytes and arrow are taken.
+fn byte_kind(key: &str, kind: Kind) -> Result<Kind> {
+    match kind {
+        Kind::Bytes | Kind::Arrow => Ok(kind),
+        k => Err(Error::InvalidInput {
+            message: format!(
+                "key {:?}: {}",
+                Error::display_key(key),
+                not_a_byte_kind_message(k)
+            ),
+        }),
+    }
+}
+
 fn not_a_byte_kind(kind: Kind) -> Error {
     Error::InvalidInput {
         message: not_a_byte_kind_message(kind),
@@ -405,7 +467,7 @@ fn not_a_byte_kind(kind: Kind) -> Error {
 fn not_a_byte_kind_message(kind: Kind) -> String {
     format!(
         "kind {kind} cannot be set on a write: only a byte payload takes a kind \
-         (bytes or arrow); text and JSON values carry their own"
+         (bytes, arrow, or json for whole bytes); text and JSON values carry their own"
     )
 }
 

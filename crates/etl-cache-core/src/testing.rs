@@ -36,8 +36,8 @@ pub use self::obs_checks::{
     Recorder, SeenSpan, concurrent_operations_report_their_own_outcome, operations_are_observed,
 };
 use crate::{
-    ByteStream, Cache, CacheExt, Codec, Compression, DEFAULT_CHUNK_SIZE, Error, Kind, MAX_KEY_LEN,
-    ManualClock, SetOptions, Value,
+    ByteStream, Cache, CacheExt, CacheIoExt, Codec, Compression, DEFAULT_CHUNK_SIZE, Error, Kind,
+    MAX_JSON_DEPTH, MAX_KEY_LEN, ManualClock, SetOptions, Value,
 };
 
 /// A cache under test with the clock it reads.
@@ -153,6 +153,7 @@ macro_rules! with_contract_checks {
             io_reader_reads_exact_bytes,
             arrow_kind_roundtrips,
             kind_only_on_byte_payloads,
+            json_bytes_store_a_json_entry,
             computed_values_keep_the_kind,
             operations_are_observed,
             concurrent_operations_report_their_own_outcome,
@@ -1304,9 +1305,9 @@ pub async fn arrow_kind_roundtrips(h: &Harness) {
     assert_eq!(c.head("streamed").await.unwrap().unwrap().kind, Kind::Bytes);
 }
 
-/// Only byte payloads take a kind: text or JSON as the kind of a write, or a
-/// kind on a text or JSON value, is `InvalidInput`, and the previous value
-/// stays as it was.
+/// Only byte payloads take a kind: text as the kind of a write, JSON as the
+/// kind of a stream or of bytes that are not JSON, or a kind on a text or
+/// JSON value, is `InvalidInput`, and the previous value stays as it was.
 pub async fn kind_only_on_byte_payloads(h: &Harness) {
     let c = &*h.cache;
     c.set("k", Value::from("before"), SetOptions::new())
@@ -1348,6 +1349,119 @@ pub async fn kind_only_on_byte_payloads(h: &Harness) {
     assert_eq!(c.get_text("k").await.unwrap().as_deref(), Some("before"));
     assert_eq!(c.head("k").await.unwrap().unwrap().kind, Kind::Text);
     assert_eq!(c.get("new").await.unwrap(), None);
+}
+
+/// Whole bytes written with kind JSON make a JSON entry: stored verbatim
+/// (`get_raw` gives the text back byte for byte: key order, number digits,
+/// spacing), read as the `Value::Json` of that text, reported as JSON by
+/// `head`, `list` and `get_entry`, compressed or not. A document nested as
+/// deep as a JSON value may be is taken, one level more is not. Bytes that
+/// the reader could not read as JSON are refused as `InvalidInput` naming the
+/// key, and so is any stream (or writer) with kind JSON: nothing is stored,
+/// the previous value stays.
+pub async fn json_bytes_store_a_json_entry(h: &Harness) {
+    let c = &*h.cache;
+    let doc: &[u8] =
+        "{\"b\": 1, \"a\": [2.50, 1e300, 1180591620717411303424, -3], \"t\": \"\u{e9}t\u{e9}\"}"
+            .as_bytes();
+    let parsed: serde_json::Value = serde_json::from_slice(doc).unwrap();
+    for (i, compression) in [Compression::NONE, Compression::zstd()]
+        .into_iter()
+        .enumerate()
+    {
+        let key = format!("doc-{i}");
+        let opts = SetOptions::new().compression(compression).kind(Kind::Json);
+        let set = c
+            .set(&key, Value::Bytes(Bytes::from_static(doc)), opts)
+            .await
+            .unwrap();
+        assert_eq!((set.kind, set.logical_len), (Kind::Json, doc.len() as u64));
+        assert_eq!(
+            c.get(&key).await.unwrap(),
+            Some(Value::Json(parsed.clone()))
+        );
+        let (meta, value) = c.get_entry(&key).await.unwrap().unwrap();
+        assert_eq!(
+            (meta.kind, value),
+            (Kind::Json, Value::Json(parsed.clone()))
+        );
+        let (meta, raw) = c.get_raw(&key).await.unwrap().unwrap();
+        assert_eq!((meta.kind, &raw[..]), (Kind::Json, doc));
+        assert_eq!(c.head(&key).await.unwrap().unwrap().kind, Kind::Json);
+        let typed = c.get_json::<serde_json::Value>(&key).await.unwrap();
+        assert_eq!(typed, Some(parsed.clone()));
+    }
+    let listed: Vec<_> = c.list(Some("doc-")).try_collect().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|m| m.kind == Kind::Json), "{listed:?}");
+
+    let json = SetOptions::new().kind(Kind::Json);
+    let nested = |depth: usize| Bytes::from(format!("{}0{}", "[".repeat(depth), "]".repeat(depth)));
+    c.set("deep", Value::Bytes(nested(MAX_JSON_DEPTH)), json)
+        .await
+        .unwrap();
+    let (meta, back) = c.get_entry("deep").await.unwrap().unwrap();
+    assert_eq!(meta.kind, Kind::Json);
+    assert_eq!(back.to_bytes(), nested(MAX_JSON_DEPTH));
+
+    c.set("j", Value::from("before"), SetOptions::new())
+        .await
+        .unwrap();
+    let too_deep = nested(MAX_JSON_DEPTH + 1);
+    let refused: [&[u8]; 7] = [
+        b"{\"a\": 1",
+        b"{\"a\": 1} trailing",
+        b"",
+        b"[\"\\ud800\"]",
+        b"[\"\xff\"]",
+        b"[1e400]",
+        &too_deep,
+    ];
+    for bad in refused {
+        for key in ["j", "fresh"] {
+            let r = c
+                .set(key, Value::Bytes(Bytes::copy_from_slice(bad)), json)
+                .await;
+            let text = r
+                .as_ref()
+                .err()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            assert!(text.contains(&format!("{key:?}")), "{text:?} names {key:?}");
+            assert_invalid_input(r);
+        }
+    }
+    let r = c
+        .set_stream("j", stream_of(vec![Bytes::from_static(doc)]), json)
+        .await;
+    let text = r
+        .as_ref()
+        .err()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(
+        text.contains("\"j\"") && text.contains("stream"),
+        "{text:?}"
+    );
+    assert_invalid_input(r);
+    assert_invalid_input(
+        c.set_stream("fresh", stream_of(vec![Bytes::from_static(doc)]), json)
+            .await,
+    );
+    // A writer streams too: refused at its first write or at its commit.
+    use tokio::io::AsyncWriteExt;
+    let mut w = c.writer("fresh", json);
+    let refused = match w.write_all(doc).await {
+        Ok(()) => matches!(w.commit().await, Err(Error::InvalidInput { .. })),
+        Err(e) => matches!(
+            e.get_ref().and_then(|i| i.downcast_ref::<Error>()),
+            Some(Error::InvalidInput { .. })
+        ),
+    };
+    assert!(refused, "a writer with kind json is refused");
+    assert_eq!(c.get_text("j").await.unwrap().as_deref(), Some("before"));
+    assert_eq!(c.get("fresh").await.unwrap(), None);
+    assert_eq!(c.head("fresh").await.unwrap(), None);
 }
 
 /// `get_or_insert_with` stores a computed byte payload with the kind of its

@@ -198,6 +198,75 @@ impl Value {
     }
 }
 
+/// Checks that `text` is a JSON document that [`Value::from_stored`] reads
+/// back, nested at most [`MAX_JSON_DEPTH`] levels: what a write of bytes as
+/// [`Kind::Json`] stores. Every token is read as the reader reads it (strings
+/// unescaped and UTF-8 checked, numbers in range), but nothing is kept.
+pub(crate) fn check_json_text(text: &[u8]) -> std::result::Result<(), String> {
+    match serde_json::from_slice::<Discard>(text) {
+        Ok(Discard) => Ok(()),
+        // serde_json reads 127 levels; the reader reads deeper ones without
+        // recursion, and so does this check, up to the write limit.
+        Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
+            crate::deep_json::parse(text, MAX_JSON_DEPTH).map(drop)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A JSON value read and dropped. Unlike `serde::de::IgnoredAny`, which
+/// skips strings and numbers without reading them, it asks for every token
+/// (`deserialize_any`, as `serde_json::Value` does), so that what it accepts
+/// is exactly what the reader accepts (a lone surrogate escape, a number
+/// out of range and invalid UTF-8 in a string are refused).
+struct Discard;
+
+impl<'de> serde::Deserialize<'de> for Discard {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(Discard)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Discard {
+    type Value = Discard;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Discard, E> {
+        Ok(Discard)
+    }
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<Discard, E> {
+        Ok(Discard)
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<Discard, E> {
+        Ok(Discard)
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Discard, E> {
+        Ok(Discard)
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Discard, E> {
+        Ok(Discard)
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Discard, E> {
+        Ok(Discard)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Discard, A::Error> {
+        while seq.next_element::<Discard>()?.is_some() {}
+        Ok(Discard)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Discard, A::Error> {
+        while map.next_entry::<Discard, Discard>()?.is_some() {}
+        Ok(Discard)
+    }
+}
+
 /// The deepest nesting of arrays and objects a JSON value may have to be
 /// stored ([`Value::check`]): `[[1]]` nests 2 levels, `1` none.
 pub const MAX_JSON_DEPTH: usize = 128;

@@ -1,16 +1,16 @@
 //! `DiskCache` and its `Cache` implementation.
 
 use std::fmt;
-use std::fs::{self, DirBuilder, File};
+use std::fs::{self, DirBuilder};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use etl_cache_core::backend::{Counters, KeyedMutex};
 use etl_cache_core::{
-    ByteStream, Cache, Codec, EntryMeta, Error, GetStream, InitFuture, Kind,
-    Result, SetOptions, Stats, Value, validate_key,
+    ByteStream, Cache, Codec, EntryMeta, Error, GetStream, InitFuture, Result, SetOptions, Stats,
+    Value, validate_key,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -18,11 +18,11 @@ use tokio::sync::mpsc;
 
 use crate::builder::{Config, DiskCacheBuilder};
 use crate::cancel::Cancel;
-use crate::dirs::{Dirs, How, Meta};
+use crate::dirs::{Dirs, How};
+use crate::inner::{CHANNEL_CHUNKS, Inner, blocking};
 use crate::layout::{Layout, key_hash};
 use crate::read::{Found, Removal, is_busy};
 use crate::remove::Bad;
-use crate::inner::{CHANNEL_CHUNKS, Inner, blocking};
 use crate::spare::Spares;
 use crate::usage::{Usage, UsageError, Wait};
 use crate::write::{Msg, Publish};
@@ -51,7 +51,6 @@ impl fmt::Display for DiskCache {
         write!(f, "DiskCache({})", self.inner.layout.root.display())
     }
 }
-
 
 impl DiskCache {
     /// A builder with default settings (root `.cache`, no limits).
@@ -208,7 +207,7 @@ impl Inner {
         let started = std::time::Instant::now();
         let mut pause = std::time::Duration::from_millis(1);
         loop {
-            match inner._users.try_lock_shared() {
+            match inner.users.try_lock_shared() {
                 Ok(()) => break,
                 Err(std::fs::TryLockError::WouldBlock) => {}
                 Err(std::fs::TryLockError::Error(e)) => {
@@ -298,12 +297,16 @@ impl Inner {
                         Removal::Changed => continue,
                         Removal::Busy => Err(self.busy(key)),
                         Removal::Removed => {
-                            etl_cache_core::backend::obs::note(etl_cache_core::backend::obs::Outcome::Expired);
+                            etl_cache_core::backend::obs::note(
+                                etl_cache_core::backend::obs::Outcome::Expired,
+                            );
                             Counters::bump(&self.counters.expired);
                             Ok(None)
                         }
                         Removal::Failed => {
-                            etl_cache_core::backend::obs::note(etl_cache_core::backend::obs::Outcome::Expired);
+                            etl_cache_core::backend::obs::note(
+                                etl_cache_core::backend::obs::Outcome::Expired,
+                            );
                             Ok(None)
                         }
                     }
@@ -313,7 +316,6 @@ impl Inner {
         }
         Err(self.corrupt(key, crate::read::CHANGING))
     }
-
 }
 
 fn make_private_dir(dir: &Path) -> io::Result<()> {
@@ -337,8 +339,14 @@ fn make_private_dir(dir: &Path) -> io::Result<()> {
 }
 
 impl DiskCache {
-    /// `get_entry` of a key already checked, with its hash.
-    async fn read_entry(&self, key: &str, hash: String) -> Result<Option<(EntryMeta, Value)>> {
+    /// A whole entry of a key already checked (`hash` is its hash), turned
+    /// into what `decode` makes of it.
+    async fn read_whole<T: Send + 'static>(
+        &self,
+        key: &str,
+        hash: String,
+        decode: crate::read::Decode<T>,
+    ) -> Result<Option<(EntryMeta, T)>> {
         let inner = self.inner.clone();
         let key = key.to_owned();
         // `None` from `finish_value`: the entry changed under the read (see
@@ -354,12 +362,13 @@ impl DiskCache {
                 Ok(None) => return Ok(None),
                 Ok(Some(o)) if inner.finishes_inline(&o) => {
                     count = false;
-                    inner.finish_value(&key, &hash, *o, Wait::Spin)
+                    inner.finish_value(&key, &hash, *o, Wait::Spin, decode)
                 }
                 Ok(Some(o)) => {
                     count = false;
                     let (inner, key, hash) = (inner.clone(), key.clone(), hash.clone());
-                    blocking(move || inner.finish_value(&key, &hash, *o, Wait::Timeout)).await
+                    blocking(move || inner.finish_value(&key, &hash, *o, Wait::Timeout, decode))
+                        .await
                 }
                 Err(e) => Err(e),
             };
@@ -370,7 +379,7 @@ impl DiskCache {
                 Err(e) => return Err(e),
             }
         }
-        blocking(move || inner.read_value(&key, &hash, count)).await
+        blocking(move || inner.read_value(&key, &hash, count, decode)).await
     }
 }
 
@@ -386,9 +395,8 @@ impl Cache for DiskCache {
         etl_cache_core::backend::obs::observe("disk", "set", Some(key), async move {
             let hash = checked(key)?;
             opts.validate_for(key)?;
-            value.check(key)?;
             let inner = self.inner.clone();
-            let kind = opts.kind_for(key, value.kind())?;
+            let kind = opts.value_kind(key, &value)?;
             let payload = value.into_bytes();
             // Dropping this future before the entry is published cancels it.
             let (cancel, _armed) = Cancel::new();
@@ -428,7 +436,7 @@ impl Cache for DiskCache {
             let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
             let inner = self.inner.clone();
             let owned = key.to_owned();
-            let header = inner.header(key, opts.kind_for(key, Kind::Bytes)?, &opts)?;
+            let header = inner.header(key, opts.stream_kind(key)?, &opts)?;
             // An uncompressed stream is framed here, as its chunks pass: the
             // block checksums (crc32c, about 30 µs per MiB) then run beside the
             // writer's system calls instead of before them, which is what keeps
@@ -504,7 +512,17 @@ impl Cache for DiskCache {
     async fn get_entry(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
         etl_cache_core::backend::obs::observe("disk", "get_entry", Some(key), async move {
             let hash = checked(key)?;
-            self.read_entry(key, hash).await
+            self.read_whole(key, hash, crate::read::decode_stored).await
+        })
+        .await
+    }
+
+    /// As `get_entry` (a small entry is read on the calling thread), with
+    /// no decoding of the logical bytes.
+    async fn get_raw(&self, key: &str) -> Result<Option<(EntryMeta, bytes::Bytes)>> {
+        etl_cache_core::backend::obs::observe("disk", "get_raw", Some(key), async move {
+            let hash = checked(key)?;
+            self.read_whole(key, hash, crate::read::logical_of).await
         })
         .await
     }
@@ -658,7 +676,10 @@ impl Cache for DiskCache {
         etl_cache_core::backend::obs::observe_init("disk", key, init, |init| async move {
             let hash = checked(key)?;
             opts.validate_for(key)?;
-            if let Some((_, v)) = self.read_entry(key, hash.clone()).await? {
+            if let Some((_, v)) = self
+                .read_whole(key, hash.clone(), crate::read::decode_stored)
+                .await?
+            {
                 return Ok(v);
             }
             let timeout = self.inner.config.lock_timeout;
@@ -669,7 +690,7 @@ impl Cache for DiskCache {
             let recheck = |inner: Arc<Inner>, key: String, hash: String| {
                 blocking(move || {
                     inner
-                        .read_value(&key, &hash, false)
+                        .read_value(&key, &hash, false, crate::read::decode_stored)
                         .map(|found| found.map(|(_, v)| v))
                 })
             };
@@ -680,13 +701,9 @@ impl Cache for DiskCache {
                 let (inner, key, cancel) = (self.inner.clone(), key.to_owned(), cancel.clone());
                 let lock_path = inner.layout.lock_path(&hash);
                 blocking(move || {
-                    lock::KeyLock::acquire_unless(
-                        &inner.dirs,
-                        &lock_path,
-                        &key,
-                        timeout,
-                        || cancel.is_cancelled(),
-                    )
+                    lock::KeyLock::acquire_unless(&inner.dirs, &lock_path, &key, timeout, || {
+                        cancel.is_cancelled()
+                    })
                 })
                 .await?
             };
@@ -697,11 +714,20 @@ impl Cache for DiskCache {
                 key: Error::display_key(key),
                 source,
             })?;
-            let kind = opts.kind_for(key, value.kind())?;
+            let kind = opts.value_kind(key, &value)?;
             let (inner, owned, v) = (self.inner.clone(), key.to_owned(), value.clone());
             blocking(move || {
                 let r = inner
-                    .write_value(&owned, &hash, kind, v.into_bytes(), opts, true, true, &cancel)
+                    .write_value(
+                        &owned,
+                        &hash,
+                        kind,
+                        v.into_bytes(),
+                        opts,
+                        true,
+                        true,
+                        &cancel,
+                    )
                     .map(Publish::done);
                 drop(lock);
                 r

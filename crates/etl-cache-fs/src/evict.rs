@@ -26,18 +26,14 @@
 //! that the next set writes again (see `spare`), so a full cache taking new
 //! keys creates and frees no inode.
 
-use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BinaryHeap, VecDeque};
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use crate::builder::Config;
+use crate::dirs::How;
 use crate::inner::Inner;
-use crate::dirs::{Dirs, How};
 use crate::usage::{Counts, Locked, Usage, Wait};
-use crate::victims::{Candidate, Queue, ScanDone, Victims, low_water, plan};
+use crate::victims::{ScanDone, low_water, plan};
 
 /// The entry a set is publishing, for which eviction makes room.
 pub(crate) struct Publishing<'a> {

@@ -61,11 +61,11 @@ mod evict;
 pub mod fault;
 #[cfg(not(feature = "fault-injection"))]
 mod fault;
+mod inner;
 mod layout;
 mod lock;
 mod read;
 mod remove;
-mod inner;
 mod spare;
 mod stream;
 mod sys;

@@ -1,7 +1,7 @@
 //! Reads: one blocking call opens, checks and reads an entry, or opens one
 //! for a stream (whose reading threads are in `stream.rs`).
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -16,10 +16,9 @@ use etl_cache_core::backend::format::{
 use etl_cache_core::backend::{Counters, clamp_range};
 use etl_cache_core::{Codec, EntryMeta, Error, Result, Value};
 
-use crate::inner::Inner;
-use crate::cancel::Cancel;
 use crate::dirs::{How, Meta};
 use crate::fault::Point;
+use crate::inner::Inner;
 use crate::remove::{Bad, RemoveError};
 use crate::spare::SPARE_MAX;
 use crate::sys;
@@ -480,7 +479,9 @@ impl Inner {
                         Removal::Changed => continue,
                         Removal::Busy => return Err(self.busy(key)),
                         removal => {
-                            etl_cache_core::backend::obs::note(etl_cache_core::backend::obs::Outcome::Expired);
+                            etl_cache_core::backend::obs::note(
+                                etl_cache_core::backend::obs::Outcome::Expired,
+                            );
                             bump(&self.counters.misses);
                             if let Removal::Removed = removal {
                                 Counters::bump(&self.counters.expired);
@@ -499,18 +500,20 @@ impl Inner {
         Err(self.corrupt(key, CHANGING))
     }
 
-    /// Reads and verifies a whole value. Runs on a blocking thread.
-    pub(crate) fn read_value(
+    /// Reads and verifies a whole entry, turned into a [`Value`] or its
+    /// logical bytes by `decode` ([`Decode`]). Runs on a blocking thread.
+    pub(crate) fn read_value<T>(
         &self,
         key: &str,
         hash: &str,
         count: bool,
-    ) -> Result<Option<(EntryMeta, Value)>> {
+        decode: Decode<T>,
+    ) -> Result<Option<(EntryMeta, T)>> {
         for _ in 0..LOOKS {
             let Some(o) = self.lookup(key, hash, true, count, Wait::Timeout)? else {
                 return Ok(None);
             };
-            if let Some(found) = self.finish_value(key, hash, *o, Wait::Timeout)? {
+            if let Some(found) = self.finish_value(key, hash, *o, Wait::Timeout, decode)? {
                 return Ok(Some(found));
             }
         }
@@ -561,14 +564,15 @@ impl Inner {
     /// Reads (unless read whole already), verifies and decodes an opened
     /// entry. `None` when it failed its checks but the file at the entry's
     /// path is not bad: the caller looks again (see `remove_if_bad`).
-    pub(crate) fn finish_value(
+    pub(crate) fn finish_value<T>(
         &self,
         key: &str,
         hash: &str,
         o: Opened,
         wait: Wait,
-    ) -> Result<Option<(EntryMeta, Value)>> {
-        self.finish_with(key, hash, o, wait, decode_stored)
+        decode: Decode<T>,
+    ) -> Result<Option<(EntryMeta, T)>> {
+        self.finish_with(key, hash, o, wait, decode)
     }
 
     /// [`Inner::finish_value`] with `decode` turning the checked stored
@@ -798,7 +802,7 @@ fn same_trailer(
 
 /// The logical bytes of an entry from its checked stored bytes:
 /// decompressed, their length checked.
-fn logical_of(meta: &EntryMeta, stored: Bytes) -> std::result::Result<Bytes, String> {
+pub(crate) fn logical_of(meta: &EntryMeta, stored: Bytes) -> std::result::Result<Bytes, String> {
     let logical = if meta.codec == Codec::None {
         stored
     } else {
@@ -818,8 +822,12 @@ fn logical_of(meta: &EntryMeta, stored: Bytes) -> std::result::Result<Bytes, Str
     Ok(logical)
 }
 
+/// What a whole read hands out, made from an entry's checked stored bytes:
+/// its value ([`decode_stored`]) or its logical bytes ([`logical_of`]).
+pub(crate) type Decode<T> = fn(&EntryMeta, Bytes) -> std::result::Result<T, String>;
+
 /// Decodes the checked stored bytes of an entry into its value.
-fn decode_stored(meta: &EntryMeta, stored: Bytes) -> std::result::Result<Value, String> {
+pub(crate) fn decode_stored(meta: &EntryMeta, stored: Bytes) -> std::result::Result<Value, String> {
     logical_of(meta, stored).and_then(|logical| Value::from_stored(meta.kind, logical))
 }
 

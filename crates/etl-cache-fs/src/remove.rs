@@ -207,7 +207,7 @@ impl Inner {
 #[derive(Debug, Default)]
 pub(crate) struct Swept {
     /// Entries removed (and taken off the counters).
-    removed: u64,
+    pub removed: u64,
     /// Entries the file system refused to remove.
     failed: u64,
     /// The first refusal: the entry's key, its path, the OS error.

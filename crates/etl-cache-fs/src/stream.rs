@@ -30,9 +30,10 @@ use etl_cache_core::{ByteStream, Codec, Error};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::inner::{CHANNEL_CHUNKS, Inner};
 use crate::fault::Point;
-use crate::read::{Bad, Opened};
+use crate::inner::{CHANNEL_CHUNKS, Inner};
+use crate::read::Opened;
+use crate::remove::Bad;
 use crate::sys;
 use crate::usage::Wait;
 

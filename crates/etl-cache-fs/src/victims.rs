@@ -178,4 +178,3 @@ impl Drop for ScanDone {
         self.0.scanned.notify_all();
     }
 }
-

@@ -9,19 +9,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
+use etl_cache_core::backend::Counters;
 use etl_cache_core::backend::blocks::BlockFramer;
 use etl_cache_core::backend::codec::Encoder;
 use etl_cache_core::backend::format::{DecodedHeader, Header, Layout, TRAILER_LEN, Trailer};
-use etl_cache_core::backend::Counters;
 use etl_cache_core::{Codec, EntryMeta, Error, Kind, Result, SetOptions};
 use tokio::sync::mpsc;
 
-use crate::inner::{CHANNEL_CHUNKS, Inner};
-use crate::layout::unique_name;
 use crate::cancel::Cancel;
 use crate::dirs::{Dirs, How};
 use crate::evict::Publishing;
 use crate::fault::Point;
+use crate::inner::{CHANNEL_CHUNKS, Inner};
+use crate::layout::unique_name;
 use crate::lock::KeyLock;
 use crate::spare::SPARE_MAX;
 use crate::sys;
@@ -146,7 +146,6 @@ pub(crate) fn entry_len(header_len: usize, stored_len: u64) -> u64 {
         .expect("a payload held in memory or on disk frames within u64");
     header_len as u64 + framed + TRAILER_LEN as u64
 }
-
 
 /// Streamed writes end on multiples of this many bytes in the file.
 const ALIGN: usize = 1 << 20;
@@ -633,10 +632,7 @@ impl Inner {
                             ),
                         });
                     }
-                    self.evict(Some(Publishing {
-                        hash,
-                        reserved,
-                    }));
+                    self.evict(Some(Publishing { hash, reserved }));
                     // The first retry is immediate (eviction usually made
                     // room); later ones back off, as another process may be
                     // the one scanning.

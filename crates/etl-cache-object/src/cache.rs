@@ -5,8 +5,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use etl_cache_core::backend::Counters;
 use etl_cache_core::{
-    ByteStream, Cache, EntryMeta, Error, GetStream, InitFuture, Result, SetOptions,
-    Stats, Value, validate_key,
+    ByteStream, Cache, EntryMeta, Error, GetStream, InitFuture, Result, SetOptions, Stats, Value,
+    validate_key,
 };
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
@@ -270,7 +270,6 @@ impl Cache for ObjectCache {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
         etl_cache_core::backend::obs::observe("object", "set", Some(key), async move {
             validate_key(key)?;
-            value.check(key)?;
             self.inner.write_value(key, value, opts).await
         })
         .await
@@ -300,6 +299,21 @@ impl Cache for ObjectCache {
         etl_cache_core::backend::obs::observe("object", "get_entry", Some(key), async move {
             validate_key(key)?;
             self.read_checked(key).await
+        })
+        .await
+    }
+
+    /// Reads the whole entry in one request, as `get` does.
+    async fn get_raw(&self, key: &str) -> Result<Option<(EntryMeta, bytes::Bytes)>> {
+        etl_cache_core::backend::obs::observe("object", "get_raw", Some(key), async move {
+            validate_key(key)?;
+            let found = self.inner.read_logical(key).await?;
+            Counters::bump(if found.is_some() {
+                &self.inner.counters.hits
+            } else {
+                &self.inner.counters.misses
+            });
+            Ok(found)
         })
         .await
     }

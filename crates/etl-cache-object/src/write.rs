@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use etl_cache_core::backend::Counters;
 use etl_cache_core::backend::blocks::BlockFramer;
 use etl_cache_core::backend::codec::Encoder;
 use etl_cache_core::backend::format::{DecodedHeader, Header, Layout, TRAILER_LEN, Trailer};
-use etl_cache_core::backend::Counters;
 use etl_cache_core::{ByteStream, EntryMeta, Error, Kind, Result, SetOptions, Value};
 use futures::StreamExt;
 use object_store::path::Path;
@@ -105,7 +105,7 @@ impl Inner {
         value: Value,
         opts: SetOptions,
     ) -> Result<EntryMeta> {
-        let head = self.head(key, opts.kind_for(key, value.kind())?, opts)?;
+        let head = self.head(key, opts.value_kind(key, &value)?, opts)?;
         let location = self.layout.entry(key);
         self.check_before_write(key, &location).await?;
         let logical = value.into_bytes();
@@ -177,7 +177,7 @@ impl Inner {
         mut stream: ByteStream,
         opts: SetOptions,
     ) -> Result<EntryMeta> {
-        let head = self.head(key, opts.kind_for(key, Kind::Bytes)?, opts)?;
+        let head = self.head(key, opts.stream_kind(key)?, opts)?;
         let location = self.layout.entry(key);
         self.check_before_write(key, &location).await?;
         let mut enc = Encoder::new(opts.compression)

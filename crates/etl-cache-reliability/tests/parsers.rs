@@ -7,8 +7,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use etl_cache_core::EntryMeta;
 use etl_cache_core::backend::format::{
-    EntryMeta, FormatError, HEADER_FIXED_LEN, Header, MAGIC, TRAILER_LEN, TRAILER_MAGIC, Trailer,
+    FormatError, HEADER_FIXED_LEN, Header, MAGIC, TRAILER_LEN, TRAILER_MAGIC, Trailer,
 };
 use etl_cache_core::{Codec, Kind, MAX_KEY_LEN};
 use etl_cache_reliability::{iterations, report};

@@ -251,7 +251,9 @@ pub(crate) async fn corrupt(
 ) -> Explanation {
     match read_manifest(cache, &r.name, &r.digest).await {
         Ok(Some(Stored::Foreign(v))) => foreign(v),
-        Ok(Some(Stored::Known(m))) if m.entry_format > etl_cache_core::backend::format::FORMAT_VERSION => {
+        Ok(Some(Stored::Known(m)))
+            if m.entry_format > etl_cache_core::backend::format::FORMAT_VERSION =>
+        {
             Explanation::IncompatibleFormat {
                 found: u32::from(m.entry_format),
                 supported: u32::from(etl_cache_core::backend::format::FORMAT_VERSION),

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use etl_cache_core::backend::{Counters, KeyedMutex};
 use etl_cache_core::{
-    ByteStream, Cache, Clock, Codec, Compression, Counters, EntryMeta, Error, GetStream,
-    InitFuture, KeyedMutex, MAX_TTL, Result, SetOptions, Stats, Value, validate_key,
+    ByteStream, Cache, Clock, Codec, Compression, EntryMeta, Error, GetStream, InitFuture, MAX_TTL,
+    Result, SetOptions, Stats, Value, validate_key,
 };
 use futures::channel::{mpsc, oneshot};
 use futures::stream::BoxStream;
@@ -612,7 +613,8 @@ impl Cache for TieredCache {
         etl_cache_core::backend::obs::observe("tiered", "set", Some(key), async move {
             validate_key(key)?;
             opts.validate_for(key)?;
-            value.check(key)?;
+            // Refused before any tier is touched (the last tier checks again).
+            opts.value_kind(key, &value)?;
             let inner = &self.inner;
             let (guard, _) = inner.begin_write(key).await?;
             let meta = match inner.last().set(key, value.clone(), opts).await {
@@ -649,6 +651,7 @@ impl Cache for TieredCache {
         etl_cache_core::backend::obs::observe("tiered", "set_stream", Some(key), async move {
             validate_key(key)?;
             opts.validate_for(key)?;
+            opts.stream_kind(key)?;
             let inner = &self.inner;
             let (guard, _) = inner.begin_write(key).await?;
             let upper = inner.upper();

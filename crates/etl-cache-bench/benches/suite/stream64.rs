@@ -46,7 +46,9 @@ pub(crate) fn section(base: &Path, report: &mut Report) {
     let maker = std::sync::Arc::new(Maker { pattern: chunk(7) });
     let rt = runtime();
     let dir = tempfile::tempdir_in(base).unwrap();
-    let cache = rt.block_on(DiskCache::open(dir.path().join("ours"))).unwrap();
+    let cache = rt
+        .block_on(DiskCache::open(dir.path().join("ours")))
+        .unwrap();
     let raw_dir = dir.path().join("raw");
     std::fs::create_dir_all(&raw_dir).unwrap();
     let mut rows = Vec::new();
@@ -160,7 +162,10 @@ pub(crate) fn section(base: &Path, report: &mut Report) {
         0.9,
         false,
     );
-    report.note_last(format!("median {:.2}x of {reps}", median(set_ratios.clone())));
+    report.note_last(format!(
+        "median {:.2}x of {reps}",
+        median(set_ratios.clone())
+    ));
     report.target(
         "64 KiB get_stream / file read, hashing, worst run",
         worst(&get_ratios),
@@ -168,7 +173,10 @@ pub(crate) fn section(base: &Path, report: &mut Report) {
         0.9,
         false,
     );
-    report.note_last(format!("median {:.2}x of {reps}", median(get_ratios.clone())));
+    report.note_last(format!(
+        "median {:.2}x of {reps}",
+        median(get_ratios.clone())
+    ));
     report.sections.push((
         "stream64".into(),
         json!({"mb": mb, "chunk": CHUNK, "runs": rows}),
