@@ -256,12 +256,17 @@ impl ObjectCache {
     /// several times).
     pub(crate) async fn read_checked(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
         let found = self.inner.read_value(key).await?;
+        Ok(self.counted(found))
+    }
+
+    /// Counts a read as a hit or a miss.
+    fn counted<T>(&self, found: Option<T>) -> Option<T> {
         Counters::bump(if found.is_some() {
             &self.inner.counters.hits
         } else {
             &self.inner.counters.misses
         });
-        Ok(found)
+        found
     }
 }
 
@@ -308,12 +313,7 @@ impl Cache for ObjectCache {
         etl_cache_core::backend::obs::observe("object", "get_raw", Some(key), async move {
             validate_key(key)?;
             let found = self.inner.read_logical(key).await?;
-            Counters::bump(if found.is_some() {
-                &self.inner.counters.hits
-            } else {
-                &self.inner.counters.misses
-            });
-            Ok(found)
+            Ok(self.counted(found))
         })
         .await
     }
