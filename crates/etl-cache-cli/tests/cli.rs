@@ -733,7 +733,7 @@ fn gib_set(cache: &str) -> u64 {
     let out = wait_measured(set);
     feeder.join().unwrap();
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("1.0 GiB of bytes"), "{}", out.stdout);
+    assert!(out.stdout.contains("1.00 GiB of bytes"), "{}", out.stdout);
     out.peak_rss
 }
 
