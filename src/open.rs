@@ -7,7 +7,8 @@ use etl_cache_core::{Cache, Error, MemoryCache, Result};
 
 /// The schemes [`open`] understands, for error messages.
 const SUPPORTED: &str = "a directory path, file://PATH, memory://, s3://BUCKET/PREFIX, \
-                         gs://BUCKET/PREFIX, az://CONTAINER/PREFIX (also azure://, abfs://)";
+                         gs://BUCKET/PREFIX, az://CONTAINER/PREFIX (also azure://, abfs://), \
+                         or the https:// address of a bucket or container";
 
 /// Opens the cache that `url` names, as a shared [`Cache`].
 ///
@@ -79,7 +80,8 @@ pub enum Location {
     /// `memory://`: a [`MemoryCache`].
     Memory,
     /// An object store URL, as given (`s3://`, `s3a://`, `gs://`, `az://`,
-    /// `azure://`, `abfs://`, `abfss://`): an `ObjectCache`.
+    /// `azure://`, `abfs://`, `abfss://`, `adl://`, or the `https://`
+    /// address of a bucket or container): an `ObjectCache`.
     Object(String),
 }
 
@@ -124,9 +126,13 @@ impl Location {
                 }
                 Ok(Location::Memory)
             }
-            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" => {
+            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" | "adl" => {
                 Ok(Location::Object(url.to_owned()))
             }
+            // Object store endpoints by address, as object_store reads them:
+            // `https://bucket.s3.region.amazonaws.com/prefix`,
+            // `https://account.blob.core.windows.net/container`, R2, GCS.
+            "https" | "http" => Ok(Location::Object(url.to_owned())),
             other => Err(bad(format!("unknown scheme `{other}://`; use {SUPPORTED}"))),
         }
     }
@@ -178,10 +184,13 @@ enum ObjectBackend {
 impl ObjectBackend {
     /// The family of an object store URL that [`Location::parse`] accepted.
     fn of(url: &str) -> ObjectBackend {
-        let scheme = url.split_once("://").map_or("", |(s, _)| s);
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+        let host = rest.split('/').next().unwrap_or("").to_ascii_lowercase();
         match scheme.to_ascii_lowercase().as_str() {
             "gs" => ObjectBackend::Gcp,
-            "az" | "azure" | "abfs" | "abfss" => ObjectBackend::Azure,
+            "az" | "azure" | "abfs" | "abfss" | "adl" => ObjectBackend::Azure,
+            "https" | "http" if host.ends_with(".windows.net") => ObjectBackend::Azure,
+            "https" | "http" if host.ends_with("googleapis.com") => ObjectBackend::Gcp,
             _ => ObjectBackend::Aws,
         }
     }
@@ -270,6 +279,39 @@ mod tests {
                 assert!(e.contains(&format!("--features {feature}")), "{url}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn object_store_addresses_are_object_locations_of_their_family() {
+        for (url, family) in [
+            ("s3://b/p", ObjectBackend::Aws),
+            ("S3://b/p", ObjectBackend::Aws),
+            ("https://b.s3.eu-west-1.amazonaws.com/p", ObjectBackend::Aws),
+            (
+                "https://acct.r2.cloudflarestorage.com/b",
+                ObjectBackend::Aws,
+            ),
+            (
+                "https://acct.blob.core.windows.net/c/p",
+                ObjectBackend::Azure,
+            ),
+            ("adl://acct.azuredatalakestore.net/c", ObjectBackend::Azure),
+            ("https://storage.googleapis.com/b/p", ObjectBackend::Gcp),
+            ("gs://b/p", ObjectBackend::Gcp),
+        ] {
+            assert_eq!(
+                Location::parse(url).unwrap(),
+                Location::Object(url.to_owned()),
+                "{url}"
+            );
+            assert_eq!(ObjectBackend::of(url), family, "{url}");
+        }
+        // The scheme is read without regard to case, everywhere.
+        assert_eq!(
+            Location::parse("FILE:///var/cache").unwrap().dir(),
+            Some(Path::new("/var/cache"))
+        );
+        assert_eq!(Location::parse("Memory://").unwrap(), Location::Memory);
     }
 
     #[test]

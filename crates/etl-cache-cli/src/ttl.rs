@@ -21,10 +21,14 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
             Err(_) => too_long(),
         };
     }
-    match humantime::parse_duration(s) {
-        Ok(d) => positive(d, s),
-        Err(humantime::DurationError::NumberOverflow) => too_long(),
-        Err(_) => Err(bad()),
+    // humantime panics on a sum past 2^64 seconds in parts (`{u64::MAX}s
+    // 1000ms`): that is a TTL too long, as its overflow error is, unless
+    // the text has a fraction, whose digits it also reports as overflowing.
+    match std::panic::catch_unwind(|| humantime::parse_duration(s)) {
+        Ok(Ok(d)) => positive(d, s),
+        Ok(Err(humantime::DurationError::NumberOverflow)) if !s.contains('.') => too_long(),
+        Ok(Err(_)) => Err(bad()),
+        Err(_) => too_long(),
     }
 }
 
@@ -60,6 +64,10 @@ mod tests {
         assert_eq!(parse_ttl("90"), Ok(Duration::from_secs(90)));
         // Fractions of a unit, as humantime reads them.
         assert_eq!(parse_ttl("1.5h"), Ok(Duration::from_secs(5400)));
+        let e = parse_ttl("0.3333h").unwrap_err();
+        assert!(e.contains("invalid TTL"), "{e}");
+        let e = parse_ttl("18446744073709551615s 1000ms").unwrap_err();
+        assert!(e.contains("100 years"), "{e}");
         for bad in ["", "h", "1x", "1h30", "-1s", "0s", "0"] {
             assert!(parse_ttl(bad).is_err(), "{bad:?} accepted");
         }

@@ -406,8 +406,13 @@ pub fn stream_read_error(key: &str, e: io::Error) -> crate::Error {
 /// cache.set_stream("export.csv", Box::pin(chunks), opts).await?;
 ///
 /// let stream = cache.get_stream("export.csv", 1024).await?.expect("a hit");
-/// assert_eq!(stream.meta().size, 4000);
-/// let sizes: Vec<usize> = stream.map_ok(|chunk| chunk.len()).try_collect().await?;
+/// assert_eq!(stream.meta().logical_len, 4000);
+/// let sizes: Vec<usize> = stream
+///     .map_ok(|chunk| chunk.len())
+///     .try_collect()
+///     .await
+///     // An error met while reading, as a cache error naming the key.
+///     .map_err(|e| etl_cache_core::stream_read_error("export.csv", e))?;
 /// assert_eq!(sizes, [1024, 1024, 1024, 928]);
 /// # Ok(()) }
 /// ```

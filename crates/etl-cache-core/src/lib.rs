@@ -50,7 +50,7 @@ pub use crate::cache::{
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{Error, Result};
 pub use crate::ext::CacheExt;
-pub use crate::io::{CacheIoExt, CacheReader, CacheWriter};
+pub use crate::io::{CacheIoExt, CacheReader, CacheWriter, WRITE_CHUNK_SIZE};
 pub use crate::key::{MAX_KEY_LEN, validate_key};
 pub use crate::memory::MemoryCache;
 pub use crate::meta::EntryMeta;

@@ -3,13 +3,14 @@
 //! ```text
 //! ROOT/                       created 0700
 //!   etl-cache-v1/             one directory per layout version
-//!     entries/ab/<sha256>     one file per entry (see the core `format` module)
+//!     entries/ab/<sha256>     one file per entry (see `etl_cache_core::backend::format`)
 //!     locks/<sha256>.lock     per-key lock files, present only while held
 //!     tmp/<random>.tmp        writes in progress; renamed into entries/
-//!     spare/<random>.spare    small entry files a set replaced (Linux) or
-//!                             eviction removed, kept by the open handle
-//!                             that did so to be written again by its next
-//!                             sets (see `spare`)
+//!     spare/<owner>.owner     one per open handle that keeps spare files,
+//!                             locked while it lives
+//!     spare/<owner>.<n>.spare small entry files a set replaced (Linux) or
+//!                             eviction removed, kept by that handle to be
+//!                             written again by its next sets (see `spare`)
 //!     usage                   shared counters: entries and bytes (16 bytes)
 //!     evict.lock              held by the one process scanning for victims
 //!     users.lock              shared by every open handle

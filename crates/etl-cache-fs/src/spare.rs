@@ -78,6 +78,10 @@ pub(crate) struct Spares {
     owner: Option<(String, File)>,
     /// Numbers the spares this handle names.
     named: AtomicU64,
+    /// The process that made the handle. A process forked from it shares
+    /// the owner file, its lock and the pool's names: it neither keeps nor
+    /// takes spares, and leaves the pool and the owner file to the parent.
+    pid: u32,
 }
 
 /// The owner part of a spare's or an owner file's name: up to the first dot.
@@ -98,7 +102,13 @@ impl Spares {
             exchange: AtomicBool::new(enabled && cfg!(target_os = "linux")),
             owner,
             named: AtomicU64::new(0),
+            pid: std::process::id(),
         }
+    }
+
+    /// Whether this process made the handle (not a child forked from it).
+    fn ours(&self) -> bool {
+        std::process::id() == self.pid
     }
 
     /// Makes and locks this handle's owner file. A handle sweeping beside
@@ -180,6 +190,9 @@ impl Spares {
 
     /// A spare opened for writing, if this handle keeps one.
     pub fn take(&self) -> Option<(File, Spare)> {
+        if !self.ours() {
+            return None;
+        }
         loop {
             let spare = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
             match self.dirs.open(&spare.path, How::Write) {
@@ -226,7 +239,7 @@ impl Spares {
     /// (then with the usage counters held, as every change at an entry
     /// path). False when it could be neither kept nor removed.
     pub fn keep(&self, path: &Path, len: u64) -> bool {
-        if self.enabled && len <= SPARE_MAX {
+        if self.enabled && len <= SPARE_MAX && self.ours() {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
             if pool.len() < POOL {
                 let spare = self.dirs.spare();
@@ -258,6 +271,9 @@ impl Spares {
 
 impl Drop for Spares {
     fn drop(&mut self) {
+        if !self.ours() {
+            return;
+        }
         let pool = std::mem::take(self.pool.get_mut().unwrap_or_else(|e| e.into_inner()));
         for spare in pool {
             let _ = self.dirs.remove_file(&spare.path);

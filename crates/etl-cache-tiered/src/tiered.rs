@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use etl_cache_core::backend::{Counters, KeyedMutex};
 use etl_cache_core::{
-    ByteStream, Cache, Clock, Codec, Compression, EntryMeta, Error, GetStream, InitFuture, MAX_TTL,
-    Result, SetOptions, Stats, Value, validate_key,
+    ByteStream, Cache, Clock, Codec, Compression, EntryMeta, Error, GetStream, InitFuture, Kind,
+    MAX_TTL, Result, SetOptions, Stats, Value, validate_key,
 };
 use futures::channel::{mpsc, oneshot};
 use futures::stream::BoxStream;
@@ -375,11 +375,27 @@ impl Inner {
         // read is under way makes the promotion give up.
         let ticket = self.epochs.enter(key);
         for (i, tier) in self.tiers.iter().enumerate() {
-            if let Some((meta, value)) = tier.get_entry(key).await? {
+            // The entry's bytes as stored: a JSON entry is promoted with its
+            // text (key order, number digits), not as serde_json would write
+            // it again, so every tier and memory hold the same bytes.
+            if let Some((meta, raw)) = tier.get_raw(key).await? {
                 if self.expired(&meta) {
                     continue;
                 }
-                self.promote(&ticket, &meta, &value, None, i).await;
+                let value = Value::from_stored(meta.kind, raw.clone()).map_err(|reason| {
+                    Error::Corrupt {
+                        key: Error::display_key(key),
+                        reason,
+                    }
+                })?;
+                let text;
+                let promoted = if meta.kind == Kind::Json {
+                    text = Value::Bytes(raw);
+                    &text
+                } else {
+                    &value
+                };
+                self.promote(&ticket, &meta, promoted, None, i).await;
                 if count {
                     Counters::bump(&self.counters.hits);
                     Counters::bump(&self.tier_hits[i]);

@@ -256,3 +256,52 @@ async fn the_longest_ttl_and_far_expiries_live_in_memory() {
         (Value::from("far"), Served::Memory)
     );
 }
+
+/// A JSON entry stored as text (a writer that keeps its own key order and
+/// number digits, as the Python package does) is promoted with that text:
+/// memory and the tiers above hold the same bytes, and every read agrees
+/// with the entry's length (a copy written again by serde_json was shorter
+/// and made range reads from memory panic).
+#[tokio::test]
+async fn a_json_entry_stored_as_text_is_promoted_as_that_text() {
+    use etl_cache_core::Kind;
+    let s = setup(4096).await;
+    let text = r#"{"b": 1, "a": [1180591620717411303424, 0.10]}"#;
+    s.store
+        .set(
+            "doc",
+            Value::Bytes(Bytes::from_static(text.as_bytes())),
+            SetOptions::new().kind(Kind::Json),
+        )
+        .await
+        .unwrap();
+    // The read that promotes.
+    let (meta, value) = s.cache.get_entry("doc").await.unwrap().expect("a hit");
+    assert_eq!(meta.kind, Kind::Json);
+    assert_eq!(meta.logical_len, text.len() as u64);
+    assert!(matches!(value, Value::Json(_)), "{value:?}");
+    // Every read after it, now from memory, gives the stored text.
+    let (_, raw) = s.cache.get_raw("doc").await.unwrap().expect("a hit");
+    assert_eq!(&raw[..], text.as_bytes());
+    let (_, range) = s
+        .cache
+        .get_range("doc", 2..20)
+        .await
+        .unwrap()
+        .expect("a hit");
+    assert_eq!(&range[..], &text.as_bytes()[2..20]);
+    let streamed: Vec<Bytes> = s
+        .cache
+        .get_stream("doc", 7)
+        .await
+        .unwrap()
+        .expect("a hit")
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(streamed.concat(), text.as_bytes());
+    // The tier above holds the text too.
+    let (disk_meta, disk_raw) = s.disk.get_raw("doc").await.unwrap().expect("promoted");
+    assert_eq!(disk_meta.kind, Kind::Json);
+    assert_eq!(&disk_raw[..], text.as_bytes());
+}
