@@ -37,6 +37,7 @@ mod open;
 #[doc(hidden)]
 pub use etl_cache_core::async_trait;
 pub use etl_cache_core::backend;
+pub use etl_cache_core::io;
 pub use etl_cache_core::{
     BoxError, ByteStream, Cache, CacheExt, CacheIoExt, CacheReader, CacheWriter, Clock, Codec,
     Compression, DEFAULT_CHUNK_SIZE, DynCache, EntryMeta, Error, GetStream, InitFuture, Kind,

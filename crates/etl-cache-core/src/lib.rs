@@ -32,7 +32,7 @@ mod clock;
 mod deep_json;
 mod error;
 mod ext;
-mod io;
+pub mod io;
 mod key;
 mod memory;
 mod meta;

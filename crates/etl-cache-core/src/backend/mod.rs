@@ -1,7 +1,7 @@
 //! For authors of backends: what every backend of this workspace builds an
 //! entry, a write and a read from. A cache user needs none of it.
 //!
-//! - [`format`]: the self-describing entry format (header, payload,
+//! - [`format`](mod@format): the self-describing entry format (header, payload,
 //!   trailer) and how [`crate::EntryMeta`] is read from it;
 //! - [`blocks`]: payloads framed in checksummed blocks (format 2);
 //! - [`codec`]: compression and checksums of payloads, whole and streamed;
