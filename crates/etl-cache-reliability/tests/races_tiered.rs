@@ -143,6 +143,13 @@ impl Cache for Gate {
         r
     }
 
+    // A promotion reads the entry's bytes as stored: the same pause.
+    async fn get_raw(&self, key: &str) -> Result<Option<(EntryMeta, Bytes)>> {
+        let r = self.inner.get_raw(key).await;
+        self.pause(Call::GetEntry).await;
+        r
+    }
+
     async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>> {
         let r = self.inner.get_stream(key, chunk_size).await;
         self.pause(Call::GetStream).await;

@@ -47,6 +47,11 @@ impl Cache for Counted {
         self.inner.get_entry(key).await
     }
 
+    async fn get_raw(&self, key: &str) -> Result<Option<(EntryMeta, Bytes)>> {
+        self.wholes.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_raw(key).await
+    }
+
     async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>> {
         self.streams.fetch_add(1, Ordering::SeqCst);
         self.inner.get_stream(key, chunk_size).await

@@ -87,6 +87,10 @@ impl Cache for Tap {
         self.inner.get_entry(key).await
     }
 
+    async fn get_raw(&self, key: &str) -> Result<Option<(EntryMeta, Bytes)>> {
+        self.inner.get_raw(key).await
+    }
+
     async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>> {
         self.inner.get_stream(key, chunk_size).await
     }
