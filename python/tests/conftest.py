@@ -146,6 +146,20 @@ def bucket(s3_client) -> str:
     return name
 
 
+@pytest.fixture
+def moto_env(moto_endpoint) -> dict:
+    """The environment under which the `etl-cache` command line reaches the
+    moto server (what object_store reads for S3)."""
+    return dict(
+        os.environ,
+        AWS_ENDPOINT=moto_endpoint,
+        AWS_ALLOW_HTTP="true",
+        AWS_REGION="us-east-1",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+    )
+
+
 def read_all(stream) -> bytes:
     """The bytes of a get_stream result: an iterator of chunks, or (the seed's
     S3Cache) a boto3 StreamingBody."""

@@ -283,15 +283,8 @@ def test_disk_entries_written_by_rust_read_in_python_and_back(tmp_path):
     assert _run("--cache", root, "get", "streamed") == b"a" * 70_000 + b"b" * 70_000
 
 
-def test_s3_entries_written_by_rust_read_in_python_and_back(moto_endpoint, s3_client, bucket):
-    env = dict(
-        os.environ,
-        AWS_ENDPOINT=moto_endpoint,
-        AWS_ALLOW_HTTP="true",
-        AWS_REGION="us-east-1",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-    )
+def test_s3_entries_written_by_rust_read_in_python_and_back(moto_env, s3_client, bucket):
+    env = moto_env
     url = f"s3://{bucket}/shared"
     _run("--cache", url, "set", "from_rust", "--text", env=env, stdin="hällo".encode())
     cache = S3Cache(bucket, client=s3_client, prefix="shared")

@@ -132,15 +132,8 @@ def test_disk_json_is_shared_with_rust_both_ways(tmp_path):
     assert cache.get("from_rust") == {"z": [1, 2.5], "a": None}
 
 
-def test_s3_json_is_shared_with_rust_both_ways(moto_endpoint, s3_client, bucket):
-    env = dict(
-        os.environ,
-        AWS_ENDPOINT=moto_endpoint,
-        AWS_ALLOW_HTTP="true",
-        AWS_REGION="us-east-1",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-    )
+def test_s3_json_is_shared_with_rust_both_ways(moto_env, s3_client, bucket):
+    env = moto_env
     url = f"s3://{bucket}/shared-json"
     cache = S3Cache(bucket, client=s3_client, prefix="shared-json")
     doc = [{"b": 2**70, "a": -(2**80)}, 1e300]
