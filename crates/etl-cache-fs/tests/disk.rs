@@ -1394,3 +1394,92 @@ mod drift {
         assert_eq!(cache.get("new").await.unwrap(), Some(bytes_value(3000, 98)));
     }
 }
+
+/// `get_raw` (the stored bytes of a whole entry) beside writers: on one
+/// handle and on two, every read is one whole version whose length is the
+/// one its metadata states; a read dropped at any poll leaves the entry as
+/// it was.
+mod raw_reads {
+    use super::*;
+    use etl_cache_core::Kind;
+    use std::future::Future;
+    use std::task::{Context, Poll};
+
+    fn version(i: usize) -> Bytes {
+        // Lengths differ between versions, so a mixed read cannot pass.
+        Bytes::from(format!(
+            "{{\"v\": {i}, \"pad\": \"{}\"}}",
+            "x".repeat(i % 7 * 1000)
+        ))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn raw_reads_racing_writers_on_one_and_two_handles_see_whole_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = Arc::new(DiskCache::open(dir.path()).await.unwrap());
+        let two = Arc::new(DiskCache::open(dir.path()).await.unwrap());
+        let json = SetOptions::new().kind(Kind::Json);
+        one.set("doc", Value::Bytes(version(0)), json)
+            .await
+            .unwrap();
+        let writer = {
+            let one = one.clone();
+            tokio::spawn(async move {
+                for i in 1..200 {
+                    one.set("doc", Value::Bytes(version(i)), json)
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        let mut readers = Vec::new();
+        for cache in [one.clone(), two.clone(), one.clone(), two.clone()] {
+            readers.push(tokio::spawn(async move {
+                for _ in 0..200 {
+                    let (meta, raw) = cache.get_raw("doc").await.unwrap().expect("never absent");
+                    assert_eq!(meta.kind, Kind::Json);
+                    assert_eq!(meta.logical_len, raw.len() as u64);
+                    let doc: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+                    let i = doc["v"].as_u64().unwrap() as usize;
+                    assert_eq!(raw, version(i), "one whole version");
+                }
+            }));
+        }
+        writer.await.unwrap();
+        for r in readers {
+            r.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_raw_read_dropped_at_any_poll_leaves_the_entry_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        // Large enough to be read on a blocking thread (several polls).
+        let cache = DiskCacheBuilder::new()
+            .root(dir.path())
+            .inline_io(0)
+            .build()
+            .await
+            .unwrap();
+        let value = Bytes::from(sample_bytes(300_000, 7));
+        cache
+            .set("big", Value::Bytes(value.clone()), SetOptions::new())
+            .await
+            .unwrap();
+        let waker = futures::task::noop_waker();
+        for polls in 0..20 {
+            let mut fut = Box::pin(cache.get_raw("big"));
+            let mut cx = Context::from_waker(&waker);
+            for _ in 0..polls {
+                if let Poll::Ready(r) = fut.as_mut().poll(&mut cx) {
+                    assert_eq!(r.unwrap().unwrap().1, value);
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            drop(fut);
+            let (_, got) = cache.get_raw("big").await.unwrap().expect("still there");
+            assert_eq!(got, value, "after a read dropped at poll {polls}");
+        }
+    }
+}
