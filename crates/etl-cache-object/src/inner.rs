@@ -157,6 +157,21 @@ impl Inner {
         self.error(classify(&e), op, key, path, Some(Box::new(e)))
     }
 
+    /// Wraps an [`ObjectError`] of this store into a cache error.
+    pub(crate) fn wrap(&self, e: ObjectError) -> Error {
+        Error::Backend {
+            backend: self.name,
+            key: Error::display_key(&e.key),
+            source: Box::new(e),
+        }
+    }
+
+    /// An I/O error for a stream, carrying the cache error (so that
+    /// `stream_read_error` and [`ObjectError::find_io`] get it back).
+    pub(crate) fn to_io(&self, e: ObjectError) -> std::io::Error {
+        std::io::Error::new(e.io_kind(), self.wrap(e))
+    }
+
     pub(crate) fn corrupt(&self, key: &str, reason: impl Into<String>) -> Error {
         Error::Corrupt {
             key: Error::display_key(key),

@@ -57,8 +57,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod body;
 mod builder;
 mod cache;
+mod checked;
+mod chunks;
 mod deadline;
 mod error;
 mod inner;
