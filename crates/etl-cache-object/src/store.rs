@@ -76,6 +76,16 @@ fn feature_off(url: &str, scheme: &str, feature: &str) -> Error {
 }
 
 /// Names a store for errors: its kind and its bucket, from its `Display`.
+///
+/// Why the text: a store handed in as `Arc<dyn ObjectStore>` has no other
+/// identity. The trait has no `as_any`, no scheme and no bucket accessor,
+/// and wrapping every store in a type of ours would hide the caller's own
+/// wrappers. What the stores of object_store print is stable and short
+/// (`AmazonS3(bucket)`, `LocalFileSystem(file:///root/)`); the tests
+/// `stores_are_described` and `local_roots_are_found` fail if an upgrade
+/// changes it. A store that is not recognised is named by its whole text,
+/// and a wrapped `LocalFileSystem` is declared with
+/// [`crate::ObjectCacheBuilder::local_root`].
 pub(crate) fn describe(store: &dyn ObjectStore) -> (&'static str, String) {
     let shown = store.to_string();
     let inside = |s: &str| {
@@ -106,6 +116,10 @@ pub(crate) fn describe(store: &dyn ObjectStore) -> (&'static str, String) {
 
 /// The root directory of an object_store `LocalFileSystem`, from its
 /// `Display` (`LocalFileSystem(file:///root/)`); `None` for other stores.
+/// Recognising it matters: on a local directory the cache writes entries
+/// itself, so a dropped write never publishes later (see `staged.rs`), and
+/// it looks at what stands at a path before it follows it. (Why the text:
+/// see [`describe`].)
 pub(crate) fn local_root(store: &dyn ObjectStore) -> Option<PathBuf> {
     let shown = store.to_string();
     let url = shown
@@ -157,19 +171,25 @@ pub(crate) fn open_url(raw: &str, options: &[(String, String)], http: &Http) -> 
         }
         ObjectStoreScheme::AmazonS3 => {
             #[cfg(feature = "aws")]
-            return cloud::s3(raw, &url, prefix, options, http);
+            return cloud::open::<object_store::aws::AmazonS3Builder>(
+                raw, &url, prefix, options, http,
+            );
             #[cfg(not(feature = "aws"))]
             return Err(feature_off(raw, url.scheme(), "aws"));
         }
         ObjectStoreScheme::MicrosoftAzure => {
             #[cfg(feature = "azure")]
-            return cloud::azure(raw, &url, prefix, options, http);
+            return cloud::open::<object_store::azure::MicrosoftAzureBuilder>(
+                raw, &url, prefix, options, http,
+            );
             #[cfg(not(feature = "azure"))]
             return Err(feature_off(raw, url.scheme(), "azure"));
         }
         ObjectStoreScheme::GoogleCloudStorage => {
             #[cfg(feature = "gcp")]
-            return cloud::gcs(raw, &url, prefix, options, http);
+            return cloud::open::<object_store::gcp::GoogleCloudStorageBuilder>(
+                raw, &url, prefix, options, http,
+            );
             #[cfg(not(feature = "gcp"))]
             return Err(feature_off(raw, url.scheme(), "gcp"));
         }
@@ -246,76 +266,110 @@ mod cloud {
         })
     }
 
-    #[cfg(feature = "aws")]
-    pub(super) fn s3(
-        raw: &str,
-        url: &Url,
-        prefix: Path,
-        options: &[(String, String)],
-        http: &Http,
-    ) -> Result<Opened> {
-        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-        let (client, rest) =
-            split_options::<AmazonS3ConfigKey>(raw, "AWS_", options, http, |k| match k {
-                AmazonS3ConfigKey::Client(c) => Some(*c),
-                _ => None,
-            })?;
-        let mut b = AmazonS3Builder::from_env().with_url(url.as_str());
-        for (k, v) in rest {
-            b = b.with_config(k, v);
-        }
-        let b = b
-            .with_client_options(client)
-            .with_retry(http.retry.clone().unwrap_or_else(default_retry));
-        built(raw, b.build(), prefix, "s3")
+    /// What opening a store differs in between the clouds: the builder,
+    /// its configuration keys and the store it builds. The three builders
+    /// of object_store have the same methods but no trait in common.
+    pub(super) trait Cloud: Sized {
+        type Key: std::str::FromStr;
+        type Store: ObjectStore;
+        /// The prefix of this cloud's variables in the environment.
+        const ENV_PREFIX: &'static str;
+        /// The store's name in errors and stats.
+        const NAME: &'static str;
+        fn from_env() -> Self;
+        fn with_url(self, url: &str) -> Self;
+        fn with_config(self, key: Self::Key, value: String) -> Self;
+        fn with_client_options(self, client: ClientOptions) -> Self;
+        fn with_retry(self, retry: RetryConfig) -> Self;
+        fn build(self) -> object_store::Result<Self::Store>;
+        /// The HTTP client setting a key names, if it names one.
+        fn client_key(key: &Self::Key) -> Option<ClientConfigKey>;
     }
 
-    #[cfg(feature = "azure")]
-    pub(super) fn azure(
-        raw: &str,
-        url: &Url,
-        prefix: Path,
-        options: &[(String, String)],
-        http: &Http,
-    ) -> Result<Opened> {
-        use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-        let (client, rest) =
-            split_options::<AzureConfigKey>(raw, "AZURE_", options, http, |k| match k {
-                AzureConfigKey::Client(c) => Some(*c),
-                _ => None,
-            })?;
-        let mut b = MicrosoftAzureBuilder::from_env().with_url(url.as_str());
-        for (k, v) in rest {
-            b = b.with_config(k, v);
-        }
-        let b = b
-            .with_client_options(client)
-            .with_retry(http.retry.clone().unwrap_or_else(default_retry));
-        built(raw, b.build(), prefix, "azure")
+    macro_rules! cloud {
+        ($feature:literal, $m:ident, $builder:ident, $key:ident, $store:ident, $env:literal, $name:literal) => {
+            #[cfg(feature = $feature)]
+            impl Cloud for object_store::$m::$builder {
+                type Key = object_store::$m::$key;
+                type Store = object_store::$m::$store;
+                const ENV_PREFIX: &'static str = $env;
+                const NAME: &'static str = $name;
+                fn from_env() -> Self {
+                    Self::from_env()
+                }
+                fn with_url(self, url: &str) -> Self {
+                    self.with_url(url)
+                }
+                fn with_config(self, key: Self::Key, value: String) -> Self {
+                    self.with_config(key, value)
+                }
+                fn with_client_options(self, client: ClientOptions) -> Self {
+                    self.with_client_options(client)
+                }
+                fn with_retry(self, retry: RetryConfig) -> Self {
+                    self.with_retry(retry)
+                }
+                fn build(self) -> object_store::Result<Self::Store> {
+                    self.build()
+                }
+                fn client_key(key: &Self::Key) -> Option<ClientConfigKey> {
+                    match key {
+                        object_store::$m::$key::Client(c) => Some(*c),
+                        _ => None,
+                    }
+                }
+            }
+        };
     }
 
-    #[cfg(feature = "gcp")]
-    pub(super) fn gcs(
+    cloud!(
+        "aws",
+        aws,
+        AmazonS3Builder,
+        AmazonS3ConfigKey,
+        AmazonS3,
+        "AWS_",
+        "s3"
+    );
+    cloud!(
+        "azure",
+        azure,
+        MicrosoftAzureBuilder,
+        AzureConfigKey,
+        MicrosoftAzure,
+        "AZURE_",
+        "azure"
+    );
+    cloud!(
+        "gcp",
+        gcp,
+        GoogleCloudStorageBuilder,
+        GoogleConfigKey,
+        GoogleCloudStorage,
+        "GOOGLE_",
+        "gcs"
+    );
+
+    /// Opens a cloud store: settings from the environment, then the URL,
+    /// then `options` (which win); the HTTP client's settings from the
+    /// handle's `Http` when it has them, else from the environment too.
+    pub(super) fn open<B: Cloud>(
         raw: &str,
         url: &Url,
         prefix: Path,
         options: &[(String, String)],
         http: &Http,
     ) -> Result<Opened> {
-        use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
         let (client, rest) =
-            split_options::<GoogleConfigKey>(raw, "GOOGLE_", options, http, |k| match k {
-                GoogleConfigKey::Client(c) => Some(*c),
-                _ => None,
-            })?;
-        let mut b = GoogleCloudStorageBuilder::from_env().with_url(url.as_str());
+            split_options::<B::Key>(raw, B::ENV_PREFIX, options, http, B::client_key)?;
+        let mut b = B::from_env().with_url(url.as_str());
         for (k, v) in rest {
             b = b.with_config(k, v);
         }
         let b = b
             .with_client_options(client)
             .with_retry(http.retry.clone().unwrap_or_else(default_retry));
-        built(raw, b.build(), prefix, "gcs")
+        built(raw, b.build(), prefix, B::NAME)
     }
 }
 
