@@ -345,7 +345,7 @@ impl DiskCache {
         &self,
         key: &str,
         hash: String,
-        decode: crate::read::Decode<T>,
+        decode: crate::check::Decode<T>,
     ) -> Result<Option<(EntryMeta, T)>> {
         let inner = self.inner.clone();
         let key = key.to_owned();
@@ -512,7 +512,8 @@ impl Cache for DiskCache {
     async fn get_entry(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
         etl_cache_core::backend::obs::observe("disk", "get_entry", Some(key), async move {
             let hash = checked(key)?;
-            self.read_whole(key, hash, crate::read::decode_stored).await
+            self.read_whole(key, hash, crate::check::decode_stored)
+                .await
         })
         .await
     }
@@ -522,7 +523,7 @@ impl Cache for DiskCache {
     async fn get_raw(&self, key: &str) -> Result<Option<(EntryMeta, bytes::Bytes)>> {
         etl_cache_core::backend::obs::observe("disk", "get_raw", Some(key), async move {
             let hash = checked(key)?;
-            self.read_whole(key, hash, crate::read::logical_of).await
+            self.read_whole(key, hash, crate::check::logical_of).await
         })
         .await
     }
@@ -677,7 +678,7 @@ impl Cache for DiskCache {
             let hash = checked(key)?;
             opts.validate_for(key)?;
             if let Some((_, v)) = self
-                .read_whole(key, hash.clone(), crate::read::decode_stored)
+                .read_whole(key, hash.clone(), crate::check::decode_stored)
                 .await?
             {
                 return Ok(v);
@@ -690,7 +691,7 @@ impl Cache for DiskCache {
             let recheck = |inner: Arc<Inner>, key: String, hash: String| {
                 blocking(move || {
                     inner
-                        .read_value(&key, &hash, false, crate::read::decode_stored)
+                        .read_value(&key, &hash, false, crate::check::decode_stored)
                         .map(|found| found.map(|(_, v)| v))
                 })
             };

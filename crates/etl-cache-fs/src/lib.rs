@@ -52,9 +52,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod blocks;
 mod builder;
 mod cache;
 mod cancel;
+mod check;
 mod dirs;
 mod evict;
 #[cfg(feature = "fault-injection")]
@@ -64,6 +66,7 @@ mod fault;
 mod inner;
 mod layout;
 mod lock;
+mod range;
 mod read;
 mod remove;
 mod spare;

@@ -1,21 +1,23 @@
 //! Reads: one blocking call opens, checks and reads an entry, or opens one
-//! for a stream (whose reading threads are in `stream.rs`).
+//! for a stream (whose reading threads are in `stream.rs`; ranges are read
+//! in `range.rs`, the bytes checked by `check.rs`).
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
-use etl_cache_core::backend::blocks::{BlockSize, read_payload_at, verify_block, verify_framed};
-use etl_cache_core::backend::codec::PayloadReader;
+use bytes::Bytes;
+use etl_cache_core::backend::Counters;
+use etl_cache_core::backend::blocks::read_payload_at;
 use etl_cache_core::backend::format::{
-    FormatError, HEADER_FIXED_LEN, Header, Layout, MAX_HEADER_LEN, TRAILER_LEN, Trailer,
+    HEADER_FIXED_LEN, Header, MAX_HEADER_LEN, TRAILER_LEN, Trailer,
 };
-use etl_cache_core::backend::{Counters, clamp_range};
-use etl_cache_core::{Codec, EntryMeta, Error, Result, Value};
+use etl_cache_core::{EntryMeta, Error, Result};
 
+use crate::check::{
+    CheckError, Decode, Framing, check_whole_file, decode_stored, invalid, same_trailer,
+};
 use crate::dirs::{How, Meta};
 use crate::fault::Point;
 use crate::inner::Inner;
@@ -26,18 +28,6 @@ use crate::usage::{UsageError, Wait};
 
 /// Entries up to this size are read with one `read` call.
 const SMALL_ENTRY: u64 = 64 * 1024;
-
-/// How an entry's payload is framed and checked: what its header and
-/// trailer say.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Framing {
-    /// The header's checksum, which the trailer and every block repeat.
-    pub header_crc: u32,
-    /// Format 1 (one checksum, in the trailer) or 2 (a checksum per block).
-    pub layout: Layout,
-    /// The trailer, as read when the entry was opened.
-    pub trailer: Trailer,
-}
 
 /// An entry file opened and checked (header, trailer, sizes, key).
 pub(crate) struct Opened {
@@ -111,13 +101,6 @@ pub(crate) enum Found {
     Missing,
     Live(Box<Opened>),
     Expired(Box<Opened>),
-}
-
-fn invalid(e: FormatError) -> String {
-    match e {
-        FormatError::Truncated(n) => format!("entry is truncated (at least {n} bytes expected)"),
-        FormatError::Invalid(s) => s,
-    }
 }
 
 impl Inner {
@@ -577,7 +560,7 @@ impl Inner {
 
     /// [`Inner::finish_value`] with `decode` turning the checked stored
     /// bytes into what the caller wants.
-    fn finish_with<T>(
+    pub(crate) fn finish_with<T>(
         &self,
         key: &str,
         hash: &str,
@@ -608,7 +591,7 @@ impl Inner {
     /// After an opened entry failed its checks: removes it if the file at
     /// its path is still that one and bad, and says so (an error), or
     /// `None` when the entry changed meanwhile and the caller looks again.
-    fn judge_corrupt<T>(
+    pub(crate) fn judge_corrupt<T>(
         &self,
         key: &str,
         hash: &str,
@@ -621,100 +604,6 @@ impl Inner {
             Removal::Busy => Err(self.busy(key)),
             Removal::Removed | Removal::Failed => Err(self.corrupt(key, reason)),
         }
-    }
-
-    /// Reads the logical bytes `range` of an entry (cut at its end), with
-    /// its metadata. An uncompressed format 2 entry too large to have been
-    /// read whole is read by position: only the blocks that hold the range,
-    /// in one read, each checked; any other is read whole and checked, and
-    /// the range cut from its logical bytes. Runs on a blocking thread.
-    pub(crate) fn read_range(
-        &self,
-        key: &str,
-        hash: &str,
-        range: Range<u64>,
-    ) -> Result<Option<(EntryMeta, Bytes)>> {
-        let mut count = true;
-        for _ in 0..LOOKS {
-            let Some(o) = self.lookup(key, hash, true, count, Wait::Timeout)? else {
-                return Ok(None);
-            };
-            count = false;
-            let (start, end) = clamp_range(&range, o.meta.logical_len);
-            let found = match o.framing.layout {
-                Layout::Blocks(size) if o.whole.is_none() && o.meta.codec == Codec::None => {
-                    self.finish_blocks(key, hash, *o, size, start..end)?
-                }
-                _ => self.finish_with(key, hash, *o, Wait::Timeout, |meta, stored| {
-                    logical_of(meta, stored).map(|l| l.slice(start as usize..end as usize))
-                })?,
-            };
-            if found.is_some() {
-                return Ok(found);
-            }
-        }
-        Err(self.corrupt(key, CHANGING))
-    }
-
-    /// The stored bytes `range` (within the entry) of an opened format 2
-    /// entry, read by position: the blocks that hold them in one read, each
-    /// checked against its checksum. `None` as for [`Inner::finish_value`].
-    fn finish_blocks(
-        &self,
-        key: &str,
-        hash: &str,
-        o: Opened,
-        size: BlockSize,
-        range: Range<u64>,
-    ) -> Result<Option<(EntryMeta, Bytes)>> {
-        if range.is_empty() {
-            return Ok(Some((o.meta, Bytes::new())));
-        }
-        self.pause(Point::RangeOpened);
-        let stored_len = o.meta.stored_len;
-        let span = |i| size.span(i, stored_len).expect("a block of the range");
-        let (first, last) = (range.start / size.get(), (range.end - 1) / size.get());
-        let framed = span(first).framed.start..span(last).framed.end;
-        let mut buf = BytesMut::zeroed((framed.end - framed.start) as usize);
-        let read = self
-            .fault(Point::Read)
-            .and_then(|()| sys::read_exact_at(&o.file, &mut buf, o.header_len + framed.start));
-        let reason = match read {
-            Ok(()) => {
-                let buf = buf.freeze();
-                let mut pieces = Vec::with_capacity((last - first + 1) as usize);
-                let mut failed = None;
-                for i in first..=last {
-                    let s = span(i);
-                    let at = (s.framed.start - framed.start) as usize;
-                    let block = buf.slice(at..at + (s.framed.end - s.framed.start) as usize);
-                    match verify_block(size, o.framing.header_crc, i, block) {
-                        Ok(data) => {
-                            let from = range.start.max(s.stored.start) - s.stored.start;
-                            let to = range.end.min(s.stored.end) - s.stored.start;
-                            pieces.push(data.slice(from as usize..to as usize));
-                        }
-                        Err(e) => {
-                            failed = Some(e.to_string());
-                            break;
-                        }
-                    }
-                }
-                match failed {
-                    None => return Ok(Some((o.meta, concat(pieces)))),
-                    Some(reason) => reason,
-                }
-            }
-            // Shorter than when it was opened: not the file it was.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                "entry is shorter than its size".to_owned()
-            }
-            Err(e) => {
-                let path = self.layout.entry_path(hash);
-                return Err(self.io(key, &path, "read the entry")(e));
-            }
-        };
-        self.judge_corrupt(key, hash, &o, reason, Wait::Timeout)
     }
 
     /// Reads the entry at `path` for listing and sweeps: its metadata, its
@@ -760,103 +649,6 @@ impl Inner {
             };
             names
         })
-    }
-}
-
-/// Checks the payload of an entry file read whole (`whole`), whose trailer
-/// was decoded from these same bytes when it was opened, and returns its
-/// stored bytes: a slice of `whole` when they lie in one piece (format 1, or
-/// one block: every entry small enough to be read whole), else one copy.
-fn check_whole_file(
-    framing: &Framing,
-    whole: Vec<u8>,
-    header_len: u64,
-) -> std::result::Result<Bytes, String> {
-    let whole = Bytes::from(whole);
-    let header_len = header_len as usize;
-    let end = whole
-        .len()
-        .checked_sub(TRAILER_LEN)
-        .filter(|&end| end >= header_len)
-        .ok_or("the entry is shorter than its header and a trailer")?;
-    verify_framed(
-        framing.layout,
-        framing.header_crc,
-        whole.slice(header_len..end),
-        &framing.trailer,
-    )
-    .map_err(|e| e.to_string())
-}
-
-/// The stored bytes of a checked payload, if its trailer is the one read
-/// when the entry was opened.
-fn same_trailer(
-    framing: &Framing,
-    (stored, trailer): (Bytes, Trailer),
-) -> std::result::Result<Bytes, String> {
-    if trailer != framing.trailer {
-        return Err("the trailer changed while the entry was read".into());
-    }
-    Ok(stored)
-}
-
-/// The logical bytes of an entry from its checked stored bytes:
-/// decompressed, their length checked.
-pub(crate) fn logical_of(meta: &EntryMeta, stored: Bytes) -> std::result::Result<Bytes, String> {
-    let logical = if meta.codec == Codec::None {
-        stored
-    } else {
-        let mut out = Vec::with_capacity(meta.logical_len.min(1 << 30) as usize);
-        PayloadReader::new(meta.codec, &stored[..])
-            .and_then(|mut r| r.read_to_end(&mut out))
-            .map_err(|e| format!("payload does not decompress: {e}"))?;
-        Bytes::from(out)
-    };
-    if logical.len() as u64 != meta.logical_len {
-        return Err(format!(
-            "payload is {} bytes after decompression, {} expected",
-            logical.len(),
-            meta.logical_len
-        ));
-    }
-    Ok(logical)
-}
-
-/// What a whole read hands out, made from an entry's checked stored bytes:
-/// its value ([`decode_stored`]) or its logical bytes ([`logical_of`]).
-pub(crate) type Decode<T> = fn(&EntryMeta, Bytes) -> std::result::Result<T, String>;
-
-/// Decodes the checked stored bytes of an entry into its value.
-pub(crate) fn decode_stored(meta: &EntryMeta, stored: Bytes) -> std::result::Result<Value, String> {
-    logical_of(meta, stored).and_then(|logical| Value::from_stored(meta.kind, logical))
-}
-
-/// Pieces in one buffer: the piece itself when there is one.
-fn concat(pieces: Vec<Bytes>) -> Bytes {
-    match <[Bytes; 1]>::try_from(pieces) {
-        Ok([one]) => one,
-        Err(pieces) => {
-            let mut all = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
-            for p in &pieces {
-                all.extend_from_slice(p);
-            }
-            all.freeze()
-        }
-    }
-}
-
-enum CheckError {
-    Io(io::Error),
-    Corrupt(String),
-}
-
-impl CheckError {
-    fn read(e: io::Error) -> CheckError {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            CheckError::Corrupt("entry is shorter than its size".into())
-        } else {
-            CheckError::Io(e)
-        }
     }
 }
 

@@ -170,3 +170,18 @@ pub(crate) fn read_at(_f: &File, _buf: &mut [u8], _offset: u64) -> io::Result<us
         "positional reads are not available on this platform",
     ))
 }
+
+/// Reads into `buf` from `offset` of `f` until it is full or the file ends;
+/// the bytes read.
+pub(crate) fn fill_at(f: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match read_at(f, &mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
