@@ -12,7 +12,7 @@ use futures::stream::BoxStream;
 
 use crate::backend::codec::{Encoder, PayloadReader};
 use crate::backend::format::{HEADER_FIXED_LEN, TRAILER_LEN};
-use crate::backend::{Counters, KeyedMutex};
+use crate::backend::{Counters, SingleFlight};
 use crate::{
     ByteStream, Cache, Clock, EntryMeta, Error, GetStream, InitFuture, Kind, Result, SetOptions,
     Stats, SystemClock, Value, validate_key,
@@ -62,7 +62,7 @@ struct Inner {
     map: Mutex<HashMap<String, Stored>>,
     clock: Arc<dyn Clock>,
     counters: Counters,
-    flights: KeyedMutex,
+    flights: SingleFlight,
 }
 
 impl Default for MemoryCache {
@@ -84,9 +84,18 @@ impl MemoryCache {
                 map: Mutex::new(HashMap::new()),
                 clock,
                 counters: Counters::default(),
-                flights: KeyedMutex::new(),
+                flights: SingleFlight::default(),
             }),
         }
+    }
+
+    /// How long a `get_or_insert_with` caller waits for another caller
+    /// computing the same key before it fails with [`Error::LockTimeout`]
+    /// (default [`crate::backend::DEFAULT_LOCK_TIMEOUT`]); for this handle
+    /// and its clones.
+    pub fn lock_timeout(self, timeout: Duration) -> Self {
+        self.inner.flights.set_timeout(timeout);
+        self
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Stored>> {
@@ -343,25 +352,24 @@ impl Cache for MemoryCache {
     ) -> Result<Value> {
         crate::backend::obs::observe_init("memory", key, init, |init| async move {
             opts.validate_for(key)?;
-            if let Some(v) = self.get(key).await? {
-                return Ok(v);
-            }
-            let _flight = self
-                .inner
+            // The second look skips the miss count of the first.
+            let look = |first: bool| async move {
+                if first || self.live(key).is_some() {
+                    self.get(key).await
+                } else {
+                    Ok(None)
+                }
+            };
+            self.inner
                 .flights
-                .lock(key, Duration::from_secs(60))
-                .await?;
-            if self.live(key).is_some()
-                && let Some(v) = self.get(key).await?
-            {
-                return Ok(v);
-            }
-            let value = init.await.map_err(|source| Error::Init {
-                key: Error::display_key(key),
-                source,
-            })?;
-            self.set(key, value.clone(), opts).await?;
-            Ok(value)
+                .run(key, look, || async move {
+                    let value = init
+                        .await
+                        .map_err(|source| crate::backend::init_failed(key, source))?;
+                    self.set(key, value.clone(), opts).await?;
+                    Ok(value)
+                })
+                .await
         })
         .await
     }

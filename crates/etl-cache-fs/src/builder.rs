@@ -59,7 +59,7 @@ impl Default for DiskCacheBuilder {
                 max_entries: None,
                 max_bytes: None,
                 low_water: 0.9,
-                lock_timeout: Duration::from_secs(60),
+                lock_timeout: etl_cache_core::backend::DEFAULT_LOCK_TIMEOUT,
                 durable: false,
                 touch_interval: Duration::ZERO,
                 inline_io_max: 16 * 1024,

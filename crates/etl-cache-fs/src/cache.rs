@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use etl_cache_core::backend::{Counters, KeyedMutex};
+use etl_cache_core::backend::{Counters, SingleFlight, init_failed};
 use etl_cache_core::{
     ByteStream, Cache, Codec, EntryMeta, Error, GetStream, InitFuture, Result, SetOptions, Stats,
     Value, validate_key,
@@ -118,6 +118,7 @@ impl DiskCache {
 
 impl Inner {
     fn open(config: Config) -> Result<Inner> {
+        let lock_timeout = config.lock_timeout;
         let root = config.root.clone();
         let bad = |message: String| Error::Open {
             location: root.display().to_string(),
@@ -184,7 +185,7 @@ impl Inner {
             config,
             counters: Counters::default(),
             usage,
-            flights: KeyedMutex::new(),
+            flights: SingleFlight::new(lock_timeout),
             users,
         };
         inner.sweep_temp_files();
@@ -677,17 +678,10 @@ impl Cache for DiskCache {
         etl_cache_core::backend::obs::observe_init("disk", key, init, |init| async move {
             let hash = checked(key)?;
             opts.validate_for(key)?;
-            if let Some((_, v)) = self
-                .read_whole(key, hash.clone(), crate::check::decode_stored)
-                .await?
-            {
-                return Ok(v);
-            }
             let timeout = self.inner.config.lock_timeout;
             // Dropping this future cancels the wait for the key's lock and the
             // write of the computed value, wherever it stands.
             let (cancel, _armed) = Cancel::new();
-            let _local = self.inner.flights.lock(key, timeout).await?;
             let recheck = |inner: Arc<Inner>, key: String, hash: String| {
                 blocking(move || {
                     inner
@@ -695,46 +689,62 @@ impl Cache for DiskCache {
                         .map(|found| found.map(|(_, v)| v))
                 })
             };
-            if let Some(v) = recheck(self.inner.clone(), key.to_owned(), hash.clone()).await? {
-                return Ok(v);
-            }
-            let lock = {
-                let (inner, key, cancel) = (self.inner.clone(), key.to_owned(), cancel.clone());
-                let lock_path = inner.layout.lock_path(&hash);
-                blocking(move || {
-                    lock::KeyLock::acquire_unless(&inner.dirs, &lock_path, &key, timeout, || {
-                        cancel.is_cancelled()
-                    })
-                })
-                .await?
+            let look_hash = hash.clone();
+            let look = |first: bool| {
+                let hash = look_hash.clone();
+                async move {
+                    if first {
+                        let found = self
+                            .read_whole(key, hash, crate::check::decode_stored)
+                            .await?;
+                        Ok(found.map(|(_, v)| v))
+                    } else {
+                        recheck(self.inner.clone(), key.to_owned(), hash).await
+                    }
+                }
             };
-            if let Some(v) = recheck(self.inner.clone(), key.to_owned(), hash.clone()).await? {
-                return Ok(v);
-            }
-            let value = init.await.map_err(|source| Error::Init {
-                key: Error::display_key(key),
-                source,
-            })?;
-            let kind = opts.value_kind(key, &value)?;
-            let (inner, owned, v) = (self.inner.clone(), key.to_owned(), value.clone());
-            blocking(move || {
-                let r = inner
-                    .write_value(
-                        &owned,
-                        &hash,
-                        kind,
-                        v.into_bytes(),
-                        opts,
-                        true,
-                        true,
-                        &cancel,
-                    )
-                    .map(Publish::done);
-                drop(lock);
-                r
-            })
-            .await?;
-            Ok(value)
+            let fill = || async move {
+                // The turn in this process came; now the turn among processes.
+                let lock = {
+                    let (inner, key, cancel) = (self.inner.clone(), key.to_owned(), cancel.clone());
+                    let lock_path = inner.layout.lock_path(&hash);
+                    blocking(move || {
+                        lock::KeyLock::acquire_unless(
+                            &inner.dirs,
+                            &lock_path,
+                            &key,
+                            timeout,
+                            || cancel.is_cancelled(),
+                        )
+                    })
+                    .await?
+                };
+                if let Some(v) = recheck(self.inner.clone(), key.to_owned(), hash.clone()).await? {
+                    return Ok(v);
+                }
+                let value = init.await.map_err(|source| init_failed(key, source))?;
+                let kind = opts.value_kind(key, &value)?;
+                let (inner, owned, v) = (self.inner.clone(), key.to_owned(), value.clone());
+                blocking(move || {
+                    let r = inner
+                        .write_value(
+                            &owned,
+                            &hash,
+                            kind,
+                            v.into_bytes(),
+                            opts,
+                            true,
+                            true,
+                            &cancel,
+                        )
+                        .map(Publish::done);
+                    drop(lock);
+                    r
+                })
+                .await?;
+                Ok(value)
+            };
+            self.inner.flights.run(key, look, fill).await
         })
         .await
     }

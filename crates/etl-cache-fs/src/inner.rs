@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::sync::Arc;
 
-use etl_cache_core::backend::{Counters, KeyedMutex};
+use etl_cache_core::backend::{Counters, SingleFlight};
 
 use crate::builder::Config;
 use crate::dirs::Dirs;
@@ -27,7 +27,7 @@ pub(crate) struct Inner {
     pub counters: Counters,
     pub usage: Usage,
     /// Coalesces `get_or_insert_with` callers of this process per key.
-    pub flights: KeyedMutex,
+    pub flights: SingleFlight,
     /// Files of replaced small entries, for the next sets to write again.
     pub spares: Spares,
     /// Entries the last eviction scan of this handle queued as victims.

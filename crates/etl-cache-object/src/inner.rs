@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etl_cache_core::backend::{Counters, KeyedMutex};
+use etl_cache_core::backend::{Counters, SingleFlight};
 use etl_cache_core::{Clock, Error};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
@@ -63,7 +63,7 @@ pub(crate) struct Inner {
     pub counters: Counters,
     /// Tasks of this process missing one key queue here; one of them takes
     /// the key's lease.
-    pub flights: KeyedMutex,
+    pub flights: SingleFlight,
     /// The directory of a store that keeps objects as local files: what
     /// stands at an object's path is looked at before it is read, deleted
     /// or listed.
@@ -87,13 +87,13 @@ impl Inner {
         local_writes: Option<LocalWrites>,
     ) -> Inner {
         Inner {
+            flights: SingleFlight::new(config.lock_timeout),
             store,
             layout,
             name,
             bucket,
             config,
             counters: Counters::default(),
-            flights: KeyedMutex::new(),
             local,
             local_writes,
             create_honoured: tokio::sync::OnceCell::new(),

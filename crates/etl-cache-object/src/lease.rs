@@ -41,6 +41,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use etl_cache_core::backend::init_failed;
 use etl_cache_core::{BoxError, Cache, Error, Result, SetOptions, Value, validate_key};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
@@ -573,51 +574,55 @@ impl ObjectCache {
         init: impl Future<Output = std::result::Result<Value, BoxError>>,
     ) -> Result<Value> {
         validate_key(key)?;
-        if let Some((_, v)) = self.read_checked(key).await? {
-            return Ok(v);
-        }
         let inner = &self.inner;
         let started = Instant::now();
-        let _local = inner.flights.lock(key, timeout).await?;
-        inner.check_conditional_create().await?;
-        let path = inner.layout.lease(key);
-        let owner = owner_id();
-        let mut delay = inner.config.poll_min;
-        let version = loop {
+        let look = |_first: bool| async move { Ok(self.read_checked(key).await?.map(|(_, v)| v)) };
+        let fill = || async move {
+            // This caller's turn in this process; now the lease, among hosts.
+            inner.check_conditional_create().await?;
+            let path = inner.layout.lease(key);
+            let owner = owner_id();
+            let mut delay = inner.config.poll_min;
+            let mut looked = true; // the single flight looked just now
+            let version = loop {
+                if !looked && let Some((_, v)) = self.read_checked(key).await? {
+                    return Ok(v);
+                }
+                looked = false;
+                if let Acquire::Won(v) = Attempt::start(inner, &path, key, &owner).outcome().await?
+                {
+                    break v;
+                }
+                let waited = started.elapsed();
+                if waited >= timeout {
+                    return Err(Error::LockTimeout {
+                        key: Error::display_key(key),
+                        waited,
+                    });
+                }
+                // Jitter: between half the delay and the delay.
+                let half = delay / 2;
+                let span = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+                let jitter = Duration::from_nanos(random_u64() % span.saturating_add(1));
+                tokio::time::sleep(half.saturating_add(jitter).min(timeout - waited)).await;
+                delay = delay.saturating_mul(2).min(inner.config.poll_max);
+            };
+            let holding = Holding::new(inner, &path, key, &owner, version);
+            // The value may have landed between the last look and the lease.
             if let Some((_, v)) = self.read_checked(key).await? {
+                holding.release().await;
                 return Ok(v);
             }
-            if let Acquire::Won(v) = Attempt::start(inner, &path, key, &owner).outcome().await? {
-                break v;
-            }
-            let waited = started.elapsed();
-            if waited >= timeout {
-                return Err(Error::LockTimeout {
-                    key: Error::display_key(key),
-                    waited,
-                });
-            }
-            // Jitter: between half the delay and the delay.
-            let half = delay / 2;
-            let span = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
-            let jitter = Duration::from_nanos(random_u64() % span.saturating_add(1));
-            tokio::time::sleep(half.saturating_add(jitter).min(timeout - waited)).await;
-            delay = delay.saturating_mul(2).min(inner.config.poll_max);
-        };
-        let holding = Holding::new(inner, &path, key, &owner, version);
-        // The value may have landed between the last look and the lease.
-        if let Some((_, v)) = self.read_checked(key).await? {
+            let result = match init.await {
+                Ok(value) => self.set(key, value.clone(), opts).await.map(|_| value),
+                Err(source) => Err(init_failed(key, source)),
+            };
             holding.release().await;
-            return Ok(v);
-        }
-        let result = match init.await {
-            Ok(value) => self.set(key, value.clone(), opts).await.map(|_| value),
-            Err(source) => Err(Error::Init {
-                key: Error::display_key(key),
-                source,
-            }),
+            result
         };
-        holding.release().await;
-        result
+        inner
+            .flights
+            .run_with_timeout(key, timeout, look, fill)
+            .await
     }
 }

@@ -31,6 +31,7 @@ pub struct TieredCacheBuilder {
     pub(crate) max_memory_entry: u64,
     pub(crate) tiers: Vec<Arc<dyn Cache>>,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) lock_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for TieredCacheBuilder {
@@ -39,6 +40,7 @@ impl std::fmt::Debug for TieredCacheBuilder {
             .field("memory_bytes", &self.memory_bytes)
             .field("max_memory_entry", &self.max_memory_entry)
             .field("tiers", &self.tiers)
+            .field("lock_timeout", &self.lock_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -50,6 +52,7 @@ impl Default for TieredCacheBuilder {
             max_memory_entry: 1 << 20,
             tiers: Vec::new(),
             clock: Arc::new(SystemClock),
+            lock_timeout: etl_cache_core::backend::DEFAULT_LOCK_TIMEOUT,
         }
     }
 }
@@ -88,6 +91,18 @@ impl TieredCacheBuilder {
     /// Reads the time for expiry from `clock` (give the lower tiers the same one).
     pub fn clock(self, clock: Arc<dyn Clock>) -> Self {
         TieredCacheBuilder { clock, ..self }
+    }
+
+    /// How long a `get_or_insert_with` caller waits for another caller of
+    /// this process computing the same key before it fails with
+    /// [`Error::LockTimeout`] (default
+    /// [`etl_cache_core::backend::DEFAULT_LOCK_TIMEOUT`], as every backend).
+    /// Callers of other processes queue in the last tier, with its own.
+    pub fn lock_timeout(self, timeout: std::time::Duration) -> Self {
+        TieredCacheBuilder {
+            lock_timeout: timeout,
+            ..self
+        }
     }
 
     /// Builds the cache.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use etl_cache_core::backend::{Counters, KeyedMutex};
+use etl_cache_core::backend::{Counters, SingleFlight};
 use etl_cache_core::{
     ByteStream, Cache, Clock, Codec, Compression, EntryMeta, Error, GetStream, InitFuture, Kind,
     MAX_TTL, Result, SetOptions, Stats, Value, validate_key,
@@ -121,7 +121,7 @@ struct Inner {
     counters: Counters,
     memory_hits: AtomicU64,
     tier_hits: Vec<AtomicU64>,
-    flights: KeyedMutex,
+    flights: SingleFlight,
     epochs: Arc<Epochs>,
 }
 
@@ -275,7 +275,7 @@ impl TieredCache {
                 counters: Counters::default(),
                 memory_hits: AtomicU64::new(0),
                 tier_hits,
-                flights: KeyedMutex::new(),
+                flights: SingleFlight::new(b.lock_timeout),
                 epochs: Arc::new(Epochs::default()),
             }),
         }
@@ -967,56 +967,54 @@ impl Cache for TieredCache {
         init: InitFuture<'a>,
     ) -> Result<Value> {
         etl_cache_core::backend::obs::observe_init("tiered", key, init, |init| async move {
-        validate_key(key)?;
-        opts.validate_for(key)?;
-        let inner = &self.inner;
-        if let Some((_, v, _)) = inner.find(key, true).await? {
-            return Ok(v);
-        }
-        let _flight = inner.flights.lock(key, Duration::from_secs(3600)).await?;
-        if let Some((_, v, _)) = inner.find(key, false).await? {
-            return Ok(v);
-        }
-        let (guard, _) = inner.begin_write(key).await?;
-        let last = inner.last();
-        let value = match last.get_or_insert_boxed(key, opts, init).await {
-            Ok(value) => value,
-            Err(e) => {
-                inner.end_write(guard, None).await;
-                return Err(e);
-            }
-        };
-        // The last tier holds it now; the tiers above are filled best
-        // effort, with the value and the metadata of one entry, read
-        // together: the metadata of a later write (another handle's, made
-        // since) must not travel with this value. If the last tier no
-        // longer holds this value, nothing is copied and reads go there.
-        let entry = if inner.memory.is_some() || !inner.upper().is_empty() {
-            match last.get_entry(key).await {
-                Ok(entry) => entry.filter(|(_, v)| *v == value),
-                Err(e) => {
-                    tracing::warn!(
-                        key,
-                        error = %e,
-                        "could not read back a computed value; it is not copied above the last tier"
-                    );
+            validate_key(key)?;
+            opts.validate_for(key)?;
+            let inner = &self.inner;
+            let look =
+                |first: bool| async move { Ok(inner.find(key, first).await?.map(|(_, v, _)| v)) };
+            inner.flights.run(key, look, || async move {
+                let (guard, _) = inner.begin_write(key).await?;
+                let last = inner.last();
+                let value = match last.get_or_insert_boxed(key, opts, init).await {
+                    Ok(value) => value,
+                    Err(e) => {
+                        inner.end_write(guard, None).await;
+                        return Err(e);
+                    }
+                };
+                // The last tier holds it now; the tiers above are filled best
+                // effort, with the value and the metadata of one entry, read
+                // together: the metadata of a later write (another handle's, made
+                // since) must not travel with this value. If the last tier no
+                // longer holds this value, nothing is copied and reads go there.
+                let entry = if inner.memory.is_some() || !inner.upper().is_empty() {
+                    match last.get_entry(key).await {
+                        Ok(entry) => entry.filter(|(_, v)| *v == value),
+                        Err(e) => {
+                            tracing::warn!(
+                                key,
+                                error = %e,
+                                "could not read back a computed value; it is not copied above the last tier"
+                            );
+                            None
+                        }
+                    }
+                } else {
                     None
-                }
-            }
-        } else {
-            None
-        };
-        let fill = entry.as_ref().map(|(meta, value)| Fill {
-            meta,
-            value,
-            compression: if meta.codec == opts.compression.codec() {
-                opts.compression
-            } else {
-                compression_of(meta.codec)
-            },
-        });
-        inner.end_write(guard, fill).await;
-        Ok(value)
+                };
+                let fill = entry.as_ref().map(|(meta, value)| Fill {
+                    meta,
+                    value,
+                    compression: if meta.codec == opts.compression.codec() {
+                        opts.compression
+                    } else {
+                        compression_of(meta.codec)
+                    },
+                });
+                inner.end_write(guard, fill).await;
+                Ok(value)
+            })
+            .await
         })
         .await
     }

@@ -6,7 +6,9 @@
 //! - [`blocks`]: payloads framed in checksummed blocks (format 2);
 //! - [`codec`]: compression and checksums of payloads, whole and streamed;
 //! - [`obs`]: the tracing span and metrics of each operation;
-//! - [`KeyedMutex`]: single flight per key within a process;
+//! - [`SingleFlight`]: the single-flight sequence of `get_or_insert_with`,
+//!   with one timeout ([`DEFAULT_LOCK_TIMEOUT`] unless set); [`KeyedMutex`]
+//!   beneath it, one async lock per key within a process;
 //! - [`Counters`]: the hit, miss and byte counters behind [`crate::Stats`];
 //! - [`env_var`], [`check_range`], [`clamp_range`]: helpers every backend
 //!   needs alike.
@@ -20,6 +22,8 @@ pub mod obs;
 
 pub use crate::cache::{check_range, clamp_range};
 pub use crate::options::env_var;
-pub use crate::single_flight::{KeyedGuard, KeyedMutex};
+pub use crate::single_flight::{
+    DEFAULT_LOCK_TIMEOUT, KeyedGuard, KeyedMutex, SingleFlight, init_failed,
+};
 pub use crate::stats::Counters;
 pub use async_trait::async_trait;
