@@ -26,6 +26,7 @@ enum Source {
     None,
     Store(Arc<dyn ObjectStore>),
     Url(String),
+    Dir(PathBuf),
 }
 
 /// Builds an [`ObjectCache`] from an injected store or from a URL.
@@ -54,7 +55,7 @@ enum Source {
 ///
 /// // Or a URL (s3://, az://, gs:// need the aws, azure, gcp features):
 /// let dir = tempfile::tempdir().unwrap();
-/// let local = ObjectCache::from_url(&format!("file://{}/cache", dir.path().display()))?;
+/// let local = ObjectCache::local_dir(dir.path().join("cache"))?;
 /// # let _ = (cache, local);
 /// # Ok(()) }
 /// ```
@@ -89,7 +90,7 @@ impl Default for ObjectCacheBuilder {
                 poll_min: Duration::from_millis(25),
                 poll_max: Duration::from_secs(1),
                 resume_attempts: 3,
-                lock_timeout: Duration::from_secs(60),
+                lock_timeout: etl_cache_core::backend::DEFAULT_LOCK_TIMEOUT,
             },
         }
     }
@@ -134,9 +135,21 @@ impl ObjectCacheBuilder {
     }
 
     /// Open the store this URL names: `s3://bucket/prefix`, `az://container/prefix`,
-    /// `gs://bucket/prefix`, `file:///dir`, `memory:///prefix`.
+    /// `gs://bucket/prefix`, `memory:///prefix`. A `file://` URL is refused:
+    /// everywhere in etl-cache it names a `DiskCache` directory; an
+    /// `ObjectCache` in a local directory is [`ObjectCacheBuilder::local_dir`].
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.source = Source::Url(url.into());
+        self
+    }
+
+    /// Keep the cache's objects as files in `dir` (created if missing),
+    /// through object_store's `LocalFileSystem`: the object layout on a
+    /// local disk, for tests and for sharing a directory with tools that
+    /// read a bucket's layout. (For a cache on this machine's disk,
+    /// `DiskCache` is faster.)
+    pub fn local_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.source = Source::Dir(dir.into());
         self
     }
 
@@ -169,7 +182,7 @@ impl ObjectCacheBuilder {
     /// is a local file system the cache cannot recognize by itself, such as
     /// object_store's `LocalFileSystem` inside a wrapper store.
     ///
-    /// A cache opened from a `file://` URL or on a plain `LocalFileSystem`
+    /// A cache opened with `local_dir` or on a plain `LocalFileSystem`
     /// knows its directory without this. On a local directory the last
     /// segment of an entry's name ends with `%` (a file cannot share its
     /// name with the folder of another key), and the cache looks at
@@ -276,7 +289,7 @@ impl ObjectCacheBuilder {
         self
     }
 
-    /// Whether an entry written to a local directory (a `file://` URL or a
+    /// Whether an entry written to a local directory (a `local_dir` or a
     /// plain `LocalFileSystem`) is synced to disk, the file and then its
     /// directory, before the write returns, so it survives a power loss.
     /// Default: `false`, as object_store's `LocalFileSystem` itself, which
@@ -315,6 +328,7 @@ impl ObjectCacheBuilder {
                 }
             }
             Source::Url(url) => store::open_url(&url, &self.options, &self.http)?,
+            Source::Dir(dir) => store::open_dir(&dir, &self.options)?,
         };
         let prefix = match &self.prefix {
             Some(p) => Path::parse(p).map_err(|e| Error::InvalidInput {
@@ -418,6 +432,16 @@ impl ObjectCache {
             .store(store)
             .prefix(prefix)
             .build()
+    }
+
+    /// A cache whose objects are files in `dir` (see
+    /// [`ObjectCacheBuilder::local_dir`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`ObjectCacheBuilder::build`].
+    pub fn local_dir(dir: impl Into<PathBuf>) -> Result<ObjectCache> {
+        ObjectCacheBuilder::new().local_dir(dir).build()
     }
 
     /// A cache on the store a URL names, configured from the environment.

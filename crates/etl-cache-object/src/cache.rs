@@ -200,7 +200,7 @@ impl Inner {
 ///   request is in flight may still be applied by the server after the drop,
 ///   over a value written since: a request already sent cannot be taken
 ///   back (S3, Azure, GCS, HTTP; the same holds for a dropped `delete`). On
-///   a plain `LocalFileSystem` (the store itself, or a `file://` URL) the
+///   a plain `LocalFileSystem` (the store itself, or a `local_dir`) the
 ///   cache writes the file itself and publishes it with a rename that the
 ///   drop waits for or stops, so a dropped write took effect before the
 ///   drop or never does (a dropped `delete` still runs on the store's

@@ -41,7 +41,8 @@
 //! use object_store::memory::InMemory;
 //!
 //! // Inject any configured store (here in memory; `ObjectCache::from_url`
-//! // opens `s3://bucket/prefix`, `az://…`, `gs://…`, `file://…` too).
+//! // opens `s3://bucket/prefix`, `az://…`, `gs://…` too; a local
+//! // directory with `ObjectCache::local_dir`).
 //! let cache = ObjectCache::new(Arc::new(InMemory::new()), "etl/cache")?;
 //! cache
 //!     .set_text("my_folder/financial_data", "<xml>…</xml>",

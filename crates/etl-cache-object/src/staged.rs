@@ -4,7 +4,7 @@
 //! object_store's `LocalFileSystem` does a put on a blocking thread, which
 //! carries on when the caller's future is dropped: the rename that
 //! publishes may come after the drop, over a value written since. On a
-//! store the cache recognises as a plain `LocalFileSystem` (a `file://` URL,
+//! store the cache recognises as a plain `LocalFileSystem` (a `local_dir`,
 //! or the store itself), entries are written here instead, the way that
 //! store writes them (a staging file `name#<digits>` beside the object,
 //! closed, then renamed over it; synced to disk, file and directory, when
@@ -295,11 +295,10 @@ mod tests {
         use etl_cache_core::{CacheExt, SetOptions};
         use std::sync::atomic::Ordering;
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("file://{}/cache", dir.path().display());
         // Only this test writes with fsync on, so the count moves only here.
         for on in [false, true] {
             let cache = crate::ObjectCache::builder()
-                .url(&url)
+                .local_dir(dir.path().join("cache"))
                 .fsync(on)
                 .build()
                 .unwrap();

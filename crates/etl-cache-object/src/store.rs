@@ -147,28 +147,12 @@ pub(crate) fn open_url(raw: &str, options: &[(String, String)], http: &Http) -> 
                 local_root: None,
             })
         }
-        ObjectStoreScheme::Local => {
-            reject_options(raw, options)?;
-            let dir = url
-                .to_file_path()
-                .map_err(|_| open_error(raw, "not a local path"))?;
-            std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
-                key: String::new(),
-                path: dir.clone(),
-                op: "create the cache directory",
-                source: e,
-            })?;
-            let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-                .map_err(|e| open_error(raw, e.to_string()))?;
-            let root = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
-            Ok(Opened {
-                store: Arc::new(store),
-                prefix: Path::ROOT,
-                name: "local",
-                bucket: dir.display().to_string(),
-                local_root: Some(root),
-            })
-        }
+        ObjectStoreScheme::Local => Err(open_error(
+            raw,
+            "file:// names a DiskCache directory everywhere in etl-cache (etl_cache::open, \
+             the command line, Python); for an ObjectCache in a local directory use \
+             ObjectCacheBuilder::local_dir or ObjectCache::local_dir",
+        )),
         ObjectStoreScheme::AmazonS3 => {
             #[cfg(feature = "aws")]
             return cloud::open::<object_store::aws::AmazonS3Builder>(
@@ -195,9 +179,32 @@ pub(crate) fn open_url(raw: &str, options: &[(String, String)], http: &Http) -> 
         }
         _ => Err(open_error(
             raw,
-            "unsupported scheme: use s3://, az://, gs://, file:// or memory://",
+            "unsupported scheme: use s3://, az://, gs:// or memory:// (a local directory: \
+             ObjectCacheBuilder::local_dir)",
         )),
     }
+}
+
+/// Opens object_store's `LocalFileSystem` on `dir` (created if missing).
+pub(crate) fn open_dir(dir: &std::path::Path, options: &[(String, String)]) -> Result<Opened> {
+    let shown = dir.display().to_string();
+    reject_options(&shown, options)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+        key: String::new(),
+        path: dir.to_owned(),
+        op: "create the cache directory",
+        source: e,
+    })?;
+    let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+        .map_err(|e| open_error(&shown, e.to_string()))?;
+    let root = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    Ok(Opened {
+        store: Arc::new(store),
+        prefix: Path::ROOT,
+        name: "local",
+        bucket: shown,
+        local_root: Some(root),
+    })
 }
 
 fn reject_options(raw: &str, options: &[(String, String)]) -> Result<()> {
@@ -378,12 +385,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn memory_and_file_urls_open() {
+    fn file_urls_name_disk_caches_not_object_caches() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/cache", dir.path().display());
+        let err = open_url(&url, &[], &Http::default()).err().unwrap();
+        assert!(matches!(err, Error::Open { .. }), "{err}");
+        assert!(err.to_string().contains("local_dir"), "{err}");
+        assert!(!dir.path().join("cache").exists(), "nothing created");
+    }
+
+    #[test]
+    fn memory_urls_and_directories_open() {
         let o = open_url("memory:///runs/2026", &[], &Http::default()).unwrap();
         assert_eq!((o.name, o.prefix.as_ref()), ("memory", "runs/2026"));
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("file://{}/cache", dir.path().display());
-        let o = open_url(&url, &[], &Http::default()).unwrap();
+        let o = open_dir(&dir.path().join("cache"), &[]).unwrap();
         assert_eq!(o.name, "local");
         assert!(dir.path().join("cache").is_dir());
     }
@@ -490,8 +506,7 @@ mod tests {
         let root = std::fs::canonicalize(dir.path()).unwrap();
         assert_eq!(local_root(&store), Some(root.clone()));
         assert_eq!(describe(&store).0, "local");
-        let url = format!("file://{}/cache", dir.path().display());
-        let o = open_url(&url, &[], &Http::default()).unwrap();
+        let o = open_dir(&dir.path().join("cache"), &[]).unwrap();
         assert_eq!(o.local_root, Some(root.join("cache")));
         let o = open_url("memory:///x", &[], &Http::default()).unwrap();
         assert_eq!(o.local_root, None);

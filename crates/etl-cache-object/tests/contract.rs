@@ -97,7 +97,7 @@ mod local_from_url {
     async fn make(clock: Arc<ManualClock>) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let cache = ObjectCache::builder()
-            .url(format!("file://{}/cache", dir.path().display()))
+            .local_dir(dir.path().join("cache"))
             .clock(clock.clone())
             .build()
             .unwrap();

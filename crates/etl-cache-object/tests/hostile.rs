@@ -141,13 +141,12 @@ impl Local {
         }
     }
 
-    /// Opened from a `file://` URL.
-    fn from_url() -> Local {
+    /// Opened with `ObjectCache::local_dir`.
+    fn from_dir() -> Local {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("outside")).expect("mkdir");
         let store_root = dir.path().join("root/cache");
-        let cache = ObjectCache::from_url(&format!("file://{}", store_root.display()))
-            .expect("ObjectCache");
+        let cache = ObjectCache::local_dir(&store_root).expect("ObjectCache");
         Local {
             dir,
             store_root,
@@ -158,7 +157,7 @@ impl Local {
     fn both() -> [(&'static str, Local); 2] {
         [
             ("injected LocalFileSystem", Local::injected()),
-            ("file:// URL", Local::from_url()),
+            ("local_dir", Local::from_dir()),
         ]
     }
 

@@ -794,7 +794,7 @@ enum LocalWrite {
 /// file is left. The runtime has one blocking thread, which the test keeps
 /// busy at chosen moments, so the write is dropped exactly when its
 /// publishing step is queued.
-fn dropped_local_write(how: LocalWrite, from_url: bool) {
+fn dropped_local_write(how: LocalWrite, from_dir: bool) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(1)
@@ -802,10 +802,10 @@ fn dropped_local_write(how: LocalWrite, from_url: bool) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let what = format!("{how:?}, opened from a URL: {from_url}");
+        let what = format!("{how:?}, opened with local_dir: {from_dir}");
         let dir = tempfile::tempdir().unwrap();
-        let cache = if from_url {
-            ObjectCache::from_url(&format!("file://{}/etl", dir.path().display())).unwrap()
+        let cache = if from_dir {
+            ObjectCache::local_dir(dir.path().join("etl")).unwrap()
         } else {
             let store = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap();
             ObjectCache::builder()
@@ -880,13 +880,13 @@ fn dropped_local_write(how: LocalWrite, from_url: bool) {
 }
 
 /// A `set` or `set_stream` on a `LocalFileSystem` (given as a store or
-/// opened from a `file://` URL) whose future is dropped before it published
+/// opened with `local_dir`) whose future is dropped before it published
 /// never publishes later.
 #[test]
 fn a_dropped_write_to_a_local_file_system_never_publishes_later() {
     for how in [LocalWrite::Set, LocalWrite::SetStream] {
-        for from_url in [false, true] {
-            dropped_local_write(how, from_url);
+        for from_dir in [false, true] {
+            dropped_local_write(how, from_dir);
         }
     }
 }
