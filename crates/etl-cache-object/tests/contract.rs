@@ -91,7 +91,7 @@ mod local {
     etl_cache_core::contract_tests!(make);
 }
 
-mod local_from_url {
+mod local_dir {
     use super::*;
 
     async fn make(clock: Arc<ManualClock>) -> Harness {
