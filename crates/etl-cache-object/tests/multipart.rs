@@ -1,0 +1,268 @@
+//! Multipart uploads, through a store whose parts land only when the test
+//! lets them: never more than `max_concurrency` parts in flight, a write
+//! whose future is dropped mid-upload aborts it and publishes nothing, and
+//! a failed part fails the write and aborts the upload.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use etl_cache_core::testing::sample_bytes;
+use etl_cache_core::{Cache, CacheExt, SetOptions};
+use etl_cache_object::ObjectCache;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
+};
+use tokio::sync::Semaphore;
+
+const PART: usize = 5 << 20;
+const MAX_IN_FLIGHT: usize = 3;
+
+/// InMemory, whose multipart parts wait for a permit each before they
+/// land; it counts parts started, in flight, the most in flight, aborts.
+#[derive(Debug)]
+struct Gated {
+    inner: InMemory,
+    permits: Arc<Semaphore>,
+    counts: Arc<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    started: AtomicUsize,
+    in_flight: AtomicUsize,
+    most: AtomicUsize,
+    aborts: AtomicUsize,
+    /// The next part fails instead of landing.
+    fail_next: AtomicBool,
+}
+
+impl Gated {
+    fn new() -> Arc<Gated> {
+        Arc::new(Gated {
+            inner: InMemory::new(),
+            permits: Arc::new(Semaphore::new(0)),
+            counts: Arc::default(),
+        })
+    }
+
+    /// Waits (yielding, never sleeping) until `n` parts were started.
+    async fn started(&self, n: usize) {
+        while self.counts.started.load(Ordering::SeqCst) < n {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+impl std::fmt::Display for Gated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gated({})", self.inner)
+    }
+}
+
+#[derive(Debug)]
+struct GatedUpload {
+    inner: Box<dyn MultipartUpload>,
+    permits: Arc<Semaphore>,
+    counts: Arc<Counts>,
+}
+
+#[async_trait]
+impl MultipartUpload for GatedUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let (permits, counts) = (self.permits.clone(), self.counts.clone());
+        counts.started.fetch_add(1, Ordering::SeqCst);
+        let now = counts.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        counts.most.fetch_max(now, Ordering::SeqCst);
+        let landed = self.inner.put_part(data);
+        Box::pin(async move {
+            let permit = permits.acquire().await;
+            counts.in_flight.fetch_sub(1, Ordering::SeqCst);
+            permit.expect("the semaphore stays open").forget();
+            if counts.fail_next.swap(false, Ordering::SeqCst) {
+                return Err(object_store::Error::Generic {
+                    store: "Gated",
+                    source: "a part failed".into(),
+                });
+            }
+            landed.await
+        })
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        self.inner.complete().await
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        self.counts.aborts.fetch_add(1, Ordering::SeqCst);
+        self.inner.abort().await
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Gated {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        let inner = self.inner.put_multipart_opts(location, opts).await?;
+        Ok(Box::new(GatedUpload {
+            inner,
+            permits: self.permits.clone(),
+            counts: self.counts.clone(),
+        }))
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+fn cache(store: &Arc<Gated>) -> ObjectCache {
+    ObjectCache::builder()
+        .store(store.clone())
+        .prefix("etl")
+        .part_size(PART)
+        .max_concurrency(MAX_IN_FLIGHT)
+        .build()
+        .unwrap()
+}
+
+/// A stream of 1 MiB chunks of `data`.
+fn chunks(data: &[u8]) -> etl_cache_core::ByteStream {
+    let parts: Vec<std::io::Result<Bytes>> = data
+        .chunks(1 << 20)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    futures::stream::iter(parts).boxed()
+}
+
+#[tokio::test]
+async fn never_more_parts_in_flight_than_max_concurrency() {
+    let store = Gated::new();
+    let cache = cache(&store);
+    let data = sample_bytes(10 * PART + 12_345, 7); // 11 parts
+    let write = {
+        let (cache, data) = (cache.clone(), data.clone());
+        tokio::spawn(async move {
+            cache
+                .set_stream("big", chunks(&data), SetOptions::new())
+                .await
+        })
+    };
+    store.started(MAX_IN_FLIGHT).await;
+    // The writer has as many parts in flight as it may; it makes no more
+    // until one lands, however long it is given.
+    for _ in 0..1000 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(store.counts.started.load(Ordering::SeqCst), MAX_IN_FLIGHT);
+    // Let the parts land one at a time: a new one starts as each lands,
+    // up to the ten full parts.
+    for landed in 1..=10 - MAX_IN_FLIGHT {
+        store.permits.add_permits(1);
+        store.started(MAX_IN_FLIGHT + landed).await;
+    }
+    // The short last part goes up once the others landed (so that a failed
+    // one leaves the upload to abort): three full parts and it are left.
+    store.permits.add_permits(MAX_IN_FLIGHT + 1);
+    write.await.unwrap().unwrap();
+    assert_eq!(store.counts.most.load(Ordering::SeqCst), MAX_IN_FLIGHT);
+    assert_eq!(store.counts.aborts.load(Ordering::SeqCst), 0);
+    let got = cache.get_bytes("big").await.unwrap().unwrap();
+    assert!(got == data, "the value reads back whole");
+}
+
+#[tokio::test]
+async fn a_write_dropped_mid_upload_aborts_it_and_publishes_nothing() {
+    let store = Gated::new();
+    let cache = cache(&store);
+    cache
+        .set_text("big", "the older value", SetOptions::new())
+        .await
+        .unwrap();
+    let data = sample_bytes(6 * PART, 8);
+    let write = {
+        let (cache, data) = (cache.clone(), data.clone());
+        tokio::spawn(async move {
+            cache
+                .set_stream("big", chunks(&data), SetOptions::new())
+                .await
+        })
+    };
+    store.started(2).await;
+    store.permits.add_permits(1); // one part lands, the others wait
+    store.started(MAX_IN_FLIGHT + 1).await;
+    write.abort();
+    assert!(write.await.unwrap_err().is_cancelled());
+    // The abort runs in the background: wait for it, then let every part go.
+    while store.counts.aborts.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    store.permits.add_permits(100);
+    assert_eq!(
+        cache.get_text("big").await.unwrap().as_deref(),
+        Some("the older value"),
+        "the older value stays"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_part_fails_the_write_and_aborts_the_upload() {
+    let store = Gated::new();
+    let cache = cache(&store);
+    store.counts.fail_next.store(true, Ordering::SeqCst);
+    store.permits.add_permits(100);
+    let data = sample_bytes(4 * PART, 9);
+    let err = cache
+        .set_stream("big", chunks(&data), SetOptions::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("big"), "names the key: {err}");
+    assert_eq!(store.counts.aborts.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.get_bytes("big").await.unwrap(), None);
+}
