@@ -2,13 +2,12 @@
 //! stored bytes of a whole file, its logical bytes, its value. Pure
 //! functions; the reads that feed them are in `read.rs` and `range.rs`.
 
-use std::io::{self, Read};
+use std::io;
 
 use bytes::{Bytes, BytesMut};
 use etl_cache_core::backend::blocks::verify_framed;
-use etl_cache_core::backend::codec::PayloadReader;
 use etl_cache_core::backend::format::{FormatError, Layout, TRAILER_LEN, Trailer};
-use etl_cache_core::{Codec, EntryMeta, Value};
+use etl_cache_core::{EntryMeta, Value};
 
 /// How an entry's payload is framed and checked: what its header and
 /// trailer say.
@@ -69,23 +68,7 @@ pub(crate) fn same_trailer(
 /// The logical bytes of an entry from its checked stored bytes:
 /// decompressed, their length checked.
 pub(crate) fn logical_of(meta: &EntryMeta, stored: Bytes) -> std::result::Result<Bytes, String> {
-    let logical = if meta.codec == Codec::None {
-        stored
-    } else {
-        let mut out = Vec::with_capacity(meta.logical_len.min(1 << 30) as usize);
-        PayloadReader::new(meta.codec, &stored[..])
-            .and_then(|mut r| r.read_to_end(&mut out))
-            .map_err(|e| format!("payload does not decompress: {e}"))?;
-        Bytes::from(out)
-    };
-    if logical.len() as u64 != meta.logical_len {
-        return Err(format!(
-            "payload is {} bytes after decompression, {} expected",
-            logical.len(),
-            meta.logical_len
-        ));
-    }
-    Ok(logical)
+    etl_cache_core::backend::codec::logical_bytes(meta, stored)
 }
 
 /// What a whole read hands out, made from an entry's checked stored bytes:

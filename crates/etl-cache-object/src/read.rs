@@ -8,12 +8,11 @@
 //! Every read that takes more than one request pins the later ones to the
 //! e-tag of the first, so the parts of two writes are never mixed.
 
-use std::io::{self, Read};
+use std::io;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use etl_cache_core::backend::blocks::{verify_framed, verify_payload, verify_payload_in_place};
-use etl_cache_core::backend::codec::PayloadReader;
 use etl_cache_core::backend::format::{
     DecodedHeader, FormatError, HEADER_FIXED_LEN, Header, MAGIC, TRAILER_LEN, Trailer,
 };
@@ -126,23 +125,7 @@ fn decode_logical(
         }
     };
     let stored = verified.map_err(|e| e.to_string())?;
-    let logical = if meta.codec == Codec::None {
-        stored
-    } else {
-        let mut out = Vec::with_capacity(meta.logical_len.min(1 << 30) as usize);
-        PayloadReader::new(meta.codec, &stored[..])
-            .and_then(|mut r| r.read_to_end(&mut out))
-            .map_err(|e| format!("payload does not decompress: {e}"))?;
-        Bytes::from(out)
-    };
-    if logical.len() as u64 != meta.logical_len {
-        return Err(format!(
-            "payload is {} bytes after decompression, {} expected",
-            logical.len(),
-            meta.logical_len
-        ));
-    }
-    Ok(logical)
+    etl_cache_core::backend::codec::logical_bytes(meta, stored)
 }
 
 /// [`decode_logical`], then the value of the entry's kind.

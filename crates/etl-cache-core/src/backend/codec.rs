@@ -12,6 +12,34 @@ use flate2::write::GzEncoder;
 
 use crate::{Codec, Compression};
 
+/// The logical bytes of an entry from its checked stored bytes:
+/// decompressed as `meta.codec` says, their length checked against
+/// `meta.logical_len`. The error says what is wrong, in words (for
+/// [`crate::Error::Corrupt`]).
+///
+/// # Errors
+///
+/// When the bytes do not decompress, or decompress to another length.
+pub fn logical_bytes(meta: &crate::EntryMeta, stored: Bytes) -> Result<Bytes, String> {
+    let logical = if meta.codec == Codec::None {
+        stored
+    } else {
+        let mut out = Vec::with_capacity(meta.logical_len.min(1 << 30) as usize);
+        PayloadReader::new(meta.codec, &stored[..])
+            .and_then(|mut r| r.read_to_end(&mut out))
+            .map_err(|e| format!("payload does not decompress: {e}"))?;
+        Bytes::from(out)
+    };
+    if logical.len() as u64 != meta.logical_len {
+        return Err(format!(
+            "payload is {} bytes after decompression, {} expected",
+            logical.len(),
+            meta.logical_len
+        ));
+    }
+    Ok(logical)
+}
+
 /// The crc32c of `bytes` (hardware accelerated where the CPU has it).
 pub fn crc32c(bytes: &[u8]) -> u32 {
     crc32c::crc32c(bytes)
