@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::builder::{Config, DiskCacheBuilder};
 use crate::cancel::Cancel;
 use crate::dirs::{Dirs, How};
-use crate::inner::{CHANNEL_CHUNKS, Inner, blocking};
+use crate::inner::{Inner, blocking};
 use crate::layout::{Layout, key_hash};
 use crate::read::{Found, Removal, is_busy};
 use crate::remove::Bad;
@@ -434,7 +434,7 @@ impl Cache for DiskCache {
         etl_cache_core::backend::obs::observe("disk", "set_stream", Some(key), async move {
             let hash = checked(key)?;
             opts.validate_for(key)?;
-            let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+            let (tx, rx) = mpsc::channel(crate::write::BATCHES_IN_FLIGHT);
             let inner = self.inner.clone();
             let owned = key.to_owned();
             let header = inner.header(key, opts.stream_kind(key)?, &opts)?;
@@ -455,6 +455,8 @@ impl Cache for DiskCache {
                 op.run(|| inner.write_stream(&owned, &hash, header, rx, opts, &cancel))
             });
             let mut framed = Vec::with_capacity(4);
+            // Pieces gathered for the writer, and their length.
+            let (mut batch, mut batch_len) = (Vec::new(), 0usize);
             let fed: Result<()> = 'feed: loop {
                 match stream.next().await {
                     Some(Ok(chunk)) if chunk.is_empty() => {}
@@ -463,8 +465,15 @@ impl Cache for DiskCache {
                             Some(framer) => framer.push(chunk, &mut framed),
                             None => framed.push(chunk),
                         }
-                        for piece in framed.drain(..) {
-                            if tx.send(Msg::Data(piece)).await.is_err() {
+                        batch_len += framed.iter().map(bytes::Bytes::len).sum::<usize>();
+                        batch.append(&mut framed);
+                        if batch_len >= crate::write::BATCH_BYTES {
+                            batch_len = 0;
+                            if tx
+                                .send(Msg::Data(std::mem::take(&mut batch)))
+                                .await
+                                .is_err()
+                            {
                                 break 'feed Ok(()); // the writer stopped; its error says why
                             }
                         }
@@ -480,10 +489,9 @@ impl Cache for DiskCache {
                             let logical_len = framer.stored_len();
                             crate::write::finish_framer(framer, logical_len, &mut framed)
                         });
-                        for piece in framed.drain(..) {
-                            if tx.send(Msg::Data(piece)).await.is_err() {
-                                break 'feed Ok(());
-                            }
+                        batch.append(&mut framed);
+                        if !batch.is_empty() && tx.send(Msg::Data(batch)).await.is_err() {
+                            break 'feed Ok(());
                         }
                         let _ = tx.send(Msg::End(trailer)).await;
                         break Ok(());

@@ -20,7 +20,7 @@ use crate::cancel::Cancel;
 use crate::dirs::{Dirs, How};
 use crate::evict::Publishing;
 use crate::fault::Point;
-use crate::inner::{CHANNEL_CHUNKS, Inner};
+use crate::inner::Inner;
 use crate::layout::unique_name;
 use crate::lock::KeyLock;
 use crate::spare::SPARE_MAX;
@@ -71,10 +71,22 @@ enum Reserved {
 pub(crate) const LAYOUT: Layout = etl_cache_core::backend::format::WRITTEN_LAYOUT;
 
 /// What the async side of `set_stream` sends to the writer thread.
+/// How many bytes of a stream the feeding task gathers before it hands them
+/// to the writer thread: every message wakes one side or the other, and
+/// with the 64 KiB chunks HTTP clients yield a message per chunk woke the
+/// writer 8,192 times per 512 MiB.
+pub(crate) const BATCH_BYTES: usize = 1 << 20;
+
+/// Messages queued between the feeding task and the writer thread: a
+/// stream is read at most this many batches, the one the writer holds and
+/// the one being gathered ahead of the file, about 4 MiB.
+pub(crate) const BATCHES_IN_FLIGHT: usize = 2;
+
 pub(crate) enum Msg {
-    /// Bytes of the stream: framed bytes (blocks and their checksums) for
-    /// an uncompressed stream, logical bytes for a compressed one.
-    Data(Bytes),
+    /// Bytes of the stream, in order: framed bytes (blocks and their
+    /// checksums) for an uncompressed stream, logical bytes for a compressed
+    /// one. Gathered up to [`BATCH_BYTES`] per message (see there).
+    Data(Vec<Bytes>),
     /// The stream ended. Uncompressed streams are framed by the async side
     /// as the chunks pass (see `DiskCache::set_stream`), which sends the
     /// trailer here; compressed ones are framed by the writer.
@@ -366,14 +378,16 @@ impl Inner {
         // The header leads the first aligned write (see `write_aligned`).
         let mut carry = BytesMut::from(&header.bytes[..]);
         let mut framed = Vec::new();
-        // Messages are taken in batches: releasing several slots at once
-        // wakes the feeding task once per batch rather than once per chunk,
-        // and on a small VM each wake-up costs about as much as a chunk's
-        // copy into the page cache. (One `writev` per batch instead of one
-        // per chunk measured no better, so each chunk is still its own.)
-        let mut batch = Vec::with_capacity(CHANNEL_CHUNKS);
+        // A message is a batch of pieces (see `BATCH_BYTES`), so the feeding
+        // task is woken once per MiB rather than once per chunk; on a small
+        // VM each wake-up costs about as much as a chunk's copy into the page
+        // cache. One message is taken at a time: the stream is then read at
+        // most one batch in hand, `BATCHES_IN_FLIGHT` queued and one being
+        // gathered ahead of the file. (One `writev` per batch instead of one
+        // write per piece measured no better, so each piece is its own.)
+        let mut batch = Vec::with_capacity(1);
         let fed = 'recv: loop {
-            if rx.blocking_recv_many(&mut batch, CHANNEL_CHUNKS) == 0 {
+            if rx.blocking_recv_many(&mut batch, 1) == 0 {
                 return Err(Error::Stream {
                     key: Error::display_key(key),
                     source: io::Error::new(
@@ -383,16 +397,19 @@ impl Inner {
                 });
             }
             for msg in batch.drain(..) {
-                let chunk = match msg {
-                    Msg::Data(chunk) => chunk,
+                let chunks = match msg {
+                    Msg::Data(chunks) => chunks,
                     Msg::End(fed) => break 'recv fed,
                 };
                 match &mut enc {
                     Some((enc, framer)) => {
-                        let stored = enc.encode(chunk).map_err(self.io(key, &path, "compress"))?;
-                        framer.push(stored, &mut framed);
+                        for chunk in chunks {
+                            let stored =
+                                enc.encode(chunk).map_err(self.io(key, &path, "compress"))?;
+                            framer.push(stored, &mut framed);
+                        }
                     }
-                    None => framed.push(chunk),
+                    None => framed.extend(chunks),
                 }
                 written += framed.iter().map(|b| b.len() as u64).sum::<u64>();
                 self.check_size(key, written)?;
