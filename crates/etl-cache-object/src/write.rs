@@ -12,7 +12,8 @@ use etl_cache_core::backend::format::{DecodedHeader, Header, Layout, TRAILER_LEN
 use etl_cache_core::{ByteStream, EntryMeta, Error, Kind, Result, SetOptions, Value};
 use futures::StreamExt;
 use object_store::path::Path;
-use object_store::{PutMultipartOptions, PutOptions, PutPayload, WriteMultipart};
+use object_store::{MultipartUpload, PutMultipartOptions, PutOptions, PutPayload};
+use tokio::task::JoinSet;
 
 use crate::inner::Inner;
 use crate::local::Standing;
@@ -225,19 +226,27 @@ impl Inner {
 }
 
 /// Sends bytes to one object: buffered up to a part, then as a multipart
-/// upload (object_store's [`WriteMultipart`]) with at most
-/// `max_concurrency` parts in flight; a single `PUT` when everything fits
+/// upload with bounded parts in flight; a single `PUT` when everything fits
 /// in one part.
+///
+/// Why not object_store's `WriteMultipart`: its `finish` uploads the last,
+/// short part it buffers and, when that part fails, returns the error having
+/// dropped the upload unaborted, with no way back to it: the parts already
+/// uploaded stay in the bucket, billed, until a lifecycle rule removes them.
+/// This uploader keeps the upload until it completed or was aborted. Built
+/// on `WriteMultipart`, 1 GiB through moto stored at 140-154 MB/s against
+/// 142-152 MB/s here (three runs each, side by side; docs/performance.md),
+/// so the library would have saved code, not time.
 struct Uploader {
     inner: Arc<Inner>,
     key: String,
     location: Path,
     part_size: usize,
-    /// Bytes held until they make a part (or the whole object).
     pending: Vec<Bytes>,
     pending_len: usize,
     multipart_allowed: bool,
-    upload: Option<WriteMultipart>,
+    upload: Option<Box<dyn MultipartUpload>>,
+    tasks: JoinSet<object_store::Result<()>>,
     /// On a plain `LocalFileSystem`: the cache's own write, which publishes
     /// before its future completes or never.
     local: Option<Staged>,
@@ -259,6 +268,7 @@ impl Uploader {
             pending_len: 0,
             multipart_allowed,
             upload: None,
+            tasks: JoinSet::new(),
             local,
         }
     }
@@ -280,7 +290,7 @@ impl Uploader {
         self.inner.fail(op, &self.key, &self.location, e)
     }
 
-    async fn push(&mut self, b: Bytes) -> Result<()> {
+    async fn push(&mut self, mut b: Bytes) -> Result<()> {
         if let Some(local) = self.local.as_mut() {
             self.pending_len += b.len();
             self.pending.push(b);
@@ -292,45 +302,57 @@ impl Uploader {
             }
             return Ok(());
         }
-        if self.upload.is_none() {
+        if !self.multipart_allowed {
             self.pending_len += b.len();
             self.pending.push(b);
-            if !self.multipart_allowed || self.pending_len <= self.part_size {
-                return Ok(());
+            return Ok(());
+        }
+        while !b.is_empty() {
+            let room = self.part_size - self.pending_len;
+            if b.len() < room {
+                self.pending_len += b.len();
+                self.pending.push(b);
+                break;
             }
-            // More than a part: the upload starts, with what was held.
+            self.pending.push(b.split_to(room));
+            self.pending_len += room;
+            let part: PutPayload = std::mem::take(&mut self.pending).into_iter().collect();
+            self.pending_len = 0;
+            self.send(part).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, part: PutPayload) -> Result<()> {
+        if self.upload.is_none() {
             let up = self
                 .inner
                 .store
                 .put_multipart_opts(&self.location, PutMultipartOptions::default())
                 .await
                 .map_err(|e| self.fail("start a multipart upload", e))?;
-            self.upload = Some(WriteMultipart::new_with_chunk_size(up, self.part_size));
-            self.pending_len = 0;
-            for b in std::mem::take(&mut self.pending) {
-                self.send(b).await?;
-            }
-            return Ok(());
+            self.upload = Some(up);
         }
-        self.send(b).await
+        while self.tasks.len() >= self.inner.config.max_concurrency {
+            self.join_one().await?;
+        }
+        let fut = self.upload.as_mut().expect("started above").put_part(part);
+        self.tasks.spawn(fut);
+        Ok(())
     }
 
-    /// Hands bytes to the upload a part at most at a time, each once fewer
-    /// than `max_concurrency` parts are in flight: a put spawns at most one
-    /// part, so no more than `max_concurrency` are ever in flight.
-    async fn send(&mut self, mut b: Bytes) -> Result<()> {
-        let max = self.inner.config.max_concurrency;
-        while !b.is_empty() {
-            let up = self.upload.as_mut().expect("the upload started");
-            let waited = up.wait_for_capacity(max).await;
-            waited.map_err(|e| self.fail("upload a part", e))?;
-            let n = b.len().min(self.part_size);
-            self.upload
-                .as_mut()
-                .expect("the upload started")
-                .put(b.split_to(n));
+    async fn join_one(&mut self) -> Result<()> {
+        match self.tasks.join_next().await {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(self.fail("upload a part", e)),
+            Some(Err(e)) => Err(self.fail(
+                "upload a part",
+                object_store::Error::Generic {
+                    store: "upload task",
+                    source: Box::new(e),
+                },
+            )),
         }
-        Ok(())
     }
 
     async fn finish(&mut self) -> Result<()> {
@@ -340,9 +362,9 @@ impl Uploader {
             let published = local.publish(rest).await;
             return published.map_err(|e| self.local_error("publish the entry", e));
         }
-        let Some(up) = self.upload.as_mut() else {
-            let rest: PutPayload = std::mem::take(&mut self.pending).into_iter().collect();
-            self.pending_len = 0;
+        let rest: PutPayload = std::mem::take(&mut self.pending).into_iter().collect();
+        self.pending_len = 0;
+        if self.upload.is_none() {
             return self
                 .inner
                 .store
@@ -350,22 +372,21 @@ impl Uploader {
                 .await
                 .map(drop)
                 .map_err(|e| self.fail("put", e));
-        };
-        // Every part in flight lands first, so that a failed one leaves the
-        // upload here to abort: `WriteMultipart::finish` takes the upload
-        // along and drops it unaborted when a part fails, leaving its parts
-        // in the bucket. The price is that the short last part starts once
-        // the others landed; 1 GiB through moto in 8 MiB parts stored at
-        // 140-154 MB/s, as with the uploader this replaced (142-152 MB/s,
-        // three runs each, side by side).
-        let landed = up.wait_for_capacity(0).await;
-        landed.map_err(|e| self.fail("upload a part", e))?;
-        let up = self.upload.take().expect("checked above");
-        // A failed completion is aborted by `finish` itself.
-        up.finish()
-            .await
-            .map(drop)
-            .map_err(|e| self.fail("complete the multipart upload", e))
+        }
+        if rest.content_length() > 0 {
+            self.send(rest).await?;
+        }
+        while !self.tasks.is_empty() {
+            self.join_one().await?;
+        }
+        let mut up = self.upload.take().expect("checked above");
+        match up.complete().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.upload = Some(up);
+                Err(self.fail("complete the multipart upload", e))
+            }
+        }
     }
 
     /// Stops the upload: parts in flight are cancelled, uploaded parts discarded.
@@ -373,7 +394,9 @@ impl Uploader {
         if let Some(local) = self.local.as_mut() {
             local.discard().await;
         }
-        if let Some(up) = self.upload.take()
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        if let Some(mut up) = self.upload.take()
             && let Err(e) = up.abort().await
         {
             tracing::warn!(key = %self.key, object = %self.location, error = %e,
@@ -386,7 +409,7 @@ impl Drop for Uploader {
     /// A cancelled write (its future dropped) aborts its upload in the
     /// background, so no parts are left behind.
     fn drop(&mut self) {
-        if let Some(up) = self.upload.take()
+        if let Some(mut up) = self.upload.take()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
             rt.spawn(async move {

@@ -4,7 +4,8 @@
 //! a failed part fails the write and aborts the upload.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -39,8 +40,9 @@ struct Counts {
     in_flight: AtomicUsize,
     most: AtomicUsize,
     aborts: AtomicUsize,
-    /// The next part fails instead of landing.
-    fail_next: AtomicBool,
+    /// The part with this number (1 for the first started) fails instead
+    /// of landing; 0: none does.
+    fail_part: AtomicUsize,
 }
 
 impl Gated {
@@ -52,11 +54,10 @@ impl Gated {
         })
     }
 
-    /// Waits (yielding, never sleeping) until `n` parts were started.
+    /// Waits (yielding, never sleeping) until `n` parts were started; a
+    /// test whose uploader stops starting parts fails instead of hanging.
     async fn started(&self, n: usize) {
-        while self.counts.started.load(Ordering::SeqCst) < n {
-            tokio::task::yield_now().await;
-        }
+        until(&self.counts.started, n, "parts started").await;
     }
 }
 
@@ -77,7 +78,7 @@ struct GatedUpload {
 impl MultipartUpload for GatedUpload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
         let (permits, counts) = (self.permits.clone(), self.counts.clone());
-        counts.started.fetch_add(1, Ordering::SeqCst);
+        let number = counts.started.fetch_add(1, Ordering::SeqCst) + 1;
         let now = counts.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         counts.most.fetch_max(now, Ordering::SeqCst);
         let landed = self.inner.put_part(data);
@@ -85,7 +86,7 @@ impl MultipartUpload for GatedUpload {
             let permit = permits.acquire().await;
             counts.in_flight.fetch_sub(1, Ordering::SeqCst);
             permit.expect("the semaphore stays open").forget();
-            if counts.fail_next.swap(false, Ordering::SeqCst) {
+            if counts.fail_part.load(Ordering::SeqCst) == number {
                 return Err(object_store::Error::Generic {
                     store: "Gated",
                     source: "a part failed".into(),
@@ -162,6 +163,18 @@ impl ObjectStore for Gated {
     }
 }
 
+/// Waits (yielding) until `count` reaches `n`, for at most 30 s.
+async fn until(count: &AtomicUsize, n: usize, what: &str) {
+    let reached = tokio::time::timeout(Duration::from_secs(30), async {
+        while count.load(Ordering::SeqCst) < n {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let now = count.load(Ordering::SeqCst);
+    assert!(reached.is_ok(), "{what}: {now}, never reached {n}");
+}
+
 fn cache(store: &Arc<Gated>) -> ObjectCache {
     ObjectCache::builder()
         .store(store.clone())
@@ -207,8 +220,7 @@ async fn never_more_parts_in_flight_than_max_concurrency() {
         store.permits.add_permits(1);
         store.started(MAX_IN_FLIGHT + landed).await;
     }
-    // The short last part goes up once the others landed (so that a failed
-    // one leaves the upload to abort): three full parts and it are left.
+    // Three full parts and the short last one are left.
     store.permits.add_permits(MAX_IN_FLIGHT + 1);
     write.await.unwrap().unwrap();
     assert_eq!(store.counts.most.load(Ordering::SeqCst), MAX_IN_FLIGHT);
@@ -240,9 +252,7 @@ async fn a_write_dropped_mid_upload_aborts_it_and_publishes_nothing() {
     write.abort();
     assert!(write.await.unwrap_err().is_cancelled());
     // The abort runs in the background: wait for it, then let every part go.
-    while store.counts.aborts.load(Ordering::SeqCst) == 0 {
-        tokio::task::yield_now().await;
-    }
+    until(&store.counts.aborts, 1, "aborts").await;
     store.permits.add_permits(100);
     assert_eq!(
         cache.get_text("big").await.unwrap().as_deref(),
@@ -253,16 +263,23 @@ async fn a_write_dropped_mid_upload_aborts_it_and_publishes_nothing() {
 
 #[tokio::test]
 async fn a_failed_part_fails_the_write_and_aborts_the_upload() {
-    let store = Gated::new();
-    let cache = cache(&store);
-    store.counts.fail_next.store(true, Ordering::SeqCst);
-    store.permits.add_permits(100);
-    let data = sample_bytes(4 * PART, 9);
-    let err = cache
-        .set_stream("big", chunks(&data), SetOptions::new())
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("big"), "names the key: {err}");
-    assert_eq!(store.counts.aborts.load(Ordering::SeqCst), 1);
-    assert_eq!(cache.get_bytes("big").await.unwrap(), None);
+    // The first part, a middle one, and the short last one.
+    for (fail, of) in [(1, 4), (2, 4), (3, 3)] {
+        let store = Gated::new();
+        let cache = cache(&store);
+        store.counts.fail_part.store(fail, Ordering::SeqCst);
+        store.permits.add_permits(100);
+        let data = sample_bytes((of - 1) * PART + 1000, 9);
+        let err = cache
+            .set_stream("big", chunks(&data), SetOptions::new())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("big"), "names the key: {err}");
+        assert_eq!(
+            store.counts.aborts.load(Ordering::SeqCst),
+            1,
+            "part {fail} of {of} failed: the upload is aborted"
+        );
+        assert_eq!(cache.get_bytes("big").await.unwrap(), None);
+    }
 }
