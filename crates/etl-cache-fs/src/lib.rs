@@ -66,6 +66,8 @@ mod fault;
 mod inner;
 mod layout;
 mod lock;
+mod open;
+mod publish;
 mod range;
 mod read;
 mod remove;

@@ -79,7 +79,10 @@
 
 mod builder;
 mod epochs;
+mod memory;
 mod tiered;
+mod tiers;
 
 pub use crate::builder::TieredCacheBuilder;
-pub use crate::tiered::{Served, TierCounts, TieredCache};
+pub use crate::tiered::{TierCounts, TieredCache};
+pub use crate::tiers::Served;

@@ -4,30 +4,22 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use etl_cache_core::backend::{Counters, SingleFlight};
 use etl_cache_core::{
-    ByteStream, Cache, Clock, Codec, Compression, EntryMeta, Error, GetStream, InitFuture, Kind,
-    MAX_TTL, Result, SetOptions, Stats, Value, validate_key,
+    ByteStream, Cache, EntryMeta, Error, GetStream, InitFuture, Result, SetOptions, Stats, Value,
+    validate_key,
 };
 use futures::channel::{mpsc, oneshot};
 use futures::stream::BoxStream;
 use futures::{SinkExt, StreamExt};
 
 use crate::TieredCacheBuilder;
-use crate::epochs::{Epochs, State, Ticket};
-
-/// Where a read was served from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Served {
-    /// The memory tier.
-    Memory,
-    /// The lower tier at this index (0 is the first added).
-    Tier(usize),
-}
+use crate::epochs::Epochs;
+use crate::memory::new_memory;
+use crate::tiers::{ClearGuard, Fill, Inner, Served, compression_of};
 
 /// Hits per tier since the cache was built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,88 +33,12 @@ pub struct TierCounts {
     pub misses: u64,
 }
 
-/// What the memory tier keeps of an entry: its metadata and its logical
-/// bytes (UTF-8 for text, the serialized document for JSON), rebuilt into a
-/// [`Value`] on each hit.
-///
-/// JSON is kept as its text, not as the `serde_json::Value` tree, so that
-/// the tier weighs what it holds. Measured here (serde_json 1.0.154, x86-64):
-/// a tree takes 8 to 20 times its text on the heap (874 B of records: 13,954
-/// B; 409 KB: 8.0 MB; an array of 1,000 numbers: 8.4x), so a tier weighed by
-/// text length held up to 20 times its limit. Parsing the text on a hit costs
-/// little more than the clone of the tree a hit paid before (874 B: 7.8 µs
-/// against 5.7 µs; 72 B: 0.32 µs against 0.15 µs; 409 KB: 9.9 ms against
-/// 8.8 ms), where estimating a tree's heap size would depend on the layout of
-/// serde_json's maps (B-tree nodes, or an index map with `preserve_order`).
-struct MemEntry {
-    meta: EntryMeta,
-    bytes: Bytes,
-}
-
-impl MemEntry {
-    fn value(&self, key: &str) -> Result<Value> {
-        Value::from_stored(self.meta.kind, self.bytes.clone()).map_err(|reason| Error::Corrupt {
-            key: Error::display_key(key),
-            reason,
-        })
-    }
-}
-
-/// Tells moka when an entry expires, from the TTL stored with it.
-struct MemExpiry;
-
-impl MemExpiry {
-    /// The time `entry` has left, at most [`MAX_TTL`]: an expiry read from a
-    /// lower tier may lie further out than any write accepts, and moka adds
-    /// this to its clock.
-    fn left(entry: &MemEntry) -> Option<Duration> {
-        entry.meta.expires.map(|e| {
-            e.duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO)
-                .min(MAX_TTL)
-        })
-    }
-}
-
-impl moka::Expiry<String, Arc<MemEntry>> for MemExpiry {
-    fn expire_after_create(&self, _: &String, v: &Arc<MemEntry>, _: Instant) -> Option<Duration> {
-        Self::left(v)
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &String,
-        v: &Arc<MemEntry>,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Self::left(v)
-    }
-}
-
-/// The memory tier. Its operations are synchronous so that a check of a
-/// key's generation and the change it allows happen under one lock (see
-/// `epochs`).
-type Memory = moka::sync::Cache<String, Arc<MemEntry>>;
-
 /// A memory tier ahead of lower tiers. See the crate documentation.
 ///
 /// Cheap to clone: clones share the tiers.
 #[derive(Clone)]
 pub struct TieredCache {
     inner: Arc<Inner>,
-}
-
-struct Inner {
-    memory: Option<Memory>,
-    max_memory_entry: u64,
-    tiers: Vec<Arc<dyn Cache>>,
-    clock: Arc<dyn Clock>,
-    counters: Counters,
-    memory_hits: AtomicU64,
-    tier_hits: Vec<AtomicU64>,
-    flights: SingleFlight,
-    epochs: Arc<Epochs>,
 }
 
 impl fmt::Debug for TieredCache {
@@ -138,21 +54,6 @@ impl fmt::Debug for TieredCache {
             )
             .field("tiers", &self.inner.tiers)
             .finish_non_exhaustive()
-    }
-}
-
-/// What an entry costs the memory tier: its bytes, the key (twice: the
-/// map's and the metadata's) and the fixed parts.
-fn weight(key: &str, e: &MemEntry) -> u32 {
-    let fixed = (std::mem::size_of::<MemEntry>() + 64) as u64;
-    u32::try_from(e.bytes.len() as u64 + 2 * key.len() as u64 + fixed).unwrap_or(u32::MAX)
-}
-
-fn compression_of(codec: Codec) -> Compression {
-    match codec {
-        Codec::Gzip => Compression::gzip(),
-        Codec::Zstd => Compression::zstd(),
-        _ => Compression::NONE,
     }
 }
 
@@ -194,63 +95,6 @@ fn chunked(bytes: Bytes, chunk: usize) -> ByteStream {
     futures::stream::iter(chunks).boxed()
 }
 
-/// A value a write puts into the tiers above the last once it is done.
-struct Fill<'a> {
-    meta: &'a EntryMeta,
-    value: &'a Value,
-    compression: Compression,
-}
-
-/// A write of one key between its start and its end. Dropped before
-/// [`Inner::end_write`] (the write failed, or its future was dropped), it
-/// still ends the write: memory forgets the key and, when there are tiers
-/// above the last, a task drops the key from them, since the last tier may
-/// or may not have taken the value.
-struct WriteGuard {
-    inner: Arc<Inner>,
-    ticket: Ticket,
-}
-
-impl Drop for WriteGuard {
-    fn drop(&mut self) {
-        if !self.ticket.is_writing() {
-            return;
-        }
-        {
-            let mut st = self.inner.epochs.state();
-            self.inner.memory_invalidate(&st, self.ticket.key());
-            self.ticket.end_write(&mut st);
-        }
-        if self.inner.upper().is_empty() {
-            return;
-        }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let inner = self.inner.clone();
-            let ticket = inner.epochs.enter(self.ticket.key());
-            rt.spawn(async move {
-                let _clear = inner.epochs.clear.read().await;
-                let _key = ticket.lock().await;
-                // A write or a clear since the drop has already cleaned the
-                // tiers above (each cleans them at its start) and may have
-                // filled them with its newer value: leave that alone.
-                if !ticket.may_promote(&mut inner.epochs.state()) {
-                    return;
-                }
-                for tier in inner.upper() {
-                    if let Err(e) = tier.delete(ticket.key()).await {
-                        tracing::warn!(
-                            key = ticket.key(),
-                            tier = %format!("{tier:?}"),
-                            error = %e,
-                            "could not drop the key of an unfinished write from an upper tier"
-                        );
-                    }
-                }
-            });
-        }
-    }
-}
-
 impl TieredCache {
     /// A builder: add at least one lower tier.
     pub fn builder() -> TieredCacheBuilder {
@@ -258,13 +102,7 @@ impl TieredCache {
     }
 
     pub(crate) fn from_builder(b: TieredCacheBuilder) -> TieredCache {
-        let memory = (b.memory_bytes > 0).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(b.memory_bytes)
-                .weigher(|k: &String, v: &Arc<MemEntry>| weight(k, v))
-                .expire_after(MemExpiry)
-                .build()
-        });
+        let memory = (b.memory_bytes > 0).then(|| new_memory(b.memory_bytes));
         let tier_hits = b.tiers.iter().map(|_| AtomicU64::new(0)).collect();
         TieredCache {
             inner: Arc::new(Inner {
@@ -312,310 +150,6 @@ impl TieredCache {
             .find(key, true)
             .await?
             .map(|(_, value, served)| (value, served)))
-    }
-}
-
-impl Inner {
-    fn fits_memory(&self, meta: &EntryMeta) -> bool {
-        self.memory.is_some() && meta.logical_len <= self.max_memory_entry
-    }
-
-    /// The live memory entry under `key`; an expired one is dropped.
-    fn memory_get(&self, key: &str) -> Option<Arc<MemEntry>> {
-        let memory = self.memory.as_ref()?;
-        let e = memory.get(key)?;
-        if e.meta.is_expired(self.clock.now()) {
-            etl_cache_core::backend::obs::note(etl_cache_core::backend::obs::Outcome::Expired);
-            memory.invalidate(key);
-            return None;
-        }
-        Some(e)
-    }
-
-    /// Puts `bytes` (the logical bytes of the entry `meta`) into memory, or
-    /// drops `key` from memory when they do not belong there. Call with the
-    /// epochs' state locked (`_st`), after checking a ticket.
-    fn memory_put(&self, _st: &State, key: &str, meta: &EntryMeta, bytes: Option<Bytes>) {
-        let Some(memory) = &self.memory else { return };
-        match bytes {
-            Some(bytes) if self.fits_memory(meta) && !meta.is_expired(self.clock.now()) => {
-                let entry = MemEntry {
-                    meta: meta.clone(),
-                    bytes,
-                };
-                memory.insert(key.to_owned(), Arc::new(entry));
-            }
-            _ => memory.invalidate(key),
-        }
-    }
-
-    /// Drops `key` from memory. Call with the epochs' state locked (`_st`).
-    fn memory_invalidate(&self, _st: &State, key: &str) {
-        if let Some(memory) = &self.memory {
-            memory.invalidate(key);
-        }
-    }
-
-    /// The bytes memory would keep of `value`, if its entry fits there.
-    fn bytes_for_memory(&self, meta: &EntryMeta, value: &Value) -> Option<Bytes> {
-        self.fits_memory(meta).then(|| value.to_bytes())
-    }
-
-    /// Looks through memory, then each tier; promotes what it finds.
-    async fn find(&self, key: &str, count: bool) -> Result<Option<(EntryMeta, Value, Served)>> {
-        if let Some(e) = self.memory_get(key) {
-            let value = e.value(key)?;
-            if count {
-                Counters::bump(&self.counters.hits);
-                Counters::bump(&self.memory_hits);
-            }
-            return Ok(Some((e.meta.clone(), value, Served::Memory)));
-        }
-        // Taken before any tier is read: a write that completes while this
-        // read is under way makes the promotion give up.
-        let ticket = self.epochs.enter(key);
-        for (i, tier) in self.tiers.iter().enumerate() {
-            // The entry's bytes as stored: a JSON entry is promoted with its
-            // text (key order, number digits), not as serde_json would write
-            // it again, so every tier and memory hold the same bytes.
-            if let Some((meta, raw)) = tier.get_raw(key).await? {
-                if self.expired(&meta) {
-                    continue;
-                }
-                let value = Value::from_stored(meta.kind, raw.clone()).map_err(|reason| {
-                    Error::Corrupt {
-                        key: Error::display_key(key),
-                        reason,
-                    }
-                })?;
-                let text;
-                let promoted = if meta.kind == Kind::Json {
-                    text = Value::Bytes(raw);
-                    &text
-                } else {
-                    &value
-                };
-                self.promote(&ticket, &meta, promoted, None, i).await;
-                if count {
-                    Counters::bump(&self.counters.hits);
-                    Counters::bump(&self.tier_hits[i]);
-                }
-                return Ok(Some((meta, value, Served::Tier(i))));
-            }
-        }
-        if count {
-            Counters::bump(&self.counters.misses);
-        }
-        Ok(None)
-    }
-
-    /// Copies an entry found in tier `found` into the tiers above it and
-    /// into memory, with the time it has left, unless a write or a clear of
-    /// the key began or ended since `ticket` was taken (before the read):
-    /// what was read may then be older than what a completed write left.
-    /// Failures are logged: the read still succeeds.
-    async fn promote(
-        &self,
-        ticket: &Ticket,
-        meta: &EntryMeta,
-        value: &Value,
-        bytes: Option<Bytes>,
-        found: usize,
-    ) {
-        if meta.is_expired(self.clock.now()) {
-            return;
-        }
-        let bytes = bytes
-            .filter(|_| self.fits_memory(meta))
-            .or_else(|| self.bytes_for_memory(meta, value));
-        // Held while the tiers above are written, so that no write of the
-        // key starts (and no clear runs) between the check and the copy.
-        let _locks = if found > 0 {
-            let clear = self.epochs.clear.read().await;
-            let key = ticket.lock().await;
-            if !ticket.may_promote(&mut self.epochs.state()) {
-                // Another promotion may have copied a newer value, or an
-                // older one: leave the key to the tiers below.
-                for tier in &self.tiers[..found] {
-                    let _ = tier.delete(ticket.key()).await;
-                }
-                self.memory_invalidate(&self.epochs.state(), ticket.key());
-                return;
-            }
-            let compression = compression_of(meta.codec);
-            self.fill_upper(ticket.key(), meta, value, compression, found)
-                .await;
-            Some((clear, key))
-        } else {
-            None
-        };
-        let mut st = self.epochs.state();
-        if !ticket.may_promote(&mut st) {
-            self.memory_invalidate(&st, ticket.key());
-        } else if bytes.is_some() || found > 0 {
-            self.memory_put(&st, ticket.key(), meta, bytes);
-            ticket.promoted(&mut st);
-        }
-    }
-
-    /// Copies `value` (whose entry in a lower tier is `meta`) into the tiers
-    /// above `below`, slowest first, with the time the entry has left and
-    /// its expiry as the latest instant the copies may live: time that
-    /// passes before a tier writes its copy does not extend it. Best
-    /// effort: a tier that refuses the value (too large for it, an I/O
-    /// error) is left without the key, and reads fall through to the tiers
-    /// below. Call with the key's lock held.
-    async fn fill_upper(
-        &self,
-        key: &str,
-        meta: &EntryMeta,
-        value: &Value,
-        compression: Compression,
-        below: usize,
-    ) {
-        let now = self.clock.now();
-        if meta.is_expired(now) {
-            return;
-        }
-        let mut opts = SetOptions::new().compression(compression);
-        if value.kind() != meta.kind {
-            // A byte payload stored as another kind (Arrow): the copy
-            // keeps the entry's kind.
-            opts = opts.kind(meta.kind);
-        }
-        if let (Some(left), Some(expires)) = (meta.ttl_left(now), meta.expires) {
-            opts = opts.ttl(left).expires_by(expires);
-        }
-        for tier in self.tiers[..below].iter().rev() {
-            if let Err(e) = tier.set(key, value.clone(), opts).await {
-                self.refused(tier, key, &e).await;
-            }
-        }
-    }
-
-    /// An upper tier refused a value: make sure it holds no other one under
-    /// `key` (reads then fall through to the tiers below), and say so.
-    async fn refused(&self, tier: &Arc<dyn Cache>, key: &str, error: &Error) {
-        tracing::warn!(
-            key,
-            tier = %format!("{tier:?}"),
-            error = %error,
-            "an upper tier refused a value; reads of it fall through to the tiers below"
-        );
-        if let Err(e) = tier.delete(key).await {
-            tracing::warn!(
-                key,
-                tier = %format!("{tier:?}"),
-                error = %e,
-                "could not drop the key from an upper tier that refused its new value"
-            );
-        }
-    }
-
-    /// The start of every write (set, set_stream, delete, a computed
-    /// value): bumps the key's generation, drops the key from memory, then
-    /// from every tier above the last (under the key's lock), so that none
-    /// of them serves a value the last tier is about to replace and no
-    /// promotion under way installs one. Returns whether an upper tier held
-    /// the key. On an error nothing has been written: the previous value is
-    /// still in the last tier.
-    async fn begin_write(self: &Arc<Self>, key: &str) -> Result<(WriteGuard, bool)> {
-        let mut guard = WriteGuard {
-            inner: self.clone(),
-            ticket: self.epochs.enter(key),
-        };
-        let upper = self.upper();
-        let _locks = if upper.is_empty() {
-            None
-        } else {
-            let clear = self.epochs.clear.read().await;
-            Some((clear, guard.ticket.lock().await))
-        };
-        {
-            let mut st = self.epochs.state();
-            guard.ticket.begin_write(&mut st);
-            self.memory_invalidate(&st, key);
-        }
-        let mut any = false;
-        for tier in upper {
-            any |= tier.delete(key).await?;
-        }
-        Ok((guard, any))
-    }
-
-    /// The end of a write. If no other write of the key began or ended
-    /// since this one began (and no clear ran), the tiers above the last
-    /// and memory get `fill` (a `set_stream` has already fed the upper
-    /// tiers; memory does not take streams); otherwise the order of the
-    /// writes in the last tier is unknown here, so the key is dropped from
-    /// memory and from the upper tiers and reads go to the last tier.
-    async fn end_write(&self, mut guard: WriteGuard, fill: Option<Fill<'_>>) {
-        let key = guard.ticket.key().to_owned();
-        let upper = self.upper();
-        let _locks = if upper.is_empty() {
-            None
-        } else {
-            let clear = self.epochs.clear.read().await;
-            let lock = guard.ticket.lock().await;
-            let newest = guard.ticket.still_newest(&mut self.epochs.state());
-            if !newest {
-                for tier in upper {
-                    if let Err(e) = tier.delete(&key).await {
-                        tracing::warn!(
-                            key,
-                            tier = %format!("{tier:?}"),
-                            error = %e,
-                            "could not drop the key from an upper tier after concurrent writes"
-                        );
-                    }
-                }
-            } else if let Some(f) = &fill {
-                self.fill_upper(&key, f.meta, f.value, f.compression, upper.len())
-                    .await;
-            }
-            Some((clear, lock))
-        };
-        let bytes = fill
-            .as_ref()
-            .and_then(|f| self.bytes_for_memory(f.meta, f.value));
-        let mut st = self.epochs.state();
-        match (&fill, guard.ticket.still_newest(&mut st)) {
-            (Some(f), true) => self.memory_put(&st, &key, f.meta, bytes),
-            _ => self.memory_invalidate(&st, &key),
-        }
-        guard.ticket.end_write(&mut st);
-    }
-
-    /// True when `meta` has expired by this cache's clock. Each tier reads
-    /// its own clock; a copy is never served past the instant this one says
-    /// its entry expires.
-    fn expired(&self, meta: &EntryMeta) -> bool {
-        meta.is_expired(self.clock.now())
-    }
-
-    /// The tiers above the last, fastest first.
-    fn upper(&self) -> &[Arc<dyn Cache>] {
-        &self.tiers[..self.tiers.len() - 1]
-    }
-
-    fn last(&self) -> &Arc<dyn Cache> {
-        self.tiers.last().expect("the builder requires a tier")
-    }
-}
-
-/// Counts the end of a `clear` even when its future is dropped part way:
-/// a promotion whose read began before then installs nothing.
-struct ClearGuard<'a> {
-    inner: &'a Inner,
-}
-
-impl Drop for ClearGuard<'_> {
-    fn drop(&mut self) {
-        let mut st = self.inner.epochs.state();
-        st.bump_clears();
-        if let Some(memory) = &self.inner.memory {
-            memory.invalidate_all();
-        }
     }
 }
 
