@@ -1318,8 +1318,11 @@ fn check(
             }
         }
         // The documented window of an ObjectCache purge: one that removed
-        // something while a write of this key completed may have removed
-        // that write's value (a possible removal, never a definite one).
+        // something while a write of this key ran may have removed that
+        // write's value (a possible removal, never a definite one). The
+        // write's value may land inside the purge while its call ends after
+        // it (a get_or_insert_with releases its lease after the value is
+        // stored), so any overlap counts, not only a write that ended first.
         if purge_races_writes {
             for (i, p) in events.iter().enumerate() {
                 let (Op::Purge, Res::Purged(n)) = (&p.op, &p.res) else {
@@ -1327,7 +1330,7 @@ fn check(
                 };
                 let overlaps = effects
                     .iter()
-                    .any(|c| c.put.is_some() && c.end > p.start && c.end < p.end);
+                    .any(|c| c.put.is_some() && c.start < p.end && c.end > p.start);
                 if *n > 0 && overlaps {
                     effects.push(Effect {
                         event: i,
