@@ -9,7 +9,7 @@ use etl_cache_core::backend::Counters;
 use etl_cache_core::backend::blocks::BlockFramer;
 use etl_cache_core::backend::codec::Encoder;
 use etl_cache_core::backend::format::{DecodedHeader, Header, Layout, TRAILER_LEN, Trailer};
-use etl_cache_core::{ByteStream, EntryMeta, Error, Kind, Result, SetOptions, Value};
+use etl_cache_core::{ByteStream, Codec, EntryMeta, Error, Kind, Result, SetOptions, Value};
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{MultipartUpload, PutMultipartOptions, PutOptions, PutPayload};
@@ -180,6 +180,7 @@ impl Inner {
         let head = self.head(key, opts.stream_kind(key)?, opts)?;
         let location = self.layout.entry(key);
         self.check_before_write(key, &location).await?;
+        let codec = opts.compression.codec();
         let mut enc = Encoder::new(opts.compression)
             .map_err(|e| self.compress_error(key, &location, e))?
             .without_checksum();
@@ -193,8 +194,27 @@ impl Inner {
                     key: Error::display_key(key),
                     source,
                 })?;
-                let out = enc
-                    .encode(chunk)
+                // A chunk large enough to keep the task busy is compressed
+                // on the blocking pool (the encoder goes there and back);
+                // small ones, and every chunk of an uncompressed stream,
+                // stay here, where the hop would cost more than the work.
+                // The framer's checksum (~20 GB/s) runs here either way.
+                let out =
+                    if codec == Codec::None || crate::inner::work_inline(codec, chunk.len()) {
+                        enc.encode(chunk)
+                    } else {
+                        let mut moved = enc;
+                        let (back, out) = tokio::task::spawn_blocking(move || {
+                            let out = moved.encode(chunk);
+                            (moved, out)
+                        })
+                        .await
+                        .map_err(|e| {
+                            self.compress_error(key, &location, std::io::Error::other(e))
+                        })?;
+                        enc = back;
+                        out
+                    }
                     .map_err(|e| self.compress_error(key, &location, e))?;
                 framer.push(out, &mut framed);
                 for piece in framed.drain(..) {
