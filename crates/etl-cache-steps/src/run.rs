@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use etl_cache_core::backend::KeyedMutex;
+use etl_cache_core::backend::{DEFAULT_LOCK_TIMEOUT, SingleFlight};
 use etl_cache_core::{
     BoxError, ByteStream, Cache, Clock, GetStream, SetOptions, SystemClock, Value,
 };
@@ -23,6 +23,7 @@ pub struct RunOptions {
     refresh: bool,
     history: usize,
     clock: Arc<dyn Clock>,
+    lock_timeout: Duration,
 }
 
 impl Default for RunOptions {
@@ -32,6 +33,7 @@ impl Default for RunOptions {
             refresh: false,
             history: DEFAULT_HISTORY,
             clock: Arc::new(SystemClock),
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
         }
     }
 }
@@ -68,6 +70,18 @@ impl RunOptions {
     /// the cache's own clock in tests that move time.
     pub fn clock(self, clock: Arc<dyn Clock>) -> Self {
         RunOptions { clock, ..self }
+    }
+
+    /// How long [`StepExt::run_stream`] waits for another task of this
+    /// process computing the same step before it fails with
+    /// [`etl_cache_core::Error::LockTimeout`]; [`DEFAULT_LOCK_TIMEOUT`]
+    /// unless set. ([`StepExt::run`] waits through the backend's single
+    /// flight, with the timeout of the cache handle.)
+    pub fn lock_timeout(self, timeout: Duration) -> Self {
+        RunOptions {
+            lock_timeout: timeout,
+            ..self
+        }
     }
 }
 
@@ -172,11 +186,13 @@ fn value_len(v: &Value) -> u64 {
     }
 }
 
-/// The in-process lock of a stream step's key: streams have no single
-/// flight in the `Cache` contract, so tasks of one process take turns here.
-fn stream_locks() -> &'static KeyedMutex {
-    static LOCKS: OnceLock<KeyedMutex> = OnceLock::new();
-    LOCKS.get_or_init(KeyedMutex::new)
+/// The single flight of stream steps in this process: streams have none in
+/// the `Cache` contract, so tasks of one process running the same stream
+/// step take turns here (each waits at most its
+/// [`RunOptions::lock_timeout`]).
+fn stream_flights() -> &'static SingleFlight {
+    static FLIGHTS: OnceLock<SingleFlight> = OnceLock::new();
+    FLIGHTS.get_or_init(SingleFlight::default)
 }
 
 /// Steps on every [`Cache`], `dyn Cache` included. Do not implement it: it is
@@ -338,14 +354,18 @@ pub trait StepExt: Cache {
     /// returns the stream, which is stored with `set_stream` (never held
     /// whole in memory), and the run returns a stream of the stored bytes
     /// in chunks of `chunk_size`. Tasks of one process running the same
-    /// step compute it once; processes are not coordinated for streams (the
-    /// `Cache` contract has no single flight for them): two may both
-    /// compute, and the last write wins.
+    /// step compute it once (the others wait, at most
+    /// [`RunOptions::lock_timeout`], then read the stored result);
+    /// processes are not coordinated for streams (the `Cache` contract has
+    /// no single flight for them): two may both compute, and the last write
+    /// wins.
     ///
     /// # Errors
     ///
     /// As [`StepExt::run`]; a stream that fails leaves nothing stored
-    /// ([`etl_cache_core::Error::Stream`]).
+    /// ([`etl_cache_core::Error::Stream`]);
+    /// [`etl_cache_core::Error::LockTimeout`] when another task of this
+    /// process computed the step for longer than the lock timeout.
     async fn run_stream<F, Fut, E>(
         &self,
         step: &Step,
@@ -361,61 +381,60 @@ pub trait StepExt: Cache {
         let started = Instant::now();
         let r = step.resolve().await?;
         let key = r.key();
-        let _guard = stream_locks().lock(&key, Duration::from_secs(3600)).await?;
-        let why = if opts.refresh {
-            Explanation::RefreshForced
-        } else {
-            match self.get_stream(&key, chunk_size).await {
-                Ok(Some(s)) => {
-                    let took = started.elapsed();
-                    let len = s.meta().logical_len;
-                    let saved = finish_hit(self, &r, took, || len).await;
-                    return Ok(Ran {
-                        value: s,
-                        outcome: Outcome::Hit {
-                            took,
-                            saved_seconds: saved,
-                        },
-                    });
+        // Why the step computes, as the last look found it.
+        let why: Mutex<Option<Explanation>> = Mutex::new(None);
+        let (this, resolved, why_slot, refresh, now) =
+            (self, &r, &why, opts.refresh, opts.clock.now());
+        // A look: the stored result as a hit, or `None` with the reason of
+        // the miss in `why`. Its `Ok(Err(_))` carries this crate's errors
+        // through the core's single flight.
+        let look = move |first: bool| async move {
+            let miss = if refresh {
+                Explanation::RefreshForced
+            } else {
+                match this.get_stream(&resolved.key(), chunk_size).await {
+                    Ok(Some(s)) => {
+                        let took = started.elapsed();
+                        let len = s.meta().logical_len;
+                        let saved = finish_hit(this, resolved, took, || len).await;
+                        return Ok(Some(Ok(Ran {
+                            value: s,
+                            outcome: Outcome::Hit {
+                                took,
+                                saved_seconds: saved,
+                            },
+                        })));
+                    }
+                    // A miss is explained once, at the look before the
+                    // fill; a corrupt entry (removed once seen) at the look
+                    // that saw it.
+                    Ok(None) if first || why_slot.lock().is_ok_and(|w| w.is_some()) => {
+                        return Ok(None);
+                    }
+                    Ok(None) => explain_absent(this, resolved, now)
+                        .await
+                        .unwrap_or_else(|e| unexplained(resolved, e)),
+                    Err(etl_cache_core::Error::Corrupt { reason, .. }) => {
+                        corrupt(this, resolved, reason).await
+                    }
+                    Err(e) => return Err(e),
                 }
-                Ok(None) => explain_absent(self, &r, opts.clock.now())
-                    .await
-                    .unwrap_or_else(|e| unexplained(&r, e)),
-                Err(etl_cache_core::Error::Corrupt { reason, .. }) => {
-                    corrupt(self, &r, reason).await
-                }
-                Err(e) => return Err(e.into()),
-            }
+            };
+            *why_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(miss);
+            Ok(None)
         };
-        let t = Instant::now();
-        let stream = compute().await.map_err(|e| {
-            Error::Cache(etl_cache_core::Error::Init {
-                key: key.clone(),
-                source: e.into(),
-            })
-        })?;
-        let meta = self.set_stream(&key, stream, opts.set).await?;
-        let took = t.elapsed();
-        let m = Manifest::new(
-            &r,
-            took,
-            SystemTime::now(),
-            meta.expires,
-            "stream",
-            meta.logical_len,
-        );
-        write_run(self, &m, opts.history).await?;
-        record(self, &r.name, miss_delta(took)).await?;
-        let value = self.get_stream(&key, chunk_size).await?.ok_or_else(|| {
-            etl_cache_core::Error::Corrupt {
-                key: key.clone(),
-                reason: "the entry vanished right after it was written".into(),
-            }
-        })?;
-        Ok(Ran {
-            value,
-            outcome: Outcome::Computed { took, why },
-        })
+        let timeout = opts.lock_timeout;
+        let fill = || async {
+            let why = why
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .expect("a look explained the miss before the fill");
+            Ok(compute_stream(self, &r, opts, chunk_size, compute, why).await)
+        };
+        stream_flights()
+            .run_with_timeout(&key, timeout, look, fill)
+            .await?
     }
 
     /// Why `step`, with its current parts, would or would not be served from
@@ -587,4 +606,53 @@ async fn finish_hit<C: Cache + ?Sized>(
         tracing::warn!(step = %r.name, error = %e, "could not record the step's hit");
     }
     saved
+}
+
+/// The computing half of [`StepExt::run_stream`], run by the one task of
+/// this process whose turn it is: compute, store, keep the manifest, and
+/// hand out the stored bytes.
+async fn compute_stream<C, F, Fut, E>(
+    cache: &C,
+    r: &Resolved,
+    opts: RunOptions,
+    chunk_size: usize,
+    compute: F,
+    why: Explanation,
+) -> Result<Ran<GetStream>>
+where
+    C: Cache + ?Sized,
+    F: FnOnce() -> Fut + Send,
+    Fut: std::future::Future<Output = std::result::Result<ByteStream, E>> + Send,
+    E: Into<BoxError> + Send,
+{
+    let key = r.key();
+    let t = Instant::now();
+    let stream = compute().await.map_err(|e| {
+        Error::Cache(etl_cache_core::Error::Init {
+            key: key.clone(),
+            source: e.into(),
+        })
+    })?;
+    let meta = cache.set_stream(&key, stream, opts.set).await?;
+    let took = t.elapsed();
+    let m = Manifest::new(
+        r,
+        took,
+        SystemTime::now(),
+        meta.expires,
+        "stream",
+        meta.logical_len,
+    );
+    write_run(cache, &m, opts.history).await?;
+    record(cache, &r.name, miss_delta(took)).await?;
+    let value = cache.get_stream(&key, chunk_size).await?.ok_or_else(|| {
+        etl_cache_core::Error::Corrupt {
+            key: key.clone(),
+            reason: "the entry vanished right after it was written".into(),
+        }
+    })?;
+    Ok(Ran {
+        value,
+        outcome: Outcome::Computed { took, why },
+    })
 }

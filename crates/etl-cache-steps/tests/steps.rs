@@ -605,6 +605,262 @@ async fn stream_steps_store_and_serve_streams() {
     );
 }
 
+/// A stream of `pages` pages of 100,000 bytes, page `i` all `i + seed`.
+fn pages(pages: u8, seed: u8) -> ByteStream {
+    futures::stream::iter((0..pages).map(move |i| Ok(Bytes::from(vec![i + seed; 100_000])))).boxed()
+}
+
+async fn all_bytes(s: etl_cache_core::GetStream) -> Vec<u8> {
+    let parts: Vec<Bytes> = s.try_collect().await.unwrap();
+    parts.concat()
+}
+
+/// Runs a stream step in 8 tasks at once, spread over `handles`; every task
+/// reads the whole result. Returns how many times the computation ran.
+async fn run_stream_together(handles: &[Arc<dyn Cache>], step: &Step) -> usize {
+    let computed = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (cache, computed, step) = (
+            handles[i % handles.len()].clone(),
+            computed.clone(),
+            step.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let ran = cache
+                .run_stream(&step, RunOptions::new(), 65536, || async move {
+                    computed.fetch_add(1, Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    Ok::<_, std::io::Error>(pages(3, 7))
+                })
+                .await
+                .unwrap();
+            all_bytes(ran.value).await
+        }));
+    }
+    for t in tasks {
+        let b = t.await.unwrap();
+        assert_eq!(b.len(), 300_000);
+        assert_eq!((b[0], b[150_000], b[299_999]), (7, 8, 9));
+    }
+    computed.load(Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_stream_runs_on_one_handle_and_on_two_compute_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let one: Arc<dyn Cache> = Arc::new(disk(dir.path()).await);
+    let step = Step::new("pages").param("n", &1);
+    assert_eq!(
+        run_stream_together(std::slice::from_ref(&one), &step).await,
+        1
+    );
+    let s = one.step_stats(Some("pages")).await.unwrap().total;
+    assert_eq!((s.hits, s.misses), (7, 1));
+
+    let two: Arc<dyn Cache> = Arc::new(disk(dir.path()).await);
+    let step = Step::new("pages").param("n", &2);
+    assert_eq!(run_stream_together(&[one, two], &step).await, 1);
+}
+
+/// A task waiting for another computing the same stream step gives up after
+/// its `lock_timeout`, naming the key; the holder's result lands, and is
+/// computed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_run_waits_its_lock_timeout_then_fails_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(disk(dir.path()).await);
+    let step = Step::new("slow pages");
+    let key = step.resolve().await.unwrap().key();
+    let (started, gate) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let computed = Arc::new(AtomicUsize::new(0));
+    let holder = {
+        let (cache, step, started, gate, computed) = (
+            cache.clone(),
+            step.clone(),
+            started.clone(),
+            gate.clone(),
+            computed.clone(),
+        );
+        tokio::spawn(async move {
+            let ran = cache
+                .run_stream(&step, RunOptions::new(), 65536, || async move {
+                    computed.fetch_add(1, Ordering::SeqCst);
+                    started.notify_one();
+                    gate.notified().await;
+                    Ok::<_, std::io::Error>(pages(2, 1))
+                })
+                .await
+                .unwrap();
+            all_bytes(ran.value).await
+        })
+    };
+    started.notified().await;
+    let waited = std::time::Instant::now();
+    let e = cache
+        .run_stream(
+            &step,
+            RunOptions::new().lock_timeout(Duration::from_millis(200)),
+            65536,
+            || async {
+                computed.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(pages(1, 50))
+            },
+        )
+        .await
+        .unwrap_err();
+    let waited = waited.elapsed();
+    match &e {
+        Error::Cache(etl_cache_core::Error::LockTimeout { key: k, .. }) => assert_eq!(k, &key),
+        other => panic!("expected a lock timeout, got {other}"),
+    }
+    assert!(e.to_string().contains(&key), "{e}");
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_secs(30),
+        "gave up after {waited:?}"
+    );
+    gate.notify_one();
+    let b = holder.await.unwrap();
+    assert_eq!((b.len(), b[0], b[199_999]), (200_000, 1, 2));
+    let again = cache
+        .run_stream(&step, RunOptions::new(), 65536, || async {
+            Ok::<_, std::io::Error>(pages(1, 60))
+        })
+        .await
+        .unwrap();
+    assert!(again.outcome.is_hit());
+    assert_eq!(all_bytes(again.value).await.len(), 200_000);
+    assert_eq!(computed.load(Ordering::SeqCst), 1);
+}
+
+/// A stream run dropped at each of its cache calls leaves no lock behind
+/// and nothing half-stored: the next run computes at most once, serves the
+/// whole result, and the step is a hit after.
+#[tokio::test]
+async fn a_stream_run_dropped_at_any_await_leaves_a_usable_cache() {
+    let step = || Step::new("dropped pages").param("n", &3);
+    let probe = Wrapped::new(Arc::new(MemoryCache::new()));
+    probe
+        .run_stream(&step(), RunOptions::new(), 65536, || async {
+            Ok::<_, std::io::Error>(pages(3, 1))
+        })
+        .await
+        .unwrap();
+    let calls = probe.calls.load(Ordering::SeqCst);
+    assert!(calls >= 5, "{calls}");
+    for park in 0..calls {
+        let inner: Arc<dyn Cache> = Arc::new(MemoryCache::new());
+        let w = Arc::new(Wrapped::new(inner.clone()));
+        w.park_at.store(park, Ordering::SeqCst);
+        let parked = w.parked.clone();
+        let task = {
+            let w = w.clone();
+            tokio::spawn(async move {
+                let _ = w
+                    .run_stream(&step(), RunOptions::new(), 65536, || async {
+                        Ok::<_, std::io::Error>(pages(3, 1))
+                    })
+                    .await;
+            })
+        };
+        parked.notified().await;
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        let computed = AtomicUsize::new(0);
+        let ran = inner
+            .run_stream(
+                &step(),
+                RunOptions::new().lock_timeout(Duration::from_secs(5)),
+                65536,
+                || async {
+                    computed.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>(pages(3, 1))
+                },
+            )
+            .await
+            .unwrap();
+        let b = all_bytes(ran.value).await;
+        assert_eq!(
+            (b.len(), b[299_999]),
+            (300_000, 3),
+            "dropped at call {park}"
+        );
+        assert!(computed.load(Ordering::SeqCst) <= 1);
+        let e = inner.explain(&step()).await.unwrap();
+        assert!(e.is_hit(), "dropped at call {park}: {e}");
+    }
+}
+
+/// Another writer stores under a stream step's key between the run's look
+/// and its write: the run's own stream is what it returns and what stays.
+#[tokio::test]
+async fn a_writer_between_look_and_set_stream_is_overwritten_by_the_stream_run() {
+    let mem: Arc<dyn Cache> = Arc::new(MemoryCache::new());
+    let w = Wrapped::new(mem.clone());
+    let step = Step::new("sneaked pages");
+    let key = step.resolve().await.unwrap().key();
+    *w.sneak.lock().unwrap() = Some((key.clone(), Value::from("from elsewhere")));
+    let ran = w
+        .run_stream(&step, RunOptions::new(), 65536, || async {
+            Ok::<_, std::io::Error>(pages(2, 5))
+        })
+        .await
+        .unwrap();
+    assert!(matches!(ran.outcome, Outcome::Computed { .. }));
+    assert_eq!(all_bytes(ran.value).await.len(), 200_000);
+    assert!(
+        w.sneak.lock().unwrap().is_none(),
+        "the other writer did write"
+    );
+    match mem.get(&key).await.unwrap() {
+        Some(Value::Bytes(b)) => assert_eq!((b.len(), b[0], b[199_999]), (200_000, 5, 6)),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Why a stream step computed: no earlier run the first time, a forced
+/// refresh when asked, the corruption when its entry was corrupt.
+#[tokio::test]
+async fn a_stream_run_says_why_it_computed() {
+    let mem: Arc<dyn Cache> = Arc::new(MemoryCache::new());
+    let w = Wrapped::new(mem.clone());
+    let step = Step::new("explained pages");
+    let key = step.resolve().await.unwrap().key();
+    let run = |opts: RunOptions| {
+        let (w, step) = (&w, &step);
+        async move {
+            w.run_stream(step, opts, 65536, || async {
+                Ok::<_, std::io::Error>(pages(1, 1))
+            })
+            .await
+            .unwrap()
+            .outcome
+        }
+    };
+    match run(RunOptions::new()).await {
+        Outcome::Computed { why, .. } => assert_eq!(why.reason(), "no_earlier_run", "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(run(RunOptions::new()).await.is_hit());
+    match run(RunOptions::new().refresh(true)).await {
+        Outcome::Computed { why, .. } => {
+            assert!(matches!(why, Explanation::RefreshForced), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    w.corrupt.lock().unwrap().insert(key);
+    match run(RunOptions::new()).await {
+        Outcome::Computed { why, .. } => {
+            assert!(matches!(why, Explanation::Corrupt { .. }), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(run(RunOptions::new()).await.is_hit());
+}
+
 // ------------------------------------------------------------ concurrency
 
 /// Runs `transform(rows)` in 8 tasks at once, spread over `handles`; every

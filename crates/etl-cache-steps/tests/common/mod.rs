@@ -26,7 +26,8 @@ pub struct Wrapped {
     pub release: Arc<Notify>,
     /// Keys whose reads report corruption (once each; the entry is removed).
     pub corrupt: Mutex<HashSet<String>>,
-    /// Before the first set of this key, another writer stores this value.
+    /// Before the first write (set or set_stream) of this key, another
+    /// writer stores this value.
     pub sneak: Mutex<Option<(String, Value)>>,
     /// Reads and writes of keys with these prefixes fail (a cache that
     /// refuses them: read-only credentials, a lock held too long).
@@ -70,6 +71,23 @@ impl Wrapped {
         }
     }
 
+    /// Before the first write of the `sneak` key, the other writer stores
+    /// its value.
+    async fn let_the_other_writer_in(&self, key: &str) -> Result<()> {
+        let sneak = {
+            let mut s = self.sneak.lock().unwrap();
+            if s.as_ref().is_some_and(|(k, _)| k == key) {
+                s.take()
+            } else {
+                None
+            }
+        };
+        if let Some((k, v)) = sneak {
+            self.inner.set(&k, v, SetOptions::new()).await?;
+        }
+        Ok(())
+    }
+
     async fn check_corrupt(&self, key: &str) -> Result<()> {
         let hit = self.corrupt.lock().unwrap().remove(key);
         if hit {
@@ -88,22 +106,13 @@ impl Cache for Wrapped {
     async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
         self.enter().await;
         self.check_refused(key)?;
-        let sneak = {
-            let mut s = self.sneak.lock().unwrap();
-            if s.as_ref().is_some_and(|(k, _)| k == key) {
-                s.take()
-            } else {
-                None
-            }
-        };
-        if let Some((k, v)) = sneak {
-            self.inner.set(&k, v, SetOptions::new()).await?;
-        }
+        self.let_the_other_writer_in(key).await?;
         self.inner.set(key, value, opts).await
     }
     async fn set_stream(&self, key: &str, s: ByteStream, opts: SetOptions) -> Result<EntryMeta> {
         self.enter().await;
         self.check_refused(key)?;
+        self.let_the_other_writer_in(key).await?;
         self.inner.set_stream(key, s, opts).await
     }
     async fn get(&self, key: &str) -> Result<Option<Value>> {
