@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use etl_cache_core::backend::{Counters, init_failed};
+use etl_cache_core::backend::init_failed;
 use etl_cache_core::{
     ByteStream, Cache, Codec, EntryMeta, Error, GetStream, InitFuture, Result, SetOptions, Stats,
     Value, validate_key,
@@ -19,8 +19,9 @@ use crate::cancel::Cancel;
 use crate::inner::{Inner, blocking};
 use crate::layout::key_hash;
 use crate::lock;
+use crate::look::Look;
 use crate::publish::Publish;
-use crate::read::{Found, Removal, is_busy};
+use crate::read::{Found, is_busy};
 use crate::remove::Bad;
 use crate::usage::{UsageError, Wait};
 use crate::write::Msg;
@@ -154,32 +155,17 @@ impl Inner {
     fn head(&self, key: &str, hash: &str, wait: Wait) -> Result<Option<EntryMeta>> {
         let path = self.layout.entry_path(hash);
         // An expired entry replaced (or recycled) meanwhile is looked at again.
-        for _ in 0..crate::read::LOOKS {
-            return match self.open_entry(Some(key), hash, &path, false, wait)? {
-                Found::Missing => Ok(None),
-                Found::Expired(o) => {
-                    match self.remove_if_bad(Some(key), hash, o.id(), Bad::Expired, wait) {
-                        Removal::Changed => continue,
-                        Removal::Busy => Err(self.busy(key)),
-                        Removal::Removed => {
-                            etl_cache_core::backend::obs::note(
-                                etl_cache_core::backend::obs::Outcome::Expired,
-                            );
-                            Counters::bump(&self.counters.expired);
-                            Ok(None)
-                        }
-                        Removal::Failed => {
-                            etl_cache_core::backend::obs::note(
-                                etl_cache_core::backend::obs::Outcome::Expired,
-                            );
-                            Ok(None)
-                        }
-                    }
-                }
-                Found::Live(o) => Ok(Some(o.meta)),
-            };
-        }
-        Err(self.corrupt(key, crate::read::CHANGING))
+        self.look_again(key, || {
+            Ok(
+                match self.open_entry(Some(key), hash, &path, false, wait)? {
+                    Found::Missing => Look::Done(None),
+                    Found::Expired(o) => self
+                        .expired_unless_changed(key, hash, o.id(), wait)?
+                        .map(|()| None),
+                    Found::Live(o) => Look::Done(Some(o.meta)),
+                },
+            )
+        })
     }
 }
 
@@ -195,7 +181,7 @@ impl DiskCache {
         let inner = self.inner.clone();
         let key = key.to_owned();
         // `None` from `finish_value`: the entry changed under the read (see
-        // `read::remove_if_bad`); `read_value` then looks again, without
+        // `look::remove_if_bad`); `read_value` then looks again, without
         // counting the read twice.
         //
         // On this (async) thread, a read never waits for another process

@@ -66,6 +66,7 @@ mod fault;
 mod inner;
 mod layout;
 mod lock;
+mod look;
 mod open;
 mod publish;
 mod range;

@@ -15,7 +15,8 @@ use etl_cache_core::{Codec, EntryMeta, Result};
 use crate::check::{concat, logical_of};
 use crate::fault::Point;
 use crate::inner::Inner;
-use crate::read::{CHANGING, LOOKS, Opened};
+use crate::look::Look;
+use crate::read::Opened;
 use crate::sys;
 use crate::usage::Wait;
 
@@ -32,9 +33,9 @@ impl Inner {
         range: Range<u64>,
     ) -> Result<Option<(EntryMeta, Bytes)>> {
         let mut count = true;
-        for _ in 0..LOOKS {
+        self.look_again(key, || {
             let Some(o) = self.lookup(key, hash, true, count, Wait::Timeout)? else {
-                return Ok(None);
+                return Ok(Look::Done(None));
             };
             count = false;
             let (start, end) = clamp_range(&range, o.meta.logical_len);
@@ -46,11 +47,8 @@ impl Inner {
                     logical_of(meta, stored).map(|l| l.slice(start as usize..end as usize))
                 })?,
             };
-            if found.is_some() {
-                return Ok(found);
-            }
-        }
-        Err(self.corrupt(key, CHANGING))
+            Ok(Look::or_again(found.map(Some)))
+        })
     }
 
     /// The stored bytes `range` (within the entry) of an opened format 2
@@ -111,6 +109,7 @@ impl Inner {
                 return Err(self.io(key, &path, "read the entry")(e));
             }
         };
-        self.judge_corrupt(key, hash, &o, reason, Wait::Timeout)
+        self.corrupt_unless_changed(Some(key), hash, o.id(), reason, Wait::Timeout)?;
+        Ok(None)
     }
 }

@@ -15,14 +15,11 @@ use etl_cache_core::backend::format::{
 };
 use etl_cache_core::{EntryMeta, Error, Result};
 
-use crate::check::{
-    CheckError, Decode, Framing, check_whole_file, decode_stored, invalid, same_trailer,
-};
-use crate::dirs::{How, Meta};
+use crate::check::{CheckError, Decode, Framing, check_whole_file, invalid, same_trailer};
+use crate::dirs::How;
 use crate::fault::Point;
 use crate::inner::Inner;
-use crate::remove::{Bad, RemoveError};
-use crate::spare::SPARE_MAX;
+use crate::look::Look;
 use crate::sys;
 use crate::usage::{UsageError, Wait};
 
@@ -66,34 +63,10 @@ thread_local! {
     static FAST_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// How many times a read looks again at an entry that changed under it
-/// (see `remove_if_bad`) before giving up.
-pub(crate) const LOOKS: usize = 16;
-
-/// The reason given when that many looks all failed.
-pub(crate) const CHANGING: &str = "the entry kept changing while it was read";
-
 /// Whether `e` is [`Inner::busy`]'s error: a lock timeout after no wait at
 /// all, which only a caller that may not wait gets.
 pub(crate) fn is_busy(e: &Error) -> bool {
     matches!(e, Error::LockTimeout { waited, .. } if waited.is_zero())
-}
-
-/// What became of an entry a read found expired or corrupt.
-#[derive(Debug)]
-pub(crate) enum Removal {
-    /// Removed.
-    Removed,
-    /// The file at the entry's path is not (or no longer) bad, or is gone:
-    /// another write replaced it, or recycled the file the read saw. The
-    /// reader looks again.
-    Changed,
-    /// It could not be removed (logged); the read's verdict stands.
-    Failed,
-    /// Removing it needs the counters, which another process holds, and the
-    /// caller may not wait (a read on an async thread, see `Wait::Spin`):
-    /// it does the read again on a blocking thread.
-    Busy,
 }
 
 /// What looking at an entry file found.
@@ -105,7 +78,7 @@ pub(crate) enum Found {
 
 impl Inner {
     /// The error of a read on an async thread that would have to wait for
-    /// the counters to remove an entry (see [`Removal::Busy`]); its caller
+    /// the counters to remove an entry (see [`crate::look::Removal::Busy`]); its caller
     /// does the read again on a blocking thread (see [`is_busy`]).
     pub(crate) fn busy(&self, key: &str) -> Error {
         self.usage_error(
@@ -138,10 +111,12 @@ impl Inner {
         // A read that fails its checks looks again when the file at the path
         // turns out not to be bad (replaced meanwhile, or recycled under the
         // read: see `spare`).
-        for _ in 0..LOOKS {
+        self.look_again(shown, || {
             let file = match self.dirs.open_entry(hash, How::Read) {
                 Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Ok(Look::Done(Found::Missing));
+                }
                 Err(e) if is_symlink_error(&e) => {
                     self.remove_foreign(path);
                     return Err(self.corrupt(
@@ -160,7 +135,7 @@ impl Inner {
                 self.fault(Point::Read)
                     .map_err(self.io(shown, path, "read the entry"))?;
                 match self.open_small(key, hash, file) {
-                    Ok(opened) => return Ok(self.found(opened)),
+                    Ok(opened) => return Ok(Look::Done(self.found(opened))),
                     Err(file) => file,
                 }
             } else {
@@ -181,27 +156,18 @@ impl Inner {
                 Ok(mut opened) => {
                     opened.known_id = Some(id);
                     opened.mtime = m.modified().ok();
-                    return Ok(self.found(opened));
+                    Ok(Look::Done(self.found(opened)))
                 }
-                Err((CheckError::Io(e), _)) => {
-                    return Err(self.io(shown, path, "read the entry")(e));
-                }
+                Err((CheckError::Io(e), _)) => Err(self.io(shown, path, "read the entry")(e)),
                 Err((CheckError::Corrupt(reason), file)) => {
                     // `file` stays open until the removal is decided: its
                     // inode number cannot be given to a newer entry meanwhile.
-                    let removal = self.remove_if_bad(key, hash, id, Bad::Corrupt, wait);
+                    let judged = self.corrupt_unless_changed(key, hash, id, reason, wait);
                     drop(file);
-                    match removal {
-                        Removal::Changed => continue,
-                        Removal::Busy => return Err(self.busy(shown)),
-                        Removal::Removed | Removal::Failed => {
-                            return Err(self.corrupt(shown, reason));
-                        }
-                    }
+                    judged.map(|()| Look::Again)
                 }
             }
-        }
-        Err(self.corrupt(shown, CHANGING))
+        })
     }
 
     fn check_entry(
@@ -294,7 +260,7 @@ impl Inner {
     /// `whole` when it was read whole, else by reading its header and
     /// trailer.
     #[allow(clippy::type_complexity)]
-    fn parse_entry(
+    pub(crate) fn parse_entry(
         &self,
         key: Option<&str>,
         hash: &str,
@@ -347,81 +313,6 @@ impl Inner {
         Ok((meta, framing, header_len, whole))
     }
 
-    /// Removes the entry `hash` that a read found `why` (expired or
-    /// corrupt; `id` is the file it read), if the file at its path still is:
-    /// the same file, when it is too large to be recycled, else whatever
-    /// file stands there once read again with the counters held (a small
-    /// file can be written again after a set replaced it, see `spare`, and
-    /// come back to the same path with another value). `key` is the key the
-    /// reader expected (`None` when listing).
-    ///
-    /// [`Removal::Changed`] tells the reader to look again. A failure is
-    /// logged (the read's answer does not depend on it, and the next read
-    /// tries again). Never waits for a key's lock, so reads may run this on
-    /// an async thread: the check and the removal run with the counters held
-    /// exclusively, as every publication does (see [`Inner::remove_entry`]),
-    /// which other processes hold for microseconds at a time (a hung holder
-    /// is waited for no longer than the lock timeout).
-    pub(crate) fn remove_if_bad(
-        &self,
-        key: Option<&str>,
-        hash: &str,
-        id: (u64, u64),
-        why: Bad,
-        wait: Wait,
-    ) -> Removal {
-        match self.remove_entry(hash, |m| self.still_bad(key, hash, m, id, why), None, wait) {
-            Ok(Some(_)) => Removal::Removed,
-            Ok(None) => Removal::Changed,
-            Err(RemoveError::Usage(UsageError::Busy)) => Removal::Busy,
-            Err(e) => {
-                let shown = key.unwrap_or(hash);
-                let e = self.remove_error(Some(shown), e);
-                tracing::warn!(key = shown, error = %e, "could not remove an expired or corrupt entry");
-                Removal::Failed
-            }
-        }
-    }
-
-    /// Whether the file at the entry's path (`m`, with the counters held) is
-    /// still what a read found (see [`Inner::remove_if_bad`]). The caller
-    /// keeps the file it read (`id`) open until this is decided: then no
-    /// other file can have its inode number, and a file too large to be
-    /// recycled is the one read exactly when its identity matches.
-    pub(crate) fn still_bad(
-        &self,
-        key: Option<&str>,
-        hash: &str,
-        m: &Meta,
-        id: (u64, u64),
-        why: Bad,
-    ) -> bool {
-        if m.len > SPARE_MAX {
-            return m.id == id;
-        }
-        let mut buf = Vec::with_capacity(m.len as usize);
-        let Ok(file) = self.dirs.open_entry(hash, How::Read) else {
-            return false;
-        };
-        if (&file).take(SPARE_MAX + 1).read_to_end(&mut buf).is_err() {
-            return false;
-        }
-        if buf.len() < HEADER_FIXED_LEN + 4 + TRAILER_LEN {
-            return true;
-        }
-        let len = buf.len() as u64;
-        match self.parse_entry(key, hash, &file, len, Some(buf)) {
-            Err(CheckError::Corrupt(_)) => true,
-            Err(CheckError::Io(_)) => false,
-            Ok((meta, framing, header_len, whole)) => match why {
-                Bad::Expired => meta.is_expired(self.config.clock.now()),
-                Bad::Corrupt => check_whole_file(&framing, whole.expect("read whole"), header_len)
-                    .and_then(|stored| decode_stored(&meta, stored))
-                    .is_err(),
-            },
-        }
-    }
-
     /// Refreshes the entry's recency (its mtime).
     pub(crate) fn touch(&self, opened: &Opened) {
         let now = SystemTime::now();
@@ -451,36 +342,28 @@ impl Inner {
                 Counters::bump(c)
             }
         };
-        for _ in 0..LOOKS {
-            match self.open_entry(Some(key), hash, &path, want_whole, wait)? {
-                Found::Missing => {
-                    bump(&self.counters.misses);
-                    return Ok(None);
-                }
-                Found::Expired(o) => {
-                    match self.remove_if_bad(Some(key), hash, o.id(), Bad::Expired, wait) {
-                        Removal::Changed => continue,
-                        Removal::Busy => return Err(self.busy(key)),
-                        removal => {
-                            etl_cache_core::backend::obs::note(
-                                etl_cache_core::backend::obs::Outcome::Expired,
-                            );
-                            bump(&self.counters.misses);
-                            if let Removal::Removed = removal {
-                                Counters::bump(&self.counters.expired);
-                            }
-                            return Ok(None);
-                        }
+        self.look_again(key, || {
+            Ok(
+                match self.open_entry(Some(key), hash, &path, want_whole, wait)? {
+                    Found::Missing => {
+                        bump(&self.counters.misses);
+                        Look::Done(None)
                     }
-                }
-                Found::Live(o) => {
-                    bump(&self.counters.hits);
-                    self.touch(&o);
-                    return Ok(Some(o));
-                }
-            }
-        }
-        Err(self.corrupt(key, CHANGING))
+                    Found::Expired(o) => {
+                        let seen = self.expired_unless_changed(key, hash, o.id(), wait)?;
+                        if let Look::Done(()) = seen {
+                            bump(&self.counters.misses);
+                        }
+                        seen.map(|()| None)
+                    }
+                    Found::Live(o) => {
+                        bump(&self.counters.hits);
+                        self.touch(&o);
+                        Look::Done(Some(o))
+                    }
+                },
+            )
+        })
     }
 
     /// Reads and verifies a whole entry, turned into a [`Value`] or its
@@ -492,15 +375,13 @@ impl Inner {
         count: bool,
         decode: Decode<T>,
     ) -> Result<Option<(EntryMeta, T)>> {
-        for _ in 0..LOOKS {
+        self.look_again(key, || {
             let Some(o) = self.lookup(key, hash, true, count, Wait::Timeout)? else {
-                return Ok(None);
+                return Ok(Look::Done(None));
             };
-            if let Some(found) = self.finish_value(key, hash, *o, Wait::Timeout, decode)? {
-                return Ok(Some(found));
-            }
-        }
-        Err(self.corrupt(key, CHANGING))
+            let found = self.finish_value(key, hash, *o, Wait::Timeout, decode)?;
+            Ok(Look::or_again(found.map(Some)))
+        })
     }
 
     /// Looks up an entry to stream. A small one is read whole and checked
@@ -513,29 +394,24 @@ impl Inner {
         hash: &str,
         wait: Wait,
     ) -> Result<Option<Box<Opened>>> {
-        for _ in 0..LOOKS {
+        self.look_again(key, || {
             let Some(mut o) = self.lookup(key, hash, true, true, wait)? else {
-                return Ok(None);
+                return Ok(Look::Done(None));
             };
             let Some(w) = o.whole.take() else {
-                return Ok(Some(o));
+                return Ok(Look::Done(Some(o)));
             };
-            let reason = match check_whole_file(&o.framing, w, o.header_len) {
+            match check_whole_file(&o.framing, w, o.header_len) {
                 Ok(stored) => {
                     o.checked = Some(stored);
-                    return Ok(Some(o));
+                    Ok(Look::Done(Some(o)))
                 }
-                Err(reason) => reason,
-            };
-            match self.remove_if_bad(Some(key), hash, o.id(), Bad::Corrupt, wait) {
-                Removal::Changed => continue,
-                Removal::Busy => return Err(self.busy(key)),
-                Removal::Removed | Removal::Failed => {
-                    return Err(self.corrupt(key, reason));
+                Err(reason) => {
+                    self.corrupt_unless_changed(Some(key), hash, o.id(), reason, wait)?;
+                    Ok(Look::Again)
                 }
             }
-        }
-        Err(self.corrupt(key, CHANGING))
+        })
     }
 
     /// Whether an opened entry can be finished on an async thread: it was read
@@ -584,25 +460,10 @@ impl Inner {
         };
         match stored.and_then(|stored| decode(&o.meta, stored)) {
             Ok(v) => Ok(Some((o.meta, v))),
-            Err(reason) => self.judge_corrupt(key, hash, &o, reason, wait),
-        }
-    }
-
-    /// After an opened entry failed its checks: removes it if the file at
-    /// its path is still that one and bad, and says so (an error), or
-    /// `None` when the entry changed meanwhile and the caller looks again.
-    pub(crate) fn judge_corrupt<T>(
-        &self,
-        key: &str,
-        hash: &str,
-        o: &Opened,
-        reason: String,
-        wait: Wait,
-    ) -> Result<Option<T>> {
-        match self.remove_if_bad(Some(key), hash, o.id(), Bad::Corrupt, wait) {
-            Removal::Changed => Ok(None),
-            Removal::Busy => Err(self.busy(key)),
-            Removal::Removed | Removal::Failed => Err(self.corrupt(key, reason)),
+            Err(reason) => {
+                self.corrupt_unless_changed(Some(key), hash, o.id(), reason, wait)?;
+                Ok(None)
+            }
         }
     }
 
