@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
-use super::{Harness, sample_bytes};
+use super::harness::{Harness, sample_bytes};
 use crate::io::WRITE_CHUNK_SIZE;
 use crate::{Cache, CacheExt, CacheIoExt, Compression, EntryMeta, Error, Kind, SetOptions, Value};
 

@@ -12,7 +12,7 @@ use tracing::instrument::WithSubscriber;
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Dispatch, Event, Metadata, Subscriber};
 
-use super::Harness;
+use super::harness::Harness;
 use crate::{CacheExt, SetOptions, Value};
 
 /// A span as the recorder saw it.

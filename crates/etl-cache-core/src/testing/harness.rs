@@ -1,0 +1,121 @@
+//! What the contract suite runs on: the [`Harness`] a backend hands it, and
+//! the payloads and helpers its checks share.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::{ByteStream, Cache, ManualClock};
+
+/// A cache under test with the clock it reads.
+pub struct Harness {
+    /// The cache.
+    pub cache: Arc<dyn Cache>,
+    /// The clock the cache reads expiry from.
+    pub clock: Arc<ManualClock>,
+    /// Whether a read that finds an entry expired removes it. A backend
+    /// that cannot remove conditionally (an object store without
+    /// conditional deletes) leaves it to `purge_expired`.
+    pub removes_expired_on_read: bool,
+    /// A second handle on the same entries (another `DiskCache` on the
+    /// same directory, another `ObjectCache` on the same store), for the
+    /// checks of writers racing across handles; `None` where there is none.
+    pub second: Option<Arc<dyn Cache>>,
+    /// Whether a write dropped while its final request is in flight may
+    /// still be applied after the drop (a remote object store: see the
+    /// `Cache` contract, "Cancellation").
+    pub dropped_writes_may_land_later: bool,
+    _keep: Box<dyn Any + Send + Sync>,
+}
+
+impl Harness {
+    /// Bundles a cache, its clock and anything that must live as long as the test.
+    pub fn new(
+        cache: Arc<dyn Cache>,
+        clock: Arc<ManualClock>,
+        keep: impl Any + Send + Sync,
+    ) -> Self {
+        Harness {
+            cache,
+            clock,
+            removes_expired_on_read: true,
+            second: None,
+            dropped_writes_may_land_later: false,
+            _keep: Box::new(keep),
+        }
+    }
+
+    /// For a backend whose reads leave expired entries in place (they are
+    /// invisible, and removed by `purge_expired`).
+    pub fn keeps_expired_until_purge(mut self) -> Self {
+        self.removes_expired_on_read = false;
+        self
+    }
+
+    /// Adds a second handle on the same entries as the cache under test.
+    pub fn with_second_handle(mut self, second: Arc<dyn Cache>) -> Self {
+        self.second = Some(second);
+        self
+    }
+
+    /// For a remote store, where a write dropped while its final request is
+    /// in flight may still be applied by the server after the drop.
+    pub fn dropped_writes_may_land_later(mut self) -> Self {
+        self.dropped_writes_may_land_later = true;
+        self
+    }
+}
+
+pub(super) fn stream_of(chunks: Vec<Bytes>) -> ByteStream {
+    futures::stream::iter(chunks.into_iter().map(Ok)).boxed()
+}
+
+/// A deterministic, compressible payload of `len` bytes.
+pub fn sample_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    while out.len() < len {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let line = format!("<row id=\"{}\" v=\"{}\"/>\n", x >> 40, (x >> 20) & 0xff);
+        out.extend_from_slice(line.as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub(super) async fn collect(
+    cache: &dyn Cache,
+    key: &str,
+    chunk: usize,
+) -> Option<(Vec<usize>, Vec<u8>)> {
+    let s = cache.get_stream(key, chunk).await.expect("get_stream")?;
+    let chunks: Vec<Bytes> = s.try_collect().await.expect("stream reads");
+    let sizes = chunks.iter().map(Bytes::len).collect();
+    Some((sizes, chunks.concat()))
+}
+
+/// A JSON document nesting `depth` arrays and objects.
+pub fn nested_json(depth: usize) -> serde_json::Value {
+    let mut doc = serde_json::json!("leaf");
+    for i in 0..depth {
+        doc = if i % 2 == 0 {
+            serde_json::json!([i, doc])
+        } else {
+            serde_json::json!({"level": i, "next": doc})
+        };
+    }
+    doc
+}
+
+impl ManualClock {
+    /// The clock's time; for the suite.
+    pub fn now_for_tests(&self) -> std::time::SystemTime {
+        crate::Clock::now(self)
+    }
+}

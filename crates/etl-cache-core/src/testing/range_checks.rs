@@ -1,0 +1,181 @@
+//! The contract checks of `get_range`: the logical bytes of a range, and
+//! ranges read while other tasks replace the entry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::harness::{Harness, collect, sample_bytes};
+use crate::{CacheExt, Compression, Error, SetOptions, Value};
+
+/// `get_range` reads the logical bytes of a range, cut at the end, for
+/// every kind and codec, across the blocks and chunks backends read in.
+pub async fn ranges_read_the_logical_bytes(h: &Harness) {
+    let c = &*h.cache;
+    let mib = 1u64 << 20;
+    let len = 3 * mib + 17;
+    let data = sample_bytes(len as usize, 11);
+    let ranges = [
+        0..0,
+        0..1,
+        5..10,
+        0..len,
+        mib - 1..mib + 1,
+        mib..2 * mib,
+        2 * mib - 7..3 * mib + 3,
+        len - 1..len,
+        len - 3..len + 100,
+        len..len + 5,
+        len + 10..len + 20,
+        7..u64::MAX,
+    ];
+    for comp in [Compression::NONE, Compression::zstd(), Compression::gzip()] {
+        let meta = c
+            .set(
+                "big",
+                Value::Bytes(Bytes::from(data.clone())),
+                SetOptions::new().compression(comp),
+            )
+            .await
+            .unwrap();
+        for r in ranges.clone() {
+            let (got_meta, got) = c.get_range("big", r.clone()).await.unwrap().unwrap();
+            let end = r.end.min(len);
+            let start = r.start.min(end);
+            assert_eq!(
+                &got[..],
+                &data[start as usize..end as usize],
+                "{comp}, range {r:?}"
+            );
+            assert_eq!(got_meta.logical_len, len, "{comp}, range {r:?}");
+            assert_eq!(got_meta.created, meta.created, "{comp}, range {r:?}");
+        }
+    }
+    // Every kind: the bytes a stream of it yields.
+    c.set_json(
+        "doc",
+        &serde_json::json!({"a": [1, 2, 3], "b": "x"}),
+        SetOptions::new(),
+    )
+    .await
+    .unwrap();
+    c.set("text", Value::Text("héllo wörld".into()), SetOptions::new())
+        .await
+        .unwrap();
+    for key in ["doc", "text"] {
+        let (_, all) = collect(c, key, 3).await.unwrap();
+        for start in 0..all.len() as u64 {
+            let (meta, got) = c.get_range(key, start..start + 4).await.unwrap().unwrap();
+            let end = (start + 4).min(all.len() as u64);
+            assert_eq!(
+                &got[..],
+                &all[start as usize..end as usize],
+                "{key} at {start}"
+            );
+            assert_eq!(meta.logical_len, all.len() as u64);
+        }
+    }
+    c.set("empty", Value::Bytes(Bytes::new()), SetOptions::new())
+        .await
+        .unwrap();
+    let (meta, got) = c.get_range("empty", 0..10).await.unwrap().unwrap();
+    assert_eq!((meta.logical_len, got.len()), (0, 0));
+    assert!(c.get_range("missing", 0..10).await.unwrap().is_none());
+    // A range that starts after its end, on purpose.
+    #[allow(clippy::reversed_empty_ranges)]
+    let backwards = 10..5;
+    assert!(matches!(
+        c.get_range("big", backwards).await,
+        Err(Error::InvalidInput { .. })
+    ));
+    assert!(matches!(
+        c.get_range("", 0..1).await,
+        Err(Error::InvalidKey { .. })
+    ));
+    // Expired entries are misses, as for `get`.
+    c.set(
+        "short",
+        Value::Text("brief".into()),
+        SetOptions::new().ttl_seconds(5),
+    )
+    .await
+    .unwrap();
+    h.clock.advance(Duration::from_secs(6));
+    assert!(c.get_range("short", 0..2).await.unwrap().is_none());
+}
+
+/// Ranges read while other tasks replace the entry each come from one
+/// version: the bytes and the metadata of the same one, never a mix.
+pub async fn ranges_come_from_one_version(h: &Harness) {
+    let mib = 1usize << 20;
+    // Versions of different lengths and contents, uncompressed and not.
+    let versions: Vec<Vec<u8>> = (0..6)
+        .map(|i| sample_bytes(2 * mib + i * 100_003, 100 + i as u64))
+        .collect();
+    h.cache
+        .set(
+            "v",
+            Value::Bytes(Bytes::from(versions[0].clone())),
+            SetOptions::new(),
+        )
+        .await
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let (c, versions) = (h.cache.clone(), versions.clone());
+        writers.push(tokio::spawn(async move {
+            for round in 0..6 {
+                let i = (w + round * 2) % versions.len();
+                let comp = if round % 2 == 0 {
+                    Compression::NONE
+                } else {
+                    Compression::zstd()
+                };
+                c.set(
+                    "v",
+                    Value::Bytes(Bytes::from(versions[i].clone())),
+                    SetOptions::new().compression(comp),
+                )
+                .await
+                .unwrap();
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let mut readers = Vec::new();
+    for r in 0..3u64 {
+        let (c, versions, stop) = (h.cache.clone(), versions.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0;
+            let mut at = r * 300_007;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) || reads < 5 {
+                let range = at..at + 70_000;
+                let (meta, got) = c.get_range("v", range.clone()).await.unwrap().unwrap();
+                let v = versions
+                    .iter()
+                    .find(|v| v.len() as u64 == meta.logical_len)
+                    .expect("the metadata of a version that was set");
+                let end = range.end.min(v.len() as u64);
+                let start = range.start.min(end);
+                assert_eq!(
+                    &got[..],
+                    &v[start as usize..end as usize],
+                    "a range mixed versions, or did not match its metadata"
+                );
+                reads += 1;
+                at = (at + 524_309) % (2 * mib as u64);
+                tokio::task::yield_now().await;
+            }
+            reads
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for r in readers {
+        assert!(r.await.unwrap() >= 5);
+    }
+}
