@@ -7,6 +7,10 @@
 //! link, touch anything outside the cache's directory, or be deleted by
 //! `clear` unless the cache wrote it.
 
+#[path = "support/forward.rs"]
+#[macro_use]
+mod forward;
+
 use std::fmt::Debug;
 use std::future::Future;
 use std::ops::Range;
@@ -26,9 +30,7 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult, MultipartUpload,
-    ObjectMeta, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
-    PutResult,
+    GetOptions, GetRange, GetResult, GetResultPayload, ObjectStore, ObjectStoreExt,
 };
 use sha2::Digest;
 
@@ -516,22 +518,10 @@ fn stutter(all: Bytes, keep: usize) -> BoxStream<'static, object_store::Result<B
 
 #[async_trait]
 impl ObjectStore for Wrapped {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
+    forward_object_store!(
+        inner;
+        put_opts, put_multipart_opts, delete_stream, list, list_with_delimiter, copy_opts
+    );
 
     async fn get_opts(
         &self,
@@ -571,30 +561,6 @@ impl ObjectStore for Wrapped {
             r.payload = GetResultPayload::Stream(stutter(all, 1000));
         }
         Ok(r)
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
     }
 }
 

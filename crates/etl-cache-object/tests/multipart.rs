@@ -3,6 +3,10 @@
 //! whose future is dropped mid-upload aborts it and publishes nothing, and
 //! a failed part fails the write and aborts the upload.
 
+#[path = "support/forward.rs"]
+#[macro_use]
+mod forward;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -13,12 +17,10 @@ use etl_cache_core::testing::sample_bytes;
 use etl_cache_core::{Cache, CacheExt, SetOptions};
 use etl_cache_object::ObjectCache;
 use futures::StreamExt;
-use futures::stream::BoxStream;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
+    MultipartUpload, ObjectStore, PutMultipartOptions, PutPayload, PutResult, UploadPart,
 };
 use tokio::sync::Semaphore;
 
@@ -108,14 +110,10 @@ impl MultipartUpload for GatedUpload {
 
 #[async_trait]
 impl ObjectStore for Gated {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
+    forward_object_store!(
+        inner;
+        put_opts, get_opts, delete_stream, list, list_with_delimiter, copy_opts
+    );
 
     async fn put_multipart_opts(
         &self,
@@ -128,38 +126,6 @@ impl ObjectStore for Gated {
             permits: self.permits.clone(),
             counts: self.counts.clone(),
         }))
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
     }
 }
 

@@ -11,6 +11,10 @@
 //! - A huge chunk size is clamped to the entry; extreme lease settings are
 //!   refused or saturate, never panic.
 
+#[path = "../../etl-cache-object/tests/support/forward.rs"]
+#[macro_use]
+mod forward;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,8 +30,8 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    GetOptions, GetResult, GetResultPayload, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload, PutResult,
 };
 use tokio::sync::Notify;
 
@@ -124,6 +128,8 @@ fn pieces(all: Bytes, start: usize) -> Vec<Bytes> {
 
 #[async_trait]
 impl ObjectStore for Gated {
+    forward_object_store!(inner; put_multipart_opts, list, list_with_delimiter, copy_opts);
+
     async fn put_opts(
         &self,
         location: &Path,
@@ -136,14 +142,6 @@ impl ObjectStore for Gated {
         let put = self.inner.put_opts(location, payload, opts).await;
         self.shared.stop(Point::AfterPut, location).await;
         put
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
     }
 
     async fn get_opts(
@@ -184,23 +182,6 @@ impl ObjectStore for Gated {
             })
             .boxed();
         self.inner.delete_stream(counted)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
     }
 }
 

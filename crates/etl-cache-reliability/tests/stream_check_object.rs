@@ -13,6 +13,10 @@
 //! Each case runs on `InMemory` and `LocalFileSystem`. A wrapper store
 //! re-cuts GET bodies and counts what each body delivered.
 
+#[path = "../../etl-cache-object/tests/support/forward.rs"]
+#[macro_use]
+mod forward;
+
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,8 +34,7 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    GetOptions, GetResult, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload,
 };
 
 /// The block size ObjectCache writes.
@@ -74,22 +77,10 @@ impl std::fmt::Display for Recut {
 
 #[async_trait]
 impl ObjectStore for Recut {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
+    forward_object_store!(
+        inner;
+        put_opts, put_multipart_opts, delete_stream, list, list_with_delimiter, copy_opts
+    );
 
     async fn get_opts(
         &self,
@@ -139,30 +130,6 @@ impl ObjectStore for Recut {
         });
         r.payload = GetResultPayload::Stream(body.boxed());
         Ok(r)
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
     }
 }
 

@@ -9,6 +9,8 @@
 //! lock on the object's first block (or, were reads not coordinated, once
 //! both sent a request).
 
+// `common` includes the forwarding macro; `#[macro_use]` passes it on.
+#[macro_use]
 mod common;
 
 use std::path::{Path as FsPath, PathBuf};
@@ -21,13 +23,9 @@ use async_trait::async_trait;
 use common::{MIB, Spied, bytes};
 use etl_cache_fs::DiskCache;
 use etl_cache_store::{CachedStore, Revalidate};
-use futures::stream::BoxStream;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::{GetOptions, GetResult, ObjectStore, ObjectStoreExt};
 
 const CHILD: &str = "ETL_CACHE_STORE_CHILD";
 const ID: &str = "ETL_CACHE_STORE_CHILD_ID";
@@ -56,21 +54,11 @@ async fn wait_for(path: &FsPath) {
 
 #[async_trait]
 impl ObjectStore for Counted {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
+    forward_object_store!(
+        inner;
+        put_opts, put_multipart_opts, delete_stream, list, list_with_delimiter, copy_opts
+    );
+
     async fn get_opts(
         &self,
         location: &Path,
@@ -82,26 +70,6 @@ impl ObjectStore for Counted {
             wait_for(&self.go).await;
         }
         self.inner.get_opts(location, options).await
-    }
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
     }
 }
 

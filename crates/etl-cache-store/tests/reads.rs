@@ -1,6 +1,8 @@
 //! CachedStore reads: what they return, what they ask the inner store, and
 //! what they keep.
 
+// `common` includes the forwarding macro; `#[macro_use]` passes it on.
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
@@ -568,47 +570,15 @@ async fn a_write_whose_future_is_dropped_is_still_seen() {
             let _ = self.gate.acquire().await;
             r
         }
-        async fn put_multipart_opts(
-            &self,
-            location: &Path,
-            opts: object_store::PutMultipartOptions,
-        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
-            self.inner.put_multipart_opts(location, opts).await
-        }
-        async fn get_opts(
-            &self,
-            location: &Path,
-            options: GetOptions,
-        ) -> object_store::Result<object_store::GetResult> {
-            self.inner.get_opts(location, options).await
-        }
-        fn delete_stream(
-            &self,
-            locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
-        ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
-            self.inner.delete_stream(locations)
-        }
-        fn list(
-            &self,
-            prefix: Option<&Path>,
-        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
-        {
-            self.inner.list(prefix)
-        }
-        async fn list_with_delimiter(
-            &self,
-            prefix: Option<&Path>,
-        ) -> object_store::Result<object_store::ListResult> {
-            self.inner.list_with_delimiter(prefix).await
-        }
-        async fn copy_opts(
-            &self,
-            from: &Path,
-            to: &Path,
-            o: object_store::CopyOptions,
-        ) -> object_store::Result<()> {
-            self.inner.copy_opts(from, to, o).await
-        }
+        forward_object_store!(
+            inner;
+            put_multipart_opts,
+            get_opts,
+            delete_stream,
+            list,
+            list_with_delimiter,
+            copy_opts
+        );
     }
     let bare = Arc::new(object_store::memory::InMemory::new());
     let held = Arc::new(tokio::sync::Notify::new());

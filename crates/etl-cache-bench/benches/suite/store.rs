@@ -8,6 +8,10 @@
 //! the bare inner store, the range reads with a `DiskCache` get on the same
 //! filesystem.
 
+#[path = "../../../etl-cache-object/tests/support/forward.rs"]
+#[macro_use]
+mod forward;
+
 use std::path::Path as FsPath;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -28,8 +32,7 @@ use etl_cache::store::object_store::memory::InMemory;
 use etl_cache::store::object_store::path::Path;
 use etl_cache::store::object_store::throttle::{ThrottleConfig, ThrottledStore};
 use etl_cache::store::object_store::{
-    self, CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    self, GetOptions, GetResult, ListResult, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload,
 };
 use etl_cache::store::{CachedStore, DEFAULT_BLOCK_SIZE, Revalidate, StoreStats};
 use etl_cache::{Cache, DiskCache, SetOptions, TieredCache, Value};
@@ -123,22 +126,7 @@ impl std::fmt::Display for Counted {
 
 #[async_trait]
 impl ObjectStore for Counted {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
+    forward_object_store!(inner; put_opts, put_multipart_opts, delete_stream, copy_opts);
 
     async fn get_opts(
         &self,
@@ -160,13 +148,6 @@ impl ObjectStore for Counted {
         Ok(got)
     }
 
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         self.counts.lists.fetch_add(1, Relaxed);
         self.inner.list(prefix)
@@ -184,15 +165,6 @@ impl ObjectStore for Counted {
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
         self.counts.lists.fetch_add(1, Relaxed);
         self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
     }
 }
 
