@@ -4,6 +4,12 @@
 //! meanwhile, or a small file recycled under the read: see `spare`), the
 //! read looks again, at most [`LOOKS`] times. Every read loop runs through
 //! [`Inner::look_again`].
+//!
+//! The protocol holds with file recycling off too: an entry replaced by a
+//! set between a read's open and its removal is a newer value to read, not
+//! a bad file to remove. Recycling only makes the check of a small file
+//! read its bytes again (a recycled file keeps its inode number); its own
+//! code is in `spare`.
 
 use std::io::Read;
 
