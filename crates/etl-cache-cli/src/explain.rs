@@ -42,7 +42,13 @@ fn state(e: &Explanation) -> String {
     match e {
         Explanation::Hit { .. } => "cached".to_owned(),
         Explanation::Expired { at: t, .. } => format!("expired {}", at(*t)),
-        Explanation::EvictedOrDeleted { .. } => "gone before expiry: evicted or deleted".to_owned(),
+        Explanation::Evicted { at: t, limit, .. } => {
+            format!("evicted {} (the cache was over its {limit})", at(*t))
+        }
+        Explanation::Deleted { at: t, by, .. } => format!("removed by {by} {}", at(*t)),
+        Explanation::EvictedOrDeleted { .. } => {
+            "gone before expiry: evicted or deleted (no removal remembered)".to_owned()
+        }
         Explanation::Corrupt { detail } => format!("corrupt, removed: {detail}"),
         other => other.reason().replace('_', " "),
     }

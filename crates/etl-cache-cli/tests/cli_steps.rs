@@ -64,14 +64,15 @@ fn explain_shows_the_runs_what_changed_and_what_became_of_each() {
     assert_eq!(code, 0);
     assert!(text.contains("the last 2 run(s)"), "{text}");
     assert!(text.contains("param.rows: 100 -> 200"), "{text}");
-    assert!(text.contains("evicted or deleted"), "{text}");
+    assert!(text.contains("removed by delete 20"), "{text}");
     assert!(text.contains("cached"), "{text}");
 
     let (_, out) = cli(&root, &["explain", "transform", "--json"]);
     let doc: Json = serde_json::from_str(&out).unwrap();
     let runs = doc["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
-    assert_eq!(runs[0]["state"]["reason"], "evicted_or_deleted");
+    assert_eq!(runs[0]["state"]["reason"], "deleted");
+    assert_eq!(runs[0]["state"]["by"], "delete");
     assert_eq!(runs[1]["state"]["reason"], "hit");
     assert_eq!(runs[1]["changed"][0]["part"], "param.rows");
     assert_eq!(runs[1]["changed"][0]["old"], "100");

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{BoxStream, Stream};
 
-use crate::{EntryMeta, Result, SetOptions, Stats, Value};
+use crate::{EntryMeta, Removal, Result, SetOptions, Stats, Value};
 
 /// A stream of bytes, as taken by [`Cache::set_stream`] and returned by
 /// [`Cache::get_stream`].
@@ -338,6 +338,21 @@ pub trait Cache: Debug + Send + Sync + 'static {
     ///
     /// I/O or backend failures while measuring the size.
     async fn stats(&self) -> Result<Stats>;
+
+    /// The last removal of `key` that this cache's journal remembers: when
+    /// and why the entry went (evicted over which limit, expired, corrupt,
+    /// deleted, cleared), or `None` when it remembers none. `DiskCache`
+    /// keeps a bounded journal of the last removals in its directory,
+    /// shared by every process using it; `TieredCache` answers from its
+    /// last tier; the default keeps none.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::InvalidKey`]; I/O failures reading the journal.
+    async fn last_removal(&self, key: &str) -> Result<Option<Removal>> {
+        crate::validate_key(key)?;
+        Ok(None)
+    }
 }
 
 /// Refuses a range that starts after its end, as [`Cache::get_range`] does;

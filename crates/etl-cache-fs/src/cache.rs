@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use etl_cache_core::backend::init_failed;
 use etl_cache_core::{
-    ByteStream, Cache, Codec, EntryMeta, Error, GetStream, InitFuture, Result, SetOptions, Stats,
-    Value, validate_key,
+    ByteStream, Cache, Codec, EntryMeta, Error, GetStream, InitFuture, Removal, Result, SetOptions,
+    Stats, Value, validate_key,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -598,6 +598,27 @@ impl Cache for DiskCache {
                     .get()
                     .map_err(|e| inner.usage_error(None, "read the usage counters", e))?;
                 Ok(inner.counters.snapshot(c.entries, c.bytes))
+            })
+            .await
+        })
+        .await
+    }
+
+    /// From the root's removal journal, which every handle and process
+    /// using the root writes: the last of its 4,096 most recent removals
+    /// that was `key`'s.
+    async fn last_removal(&self, key: &str) -> Result<Option<Removal>> {
+        etl_cache_core::backend::obs::observe("disk", "last_removal", Some(key), async move {
+            let hash = checked(key)?;
+            let inner = self.inner.clone();
+            let key = key.to_owned();
+            blocking(move || {
+                inner.journal.last(&hash).map_err(|source| Error::Io {
+                    key: Error::display_key(&key),
+                    path: inner.layout.journal_file(),
+                    op: "read the removal journal",
+                    source,
+                })
             })
             .await
         })

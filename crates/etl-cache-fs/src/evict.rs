@@ -30,8 +30,11 @@ use std::io;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use etl_cache_core::{EvictionLimit, RemovalCause};
+
 use crate::dirs::How;
 use crate::inner::Inner;
+use crate::journal::Record;
 use crate::usage::{Counts, Locked, Usage, Wait};
 use crate::victims::{ScanDone, low_water, plan};
 
@@ -110,6 +113,7 @@ impl Inner {
         max: usize,
     ) -> io::Result<(Counts, usize, u64)> {
         let (mut n, mut bytes, mut looked) = (0u64, 0u64, 0);
+        let mut evicted: Vec<(Box<str>, EvictionLimit)> = Vec::new();
         let left = {
             let mut queue = self.victims.lock();
             while self.over_limits(now) && looked < max {
@@ -127,7 +131,13 @@ impl Inner {
                     continue;
                 };
                 let still = m.is_file && m.id == c.id && m.mtime == Some(c.mtime);
+                let limit = if self.config.max_entries.is_some_and(|m| now.entries > m) {
+                    EvictionLimit::MaxEntries
+                } else {
+                    EvictionLimit::MaxBytes
+                };
                 if still && self.spares.keep(&path, m.len) {
+                    evicted.push((c.hash, limit));
                     n += 1;
                     bytes += m.len;
                     now = now.add(-1, -(m.len as i64));
@@ -135,6 +145,14 @@ impl Inner {
             }
             queue.len()
         };
+        let records: Vec<Record<'_>> = evicted
+            .iter()
+            .map(|(hash, limit)| Record {
+                hash,
+                cause: RemovalCause::Evicted { limit: *limit },
+            })
+            .collect();
+        self.journal.record(&records, std::time::SystemTime::now());
         if n > 0 {
             // `now` already went down by what was removed (and may count a
             // set's entry not yet in the counters, see `Publishing`).

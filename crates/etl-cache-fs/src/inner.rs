@@ -9,6 +9,7 @@ use etl_cache_core::backend::{Counters, SingleFlight};
 
 use crate::builder::Config;
 use crate::dirs::Dirs;
+use crate::journal::Journal;
 use crate::layout::Layout;
 use crate::spare::Spares;
 use crate::usage::Usage;
@@ -34,6 +35,8 @@ pub(crate) struct Inner {
     pub victims: Victims,
     /// Held shared while this handle is open (see `DiskCache::open_with`).
     pub users: File,
+    /// The last removals, for every process using the root (see `journal`).
+    pub journal: Journal,
 }
 
 /// Runs `f` on Tokio's blocking pool and returns what it returns (its panic

@@ -61,6 +61,11 @@ impl Layout {
         self.base.join("usage")
     }
 
+    /// The removal journal (see `journal`).
+    pub fn journal_file(&self) -> PathBuf {
+        self.base.join("journal")
+    }
+
     pub fn evict_lock(&self) -> PathBuf {
         self.base.join("evict.lock")
     }

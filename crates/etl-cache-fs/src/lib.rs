@@ -64,6 +64,7 @@ pub mod fault;
 #[cfg(not(feature = "fault-injection"))]
 mod fault;
 mod inner;
+mod journal;
 mod layout;
 mod lock;
 mod look;

@@ -112,7 +112,8 @@ impl Inner {
         why: Bad,
         wait: Wait,
     ) -> Removal {
-        match self.remove_entry(hash, |m| self.still_bad(key, hash, m, id, why), None, wait) {
+        let still = |m: &Meta| self.still_bad(key, hash, m, id, why);
+        match self.remove_entry(hash, still, why.cause(), None, wait) {
             Ok(Some(_)) => Removal::Removed,
             Ok(None) => Removal::Changed,
             Err(RemoveError::Usage(UsageError::Busy)) => Removal::Busy,

@@ -12,6 +12,7 @@ use etl_cache_core::{Error, Result};
 use crate::builder::Config;
 use crate::dirs::{Dirs, How};
 use crate::inner::Inner;
+use crate::journal::Journal;
 use crate::layout::Layout;
 use crate::spare::Spares;
 use crate::sys;
@@ -78,7 +79,12 @@ impl Inner {
             .open(&layout.usage_file(), How::Lock)
             .map(|f| Usage::with_file(f, &layout.usage_file(), config.lock_timeout))
             .map_err(|e| bad(format!("cannot open the usage file: {e}")))?;
+        let journal = dirs
+            .open(&layout.journal_file(), How::Lock)
+            .map(Journal::new)
+            .map_err(|e| bad(format!("cannot open the removal journal: {e}")))?;
         let inner = Inner {
+            journal,
             spares: Spares::new(dirs.clone(), config.recycle_files),
             dirs,
             victims: Default::default(),

@@ -8,12 +8,15 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use etl_cache_core::backend::Counters;
-use etl_cache_core::{EntryMeta, Error, Result};
+use std::time::SystemTime;
+
+use etl_cache_core::{EntryMeta, Error, RemovalCause, Result};
 
 use crate::cancel::Cancel;
 use crate::dirs::Meta;
 use crate::fault::Point;
 use crate::inner::Inner;
+use crate::journal::Record;
 use crate::lock;
 use crate::usage::{UsageError, Wait};
 
@@ -22,6 +25,16 @@ use crate::usage::{UsageError, Wait};
 pub(crate) enum Bad {
     Expired,
     Corrupt,
+}
+
+impl Bad {
+    /// The cause the journal records for a removal of such an entry.
+    pub(crate) fn cause(self) -> RemovalCause {
+        match self {
+            Bad::Expired => RemovalCause::Expired,
+            Bad::Corrupt => RemovalCause::Corrupt,
+        }
+    }
 }
 
 /// Why [`Inner::remove_entry`] could not remove an entry.
@@ -47,7 +60,13 @@ impl Inner {
             || cancel.is_cancelled(),
         )?;
         let removed = self
-            .remove_entry(hash, |_| true, Some(cancel), Wait::Timeout)
+            .remove_entry(
+                hash,
+                |_| true,
+                RemovalCause::Deleted,
+                Some(cancel),
+                Wait::Timeout,
+            )
             .map_err(|e| self.remove_error(Some(key), e))?
             .is_some();
         drop(lock);
@@ -75,6 +94,7 @@ impl Inner {
         doomed: impl Fn(&EntryMeta) -> bool,
     ) -> Swept {
         let mut swept = Swept::default();
+        let cause = recheck.map_or(RemovalCause::Cleared, Bad::cause);
         for (hash, path) in self.entry_files() {
             // The file stays open until the removal is decided (see `peek`).
             let Some((meta, id, _file)) = self.peek(&hash, &path) else {
@@ -88,7 +108,7 @@ impl Inner {
                 Some(why) => self.still_bad(None, &hash, m, id, why),
                 None => m.id == id,
             };
-            match self.remove_entry(&hash, still, None, Wait::Timeout) {
+            match self.remove_entry(&hash, still, cause, None, Wait::Timeout) {
                 Ok(Some(_)) => swept.removed += 1,
                 Ok(None) => {}
                 Err(RemoveError::Usage(e)) => {
@@ -138,11 +158,13 @@ impl Inner {
     /// stay exact. Returns the bytes freed; `None` when there was nothing to
     /// remove (no file, another file, or removed meanwhile by another
     /// process). Any other failure is an error. Nothing is removed once
-    /// `cancel` says the caller went away (a dropped `delete`).
+    /// `cancel` says the caller went away (a dropped `delete`). A removal
+    /// is recorded in the journal with its `cause`.
     pub(crate) fn remove_entry(
         &self,
         hash: &str,
         still: impl FnOnce(&Meta) -> bool,
+        cause: RemovalCause,
         cancel: Option<&Cancel>,
         wait: Wait,
     ) -> std::result::Result<Option<u64>, RemoveError> {
@@ -181,6 +203,8 @@ impl Inner {
                     Err(e) => return Err(failed("remove the entry", e)),
                 }
                 let _ = u.add(-1, -(m.len as i64));
+                self.journal
+                    .record(&[Record { hash, cause }], SystemTime::now());
                 Ok(Some(m.len))
             })
             .map_err(RemoveError::Usage)

@@ -114,6 +114,11 @@ fn a_purge_never_removes_a_newer_entry_that_took_the_inode_number_of_the_judged_
                 "round {round}: the purge removed the newest value (it removed {purged})"
             );
             assert_eq!(purged, 0, "round {round}");
+            assert_eq!(
+                cache.last_removal(key).await.unwrap(),
+                None,
+                "round {round}: the removal journal records a removal that did not happen"
+            );
             let stats = cache.stats().await.unwrap();
             assert_eq!((stats.entries, stats.bytes), on_disk(dir.path()));
         }

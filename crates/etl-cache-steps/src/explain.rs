@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use etl_cache_core::Cache;
+use etl_cache_core::{Cache, RemovalCause};
 use serde::Serialize;
 
 use crate::manifest::{Manifest, Stored, read_history, read_manifest};
@@ -37,9 +37,31 @@ pub enum Explanation {
         /// Its manifest.
         manifest: Box<Manifest>,
     },
-    /// The result for these parts existed, had not expired, and is gone:
-    /// evicted by a capacity limit or deleted. No journal of removals is
-    /// kept yet, so which of the two cannot be told.
+    /// The result for these parts was evicted to bring the cache under a
+    /// limit (the backend's removal journal remembers it).
+    Evicted {
+        /// When, in seconds since the Unix epoch.
+        at: f64,
+        /// The limit the cache was over: `max_entries` or `max_bytes`.
+        limit: String,
+        /// Its manifest.
+        manifest: Box<Manifest>,
+    },
+    /// The result for these parts was removed by `delete` (`by` is
+    /// `delete`) or `clear` (`clear`), as the backend's removal journal
+    /// remembers.
+    Deleted {
+        /// When, in seconds since the Unix epoch.
+        at: f64,
+        /// `delete` or `clear`.
+        by: String,
+        /// Its manifest.
+        manifest: Box<Manifest>,
+    },
+    /// The result for these parts existed, had not expired, and is gone,
+    /// and no removal of it is remembered: the backend keeps no removal
+    /// journal (only `DiskCache`, and `TieredCache` over one, do), or the
+    /// journal forgot it among later removals.
     EvictedOrDeleted {
         /// Its manifest.
         manifest: Box<Manifest>,
@@ -86,14 +108,16 @@ impl Explanation {
     }
 
     /// A short name of the reason: `hit`, `no_earlier_run`, `parts_changed`,
-    /// `expired`, `evicted_or_deleted`, `corrupt`, `incompatible_format`,
-    /// `refresh_forced`.
+    /// `expired`, `evicted`, `deleted`, `evicted_or_deleted`, `corrupt`,
+    /// `incompatible_format`, `refresh_forced`, `unexplained`.
     pub fn reason(&self) -> &'static str {
         match self {
             Explanation::Hit { .. } => "hit",
             Explanation::NoEarlierRun => "no_earlier_run",
             Explanation::PartsChanged { .. } => "parts_changed",
             Explanation::Expired { .. } => "expired",
+            Explanation::Evicted { .. } => "evicted",
+            Explanation::Deleted { .. } => "deleted",
             Explanation::EvictedOrDeleted { .. } => "evicted_or_deleted",
             Explanation::Corrupt { .. } => "corrupt",
             Explanation::IncompatibleFormat { .. } => "incompatible_format",
@@ -127,9 +151,17 @@ impl fmt::Display for Explanation {
             Explanation::Expired { at, .. } => {
                 write!(f, "miss: the result expired at {at:.0} (Unix seconds)")
             }
+            Explanation::Evicted { at, limit, .. } => write!(
+                f,
+                "miss: the result was evicted at {at:.0} (Unix seconds): the cache was over its {limit}"
+            ),
+            Explanation::Deleted { at, by, .. } => write!(
+                f,
+                "miss: the result was removed by {by} at {at:.0} (Unix seconds)"
+            ),
             Explanation::EvictedOrDeleted { .. } => f.write_str(
                 "miss: the result was evicted or deleted before it expired \
-                 (no journal tells which)",
+                 (no removal of it is remembered)",
             ),
             Explanation::Corrupt { detail } => {
                 write!(f, "miss: the result was corrupt and removed: {detail}")
@@ -191,7 +223,7 @@ pub(crate) async fn explain_absent(
 ) -> etl_cache_core::Result<Explanation> {
     match read_manifest(cache, &r.name, &r.digest).await? {
         Some(Stored::Foreign(v)) => return Ok(foreign(v)),
-        Some(Stored::Known(m)) => return Ok(gone(m, now)),
+        Some(Stored::Known(m)) => return Ok(gone(cache, r, m, now).await),
         None => {}
     }
     let runs = match read_history(cache, &r.name).await? {
@@ -199,7 +231,7 @@ pub(crate) async fn explain_absent(
         Stored::Foreign(v) => return Ok(foreign(v)),
     };
     if let Some(m) = runs.iter().rev().find(|m| m.digest == r.digest) {
-        return Ok(gone(m.clone(), now));
+        return Ok(gone(cache, r, m.clone(), now).await);
     }
     Ok(match runs.into_iter().last() {
         None => Explanation::NoEarlierRun,
@@ -210,16 +242,66 @@ pub(crate) async fn explain_absent(
     })
 }
 
-fn gone(m: Manifest, now: SystemTime) -> Explanation {
-    match m.expiry() {
-        Some(at) if at <= now => Explanation::Expired {
+/// Why the result `m` describes is gone: expired by its manifest, else
+/// what the cache's removal journal remembers of a removal since it was
+/// computed.
+async fn gone(
+    cache: &(impl Cache + ?Sized),
+    r: &Resolved,
+    m: Manifest,
+    now: SystemTime,
+) -> Explanation {
+    if let Some(at) = m.expiry()
+        && at <= now
+    {
+        return Explanation::Expired {
             at: m.expires_at.unwrap_or_default(),
             manifest: Box::new(m),
-        },
-        _ => Explanation::EvictedOrDeleted {
+        };
+    }
+    let removal = match cache.last_removal(&result_key(&r.name, &r.digest)).await {
+        Ok(removal) => removal,
+        Err(e) => {
+            tracing::warn!(step = %r.name, error = %e, "could not read the removal journal");
+            None
+        }
+    };
+    // A removal from before this result's computation began was of an
+    // earlier value under the same key.
+    let since = m.computed_at - m.compute_seconds;
+    let Some(removal) = removal.filter(|x| unix(x.at) >= since) else {
+        return Explanation::EvictedOrDeleted {
             manifest: Box::new(m),
+        };
+    };
+    let at = unix(removal.at);
+    let manifest = Box::new(m);
+    match removal.cause {
+        RemovalCause::Evicted { limit } => Explanation::Evicted {
+            at,
+            limit: limit.name().to_owned(),
+            manifest,
+        },
+        RemovalCause::Expired => Explanation::Expired { at, manifest },
+        RemovalCause::Corrupt => Explanation::Corrupt {
+            detail: format!("found corrupt and removed at {at:.0} (Unix seconds)"),
+        },
+        RemovalCause::Deleted => Explanation::Deleted {
+            at,
+            by: "delete".to_owned(),
+            manifest,
+        },
+        _ => Explanation::Deleted {
+            at,
+            by: "clear".to_owned(),
+            manifest,
         },
     }
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The explanation for `r` as the cache stands: one `head` and, on a

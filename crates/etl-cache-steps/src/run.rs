@@ -460,7 +460,8 @@ pub trait StepExt: Cache {
 
     /// The runs kept for a step name, oldest first: each run's manifest,
     /// the state of its result now ([`Explanation::Hit`],
-    /// [`Explanation::Expired`], [`Explanation::EvictedOrDeleted`],
+    /// [`Explanation::Expired`], [`Explanation::Evicted`],
+    /// [`Explanation::Deleted`], [`Explanation::EvictedOrDeleted`],
     /// [`Explanation::Corrupt`], …) and the parts that changed since the run
     /// before it. What `etl-cache explain STEP` shows: the command line
     /// cannot rebuild a step's current parts, the program can (see

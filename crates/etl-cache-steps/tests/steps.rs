@@ -861,6 +861,95 @@ async fn a_stream_run_says_why_it_computed() {
     assert!(run(RunOptions::new()).await.is_hit());
 }
 
+/// On a DiskCache, whose removal journal every process shares, a gone
+/// result is explained by what removed it: evicted over which limit, or
+/// deleted; a removal older than the result's computation is not taken for
+/// its own.
+#[tokio::test]
+async fn a_disk_cache_journal_tells_evicted_from_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = DiskCache::builder()
+        .root(dir.path())
+        .max_bytes(1_500_000)
+        .build()
+        .await
+        .unwrap();
+    let big = |seed: u8| Value::Bytes(Bytes::from(vec![seed; 1_000_000]));
+    let step = |n: u32| Step::new("big").param("n", &n);
+    cache
+        .run(&step(1), RunOptions::new(), || async {
+            Ok::<_, std::io::Error>(big(1))
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The second result pushes the cache over 1.5 MB: the first goes.
+    cache
+        .run(&step(2), RunOptions::new(), || async {
+            Ok::<_, std::io::Error>(big(2))
+        })
+        .await
+        .unwrap();
+    let e = cache.explain(&step(1)).await.unwrap();
+    match &e {
+        Explanation::Evicted { limit, .. } => assert_eq!(limit, "max_bytes", "{e}"),
+        other => panic!("expected evicted, got {other}"),
+    }
+    assert!(e.to_string().contains("over its max_bytes"), "{e}");
+
+    let key = step(2).resolve().await.unwrap().key();
+    assert!(cache.delete(&key).await.unwrap());
+    let e = cache.explain(&step(2)).await.unwrap();
+    assert_eq!(e.reason(), "deleted", "{e}");
+    match &e {
+        Explanation::Deleted { by, .. } => assert_eq!(by, "delete"),
+        other => panic!("{other}"),
+    }
+    let ran = cache
+        .run(&step(2), RunOptions::new(), || async {
+            Ok::<_, std::io::Error>(big(3))
+        })
+        .await
+        .unwrap();
+    match &ran.outcome {
+        Outcome::Computed { why, .. } => assert_eq!(why.reason(), "deleted", "{why}"),
+        o => panic!("{o:?}"),
+    }
+
+    // Computed again after that delete, then removed behind the cache's
+    // back: the journal's delete is older than this result, so no removal
+    // of it is known.
+    let hash = sha256_hex(&key);
+    let file = walk(dir.path())
+        .into_iter()
+        .find(|p| p.ends_with(&hash))
+        .expect("entry file");
+    std::fs::remove_file(file).unwrap();
+    let e = cache.explain(&step(2)).await.unwrap();
+    assert_eq!(e.reason(), "evicted_or_deleted", "{e}");
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 // ------------------------------------------------------------ concurrency
 
 /// Runs `transform(rows)` in 8 tasks at once, spread over `handles`; every

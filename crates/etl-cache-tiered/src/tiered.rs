@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use etl_cache_core::backend::{Counters, SingleFlight};
 use etl_cache_core::{
-    ByteStream, Cache, EntryMeta, Error, GetStream, InitFuture, Result, SetOptions, Stats, Value,
-    validate_key,
+    ByteStream, Cache, EntryMeta, Error, GetStream, InitFuture, Removal, Result, SetOptions, Stats,
+    Value, validate_key,
 };
 use futures::channel::{mpsc, oneshot};
 use futures::stream::BoxStream;
@@ -560,6 +560,16 @@ impl Cache for TieredCache {
             s.sets += below.sets;
             s.evictions = below.evictions;
             Ok(s)
+        })
+        .await
+    }
+
+    /// The last tier's answer: the tier that keeps an entry longest, and
+    /// the one a `DiskCache` of several processes shares.
+    async fn last_removal(&self, key: &str) -> Result<Option<Removal>> {
+        etl_cache_core::backend::obs::observe("tiered", "last_removal", Some(key), async move {
+            validate_key(key)?;
+            self.inner.last().last_removal(key).await
         })
         .await
     }

@@ -177,6 +177,17 @@ impl Report for Option<EntryMeta> {
     }
 }
 
+/// A journal lookup: `done` when a removal of the key is remembered,
+/// `absent` when none is.
+impl Report for Option<crate::Removal> {
+    fn report(&self) -> (Outcome, Option<u64>) {
+        match self {
+            Some(_) => (Outcome::Done, None),
+            None => (Outcome::Absent, None),
+        }
+    }
+}
+
 impl Report for EntryMeta {
     fn report(&self) -> (Outcome, Option<u64>) {
         (Outcome::Stored, Some(self.logical_len))

@@ -154,4 +154,7 @@ impl Cache for Wrapped {
     async fn stats(&self) -> Result<Stats> {
         self.inner.stats().await
     }
+    async fn last_removal(&self, key: &str) -> Result<Option<etl_cache_core::Removal>> {
+        self.inner.last_removal(key).await
+    }
 }
