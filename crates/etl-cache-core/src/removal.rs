@@ -10,7 +10,8 @@ use std::time::SystemTime;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Removal {
-    /// When the entry was removed (the remover's clock).
+    /// When the entry was removed: the remover's wall clock
+    /// (`SystemTime::now()`), whatever clock the cache reads expiry from.
     pub at: SystemTime,
     /// Why.
     pub cause: RemovalCause,
@@ -53,6 +54,42 @@ pub enum EvictionLimit {
 }
 
 impl RemovalCause {
+    /// The cause as two bytes (cause, limit), for journals that store it:
+    /// stable across versions, and exhaustive here, so that a new cause
+    /// gets a code of its own.
+    pub fn to_code(self) -> [u8; 2] {
+        match self {
+            RemovalCause::Evicted {
+                limit: EvictionLimit::MaxEntries,
+            } => [1, 1],
+            RemovalCause::Evicted {
+                limit: EvictionLimit::MaxBytes,
+            } => [1, 2],
+            RemovalCause::Expired => [2, 0],
+            RemovalCause::Corrupt => [3, 0],
+            RemovalCause::Deleted => [4, 0],
+            RemovalCause::Cleared => [5, 0],
+        }
+    }
+
+    /// The cause of [`RemovalCause::to_code`]'s bytes; `None` for bytes
+    /// no version wrote.
+    pub fn from_code(code: [u8; 2]) -> Option<RemovalCause> {
+        Some(match code {
+            [1, 1] => RemovalCause::Evicted {
+                limit: EvictionLimit::MaxEntries,
+            },
+            [1, 2] => RemovalCause::Evicted {
+                limit: EvictionLimit::MaxBytes,
+            },
+            [2, 0] => RemovalCause::Expired,
+            [3, 0] => RemovalCause::Corrupt,
+            [4, 0] => RemovalCause::Deleted,
+            [5, 0] => RemovalCause::Cleared,
+            _ => return None,
+        })
+    }
+
     /// A short name: `evicted`, `expired`, `corrupt`, `deleted`, `cleared`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -81,5 +118,33 @@ impl std::fmt::Display for RemovalCause {
             RemovalCause::Evicted { limit } => write!(f, "evicted (over {})", limit.name()),
             other => f.write_str(other.name()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cause_has_its_own_code_and_reads_back() {
+        let all = [
+            RemovalCause::Evicted {
+                limit: EvictionLimit::MaxEntries,
+            },
+            RemovalCause::Evicted {
+                limit: EvictionLimit::MaxBytes,
+            },
+            RemovalCause::Expired,
+            RemovalCause::Corrupt,
+            RemovalCause::Deleted,
+            RemovalCause::Cleared,
+        ];
+        let codes: std::collections::HashSet<[u8; 2]> = all.iter().map(|c| c.to_code()).collect();
+        assert_eq!(codes.len(), all.len());
+        for c in all {
+            assert_eq!(RemovalCause::from_code(c.to_code()), Some(c));
+        }
+        assert_eq!(RemovalCause::from_code([0, 0]), None);
+        assert_eq!(RemovalCause::from_code([1, 3]), None);
     }
 }

@@ -186,7 +186,8 @@ impl DiskCacheBuilder {
     }
 
     /// Read the time for expiry from `clock` (tests use
-    /// [`etl_cache_core::ManualClock`]). Recency always uses the system clock.
+    /// [`etl_cache_core::ManualClock`]). Recency and the times of the removal
+    /// journal (`Cache::last_removal`) always use the system clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.config.clock = clock;
         self

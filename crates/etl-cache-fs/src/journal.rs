@@ -15,9 +15,10 @@
 
 use std::fs::File;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use etl_cache_core::{EvictionLimit, Removal, RemovalCause};
+use etl_cache_core::{Removal, RemovalCause};
 
 use crate::sys;
 
@@ -36,105 +37,151 @@ pub(crate) struct Record<'a> {
     pub cause: RemovalCause,
 }
 
-/// The journal file of one handle.
+/// The journal file of one handle; `None` when it could not be opened (the
+/// handle then records and remembers nothing, and said so once).
 #[derive(Debug)]
 pub(crate) struct Journal {
-    file: File,
+    file: Option<File>,
+    /// Whether a failure to write was logged already: on a capped cache
+    /// every set records, and one warning says it.
+    warned: AtomicBool,
 }
 
 impl Journal {
-    pub(crate) fn new(file: File) -> Journal {
-        Journal { file }
+    pub(crate) fn new(file: Option<File>) -> Journal {
+        Journal {
+            file,
+            warned: AtomicBool::new(false),
+        }
     }
 
     /// Appends `records`, all at `at`. Call with the counters held
-    /// exclusively. Never fails: a failure is logged.
+    /// exclusively. Never fails: the first failure of the handle is logged.
     pub(crate) fn record(&self, records: &[Record<'_>], at: SystemTime) {
+        let Some(file) = &self.file else {
+            return;
+        };
         if records.is_empty() {
             return;
         }
-        if let Err(e) = self.append(records, at) {
-            tracing::warn!(error = %e, "could not write the removal journal");
+        if let Err(e) = append(file, records, at)
+            && !self.warned.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(error = %e, "could not write the removal journal; removals go on unrecorded");
         }
-    }
-
-    fn append(&self, records: &[Record<'_>], at: SystemTime) -> io::Result<()> {
-        let mut next = match self.read_header()? {
-            Some(n) => n,
-            None => self.recover_next()?,
-        };
-        let nanos = at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        for r in records {
-            let Some(hash) = decode_hash(r.hash) else {
-                continue;
-            };
-            let slot = encode_slot(next, nanos, r.cause, &hash);
-            sys::write_all_at(&self.file, &slot, slot_offset(next))?;
-            next += 1;
-        }
-        sys::write_all_at(&self.file, &encode_header(next), 0)
     }
 
     /// The latest record of the entry `hash`, if the journal still holds one.
     pub(crate) fn last(&self, hash: &str) -> io::Result<Option<Removal>> {
-        let Some(want) = decode_hash(hash) else {
-            return Ok(None);
-        };
-        let all = self.read_all()?;
-        let mut best: Option<(u64, Removal)> = None;
-        for slot in all.chunks_exact(SLOT_LEN).skip(1) {
-            let Some((seq, nanos, cause, h)) = decode_slot(slot) else {
-                continue;
-            };
-            if h != want || best.as_ref().is_some_and(|(s, _)| *s > seq) {
-                continue;
-            }
-            let at = UNIX_EPOCH + Duration::from_nanos(nanos);
-            best = Some((seq, Removal::new(at, cause)));
+        match &self.file {
+            Some(file) => last(file, hash),
+            None => Ok(None),
         }
-        Ok(best.map(|(_, r)| r))
     }
+}
 
-    fn read_all(&self) -> io::Result<Vec<u8>> {
-        let mut buf = vec![0u8; (SLOTS as usize + 1) * SLOT_LEN];
-        let n = sys::fill_at(&self.file, &mut buf, 0)?;
-        buf.truncate(n - n % SLOT_LEN);
-        Ok(buf)
-    }
-
-    /// The next record's number from the header; `None` when the header is
-    /// missing or torn.
-    fn read_header(&self) -> io::Result<Option<u64>> {
-        let mut h = [0u8; SLOT_LEN];
-        let n = sys::fill_at(&self.file, &mut h, 0)?;
-        if n == 0 {
-            return Ok(Some(0));
-        }
-        if n < SLOT_LEN || h[..4] != MAGIC || crc(&h[..20]) != u32_at(&h, 20) {
-            return Ok(None);
-        }
-        if u32_at(&h, 4) != VERSION {
+/// Appends `records` at `at` (see [`Journal::record`]).
+fn append(file: &File, records: &[Record<'_>], at: SystemTime) -> io::Result<()> {
+    let mut next = match read_header(file)? {
+        Header::Next(n) => n,
+        Header::Torn => recover_next(file)?,
+        Header::Version(v) => {
             return Err(io::Error::other(format!(
-                "the removal journal has version {}, this build writes {VERSION}",
-                u32_at(&h, 4)
+                "the removal journal has version {v}, this build writes {VERSION}"
             )));
         }
-        Ok(Some(u64_at(&h, 8)))
+    };
+    let nanos = at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    for r in records {
+        let Some(hash) = decode_hash(r.hash) else {
+            continue;
+        };
+        let slot = encode_slot(next, nanos, r.cause, &hash);
+        sys::write_all_at(file, &slot, slot_offset(next))?;
+        // Numbers wrap rather than overflow (a forged header may say
+        // anything); a record is only believed at its own position.
+        next = next.wrapping_add(1);
     }
+    sys::write_all_at(file, &encode_header(next), 0)
+}
 
-    /// After a torn header: the number after the highest in the slots.
-    fn recover_next(&self) -> io::Result<u64> {
-        let all = self.read_all()?;
-        Ok(all
-            .chunks_exact(SLOT_LEN)
-            .skip(1)
-            .filter_map(decode_slot)
-            .map(|(seq, ..)| seq + 1)
-            .max()
-            .unwrap_or(0))
+/// The latest record of the entry `hash` in `file`. A slot counts only at
+/// the position of its number, and below the header's next number when the
+/// header is whole (a slot left by a writer that crashed before moving the
+/// header on is written over by the next records).
+fn last(file: &File, hash: &str) -> io::Result<Option<Removal>> {
+    let Some(want) = decode_hash(hash) else {
+        return Ok(None);
+    };
+    let below = match read_header(file)? {
+        Header::Next(n) => Some(n),
+        Header::Torn => None,
+        // Another format: nothing in it is read as this one.
+        Header::Version(_) => return Ok(None),
+    };
+    let all = read_all(file)?;
+    let mut best: Option<(u64, Removal)> = None;
+    for (i, slot) in all.chunks_exact(SLOT_LEN).enumerate().skip(1) {
+        let Some((seq, nanos, cause, h)) = decode_slot(slot) else {
+            continue;
+        };
+        let in_place = slot_offset(seq) == (i * SLOT_LEN) as u64;
+        let written = below.is_none_or(|n| seq < n);
+        if h != want || !in_place || !written || best.as_ref().is_some_and(|(s, _)| *s > seq) {
+            continue;
+        }
+        let at = UNIX_EPOCH + Duration::from_nanos(nanos);
+        best = Some((seq, Removal::new(at, cause)));
     }
+    Ok(best.map(|(_, r)| r))
+}
+
+fn read_all(file: &File) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; (SLOTS as usize + 1) * SLOT_LEN];
+    let n = sys::fill_at(file, &mut buf, 0)?;
+    buf.truncate(n - n % SLOT_LEN);
+    Ok(buf)
+}
+
+/// What the header says.
+enum Header {
+    /// The next record's number (0 for a new journal).
+    Next(u64),
+    /// Missing or torn: rebuilt from the slots.
+    Torn,
+    /// Written in another version of the format.
+    Version(u32),
+}
+
+fn read_header(file: &File) -> io::Result<Header> {
+    let mut h = [0u8; SLOT_LEN];
+    let n = sys::fill_at(file, &mut h, 0)?;
+    if n == 0 {
+        return Ok(Header::Next(0));
+    }
+    if n < SLOT_LEN || h[..4] != MAGIC || crc(&h[..20]) != u32_at(&h, 20) {
+        return Ok(Header::Torn);
+    }
+    if u32_at(&h, 4) != VERSION {
+        return Ok(Header::Version(u32_at(&h, 4)));
+    }
+    Ok(Header::Next(u64_at(&h, 8)))
+}
+
+/// After a torn header: the number after the highest in the slots (those
+/// at their own position).
+fn recover_next(file: &File) -> io::Result<u64> {
+    let all = read_all(file)?;
+    Ok(all
+        .chunks_exact(SLOT_LEN)
+        .enumerate()
+        .skip(1)
+        .filter_map(|(i, s)| decode_slot(s).filter(|d| slot_offset(d.0) == (i * SLOT_LEN) as u64))
+        .map(|(seq, ..)| seq.wrapping_add(1))
+        .max()
+        .unwrap_or(0))
 }
 
 fn slot_offset(seq: u64) -> u64 {
@@ -158,18 +205,7 @@ fn encode_slot(seq: u64, nanos: u64, cause: RemovalCause, hash: &[u8; 32]) -> [u
     let mut s = [0u8; SLOT_LEN];
     s[..8].copy_from_slice(&seq.to_le_bytes());
     s[8..16].copy_from_slice(&nanos.to_le_bytes());
-    let (c, l) = match cause {
-        RemovalCause::Evicted {
-            limit: EvictionLimit::MaxEntries,
-        } => (1, 1),
-        RemovalCause::Evicted { .. } => (1, 2),
-        RemovalCause::Expired => (2, 0),
-        RemovalCause::Corrupt => (3, 0),
-        RemovalCause::Deleted => (4, 0),
-        _ => (5, 0),
-    };
-    s[16] = c;
-    s[17] = l;
+    s[16..18].copy_from_slice(&cause.to_code());
     s[20..52].copy_from_slice(hash);
     let sum = crc(&s[..52]);
     s[52..56].copy_from_slice(&sum.to_le_bytes());
@@ -180,19 +216,7 @@ fn decode_slot(s: &[u8]) -> Option<(u64, u64, RemovalCause, [u8; 32])> {
     if s.iter().all(|&b| b == 0) || crc(&s[..52]) != u32_at(s, 52) {
         return None;
     }
-    let cause = match (s[16], s[17]) {
-        (1, 1) => RemovalCause::Evicted {
-            limit: EvictionLimit::MaxEntries,
-        },
-        (1, 2) => RemovalCause::Evicted {
-            limit: EvictionLimit::MaxBytes,
-        },
-        (2, _) => RemovalCause::Expired,
-        (3, _) => RemovalCause::Corrupt,
-        (4, _) => RemovalCause::Deleted,
-        (5, _) => RemovalCause::Cleared,
-        _ => return None,
-    };
+    let cause = RemovalCause::from_code([s[16], s[17]])?;
     let hash: [u8; 32] = s[20..52].try_into().ok()?;
     Some((u64_at(s, 0), u64_at(s, 8), cause, hash))
 }
@@ -226,6 +250,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use etl_cache_core::EvictionLimit;
 
     fn journal() -> (tempfile::TempDir, Journal) {
         let dir = tempfile::tempdir().unwrap();
@@ -236,7 +261,7 @@ mod tests {
             .truncate(false)
             .open(dir.path().join("journal"))
             .unwrap();
-        (dir, Journal::new(f))
+        (dir, Journal::new(Some(f)))
     }
 
     fn hash(i: u64) -> String {
@@ -305,12 +330,13 @@ mod tests {
             );
         }
         // Slot of record 1 torn: skipped; the others still read.
-        sys::write_all_at(&j.file, &[0xff; 8], slot_offset(1) + 20).unwrap();
+        let file = j.file.as_ref().unwrap();
+        sys::write_all_at(file, &[0xff; 8], slot_offset(1) + 20).unwrap();
         assert_eq!(j.last(&hash(1)).unwrap(), None);
         assert!(j.last(&hash(2)).unwrap().is_some());
         // Header torn: the next record goes after the highest one found,
         // not over it.
-        sys::write_all_at(&j.file, &[0xff; 8], 8).unwrap();
+        sys::write_all_at(file, &[0xff; 8], 8).unwrap();
         j.record(
             &[Record {
                 hash: &hash(9),
@@ -323,6 +349,57 @@ mod tests {
             j.last(&hash(9)).unwrap().unwrap().cause,
             RemovalCause::Cleared
         );
-        assert_eq!(j.read_header().unwrap(), Some(4));
+        assert!(matches!(read_header(file).unwrap(), Header::Next(4)));
+    }
+
+    #[test]
+    fn forged_numbers_neither_panic_nor_shadow_newer_records() {
+        let (_dir, j) = journal();
+        let file = j.file.as_ref().unwrap();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        // A header whose next number is the largest there is: the records
+        // wrap, nothing overflows.
+        sys::write_all_at(file, &encode_header(u64::MAX), 0).unwrap();
+        for i in 0..2 {
+            j.record(
+                &[Record {
+                    hash: &hash(i),
+                    cause: RemovalCause::Deleted,
+                }],
+                t0,
+            );
+        }
+        assert!(matches!(read_header(file).unwrap(), Header::Next(1)));
+        // A slot claiming a huge number, planted where that number does not
+        // go, is not believed over the real record.
+        let forged = encode_slot(
+            u64::MAX - 7,
+            0,
+            RemovalCause::Cleared,
+            &decode_hash(&hash(1)).unwrap(),
+        );
+        sys::write_all_at(file, &forged, slot_offset(5)).unwrap();
+        assert_eq!(
+            j.last(&hash(1)).unwrap().unwrap().cause,
+            RemovalCause::Deleted
+        );
+        // Another version's journal: nothing read, writes refused.
+        let mut other = encode_header(3);
+        other[4..8].copy_from_slice(&2u32.to_le_bytes());
+        let c = crc(&other[..20]);
+        other[20..24].copy_from_slice(&c.to_le_bytes());
+        sys::write_all_at(file, &other, 0).unwrap();
+        assert_eq!(j.last(&hash(0)).unwrap(), None);
+        assert!(
+            append(
+                file,
+                &[Record {
+                    hash: &hash(7),
+                    cause: RemovalCause::Deleted
+                }],
+                t0
+            )
+            .is_err()
+        );
     }
 }

@@ -12,6 +12,7 @@
 //!                             eviction removed, kept by that handle to be
 //!                             written again by its next sets (see `spare`)
 //!     usage                   shared counters: entries and bytes (16 bytes)
+//!     journal                 the last 4,096 removals and why (see `journal`)
 //!     evict.lock              held by the one process scanning for victims
 //!     users.lock              shared by every open handle
 //! ```

@@ -79,10 +79,15 @@ impl Inner {
             .open(&layout.usage_file(), How::Lock)
             .map(|f| Usage::with_file(f, &layout.usage_file(), config.lock_timeout))
             .map_err(|e| bad(format!("cannot open the usage file: {e}")))?;
-        let journal = dirs
-            .open(&layout.journal_file(), How::Lock)
-            .map(Journal::new)
-            .map_err(|e| bad(format!("cannot open the removal journal: {e}")))?;
+        // Information only: a root whose journal cannot be opened still
+        // opens, and records nothing.
+        let journal = Journal::new(
+            dirs.open(&layout.journal_file(), How::Lock)
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "cannot open the removal journal; removals go unrecorded");
+                })
+                .ok(),
+        );
         let inner = Inner {
             journal,
             spares: Spares::new(dirs.clone(), config.recycle_files),

@@ -32,7 +32,9 @@ pub enum Explanation {
     },
     /// The result for these parts existed and expired.
     Expired {
-        /// When it expired, in seconds since the Unix epoch.
+        /// When it expired (by its manifest), or when it was found expired
+        /// and removed (by the removal journal), in seconds since the Unix
+        /// epoch.
         at: f64,
         /// Its manifest.
         manifest: Box<Manifest>,
@@ -266,10 +268,12 @@ async fn gone(
             None
         }
     };
-    // A removal from before this result's computation began was of an
-    // earlier value under the same key.
-    let since = m.computed_at - m.compute_seconds;
-    let Some(removal) = removal.filter(|x| unix(x.at) >= since) else {
+    // The manifest is written once the result is stored: a removal before
+    // it was of an earlier value under the same key (an old value evicted
+    // while a refresh computed, say), and says nothing of this one. One
+    // right between the store and the manifest is left unexplained rather
+    // than risk a wrong answer.
+    let Some(removal) = removal.filter(|x| unix(x.at) >= m.computed_at) else {
         return Explanation::EvictedOrDeleted {
             manifest: Box::new(m),
         };
@@ -291,11 +295,12 @@ async fn gone(
             by: "delete".to_owned(),
             manifest,
         },
-        _ => Explanation::Deleted {
+        RemovalCause::Cleared => Explanation::Deleted {
             at,
             by: "clear".to_owned(),
             manifest,
         },
+        _ => Explanation::EvictedOrDeleted { manifest },
     }
 }
 
