@@ -74,7 +74,7 @@ async fn a_compressed_stream_dropped_at_any_poll_leaves_the_older_value_whole() 
         let cache = handle(&store);
         let other = handle(&store);
         let old = payload(1, 1);
-        let new = payload(3, 2);
+        let new = payload(6, 2);
         cache
             .set_stream("k", chunked(&old), SetOptions::new().compression(comp))
             .await
@@ -100,10 +100,11 @@ async fn a_compressed_stream_dropped_at_any_poll_leaves_the_older_value_whole() 
             polls += 1;
             assert!(polls < 1_000, "{comp:?}: the write never completed");
         }
-        // Each of the three 1 MiB chunks is compressed off the task: the
-        // write waits at least once for each (the short last chunk stays).
+        // The 1 MiB chunks are compressed off the task: the write waits for
+        // them. (Not once for each: a compression that finishes before its
+        // handle is first polled, on a loaded machine, costs no wait.)
         assert!(
-            polls > 3,
+            polls > 1,
             "{comp:?}: the write completed after {polls} polls; its chunks were compressed on the task"
         );
     }
