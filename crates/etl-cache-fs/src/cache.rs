@@ -613,7 +613,11 @@ impl Cache for DiskCache {
             let inner = self.inner.clone();
             let key = key.to_owned();
             blocking(move || {
-                inner.journal.last(&hash).map_err(|source| Error::Io {
+                let next = inner
+                    .usage
+                    .next_record()
+                    .map_err(|e| inner.usage_error(Some(&key), "read the usage counters", e))?;
+                inner.journal.last(&hash, next).map_err(|source| Error::Io {
                     key: Error::display_key(&key),
                     path: inner.layout.journal_file(),
                     op: "read the removal journal",

@@ -152,7 +152,8 @@ impl Inner {
                 cause: RemovalCause::Evicted { limit: *limit },
             })
             .collect();
-        self.journal.record(&records, std::time::SystemTime::now());
+        self.journal
+            .record(u, &records, std::time::SystemTime::now());
         if n > 0 {
             // `now` already went down by what was removed (and may count a
             // set's entry not yet in the counters, see `Publishing`).

@@ -11,7 +11,7 @@
 //!     spare/<owner>.<n>.spare small entry files a set replaced (Linux) or
 //!                             eviction removed, kept by that handle to be
 //!                             written again by its next sets (see `spare`)
-//!     usage                   shared counters: entries and bytes (16 bytes)
+//!     usage                   shared counters: entries, bytes, next journal record (24 bytes)
 //!     journal                 the last 4,096 removals and why (see `journal`)
 //!     evict.lock              held by the one process scanning for victims
 //!     users.lock              shared by every open handle

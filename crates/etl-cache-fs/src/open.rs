@@ -81,7 +81,7 @@ impl Inner {
             .map_err(|e| bad(format!("cannot open the usage file: {e}")))?;
         // Information only: a root whose journal cannot be opened still
         // opens, and records nothing.
-        let journal = Journal::new(
+        let journal = Journal::open(
             dirs.open(&layout.journal_file(), How::Lock)
                 .inspect_err(|e| {
                     tracing::warn!(error = %e, "cannot open the removal journal; removals go unrecorded");

@@ -202,9 +202,11 @@ impl Inner {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                     Err(e) => return Err(failed("remove the entry", e)),
                 }
-                let _ = u.add(-1, -(m.len as i64));
+                // Recorded first: the journal's number is then saved with
+                // the counts, in one write.
                 self.journal
-                    .record(&[Record { hash, cause }], SystemTime::now());
+                    .record(u, &[Record { hash, cause }], SystemTime::now());
+                let _ = u.add(-1, -(m.len as i64));
                 Ok(Some(m.len))
             })
             .map_err(RemoveError::Usage)

@@ -1309,6 +1309,8 @@ mod usage {
 
         let nonsense: Vec<Vec<u8>> = vec![
             vec![0xff; 16],
+            // With a journal number past any record.
+            vec![0xff; 24],
             [1_000_000u64.to_le_bytes(), 3u64.to_le_bytes()].concat(),
             vec![0; 16],
             b"garbage".to_vec(),

@@ -349,10 +349,15 @@ fn many_processes_share_one_cache() {
     // The counters the processes shared stayed exact (read before a cache
     // opens the root alone and recounts).
     let usage = std::fs::read(usage_file(&root)).unwrap();
-    assert_eq!(usage.len(), 16);
-    let counted = (
-        u64::from_le_bytes(usage[..8].try_into().unwrap()),
-        u64::from_le_bytes(usage[8..].try_into().unwrap()),
+    assert_eq!(usage.len(), 24, "entries, bytes, the journal's next number");
+    let u64_at = |at: usize| u64::from_le_bytes(usage[at..at + 8].try_into().unwrap());
+    let counted = (u64_at(0), u64_at(8));
+    // Every eviction of every process took its own number in the removal
+    // journal: none was lost or written twice.
+    assert_eq!(
+        u64_at(16),
+        total_evictions,
+        "the journal's next number against the evictions the processes made"
     );
     assert_eq!(
         counted,
