@@ -353,6 +353,30 @@ pub trait Cache: Debug + Send + Sync + 'static {
         crate::validate_key(key)?;
         Ok(None)
     }
+
+    /// The identity of this handle, shared by its clones: for extensions
+    /// that keep state per cache in memory (the steps' tallies of hits,
+    /// written to the cache once a second rather than on every hit).
+    /// `None`, the default, makes such extensions write through on every
+    /// call. Wrappers that change what a cache stores must not forward it.
+    fn handle_id(&self) -> Option<HandleId> {
+        None
+    }
+}
+
+/// An identity given to a cache handle when it is made (see
+/// [`Cache::handle_id`]); unique in the process and never given twice, so
+/// state kept under it can never be taken for another cache's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HandleId(u64);
+
+impl HandleId {
+    /// A new identity, different from every other one of this process.
+    #[allow(clippy::new_without_default)] // each call gives another value
+    pub fn new() -> HandleId {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        HandleId(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 /// Refuses a range that starts after its end, as [`Cache::get_range`] does;

@@ -45,7 +45,7 @@ pub mod testing;
 mod value;
 
 pub use crate::cache::{
-    BoxError, ByteStream, Cache, DEFAULT_CHUNK_SIZE, DynCache, GetStream, InitFuture,
+    BoxError, ByteStream, Cache, DEFAULT_CHUNK_SIZE, DynCache, GetStream, HandleId, InitFuture,
     stream_read_error,
 };
 pub use crate::clock::{Clock, ManualClock, SystemClock};

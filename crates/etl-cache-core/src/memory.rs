@@ -63,6 +63,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     counters: Counters,
     flights: SingleFlight,
+    id: crate::HandleId,
 }
 
 impl Default for MemoryCache {
@@ -85,6 +86,7 @@ impl MemoryCache {
                 clock,
                 counters: Counters::default(),
                 flights: SingleFlight::default(),
+                id: crate::HandleId::new(),
             }),
         }
     }
@@ -382,6 +384,10 @@ impl Cache for MemoryCache {
         })
         .await
     }
+
+    fn handle_id(&self) -> Option<crate::HandleId> {
+        Some(self.inner.id)
+    }
 }
 
 #[cfg(all(test, feature = "testing"))]
@@ -396,4 +402,13 @@ mod tests {
     }
 
     crate::contract_tests!(make);
+
+    #[test]
+    fn clones_share_their_handle_id_and_new_caches_get_another() {
+        use crate::Cache;
+        let a = MemoryCache::new();
+        assert!(a.handle_id().is_some());
+        assert_eq!(a.clone().handle_id(), a.handle_id());
+        assert_ne!(MemoryCache::new().handle_id(), a.handle_id());
+    }
 }

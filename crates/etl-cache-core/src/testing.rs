@@ -25,8 +25,9 @@ mod range_checks;
 mod roundtrip_checks;
 
 pub use self::entry_checks::{
-    delete_and_clear, head_reports_metadata, hostile_keys_are_plain_keys,
-    invalid_keys_are_rejected, list_filters_by_prefix, stats_count_operations, typed_helpers,
+    delete_and_clear, handle_ids_tell_handles_apart, head_reports_metadata,
+    hostile_keys_are_plain_keys, invalid_keys_are_rejected, list_filters_by_prefix,
+    stats_count_operations, typed_helpers,
 };
 pub use self::expiry_checks::{
     expires_by_bounds_the_expiry, extreme_ttls_are_refused_cleanly,
@@ -88,6 +89,7 @@ macro_rules! with_contract_checks {
             list_filters_by_prefix,
             delete_and_clear,
             stats_count_operations,
+            handle_ids_tell_handles_apart,
             typed_helpers,
             head_reports_metadata,
             zero_chunk_size_is_invalid,

@@ -589,6 +589,10 @@ impl Cache for DiskCache {
         .await
     }
 
+    fn handle_id(&self) -> Option<etl_cache_core::HandleId> {
+        Some(self.inner.id)
+    }
+
     async fn stats(&self) -> Result<Stats> {
         etl_cache_core::backend::obs::observe("disk", "stats", None, async move {
             let inner = self.inner.clone();

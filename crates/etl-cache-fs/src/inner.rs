@@ -29,6 +29,8 @@ pub(crate) struct Inner {
     pub usage: Usage,
     /// Coalesces `get_or_insert_with` callers of this process per key.
     pub flights: SingleFlight,
+    /// This handle's identity (see `Cache::handle_id`).
+    pub id: etl_cache_core::HandleId,
     /// Files of replaced small entries, for the next sets to write again.
     pub spares: Spares,
     /// Entries the last eviction scan of this handle queued as victims.

@@ -98,6 +98,7 @@ impl Inner {
             counters: Counters::default(),
             usage,
             flights: SingleFlight::new(lock_timeout),
+            id: etl_cache_core::HandleId::new(),
             users,
         };
         inner.sweep_temp_files();

@@ -522,6 +522,10 @@ impl Cache for ObjectCache {
         .await
     }
 
+    fn handle_id(&self) -> Option<etl_cache_core::HandleId> {
+        Some(self.inner.id)
+    }
+
     /// The counters of this handle, and the objects under the prefix that
     /// may be entries: one listing, no reads. An object counts when its name
     /// is one the cache gives entries and it is large enough to be one, so a

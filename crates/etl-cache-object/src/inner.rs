@@ -64,6 +64,8 @@ pub(crate) struct Inner {
     /// Tasks of this process missing one key queue here; one of them takes
     /// the key's lease.
     pub flights: SingleFlight,
+    /// This handle's identity (see `Cache::handle_id`).
+    pub id: etl_cache_core::HandleId,
     /// The directory of a store that keeps objects as local files: what
     /// stands at an object's path is looked at before it is read, deleted
     /// or listed.
@@ -88,6 +90,7 @@ impl Inner {
     ) -> Inner {
         Inner {
             flights: SingleFlight::new(config.lock_timeout),
+            id: etl_cache_core::HandleId::new(),
             store,
             layout,
             name,

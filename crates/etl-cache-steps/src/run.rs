@@ -11,7 +11,9 @@ use etl_cache_core::{
 use crate::explain::{Explanation, corrupt, explain, explain_absent};
 use crate::manifest::{DEFAULT_HISTORY, Manifest, Stored, read_manifest, write_run};
 use crate::step::{Resolved, Step};
-use crate::tally::{StepStats, StepStatsReport, record, report};
+use crate::tally::{
+    StepStats, StepStatsReport, record_hit, record_now, remember, remembered, report,
+};
 use crate::{Error, Result};
 
 /// How a step runs: the options of the write, whether to compute again
@@ -241,7 +243,7 @@ pub trait StepExt: Cache {
         E: Into<BoxError> + Send,
     {
         let started = Instant::now();
-        let r = step.resolve().await?;
+        let r = step.resolved().await?;
         let key = r.key();
         // The computation waits here until a path takes it: a read that
         // finds the entry corrupt leaves it for the computation that follows.
@@ -379,7 +381,7 @@ pub trait StepExt: Cache {
         E: Into<BoxError> + Send,
     {
         let started = Instant::now();
-        let r = step.resolve().await?;
+        let r = step.resolved().await?;
         let key = r.key();
         // Why the step computes, as the last look found it.
         let why: Mutex<Option<Explanation>> = Mutex::new(None);
@@ -454,7 +456,7 @@ pub trait StepExt: Cache {
     ///
     /// As [`StepExt::explain`].
     async fn explain_at(&self, step: &Step, now: SystemTime) -> Result<Explanation> {
-        let r = step.resolve().await?;
+        let r = step.resolved().await?;
         Ok(explain(self, &r, now).await?)
     }
 
@@ -567,7 +569,9 @@ async fn finish_miss<C: Cache + ?Sized>(
             value_len(value),
         );
         write_run(cache, &m, opts.history).await?;
-        record(cache, &r.name, miss_delta(took)).await
+        record_now(cache, &r.name, miss_delta(took)).await?;
+        remember(cache, &r.name, &r.digest, m.compute_seconds, m.bytes);
+        Ok::<(), etl_cache_core::Error>(())
     };
     if let Err(e) = recorded.await {
         tracing::warn!(step = %r.name, error = %e, "could not record the step's run");
@@ -584,17 +588,24 @@ async fn finish_hit<C: Cache + ?Sized>(
     took: Duration,
     len: impl FnOnce() -> u64 + Send,
 ) -> f64 {
-    let (saved, bytes) = match read_manifest(cache, &r.name, &r.digest).await {
-        Ok(Some(Stored::Known(m))) => (m.compute_seconds - took.as_secs_f64(), m.bytes),
-        Ok(_) => (0.0, len()),
-        Err(e) => {
-            tracing::warn!(step = %r.name, error = %e, "could not read the step's manifest");
-            (0.0, len())
-        }
+    let (saved, bytes) = match remembered(cache, &r.name, &r.digest) {
+        Some((seconds, bytes)) => (seconds - took.as_secs_f64(), bytes),
+        None => match read_manifest(cache, &r.name, &r.digest).await {
+            Ok(Some(Stored::Known(m))) => {
+                remember(cache, &r.name, &r.digest, m.compute_seconds, m.bytes);
+                (m.compute_seconds - took.as_secs_f64(), m.bytes)
+            }
+            Ok(_) => (0.0, len()),
+            Err(e) => {
+                tracing::warn!(step = %r.name, error = %e, "could not read the step's manifest");
+                (0.0, len())
+            }
+        },
     };
-    let tallied = record(
+    let tallied = record_hit(
         cache,
         &r.name,
+        &r.digest,
         StepStats {
             hits: 1,
             bytes_served: bytes,
@@ -645,7 +656,8 @@ where
         meta.logical_len,
     );
     write_run(cache, &m, opts.history).await?;
-    record(cache, &r.name, miss_delta(took)).await?;
+    record_now(cache, &r.name, miss_delta(took)).await?;
+    remember(cache, &r.name, &r.digest, m.compute_seconds, m.bytes);
     let value = cache.get_stream(&key, chunk_size).await?.ok_or_else(|| {
         etl_cache_core::Error::Corrupt {
             key: key.clone(),

@@ -24,6 +24,7 @@
 //! differs from an empty one.
 
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -63,6 +64,11 @@ const DIGEST_DOMAIN: &[u8] = b"etl-cache-step/1\n";
 pub struct Step {
     name: String,
     parts: Vec<(String, Source)>,
+    /// The resolution of a step whose parts are all known when it is built
+    /// (code, parameters, bytes; no file, object or environment variable
+    /// to read again): made by its first run and reused, so that a hit does
+    /// not digest the same parts again (about 1 µs on a 1 KB hit of 8 µs).
+    fixed: OnceLock<Arc<Resolved>>,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +105,7 @@ impl Step {
         Step {
             name: name.into(),
             parts: Vec::new(),
+            fixed: OnceLock::new(),
         }
     }
 
@@ -185,7 +192,25 @@ impl Step {
 
     fn with(mut self, part: String, source: Source) -> Self {
         self.parts.push((part, source));
+        self.fixed = OnceLock::new();
         self
+    }
+
+    /// [`Step::resolve`], shared: made once for a step whose parts are all
+    /// fixed.
+    pub(crate) async fn resolved(&self) -> Result<Arc<Resolved>> {
+        if let Some(r) = self.fixed.get() {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(self.resolve_now().await?);
+        if self
+            .parts
+            .iter()
+            .all(|(_, s)| matches!(s, Source::Ready(_)))
+        {
+            let _ = self.fixed.set(r.clone());
+        }
+        Ok(r)
     }
 
     /// Digests every part, reading files and object stores, and checks the
@@ -196,6 +221,10 @@ impl Step {
     /// [`Error::InvalidName`]; [`Error::Part`] for a part that cannot be
     /// serialized or read, or a part name given twice.
     pub async fn resolve(&self) -> Result<Resolved> {
+        Ok(Resolved::clone(&*self.resolved().await?))
+    }
+
+    async fn resolve_now(&self) -> Result<Resolved> {
         check_name(&self.name)?;
         let mut parts = Vec::with_capacity(self.parts.len());
         let mut inputs = Inputs::default();

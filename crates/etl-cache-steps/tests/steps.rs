@@ -567,6 +567,261 @@ async fn hits_add_the_time_they_saved_across_handles() {
     );
 }
 
+#[tokio::test]
+async fn a_step_reused_reads_its_file_again_and_a_part_added_later_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = disk(dir.path()).await;
+    let file = dir.path().join("input.csv");
+    std::fs::write(&file, "a,b\n1,2\n").unwrap();
+    // One step object, run twice around a change of its input file: the
+    // second run digests the file again and computes.
+    let step = Step::new("reused").input_file("rows", &file);
+    let first = cache
+        .run(&step, RunOptions::new(), || async { text("one") })
+        .await
+        .unwrap();
+    assert!(!first.outcome.is_hit());
+    std::fs::write(&file, "a,b\n1,2\n3,4\n").unwrap();
+    let second = cache
+        .run(&step, RunOptions::new(), || async { text("two") })
+        .await
+        .unwrap();
+    assert!(
+        !second.outcome.is_hit(),
+        "a changed file was taken for the old one"
+    );
+    assert_eq!(second.value.into_bytes(), "two");
+    // A step of fixed parts, resolved once and reused: a clone given one
+    // more part has another key, the original keeps its own.
+    let base = Step::new("fixed").param("a", &1);
+    let key = base.resolve().await.unwrap().key();
+    cache
+        .run(&base, RunOptions::new(), || async { text("base") })
+        .await
+        .unwrap();
+    let more = base.clone().param("b", &2);
+    assert_ne!(more.resolve().await.unwrap().key(), key);
+    let ran = cache
+        .run(&more, RunOptions::new(), || async { text("more") })
+        .await
+        .unwrap();
+    assert!(!ran.outcome.is_hit());
+    assert_eq!(base.resolve().await.unwrap().key(), key);
+    let ran = cache
+        .run(&base, RunOptions::new(), || async { text("never") })
+        .await
+        .unwrap();
+    assert_eq!(ran.value.into_bytes(), "base");
+}
+
+/// The tally entries of `name` as stored, added up, without writing the
+/// hits that wait in memory (what another process would read now).
+async fn stored_hits(cache: &dyn Cache, name: &str) -> u64 {
+    let keys: Vec<String> = cache
+        .list(Some(&format!("step-stats/{name}/")))
+        .map_ok(|m| m.key)
+        .try_collect()
+        .await
+        .unwrap();
+    let mut hits = 0;
+    for k in keys {
+        let v: serde_json::Value = cache.get_json(&k).await.unwrap().unwrap();
+        hits += v["hits"].as_u64().unwrap();
+    }
+    hits
+}
+
+#[tokio::test]
+async fn hits_in_a_loop_are_written_together_and_none_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = disk(dir.path()).await;
+    let step = Step::new("hot").param("n", &1);
+    cache
+        .run(&step, RunOptions::new(), || async { text("v") })
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        let ran = cache
+            .run(&step, RunOptions::new(), || async { text("never") })
+            .await
+            .unwrap();
+        assert!(ran.outcome.is_hit());
+    }
+    // The first hit was written at once, the others wait for the next
+    // write, a second later (a loop of 200 hits of a 1-byte value takes
+    // less than that; more than one write on a very slow machine).
+    let stored = stored_hits(&cache, "hot").await;
+    assert!((1..200).contains(&stored), "{stored} hits stored");
+    // Reading the figures writes what waits: every hit is counted.
+    let s = cache.step_stats(Some("hot")).await.unwrap().total;
+    assert_eq!((s.hits, s.misses, s.bytes_served), (200, 1, 200));
+    assert_eq!(stored_hits(&cache, "hot").await, 200);
+    // A miss writes the hits waiting with it.
+    for _ in 0..5 {
+        cache
+            .run(&step, RunOptions::new(), || async { text("never") })
+            .await
+            .unwrap();
+    }
+    let other = Step::new("hot").param("n", &2);
+    cache
+        .run(&other, RunOptions::new(), || async { text("w") })
+        .await
+        .unwrap();
+    assert_eq!(stored_hits(&cache, "hot").await, 205);
+}
+
+#[tokio::test]
+async fn a_batch_reading_many_results_once_each_writes_every_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = disk(dir.path()).await;
+    // A backfill: one step name, one result per day, computed once...
+    let day = |d: u32| Step::new("daily").param("day", &d);
+    for d in 0..30 {
+        cache
+            .run(&day(d), RunOptions::new(), || async { text("rows") })
+            .await
+            .unwrap();
+    }
+    // ...then read back once each by a rerun that ends right after: every
+    // hit is in the tally already, with nothing left waiting in memory.
+    for d in 0..30 {
+        let ran = cache
+            .run(&day(d), RunOptions::new(), || async { text("never") })
+            .await
+            .unwrap();
+        assert!(ran.outcome.is_hit());
+    }
+    assert_eq!(stored_hits(&cache, "daily").await, 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hits_racing_on_one_handle_and_on_two_are_all_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let one: Arc<dyn Cache> = Arc::new(disk(dir.path()).await);
+    let two: Arc<dyn Cache> = Arc::new(disk(dir.path()).await);
+    let step = Step::new("shared").param("n", &1);
+    one.run(&step, RunOptions::new(), || async { text("v") })
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let cache = if i % 2 == 0 { one.clone() } else { two.clone() };
+        let step = step.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..50 {
+                let ran = cache
+                    .run(&step, RunOptions::new(), || async { text("never") })
+                    .await
+                    .unwrap();
+                assert!(ran.outcome.is_hit());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Each handle writes what waits on it; together, every hit.
+    one.step_stats(Some("shared")).await.unwrap();
+    let s = two.step_stats(Some("shared")).await.unwrap().total;
+    assert_eq!((s.hits, s.misses), (400, 1));
+}
+
+#[tokio::test]
+async fn a_hit_dropped_while_its_tally_is_written_keeps_its_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrapped = Arc::new(Wrapped::new(Arc::new(disk(dir.path()).await)));
+    wrapped.share_id.store(true, Ordering::SeqCst);
+    let step = Step::new("dropped").param("n", &1);
+    wrapped
+        .run(&step, RunOptions::new(), || async { text("v") })
+        .await
+        .unwrap();
+    // Every call of a hit whose tally is due (the first hit): the value,
+    // the manifest, the tally's read and its write. Dropped at each in
+    // turn, the hit is counted once the next write happens.
+    let mut dropped = 0;
+    for at in 0.. {
+        let start = wrapped.calls.load(Ordering::SeqCst);
+        wrapped.park_at.store(start + at, Ordering::SeqCst);
+        let w = wrapped.clone();
+        let s = step.clone();
+        let mut run = tokio::spawn(async move {
+            w.run(&s, RunOptions::new(), || async { text("never") })
+                .await
+        });
+        tokio::select! {
+            _ = wrapped.parked.notified() => {
+                run.abort();
+                let _ = run.await;
+                dropped += 1;
+            }
+            done = &mut run => {
+                assert!(done.unwrap().unwrap().outcome.is_hit());
+                break;
+            }
+        }
+        wrapped.park_at.store(usize::MAX, Ordering::SeqCst);
+    }
+    wrapped.park_at.store(usize::MAX, Ordering::SeqCst);
+    // Dropped at its read of the value (no hit); at the tally's read (the
+    // manifest remembered from the miss); at the tally's read again (after
+    // the manifest's, read again since a write started and forgot it); at
+    // the tally's write; the fifth run went through.
+    assert_eq!(dropped, 4, "the hit was dropped at {dropped} calls");
+    // The three dropped while their tally was written were put back and
+    // written with the one that finished: four, none lost, none twice.
+    let s = wrapped.step_stats(Some("dropped")).await.unwrap().total;
+    assert_eq!((s.hits, s.misses), (4, 1), "{s:?}");
+}
+
+#[tokio::test]
+async fn a_backend_without_a_handle_id_writes_every_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrapped = Wrapped::new(Arc::new(disk(dir.path()).await));
+    let step = Step::new("through").param("n", &1);
+    wrapped
+        .run(&step, RunOptions::new(), || async { text("v") })
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        wrapped
+            .run(&step, RunOptions::new(), || async { text("never") })
+            .await
+            .unwrap();
+    }
+    assert_eq!(stored_hits(&wrapped, "through").await, 20);
+}
+
+#[tokio::test]
+async fn a_result_computed_again_on_the_handle_saves_its_new_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = disk(dir.path()).await;
+    let step = Step::new("timed").param("n", &1);
+    let quick = || async { text("v") };
+    cache.run(&step, RunOptions::new(), quick).await.unwrap();
+    let hit = cache.run(&step, RunOptions::new(), quick).await.unwrap();
+    let Outcome::Hit { saved_seconds, .. } = hit.outcome else {
+        panic!()
+    };
+    assert!(saved_seconds < 0.05, "{saved_seconds}");
+    // Computed again (refresh), slowly: the next hit saves the new time,
+    // not the one remembered from the first manifest.
+    let slow = || async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        text("v")
+    };
+    cache
+        .run(&step, RunOptions::new().refresh(true), slow)
+        .await
+        .unwrap();
+    let hit = cache.run(&step, RunOptions::new(), quick).await.unwrap();
+    let Outcome::Hit { saved_seconds, .. } = hit.outcome else {
+        panic!()
+    };
+    assert!(saved_seconds > 0.1, "{saved_seconds}");
+}
+
 // ---------------------------------------------------------------- streams
 
 #[tokio::test]

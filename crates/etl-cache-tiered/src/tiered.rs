@@ -114,6 +114,7 @@ impl TieredCache {
                 memory_hits: AtomicU64::new(0),
                 tier_hits,
                 flights: SingleFlight::new(b.lock_timeout),
+                id: etl_cache_core::HandleId::new(),
                 epochs: Arc::new(Epochs::default()),
             }),
         }
@@ -551,6 +552,10 @@ impl Cache for TieredCache {
             .await
         })
         .await
+    }
+
+    fn handle_id(&self) -> Option<etl_cache_core::HandleId> {
+        Some(self.inner.id)
     }
 
     async fn stats(&self) -> Result<Stats> {

@@ -34,6 +34,8 @@ pub(crate) struct Inner {
     pub(crate) memory_hits: AtomicU64,
     pub(crate) tier_hits: Vec<AtomicU64>,
     pub(crate) flights: SingleFlight,
+    /// This handle's identity (see `Cache::handle_id`).
+    pub(crate) id: etl_cache_core::HandleId,
     pub(crate) epochs: Arc<Epochs>,
 }
 

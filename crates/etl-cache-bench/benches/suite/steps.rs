@@ -1,5 +1,6 @@
-//! The `steps` section: a step hit (`StepExt::run`: digest the parts, read
-//! the value, read its manifest, add the hit to the process's tally) beside
+//! The `steps` section: a step hit (`StepExt::run`: the parts' digest,
+//! made once for a step of fixed parts; the value read; the hit added to
+//! the tally waiting in memory, written once a second) beside
 //! a plain `get` of the same value on the same `DiskCache`, for a 1 KB and a
 //! 1 MB value, alternating the two; and `explain` on a cache of 100,000
 //! entries (`ETL_BENCH_STEPS_ENTRIES`), for a hit and for a miss whose

@@ -117,6 +117,17 @@ pub async fn delete_and_clear(h: &Harness) {
     assert_eq!(c.get_text("after").await.unwrap().as_deref(), Some("works"));
 }
 
+/// A handle's identity (`Cache::handle_id`) stays the same from call to
+/// call, and a second handle on the same entries has another one: state
+/// an extension keeps per handle is never taken for another handle's.
+pub async fn handle_ids_tell_handles_apart(h: &Harness) {
+    let id = h.cache.handle_id();
+    assert_eq!(h.cache.handle_id(), id);
+    if let (Some(id), Some(second)) = (id, &h.second) {
+        assert_ne!(second.handle_id(), Some(id));
+    }
+}
+
 /// Hits, misses, sets and the size figures follow the operations.
 pub async fn stats_count_operations(h: &Harness) {
     let c = &*h.cache;

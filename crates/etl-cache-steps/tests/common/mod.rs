@@ -32,6 +32,10 @@ pub struct Wrapped {
     /// Reads and writes of keys with these prefixes fail (a cache that
     /// refuses them: read-only credentials, a lock held too long).
     pub refuse: Mutex<Vec<String>>,
+    /// Whether the wrapper gives the inner cache's `handle_id` (so that
+    /// hits wait in memory for their tally's write, as on the inner cache);
+    /// without it every hit is written through.
+    pub share_id: std::sync::atomic::AtomicBool,
 }
 
 impl Wrapped {
@@ -45,6 +49,7 @@ impl Wrapped {
             corrupt: Mutex::new(HashSet::new()),
             sneak: Mutex::new(None),
             refuse: Mutex::new(Vec::new()),
+            share_id: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -154,6 +159,14 @@ impl Cache for Wrapped {
     async fn stats(&self) -> Result<Stats> {
         self.inner.stats().await
     }
+    fn handle_id(&self) -> Option<etl_cache_core::HandleId> {
+        if self.share_id.load(Ordering::SeqCst) {
+            self.inner.handle_id()
+        } else {
+            None
+        }
+    }
+
     async fn last_removal(&self, key: &str) -> Result<Option<etl_cache_core::Removal>> {
         self.inner.last_removal(key).await
     }
