@@ -276,6 +276,7 @@ impl S3Cache {
         compression=None, lock_timeout=None, options=None))]
     #[allow(clippy::too_many_arguments)] // the seed's and boto3's keyword arguments
     fn new(
+        py: Python<'_>,
         bucket_name: &str,
         client: Option<&Bound<'_, PyAny>>,
         prefix: Option<&str>,
@@ -288,10 +289,10 @@ impl S3Cache {
         lock_timeout: Option<f64>,
         options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyClassInitializer<Self>> {
-        let mut s3 = S3Settings::default();
-        if let Some(c) = client {
-            s3 = S3Settings::from_boto3(c)?;
-        }
+        let mut s3 = match client {
+            Some(c) => S3Settings::from_boto3(c)?,
+            None => S3Settings::from_profile(py, aws_access_key_id.is_none())?,
+        };
         s3.endpoint = endpoint_url.or(s3.endpoint);
         s3.region = region_name.or(s3.region);
         s3.key_id = aws_access_key_id.or(s3.key_id);
@@ -325,6 +326,30 @@ struct S3Settings {
 }
 
 impl S3Settings {
+    /// Reads them from the AWS shared configuration files (`~/.aws/config`,
+    /// `~/.aws/credentials`, the profile `AWS_PROFILE` names), as boto3 does
+    /// for a client made without arguments; what the environment sets is
+    /// left to object_store (see `etl_cache/_aws_profile.py`).
+    fn from_profile(py: Python<'_>, keys: bool) -> PyResult<Self> {
+        let found = py
+            .import("etl_cache._aws_profile")?
+            .call_method1("settings", (keys,))?;
+        let found = found.cast::<PyDict>()?;
+        let get = |name: &str| -> PyResult<Option<String>> {
+            found
+                .get_item(name)?
+                .map(|v| v.extract::<String>())
+                .transpose()
+        };
+        Ok(S3Settings {
+            endpoint: get("endpoint_url")?,
+            region: get("region_name")?,
+            key_id: get("aws_access_key_id")?,
+            secret: get("aws_secret_access_key")?,
+            token: get("aws_session_token")?,
+        })
+    }
+
     /// Reads them from a boto3 S3 client (`client.meta` and its signer's
     /// credentials, frozen at this moment).
     fn from_boto3(client: &Bound<'_, PyAny>) -> PyResult<Self> {

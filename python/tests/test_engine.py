@@ -218,6 +218,86 @@ def test_boto3_client_without_credentials_is_a_clear_error():
         S3Cache("bucket", client=object())
 
 
+_AWS_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT",
+    "AWS_ENDPOINT_URL",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+)
+
+
+@pytest.fixture
+def aws_files(tmp_path, monkeypatch):
+    """Empty AWS shared config and credentials files, and an environment
+    that sets nothing else of AWS: what a profile gives is all there is."""
+    for name in _AWS_ENV:
+        monkeypatch.delenv(name, raising=False)
+    creds, config = tmp_path / "credentials", tmp_path / "config"
+    creds.write_text("")
+    config.write_text("")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    return creds, config
+
+
+def test_s3_without_a_client_reads_the_aws_profile_as_boto3_does(
+    aws_files, monkeypatch, moto_endpoint, s3_client, bucket
+):
+    creds, config = aws_files
+    creds.write_text("[etl]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    config.write_text(f"[profile etl]\nregion = us-east-1\nendpoint_url = {moto_endpoint}\n")
+    monkeypatch.setenv("AWS_PROFILE", "etl")
+    cache = S3Cache(bucket, prefix="profiled")
+    cache.set("run_1", {"rows": 3}, ttl_seconds=3600)
+    assert cache.get("run_1") == {"rows": 3}
+    keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert keys and all(k.startswith("profiled/") for k in keys)
+    # The default profile when none is named.
+    monkeypatch.delenv("AWS_PROFILE")
+    creds.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    config.write_text(f"[default]\nregion = us-east-1\nendpoint_url = {moto_endpoint}\n")
+    assert S3Cache(bucket, prefix="profiled").get("run_1") == {"rows": 3}
+
+
+def test_an_aws_profile_that_cannot_be_followed_is_a_clear_error(aws_files, monkeypatch):
+    creds, config = aws_files
+    monkeypatch.setenv("AWS_PROFILE", "missing")
+    with pytest.raises(ValueError, match="'missing'"):
+        S3Cache("bucket")
+    config.write_text("[profile assumed]\nrole_arn = arn:aws:iam::123:role/etl\nsource_profile = default\n")
+    monkeypatch.setenv("AWS_PROFILE", "assumed")
+    with pytest.raises(ValueError, match="role_arn.*boto3 client"):
+        S3Cache("bucket")
+    # Keys given: the profile's way to credentials is not needed.
+    S3Cache(
+        "bucket",
+        endpoint_url="http://127.0.0.1:9",
+        aws_access_key_id="k",
+        aws_secret_access_key="s",
+    )
+
+
+def test_keys_in_the_environment_win_over_the_profile(aws_files, monkeypatch):
+    from etl_cache._aws_profile import settings
+
+    creds, config = aws_files
+    creds.write_text("[default]\naws_access_key_id = file\naws_secret_access_key = file\n")
+    config.write_text("[default]\nregion = eu-west-1\n")
+    assert settings() == {
+        "aws_access_key_id": "file",
+        "aws_secret_access_key": "file",
+        "region_name": "eu-west-1",
+    }
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "env")
+    monkeypatch.setenv("AWS_REGION", "us-east-2")
+    assert settings() == {}
+
+
 def test_s3_with_explicit_endpoint_and_prefix(moto_endpoint, s3_client, bucket):
     cache = S3Cache(
         bucket,
