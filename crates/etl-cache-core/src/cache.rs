@@ -362,6 +362,15 @@ pub trait Cache: Debug + Send + Sync + 'static {
     fn handle_id(&self) -> Option<HandleId> {
         None
     }
+
+    /// Another handle on this cache (a clone of this one, with the same
+    /// [`Cache::handle_id`]), for extensions that finish work in the
+    /// background, after the call that started it returned or was dropped
+    /// (the steps' tallies of hits). `None`, the default, makes them do
+    /// that work in the call. Give both this and `handle_id`, or neither.
+    fn handle(&self) -> Option<std::sync::Arc<dyn Cache>> {
+        None
+    }
 }
 
 /// An identity given to a cache handle when it is made (see

@@ -388,6 +388,10 @@ impl Cache for MemoryCache {
     fn handle_id(&self) -> Option<crate::HandleId> {
         Some(self.inner.id)
     }
+
+    fn handle(&self) -> Option<std::sync::Arc<dyn Cache>> {
+        Some(std::sync::Arc::new(self.clone()))
+    }
 }
 
 #[cfg(all(test, feature = "testing"))]

@@ -593,6 +593,10 @@ impl Cache for DiskCache {
         Some(self.inner.id)
     }
 
+    fn handle(&self) -> Option<std::sync::Arc<dyn Cache>> {
+        Some(std::sync::Arc::new(self.clone()))
+    }
+
     async fn stats(&self) -> Result<Stats> {
         etl_cache_core::backend::obs::observe("disk", "stats", None, async move {
             let inner = self.inner.clone();

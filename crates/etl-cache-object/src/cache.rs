@@ -526,6 +526,10 @@ impl Cache for ObjectCache {
         Some(self.inner.id)
     }
 
+    fn handle(&self) -> Option<std::sync::Arc<dyn Cache>> {
+        Some(std::sync::Arc::new(self.clone()))
+    }
+
     /// The counters of this handle, and the objects under the prefix that
     /// may be entries: one listing, no reads. An object counts when its name
     /// is one the cache gives entries and it is large enough to be one, so a

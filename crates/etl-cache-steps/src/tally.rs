@@ -3,22 +3,28 @@
 //!
 //! Each process keeps its own tally entry per step name,
 //! `step-stats/{name}/{host}.{pid}`, and only that process writes it (its
-//! tasks one at a time): no two writers ever race on one tally, so no count
-//! is lost. [`crate::StepExt::step_stats`] adds the entries up; it lists the
-//! cache, which on a directory of many entries reads every header. A tally
-//! is an entry like any other: a cache with capacity limits may evict it.
+//! tasks one at a time): no two writers ever race on one tally.
+//! [`crate::StepExt::step_stats`] adds the entries up; it lists the cache,
+//! which on a directory of many entries reads every header. A tally is an
+//! entry like any other: a cache with capacity limits may evict it.
 //!
-//! A hit of a result already hit in the last second, on the same handle,
-//! is not written at once: it is added up in memory and written with the
-//! next write of that step's tally (a hit of another result, any hit once
-//! the second is over, a miss, [`crate::StepExt::step_stats`]); and what a
-//! hit's manifest says (the compute time it saved) is remembered until
-//! that write: reading the manifest and reading and writing the tally on every
-//! hit made a 1 KB hit cost 7.1x a plain `get` (1.12x now). A batch job
-//! that reads many results once each writes every hit; a loop over one
-//! result that ends with its process loses the hits of its last second
-//! unless a miss or `step_stats` comes after them. Backends without a
-//! [`Cache::handle_id`] write every hit through.
+//! A hit of a result not hit in the last second on the same handle is
+//! written in its call (a batch job reading many results once each writes
+//! every hit before it ends). A hit of a result hit in the last second
+//! waits in memory, and a background task writes what waits a second
+//! later, through its own handle on the cache ([`Cache::handle`]), so that
+//! neither the caller's drop nor the handle's loses it; `step_stats`
+//! writes what waits on its handle first. What a hit's manifest says (the
+//! compute time it saved) is remembered for the same second. Reading the
+//! manifest and reading and writing the tally on every hit made a 1 KB hit
+//! cost 7.2x a plain `get` (1.12x now).
+//!
+//! A write is made once, never repeated: one that fails (logged) or whose
+//! call is dropped may lose the hits it carried, it never counts them
+//! twice. Hits still waiting when the process ends (its last second of a
+//! loop over one result) are not counted. Backends without a
+//! [`Cache::handle_id`] and [`Cache::handle`], and calls outside a Tokio
+//! runtime, write every hit in its call.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
@@ -106,44 +112,97 @@ async fn record(
     Ok(())
 }
 
-/// How often the hits of one step on one handle are written to its tally.
+/// How long a hit of a result already written waits before a background
+/// write takes it with the others of that step.
 const WRITE_EVERY: Duration = Duration::from_secs(1);
 
-/// Manifests remembered at most (then all are forgotten): a bound on the
-/// memory of a process that runs many steps.
+/// Digests remembered at most per handle and step (seen ones, manifests):
+/// past it they are forgotten, and hits are written at once more often.
 const MAX_REMEMBERED: usize = 4096;
 
-/// What waits for the next write of one handle's tally of one step.
+/// Handle and step pairs kept before the idle ones are forgotten.
+const MAX_KEPT: usize = 1024;
+
+/// What one handle keeps in memory about one step name.
 #[derive(Default)]
 struct Waiting {
-    /// Hits not written yet.
+    /// Hits not written yet: a background write takes them.
     delta: StepStats,
-    /// When the first hit's write of the current period was made; `None`
+    /// When the current period began (the first hit written in it); `None`
     /// before the first.
     period: Option<Instant>,
-    /// The results (digests) whose hits were written in this period: a
-    /// hit of another result is written at once (a batch job reading many
-    /// results once each writes every hit, and loses none when it ends);
-    /// a hit of one of these waits for the next period.
+    /// The results (digests) whose hits were written in this period. A hit
+    /// of another result is written at once (a batch job that reads many
+    /// results once each writes every hit in its own call); a hit of one of
+    /// these waits for the background write.
     seen: HashSet<String>,
-    /// A hit's write is under way (the other hits wait for the next).
-    writing: bool,
     /// Compute seconds and bytes of results, by digest, from their
-    /// manifests: forgotten at each write, so a result computed again by
-    /// another process is seen within [`WRITE_EVERY`].
+    /// manifests, for this period: a result computed again elsewhere is
+    /// seen in the next period.
     manifests: HashMap<String, (f64, u64)>,
+    /// A background write is scheduled.
+    scheduled: bool,
+}
+
+impl Waiting {
+    /// Starts a new period when the current one is over.
+    fn roll(&mut self, now: Instant) {
+        if self
+            .period
+            .is_none_or(|t| now.duration_since(t) >= WRITE_EVERY)
+        {
+            self.period = Some(now);
+            self.seen.clear();
+            self.manifests.clear();
+        }
+    }
+
+    fn idle(&self, now: Instant) -> bool {
+        !self.scheduled
+            && self.delta == StepStats::default()
+            && self
+                .period
+                .is_none_or(|t| now.duration_since(t) >= WRITE_EVERY)
+    }
 }
 
 /// By handle, then step name (looked up by `&str`: no allocation on a hit).
-type WaitingMap = HashMap<HandleId, HashMap<String, Waiting>>;
+#[derive(Default)]
+struct WaitingMap {
+    by_handle: HashMap<HandleId, HashMap<String, Waiting>>,
+    kept: usize,
+}
 
-/// What waits for `name` on handle `id`, made when missing.
-fn entry<'m>(map: &'m mut WaitingMap, id: HandleId, name: &str) -> &'m mut Waiting {
-    let names = map.entry(id).or_default();
-    if !names.contains_key(name) {
-        names.insert(name.to_owned(), Waiting::default());
+impl WaitingMap {
+    /// What `id` keeps about `name`, made when missing.
+    fn entry(&mut self, id: HandleId, name: &str) -> &mut Waiting {
+        if self.kept >= MAX_KEPT {
+            self.forget_idle();
+        }
+        let names = self.by_handle.entry(id).or_default();
+        if !names.contains_key(name) {
+            names.insert(name.to_owned(), Waiting::default());
+            self.kept += 1;
+        }
+        names.get_mut(name).expect("inserted above")
     }
-    names.get_mut(name).expect("inserted above")
+
+    fn get(&self, id: HandleId, name: &str) -> Option<&Waiting> {
+        self.by_handle.get(&id).and_then(|names| names.get(name))
+    }
+
+    /// Forgets the pairs with nothing waiting, no write scheduled and their
+    /// period over (a dropped handle's among them): a process that opens
+    /// handle after handle, or runs step after step, keeps what the last
+    /// second needs.
+    fn forget_idle(&mut self) {
+        let now = Instant::now();
+        for names in self.by_handle.values_mut() {
+            names.retain(|_, w| !w.idle(now));
+        }
+        self.by_handle.retain(|_, names| !names.is_empty());
+        self.kept = self.by_handle.values().map(HashMap::len).sum();
+    }
 }
 
 fn waiting() -> std::sync::MutexGuard<'static, WaitingMap> {
@@ -155,17 +214,19 @@ fn waiting() -> std::sync::MutexGuard<'static, WaitingMap> {
 }
 
 /// The compute seconds and bytes of the result `digest` of `name`, as its
-/// manifest said when this handle last read it (within [`WRITE_EVERY`]).
+/// manifest said when this handle read it in this period.
 pub(crate) fn remembered(
     cache: &(impl Cache + ?Sized),
     name: &str,
     digest: &str,
 ) -> Option<(f64, u64)> {
     let id = cache.handle_id()?;
-    waiting()
-        .get(&id)
-        .and_then(|names| names.get(name))
-        .and_then(|w| w.manifests.get(digest).copied())
+    let map = waiting();
+    let w = map.get(id, name)?;
+    if w.period.is_none_or(|t| t.elapsed() >= WRITE_EVERY) {
+        return None;
+    }
+    w.manifests.get(digest).copied()
 }
 
 /// Remembers what the manifest of `digest` says (see [`remembered`]).
@@ -180,131 +241,32 @@ pub(crate) fn remember(
         return;
     };
     let mut map = waiting();
-    let w = entry(&mut map, id, name);
+    let w = map.entry(id, name);
+    w.roll(Instant::now());
     if w.manifests.len() >= MAX_REMEMBERED {
         w.manifests.clear();
     }
     w.manifests.insert(digest.to_owned(), (seconds, bytes));
 }
 
-/// Handles remembered before those with nothing waiting are forgotten: a
-/// process that opens handle after handle keeps no state for old ones.
-const MAX_HANDLES: usize = 1024;
-
-/// Forgets the steps with no hits waiting and no write within
-/// [`WRITE_EVERY`] (their next hit is then written at once, as a first).
-fn forget_idle(map: &mut WaitingMap) {
-    for names in map.values_mut() {
-        names.retain(|_, w| {
-            w.writing
-                || w.delta != StepStats::default()
-                || w.period.is_some_and(|t| t.elapsed() < WRITE_EVERY)
-        });
-    }
-    map.retain(|_, names| !names.is_empty());
-}
-
-/// A write of what waited: puts the hits it took back if it does not
-/// finish (failed, or its future dropped), so that they go with the next
-/// write and none is lost; a hit's write that does not finish leaves the
-/// next hit due at once.
-struct Write<'a> {
-    id: HandleId,
-    name: &'a str,
-    /// The result whose hit made it, if a hit did (see [`Waiting::writing`]).
-    hit: Option<&'a str>,
-    /// What it took; `None` once written.
-    taken: Option<StepStats>,
-}
-
-impl Write<'_> {
-    /// Takes what waits for `name` on this handle, to be written now.
-    fn start<'a>(id: HandleId, name: &'a str, hit: Option<&'a str>) -> Write<'a> {
-        let mut map = waiting();
-        let w = entry(&mut map, id, name);
-        w.manifests.clear();
-        Write {
-            id,
-            name,
-            hit,
-            taken: Some(std::mem::take(&mut w.delta)),
-        }
-    }
-
-    fn end(mut self, written: bool) {
-        let mut map = waiting();
-        if map.len() > MAX_HANDLES {
-            forget_idle(&mut map);
-        }
-        let w = entry(&mut map, self.id, self.name);
-        if let Some(digest) = self.hit {
-            w.writing = false;
-            if written {
-                if w.period.is_none_or(|t| t.elapsed() >= WRITE_EVERY)
-                    || w.seen.len() >= MAX_REMEMBERED
-                {
-                    w.period = Some(Instant::now());
-                    w.seen.clear();
-                }
-                w.seen.insert(digest.to_owned());
-            }
-        }
-        if let Some(d) = self.taken.take()
-            && !written
-        {
-            w.delta.add(&d);
-        }
-    }
-}
-
-impl Drop for Write<'_> {
-    fn drop(&mut self) {
-        if self.taken.is_some() {
-            let unfinished = Write {
-                id: self.id,
-                name: self.name,
-                hit: self.hit,
-                taken: self.taken.take(),
-            };
-            unfinished.end(false);
-        }
-    }
-}
-
-/// Adds `delta` to the tally of `name` with the hits waiting on this
-/// handle, written now (a miss, or a hit whose write is due).
-async fn write_now(
-    cache: &(impl Cache + ?Sized),
-    id: HandleId,
-    name: &str,
-    delta: StepStats,
-    hit: Option<&str>,
-) -> etl_cache_core::Result<()> {
-    let mut write = Write::start(id, name, hit);
-    let mut all = write.taken.expect("just taken");
-    all.add(&delta);
-    write.taken = Some(all);
-    let done = record(cache, name, all).await;
-    write.end(done.is_ok());
-    done
-}
-
-/// Adds a miss (or anything to be written at once) to this process's tally
-/// of `name`, with the hits waiting on this handle.
+/// Adds a miss (or anything else to be written in the call) to this
+/// process's tally of `name`.
 pub(crate) async fn record_now(
     cache: &(impl Cache + ?Sized),
     name: &str,
     delta: StepStats,
 ) -> etl_cache_core::Result<()> {
-    match cache.handle_id() {
-        Some(id) => write_now(cache, id, name, delta, None).await,
-        None => record(cache, name, delta).await,
-    }
+    record(cache, name, delta).await
 }
 
 /// Adds a hit of the result `digest` to this process's tally of `name`:
-/// written at once unless a hit of the same result was written in the last
-/// [`WRITE_EVERY`] (then kept for the next write).
+/// written in the call unless a hit of the same result was written in
+/// this period, on this handle; then added to what waits, which a
+/// background write takes within [`WRITE_EVERY`], with another handle on
+/// the cache ([`Cache::handle`]): neither a dropped call nor a dropped
+/// handle loses it, and a write is never repeated, so no hit counts twice.
+/// Where there is no background (no handle to give, no Tokio runtime),
+/// every hit is written in its call.
 pub(crate) async fn record_hit(
     cache: &(impl Cache + ?Sized),
     name: &str,
@@ -314,40 +276,116 @@ pub(crate) async fn record_hit(
     let Some(id) = cache.handle_id() else {
         return record(cache, name, delta).await;
     };
-    {
+    let schedule = {
         let mut map = waiting();
-        let w = entry(&mut map, id, name);
-        let new_period = w.period.is_none_or(|t| t.elapsed() >= WRITE_EVERY);
-        let due = !w.writing && (new_period || !w.seen.contains(digest));
-        if !due {
+        let w = map.entry(id, name);
+        w.roll(Instant::now());
+        if !w.seen.contains(digest) {
+            if w.seen.len() >= MAX_REMEMBERED {
+                w.seen.clear();
+            }
+            w.seen.insert(digest.to_owned());
+            None
+        } else {
             w.delta.add(&delta);
-            return Ok(());
+            let first = !w.scheduled;
+            w.scheduled = true;
+            Some(first)
         }
-        w.writing = true;
+    };
+    match schedule {
+        // Written in the call, as every hit of a result not seen lately.
+        None => record(cache, name, delta).await,
+        Some(false) => Ok(()),
+        Some(true) => {
+            let background = cache
+                .handle()
+                .zip(tokio::runtime::Handle::try_current().ok());
+            match background {
+                Some((handle, rt)) => {
+                    rt.spawn(write_later(handle, id, name.to_owned()));
+                    Ok(())
+                }
+                // Nowhere to write later: what waits is written now.
+                None => {
+                    let all = take(id, name);
+                    record(cache, name, all).await
+                }
+            }
+        }
     }
-    write_now(cache, id, name, delta, Some(digest)).await
 }
 
-/// Writes every tally of this handle that has hits waiting (of `name`
-/// only, when given).
-async fn write_waiting(
-    cache: &(impl Cache + ?Sized),
-    name: Option<&str>,
-) -> etl_cache_core::Result<()> {
-    let Some(id) = cache.handle_id() else {
-        return Ok(());
-    };
-    let names: Vec<String> = waiting()
-        .get(&id)
-        .into_iter()
-        .flatten()
-        .filter(|(n, w)| name.is_none_or(|want| want == *n) && w.delta != StepStats::default())
-        .map(|(n, _)| n.clone())
-        .collect();
-    for n in names {
-        write_now(cache, id, &n, StepStats::default(), None).await?;
+/// Takes what waits for `name` on handle `id`; nothing is scheduled after.
+fn take(id: HandleId, name: &str) -> StepStats {
+    let mut map = waiting();
+    let w = map.entry(id, name);
+    w.scheduled = false;
+    std::mem::take(&mut w.delta)
+}
+
+/// The background write: after [`WRITE_EVERY`], the hits waiting for
+/// `name` on handle `id`, written through `cache` (which keeps the cache
+/// open meanwhile). A failure is logged and the hits it carried are not
+/// counted: a write is never repeated, as it may have been stored.
+async fn write_later(cache: std::sync::Arc<dyn Cache>, id: HandleId, name: String) {
+    tokio::time::sleep(WRITE_EVERY).await;
+    let delta = take(id, &name);
+    write_taken(cache.as_ref(), &name, delta).await;
+}
+
+async fn write_taken(cache: &dyn Cache, name: &str, delta: StepStats) {
+    if delta == StepStats::default() {
+        return;
     }
-    Ok(())
+    if let Err(e) = record(cache, name, delta).await {
+        tracing::warn!(step = %name, hits = delta.hits, error = %e, "could not record the step's hits; they are not counted");
+    }
+}
+
+/// Writes what waits on this handle (for `name` only, when given), in a
+/// background task that the caller's drop does not stop (in the call
+/// where there is no background).
+async fn write_waiting(cache: &(impl Cache + ?Sized), name: Option<&str>) {
+    let Some(id) = cache.handle_id() else {
+        return;
+    };
+    let taken: Vec<(String, StepStats)> = {
+        let mut map = waiting();
+        let Some(names) = map.by_handle.get_mut(&id) else {
+            return;
+        };
+        names
+            .iter_mut()
+            .filter(|(n, w)| {
+                name.is_none_or(|want| want == n.as_str()) && w.delta != StepStats::default()
+            })
+            .map(|(n, w)| (n.clone(), std::mem::take(&mut w.delta)))
+            .collect()
+    };
+    if taken.is_empty() {
+        return;
+    }
+    let background = cache
+        .handle()
+        .zip(tokio::runtime::Handle::try_current().ok());
+    match background {
+        Some((handle, rt)) => {
+            let task = rt.spawn(async move {
+                for (n, d) in taken {
+                    write_taken(handle.as_ref(), &n, d).await;
+                }
+            });
+            let _ = task.await;
+        }
+        None => {
+            for (n, d) in taken {
+                if let Err(e) = record(cache, &n, d).await {
+                    tracing::warn!(step = %n, hits = d.hits, error = %e, "could not record the step's hits; they are not counted");
+                }
+            }
+        }
+    }
 }
 
 /// Adds up the tallies of `name` (every step name when `None`), after
@@ -356,7 +394,7 @@ pub(crate) async fn report(
     cache: &(impl Cache + ?Sized),
     name: Option<&str>,
 ) -> etl_cache_core::Result<StepStatsReport> {
-    write_waiting(cache, name).await?;
+    write_waiting(cache, name).await;
     let prefix = match name {
         Some(n) => format!("{PREFIX}{n}/"),
         None => PREFIX.to_owned(),

@@ -656,22 +656,35 @@ async fn hits_in_a_loop_are_written_together_and_none_is_lost() {
     let s = cache.step_stats(Some("hot")).await.unwrap().total;
     assert_eq!((s.hits, s.misses, s.bytes_served), (200, 1, 200));
     assert_eq!(stored_hits(&cache, "hot").await, 200);
-    // A miss writes the hits waiting with it.
+    // Hits that wait are written in the background within about a second,
+    // with no call of the caller's, even after the handle is dropped.
     for _ in 0..5 {
         cache
             .run(&step, RunOptions::new(), || async { text("never") })
             .await
             .unwrap();
     }
-    let other = Step::new("hot").param("n", &2);
-    cache
-        .run(&other, RunOptions::new(), || async { text("w") })
-        .await
-        .unwrap();
-    assert_eq!(stored_hits(&cache, "hot").await, 205);
+    drop(cache);
+    let other = disk(dir.path()).await;
+    eventually(|| async { stored_hits(&other, "hot").await == 205 }).await;
+    assert_eq!(other.step_stats(Some("hot")).await.unwrap().total.hits, 205);
 }
 
-#[tokio::test]
+/// Waits until `done` holds, up to 20 s (a background write due within a
+/// second): fails the test otherwise.
+async fn eventually<F, Fut>(done: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done().await {
+        assert!(std::time::Instant::now() < deadline, "not done within 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_reading_many_results_once_each_writes_every_hit() {
     let dir = tempfile::tempdir().unwrap();
     let cache = disk(dir.path()).await;
@@ -693,6 +706,30 @@ async fn a_batch_reading_many_results_once_each_writes_every_hit() {
         assert!(ran.outcome.is_hit());
     }
     assert_eq!(stored_hits(&cache, "daily").await, 30);
+    // The same for 30 other days, read by 30 tasks at once on one handle.
+    for d in 30..60 {
+        cache
+            .run(&day(d), RunOptions::new(), || async { text("rows") })
+            .await
+            .unwrap();
+    }
+    let cache = Arc::new(cache);
+    let tasks: Vec<_> = (30..60)
+        .map(|d| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                let ran = cache
+                    .run(&day(d), RunOptions::new(), || async { text("never") })
+                    .await
+                    .unwrap();
+                assert!(ran.outcome.is_hit());
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(stored_hits(&*cache, "daily").await, 60);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -728,24 +765,26 @@ async fn hits_racing_on_one_handle_and_on_two_are_all_counted() {
 }
 
 #[tokio::test]
-async fn a_hit_dropped_while_its_tally_is_written_keeps_its_count() {
+async fn a_hit_dropped_at_any_call_counts_at_most_once_and_waiting_hits_survive() {
     let dir = tempfile::tempdir().unwrap();
     let wrapped = Arc::new(Wrapped::new(Arc::new(disk(dir.path()).await)));
     wrapped.share_id.store(true, Ordering::SeqCst);
-    let step = Step::new("dropped").param("n", &1);
-    wrapped
-        .run(&step, RunOptions::new(), || async { text("v") })
-        .await
-        .unwrap();
-    // Every call of a hit whose tally is due (the first hit): the value,
-    // the manifest, the tally's read and its write. Dropped at each in
-    // turn, the hit is counted once the next write happens.
+    let step = |n: u32| Step::new("dropped").param("n", &n);
+    // The first hit of a result writes its tally in its call: the value,
+    // the tally's read, its write. Dropped at each in turn (each time the
+    // first hit of another result): a hit dropped while its tally is
+    // written is not counted (a write is never put back to be made again:
+    // it may have been stored), and none counts twice.
     let mut dropped = 0;
     for at in 0.. {
+        wrapped
+            .run(&step(at), RunOptions::new(), || async { text("v") })
+            .await
+            .unwrap();
         let start = wrapped.calls.load(Ordering::SeqCst);
-        wrapped.park_at.store(start + at, Ordering::SeqCst);
+        wrapped.park_at.store(start + at as usize, Ordering::SeqCst);
         let w = wrapped.clone();
-        let s = step.clone();
+        let s = step(at);
         let mut run = tokio::spawn(async move {
             w.run(&s, RunOptions::new(), || async { text("never") })
                 .await
@@ -764,15 +803,25 @@ async fn a_hit_dropped_while_its_tally_is_written_keeps_its_count() {
         wrapped.park_at.store(usize::MAX, Ordering::SeqCst);
     }
     wrapped.park_at.store(usize::MAX, Ordering::SeqCst);
-    // Dropped at its read of the value (no hit); at the tally's read (the
-    // manifest remembered from the miss); at the tally's read again (after
-    // the manifest's, read again since a write started and forgot it); at
-    // the tally's write; the fifth run went through.
-    assert_eq!(dropped, 4, "the hit was dropped at {dropped} calls");
-    // The three dropped while their tally was written were put back and
-    // written with the one that finished: four, none lost, none twice.
-    let s = wrapped.step_stats(Some("dropped")).await.unwrap().total;
-    assert_eq!((s.hits, s.misses), (4, 1), "{s:?}");
+    assert_eq!(dropped, 3, "the hit was dropped at {dropped} calls");
+    assert_eq!(stored_hits(&*wrapped.inner, "dropped").await, 1);
+    let step = step(dropped);
+    // More hits of that result wait; the handle is dropped: the
+    // background write has its own handle on the cache, and the four are
+    // counted once, with the one written in its call.
+    for _ in 0..4 {
+        wrapped
+            .run(&step, RunOptions::new(), || async { text("never") })
+            .await
+            .unwrap();
+    }
+    drop(wrapped);
+    let other = disk(dir.path()).await;
+    eventually(|| async { stored_hits(&other, "dropped").await == 5 }).await;
+    // Written once: a second later, still five.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s = other.step_stats(Some("dropped")).await.unwrap().total;
+    assert_eq!((s.hits, s.misses), (5, 4), "{s:?}");
 }
 
 #[tokio::test]

@@ -558,6 +558,10 @@ impl Cache for TieredCache {
         Some(self.inner.id)
     }
 
+    fn handle(&self) -> Option<std::sync::Arc<dyn Cache>> {
+        Some(std::sync::Arc::new(self.clone()))
+    }
+
     async fn stats(&self) -> Result<Stats> {
         etl_cache_core::backend::obs::observe("tiered", "stats", None, async move {
             let below = self.inner.last().stats().await?;

@@ -167,6 +167,15 @@ impl Cache for Wrapped {
         }
     }
 
+    /// The inner cache's own handle: background writes bypass the wrapper.
+    fn handle(&self) -> Option<Arc<dyn Cache>> {
+        if self.share_id.load(Ordering::SeqCst) {
+            self.inner.handle()
+        } else {
+            None
+        }
+    }
+
     async fn last_removal(&self, key: &str) -> Result<Option<etl_cache_core::Removal>> {
         self.inner.last_removal(key).await
     }
