@@ -303,7 +303,12 @@ pub(crate) async fn record_hit(
                 .zip(tokio::runtime::Handle::try_current().ok());
             match background {
                 Some((handle, rt)) => {
-                    rt.spawn(write_later(handle, id, name.to_owned()));
+                    let scheduled = Scheduled {
+                        id,
+                        name: name.to_owned(),
+                        armed: true,
+                    };
+                    rt.spawn(write_later(handle, scheduled));
                     Ok(())
                 }
                 // Nowhere to write later: what waits is written now.
@@ -328,10 +333,29 @@ fn take(id: HandleId, name: &str) -> StepStats {
 /// `name` on handle `id`, written through `cache` (which keeps the cache
 /// open meanwhile). A failure is logged and the hits it carried are not
 /// counted: a write is never repeated, as it may have been stored.
-async fn write_later(cache: std::sync::Arc<dyn Cache>, id: HandleId, name: String) {
+async fn write_later(cache: std::sync::Arc<dyn Cache>, mut scheduled: Scheduled) {
     tokio::time::sleep(WRITE_EVERY).await;
-    let delta = take(id, &name);
-    write_taken(cache.as_ref(), &name, delta).await;
+    let delta = take(scheduled.id, &scheduled.name);
+    scheduled.armed = false;
+    write_taken(cache.as_ref(), &scheduled.name, delta).await;
+}
+
+/// The background write of `name` on handle `id`, from the moment it is
+/// scheduled: a task dropped before it took what waits (its runtime shut
+/// down, even before the task first ran) leaves no write scheduled, and
+/// the next hit that waits schedules one again.
+struct Scheduled {
+    id: HandleId,
+    name: String,
+    armed: bool,
+}
+
+impl Drop for Scheduled {
+    fn drop(&mut self) {
+        if self.armed {
+            waiting().entry(self.id, &self.name).scheduled = false;
+        }
+    }
 }
 
 async fn write_taken(cache: &dyn Cache, name: &str, delta: StepStats) {

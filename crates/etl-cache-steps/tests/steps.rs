@@ -824,6 +824,45 @@ async fn a_hit_dropped_at_any_call_counts_at_most_once_and_waiting_hits_survive(
     assert_eq!((s.hits, s.misses), (5, 4), "{s:?}");
 }
 
+/// A runtime that ends while the background write sleeps (a test's, a
+/// short-lived one) leaves the hits waiting, and the next hit that waits,
+/// on another runtime, schedules their write again.
+#[test]
+fn waiting_hits_outlive_the_runtime_that_scheduled_their_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let step = Step::new("runtimes").param("n", &1);
+    let hits = |cache: &DiskCache, n: usize| {
+        let (cache, step) = (cache.clone(), step.clone());
+        async move {
+            for _ in 0..n {
+                let ran = cache
+                    .run(&step, RunOptions::new(), || async { text("v") })
+                    .await
+                    .unwrap();
+                let _ = ran;
+            }
+        }
+    };
+    let first = rt();
+    let cache = first.block_on(disk(dir.path()));
+    // A miss, a hit written in its call, three that wait; the runtime ends
+    // before their write is due.
+    first.block_on(hits(&cache, 5));
+    drop(first);
+    let second = rt();
+    second.block_on(async {
+        assert_eq!(stored_hits(&cache, "runtimes").await, 1);
+        hits(&cache, 2).await;
+        eventually(|| async { stored_hits(&cache, "runtimes").await == 6 }).await;
+    });
+}
+
 #[tokio::test]
 async fn a_backend_without_a_handle_id_writes_every_hit() {
     let dir = tempfile::tempdir().unwrap();
