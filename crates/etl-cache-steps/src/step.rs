@@ -123,6 +123,14 @@ impl Step {
 
     /// A parameter (part `param.NAME`): any `serde` value, in canonical
     /// JSON, so maps built in any order give the same digest.
+    ///
+    /// The digest is of the JSON, so values that serialize alike are one
+    /// parameter: `None` and `Some(None)` of an `Option<Option<T>>` (both
+    /// `null`), two variants of an `#[serde(untagged)]` enum with the same
+    /// fields, a field skipped by `skip_serializing_if` and the value it
+    /// skips. Where such values must give different results, give the
+    /// parameter a form that tells them apart (an externally tagged enum, a
+    /// wrapper that writes the variant's name).
     pub fn param<T: Serialize + ?Sized>(self, name: &str, value: &T) -> Self {
         let part = format!("param.{name}");
         let source = match to_canonical_json(value) {

@@ -186,6 +186,28 @@ async fn refused(step: Step, part: &str) {
     ));
 }
 
+/// As `Step::param` says: the digest is of the JSON, so values that
+/// serialize alike are one parameter, and a tagged form tells them apart.
+#[tokio::test]
+async fn parameters_that_serialize_alike_are_one_and_a_tagged_form_differs() {
+    let key = |step: Step| async move { step.resolve().await.unwrap().key() };
+    let none: Option<Option<u32>> = None;
+    let some_none: Option<Option<u32>> = Some(None);
+    assert_eq!(
+        key(Step::new("s").param("limit", &none)).await,
+        key(Step::new("s").param("limit", &some_none)).await
+    );
+    #[derive(serde::Serialize)]
+    enum Limit {
+        Unset,
+        NoLimit,
+    }
+    assert_ne!(
+        key(Step::new("s").param("limit", &Limit::Unset)).await,
+        key(Step::new("s").param("limit", &Limit::NoLimit)).await
+    );
+}
+
 #[tokio::test]
 async fn a_nan_parameter_is_an_error_not_null() {
     refused(
