@@ -368,6 +368,9 @@ pub trait Cache: Debug + Send + Sync + 'static {
     /// background, after the call that started it returned or was dropped
     /// (the steps' tallies of hits). `None`, the default, makes them do
     /// that work in the call. Give both this and `handle_id`, or neither.
+    /// Such work keeps the cache open while it runs (a `DiskCache` dropped
+    /// by its user is then closed by the background task, within about a
+    /// second).
     fn handle(&self) -> Option<std::sync::Arc<dyn Cache>> {
         None
     }

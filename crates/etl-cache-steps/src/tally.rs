@@ -11,10 +11,13 @@
 //! A hit of a result not hit in the last second on the same handle is
 //! written in its call (a batch job reading many results once each writes
 //! every hit before it ends). A hit of a result hit in the last second
-//! waits in memory, and a background task writes what waits a second
-//! later, through its own handle on the cache ([`Cache::handle`]), so that
-//! neither the caller's drop nor the handle's loses it; `step_stats`
-//! writes what waits on its handle first. What a hit's manifest says (the
+//! waits in memory, and a background task, spawned on the caller's Tokio
+//! runtime, writes what waits a second later through its own handle on the
+//! cache ([`Cache::handle`]), so that neither the caller's drop nor the
+//! handle's loses it; `step_stats` writes what waits on its handle first.
+//! A write whose runtime ends or is no longer driven is replaced: a hit
+//! that waits more than three seconds after it was scheduled schedules
+//! another on its own runtime. What a hit's manifest says (the
 //! compute time it saved) is remembered for the same second. Reading the
 //! manifest and reading and writing the tally on every hit made a 1 KB hit
 //! cost 7.2x a plain `get` (1.12x now).
@@ -22,7 +25,10 @@
 //! A write is made once, never repeated: one that fails (logged) or whose
 //! call is dropped may lose the hits it carried, it never counts them
 //! twice. Hits still waiting when the process ends (its last second of a
-//! loop over one result) are not counted. Backends without a
+//! loop over one result), or whose runtime ended with no later hit to
+//! schedule their write again, are not counted. A forked child must not
+//! use a handle of its parent's with steps: it would write the parent's
+//! waiting hits too. Backends without a
 //! [`Cache::handle_id`] and [`Cache::handle`], and calls outside a Tokio
 //! runtime, write every hit in its call.
 
@@ -120,6 +126,10 @@ const WRITE_EVERY: Duration = Duration::from_secs(1);
 /// past it they are forgotten, and hits are written at once more often.
 const MAX_REMEMBERED: usize = 4096;
 
+/// How late a scheduled background write may be before another is
+/// scheduled in its place.
+const LATE: Duration = Duration::from_secs(3);
+
 /// Handle and step pairs kept before the idle ones are forgotten.
 const MAX_KEPT: usize = 1024;
 
@@ -140,8 +150,11 @@ struct Waiting {
     /// manifests, for this period: a result computed again elsewhere is
     /// seen in the next period.
     manifests: HashMap<String, (f64, u64)>,
-    /// A background write is scheduled.
-    scheduled: bool,
+    /// When a background write was scheduled, until it takes what waits.
+    /// One older than [`LATE`] is taken for lost (its runtime ended or is
+    /// not driven) and the next waiting hit schedules another; two that
+    /// both run are harmless: the second takes nothing.
+    scheduled: Option<Instant>,
 }
 
 impl Waiting {
@@ -158,7 +171,7 @@ impl Waiting {
     }
 
     fn idle(&self, now: Instant) -> bool {
-        !self.scheduled
+        self.scheduled.is_none()
             && self.delta == StepStats::default()
             && self
                 .period
@@ -171,12 +184,16 @@ impl Waiting {
 struct WaitingMap {
     by_handle: HashMap<HandleId, HashMap<String, Waiting>>,
     kept: usize,
+    /// The count of pairs at which to look for idle ones next: twice what
+    /// the last look left (at least [`MAX_KEPT`]), so that a process with
+    /// many busy pairs does not scan them all on every hit.
+    prune_at: usize,
 }
 
 impl WaitingMap {
     /// What `id` keeps about `name`, made when missing.
     fn entry(&mut self, id: HandleId, name: &str) -> &mut Waiting {
-        if self.kept >= MAX_KEPT {
+        if self.kept >= self.prune_at.max(MAX_KEPT) {
             self.forget_idle();
         }
         let names = self.by_handle.entry(id).or_default();
@@ -202,6 +219,7 @@ impl WaitingMap {
         }
         self.by_handle.retain(|_, names| !names.is_empty());
         self.kept = self.by_handle.values().map(HashMap::len).sum();
+        self.prune_at = (2 * self.kept).max(MAX_KEPT);
     }
 }
 
@@ -288,8 +306,11 @@ pub(crate) async fn record_hit(
             None
         } else {
             w.delta.add(&delta);
-            let first = !w.scheduled;
-            w.scheduled = true;
+            let now = Instant::now();
+            let first = w.scheduled.is_none_or(|t| now.duration_since(t) >= LATE);
+            if first {
+                w.scheduled = Some(now);
+            }
             Some(first)
         }
     };
@@ -325,7 +346,7 @@ pub(crate) async fn record_hit(
 fn take(id: HandleId, name: &str) -> StepStats {
     let mut map = waiting();
     let w = map.entry(id, name);
-    w.scheduled = false;
+    w.scheduled = None;
     std::mem::take(&mut w.delta)
 }
 
@@ -353,7 +374,7 @@ struct Scheduled {
 impl Drop for Scheduled {
     fn drop(&mut self) {
         if self.armed {
-            waiting().entry(self.id, &self.name).scheduled = false;
+            waiting().entry(self.id, &self.name).scheduled = None;
         }
     }
 }

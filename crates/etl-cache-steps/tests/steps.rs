@@ -885,6 +885,46 @@ fn waiting_hits_outlive_the_runtime_that_scheduled_their_write() {
     });
 }
 
+/// A runtime kept but no longer driven (one a sync wrapper keeps for
+/// later calls) holds a scheduled write that does not run: after a few
+/// seconds a waiting hit on another runtime schedules one there.
+#[test]
+fn a_write_scheduled_on_a_runtime_no_longer_driven_is_scheduled_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let step = Step::new("undriven").param("n", &1);
+    let hits = |cache: &DiskCache, n: usize| {
+        let (cache, step) = (cache.clone(), step.clone());
+        async move {
+            for _ in 0..n {
+                cache
+                    .run(&step, RunOptions::new(), || async { text("v") })
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let kept = rt();
+    let cache = kept.block_on(disk(dir.path()));
+    kept.block_on(hits(&cache, 5));
+    let other = rt();
+    other.block_on(async {
+        assert_eq!(stored_hits(&cache, "undriven").await, 1);
+        // Past the time a scheduled write may be late, and past the period:
+        // of three hits one is written in its call, two wait with the three
+        // of the first runtime, and all are written from this one.
+        tokio::time::sleep(Duration::from_millis(3200)).await;
+        hits(&cache, 3).await;
+        eventually(|| async { stored_hits(&cache, "undriven").await == 7 }).await;
+    });
+    drop(kept);
+}
+
 #[tokio::test]
 async fn a_backend_without_a_handle_id_writes_every_hit() {
     let dir = tempfile::tempdir().unwrap();
