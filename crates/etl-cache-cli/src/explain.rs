@@ -1,7 +1,6 @@
 //! `etl-cache explain STEP`: the last runs of a step name, what changed from
 //! one run to the next, and what became of each result.
 
-use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use etl_cache::steps::{Explanation, RunReport, StepExt};
@@ -125,10 +124,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> CmdResult {
         }
         t
     };
-    std::io::stdout()
-        .lock()
-        .write_all(text.as_bytes())
-        .map_err(Failure::stdout)?;
+    crate::outcome::print(&text)?;
     Ok(if runs.is_empty() {
         Status::Miss
     } else {
@@ -173,9 +169,6 @@ pub async fn by_step(ctx: &Ctx, json_out: bool) -> CmdResult {
         rows.push(line("(total)", &report.total));
         table(&rows)
     };
-    std::io::stdout()
-        .lock()
-        .write_all(text.as_bytes())
-        .map_err(Failure::stdout)?;
+    crate::outcome::print(&text)?;
     Ok(Status::Ok)
 }

@@ -71,6 +71,16 @@ impl Failure {
     }
 }
 
+/// Writes `text` to standard output in one piece (a closed pipe is
+/// [`Failure::BrokenPipe`]).
+pub fn print(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .map_err(Failure::stdout)
+}
+
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
         let hint = match &e {

@@ -1,6 +1,5 @@
 //! `etl-cache stat`: entries, bytes, the expired, the oldest and the newest.
 
-use std::io::Write;
 use std::time::SystemTime;
 
 use etl_cache::EntryMeta;
@@ -9,7 +8,7 @@ use serde_json::json;
 
 use crate::context::Ctx;
 use crate::format::{age, display_key, entries, human_bytes, rfc3339, seconds_between, table};
-use crate::outcome::{CmdResult, Failure, Status};
+use crate::outcome::{CmdResult, Status};
 
 /// Arguments of `stat`.
 #[derive(Debug, clap::Args)]
@@ -135,9 +134,6 @@ pub async fn run(ctx: &Ctx, args: &Args) -> CmdResult {
         }
         table(&rows)
     };
-    std::io::stdout()
-        .lock()
-        .write_all(text.as_bytes())
-        .map_err(Failure::stdout)?;
+    crate::outcome::print(&text)?;
     Ok(Status::Ok)
 }

@@ -1,14 +1,12 @@
 //! `etl-cache verify`: reads every entry and checks its checksums.
 
-use std::io::Write;
-
 use etl_cache::{EntryMeta, Error, stream_read_error};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 
 use crate::context::Ctx;
 use crate::format::{display_key, entries, human_bytes};
-use crate::outcome::{CmdResult, Failure, Status};
+use crate::outcome::{CmdResult, Status};
 use crate::transfer::{CHUNK, Progress};
 
 /// Arguments of `verify`.
@@ -122,10 +120,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> CmdResult {
         t.push('\n');
         t
     };
-    std::io::stdout()
-        .lock()
-        .write_all(text.as_bytes())
-        .map_err(Failure::stdout)?;
+    crate::outcome::print(&text)?;
     if !failed.is_empty() {
         eprintln!("etl-cache: some entries could not be read; run verify again to retry them");
     }
