@@ -6,10 +6,8 @@
 
 mod common;
 
-use std::future::Future;
-use std::pin::pin;
+use etl_cache_core::testing::poll_then_drop;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -254,21 +252,6 @@ async fn removals_racing_on_one_handle_and_on_two_are_all_recorded() {
     let evictions = a.stats().await.unwrap().evictions + b.stats().await.unwrap().evictions;
     assert_eq!(gone, evictions, "one record per eviction");
     assert!(gone >= 40, "{gone} evicted of 48 over a cap of 8");
-}
-
-/// Polls `fut` at most `polls` times, each time once it woke; its output,
-/// or `None` when it is dropped where it waits.
-async fn poll_then_drop<F: Future>(fut: F, polls: usize) -> Option<F::Output> {
-    let mut fut = pin!(fut);
-    let mut n = 0;
-    std::future::poll_fn(|cx: &mut Context<'_>| {
-        if n == polls {
-            return Poll::Ready(None);
-        }
-        n += 1;
-        fut.as_mut().poll(cx).map(Some)
-    })
-    .await
 }
 
 /// A delete dropped at any await point: the entry is either still there

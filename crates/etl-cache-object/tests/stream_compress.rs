@@ -6,10 +6,8 @@
 //! by another writer while the stream is being compressed is replaced
 //! whole, never mixed.
 
-use std::future::Future;
-use std::pin::pin;
+use etl_cache_core::testing::poll_then_drop;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use etl_cache_core::testing::sample_bytes;
@@ -49,22 +47,6 @@ async fn bytes_of(cache: &dyn Cache, key: &str) -> Option<Bytes> {
         Some(other) => panic!("{key}: not bytes: {other:?}"),
         None => None,
     }
-}
-
-/// Polls `fut` at most `polls` times, each time only once it woke (so each
-/// poll resumes it past one await point that was pending); the output if
-/// it completed, else `None` and the future is dropped where it waits.
-async fn poll_then_drop<F: Future>(fut: F, polls: usize) -> Option<F::Output> {
-    let mut fut = pin!(fut);
-    let mut n = 0;
-    std::future::poll_fn(|cx: &mut Context<'_>| {
-        if n == polls {
-            return Poll::Ready(None);
-        }
-        n += 1;
-        fut.as_mut().poll(cx).map(Some)
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

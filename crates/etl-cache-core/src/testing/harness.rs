@@ -119,3 +119,20 @@ impl ManualClock {
         crate::Clock::now(self)
     }
 }
+
+/// Polls `fut` at most `polls` times, each time only once it woke (so each
+/// poll resumes it past one await point that was pending); the output if
+/// it completed, else `None`, and the future is dropped where it waits:
+/// for tests that drop an operation at each of its await points in turn.
+pub async fn poll_then_drop<F: std::future::Future>(fut: F, polls: usize) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut n = 0;
+    std::future::poll_fn(|cx: &mut std::task::Context<'_>| {
+        if n == polls {
+            return std::task::Poll::Ready(None);
+        }
+        n += 1;
+        fut.as_mut().poll(cx).map(Some)
+    })
+    .await
+}
