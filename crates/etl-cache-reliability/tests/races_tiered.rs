@@ -203,6 +203,20 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
+impl Setup {
+    /// A `get_text("k")` of the cache, spawned and paused at the last
+    /// tier's `get_entry`: the pause and the read.
+    async fn paused_read(&self) -> (Pause, tokio::task::JoinHandle<Option<String>>) {
+        let mut pause = self.gate.arm(Call::GetEntry);
+        let reader = {
+            let cache = self.cache.clone();
+            tokio::spawn(async move { cache.get_text("k").await.unwrap() })
+        };
+        pause.reached().await;
+        (pause, reader)
+    }
+}
+
 /// Memory ahead of a gated DiskCache.
 async fn two_tiers() -> Setup {
     let dir = tempfile::tempdir().unwrap();
@@ -264,12 +278,7 @@ async fn uppers_hold_no_other(s: &Setup, want: Option<&str>) {
 async fn a_set_completed_during_a_promotion_is_not_shadowed() {
     let s = two_tiers().await;
     old_below(&s).await;
-    let mut pause = s.gate.arm(Call::GetEntry);
-    let reader = {
-        let cache = s.cache.clone();
-        tokio::spawn(async move { cache.get_text("k").await.unwrap() })
-    };
-    pause.reached().await;
+    let (pause, reader) = s.paused_read().await;
     s.cache.set("k", "new".into(), o()).await.unwrap();
     pause.release();
     assert_eq!(reader.await.unwrap().as_deref(), Some("old"));
@@ -283,12 +292,7 @@ async fn a_set_completed_during_a_promotion_is_not_shadowed() {
 async fn a_delete_completed_during_a_promotion_is_not_undone() {
     let s = two_tiers().await;
     old_below(&s).await;
-    let mut pause = s.gate.arm(Call::GetEntry);
-    let reader = {
-        let cache = s.cache.clone();
-        tokio::spawn(async move { cache.get_text("k").await.unwrap() })
-    };
-    pause.reached().await;
+    let (pause, reader) = s.paused_read().await;
     assert!(s.cache.delete("k").await.unwrap());
     pause.release();
     assert_eq!(reader.await.unwrap().as_deref(), Some("old"));
@@ -301,12 +305,7 @@ async fn a_delete_completed_during_a_promotion_is_not_undone() {
 async fn a_clear_completed_during_a_promotion_is_not_undone() {
     let s = two_tiers().await;
     old_below(&s).await;
-    let mut pause = s.gate.arm(Call::GetEntry);
-    let reader = {
-        let cache = s.cache.clone();
-        tokio::spawn(async move { cache.get_text("k").await.unwrap() })
-    };
-    pause.reached().await;
+    let (pause, reader) = s.paused_read().await;
     s.cache.clear().await.unwrap();
     pause.release();
     assert_eq!(reader.await.unwrap().as_deref(), Some("old"));
@@ -345,12 +344,7 @@ async fn a_set_completed_during_a_streamed_promotion_is_not_shadowed() {
 async fn of_two_racing_promotions_the_stale_one_installs_nothing() {
     let s = two_tiers().await;
     old_below(&s).await;
-    let mut pause = s.gate.arm(Call::GetEntry);
-    let stale = {
-        let cache = s.cache.clone();
-        tokio::spawn(async move { cache.get_text("k").await.unwrap() })
-    };
-    pause.reached().await;
+    let (pause, stale) = s.paused_read().await;
     // Written below only, as by another handle, then read (and promoted)
     // by this one, while the first read is still held.
     s.gate.inner.set("k", "new".into(), o()).await.unwrap();
@@ -392,12 +386,7 @@ async fn a_set_completed_before_a_computed_value_is_filled_wins() {
 async fn a_dropped_set_leaves_no_stale_copy_in_memory() {
     let s = two_tiers().await;
     old_below(&s).await;
-    let mut read_pause = s.gate.arm(Call::GetEntry);
-    let reader = {
-        let cache = s.cache.clone();
-        tokio::spawn(async move { cache.get_text("k").await.unwrap() })
-    };
-    read_pause.reached().await;
+    let (read_pause, reader) = s.paused_read().await;
     let mut set_pause = s.gate.arm(Call::Set);
     let writer = {
         let cache = s.cache.clone();
@@ -423,12 +412,7 @@ async fn chained_tiers_keep_no_stale_copy_after_a_racing_set() {
     for memory_bytes in [1 << 20, 0] {
         let s = chained(memory_bytes).await;
         old_below(&s).await;
-        let mut pause = s.gate.arm(Call::GetEntry);
-        let reader = {
-            let cache = s.cache.clone();
-            tokio::spawn(async move { cache.get_text("k").await.unwrap() })
-        };
-        pause.reached().await;
+        let (pause, reader) = s.paused_read().await;
         s.cache.set("k", "new".into(), o()).await.unwrap();
         pause.release();
         assert_eq!(reader.await.unwrap().as_deref(), Some("old"));
@@ -447,12 +431,7 @@ async fn chained_tiers_keep_no_stale_copy_after_a_racing_delete_or_clear() {
     for clear in [false, true] {
         let s = chained(0).await;
         old_below(&s).await;
-        let mut pause = s.gate.arm(Call::GetEntry);
-        let reader = {
-            let cache = s.cache.clone();
-            tokio::spawn(async move { cache.get_text("k").await.unwrap() })
-        };
-        pause.reached().await;
+        let (pause, reader) = s.paused_read().await;
         if clear {
             s.cache.clear().await.unwrap();
         } else {
