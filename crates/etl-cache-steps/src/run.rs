@@ -550,7 +550,11 @@ fn unexplained(r: &Resolved, e: etl_cache_core::Error) -> Explanation {
 
 /// Records a computed result's manifest, history line and tally. What
 /// explains results never fails the result: a cache that refuses these
-/// writes (read-only credentials, a lock held too long) is logged.
+/// writes (read-only credentials, a lock held too long) is logged. The
+/// records are written by a task of their own where the cache gives a
+/// handle for it ([`Cache::handle`]) and a Tokio runtime runs: a caller
+/// dropped once its result is stored does not leave the result without
+/// its manifest.
 async fn finish_miss<C: Cache + ?Sized>(
     cache: &C,
     r: &Resolved,
@@ -558,17 +562,35 @@ async fn finish_miss<C: Cache + ?Sized>(
     took: Duration,
     value: &Value,
 ) {
+    let (kind, len, keep) = (value.kind().as_str(), value_len(value), opts.history);
+    let background = cache
+        .handle()
+        .zip(tokio::runtime::Handle::try_current().ok());
+    match background {
+        Some((handle, rt)) => {
+            let r = r.clone();
+            let task = rt.spawn(async move {
+                record_miss(handle.as_ref(), &r, keep, took, kind, len).await;
+            });
+            let _ = task.await;
+        }
+        None => record_miss(cache, r, keep, took, kind, len).await,
+    }
+}
+
+/// What [`finish_miss`] writes.
+async fn record_miss<C: Cache + ?Sized>(
+    cache: &C,
+    r: &Resolved,
+    keep: usize,
+    took: Duration,
+    kind: &'static str,
+    len: u64,
+) {
     let recorded = async {
         let expires = cache.head(&r.key()).await?.and_then(|m| m.expires);
-        let m = Manifest::new(
-            r,
-            took,
-            SystemTime::now(),
-            expires,
-            value.kind().as_str(),
-            value_len(value),
-        );
-        write_run(cache, &m, opts.history).await?;
+        let m = Manifest::new(r, took, SystemTime::now(), expires, kind, len);
+        write_run(cache, &m, keep).await?;
         record_now(cache, &r.name, miss_delta(took)).await?;
         remember(cache, &r.name, &r.digest, m.compute_seconds, m.bytes);
         Ok::<(), etl_cache_core::Error>(())

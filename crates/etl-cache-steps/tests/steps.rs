@@ -925,6 +925,64 @@ fn a_write_scheduled_on_a_runtime_no_longer_driven_is_scheduled_again() {
     drop(kept);
 }
 
+/// A run dropped once its result is stored (while its manifest is being
+/// written) still leaves the manifest: the records are written by a task
+/// of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_dropped_after_its_result_is_stored_still_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn Cache> = Arc::new(disk(dir.path()).await);
+    let wrapped = Arc::new(Wrapped::new(inner.clone()));
+    wrapped.share_id.store(true, Ordering::SeqCst);
+    // The records go through a second wrapper, parked at its first call
+    // (the result's head).
+    let records = Arc::new(Wrapped::new(inner.clone()));
+    records.park_at.store(0, Ordering::SeqCst);
+    *wrapped.background.lock().unwrap() = Some(records.clone());
+    let step = Step::new("recorded").param("n", &1);
+    let run = {
+        let (w, step) = (wrapped.clone(), step.clone());
+        tokio::spawn(async move {
+            w.run(&step, RunOptions::new(), || async { text("v") })
+                .await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(20), records.parked.notified())
+        .await
+        .expect("the records are written through the cache's background handle");
+    // The result is stored; the caller goes away.
+    run.abort();
+    assert!(run.await.unwrap_err().is_cancelled());
+    assert_eq!(
+        inner
+            .get_text(&step.resolve().await.unwrap().key())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("v")
+    );
+    records.release.notify_one();
+    eventually(|| async {
+        let s = inner.step_stats(Some("recorded")).await.unwrap().total;
+        s.misses == 1
+    })
+    .await;
+    let e = inner.explain(&step).await.unwrap();
+    assert!(e.is_hit(), "{e}");
+    let ran = inner
+        .run(&step, RunOptions::new(), || async { text("never") })
+        .await
+        .unwrap();
+    let Outcome::Hit { saved_seconds, .. } = ran.outcome else {
+        panic!()
+    };
+    assert!(saved_seconds.is_finite());
+    // The manifest is there: the run is in the step's history.
+    let again = Step::new("recorded").param("n", &2);
+    let why = inner.explain(&again).await.unwrap();
+    assert!(matches!(why, Explanation::PartsChanged { .. }), "{why}");
+}
+
 #[tokio::test]
 async fn a_backend_without_a_handle_id_writes_every_hit() {
     let dir = tempfile::tempdir().unwrap();

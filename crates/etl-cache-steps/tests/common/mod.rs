@@ -36,6 +36,9 @@ pub struct Wrapped {
     /// hits wait in memory for their tally's write, as on the inner cache);
     /// without it every hit is written through.
     pub share_id: std::sync::atomic::AtomicBool,
+    /// With `share_id`: the handle background work gets (another wrapper,
+    /// to watch or park it); the inner cache's own when `None`.
+    pub background: Mutex<Option<Arc<dyn Cache>>>,
 }
 
 impl Wrapped {
@@ -50,6 +53,7 @@ impl Wrapped {
             sneak: Mutex::new(None),
             refuse: Mutex::new(Vec::new()),
             share_id: std::sync::atomic::AtomicBool::new(false),
+            background: Mutex::new(None),
         }
     }
 
@@ -167,10 +171,12 @@ impl Cache for Wrapped {
         }
     }
 
-    /// The inner cache's own handle: background writes bypass the wrapper.
+    /// `background`, else the inner cache's own handle: background writes
+    /// bypass this wrapper.
     fn handle(&self) -> Option<Arc<dyn Cache>> {
         if self.share_id.load(Ordering::SeqCst) {
-            self.inner.handle()
+            let chosen = self.background.lock().unwrap().clone();
+            chosen.or_else(|| self.inner.handle())
         } else {
             None
         }
