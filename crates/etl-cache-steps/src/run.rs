@@ -562,7 +562,26 @@ async fn finish_miss<C: Cache + ?Sized>(
     took: Duration,
     value: &Value,
 ) {
-    let (kind, len, keep) = (value.kind().as_str(), value_len(value), opts.history);
+    finish(
+        cache,
+        r,
+        opts.history,
+        took,
+        value.kind().as_str(),
+        value_len(value),
+    )
+    .await;
+}
+
+/// [`finish_miss`] for a result of `kind` and `len` bytes (a stream's too).
+async fn finish<C: Cache + ?Sized>(
+    cache: &C,
+    r: &Resolved,
+    keep: usize,
+    took: Duration,
+    kind: &'static str,
+    len: u64,
+) {
     let background = cache
         .handle()
         .zip(tokio::runtime::Handle::try_current().ok());
@@ -669,17 +688,7 @@ where
     })?;
     let meta = cache.set_stream(&key, stream, opts.set).await?;
     let took = t.elapsed();
-    let m = Manifest::new(
-        r,
-        took,
-        SystemTime::now(),
-        meta.expires,
-        "stream",
-        meta.logical_len,
-    );
-    write_run(cache, &m, opts.history).await?;
-    record_now(cache, &r.name, miss_delta(took)).await?;
-    remember(cache, &r.name, &r.digest, m.compute_seconds, m.bytes);
+    finish(cache, r, opts.history, took, "stream", meta.logical_len).await;
     let value = cache.get_stream(&key, chunk_size).await?.ok_or_else(|| {
         etl_cache_core::Error::Corrupt {
             key: key.clone(),

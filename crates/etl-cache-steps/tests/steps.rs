@@ -1637,6 +1637,15 @@ async fn a_cache_refusing_the_bookkeeping_still_runs_and_serves_the_step() {
         .unwrap();
     assert_eq!(again.value, Value::Text("result".into()));
     assert!(again.outcome.is_hit(), "{:?}", again.outcome);
+    // A stream step too: its records refused, its result still served.
+    let streamed = Step::new("pages").param("n", &5);
+    let ran = cache
+        .run_stream(&streamed, RunOptions::new(), 65536, || async {
+            Ok::<_, std::io::Error>(pages(2, 1))
+        })
+        .await
+        .unwrap();
+    assert_eq!(all_bytes(ran.value).await.len(), 200_000);
 }
 
 /// A manifest is data anyone with write access may change: times out of
