@@ -142,8 +142,12 @@ impl fmt::Display for Explanation {
             Explanation::PartsChanged { changes, .. } => {
                 f.write_str("miss: parts changed since the last run:")?;
                 for c in changes {
+                    // Previews are written for people (a parameter's JSON,
+                    // `"EUR"`): shown as they are, quoted only when they
+                    // hold a control character that would break the line.
                     let show = |p: &Option<String>| match p {
-                        Some(p) => format!("{p:?}"),
+                        Some(p) if p.chars().any(char::is_control) => format!("{p:?}"),
+                        Some(p) => p.clone(),
                         None => "(absent)".to_owned(),
                     };
                     write!(f, "\n  {}: {} -> {}", c.part, show(&c.old), show(&c.new))?;

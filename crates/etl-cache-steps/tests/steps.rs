@@ -372,6 +372,23 @@ async fn previews_are_short() {
     assert!(r.parts[0].preview.ends_with('…'));
 }
 
+/// A changed parameter reads as its JSON, once quoted: `"EUR" -> "USD"`.
+#[tokio::test]
+async fn a_changed_parameter_is_shown_as_written() {
+    let cache = MemoryCache::new();
+    let step = |c: &str| Step::new("fx").param("currency", c);
+    cache
+        .run(&step("EUR"), RunOptions::new(), || async { text("r") })
+        .await
+        .unwrap();
+    let e = cache.explain(&step("USD")).await.unwrap();
+    assert!(
+        e.to_string()
+            .ends_with("\n  param.currency: \"EUR\" -> \"USD\""),
+        "{e}"
+    );
+}
+
 // ----------------------------------------------------------- explanations
 
 /// Every cause of a miss, each set up and explained: all must be named right.
@@ -420,6 +437,7 @@ async fn each_miss_gets_its_reason() {
         ),
         ("param.rows", Some("1"), Some("2"))
     );
+    assert!(e.to_string().ends_with("\n  param.rows: 1 -> 2"), "{e}");
     // The code changed, and a part was added.
     let e = cache
         .explain_at(&transform_code("v2", 1).env("ETL_STEPS_NOT_SET"), now())
