@@ -870,37 +870,36 @@ async fn a_hit_dropped_at_any_call_counts_at_most_once_and_waiting_hits_survive(
 #[test]
 fn waiting_hits_outlive_the_runtime_that_scheduled_their_write() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
     let step = Step::new("runtimes").param("n", &1);
-    let hits = |cache: &DiskCache, n: usize| {
-        let (cache, step) = (cache.clone(), step.clone());
-        async move {
-            for _ in 0..n {
-                let ran = cache
-                    .run(&step, RunOptions::new(), || async { text("v") })
-                    .await
-                    .unwrap();
-                let _ = ran;
-            }
-        }
-    };
-    let first = rt();
+    let first = current_thread();
     let cache = first.block_on(disk(dir.path()));
     // A miss, a hit written in its call, three that wait; the runtime ends
     // before their write is due.
-    first.block_on(hits(&cache, 5));
+    first.block_on(runs(&cache, &step, 5));
     drop(first);
-    let second = rt();
-    second.block_on(async {
+    current_thread().block_on(async {
         assert_eq!(stored_hits(&cache, "runtimes").await, 1);
-        hits(&cache, 2).await;
+        runs(&cache, &step, 2).await;
         eventually(|| async { stored_hits(&cache, "runtimes").await == 6 }).await;
     });
+}
+
+/// A runtime of one thread, as a sync wrapper makes for its calls.
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `n` runs of `step` (the first a miss on a new cache, then hits).
+async fn runs(cache: &DiskCache, step: &Step, n: usize) {
+    for _ in 0..n {
+        cache
+            .run(step, RunOptions::new(), || async { text("v") })
+            .await
+            .unwrap();
+    }
 }
 
 /// A runtime kept but no longer driven (one a sync wrapper keeps for
@@ -909,35 +908,17 @@ fn waiting_hits_outlive_the_runtime_that_scheduled_their_write() {
 #[test]
 fn a_write_scheduled_on_a_runtime_no_longer_driven_is_scheduled_again() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
     let step = Step::new("undriven").param("n", &1);
-    let hits = |cache: &DiskCache, n: usize| {
-        let (cache, step) = (cache.clone(), step.clone());
-        async move {
-            for _ in 0..n {
-                cache
-                    .run(&step, RunOptions::new(), || async { text("v") })
-                    .await
-                    .unwrap();
-            }
-        }
-    };
-    let kept = rt();
+    let kept = current_thread();
     let cache = kept.block_on(disk(dir.path()));
-    kept.block_on(hits(&cache, 5));
-    let other = rt();
-    other.block_on(async {
+    kept.block_on(runs(&cache, &step, 5));
+    current_thread().block_on(async {
         assert_eq!(stored_hits(&cache, "undriven").await, 1);
         // Past the time a scheduled write may be late, and past the period:
         // of three hits one is written in its call, two wait with the three
         // of the first runtime, and all are written from this one.
         tokio::time::sleep(Duration::from_millis(3200)).await;
-        hits(&cache, 3).await;
+        runs(&cache, &step, 3).await;
         eventually(|| async { stored_hits(&cache, "undriven").await == 7 }).await;
     });
     drop(kept);
