@@ -11,7 +11,7 @@ use crate::manifest::{Manifest, Stored, read_manifest, write_run};
 use crate::outcome::{Outcome, Ran, RunOptions, RunReport};
 use crate::step::{Resolved, Step};
 use crate::tally::{
-    StepStats, StepStatsReport, record_hit, record_now, remember, remembered, report,
+    StepStats, StepStatsReport, background, record, record_hit, remember, remembered, report,
 };
 use crate::{Error, Result};
 
@@ -460,10 +460,7 @@ async fn finish<C: Cache + ?Sized>(
     kind: &'static str,
     len: u64,
 ) {
-    let background = cache
-        .handle()
-        .zip(tokio::runtime::Handle::try_current().ok());
-    match background {
+    match background(cache) {
         Some((handle, rt)) => {
             let r = r.clone();
             let task = rt.spawn(async move {
@@ -488,7 +485,7 @@ async fn record_miss<C: Cache + ?Sized>(
         let expires = cache.head(&r.key()).await?.and_then(|m| m.expires);
         let m = Manifest::new(r, took, SystemTime::now(), expires, kind, len);
         write_run(cache, &m, keep).await?;
-        record_now(cache, &r.name, miss_delta(took)).await?;
+        record(cache, &r.name, miss_delta(took)).await?;
         remember(cache, &r.name, &r.digest, m.compute_seconds, m.bytes);
         Ok::<(), etl_cache_core::Error>(())
     };

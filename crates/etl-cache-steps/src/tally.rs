@@ -91,8 +91,9 @@ fn tally_key(name: &str) -> String {
     format!("{PREFIX}{name}/{}.{}", host(), std::process::id())
 }
 
-/// Adds `delta` to this process's tally of `name`.
-async fn record(
+/// Adds `delta` to this process's tally of `name`, in the call (a miss;
+/// a hit of a result not seen lately).
+pub(crate) async fn record(
     cache: &(impl Cache + ?Sized),
     name: &str,
     delta: StepStats,
@@ -267,14 +268,15 @@ pub(crate) fn remember(
     w.manifests.insert(digest.to_owned(), (seconds, bytes));
 }
 
-/// Adds a miss (or anything else to be written in the call) to this
-/// process's tally of `name`.
-pub(crate) async fn record_now(
+/// Another handle on `cache` and the Tokio runtime of the caller, for work
+/// that must outlive the call that starts it (see [`Cache::handle`]);
+/// `None` where either is missing, and the work is then done in the call.
+pub(crate) fn background(
     cache: &(impl Cache + ?Sized),
-    name: &str,
-    delta: StepStats,
-) -> etl_cache_core::Result<()> {
-    record(cache, name, delta).await
+) -> Option<(std::sync::Arc<dyn Cache>, tokio::runtime::Handle)> {
+    cache
+        .handle()
+        .zip(tokio::runtime::Handle::try_current().ok())
 }
 
 /// Adds a hit of the result `digest` to this process's tally of `name`:
@@ -319,10 +321,7 @@ pub(crate) async fn record_hit(
         None => record(cache, name, delta).await,
         Some(false) => Ok(()),
         Some(true) => {
-            let background = cache
-                .handle()
-                .zip(tokio::runtime::Handle::try_current().ok());
-            match background {
+            match background(cache) {
                 Some((handle, rt)) => {
                     let scheduled = Scheduled {
                         id,
@@ -411,10 +410,7 @@ async fn write_waiting(cache: &(impl Cache + ?Sized), name: Option<&str>) {
     if taken.is_empty() {
         return;
     }
-    let background = cache
-        .handle()
-        .zip(tokio::runtime::Handle::try_current().ok());
-    match background {
+    match background(cache) {
         Some((handle, rt)) => {
             let task = rt.spawn(async move {
                 for (n, d) in taken {
