@@ -982,6 +982,34 @@ async fn a_run_dropped_after_its_result_is_stored_still_records_it() {
     assert!(matches!(why, Explanation::PartsChanged { .. }), "{why}");
 }
 
+/// `step_stats` dropped at each of its await points, with hits waiting,
+/// concurrently with more hits: the hits it took are written all the same
+/// (by a task of its own), each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_stats_dropped_at_any_await_still_writes_the_hits_it_took() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(disk(dir.path()).await);
+    let step = Step::new("stats").param("n", &1);
+    runs(&cache, &step, 1).await;
+    let mut hits = 0;
+    for polls in 0..6 {
+        // Hits of a result written in this period: they wait.
+        runs(&cache, &step, 3).await;
+        hits += 3;
+        let racing = {
+            let (cache, step) = (cache.clone(), step.clone());
+            tokio::spawn(async move { runs(&cache, &step, 2).await })
+        };
+        let _ =
+            etl_cache_core::testing::poll_then_drop(cache.step_stats(Some("stats")), polls).await;
+        racing.await.unwrap();
+        hits += 2;
+    }
+    let s = cache.step_stats(Some("stats")).await.unwrap().total;
+    assert_eq!((s.hits, s.misses), (hits, 1), "{s:?}");
+    eventually(|| async { stored_hits(&*cache, "stats").await == hits }).await;
+}
+
 #[tokio::test]
 async fn a_backend_without_a_handle_id_writes_every_hit() {
     let dir = tempfile::tempdir().unwrap();
