@@ -39,8 +39,8 @@ pub use etl_cache_core::async_trait;
 pub use etl_cache_core::backend;
 pub use etl_cache_core::io;
 pub use etl_cache_core::{
-    BoxError, ByteStream, Cache, CacheExt, CacheIoExt, CacheReader, CacheWriter, Clock, Codec,
-    Compression, DEFAULT_CHUNK_SIZE, DynCache, EntryMeta, Error, EvictionLimit, GetStream,
+    BlockSize, BoxError, ByteStream, Cache, CacheExt, CacheIoExt, CacheReader, CacheWriter, Clock,
+    Codec, Compression, DEFAULT_CHUNK_SIZE, DynCache, EntryMeta, Error, EvictionLimit, GetStream,
     HandleId, InitFuture, Kind, MAX_JSON_DEPTH, MAX_JSON_READ_DEPTH, MAX_KEY_LEN, MAX_TTL,
     ManualClock, MemoryCache, Removal, RemovalCause, Result, SetOptions, Stats, SystemClock, Value,
     WRITE_CHUNK_SIZE, stream_read_error, validate_key,

@@ -55,6 +55,7 @@ pub use crate::io::{CacheIoExt, CacheReader, CacheWriter, WRITE_CHUNK_SIZE};
 pub use crate::key::{MAX_KEY_LEN, validate_key};
 pub use crate::memory::MemoryCache;
 pub use crate::meta::EntryMeta;
+pub use crate::backend::blocks::BlockSize;
 pub use crate::options::{Codec, Compression, MAX_TTL, SetOptions};
 pub use crate::removal::{EvictionLimit, Removal, RemovalCause};
 pub use crate::stats::Stats;

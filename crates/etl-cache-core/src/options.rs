@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
+use crate::backend::blocks::BlockSize;
 use crate::{Error, Kind, Result};
 
 /// A compression codec. Reads find the codec in the entry's metadata.
@@ -199,6 +200,10 @@ pub struct SetOptions {
     /// ([`Kind::Bytes`], [`Kind::Arrow`], and [`Kind::Json`] for whole
     /// bytes) may be given: see [`SetOptions::kind`].
     pub kind: Option<Kind>,
+    /// The size of the checked blocks the stored payload is cut into;
+    /// `None` for the backend's default (1 MiB): see
+    /// [`SetOptions::check_block`].
+    pub check_block: Option<BlockSize>,
 }
 
 impl SetOptions {
@@ -293,6 +298,29 @@ impl SetOptions {
     pub fn kind(self, kind: Kind) -> Self {
         SetOptions {
             kind: Some(kind),
+            ..self
+        }
+    }
+
+    /// Cut the stored payload into checked blocks of `size` (each followed
+    /// by its checksum) instead of the default 1 MiB. A read of part of the
+    /// entry ([`crate::Cache::get_range`]) reads and checks the blocks that
+    /// hold the part, so smaller blocks make small ranges of large entries
+    /// cheaper: a random 64 KiB range of an 8 MiB entry in a `DiskCache`
+    /// read in 1.2–1.3x the time of a whole 64 KiB entry with 64 KiB
+    /// blocks, 2.8x with 1 MiB blocks. Each block costs 4 bytes on disk.
+    /// Readers take the size from each entry, so entries of any block size
+    /// live side by side. Backends that do not store checked blocks
+    /// (`MemoryCache`) ignore it.
+    ///
+    /// ```
+    /// use etl_cache_core::{BlockSize, SetOptions};
+    /// let opts = SetOptions::new().check_block(BlockSize::new(64 << 10).unwrap());
+    /// assert_eq!(opts.check_block.map(BlockSize::get), Some(65536));
+    /// ```
+    pub fn check_block(self, size: BlockSize) -> Self {
+        SetOptions {
+            check_block: Some(size),
             ..self
         }
     }

@@ -23,10 +23,6 @@ use crate::publish::{Publish, Sealed, TempEntry};
 use crate::spare::SPARE_MAX;
 use crate::sys;
 
-/// The layout of the entries this crate writes: format 2, blocks of 1 MiB,
-/// each checked before a stream hands it out.
-pub(crate) const LAYOUT: Layout = etl_cache_core::backend::format::WRITTEN_LAYOUT;
-
 /// How many bytes of a stream the feeding task gathers before it hands them
 /// to the writer thread: every message wakes one side or the other, and
 /// with the 64 KiB chunks HTTP clients yield a message per chunk woke the
@@ -63,8 +59,11 @@ pub(crate) struct NewHeader {
 }
 
 impl NewHeader {
-    pub(crate) fn new(header: Header) -> NewHeader {
-        let (bytes, decoded) = header.encode_decoded(LAYOUT);
+    /// The header of an entry written in `layout`: format 2, blocks of the
+    /// size the write asks for ([`Layout::for_write`]), each checked before
+    /// a stream hands it out.
+    pub(crate) fn new(header: Header, layout: Layout) -> NewHeader {
+        let (bytes, decoded) = header.encode_decoded(layout);
         NewHeader { decoded, bytes }
     }
 
@@ -72,8 +71,22 @@ impl NewHeader {
     pub(crate) fn framer(&self) -> BlockFramer {
         BlockFramer::new(
             self.decoded.crc,
-            LAYOUT.block_size().expect("entries are written in blocks"),
+            self.decoded
+                .layout
+                .block_size()
+                .expect("entries are written in blocks"),
         )
+    }
+
+    /// The size of the entry file: this header, `stored_len` stored bytes
+    /// framed in blocks, trailer.
+    pub(crate) fn entry_len(&self, stored_len: u64) -> u64 {
+        let framed = self
+            .decoded
+            .layout
+            .framed_len(stored_len)
+            .expect("a payload held in memory or on disk frames within u64");
+        self.bytes.len() as u64 + framed + TRAILER_LEN as u64
     }
 }
 
@@ -91,15 +104,6 @@ pub(crate) fn finish_framer(
             Ok::<_, std::convert::Infallible>(())
         })
         .unwrap_or_else(|never| match never {})
-}
-
-/// The size of an entry file: header, `stored_len` stored bytes framed in
-/// blocks, trailer.
-pub(crate) fn entry_len(header_len: usize, stored_len: u64) -> u64 {
-    let framed = LAYOUT
-        .framed_len(stored_len)
-        .expect("a payload held in memory or on disk frames within u64");
-    header_len as u64 + framed + TRAILER_LEN as u64
 }
 
 /// Streamed writes end on multiples of this many bytes in the file.
@@ -210,13 +214,16 @@ impl Inner {
 
     pub(crate) fn header(&self, key: &str, kind: Kind, opts: &SetOptions) -> Result<NewHeader> {
         let created = self.config.clock.now();
-        Ok(NewHeader::new(Header {
-            key: key.to_owned(),
-            kind,
-            codec: opts.compression.codec(),
-            created,
-            expires: opts.expires_at(created)?,
-        }))
+        Ok(NewHeader::new(
+            Header {
+                key: key.to_owned(),
+                kind,
+                codec: opts.compression.codec(),
+                created,
+                expires: opts.expires_at(created)?,
+            },
+            Layout::for_write(opts.check_block),
+        ))
     }
 
     /// Writes a whole value and publishes it. Runs on a blocking thread.
@@ -238,7 +245,7 @@ impl Inner {
         // of the whole.
         let (stored, totals) = Encoder::encode_all_without_checksum(opts.compression, payload)
             .map_err(self.io(key, &self.layout.tmp, "compress"))?;
-        let len = entry_len(header.bytes.len(), totals.stored_len);
+        let len = header.entry_len(totals.stored_len);
         self.check_size(key, len)?;
         let len = len as usize;
         // A small entry is written into a file a set of this handle replaced
@@ -398,7 +405,7 @@ impl Inner {
         trailer: Trailer,
     ) -> Result<Sealed> {
         let path = tmp.path.clone();
-        let size = entry_len(header.bytes.len(), trailer.stored_len);
+        let size = header.entry_len(trailer.stored_len);
         tmp.out
             .write_all(&trailer.encode())
             .and_then(|()| tmp.out.flush())

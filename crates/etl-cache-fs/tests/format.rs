@@ -107,34 +107,62 @@ async fn a_small_text_entry_is_pinned_byte_for_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_entry_is_framed_in_blocks_of_one_mib() {
+    check_framing(None, (5 << 19) + 17, true, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_written_with_check_block_is_framed_in_blocks_of_that_size() {
+    let kib64 = BlockSize::new(64 << 10);
+    // 1 MiB + 17 bytes: sixteen whole blocks and a short one.
+    check_framing(kib64, (1 << 20) + 17, true, 17).await;
+    check_framing(kib64, (1 << 20) + 17, false, 17).await;
+}
+
+/// Writes `len` bytes (streamed in 300,000-byte chunks, or whole) with
+/// `check_block` (the default when `None`), plain and with zstd, and checks
+/// the file block by block: header, one checksum per block of that size,
+/// trailer. A plain payload must take `plain_blocks` blocks.
+async fn check_framing(
+    check_block: Option<BlockSize>,
+    len: usize,
+    streamed: bool,
+    plain_blocks: u64,
+) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let cache = DiskCache::builder().root(root).build().await.unwrap();
-    let data = Bytes::from(sample_bytes((5 << 19) + 17, 3));
+    let data = Bytes::from(sample_bytes(len, 3));
     for compression in [
         etl_cache_core::Compression::NONE,
         etl_cache_core::Compression::zstd(),
     ] {
-        let chunks: Vec<_> = data
-            .chunks(300_000)
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
-        let meta = cache
-            .set_stream(
-                "s",
-                futures::stream::iter(chunks).boxed(),
-                SetOptions::new().compression(compression),
-            )
-            .await
-            .unwrap();
+        let mut opts = SetOptions::new().compression(compression);
+        if let Some(b) = check_block {
+            opts = opts.check_block(b);
+        }
+        let meta = if streamed {
+            let chunks: Vec<_> = data
+                .chunks(300_000)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            cache
+                .set_stream("s", futures::stream::iter(chunks).boxed(), opts)
+                .await
+                .unwrap()
+        } else {
+            cache
+                .set("s", etl_cache_core::Value::Bytes(data.clone()), opts)
+                .await
+                .unwrap()
+        };
         let file = Bytes::from(std::fs::read(entry_path(root, "s")).unwrap());
         let d = Header::decode_any(&file).unwrap();
-        assert_eq!(d.layout, Layout::DEFAULT_BLOCKS);
+        let b = check_block.unwrap_or(BlockSize::DEFAULT);
+        assert_eq!(d.layout, Layout::Blocks(b));
         assert_eq!(
             (d.header.kind, d.header.codec),
             (Kind::Bytes, compression.codec())
         );
-        let b = BlockSize::DEFAULT;
         let trailer = Trailer::decode(&file[file.len() - TRAILER_LEN..]).unwrap();
         assert_eq!(trailer.stored_len, meta.stored_len);
         assert_eq!(trailer.logical_len, data.len() as u64);
@@ -158,8 +186,46 @@ async fn a_streamed_entry_is_framed_in_blocks_of_one_mib() {
         let whole = verify_payload(d.layout, d.crc, file.slice(d.len..)).unwrap();
         assert_eq!(whole.into_bytes()[..], stored[..]);
         if compression.codec() == Codec::None {
-            assert_eq!(n, 3);
+            assert_eq!(n, plain_blocks);
             assert!(stored == data);
         }
     }
+}
+
+#[tokio::test]
+async fn a_bad_block_spoils_only_the_ranges_that_read_it() {
+    // With 64 KiB blocks, a flipped byte in the eleventh block leaves a
+    // range of the first readable (with the default 1 MiB blocks both
+    // ranges would lie in the one bad block); a range over the bad block is
+    // corrupt and the entry removed.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let cache = DiskCache::builder().root(root).build().await.unwrap();
+    let data = Bytes::from(sample_bytes(1 << 20, 9));
+    let b = BlockSize::new(64 << 10).unwrap();
+    cache
+        .set(
+            "k",
+            etl_cache_core::Value::Bytes(data.clone()),
+            SetOptions::new().check_block(b),
+        )
+        .await
+        .unwrap();
+    let path = entry_path(root, "k");
+    let mut file = std::fs::read(&path).unwrap();
+    let d = Header::decode_any(&file).unwrap();
+    let bad = d.len + b.span(10, data.len() as u64).unwrap().framed.start as usize + 5;
+    file[bad] ^= 0x40;
+    std::fs::write(&path, &file).unwrap();
+    let (_, first) = cache.get_range("k", 100..60_000).await.unwrap().unwrap();
+    assert_eq!(first, data.slice(100..60_000));
+    let err = cache
+        .get_range("k", (10 << 16) + 1..(10 << 16) + 9)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, etl_cache_core::Error::Corrupt { .. }),
+        "{err:?}"
+    );
+    assert!(cache.get("k").await.unwrap().is_none());
 }

@@ -26,10 +26,6 @@ const SINGLE_PUT_LIMIT: usize = 64 << 20;
 /// up; larger ones go up as slices of their stored bytes, without a copy.
 const ASSEMBLED_MAX: usize = 64 << 10;
 
-/// How entries are written: format 2, blocks of 1 MiB, each checked by a
-/// reader before it is handed out.
-pub(crate) const WRITE_LAYOUT: Layout = etl_cache_core::backend::format::WRITTEN_LAYOUT;
-
 /// An entry's header, ready to write.
 struct Head {
     header: DecodedHeader,
@@ -58,7 +54,9 @@ impl Inner {
             created: now,
             expires: opts.expires_at(now)?,
         };
-        let (bytes, header) = header.encode_decoded(WRITE_LAYOUT);
+        // Format 2, blocks of the size the write asks for, each checked by
+        // a reader before it is handed out.
+        let (bytes, header) = header.encode_decoded(Layout::for_write(opts.check_block));
         Ok(Head {
             header,
             bytes: Bytes::from(bytes),
@@ -68,7 +66,9 @@ impl Inner {
     /// The metadata of the entry `head` and `trailer` (from the framer) end.
     fn finish_meta(head: Head, trailer: Trailer) -> EntryMeta {
         let header_len = head.bytes.len() as u64;
-        let framed = WRITE_LAYOUT
+        let framed = head
+            .header
+            .layout
             .framed_len(trailer.stored_len)
             .expect("a payload that was written frames");
         let size = header_len + framed + TRAILER_LEN as u64;
@@ -123,7 +123,9 @@ impl Inner {
         };
         let (stored, totals) = encoded.map_err(|e| self.compress_error(key, &location, e))?;
         let entry_len = head.bytes.len()
-            + WRITE_LAYOUT
+            + head
+                .header
+                .layout
                 .framed_len(totals.stored_len)
                 .expect("a payload that was encoded frames") as usize
             + TRAILER_LEN;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::harness::{Harness, collect, sample_bytes};
-use crate::{CacheExt, Compression, Error, SetOptions, Value};
+use crate::{BlockSize, CacheExt, Compression, Error, SetOptions, Value};
 
 /// `get_range` reads the logical bytes of a range, cut at the end, for
 /// every kind and codec, across the blocks and chunks backends read in.
@@ -30,26 +30,47 @@ pub async fn ranges_read_the_logical_bytes(h: &Harness) {
         len + 10..len + 20,
         7..u64::MAX,
     ];
-    for comp in [Compression::NONE, Compression::zstd(), Compression::gzip()] {
-        let meta = c
-            .set(
-                "big",
-                Value::Bytes(Bytes::from(data.clone())),
-                SetOptions::new().compression(comp),
-            )
-            .await
-            .unwrap();
-        for r in ranges.clone() {
-            let (got_meta, got) = c.get_range("big", r.clone()).await.unwrap().unwrap();
-            let end = r.end.min(len);
-            let start = r.start.min(end);
-            assert_eq!(
-                &got[..],
-                &data[start as usize..end as usize],
-                "{comp}, range {r:?}"
-            );
-            assert_eq!(got_meta.logical_len, len, "{comp}, range {r:?}");
-            assert_eq!(got_meta.created, meta.created, "{comp}, range {r:?}");
+    // Every codec with the default checked blocks, and smaller blocks
+    // (`check_block`) whose edges fall inside the ranges above; each
+    // written whole and streamed.
+    let (kib4, kib64) = (BlockSize::new(4096), BlockSize::new(64 << 10));
+    for (comp, block) in [
+        (Compression::NONE, None),
+        (Compression::zstd(), None),
+        (Compression::gzip(), None),
+        (Compression::NONE, kib4),
+        (Compression::NONE, kib64),
+        (Compression::zstd(), kib64),
+    ] {
+        let mut opts = SetOptions::new().compression(comp);
+        if let Some(b) = block {
+            opts = opts.check_block(b);
+        }
+        let value = Value::Bytes(Bytes::from(data.clone()));
+        for streamed in [false, true] {
+            let meta = if streamed {
+                let chunks: Vec<Bytes> = data.chunks(100_000).map(Bytes::copy_from_slice).collect();
+                let stream = futures::stream::iter(chunks.into_iter().map(Ok));
+                c.set_stream("big", Box::pin(stream), opts).await.unwrap()
+            } else {
+                c.set("big", value.clone(), opts).await.unwrap()
+            };
+            let case = format!("{comp}, blocks {block:?}, streamed {streamed}");
+            for r in ranges.clone() {
+                let (got_meta, got) = c.get_range("big", r.clone()).await.unwrap().unwrap();
+                let end = r.end.min(len);
+                let start = r.start.min(end);
+                assert_eq!(
+                    &got[..],
+                    &data[start as usize..end as usize],
+                    "{case}, range {r:?}"
+                );
+                assert_eq!(got_meta.logical_len, len, "{case}, range {r:?}");
+                assert_eq!(got_meta.created, meta.created, "{case}, range {r:?}");
+            }
+            assert_eq!(c.get("big").await.unwrap(), Some(value.clone()), "{case}");
+            let (_, all) = collect(c, "big", 1 << 16).await.unwrap();
+            assert_eq!(&all[..], &data[..], "{case}: streamed back");
         }
     }
     // Every kind: the bytes a stream of it yields.

@@ -8,13 +8,23 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use etl_cache_core::{InitFuture, Kind, SetOptions, Value};
+use etl_cache_core::{BlockSize, InitFuture, Kind, SetOptions, Value};
 use object_store::GetOptions;
 use object_store::path::Path;
 use tokio::sync::{oneshot, watch};
 
 use super::{Coord, Engine, Flight, Held, KEEP_AHEAD, Landing, Slot, lock};
 use crate::config::Admission;
+
+/// The checked blocks a kept block is cut into in the cache
+/// ([`SetOptions::check_block`]). A range read of a cached block reads and
+/// checks the ones that hold the range: with the default 1 MiB, a random
+/// 64 KiB range of an 8 MiB block in a `DiskCache` took 2.8x the time of a
+/// `get` of a 64 KiB entry; with 64 KiB, 1.2–1.3x.
+const CHECK_BLOCK: BlockSize = match BlockSize::new(64 << 10) {
+    Some(size) => size,
+    None => panic!("64 KiB is a block size"),
+};
 
 /// How long a lock entry would live, were one written.
 const LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(60);
@@ -140,7 +150,11 @@ impl Engine {
         }
         if let Err(e) = self
             .cache
-            .set(key, Value::Bytes(block), SetOptions::default())
+            .set(
+                key,
+                Value::Bytes(block),
+                SetOptions::new().check_block(CHECK_BLOCK),
+            )
             .await
         {
             self.stats.cache_error();

@@ -67,6 +67,16 @@ impl Layout {
     /// Format 2 with the default block size (1 MiB).
     pub const DEFAULT_BLOCKS: Layout = Layout::Blocks(BlockSize::DEFAULT);
 
+    /// The layout a backend writes an entry in: format 2, in blocks of
+    /// `check_block` ([`crate::SetOptions::check_block`]) or of the
+    /// default 1 MiB.
+    pub const fn for_write(check_block: Option<BlockSize>) -> Layout {
+        match check_block {
+            Some(size) => Layout::Blocks(size),
+            None => WRITTEN_LAYOUT,
+        }
+    }
+
     /// The format version of entries with this layout.
     pub const fn version(self) -> u8 {
         match self {
