@@ -74,8 +74,10 @@
 //!
 //! # Limits
 //!
-//! - Object attributes (content type, ...) are not kept: a read served from
-//!   the cache returns none.
+//! - Object attributes (content type, cache control, user metadata) are
+//!   kept with the object's metadata, as the inner store answered the last
+//!   request that checked the object, and come back with reads served from
+//!   the cache. Attribute kinds object_store adds later are not kept.
 //! - A read of a given version (`GetOptions::version`) is passed through,
 //!   uncached.
 //! - [`Admission::SecondRead`] remembers first reads in memory, per process.

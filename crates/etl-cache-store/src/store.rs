@@ -103,9 +103,13 @@ impl CachedStore {
         self.engine.stats.snapshot()
     }
 
-    /// The object's metadata from the inner store (a request without a
-    /// body), remembered.
-    async fn head_inner(&self, path: &Path, snapshot: u64) -> object_store::Result<ObjectMeta> {
+    /// The object's metadata and attributes from the inner store (a request
+    /// without a body), remembered.
+    async fn head_inner(
+        &self,
+        path: &Path,
+        snapshot: u64,
+    ) -> object_store::Result<(ObjectMeta, Attributes)> {
         let got = match self
             .engine
             .fetch(path, GetOptions::new().with_head(true))
@@ -119,8 +123,10 @@ impl CachedStore {
                 return Err(e);
             }
         };
-        self.engine.remember(path, &got.meta, snapshot).await;
-        Ok(got.meta)
+        self.engine
+            .remember(path, &got.meta, &got.attributes, snapshot)
+            .await;
+        Ok((got.meta, got.attributes))
     }
 
     async fn read(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
@@ -139,10 +145,13 @@ impl CachedStore {
             // The metadata the read goes by, and whether it still needs
             // checking (done by the first block fetched, on condition that
             // the object is that version).
-            let (meta, unchecked) = match known {
-                Some(k) if eng.fresh(&k) => (k.meta, false),
-                Some(k) if !probe_first => (k.meta, true),
-                _ if probe_first => (self.head_inner(location, snapshot).await?, false),
+            let (meta, attributes, unchecked) = match known {
+                Some(k) if eng.fresh(&k) => (k.meta, k.attributes, false),
+                Some(k) if !probe_first => (k.meta, k.attributes, true),
+                _ if probe_first => {
+                    let (meta, attributes) = self.head_inner(location, snapshot).await?;
+                    (meta, attributes, false)
+                }
                 _ => {
                     match self
                         .first_read(location, &options, snapshot, coordinate_first)
@@ -163,7 +172,7 @@ impl CachedStore {
                 Some(r) => r.as_range(meta.size).map_err(invalid_range),
                 None => Ok(0..meta.size),
             };
-            let (mut meta, mut unchecked) = (meta, unchecked);
+            let (mut meta, mut attributes, mut unchecked) = (meta, attributes, unchecked);
             if unchecked {
                 // A read whose first block is kept, or that is empty or out
                 // of range by what is known, would not ask the inner store
@@ -178,18 +187,23 @@ impl CachedStore {
                     }
                 };
                 if ask_first {
-                    let now = self.head_inner(location, snapshot).await?;
+                    let (now, now_attributes) = self.head_inner(location, snapshot).await?;
                     if identity(&now) != identity(&meta) && attempt < ATTEMPTS {
                         continue; // changed: start again with what it is now
                     }
-                    meta = now;
+                    (meta, attributes) = (now, now_attributes);
                     unchecked = false;
                 }
             }
             options.check_preconditions(&meta)?;
             let range = resolve(&meta)?;
             if options.head {
-                return Ok(result(meta, range, futures::stream::empty().boxed()));
+                return Ok(result(
+                    meta,
+                    attributes,
+                    range,
+                    futures::stream::empty().boxed(),
+                ));
             }
             let obj = Arc::new(eng.obj(meta.clone()));
             let mut reader = Reader::new(eng.clone(), obj, range.clone(), None);
@@ -199,18 +213,19 @@ impl CachedStore {
                         if !reader.fetched() {
                             // The first block was kept by another read
                             // meanwhile: nothing was checked yet.
-                            let now = self.head_inner(location, snapshot).await?;
+                            let (now, now_attributes) = self.head_inner(location, snapshot).await?;
                             if identity(&now) != identity(&meta) {
                                 if attempt < ATTEMPTS {
                                     continue;
                                 }
                                 return Err(crate::reader::changed(location));
                             }
+                            attributes = now_attributes;
                         } else {
-                            eng.remember(location, &meta, snapshot).await;
+                            eng.remember(location, &meta, &attributes, snapshot).await;
                         }
                     }
-                    return Ok(result(meta, range, prepend(first, reader)));
+                    return Ok(result(meta, attributes, range, prepend(first, reader)));
                 }
                 Err(object_store::Error::Precondition { .. }) if attempt < ATTEMPTS => {
                     // A fetch found another version: what was known is
@@ -284,7 +299,8 @@ impl CachedStore {
             .fetch(location, GetOptions::new().with_range(aligned))
             .await?;
         let meta = got.meta.clone();
-        eng.remember(location, &meta, snapshot).await;
+        let attributes = got.attributes.clone();
+        eng.remember(location, &meta, &attributes, snapshot).await;
         let range = match &options.range {
             Some(r) => r.as_range(meta.size).map_err(invalid_range)?,
             None => 0..meta.size,
@@ -304,7 +320,12 @@ impl CachedStore {
         });
         let mut reader = Reader::new(eng.clone(), obj, range.clone(), run);
         let first = reader.next_chunk().await?;
-        Ok(Some(result(meta, range, prepend(first, reader))))
+        Ok(Some(result(
+            meta,
+            attributes,
+            range,
+            prepend(first, reader),
+        )))
     }
 }
 
@@ -319,6 +340,7 @@ fn prepend(first: Option<Bytes>, rest: Reader) -> BoxStream<'static, object_stor
 
 fn result(
     meta: ObjectMeta,
+    attributes: Attributes,
     range: Range<u64>,
     stream: BoxStream<'static, object_store::Result<Bytes>>,
 ) -> GetResult {
@@ -326,7 +348,7 @@ fn result(
         payload: GetResultPayload::Stream(stream),
         meta,
         range,
-        attributes: Attributes::default(),
+        attributes,
     }
 }
 

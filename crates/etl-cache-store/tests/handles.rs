@@ -319,3 +319,106 @@ async fn get_ranges_over_two_handles_fetch_each_cold_block_once() {
         "{gets} data requests for 4 blocks over {readers} calls"
     );
 }
+
+/// The attributes `put` gives an object: a content type and user metadata.
+fn typed(content_type: &str) -> object_store::Attributes {
+    [
+        (
+            object_store::Attribute::ContentType,
+            object_store::AttributeValue::from(content_type.to_owned()),
+        ),
+        (
+            object_store::Attribute::Metadata("owner".into()),
+            "etl".into(),
+        ),
+    ]
+    .into_iter()
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attributes_come_back_with_reads_served_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("lake/part-0.parquet");
+    let data = bytes(2 * MIB + 5, 17);
+    let parquet = typed("application/vnd.apache.parquet");
+    bare.put_opts(
+        &p,
+        data.clone().into(),
+        object_store::PutOptions::from(parquet.clone()),
+    )
+    .await
+    .unwrap();
+    let never = |inner: Arc<Watched>, dir: std::path::PathBuf| async move {
+        CachedStore::builder(inner)
+            .cache(Arc::new(DiskCache::open(dir).await.unwrap()))
+            .block_size(MIB as u64)
+            .revalidate(Revalidate::Never)
+            .build()
+            .await
+            .unwrap()
+    };
+    let a = never(inner.clone(), dir.path().to_owned()).await;
+    // Cold: the first read's answer carries them.
+    let got = a.get(&p).await.unwrap();
+    assert_eq!(got.attributes, parquet);
+    assert_eq!(got.bytes().await.unwrap(), data);
+    a.settle().await;
+    let requests = hooks.requests();
+    // Warm on this handle, on a second handle (as after a restart), and
+    // from 16 reads racing over both: no request, the same attributes.
+    let b = never(inner.clone(), dir.path().to_owned()).await;
+    let reads: Vec<_> = (0..16)
+        .map(|i| {
+            let (store, p) = (if i % 2 == 0 { a.clone() } else { b.clone() }, p.clone());
+            tokio::spawn(async move {
+                let got = if i % 4 < 2 {
+                    store.get(&p).await.unwrap()
+                } else {
+                    let opts = object_store::GetOptions::new().with_range(Some(10..MIB as u64 + 9));
+                    store.get_opts(&p, opts).await.unwrap()
+                };
+                (got.attributes.clone(), got.bytes().await.unwrap().len())
+            })
+        })
+        .collect();
+    for r in reads {
+        let (attributes, _) = r.await.unwrap();
+        assert_eq!(attributes, parquet);
+    }
+    assert_eq!(hooks.requests(), requests, "warm reads asked nothing");
+    // Another writer changes the object and its type: a handle that checks
+    // each read returns the new ones together.
+    let csv = typed("text/csv");
+    let new_data = bytes(MIB + 3, 18);
+    bare.put_opts(
+        &p,
+        new_data.clone().into(),
+        object_store::PutOptions::from(csv.clone()),
+    )
+    .await
+    .unwrap();
+    let checking = CachedStore::builder(inner.clone())
+        .cache(Arc::new(DiskCache::open(dir.path()).await.unwrap()))
+        .block_size(MIB as u64)
+        .revalidate(Revalidate::Always)
+        .build()
+        .await
+        .unwrap();
+    let got = checking.get(&p).await.unwrap();
+    assert_eq!(got.attributes, csv);
+    assert_eq!(got.bytes().await.unwrap(), new_data);
+    // A write through a store is seen at once, attributes included.
+    let json = typed("application/json");
+    a.put_opts(
+        &p,
+        bytes::Bytes::from_static(b"{}").into(),
+        object_store::PutOptions::from(json.clone()),
+    )
+    .await
+    .unwrap();
+    let got = a.get(&p).await.unwrap();
+    assert_eq!(got.attributes, json);
+    assert_eq!(&got.bytes().await.unwrap()[..], b"{}");
+}

@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use etl_cache_core::{SetOptions, Value};
-use object_store::ObjectMeta;
 use object_store::path::Path;
+use object_store::{Attributes, ObjectMeta};
 
 use super::{Engine, Metas, identity, lock};
 use crate::config::Revalidate;
@@ -72,11 +72,19 @@ impl Engine {
         }
     }
 
-    /// Remembers `meta` as checked now, in memory and in the cache, unless
-    /// `path` was written through this store since `snapshot`.
-    pub(crate) async fn remember(&self, path: &Path, meta: &ObjectMeta, snapshot: u64) {
+    /// Remembers `meta` and `attributes` as checked now, in memory and in
+    /// the cache, unless `path` was written through this store since
+    /// `snapshot`.
+    pub(crate) async fn remember(
+        &self,
+        path: &Path,
+        meta: &ObjectMeta,
+        attributes: &Attributes,
+        snapshot: u64,
+    ) {
         let known = Known {
             meta: meta.clone(),
+            attributes: attributes.clone(),
             checked: SystemTime::now(),
         };
         {
@@ -84,10 +92,9 @@ impl Engine {
             if Self::written_since(&m, path, snapshot) {
                 return;
             }
-            let unchanged = m
-                .known
-                .get(path)
-                .is_some_and(|k| identity(&k.meta) == identity(meta));
+            let unchanged = m.known.get(path).is_some_and(|k| {
+                identity(&k.meta) == identity(meta) && k.attributes == *attributes
+            });
             Self::insert_known(&mut m, path, known.clone());
             // The cache's copy matters only across restarts, and for
             // `Revalidate::After`, its check time: write it when the object
