@@ -5,7 +5,8 @@
 # and the Python readers the Arrow interop test hands entries to:
 #   - pyarrow and polars (PyPI), in a virtual environment of their own
 # and what the Python package's tests need (python/tests):
-#   - maturin, pytest, boto3 and the original etl-pycache (PyPI), in a third
+#   - maturin, pytest, boto3, the original etl-pycache, pyarrow and polars
+#     (PyPI), in a third
 #
 # Idempotent: a server that is already installed and runs is left alone.
 # Installs into $ETL_CACHE_TEST_SERVERS_DIR (default ~/.cache/etl-cache-test-servers):
@@ -24,7 +25,7 @@ DIR="${ETL_CACHE_TEST_SERVERS_DIR:-$HOME/.cache/etl-cache-test-servers}"
 MOTO_SPEC="${ETL_CACHE_MOTO_SPEC:-moto[server]>=5.1,<6}"
 AZURITE_SPEC="${ETL_CACHE_AZURITE_SPEC:-azurite@3}"
 ARROW_SPEC="${ETL_CACHE_ARROW_SPEC:-pyarrow>=15 polars>=1}"
-PY_SPEC="${ETL_CACHE_PY_SPEC:-maturin>=1.9.4,<2 pytest>=8 boto3>=1.34 etl-pycache[s3]==1.0.0}"
+PY_SPEC="${ETL_CACHE_PY_SPEC:-maturin>=1.9.4,<2 pytest>=8 boto3>=1.34 etl-pycache[s3]==1.0.0 pyarrow>=15 polars>=1}"
 mkdir -p "$DIR"
 
 moto="$DIR/venv/bin/moto_server"
@@ -59,15 +60,15 @@ else
 fi
 
 py="$DIR/py-venv/bin/python"
-if [ -x "$py" ] && "$py" -c 'import pytest, boto3, etl_pycache' >/dev/null 2>&1 \
+if [ -x "$py" ] && "$py" -c 'import pytest, boto3, etl_pycache, pyarrow, polars' >/dev/null 2>&1 \
     && [ -x "$DIR/py-venv/bin/maturin" ]; then
-    echo "maturin, pytest, boto3, etl-pycache already installed: $py" >&2
+    echo "maturin, pytest, boto3, etl-pycache, pyarrow, polars already installed: $py" >&2
 else
     echo "installing $PY_SPEC into $DIR/py-venv" >&2
     python3 -m venv "$DIR/py-venv" >&2
     # shellcheck disable=SC2086 # the spec is a list of requirements
     "$DIR/py-venv/bin/pip" install --quiet --disable-pip-version-check $PY_SPEC >&2
-    "$py" -c 'import pytest, boto3, etl_pycache'
+    "$py" -c 'import pytest, boto3, etl_pycache, pyarrow, polars'
 fi
 
 echo "moto_server:  $moto (moto $("$DIR/venv/bin/python" -c 'import moto; print(moto.__version__)'))" >&2

@@ -4,9 +4,13 @@
 import os
 from collections.abc import Awaitable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from etl_cache.interfaces import BaseCache as _Contract
+
+if TYPE_CHECKING:
+    import polars
+    import pyarrow
 
 __version__: str
 
@@ -61,6 +65,16 @@ class BaseCache(_Contract):
     ) -> Awaitable[None]: ...
     def aget(self, key: str) -> Awaitable[str | bytes | dict[str, Any] | list[Any] | None]: ...
     def adelete(self, key: str) -> Awaitable[bool]: ...
+    def set_arrow(
+        self,
+        key: str,
+        data: Any,
+        ttl_seconds: float | None = None,
+        compression: str = "zstd",
+    ) -> None: ...
+    def get_arrow(self, key: str) -> pyarrow.Table | None: ...
+    def get_arrow_batches(self, key: str) -> pyarrow.RecordBatchReader | None: ...
+    def get_polars(self, key: str) -> polars.DataFrame | None: ...
 
 class LocalDiskCache(BaseCache):
     def __new__(

@@ -10,6 +10,8 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
+use pyo3_arrow::input::AnyRecordBatch;
+
 use crate::convert::{self, Payload};
 use crate::errors::to_py;
 use crate::runtime;
@@ -195,6 +197,64 @@ impl BaseCache {
     /// Removes `key` (awaitable); `True` when there was an entry.
     fn adelete<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
         crate::aio::delete(py, self.cache.clone(), key)
+    }
+
+    /// Stores Arrow data under `key` as an Arrow IPC file: a pyarrow
+    /// `Table`, `RecordBatch` or `RecordBatchReader`, a Polars `DataFrame`,
+    /// or anything else with `__arrow_c_stream__` or `__arrow_c_array__`.
+    /// Batches are taken without a copy and written one at a time as the
+    /// source yields them (a `RecordBatchReader` larger than memory
+    /// streams). `compression` is the IPC body compression: `"zstd"`
+    /// (default), `"lz4"` or `"none"`. Nothing is stored if the source
+    /// fails part way; the previous value stays.
+    #[pyo3(signature = (key, data, ttl_seconds=None, compression="zstd"))]
+    fn set_arrow(
+        &self,
+        py: Python<'_>,
+        key: String,
+        data: &Bound<'_, PyAny>,
+        ttl_seconds: Option<f64>,
+        compression: &str,
+    ) -> PyResult<()> {
+        let data: AnyRecordBatch = data.extract().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "set_arrow takes Arrow data (a pyarrow Table, RecordBatch or \
+                 RecordBatchReader, a Polars DataFrame, or an object with \
+                 __arrow_c_stream__ or __arrow_c_array__), got {}",
+                data.get_type()
+                    .name()
+                    .map_or_else(|_| "another type".into(), |n| n.to_string())
+            ))
+        })?;
+        crate::arrow::set_arrow(self, py, key, data, ttl_seconds, compression)
+    }
+
+    /// The Arrow data under `key` as a `pyarrow.Table`, or `None` when it
+    /// is missing or expired. An entry that is not Arrow data raises
+    /// `CacheError` naming the key and its kind.
+    fn get_arrow<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+        crate::arrow::get_arrow_batches(self, py, key)?
+            .map(|reader| reader.call_method0("read_all"))
+            .transpose()
+    }
+
+    /// The Arrow data under `key` as a `pyarrow.RecordBatchReader` that
+    /// reads and decodes one batch at a time as it is iterated (memory stays
+    /// bounded for tables larger than memory), or `None`.
+    fn get_arrow_batches<'py>(
+        &self,
+        py: Python<'py>,
+        key: &str,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        crate::arrow::get_arrow_batches(self, py, key)
+    }
+
+    /// The Arrow data under `key` as a `polars.DataFrame`, or `None`.
+    fn get_polars<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let polars = py.import("polars")?;
+        self.get_arrow(py, key)?
+            .map(|table| polars.call_method1("from_arrow", (table,)))
+            .transpose()
     }
 }
 

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod aio;
+mod arrow;
 mod cache;
 mod convert;
 mod errors;
