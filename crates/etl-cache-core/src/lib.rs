@@ -44,6 +44,7 @@ mod stats;
 pub mod testing;
 mod value;
 
+pub use crate::backend::blocks::BlockSize;
 pub use crate::cache::{
     BoxError, ByteStream, Cache, DEFAULT_CHUNK_SIZE, DynCache, GetStream, HandleId, InitFuture,
     stream_read_error,
@@ -55,7 +56,6 @@ pub use crate::io::{CacheIoExt, CacheReader, CacheWriter, WRITE_CHUNK_SIZE};
 pub use crate::key::{MAX_KEY_LEN, validate_key};
 pub use crate::memory::MemoryCache;
 pub use crate::meta::EntryMeta;
-pub use crate::backend::blocks::BlockSize;
 pub use crate::options::{Codec, Compression, MAX_TTL, SetOptions};
 pub use crate::removal::{EvictionLimit, Removal, RemovalCause};
 pub use crate::stats::Stats;
