@@ -13,7 +13,10 @@ use arrow_schema::ArrowError;
 use bytes::Bytes;
 use common::*;
 use etl_cache_arrow::{ArrowCacheExt, ArrowOptions, IpcCompression};
-use etl_cache_core::{Cache, CacheExt, Codec, Error, Kind, MemoryCache, SetOptions, Value};
+use etl_cache_core::testing::{Hooks, Op};
+use etl_cache_core::{
+    Cache, CacheExt, Codec, DynCache, Error, Kind, MemoryCache, SetOptions, Value,
+};
 use futures::stream::{self, StreamExt};
 
 async fn backends(dir: &std::path::Path) -> Vec<(&'static str, Arc<dyn Cache>)> {
@@ -500,23 +503,19 @@ struct SlowReader {
 }
 
 #[etl_cache_core::async_trait]
-impl Cache for SlowReader {
-    async fn set(
-        &self,
-        key: &str,
-        value: Value,
-        opts: SetOptions,
-    ) -> etl_cache_core::Result<etl_cache_core::EntryMeta> {
-        self.inner.set(key, value, opts).await
+impl Hooks for SlowReader {
+    fn inner(&self) -> &DynCache {
+        &self.inner
     }
-    async fn set_stream(
+
+    /// Each piece waits a few turns of the runtime, then counts.
+    fn stream_in(
         &self,
-        key: &str,
+        _key: &str,
         stream: etl_cache_core::ByteStream,
-        opts: SetOptions,
-    ) -> etl_cache_core::Result<etl_cache_core::EntryMeta> {
+    ) -> etl_cache_core::ByteStream {
         let received = self.received.clone();
-        let slow = stream
+        stream
             .then(move |piece| {
                 let received = received.clone();
                 async move {
@@ -527,46 +526,21 @@ impl Cache for SlowReader {
                     piece
                 }
             })
-            .boxed();
-        self.inner.set_stream(key, slow, opts).await
+            .boxed()
     }
-    async fn get(&self, key: &str) -> etl_cache_core::Result<Option<Value>> {
-        self.inner.get(key).await
+
+    fn miss(&self, op: Op, _key: &str) -> bool {
+        op == Op::GetStream
+            && self
+                .miss_once
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
     }
-    async fn get_stream(
-        &self,
-        key: &str,
-        chunk: usize,
-    ) -> etl_cache_core::Result<Option<etl_cache_core::GetStream>> {
-        if self
-            .miss_once
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
-        {
-            return Ok(None);
-        }
-        self.inner.get_stream(key, chunk).await
-    }
-    async fn head(&self, key: &str) -> etl_cache_core::Result<Option<etl_cache_core::EntryMeta>> {
-        self.inner.head(key).await
-    }
-    async fn delete(&self, key: &str) -> etl_cache_core::Result<bool> {
-        self.inner.delete(key).await
-    }
-    fn list(
-        &self,
-        prefix: Option<&str>,
-    ) -> futures::stream::BoxStream<'static, etl_cache_core::Result<etl_cache_core::EntryMeta>>
-    {
-        self.inner.list(prefix)
-    }
-    async fn purge_expired(&self) -> etl_cache_core::Result<u64> {
-        self.inner.purge_expired().await
-    }
-    async fn clear(&self) -> etl_cache_core::Result<u64> {
-        self.inner.clear().await
-    }
-    async fn stats(&self) -> etl_cache_core::Result<etl_cache_core::Stats> {
-        self.inner.stats().await
+}
+
+#[etl_cache_core::async_trait]
+impl Cache for SlowReader {
+    etl_cache_core::forward_cache! {
+        set, set_stream, get, get_stream, head, delete, list, purge_expired, clear, stats
     }
 }
 

@@ -16,6 +16,7 @@
 
 mod entry_checks;
 mod expiry_checks;
+pub mod forward;
 mod harness;
 mod io_checks;
 mod kind_checks;
@@ -33,6 +34,7 @@ pub use self::expiry_checks::{
     expires_by_bounds_the_expiry, extreme_ttls_are_refused_cleanly,
     purge_expired_removes_only_expired, ttl_hides_and_removes_expired,
 };
+pub use self::forward::{Hooks, Op};
 pub use self::harness::{Harness, nested_json, poll_then_drop, sample_bytes};
 pub use self::io_checks::{
     io_concurrent_writers_leave_one_whole_value, io_dropped_writer_keeps_previous_value,

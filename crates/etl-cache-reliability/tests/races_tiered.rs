@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use etl_cache_core::async_trait;
+use etl_cache_core::testing::{Hooks, Op};
 use etl_cache_core::{
-    ByteStream, Cache, CacheExt, Clock, Codec, Compression, EntryMeta, GetStream, InitFuture,
-    ManualClock, MemoryCache, Result, SetOptions, Stats, Value,
+    Cache, CacheExt, Clock, Codec, Compression, DynCache, ManualClock, MemoryCache, Result,
+    SetOptions, Value,
 };
 use etl_cache_fs::DiskCache;
 use etl_cache_tiered::{Served, TieredCache};
-use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::oneshot;
 
@@ -115,82 +115,44 @@ impl Gate {
 }
 
 #[async_trait]
+impl Hooks for Gate {
+    fn inner(&self) -> &DynCache {
+        &*self.inner
+    }
+
+    async fn before(&self, op: Op, _key: &str) -> Result<()> {
+        match op {
+            Op::Set => self.pause(Call::SetStart).await,
+            Op::SetStream => self.pause(Call::SetStreamStart).await,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn after(&self, op: Op, _key: &str, _ok: bool) {
+        let call = match op {
+            Op::Set => Call::Set,
+            // A promotion reads the entry's bytes as stored: the same pause.
+            Op::GetEntry | Op::GetRaw => Call::GetEntry,
+            Op::GetStream => Call::GetStream,
+            Op::Head => Call::Head,
+            Op::GetOrInsert => Call::GetOrInsert,
+            _ => return,
+        };
+        self.pause(call).await;
+    }
+}
+
+#[async_trait]
 impl Cache for Gate {
-    async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
-        self.pause(Call::SetStart).await;
-        let r = self.inner.set(key, value, opts).await;
-        self.pause(Call::Set).await;
-        r
+    etl_cache_core::forward_cache! {
+        set, set_stream, get_entry, get_raw, get_stream, head, delete, list, purge_expired,
+        clear, stats, get_or_insert_boxed
     }
 
-    async fn set_stream(
-        &self,
-        key: &str,
-        stream: ByteStream,
-        opts: SetOptions,
-    ) -> Result<EntryMeta> {
-        self.pause(Call::SetStreamStart).await;
-        self.inner.set_stream(key, stream, opts).await
-    }
-
+    /// A read of the whole value pauses as `get_entry` does.
     async fn get(&self, key: &str) -> Result<Option<Value>> {
         Ok(self.get_entry(key).await?.map(|(_, v)| v))
-    }
-
-    async fn get_entry(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
-        let r = self.inner.get_entry(key).await;
-        self.pause(Call::GetEntry).await;
-        r
-    }
-
-    // A promotion reads the entry's bytes as stored: the same pause.
-    async fn get_raw(&self, key: &str) -> Result<Option<(EntryMeta, Bytes)>> {
-        let r = self.inner.get_raw(key).await;
-        self.pause(Call::GetEntry).await;
-        r
-    }
-
-    async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>> {
-        let r = self.inner.get_stream(key, chunk_size).await;
-        self.pause(Call::GetStream).await;
-        r
-    }
-
-    async fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
-        let r = self.inner.head(key).await;
-        self.pause(Call::Head).await;
-        r
-    }
-
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.inner.delete(key).await
-    }
-
-    fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn purge_expired(&self) -> Result<u64> {
-        self.inner.purge_expired().await
-    }
-
-    async fn clear(&self) -> Result<u64> {
-        self.inner.clear().await
-    }
-
-    async fn stats(&self) -> Result<Stats> {
-        self.inner.stats().await
-    }
-
-    async fn get_or_insert_boxed<'a>(
-        &'a self,
-        key: &'a str,
-        opts: SetOptions,
-        init: InitFuture<'a>,
-    ) -> Result<Value> {
-        let r = self.inner.get_or_insert_boxed(key, opts, init).await;
-        self.pause(Call::GetOrInsert).await;
-        r
     }
 }
 

@@ -7,11 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
 use common::{MIB, Watched, bytes};
-use etl_cache_core::{
-    ByteStream, Cache, EntryMeta, Error, GetStream, MemoryCache, Result, SetOptions, Stats, Value,
-};
+use etl_cache_core::testing::{Hooks, Op};
+use etl_cache_core::{Cache, DynCache, Error, MemoryCache, Result};
 use etl_cache_store::{CachedStore, Revalidate};
-use futures::stream::BoxStream;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
@@ -22,8 +20,14 @@ struct Flaky {
     broken: AtomicBool,
 }
 
-impl Flaky {
-    fn check(&self) -> Result<()> {
+/// The calls on a key fail while `broken` is set.
+#[async_trait::async_trait]
+impl Hooks for Flaky {
+    fn inner(&self) -> &DynCache {
+        &self.inner
+    }
+
+    async fn before(&self, _op: Op, _key: &str) -> Result<()> {
         if self.broken.load(SeqCst) {
             return Err(Error::Io {
                 key: String::new(),
@@ -38,41 +42,8 @@ impl Flaky {
 
 #[async_trait::async_trait]
 impl Cache for Flaky {
-    async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
-        self.check()?;
-        self.inner.set(key, value, opts).await
-    }
-    async fn set_stream(&self, key: &str, s: ByteStream, opts: SetOptions) -> Result<EntryMeta> {
-        self.check()?;
-        self.inner.set_stream(key, s, opts).await
-    }
-    async fn get(&self, key: &str) -> Result<Option<Value>> {
-        self.check()?;
-        self.inner.get(key).await
-    }
-    async fn get_stream(&self, key: &str, chunk: usize) -> Result<Option<GetStream>> {
-        self.check()?;
-        self.inner.get_stream(key, chunk).await
-    }
-    async fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
-        self.check()?;
-        self.inner.head(key).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.check()?;
-        self.inner.delete(key).await
-    }
-    fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        self.inner.list(prefix)
-    }
-    async fn purge_expired(&self) -> Result<u64> {
-        self.inner.purge_expired().await
-    }
-    async fn clear(&self) -> Result<u64> {
-        self.inner.clear().await
-    }
-    async fn stats(&self) -> Result<Stats> {
-        self.inner.stats().await
+    etl_cache_core::forward_cache! {
+        set, set_stream, get, get_stream, head, delete, list, purge_expired, clear, stats
     }
 }
 

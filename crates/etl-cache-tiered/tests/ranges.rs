@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use etl_cache_core::{ByteStream, Cache, EntryMeta, GetStream, Result, SetOptions, Stats, Value};
+use etl_cache_core::testing::{Hooks, Op};
+use etl_cache_core::{Cache, DynCache, Result, SetOptions, Value};
 use etl_cache_fs::DiskCache;
 use etl_cache_tiered::TieredCache;
-use futures::stream::BoxStream;
 
 /// A DiskCache that counts how it is read.
 #[derive(Debug)]
@@ -23,71 +23,28 @@ struct Counted {
 }
 
 #[async_trait]
+impl Hooks for Counted {
+    fn inner(&self) -> &DynCache {
+        &self.inner
+    }
+
+    async fn before(&self, op: Op, _key: &str) -> Result<()> {
+        let counter = match op {
+            Op::Get | Op::GetEntry | Op::GetRaw => &self.wholes,
+            Op::GetStream => &self.streams,
+            Op::GetRange => &self.ranges,
+            _ => return Ok(()),
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[async_trait]
 impl Cache for Counted {
-    async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
-        self.inner.set(key, value, opts).await
-    }
-
-    async fn set_stream(
-        &self,
-        key: &str,
-        stream: ByteStream,
-        opts: SetOptions,
-    ) -> Result<EntryMeta> {
-        self.inner.set_stream(key, stream, opts).await
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<Value>> {
-        self.wholes.fetch_add(1, Ordering::SeqCst);
-        self.inner.get(key).await
-    }
-
-    async fn get_entry(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
-        self.wholes.fetch_add(1, Ordering::SeqCst);
-        self.inner.get_entry(key).await
-    }
-
-    async fn get_raw(&self, key: &str) -> Result<Option<(EntryMeta, Bytes)>> {
-        self.wholes.fetch_add(1, Ordering::SeqCst);
-        self.inner.get_raw(key).await
-    }
-
-    async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>> {
-        self.streams.fetch_add(1, Ordering::SeqCst);
-        self.inner.get_stream(key, chunk_size).await
-    }
-
-    async fn get_range(
-        &self,
-        key: &str,
-        range: std::ops::Range<u64>,
-    ) -> Result<Option<(EntryMeta, Bytes)>> {
-        self.ranges.fetch_add(1, Ordering::SeqCst);
-        self.inner.get_range(key, range).await
-    }
-
-    async fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
-        self.inner.head(key).await
-    }
-
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.inner.delete(key).await
-    }
-
-    fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn purge_expired(&self) -> Result<u64> {
-        self.inner.purge_expired().await
-    }
-
-    async fn clear(&self) -> Result<u64> {
-        self.inner.clear().await
-    }
-
-    async fn stats(&self) -> Result<Stats> {
-        self.inner.stats().await
+    etl_cache_core::forward_cache! {
+        set, set_stream, get, get_entry, get_raw, get_stream, get_range, head, delete, list,
+        purge_expired, clear, stats
     }
 }
 

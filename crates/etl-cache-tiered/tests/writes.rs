@@ -13,14 +13,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use etl_cache_core::testing::{Hooks, Op};
 use etl_cache_core::{
-    ByteStream, Cache, CacheExt, EntryMeta, Error, GetStream, ManualClock, MemoryCache, Result,
-    SetOptions, Stats, Value,
+    ByteStream, Cache, CacheExt, DynCache, Error, ManualClock, MemoryCache, Result, SetOptions,
+    Value,
 };
 use etl_cache_fs::DiskCache;
 use etl_cache_tiered::{Served, TieredCache};
 use futures::TryStreamExt;
-use futures::stream::BoxStream;
 
 /// A MemoryCache that counts what it publishes and can be told to fail
 /// writes or deletes.
@@ -49,77 +49,39 @@ impl Tap {
             source: format!("{what} refused by the test").into(),
         }
     }
+}
 
-    fn count(&self, r: Result<EntryMeta>) -> Result<EntryMeta> {
-        if r.is_ok() {
+#[async_trait]
+impl Hooks for Tap {
+    fn inner(&self) -> &DynCache {
+        &self.inner
+    }
+
+    async fn before(&self, op: Op, key: &str) -> Result<()> {
+        let refused = match op {
+            Op::Set | Op::SetStream => &self.fail_writes,
+            Op::Delete => &self.fail_deletes,
+            _ => return Ok(()),
+        };
+        if refused.load(Ordering::SeqCst) {
+            return Err(Tap::refuse(key, op.name()));
+        }
+        Ok(())
+    }
+
+    /// Counts the writes the inner cache published.
+    async fn after(&self, op: Op, _key: &str, ok: bool) {
+        if ok && matches!(op, Op::Set | Op::SetStream) {
             self.published.fetch_add(1, Ordering::SeqCst);
         }
-        r
     }
 }
 
 #[async_trait]
 impl Cache for Tap {
-    async fn set(&self, key: &str, value: Value, opts: SetOptions) -> Result<EntryMeta> {
-        if self.fail_writes.load(Ordering::SeqCst) {
-            return Err(Tap::refuse(key, "set"));
-        }
-        self.count(self.inner.set(key, value, opts).await)
-    }
-
-    async fn set_stream(
-        &self,
-        key: &str,
-        stream: ByteStream,
-        opts: SetOptions,
-    ) -> Result<EntryMeta> {
-        if self.fail_writes.load(Ordering::SeqCst) {
-            return Err(Tap::refuse(key, "set_stream"));
-        }
-        self.count(self.inner.set_stream(key, stream, opts).await)
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<Value>> {
-        self.inner.get(key).await
-    }
-
-    async fn get_entry(&self, key: &str) -> Result<Option<(EntryMeta, Value)>> {
-        self.inner.get_entry(key).await
-    }
-
-    async fn get_raw(&self, key: &str) -> Result<Option<(EntryMeta, Bytes)>> {
-        self.inner.get_raw(key).await
-    }
-
-    async fn get_stream(&self, key: &str, chunk_size: usize) -> Result<Option<GetStream>> {
-        self.inner.get_stream(key, chunk_size).await
-    }
-
-    async fn head(&self, key: &str) -> Result<Option<EntryMeta>> {
-        self.inner.head(key).await
-    }
-
-    async fn delete(&self, key: &str) -> Result<bool> {
-        if self.fail_deletes.load(Ordering::SeqCst) {
-            return Err(Tap::refuse(key, "delete"));
-        }
-        self.inner.delete(key).await
-    }
-
-    fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<EntryMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn purge_expired(&self) -> Result<u64> {
-        self.inner.purge_expired().await
-    }
-
-    async fn clear(&self) -> Result<u64> {
-        self.inner.clear().await
-    }
-
-    async fn stats(&self) -> Result<Stats> {
-        self.inner.stats().await
+    etl_cache_core::forward_cache! {
+        set, set_stream, get, get_entry, get_raw, get_stream, head, delete, list, purge_expired,
+        clear, stats
     }
 }
 

@@ -14,7 +14,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use futures::stream::BoxStream;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{GetOptions, GetResult, GetResultPayload, ObjectStore};
@@ -224,73 +223,21 @@ impl Spied {
 }
 
 #[async_trait]
-impl etl_cache_core::Cache for Spied {
-    async fn set(
+impl etl_cache_core::testing::Hooks for Spied {
+    fn inner(&self) -> &etl_cache_core::DynCache {
+        &*self.inner
+    }
+
+    /// Counts the calls of `get_or_insert_boxed`, touches `entered_file`,
+    /// and fails them when `fail_lock` is set.
+    async fn before(
         &self,
+        op: etl_cache_core::testing::Op,
         key: &str,
-        value: etl_cache_core::Value,
-        opts: etl_cache_core::SetOptions,
-    ) -> etl_cache_core::Result<etl_cache_core::EntryMeta> {
-        let gate = self.set_gate.lock().unwrap().clone();
-        if let (Some(gate), etl_cache_core::Value::Bytes(_)) = (gate, &value) {
-            self.sets_parked.fetch_add(1, SeqCst);
-            gate.acquire().await.unwrap().forget();
-            self.sets_parked.fetch_sub(1, SeqCst);
+    ) -> etl_cache_core::Result<()> {
+        if op != etl_cache_core::testing::Op::GetOrInsert {
+            return Ok(());
         }
-        self.inner.set(key, value, opts).await
-    }
-    async fn get_range(
-        &self,
-        key: &str,
-        range: std::ops::Range<u64>,
-    ) -> etl_cache_core::Result<Option<(etl_cache_core::EntryMeta, Bytes)>> {
-        self.inner.get_range(key, range).await
-    }
-    async fn set_stream(
-        &self,
-        key: &str,
-        s: etl_cache_core::ByteStream,
-        opts: etl_cache_core::SetOptions,
-    ) -> etl_cache_core::Result<etl_cache_core::EntryMeta> {
-        self.inner.set_stream(key, s, opts).await
-    }
-    async fn get(&self, key: &str) -> etl_cache_core::Result<Option<etl_cache_core::Value>> {
-        self.inner.get(key).await
-    }
-    async fn get_stream(
-        &self,
-        key: &str,
-        chunk: usize,
-    ) -> etl_cache_core::Result<Option<etl_cache_core::GetStream>> {
-        self.inner.get_stream(key, chunk).await
-    }
-    async fn head(&self, key: &str) -> etl_cache_core::Result<Option<etl_cache_core::EntryMeta>> {
-        self.inner.head(key).await
-    }
-    async fn contains(&self, key: &str) -> etl_cache_core::Result<bool> {
-        self.inner.contains(key).await
-    }
-    async fn delete(&self, key: &str) -> etl_cache_core::Result<bool> {
-        self.inner.delete(key).await
-    }
-    fn list(
-        &self,
-        prefix: Option<&str>,
-    ) -> BoxStream<'static, etl_cache_core::Result<etl_cache_core::EntryMeta>> {
-        self.inner.list(prefix)
-    }
-    async fn purge_expired(&self) -> etl_cache_core::Result<u64> {
-        self.inner.purge_expired().await
-    }
-    async fn clear(&self) -> etl_cache_core::Result<u64> {
-        self.inner.clear().await
-    }
-    async fn get_or_insert_boxed<'a>(
-        &'a self,
-        key: &'a str,
-        opts: etl_cache_core::SetOptions,
-        init: etl_cache_core::InitFuture<'a>,
-    ) -> etl_cache_core::Result<etl_cache_core::Value> {
         self.entered.fetch_add(1, SeqCst);
         if let Some(f) = &self.entered_file {
             std::fs::write(f, b"").unwrap();
@@ -301,13 +248,36 @@ impl etl_cache_core::Cache for Spied {
                 waited: Duration::from_secs(60),
             });
         }
-        let init: etl_cache_core::InitFuture<'a> = Box::pin(async move {
+        Ok(())
+    }
+
+    /// Holds sets of bytes at `set_gate`, when closed.
+    async fn before_set(&self, _key: &str, value: &etl_cache_core::Value) {
+        let gate = self.set_gate.lock().unwrap().clone();
+        if let (Some(gate), etl_cache_core::Value::Bytes(_)) = (gate, value) {
+            self.sets_parked.fetch_add(1, SeqCst);
+            gate.acquire().await.unwrap().forget();
+            self.sets_parked.fetch_sub(1, SeqCst);
+        }
+    }
+
+    /// Counts the computations begun.
+    fn init<'a>(
+        &'a self,
+        _key: &'a str,
+        init: etl_cache_core::InitFuture<'a>,
+    ) -> etl_cache_core::InitFuture<'a> {
+        Box::pin(async move {
             self.computing.fetch_add(1, SeqCst);
             init.await
-        });
-        self.inner.get_or_insert_boxed(key, opts, init).await
+        })
     }
-    async fn stats(&self) -> etl_cache_core::Result<etl_cache_core::Stats> {
-        self.inner.stats().await
+}
+
+#[async_trait]
+impl etl_cache_core::Cache for Spied {
+    etl_cache_core::forward_cache! {
+        set, get_range, set_stream, get, get_stream, head, contains, delete, list, purge_expired,
+        clear, get_or_insert_boxed, stats
     }
 }
