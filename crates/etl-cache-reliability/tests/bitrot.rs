@@ -201,12 +201,7 @@ async fn read_damaged(
             }
         }
         Read::ListThenGet => {
-            let listed: Vec<String> = cache
-                .list(None)
-                .map_ok(|m| m.key)
-                .try_collect()
-                .await
-                .expect("list never fails on a damaged entry");
+            let listed = listed_keys(cache, "list never fails on a damaged entry").await;
             if listed.iter().any(|k| k == key) {
                 assert_eq!(region, Region::Payload, "list passed {region:?} damage");
                 expect_corrupt(&cache.get(key).await, key, "get after list");
@@ -257,12 +252,30 @@ fn pick_read(rng: &mut Rng) -> Read {
     ])
 }
 
+/// A trial's setup: its share (one in `share`) of the flips to try, the
+/// run's seed, a generator seeded from it and `salt`, and a new temporary
+/// directory.
+fn trial_setup(share: u64, salt: u64) -> (u64, u64, Rng, tempfile::TempDir) {
+    let trials = iterations("ETL_CACHE_FLIPS", 1_500, 20_000) / share;
+    let seed = seed();
+    let rng = Rng::new(seed ^ salt);
+    let dir = tempfile::tempdir().expect("tempdir");
+    (trials, seed, rng, dir)
+}
+
+/// The keys `cache` lists; `what` names the listing if it fails.
+async fn listed_keys(cache: &dyn Cache, what: &str) -> Vec<String> {
+    cache
+        .list(None)
+        .map_ok(|m| m.key)
+        .try_collect()
+        .await
+        .expect(what)
+}
+
 #[test]
 fn disk_cache_reports_and_removes_damaged_entries() {
-    let trials = iterations("ETL_CACHE_FLIPS", 1_500, 20_000);
-    let seed = seed();
-    let mut rng = Rng::new(seed);
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (trials, seed, mut rng, dir) = trial_setup(1, 0);
     let root = dir.path().join("cache");
     let rt = runtime();
     let started = Instant::now();
@@ -361,10 +374,7 @@ fn stored_file(dir: &Path, key_marker: &str) -> PathBuf {
 
 #[test]
 fn object_cache_on_local_files_reports_and_removes_damaged_entries() {
-    let trials = iterations("ETL_CACHE_FLIPS", 1_500, 20_000) / 3;
-    let seed = seed();
-    let mut rng = Rng::new(seed ^ 0x000B_1EC7);
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (trials, seed, mut rng, dir) = trial_setup(3, 0x000B_1EC7);
     let rt = runtime();
     let started = Instant::now();
     let mut t = Tally::default();
@@ -448,12 +458,7 @@ async fn foreign_read(cache: &dyn Cache, key: &str, how: Read) {
     };
     match how {
         Read::ListThenGet => {
-            let listed: Vec<String> = cache
-                .list(None)
-                .map_ok(|m| m.key)
-                .try_collect()
-                .await
-                .expect("list");
+            let listed = listed_keys(cache, "list").await;
             assert!(
                 !listed.iter().any(|k| k == key),
                 "a foreign object is not listed"
@@ -486,10 +491,7 @@ async fn foreign_read(cache: &dyn Cache, key: &str, how: Read) {
 /// stuck in it.
 #[test]
 fn object_cache_on_local_files_fails_a_file_cut_while_streamed() {
-    let trials = iterations("ETL_CACHE_FLIPS", 1_500, 20_000) / 15;
-    let seed = seed();
-    let mut rng = Rng::new(seed ^ 0x00C0_77ED);
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (trials, seed, mut rng, dir) = trial_setup(15, 0x00C0_77ED);
     let rt = runtime();
     let started = Instant::now();
     let mut by_error: BTreeMap<String, u64> = BTreeMap::new();

@@ -335,12 +335,7 @@ fn injected_removal_failures_fail_clear_and_purge_after_removing_the_rest() {
     let clock = Arc::new(ManualClock::new());
     let rt = runtime();
     rt.block_on(async {
-        let cache = DiskCache::builder()
-            .root(&root)
-            .clock(clock.clone())
-            .build()
-            .await
-            .expect("open");
+        let cache = open_with_clock(&root, &clock).await;
         for i in 0..6 {
             let opts = if i < 3 {
                 SetOptions::new().ttl_seconds(10)
@@ -601,13 +596,31 @@ fn fill_inodes(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// In the parent process (which must run as root, for `what`), a new
+/// temporary directory; `None` in a child started in a role.
+fn parent_as_root(what: &str) -> Option<tempfile::TempDir> {
+    if proc::role().is_some() {
+        return None;
+    }
+    require_root(what);
+    Some(tempfile::tempdir().expect("tempdir"))
+}
+
+/// A `DiskCache` at `root` on `clock`.
+async fn open_with_clock(root: &Path, clock: &Arc<ManualClock>) -> DiskCache {
+    DiskCache::builder()
+        .root(root)
+        .clock(clock.clone())
+        .build()
+        .await
+        .expect("open")
+}
+
 #[test]
 fn a_full_tmpfs_fails_cleanly_and_works_again_once_space_is_freed() {
-    if proc::role().is_some() {
+    let Some(dir) = parent_as_root("mounting a small tmpfs") else {
         return;
-    }
-    require_root("mounting a small tmpfs");
-    let dir = tempfile::tempdir().expect("tempdir");
+    };
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).expect("mkdir");
     let mount = Mount::tmpfs(&mnt, 4 << 20, Some(2_000)).unwrap_or_else(|e| {
@@ -705,21 +718,14 @@ fn a_full_tmpfs_fails_cleanly_and_works_again_once_space_is_freed() {
 
 #[test]
 fn a_read_only_view_of_the_root_serves_reads_and_refuses_new_handles() {
-    if proc::role().is_some() {
+    let Some(dir) = parent_as_root("a read-only bind mount") else {
         return;
-    }
-    require_root("a read-only bind mount");
-    let dir = tempfile::tempdir().expect("tempdir");
+    };
     let root = dir.path().join("cache");
     let rt = runtime();
     let clock = Arc::new(ManualClock::new());
     rt.block_on(async {
-        let cache = DiskCache::builder()
-            .root(&root)
-            .clock(clock.clone())
-            .build()
-            .await
-            .expect("open");
+        let cache = open_with_clock(&root, &clock).await;
         let small = Value::Text("small".into());
         let large = Value::Bytes(big_random(300_000, 9));
         cache

@@ -33,6 +33,11 @@ async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     }
 }
 
+/// Reports `line` for this suite.
+fn report_hostile(line: &str) {
+    report("hostile", line);
+}
+
 /// A work directory: `root/` for the cache, `outside/` with bait files that
 /// must never change, and the snapshot of `outside/` to compare with.
 struct Work {
@@ -53,6 +58,14 @@ impl Work {
 
     fn root(&self) -> PathBuf {
         self.dir.path().join("root")
+    }
+
+    /// A new work directory, its root and a `DiskCache` opened on it.
+    async fn with_disk() -> (Work, PathBuf, DiskCache) {
+        let w = Work::new();
+        let root = w.root();
+        let c = DiskCache::open(&root).await.expect("open");
+        (w, root, c)
     }
 
     fn outside(&self) -> PathBuf {
@@ -304,9 +317,8 @@ async fn exercise_keys(cache: &dyn Cache, what: &str) -> usize {
 
 #[test]
 fn hostile_keys_are_plain_keys_on_every_backend() {
-    let rt = runtime();
     let mut n = 0;
-    rt.block_on(async {
+    runtime().block_on(async {
         // DiskCache
         let w = Work::new();
         // Keys naming real absolute paths must not touch them.
@@ -378,27 +390,21 @@ fn hostile_keys_are_plain_keys_on_every_backend() {
         exercise_keys(&t, "TieredCache").await;
         w.assert_outside_untouched("TieredCache keys");
     });
-    report(
-        "hostile",
-        &format!(
-            "{n} hostile keys x 4 backends round-trip as plain keys; {} invalid keys (NUL, empty, 1025 B, 1 MB, …) x 7 operations refused",
-            invalid_keys().len()
-        ),
-    );
+    report_hostile(&format!(
+        "{n} hostile keys x 4 backends round-trip as plain keys; {} invalid keys (NUL, empty, 1025 B, 1 MB, …) x 7 operations refused",
+        invalid_keys().len()
+    ));
 }
 
 // ------------------------------------------------------------ planted links
 
 #[test]
 fn symlinks_planted_in_the_root_are_never_followed() {
-    let rt = runtime();
     let mut cases = 0;
-    rt.block_on(async {
+    runtime().block_on(async {
         // 1. An entry file replaced by a link to a valid entry outside.
-        let w = Work::new();
-        let root = w.root();
+        let (w, root, c) = Work::with_disk().await;
         let key = "planted/entry";
-        let c = DiskCache::open(&root).await.expect("open");
         c.set(key, "mine".into(), SetOptions::new())
             .await
             .expect("set");
@@ -524,10 +530,9 @@ fn symlinks_planted_in_the_root_are_never_followed() {
         w.assert_outside_untouched("top-level link");
         cases += 1;
     });
-    report(
-        "hostile",
-        &format!("{cases} planted-symlink cases: nothing followed, outside untouched"),
-    );
+    report_hostile(&format!(
+        "{cases} planted-symlink cases: nothing followed, outside untouched"
+    ));
 }
 
 /// Keys whose entries share the fan-out directory of `key`.
@@ -549,16 +554,13 @@ fn keys_beside(key: &str, n: usize) -> Vec<String> {
 /// changed, removed or read back.
 #[test]
 fn directories_swapped_for_links_after_open_are_never_followed() {
-    let rt = runtime();
     let mut cases = 0;
-    rt.block_on(async {
+    runtime().block_on(async {
         let key = "swapped/fanout";
         let h = layout::key_hash(key);
         let beside = keys_beside(key, 3);
         for victim in ["fanout", "tmp", "spare", "locks", "entries", "base"] {
-            let w = Work::new();
-            let root = w.root();
-            let c = DiskCache::open(&root).await.expect("open");
+            let (w, root, c) = Work::with_disk().await;
             c.set(key, "mine".into(), SetOptions::new())
                 .await
                 .expect("set");
@@ -691,10 +693,9 @@ fn directories_swapped_for_links_after_open_are_never_followed() {
             cases += 1;
         }
     });
-    report(
-        "hostile",
-        &format!("{cases} directories swapped for links after open: none followed"),
-    );
+    report_hostile(&format!(
+        "{cases} directories swapped for links after open: none followed"
+    ));
 }
 
 /// As above, with the fan-out directory swapped back and forth while two
@@ -702,8 +703,7 @@ fn directories_swapped_for_links_after_open_are_never_followed() {
 /// writes through the link or reads the bait back, none panics or hangs.
 #[test]
 fn a_fanout_swapped_under_concurrent_calls_is_never_followed() {
-    let rt = runtime();
-    rt.block_on(async {
+    runtime().block_on(async {
         let w = Work::new();
         let root = w.root();
         let keys = keys_beside("swapped/concurrent", 6);
@@ -779,8 +779,7 @@ fn a_fanout_swapped_under_concurrent_calls_is_never_followed() {
 
 #[test]
 fn a_root_shared_with_unrelated_files_leaves_them_alone() {
-    let rt = runtime();
-    rt.block_on(async {
+    runtime().block_on(async {
         let w = Work::new();
         let root = w.root();
         std::fs::create_dir_all(root.join("data")).expect("mkdir");
@@ -839,8 +838,7 @@ fn a_root_shared_with_unrelated_files_leaves_them_alone() {
         assert_eq!(snap(&user_files), before, "unrelated files changed");
         w.assert_outside_untouched("shared root");
     });
-    report(
-        "hostile",
+    report_hostile(
         "shared root: 6 unrelated files (root, subdirectories, inside entries/ and locks/) untouched by sets, eviction, purge, recount, clear, reopen",
     );
 }
@@ -849,12 +847,9 @@ fn a_root_shared_with_unrelated_files_leaves_them_alone() {
 
 #[test]
 fn stored_files_replaced_by_a_directory_or_a_fifo_neither_hang_nor_escape() {
-    let rt = runtime();
     let mut cases = 0;
-    rt.block_on(async {
-        let w = Work::new();
-        let root = w.root();
-        let c = DiskCache::open(&root).await.expect("open");
+    runtime().block_on(async {
+        let (w, root, c) = Work::with_disk().await;
         let key = "replaced";
         let entry = layout::entry_path(&root, key);
         let plant_dir = || {
@@ -945,10 +940,9 @@ fn stored_files_replaced_by_a_directory_or_a_fifo_neither_hang_nor_escape() {
         cases += 2;
         w.assert_outside_untouched("FIFOs");
     });
-    report(
-        "hostile",
-        &format!("{cases} directory/FIFO-in-place cases: no hang, no panic, outside untouched"),
-    );
+    report_hostile(&format!(
+        "{cases} directory/FIFO-in-place cases: no hang, no panic, outside untouched"
+    ));
 }
 
 // ------------------------------------------------------------ crafted entries
@@ -989,12 +983,9 @@ fn crafted(key: &str, logical_len: u64, stored_len: u64, codec: Codec, layout: L
 
 #[test]
 fn crafted_entries_with_impossible_lengths_are_corrupt_not_a_panic() {
-    let rt = runtime();
     let mut cases = 0;
-    rt.block_on(async {
-        let w = Work::new();
-        let root = w.root();
-        let c = DiskCache::open(&root).await.expect("open");
+    runtime().block_on(async {
+        let (_w, root, c) = Work::with_disk().await;
         let key = "crafted";
         // Format 1 (as earlier versions wrote), and format 2 with the blocks
         // DiskCache writes and with the smallest.
@@ -1063,10 +1054,9 @@ fn crafted_entries_with_impossible_lengths_are_corrupt_not_a_panic() {
             }
         }
     });
-    report(
-        "hostile",
-        &format!("{cases} crafted entries with impossible lengths: Corrupt, no panic"),
-    );
+    report_hostile(&format!(
+        "{cases} crafted entries with impossible lengths: Corrupt, no panic"
+    ));
 }
 
 // ------------------------------------------------------------ ObjectCache on local files
@@ -1383,13 +1373,10 @@ fn object_cache_on_local_files_never_follows_links_nor_blocks() {
         );
         w.assert_outside_untouched("ObjectCache links, directories and FIFOs");
     });
-    report(
-        "hostile",
-        &format!(
-            "ObjectCache(LocalFileSystem): {cases} link/directory/FIFO cases (link to an entry outside, link to a directory outside at an entry and at a folder, directory, FIFO, FIFO lease; {} operations each): NotAnEntry naming the key, intruder kept, no hang, outside untouched",
-            OBJECT_OPS.len()
-        ),
-    );
+    report_hostile(&format!(
+        "ObjectCache(LocalFileSystem): {cases} link/directory/FIFO cases (link to an entry outside, link to a directory outside at an entry and at a folder, directory, FIFO, FIFO lease; {} operations each): NotAnEntry naming the key, intruder kept, no hang, outside untouched",
+        OBJECT_OPS.len()
+    ));
 }
 
 #[test]
@@ -1475,10 +1462,7 @@ fn object_cache_clear_keeps_objects_it_did_not_write() {
         assert_eq!(within("clear", c.clear()).await.expect("clear"), 0);
         w.assert_outside_untouched("ObjectCache clear");
     });
-    report(
-        "hostile",
-        &format!(
-            "ObjectCache(LocalFileSystem): clear removed {entries} entries and kept {kept} foreign objects with entry names (small, large, in folders, by-hash folder, damaged magic)"
-        ),
-    );
+    report_hostile(&format!(
+        "ObjectCache(LocalFileSystem): clear removed {entries} entries and kept {kept} foreign objects with entry names (small, large, in folders, by-hash folder, damaged magic)"
+    ));
 }

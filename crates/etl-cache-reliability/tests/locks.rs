@@ -17,9 +17,11 @@
 //! - A process killed while holding the shared counters' lock: writers
 //!   proceed at once.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use etl_cache_core::{Cache, CacheExt, Error, SetOptions, Value};
@@ -31,20 +33,70 @@ const HOLDER: &str = "key-lock-holder";
 const FLOCK: &str = "flock-holder";
 const SPARER: &str = "spare-keeper";
 
-/// Holds KEY's lock inside `get_or_insert_with` and never finishes.
-#[test]
-fn key_lock_holder() {
-    if !proc::is_role(HOLDER) {
+/// In the parent process, a new temporary directory and the cache root in
+/// it; `None` in a child started in a role, where the test does nothing.
+fn parent() -> Option<(tempfile::TempDir, PathBuf)> {
+    if proc::role().is_some() {
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("cache");
+    Some((dir, root))
+}
+
+/// In a child started as `role`, opens the cache at LOCK_ROOT and runs
+/// `work` on it; elsewhere does nothing.
+fn in_role<F, Fut>(role: &str, work: F)
+where
+    F: FnOnce(DiskCache) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if !proc::is_role(role) {
         return;
     }
     let root = PathBuf::from(std::env::var("LOCK_ROOT").expect("LOCK_ROOT"));
     runtime().block_on(async {
         let cache = DiskCache::open(&root).await.expect("open");
+        work(cache).await;
+    });
+}
+
+/// Reports `line` for this suite.
+fn report_locks(line: &str) {
+    report("locks", line);
+}
+
+/// Prints `line` for the parent and flushes it at once.
+fn tell_parent(line: &str) {
+    use std::io::Write;
+    println!("{line}");
+    std::io::stdout().flush().expect("flush");
+}
+
+/// Opens a cache at `root` on `rt` whose writers wait `lock_timeout` for a
+/// lock; `what` names the handle if it fails to open.
+fn open_waiting(
+    rt: &tokio::runtime::Runtime,
+    root: &Path,
+    lock_timeout: Duration,
+    what: &str,
+) -> DiskCache {
+    rt.block_on(
+        DiskCache::builder()
+            .root(root)
+            .lock_timeout(lock_timeout)
+            .build(),
+    )
+    .expect(what)
+}
+
+/// Holds KEY's lock inside `get_or_insert_with` and never finishes.
+#[test]
+fn key_lock_holder() {
+    in_role(HOLDER, |cache| async move {
         let _ = cache
             .get_or_insert_with(KEY, SetOptions::new(), || async {
-                println!("holding");
-                use std::io::Write;
-                std::io::stdout().flush().expect("flush");
+                tell_parent("holding");
                 futures::future::pending::<Value>().await
             })
             .await;
@@ -55,12 +107,7 @@ fn key_lock_holder() {
 /// a spare, Linux, and written again by the next set) and waits to be killed.
 #[test]
 fn spare_keeper() {
-    if !proc::is_role(SPARER) {
-        return;
-    }
-    let root = PathBuf::from(std::env::var("LOCK_ROOT").expect("LOCK_ROOT"));
-    runtime().block_on(async {
-        let cache = DiskCache::open(&root).await.expect("open");
+    in_role(SPARER, |cache| async move {
         for i in 0..4 {
             let key = format!("spares/{i}");
             for v in ["one", "two"] {
@@ -70,9 +117,7 @@ fn spare_keeper() {
                     .expect("set");
             }
         }
-        println!("kept");
-        use std::io::Write;
-        std::io::stdout().flush().expect("flush");
+        tell_parent("kept");
         futures::future::pending::<()>().await;
     });
 }
@@ -83,11 +128,7 @@ fn spare_keeper() {
 #[cfg(target_os = "linux")]
 #[test]
 fn spare_files_of_killed_writers_do_not_pile_up() {
-    if proc::role().is_some() {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("cache");
+    let Some((_tmp, root)) = parent() else { return };
     let rt = runtime();
     let cache = rt.block_on(DiskCache::open(&root)).expect("open");
     let spares = || {
@@ -123,10 +164,9 @@ fn spare_files_of_killed_writers_do_not_pile_up() {
         "a killed writer's spares outlive the next open"
     );
     drop((next, cache));
-    report(
-        "locks",
-        &format!("spare files after {kills} killed writers: {left} (one writer keeps {one})"),
-    );
+    report_locks(&format!(
+        "spare files after {kills} killed writers: {left} (one writer keeps {one})"
+    ));
 }
 
 /// Takes an exclusive `flock` on FLOCK_PATH and sleeps.
@@ -147,51 +187,30 @@ fn flock_holder() {
         .open(&path)
         .expect("open the lock file");
     f.lock().expect("lock");
-    println!("locked");
-    use std::io::Write;
-    std::io::stdout().flush().expect("flush");
+    tell_parent("locked");
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
 }
 
-fn spawn_holder(root: &Path) -> (Child, proc::Lines) {
-    let mut c = proc::child("key_lock_holder", HOLDER)
-        .env("LOCK_ROOT", root)
+/// Starts this binary as `role` running `test` with `var` set to `path`,
+/// and waits until it prints `ready`.
+fn spawn_role(test: &str, role: &str, var: &str, path: &Path, ready: &str) -> (Child, proc::Lines) {
+    let mut c = proc::child(test, role)
+        .env(var, path)
         .spawn()
         .expect("spawn");
     let lines = proc::Lines::of(&mut c);
-    lines.expect("holding", Duration::from_secs(60));
+    lines.expect(ready, Duration::from_secs(60));
     (c, lines)
+}
+
+fn spawn_holder(root: &Path) -> (Child, proc::Lines) {
+    spawn_role("key_lock_holder", HOLDER, "LOCK_ROOT", root, "holding")
 }
 
 fn spawn_flock(path: &Path) -> (Child, proc::Lines) {
-    let mut c = proc::child("flock_holder", FLOCK)
-        .env("FLOCK_PATH", path)
-        .spawn()
-        .expect("spawn");
-    let lines = proc::Lines::of(&mut c);
-    lines.expect("locked", Duration::from_secs(60));
-    (c, lines)
-}
-
-fn expect_timeout<T: std::fmt::Debug>(
-    r: etl_cache_core::Result<T>,
-    took: Duration,
-    timeout: Duration,
-    what: &str,
-) {
-    match r {
-        Err(Error::LockTimeout { key, waited }) => {
-            assert_eq!(key, KEY, "{what}: the error names the key");
-            assert!(waited >= timeout, "{what}: waited {waited:?} < {timeout:?}");
-            assert!(
-                took >= timeout && took < timeout + Duration::from_secs(2),
-                "{what}: returned after {took:?}; the timeout is {timeout:?}"
-            );
-        }
-        other => panic!("{what}: want LockTimeout after {timeout:?}, got {other:?} after {took:?}"),
-    }
+    spawn_role("flock_holder", FLOCK, "FLOCK_PATH", path, "locked")
 }
 
 async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, Duration) {
@@ -200,102 +219,137 @@ async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, Duration) {
     (r, t.elapsed())
 }
 
+/// Runs `f`, checks it took less than `timeout` (`what` names it), and
+/// returns its output.
+async fn without_waiting<T>(f: impl Future<Output = T>, timeout: Duration, what: &str) -> T {
+    let (r, took) = timed(f).await;
+    assert!(took < timeout, "{what} waited {took:?}");
+    r
+}
+
+/// A set, a large set (written on the blocking pool) and a `set_stream`
+/// of `key`, each checked by `expect_lock_timeout` to fail with a
+/// `LockTimeout` naming `key` after `timeout`; returns how long each took.
+async fn writes_time_out(
+    cache: &DiskCache,
+    key: &str,
+    timeout: Duration,
+    root: &Path,
+) -> Vec<(&'static str, Duration)> {
+    let (r, took) = timed(cache.set(key, "new".into(), SetOptions::new())).await;
+    expect_lock_timeout(r, took, timeout, root, Some(key), "set");
+    let mut tally = vec![("set", took)];
+    let big = bytes::Bytes::from(vec![7u8; 300_000]);
+    let (r, took) = timed(cache.set(key, Value::Bytes(big.clone()), SetOptions::new())).await;
+    expect_lock_timeout(
+        r,
+        took,
+        timeout,
+        root,
+        Some(key),
+        "set (large, blocking pool)",
+    );
+    tally.push(("large set", took));
+    let s = futures::StreamExt::boxed(futures::stream::iter([Ok(big)]));
+    let (r, took) = timed(cache.set_stream(key, s, SetOptions::new())).await;
+    expect_lock_timeout(r, took, timeout, root, Some(key), "set_stream");
+    tally.push(("set_stream", took));
+    tally
+}
+
+/// Runs `write` on `rt` in a thread of its own; the thread returns its
+/// result and when it finished.
+fn spawn_writer<F>(
+    rt: &Arc<tokio::runtime::Runtime>,
+    write: F,
+) -> JoinHandle<(etl_cache_core::Result<()>, Instant)>
+where
+    F: Future<Output = etl_cache_core::Result<()>> + Send + 'static,
+{
+    let rt = rt.clone();
+    std::thread::spawn(move || {
+        let r = rt.block_on(write);
+        (r, Instant::now())
+    })
+}
+
+/// Kills `child` and joins `writers`, each expected to succeed (`what`
+/// names them); returns the longest a writer went on after the kill.
+fn kill_and_join(
+    child: &mut Child,
+    writers: Vec<JoinHandle<(etl_cache_core::Result<()>, Instant)>>,
+    what: &str,
+) -> Duration {
+    let killed = Instant::now();
+    proc::kill9(child);
+    let mut worst = Duration::ZERO;
+    for w in writers {
+        let (r, done) = w.join().expect("join");
+        r.expect(what);
+        worst = worst.max(done.saturating_duration_since(killed));
+    }
+    worst
+}
+
 #[test]
 fn a_hung_key_lock_holder_makes_writers_time_out_and_nothing_else_waits() {
-    if proc::role().is_some() {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("cache");
+    let Some((_tmp, root)) = parent() else { return };
     let timeout = Duration::from_millis(400);
     let rt = runtime();
-    let cache = rt
-        .block_on(
-            DiskCache::builder()
-                .root(&root)
-                .lock_timeout(timeout)
-                .build(),
-        )
-        .expect("open");
+    let cache = open_waiting(&rt, &root, timeout, "open");
     rt.block_on(cache.set("locks/other", "x".into(), SetOptions::new()))
         .expect("set");
     // The holder misses KEY, takes its lock and computes forever.
     let (mut child, _lines) = spawn_holder(&root);
     rt.block_on(async {
-        let (r, took) = timed(cache.set(KEY, "new".into(), SetOptions::new())).await;
-        expect_timeout(r, took, timeout, "set");
-        let big = bytes::Bytes::from(vec![7u8; 300_000]);
-        let (r, took) = timed(cache.set(KEY, Value::Bytes(big.clone()), SetOptions::new())).await;
-        expect_timeout(r, took, timeout, "set (large, blocking pool)");
-        let s = futures::StreamExt::boxed(futures::stream::iter([Ok(big)]));
-        let (r, took) = timed(cache.set_stream(KEY, s, SetOptions::new())).await;
-        expect_timeout(r, took, timeout, "set_stream");
+        writes_time_out(&cache, KEY, timeout, &root).await;
         let (r, took) = timed(cache.delete(KEY)).await;
-        expect_timeout(r, took, timeout, "delete");
+        expect_lock_timeout(r, took, timeout, &root, Some(KEY), "delete");
         // No debris from the refused writes.
         assert!(layout::files_in(&layout::tmp_dir(&root)).is_empty());
         // Reads, other keys, listing, clearing: no waiting.
-        let (r, took) = timed(cache.get(KEY)).await;
+        let r = without_waiting(cache.get(KEY), timeout, "a read").await;
         assert_eq!(r.expect("get"), None);
-        assert!(took < timeout, "a read waited {took:?}");
-        let (r, took) = timed(cache.set("locks/other", "y".into(), SetOptions::new())).await;
-        r.expect("another key");
-        assert!(took < timeout, "another key waited {took:?}");
-        let (r, took) = timed(cache.keys(None)).await;
+        let other = cache.set("locks/other", "y".into(), SetOptions::new());
+        without_waiting(other, timeout, "another key")
+            .await
+            .expect("another key");
+        let r = without_waiting(cache.keys(None), timeout, "listing").await;
         assert_eq!(r.expect("keys"), vec!["locks/other".to_string()]);
-        assert!(took < timeout, "listing waited {took:?}");
-        let (r, took) = timed(cache.clear()).await;
+        let r = without_waiting(cache.clear(), timeout, "clear").await;
         assert_eq!(r.expect("clear"), 1);
-        assert!(took < timeout, "clear waited {took:?}");
     });
     proc::kill9(&mut child);
-    report(
-        "locks",
-        &format!(
-            "hung key-lock holder: set, large set, set_stream, delete -> LockTimeout after {timeout:?}; get, other keys, list, clear unaffected"
-        ),
-    );
+    report_locks(&format!(
+        "hung key-lock holder: set, large set, set_stream, delete -> LockTimeout after {timeout:?}; get, other keys, list, clear unaffected"
+    ));
 }
 
 #[test]
 fn a_lock_holder_killed_by_sigkill_releases_its_lock_at_once() {
-    if proc::role().is_some() {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("cache");
+    let Some((_tmp, root)) = parent() else { return };
     let rt = Arc::new(runtime());
-    let cache = rt
-        .block_on(
-            DiskCache::builder()
-                .root(&root)
-                .lock_timeout(Duration::from_secs(60))
-                .build(),
-        )
-        .expect("open");
+    let cache = open_waiting(&rt, &root, Duration::from_secs(60), "open");
     let mut latencies = Vec::new();
     for round in 0..5 {
         let (mut child, _lines) = spawn_holder(&root);
         // Writers start waiting for the lock...
         let waiters: Vec<_> = (0..3)
             .map(|i| {
-                let (cache, rt) = (cache.clone(), rt.clone());
-                std::thread::spawn(move || {
-                    let r = rt.block_on(async {
-                        if i == 2 {
-                            cache.delete(KEY).await.map(|_| ())
-                        } else {
-                            cache
-                                .set(
-                                    KEY,
-                                    format!("round {round} writer {i}").into(),
-                                    SetOptions::new(),
-                                )
-                                .await
-                                .map(|_| ())
-                        }
-                    });
-                    (r, Instant::now())
+                let cache = cache.clone();
+                spawn_writer(&rt, async move {
+                    if i == 2 {
+                        cache.delete(KEY).await.map(|_| ())
+                    } else {
+                        cache
+                            .set(
+                                KEY,
+                                format!("round {round} writer {i}").into(),
+                                SetOptions::new(),
+                            )
+                            .await
+                            .map(|_| ())
+                    }
                 })
             })
             .collect();
@@ -309,13 +363,11 @@ fn a_lock_holder_killed_by_sigkill_releases_its_lock_at_once() {
             "the holder's lock file is there"
         );
         // ...and proceed at once when it is killed.
-        let killed = Instant::now();
-        proc::kill9(&mut child);
-        for w in waiters {
-            let (r, done) = w.join().expect("join");
-            r.expect("a writer after the holder was killed");
-            latencies.push(done.saturating_duration_since(killed));
-        }
+        latencies.push(kill_and_join(
+            &mut child,
+            waiters,
+            "a writer after the holder was killed",
+        ));
         assert!(
             layout::files_in(&layout::locks_dir(&root)).is_empty(),
             "the lock file left by the killed holder was reused and removed"
@@ -327,21 +379,14 @@ fn a_lock_holder_killed_by_sigkill_releases_its_lock_at_once() {
         worst < Duration::from_secs(1),
         "writers waited {worst:?} after the holder was killed (lock timeout 60 s)"
     );
-    report(
-        "locks",
-        &format!(
-            "SIGKILLed key-lock holder, 5 rounds x 3 waiting writers: worst wait after the kill {worst:?} (timeout 60 s)"
-        ),
-    );
+    report_locks(&format!(
+        "SIGKILLed key-lock holder, 5 rounds x 3 waiting writers: worst wait after the kill {worst:?} (timeout 60 s)"
+    ));
 }
 
 #[test]
 fn a_hung_evictor_never_blocks_writers_and_limits_return_once_it_is_gone() {
-    if proc::role().is_some() {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("cache");
+    let Some((_tmp, root)) = parent() else { return };
     let rt = runtime();
     let cache = rt
         .block_on(DiskCache::builder().root(&root).max_entries(4).build())
@@ -379,27 +424,24 @@ fn a_hung_evictor_never_blocks_writers_and_limits_return_once_it_is_gone() {
         let s = cache.stats().await.expect("stats");
         assert_eq!((s.entries, s.bytes), layout::disk_usage(&root));
     });
-    report(
-        "locks",
+    report_locks(
         "hung evictor (evict.lock held): 12 sets over max_entries=4 proceed without waiting; limit restored after SIGKILL",
     );
 }
 
 #[test]
 fn a_process_killed_holding_the_counters_lock_does_not_block_writers() {
-    if proc::role().is_some() {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("cache");
+    let Some((_tmp, root)) = parent() else { return };
     let rt = Arc::new(runtime());
     let cache = rt.block_on(DiskCache::open(&root)).expect("open");
     let (mut child, _lines) = spawn_flock(&layout::usage_file(&root));
     let writer = {
-        let (cache, rt) = (cache.clone(), rt.clone());
-        std::thread::spawn(move || {
-            let r = rt.block_on(cache.set("u/k", "v".into(), SetOptions::new()));
-            (r, Instant::now())
+        let cache = cache.clone();
+        spawn_writer(&rt, async move {
+            cache
+                .set("u/k", "v".into(), SetOptions::new())
+                .await
+                .map(|_| ())
         })
     };
     std::thread::sleep(Duration::from_millis(300));
@@ -407,11 +449,7 @@ fn a_process_killed_holding_the_counters_lock_does_not_block_writers() {
         !writer.is_finished(),
         "the writer waits for the counters' lock"
     );
-    let killed = Instant::now();
-    proc::kill9(&mut child);
-    let (r, done) = writer.join().expect("join");
-    r.expect("set after the holder was killed");
-    let waited = done.saturating_duration_since(killed);
+    let waited = kill_and_join(&mut child, vec![writer], "set after the holder was killed");
     assert!(
         waited < Duration::from_secs(1),
         "waited {waited:?} after the kill"
@@ -420,18 +458,15 @@ fn a_process_killed_holding_the_counters_lock_does_not_block_writers() {
         let s = cache.stats().await.expect("stats");
         assert_eq!((s.entries, s.bytes), layout::disk_usage(&root));
     });
-    report(
-        "locks",
-        &format!(
-            "SIGKILLed holder of the counters' lock: the waiting set went on {waited:?} after the kill"
-        ),
-    );
+    report_locks(&format!(
+        "SIGKILLed holder of the counters' lock: the waiting set went on {waited:?} after the kill"
+    ));
 }
 
-/// Checks a `LockTimeout` from a hung holder of the counters' lock: it names
-/// `key` (or, when `key` is `None`, the counters' file) and came after the
-/// timeout, not much later.
-fn expect_counters_timeout<T: std::fmt::Debug>(
+/// Checks a `LockTimeout` from a hung holder of a key's or the counters'
+/// lock: it names `key` (or, when `key` is `None`, the counters' file) and
+/// came after the timeout, not much later.
+fn expect_lock_timeout<T: std::fmt::Debug>(
     r: etl_cache_core::Result<T>,
     took: Duration,
     timeout: Duration,
@@ -466,107 +501,70 @@ fn expect_counters_timeout<T: std::fmt::Debug>(
 
 #[test]
 fn a_hung_holder_of_the_counters_lock_makes_writers_time_out_until_it_is_killed() {
-    if proc::role().is_some() {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("cache");
+    let Some((_tmp, root)) = parent() else { return };
     let timeout = Duration::from_millis(400);
     let rt = Arc::new(runtime());
-    let cache = rt
-        .block_on(
-            DiskCache::builder()
-                .root(&root)
-                .lock_timeout(timeout)
-                .build(),
-        )
-        .expect("open");
+    let cache = open_waiting(&rt, &root, timeout, "open");
     rt.block_on(cache.set("u/old", "old".into(), SetOptions::new()))
         .expect("set");
     let (mut child, _lines) = spawn_flock(&layout::usage_file(&root));
     let mut tally = Vec::new();
     rt.block_on(async {
-        let (r, took) = timed(cache.set("u/k", "new".into(), SetOptions::new())).await;
-        expect_counters_timeout(r, took, timeout, &root, Some("u/k"), "set");
-        tally.push(("set", took));
-        let big = bytes::Bytes::from(vec![7u8; 300_000]);
-        let (r, took) = timed(cache.set("u/k", Value::Bytes(big.clone()), SetOptions::new())).await;
-        expect_counters_timeout(r, took, timeout, &root, Some("u/k"), "set (large)");
-        tally.push(("large set", took));
-        let s = futures::StreamExt::boxed(futures::stream::iter([Ok(big)]));
-        let (r, took) = timed(cache.set_stream("u/k", s, SetOptions::new())).await;
-        expect_counters_timeout(r, took, timeout, &root, Some("u/k"), "set_stream");
-        tally.push(("set_stream", took));
+        tally = writes_time_out(&cache, "u/k", timeout, &root).await;
         let (r, took) = timed(
             cache.get_or_insert_with("u/k", SetOptions::new(), || async {
                 Value::from("computed")
             }),
         )
         .await;
-        expect_counters_timeout(r, took, timeout, &root, Some("u/k"), "get_or_insert_with");
+        expect_lock_timeout(r, took, timeout, &root, Some("u/k"), "get_or_insert_with");
         tally.push(("get_or_insert_with", took));
         let (r, took) = timed(cache.delete("u/old")).await;
-        expect_counters_timeout(r, took, timeout, &root, Some("u/old"), "delete");
+        expect_lock_timeout(r, took, timeout, &root, Some("u/old"), "delete");
         tally.push(("delete", took));
         let (r, took) = timed(cache.clear()).await;
-        expect_counters_timeout(r, took, timeout, &root, None, "clear");
+        expect_lock_timeout(r, took, timeout, &root, None, "clear");
         tally.push(("clear", took));
         let (r, took) = timed(cache.stats()).await;
-        expect_counters_timeout(r, took, timeout, &root, None, "stats");
+        expect_lock_timeout(r, took, timeout, &root, None, "stats");
         tally.push(("stats", took));
         // Nothing was written or removed, no debris.
         assert!(layout::files_in(&layout::tmp_dir(&root)).is_empty());
         assert!(layout::files_in(&layout::locks_dir(&root)).is_empty());
         assert_eq!(layout::disk_usage(&root).0, 1);
         // Reads, listing and a purge with nothing to purge do not wait.
-        let (r, took) = timed(cache.get("u/old")).await;
+        let r = without_waiting(cache.get("u/old"), timeout, "a read").await;
         assert_eq!(r.expect("get"), Some(Value::from("old")));
-        assert!(took < timeout, "a read waited {took:?}");
-        let (r, took) = timed(cache.get("u/k")).await;
+        let r = without_waiting(cache.get("u/k"), timeout, "a miss").await;
         assert_eq!(r.expect("get"), None);
-        assert!(took < timeout, "a miss waited {took:?}");
-        let (r, took) = timed(cache.keys(None)).await;
+        let r = without_waiting(cache.keys(None), timeout, "listing").await;
         assert_eq!(r.expect("keys"), vec!["u/old".to_string()]);
-        assert!(took < timeout, "listing waited {took:?}");
-        let (r, took) = timed(cache.purge_expired()).await;
+        let purge = cache.purge_expired();
+        let r = without_waiting(purge, timeout, "a purge with nothing to purge").await;
         assert_eq!(r.expect("purge_expired"), 0);
-        assert!(
-            took < timeout,
-            "a purge with nothing to purge waited {took:?}"
-        );
     });
 
     // Writers of a patient handle wait for the holder...
-    let patient = rt
-        .block_on(
-            DiskCache::builder()
-                .root(&root)
-                .lock_timeout(Duration::from_secs(60))
-                .build(),
-        )
-        .expect("open a second handle");
+    let patient = open_waiting(&rt, &root, Duration::from_secs(60), "open a second handle");
     let waiters: Vec<_> = (0..3)
         .map(|i| {
-            let (cache, rt) = (patient.clone(), rt.clone());
-            std::thread::spawn(move || {
-                let r = rt.block_on(async {
-                    match i {
-                        0 => cache
-                            .set("u/k", "small".into(), SetOptions::new())
-                            .await
-                            .map(|_| ()),
-                        1 => cache
-                            .set(
-                                "u/big",
-                                Value::Bytes(vec![1u8; 100_000].into()),
-                                SetOptions::new(),
-                            )
-                            .await
-                            .map(|_| ()),
-                        _ => cache.delete("u/old").await.map(|_| ()),
-                    }
-                });
-                (r, Instant::now())
+            let cache = patient.clone();
+            spawn_writer(&rt, async move {
+                match i {
+                    0 => cache
+                        .set("u/k", "small".into(), SetOptions::new())
+                        .await
+                        .map(|_| ()),
+                    1 => cache
+                        .set(
+                            "u/big",
+                            Value::Bytes(vec![1u8; 100_000].into()),
+                            SetOptions::new(),
+                        )
+                        .await
+                        .map(|_| ()),
+                    _ => cache.delete("u/old").await.map(|_| ()),
+                }
             })
         })
         .collect();
@@ -576,14 +574,7 @@ fn a_hung_holder_of_the_counters_lock_makes_writers_time_out_until_it_is_killed(
         "the writers wait for the holder of the counters' lock"
     );
     // ...and proceed at once when it is killed.
-    let killed = Instant::now();
-    proc::kill9(&mut child);
-    let mut worst = Duration::ZERO;
-    for w in waiters {
-        let (r, done) = w.join().expect("join");
-        r.expect("a writer after the holder was killed");
-        worst = worst.max(done.saturating_duration_since(killed));
-    }
+    let worst = kill_and_join(&mut child, waiters, "a writer after the holder was killed");
     assert!(
         worst < Duration::from_secs(1),
         "writers waited {worst:?} after the holder was killed"
@@ -602,11 +593,8 @@ fn a_hung_holder_of_the_counters_lock_makes_writers_time_out_until_it_is_killed(
         assert_eq!((s.entries, s.bytes), layout::disk_usage(&root));
     });
     let longest = tally.iter().map(|(_, t)| *t).max().unwrap_or_default();
-    report(
-        "locks",
-        &format!(
-            "hung holder of the counters' lock: {} -> LockTimeout after {timeout:?} (longest {longest:?}); reads, list, empty purge unaffected; SIGKILLed: 3 waiting writers went on within {worst:?} (timeout 60 s)",
-            tally.iter().map(|(w, _)| *w).collect::<Vec<_>>().join(", ")
-        ),
-    );
+    report_locks(&format!(
+        "hung holder of the counters' lock: {} -> LockTimeout after {timeout:?} (longest {longest:?}); reads, list, empty purge unaffected; SIGKILLed: 3 waiting writers went on within {worst:?} (timeout 60 s)",
+        tally.iter().map(|(w, _)| *w).collect::<Vec<_>>().join(", ")
+    ));
 }

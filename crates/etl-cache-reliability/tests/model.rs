@@ -486,6 +486,54 @@ impl Pool {
     }
 }
 
+/// An instance of an `ObjectCache` on `store` under `prefix`, with a
+/// clock of its own and 32 KiB parts; `dir` (the store's files, if any)
+/// lives as long as the instance.
+fn object_instance(
+    store: Arc<dyn object_store::ObjectStore>,
+    prefix: &str,
+    dir: Option<tempfile::TempDir>,
+) -> (Instance, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new());
+    let cache = ObjectCache::builder()
+        .store(store)
+        .prefix(prefix)
+        .clock(clock.clone())
+        .part_size(32 * 1024)
+        .build()
+        .expect("ObjectCache");
+    (
+        Instance {
+            cache: Arc::new(cache),
+            disk_root: None,
+            exact_limits: None,
+            exact_sizes: true,
+            middle: None,
+            _dir: dir,
+        },
+        clock,
+    )
+}
+
+/// `r` with its error, if any, named by `what`.
+fn named<T>(r: etl_cache_core::Result<T>, what: &str) -> Result<T, String> {
+    r.map_err(|e| format!("{what}: {e}"))
+}
+
+/// The keys a listing yields, sorted; an error names the listing `what`.
+async fn sorted_keys(
+    listing: futures::stream::BoxStream<'static, etl_cache_core::Result<etl_cache_core::EntryMeta>>,
+    what: &str,
+) -> Result<Vec<String>, String> {
+    let mut keys: Vec<String> = listing
+        .map_ok(|m| m.key)
+        .try_collect()
+        .await
+        .map_err(|e| format!("{what}: {e}"))?;
+    keys.sort();
+    Ok(keys)
+}
+
 async fn instance(
     backend: Backend,
     s: &Setup,
@@ -507,49 +555,14 @@ async fn instance(
             )
         }
         Backend::ObjectMemory => {
-            let clock = Arc::new(ManualClock::new());
-            let cache = ObjectCache::builder()
-                .store(Arc::new(object_store::memory::InMemory::new()))
-                .prefix("etl/cache")
-                .clock(clock.clone())
-                .part_size(32 * 1024)
-                .build()
-                .expect("ObjectCache");
-            (
-                Instance {
-                    cache: Arc::new(cache),
-                    disk_root: None,
-                    exact_limits: None,
-                    exact_sizes: true,
-                    middle: None,
-                    _dir: None,
-                },
-                clock,
-            )
+            let store = Arc::new(object_store::memory::InMemory::new());
+            object_instance(store, "etl/cache", None)
         }
         Backend::ObjectLocal => {
-            let clock = Arc::new(ManualClock::new());
             let dir = tempfile::tempdir_in(scratch()).expect("tempdir");
             let store =
                 object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("local");
-            let cache = ObjectCache::builder()
-                .store(Arc::new(store))
-                .prefix("cache")
-                .clock(clock.clone())
-                .part_size(32 * 1024)
-                .build()
-                .expect("ObjectCache");
-            (
-                Instance {
-                    cache: Arc::new(cache),
-                    disk_root: None,
-                    exact_limits: None,
-                    exact_sizes: true,
-                    middle: None,
-                    _dir: Some(dir),
-                },
-                clock,
-            )
+            object_instance(Arc::new(store), "cache", Some(dir))
         }
         Backend::Tiered => {
             let (middle, _, clock) = pool.disk(s).await?;
@@ -961,11 +974,7 @@ impl Run<'_> {
             }
             Op::Get { key } => {
                 let key = &self.keys[*key];
-                let got = self
-                    .cache()
-                    .get(key)
-                    .await
-                    .map_err(|e| format!("get: {e}"))?;
+                let got = named(self.cache().get(key).await, "get")?;
                 let want = self.model.live(key, now);
                 match (&got, &want) {
                     (Some(g), Some(w)) => {
@@ -998,11 +1007,7 @@ impl Run<'_> {
                 let want = self.model.live(key, now);
                 let chunk =
                     (*chunk).max(want.as_ref().map_or(0, |w| w.value.to_bytes().len() / 256));
-                let got = self
-                    .cache()
-                    .get_stream(key, chunk)
-                    .await
-                    .map_err(|e| format!("get_stream: {e}"))?;
+                let got = named(self.cache().get_stream(key, chunk).await, "get_stream")?;
                 match (got, want) {
                     (Some(s), Some(w)) => {
                         self.model.hits += 1;
@@ -1048,11 +1053,7 @@ impl Run<'_> {
             }
             Op::Head { key } => {
                 let key = &self.keys[*key];
-                let got = self
-                    .cache()
-                    .head(key)
-                    .await
-                    .map_err(|e| format!("head: {e}"))?;
+                let got = named(self.cache().head(key).await, "head")?;
                 let want = self.model.live(key, now);
                 match (got, want) {
                     (Some(m), Some(w)) => check_meta(
@@ -1068,32 +1069,20 @@ impl Run<'_> {
             }
             Op::Delete { key } => {
                 let key = &self.keys[*key];
-                let got = self
-                    .cache()
-                    .delete(key)
-                    .await
-                    .map_err(|e| format!("delete: {e}"))?;
+                let got = named(self.cache().delete(key).await, "delete")?;
                 let want = self.model.map.remove(key.as_str()).is_some();
                 check!(got == want, "delete returned {got}, the model says {want}");
                 Ok(())
             }
             Op::Clear => {
-                let got = self
-                    .cache()
-                    .clear()
-                    .await
-                    .map_err(|e| format!("clear: {e}"))?;
+                let got = named(self.cache().clear().await, "clear")?;
                 let want = self.model.map.len() as u64;
                 self.model.map.clear();
                 check!(got == want, "clear removed {got}, the model had {want}");
                 Ok(())
             }
             Op::PurgeExpired => {
-                let got = self
-                    .cache()
-                    .purge_expired()
-                    .await
-                    .map_err(|e| format!("purge: {e}"))?;
+                let got = named(self.cache().purge_expired().await, "purge")?;
                 let before = self.model.map.len();
                 self.model.map.retain(|_, e| !Model::expired(e, now));
                 let want = (before - self.model.map.len()) as u64;
@@ -1114,14 +1103,7 @@ impl Run<'_> {
     async fn check_list(&self, prefix: Option<&str>) -> Result<(), String> {
         let now = self.clock.now();
         let p = prefix.unwrap_or("");
-        let mut live: Vec<String> = self
-            .cache()
-            .list(prefix)
-            .map_ok(|m| m.key)
-            .try_collect()
-            .await
-            .map_err(|e| format!("list: {e}"))?;
-        live.sort();
+        let live = sorted_keys(self.cache().list(prefix), "list").await?;
         let want: Vec<String> = self
             .model
             .map
@@ -1137,14 +1119,7 @@ impl Run<'_> {
             // list_all would list the same (and cost a DiskCache another scan).
             return Ok(());
         }
-        let mut all: Vec<String> = self
-            .cache()
-            .list_all(prefix)
-            .map_ok(|m| m.key)
-            .try_collect()
-            .await
-            .map_err(|e| format!("list_all: {e}"))?;
-        all.sort();
+        let all = sorted_keys(self.cache().list_all(prefix), "list_all").await?;
         let want: Vec<String> = self
             .model
             .map
@@ -1160,11 +1135,7 @@ impl Run<'_> {
     }
 
     async fn check_stats(&self) -> Result<(), String> {
-        let s = self
-            .cache()
-            .stats()
-            .await
-            .map_err(|e| format!("stats: {e}"))?;
+        let s = named(self.cache().stats().await, "stats")?;
         let (n, b) = self.model.counts();
         check!(
             (s.entries, s.bytes) == (n, b),

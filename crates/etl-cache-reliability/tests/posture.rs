@@ -63,6 +63,16 @@ fn crate_roots(dir: &Path) -> Vec<PathBuf> {
     roots
 }
 
+/// Fails unless the crate root at `r` has `#![forbid(unsafe_code)]`.
+fn assert_forbids_unsafe(r: &Path) {
+    let text = std::fs::read_to_string(r).expect("read");
+    assert!(
+        text.contains("#![forbid(unsafe_code)]"),
+        "{} lacks #![forbid(unsafe_code)]",
+        r.display()
+    );
+}
+
 #[test]
 fn every_crate_forbids_unsafe_code() {
     if proc::role().is_some() {
@@ -92,12 +102,7 @@ fn every_crate_forbids_unsafe_code() {
         let roots = crate_roots(dir);
         assert!(!roots.is_empty(), "{}: no crate root found", dir.display());
         for r in roots {
-            let text = std::fs::read_to_string(&r).expect("read");
-            assert!(
-                text.contains("#![forbid(unsafe_code)]"),
-                "{} lacks #![forbid(unsafe_code)]",
-                r.display()
-            );
+            assert_forbids_unsafe(&r);
             checked.push(r);
         }
     }
@@ -109,12 +114,7 @@ fn every_crate_forbids_unsafe_code() {
         "fuzz/Cargo.toml forbids unsafe_code"
     );
     for r in crate_roots(&fuzz) {
-        let text = std::fs::read_to_string(&r).expect("read");
-        assert!(
-            text.contains("#![forbid(unsafe_code)]"),
-            "{} lacks #![forbid(unsafe_code)]",
-            r.display()
-        );
+        assert_forbids_unsafe(&r);
         checked.push(r);
     }
     report(

@@ -241,6 +241,12 @@ async fn replace(store: &dyn ObjectStore, path: &Path, bytes: Vec<u8>) {
     store.put(path, PutPayload::from(bytes)).await.expect("put");
 }
 
+/// Fails unless a `get` of `key` from `cache` is refused as corrupt.
+async fn assert_get_corrupt(cache: &ObjectCache, key: &str) {
+    let e = cache.get(key).await.expect_err("get of a changed entry");
+    assert!(matches!(e, Error::Corrupt { .. }), "{key}: {e:?}");
+}
+
 /// What a stream handed out before it ended, and how it ended.
 async fn drain(cache: &ObjectCache, key: &str, chunk: usize) -> (Vec<u8>, Option<std::io::Error>) {
     let got = match cache.get_stream(key, chunk).await {
@@ -379,12 +385,7 @@ async fn changed_block_case(backend: Backend, piece: usize) {
                         );
                     }
                 }
-                let e = s
-                    .reader
-                    .get(&key)
-                    .await
-                    .expect_err("get of a changed entry");
-                assert!(matches!(e, Error::Corrupt { .. }), "{key}: {e:?}");
+                assert_get_corrupt(&s.reader, &key).await;
                 cases += 1;
             }
         }
@@ -449,12 +450,7 @@ async fn legacy_case(backend: Backend) {
             let at = bad.len() / 2;
             bad[at] ^= 0x01;
             replace(&*s.raw, &path, bad).await;
-            let e = s
-                .reader
-                .get(&key)
-                .await
-                .expect_err("get of a changed entry");
-            assert!(matches!(e, Error::Corrupt { .. }), "{key}: {e:?}");
+            assert_get_corrupt(&s.reader, &key).await;
             let (got, err) = drain(&s.reader, &key, 4096).await;
             let err = err.unwrap_or_else(|| panic!("{key}: no error"));
             assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{key}: {err}");

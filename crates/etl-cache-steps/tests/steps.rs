@@ -13,7 +13,7 @@ use etl_cache_core::{
     ByteStream, Cache, CacheExt, Clock, ManualClock, MemoryCache, SetOptions, Value, validate_key,
 };
 use etl_cache_fs::DiskCache;
-use etl_cache_steps::{Error, Explanation, Outcome, RunOptions, Step, StepExt};
+use etl_cache_steps::{Error, Explanation, Manifest, Outcome, Ran, RunOptions, Step, StepExt};
 use futures::{StreamExt, TryStreamExt};
 
 use common::Wrapped;
@@ -41,6 +41,56 @@ fn transform_code(code: &str, rows: u32) -> Step {
             &serde_json::json!({"currency": "EUR", "strict": true}),
         )
 }
+
+/// Runs of a step whose computation returns a fixed text, expected to
+/// succeed.
+trait RunText: StepExt {
+    /// Runs `step` with `opts`, computing `value` on a miss.
+    async fn run_text_with(
+        &self,
+        step: &Step,
+        opts: RunOptions,
+        value: &'static str,
+    ) -> Ran<Value> {
+        self.run(step, opts, || async move { text(value) })
+            .await
+            .unwrap()
+    }
+
+    /// Runs `step` with the default options, computing `value` on a miss.
+    async fn run_text(&self, step: &Step, value: &'static str) -> Ran<Value> {
+        self.run_text_with(step, RunOptions::new(), value).await
+    }
+
+    /// Runs stream step `step` with `opts`, computing `n` pages from `seed`
+    /// on a miss and counting the computation in `computed`.
+    async fn run_pages_counted(
+        &self,
+        step: &Step,
+        opts: RunOptions,
+        computed: &AtomicUsize,
+        n: u8,
+        seed: u8,
+    ) -> etl_cache_steps::Result<Ran<etl_cache_core::GetStream>> {
+        self.run_stream(step, opts, 65536, || async move {
+            computed.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(pages(n, seed))
+        })
+        .await
+    }
+
+    /// Runs stream step `step` with the default options, computing `n`
+    /// pages from `seed` on a miss.
+    async fn run_pages(&self, step: &Step, n: u8, seed: u8) -> Ran<etl_cache_core::GetStream> {
+        self.run_stream(step, RunOptions::new(), 65536, || async move {
+            Ok::<_, std::io::Error>(pages(n, seed))
+        })
+        .await
+        .unwrap()
+    }
+}
+
+impl<C: Cache + ?Sized> RunText for C {}
 
 // ------------------------------------------------------------------ keys
 
@@ -77,21 +127,14 @@ async fn key_is_name_and_digest_and_ignores_part_and_map_order() {
             .param("m", &serde_json::json!({"a": 1, "b": 2}))
             .input_bytes("raw", raw)
     };
-    assert_eq!(
-        variant("load/day", "v1", b"xyz")
-            .resolve()
-            .await
-            .unwrap()
-            .key(),
-        key
-    );
+    assert_eq!(key_of(&variant("load/day", "v1", b"xyz")).await, key);
     for other in [
         variant("load/day", "v2", b"xyz"),
         variant("load/day2", "v1", b"xyz"),
         variant("load/day", "v1", b"xyZ"),
         a.clone().param("extra", &0),
     ] {
-        assert_ne!(other.resolve().await.unwrap().key(), key);
+        assert_ne!(key_of(&other).await, key);
     }
 }
 
@@ -190,7 +233,7 @@ async fn refused(step: Step, part: &str) {
 /// serialize alike are one parameter, and a tagged form tells them apart.
 #[tokio::test]
 async fn parameters_that_serialize_alike_are_one_and_a_tagged_form_differs() {
-    let key = |step: Step| async move { step.resolve().await.unwrap().key() };
+    let key = |step: Step| async move { key_of(&step).await };
     let none: Option<Option<u32>> = None;
     let some_none: Option<Option<u32>> = Some(None);
     assert_eq!(
@@ -314,10 +357,7 @@ async fn runs_compute_once_and_keep_every_kind() {
             .await
             .unwrap();
         assert!(!first.outcome.is_hit());
-        let again = cache
-            .run(&step, RunOptions::new(), || async { text("recomputed") })
-            .await
-            .unwrap();
+        let again = cache.run_text(&step, "recomputed").await;
         assert!(again.outcome.is_hit());
         assert_eq!(&again.value, v);
     }
@@ -330,17 +370,9 @@ async fn runs_compute_once_and_keep_every_kind() {
     assert_eq!(m.parts[0].preview, "2");
 }
 
-#[tokio::test]
-async fn history_keeps_the_last_runs_only() {
-    let cache = MemoryCache::new();
-    for i in 0..11u32 {
-        cache
-            .run(&transform(i), RunOptions::new(), || async { text("r") })
-            .await
-            .unwrap();
-    }
-    let history = cache.step_history("transform").await.unwrap();
-    let rows: Vec<String> = history
+/// The `rows` parameter's preview in each run of `history`, oldest first.
+fn rows_of(history: &[Manifest]) -> Vec<String> {
+    history
         .iter()
         .map(|m| {
             m.parts
@@ -350,14 +382,20 @@ async fn history_keeps_the_last_runs_only() {
                 .preview
                 .clone()
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn history_keeps_the_last_runs_only() {
+    let cache = MemoryCache::new();
+    for i in 0..11u32 {
+        cache.run_text(&transform(i), "r").await;
+    }
+    let rows = rows_of(&cache.step_history("transform").await.unwrap());
     assert_eq!(rows, (3..11).map(|i| i.to_string()).collect::<Vec<_>>());
     cache
-        .run(&transform(99), RunOptions::new().history(2), || async {
-            text("r")
-        })
-        .await
-        .unwrap();
+        .run_text_with(&transform(99), RunOptions::new().history(2), "r")
+        .await;
     assert_eq!(cache.step_history("transform").await.unwrap().len(), 2);
 }
 
@@ -377,10 +415,7 @@ async fn previews_are_short() {
 async fn a_changed_parameter_is_shown_as_written() {
     let cache = MemoryCache::new();
     let step = |c: &str| Step::new("fx").param("currency", c);
-    cache
-        .run(&step("EUR"), RunOptions::new(), || async { text("r") })
-        .await
-        .unwrap();
+    cache.run_text(&step("EUR"), "r").await;
     let e = cache.explain(&step("USD")).await.unwrap();
     assert!(
         e.to_string()
@@ -390,6 +425,30 @@ async fn a_changed_parameter_is_shown_as_written() {
 }
 
 // ----------------------------------------------------------- explanations
+
+/// A new memory cache, and a `Wrapped` around it.
+fn wrapped_memory() -> (Arc<dyn Cache>, Wrapped) {
+    let mem: Arc<dyn Cache> = Arc::new(MemoryCache::new());
+    (mem.clone(), Wrapped::new(mem))
+}
+
+/// The key `step` is stored under.
+async fn key_of(step: &Step) -> String {
+    step.resolve().await.unwrap().key()
+}
+
+/// Why `step` would miss in `cache` at `now`, or "hit".
+async fn reason_at(cache: &dyn Cache, step: &Step, now: std::time::SystemTime) -> &'static str {
+    cache.explain_at(step, now).await.unwrap().reason()
+}
+
+/// Why a run computed; fails the test for a hit.
+fn computed_why(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Computed { why, .. } => why.reason(),
+        o => panic!("not computed: {o:?}"),
+    }
+}
 
 /// Every cause of a miss, each set up and explained: all must be named right.
 #[tokio::test]
@@ -404,23 +463,10 @@ async fn each_miss_gets_its_reason() {
     // No earlier run.
     let e = cache.explain_at(&transform(1), now()).await.unwrap();
     table.push(("no_earlier_run", e.reason()));
-    let ran = cache
-        .run(&transform(1), opts(), || async { text("one") })
-        .await
-        .unwrap();
-    match ran.outcome {
-        Outcome::Computed { why, .. } => table.push(("no_earlier_run", why.reason())),
-        o => panic!("{o:?}"),
-    }
+    let ran = cache.run_text_with(&transform(1), opts(), "one").await;
+    table.push(("no_earlier_run", computed_why(&ran.outcome)));
     // Hit.
-    table.push((
-        "hit",
-        cache
-            .explain_at(&transform(1), now())
-            .await
-            .unwrap()
-            .reason(),
-    ));
+    table.push(("hit", reason_at(&cache, &transform(1), now()).await));
 
     // A parameter changed: old and new previews.
     let e = cache.explain_at(&transform(2), now()).await.unwrap();
@@ -455,68 +501,33 @@ async fn each_miss_gets_its_reason() {
     let hour = RunOptions::new()
         .clock(clock.clone())
         .set_options(SetOptions::new().ttl(Duration::from_secs(3600)));
-    cache
-        .run(&transform(3), hour, || async { text("3") })
-        .await
-        .unwrap();
+    cache.run_text_with(&transform(3), hour, "3").await;
     clock.advance(Duration::from_secs(7200));
     let e = cache.explain_at(&transform(3), now()).await.unwrap();
     table.push(("expired", e.reason()));
-    let ran = cache
-        .run(&transform(3), opts(), || async { text("3") })
-        .await
-        .unwrap();
-    match &ran.outcome {
-        Outcome::Computed { why, .. } => table.push(("expired", why.reason())),
-        o => panic!("expired run: {o:?}"),
-    }
+    let ran = cache.run_text_with(&transform(3), opts(), "3").await;
+    table.push(("expired", computed_why(&ran.outcome)));
 
     // Deleted (or evicted): gone before its expiry.
-    cache
-        .run(&transform(4), opts(), || async { text("4") })
-        .await
-        .unwrap();
-    let key = transform(4).resolve().await.unwrap().key();
+    cache.run_text_with(&transform(4), opts(), "4").await;
+    let key = key_of(&transform(4)).await;
     mem.delete(&key).await.unwrap();
     table.push((
         "evicted_or_deleted",
-        cache
-            .explain_at(&transform(4), now())
-            .await
-            .unwrap()
-            .reason(),
+        reason_at(&cache, &transform(4), now()).await,
     ));
 
     // Corrupt: explain sees it, and a run computes again with that reason.
-    cache
-        .run(&transform(5), opts(), || async { text("5") })
-        .await
-        .unwrap();
-    let key = transform(5).resolve().await.unwrap().key();
+    cache.run_text_with(&transform(5), opts(), "5").await;
+    let key = key_of(&transform(5)).await;
     cache.corrupt.lock().unwrap().insert(key.clone());
-    table.push((
-        "corrupt",
-        cache
-            .explain_at(&transform(5), now())
-            .await
-            .unwrap()
-            .reason(),
-    ));
-    let ran = cache
-        .run(&transform(5), opts(), || async { text("5 again") })
-        .await
-        .unwrap();
-    match &ran.outcome {
-        Outcome::Computed { why, .. } => table.push(("corrupt", why.reason())),
-        o => panic!("{o:?}"),
-    }
+    table.push(("corrupt", reason_at(&cache, &transform(5), now()).await));
+    let ran = cache.run_text_with(&transform(5), opts(), "5 again").await;
+    table.push(("corrupt", computed_why(&ran.outcome)));
     assert_eq!(ran.value, Value::from("5 again"));
 
     // Written by an incompatible format version.
-    cache
-        .run(&transform(6), opts(), || async { text("6") })
-        .await
-        .unwrap();
+    cache.run_text_with(&transform(6), opts(), "6").await;
     let r6 = transform(6).resolve().await.unwrap();
     let mkey = format!("step-manifest/transform/{}", r6.digest);
     let mut m: serde_json::Value = mem.get_json(&mkey).await.unwrap().unwrap();
@@ -525,29 +536,16 @@ async fn each_miss_gets_its_reason() {
     mem.delete(&r6.key()).await.unwrap();
     table.push((
         "incompatible_format",
-        cache
-            .explain_at(&transform(6), now())
-            .await
-            .unwrap()
-            .reason(),
+        reason_at(&cache, &transform(6), now()).await,
     ));
 
     // Refresh forced.
     let ran = cache
-        .run(&transform(1), opts().refresh(true), || async {
-            text("one, again")
-        })
-        .await
-        .unwrap();
-    match &ran.outcome {
-        Outcome::Computed { why, .. } => table.push(("refresh_forced", why.reason())),
-        o => panic!("{o:?}"),
-    }
+        .run_text_with(&transform(1), opts().refresh(true), "one, again")
+        .await;
+    table.push(("refresh_forced", computed_why(&ran.outcome)));
     assert_eq!(
-        cache
-            .get(&transform(1).resolve().await.unwrap().key())
-            .await
-            .unwrap(),
+        cache.get(&key_of(&transform(1)).await).await.unwrap(),
         Some(Value::from("one, again"))
     );
 
@@ -575,10 +573,7 @@ async fn hits_add_the_time_they_saved_across_handles() {
     assert!(took >= Duration::from_millis(120));
     let mut saved = 0.0;
     for c in [&a, &b, &b] {
-        let ran = c
-            .run(&step, RunOptions::new(), || async { text("never") })
-            .await
-            .unwrap();
+        let ran = c.run_text(&step, "never").await;
         let Outcome::Hit {
             took: hit,
             saved_seconds,
@@ -616,16 +611,10 @@ async fn a_step_reused_reads_its_file_again_and_a_part_added_later_counts() {
     // One step object, run twice around a change of its input file: the
     // second run digests the file again and computes.
     let step = Step::new("reused").input_file("rows", &file);
-    let first = cache
-        .run(&step, RunOptions::new(), || async { text("one") })
-        .await
-        .unwrap();
+    let first = cache.run_text(&step, "one").await;
     assert!(!first.outcome.is_hit());
     std::fs::write(&file, "a,b\n1,2\n3,4\n").unwrap();
-    let second = cache
-        .run(&step, RunOptions::new(), || async { text("two") })
-        .await
-        .unwrap();
+    let second = cache.run_text(&step, "two").await;
     assert!(
         !second.outcome.is_hit(),
         "a changed file was taken for the old one"
@@ -634,23 +623,14 @@ async fn a_step_reused_reads_its_file_again_and_a_part_added_later_counts() {
     // A step of fixed parts, resolved once and reused: a clone given one
     // more part has another key, the original keeps its own.
     let base = Step::new("fixed").param("a", &1);
-    let key = base.resolve().await.unwrap().key();
-    cache
-        .run(&base, RunOptions::new(), || async { text("base") })
-        .await
-        .unwrap();
+    let key = key_of(&base).await;
+    cache.run_text(&base, "base").await;
     let more = base.clone().param("b", &2);
-    assert_ne!(more.resolve().await.unwrap().key(), key);
-    let ran = cache
-        .run(&more, RunOptions::new(), || async { text("more") })
-        .await
-        .unwrap();
+    assert_ne!(key_of(&more).await, key);
+    let ran = cache.run_text(&more, "more").await;
     assert!(!ran.outcome.is_hit());
-    assert_eq!(base.resolve().await.unwrap().key(), key);
-    let ran = cache
-        .run(&base, RunOptions::new(), || async { text("never") })
-        .await
-        .unwrap();
+    assert_eq!(key_of(&base).await, key);
+    let ran = cache.run_text(&base, "never").await;
     assert_eq!(ran.value.into_bytes(), "base");
 }
 
@@ -676,15 +656,9 @@ async fn hits_in_a_loop_are_written_together_and_none_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let cache = disk(dir.path()).await;
     let step = Step::new("hot").param("n", &1);
-    cache
-        .run(&step, RunOptions::new(), || async { text("v") })
-        .await
-        .unwrap();
+    cache.run_text(&step, "v").await;
     for _ in 0..200 {
-        let ran = cache
-            .run(&step, RunOptions::new(), || async { text("never") })
-            .await
-            .unwrap();
+        let ran = cache.run_text(&step, "never").await;
         assert!(ran.outcome.is_hit());
     }
     // The first hit was written at once, the others wait for the next
@@ -699,10 +673,7 @@ async fn hits_in_a_loop_are_written_together_and_none_is_lost() {
     // Hits that wait are written in the background within about a second,
     // with no call of the caller's, even after the handle is dropped.
     for _ in 0..5 {
-        cache
-            .run(&step, RunOptions::new(), || async { text("never") })
-            .await
-            .unwrap();
+        cache.run_text(&step, "never").await;
     }
     drop(cache);
     let other = disk(dir.path()).await;
@@ -731,37 +702,25 @@ async fn a_batch_reading_many_results_once_each_writes_every_hit() {
     // A backfill: one step name, one result per day, computed once...
     let day = |d: u32| Step::new("daily").param("day", &d);
     for d in 0..30 {
-        cache
-            .run(&day(d), RunOptions::new(), || async { text("rows") })
-            .await
-            .unwrap();
+        cache.run_text(&day(d), "rows").await;
     }
     // ...then read back once each by a rerun that ends right after: every
     // hit is in the tally already, with nothing left waiting in memory.
     for d in 0..30 {
-        let ran = cache
-            .run(&day(d), RunOptions::new(), || async { text("never") })
-            .await
-            .unwrap();
+        let ran = cache.run_text(&day(d), "never").await;
         assert!(ran.outcome.is_hit());
     }
     assert_eq!(stored_hits(&cache, "daily").await, 30);
     // The same for 30 other days, read by 30 tasks at once on one handle.
     for d in 30..60 {
-        cache
-            .run(&day(d), RunOptions::new(), || async { text("rows") })
-            .await
-            .unwrap();
+        cache.run_text(&day(d), "rows").await;
     }
     let cache = Arc::new(cache);
     let tasks: Vec<_> = (30..60)
         .map(|d| {
             let cache = cache.clone();
             tokio::spawn(async move {
-                let ran = cache
-                    .run(&day(d), RunOptions::new(), || async { text("never") })
-                    .await
-                    .unwrap();
+                let ran = cache.run_text(&day(d), "never").await;
                 assert!(ran.outcome.is_hit());
             })
         })
@@ -778,14 +737,14 @@ async fn hits_racing_on_one_handle_and_on_two_are_all_counted() {
     let one: Arc<dyn Cache> = Arc::new(disk(dir.path()).await);
     let two: Arc<dyn Cache> = Arc::new(disk(dir.path()).await);
     let step = Step::new("shared").param("n", &1);
-    one.run(&step, RunOptions::new(), || async { text("v") })
-        .await
-        .unwrap();
+    one.run_text(&step, "v").await;
     let mut tasks = Vec::new();
     for i in 0..8 {
         let cache = if i % 2 == 0 { one.clone() } else { two.clone() };
         let step = step.clone();
         tasks.push(tokio::spawn(async move {
+            // The run spelled out: the helper's future on a `dyn Cache`
+            // is not known to be `Send` for a spawned task.
             for _ in 0..50 {
                 let ran = cache
                     .run(&step, RunOptions::new(), || async { text("never") })
@@ -817,10 +776,7 @@ async fn a_hit_dropped_at_any_call_counts_at_most_once_and_waiting_hits_survive(
     // it may have been stored), and none counts twice.
     let mut dropped = 0;
     for at in 0.. {
-        wrapped
-            .run(&step(at), RunOptions::new(), || async { text("v") })
-            .await
-            .unwrap();
+        wrapped.run_text(&step(at), "v").await;
         let start = wrapped.calls.load(Ordering::SeqCst);
         wrapped.park_at.store(start + at as usize, Ordering::SeqCst);
         let w = wrapped.clone();
@@ -850,10 +806,7 @@ async fn a_hit_dropped_at_any_call_counts_at_most_once_and_waiting_hits_survive(
     // background write has its own handle on the cache, and the four are
     // counted once, with the one written in its call.
     for _ in 0..4 {
-        wrapped
-            .run(&step, RunOptions::new(), || async { text("never") })
-            .await
-            .unwrap();
+        wrapped.run_text(&step, "never").await;
     }
     drop(wrapped);
     let other = disk(dir.path()).await;
@@ -870,12 +823,9 @@ async fn a_hit_dropped_at_any_call_counts_at_most_once_and_waiting_hits_survive(
 #[test]
 fn waiting_hits_outlive_the_runtime_that_scheduled_their_write() {
     let dir = tempfile::tempdir().unwrap();
-    let step = Step::new("runtimes").param("n", &1);
     let first = current_thread();
-    let cache = first.block_on(disk(dir.path()));
-    // A miss, a hit written in its call, three that wait; the runtime ends
-    // before their write is due.
-    first.block_on(runs(&cache, &step, 5));
+    // The runtime ends before the write of the waiting hits is due.
+    let (step, cache) = five_runs_on(&first, dir.path(), "runtimes");
     drop(first);
     current_thread().block_on(async {
         assert_eq!(stored_hits(&cache, "runtimes").await, 1);
@@ -895,11 +845,22 @@ fn current_thread() -> tokio::runtime::Runtime {
 /// `n` runs of `step` (the first a miss on a new cache, then hits).
 async fn runs(cache: &DiskCache, step: &Step, n: usize) {
     for _ in 0..n {
-        cache
-            .run(step, RunOptions::new(), || async { text("v") })
-            .await
-            .unwrap();
+        cache.run_text(step, "v").await;
     }
+}
+
+/// A step named `name` and a disk cache in `dir` opened on `rt`, with
+/// five runs of the step made on it there: a miss, a hit written in its
+/// call, three hits that wait.
+fn five_runs_on(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    name: &str,
+) -> (Step, DiskCache) {
+    let step = Step::new(name).param("n", &1);
+    let cache = rt.block_on(disk(dir));
+    rt.block_on(runs(&cache, &step, 5));
+    (step, cache)
 }
 
 /// A runtime kept but no longer driven (one a sync wrapper keeps for
@@ -908,10 +869,8 @@ async fn runs(cache: &DiskCache, step: &Step, n: usize) {
 #[test]
 fn a_write_scheduled_on_a_runtime_no_longer_driven_is_scheduled_again() {
     let dir = tempfile::tempdir().unwrap();
-    let step = Step::new("undriven").param("n", &1);
     let kept = current_thread();
-    let cache = kept.block_on(disk(dir.path()));
-    kept.block_on(runs(&cache, &step, 5));
+    let (step, cache) = five_runs_on(&kept, dir.path(), "undriven");
     current_thread().block_on(async {
         assert_eq!(stored_hits(&cache, "undriven").await, 1);
         // Past the time a scheduled write may be late, and past the period:
@@ -954,7 +913,7 @@ async fn a_run_dropped_after_its_result_is_stored_still_records_it() {
     assert!(run.await.unwrap_err().is_cancelled());
     assert_eq!(
         inner
-            .get_text(&step.resolve().await.unwrap().key())
+            .get_text(&key_of(&step).await)
             .await
             .unwrap()
             .as_deref(),
@@ -968,10 +927,7 @@ async fn a_run_dropped_after_its_result_is_stored_still_records_it() {
     .await;
     let e = inner.explain(&step).await.unwrap();
     assert!(e.is_hit(), "{e}");
-    let ran = inner
-        .run(&step, RunOptions::new(), || async { text("never") })
-        .await
-        .unwrap();
+    let ran = inner.run_text(&step, "never").await;
     let Outcome::Hit { saved_seconds, .. } = ran.outcome else {
         panic!()
     };
@@ -1015,15 +971,9 @@ async fn a_backend_without_a_handle_id_writes_every_hit() {
     let dir = tempfile::tempdir().unwrap();
     let wrapped = Wrapped::new(Arc::new(disk(dir.path()).await));
     let step = Step::new("through").param("n", &1);
-    wrapped
-        .run(&step, RunOptions::new(), || async { text("v") })
-        .await
-        .unwrap();
+    wrapped.run_text(&step, "v").await;
     for _ in 0..20 {
-        wrapped
-            .run(&step, RunOptions::new(), || async { text("never") })
-            .await
-            .unwrap();
+        wrapped.run_text(&step, "never").await;
     }
     assert_eq!(stored_hits(&wrapped, "through").await, 20);
 }
@@ -1161,7 +1111,7 @@ async fn a_stream_run_waits_its_lock_timeout_then_fails_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cache = Arc::new(disk(dir.path()).await);
     let step = Step::new("slow pages");
-    let key = step.resolve().await.unwrap().key();
+    let key = key_of(&step).await;
     let (started, gate) = (
         Arc::new(tokio::sync::Notify::new()),
         Arc::new(tokio::sync::Notify::new()),
@@ -1190,16 +1140,9 @@ async fn a_stream_run_waits_its_lock_timeout_then_fails_naming_the_key() {
     };
     started.notified().await;
     let waited = std::time::Instant::now();
+    let short = RunOptions::new().lock_timeout(Duration::from_millis(200));
     let e = cache
-        .run_stream(
-            &step,
-            RunOptions::new().lock_timeout(Duration::from_millis(200)),
-            65536,
-            || async {
-                computed.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, std::io::Error>(pages(1, 50))
-            },
-        )
+        .run_pages_counted(&step, short, &computed, 1, 50)
         .await
         .unwrap_err();
     let waited = waited.elapsed();
@@ -1215,12 +1158,7 @@ async fn a_stream_run_waits_its_lock_timeout_then_fails_naming_the_key() {
     gate.notify_one();
     let b = holder.await.unwrap();
     assert_eq!((b.len(), b[0], b[199_999]), (200_000, 1, 2));
-    let again = cache
-        .run_stream(&step, RunOptions::new(), 65536, || async {
-            Ok::<_, std::io::Error>(pages(1, 60))
-        })
-        .await
-        .unwrap();
+    let again = cache.run_pages(&step, 1, 60).await;
     assert!(again.outcome.is_hit());
     assert_eq!(all_bytes(again.value).await.len(), 200_000);
     assert_eq!(computed.load(Ordering::SeqCst), 1);
@@ -1232,44 +1170,18 @@ async fn a_stream_run_waits_its_lock_timeout_then_fails_naming_the_key() {
 #[tokio::test]
 async fn a_stream_run_dropped_at_any_await_leaves_a_usable_cache() {
     let step = || Step::new("dropped pages").param("n", &3);
-    let probe = Wrapped::new(Arc::new(MemoryCache::new()));
-    probe
-        .run_stream(&step(), RunOptions::new(), 65536, || async {
+    let run = |w: Arc<Wrapped>| async move {
+        w.run_stream(&step(), RunOptions::new(), 65536, || async {
             Ok::<_, std::io::Error>(pages(3, 1))
         })
         .await
-        .unwrap();
-    let calls = probe.calls.load(Ordering::SeqCst);
-    assert!(calls >= 5, "{calls}");
-    for park in 0..calls {
-        let inner: Arc<dyn Cache> = Arc::new(MemoryCache::new());
-        let w = Arc::new(Wrapped::new(inner.clone()));
-        w.park_at.store(park, Ordering::SeqCst);
-        let parked = w.parked.clone();
-        let task = {
-            let w = w.clone();
-            tokio::spawn(async move {
-                let _ = w
-                    .run_stream(&step(), RunOptions::new(), 65536, || async {
-                        Ok::<_, std::io::Error>(pages(3, 1))
-                    })
-                    .await;
-            })
-        };
-        parked.notified().await;
-        task.abort();
-        assert!(task.await.unwrap_err().is_cancelled());
+    };
+    for park in 0..cache_calls(&run).await {
+        let inner = dropped_at(&run, park).await;
         let computed = AtomicUsize::new(0);
+        let opts = RunOptions::new().lock_timeout(Duration::from_secs(5));
         let ran = inner
-            .run_stream(
-                &step(),
-                RunOptions::new().lock_timeout(Duration::from_secs(5)),
-                65536,
-                || async {
-                    computed.fetch_add(1, Ordering::SeqCst);
-                    Ok::<_, std::io::Error>(pages(3, 1))
-                },
-            )
+            .run_pages_counted(&step(), opts, &computed, 3, 1)
             .await
             .unwrap();
         let b = all_bytes(ran.value).await;
@@ -1288,17 +1200,11 @@ async fn a_stream_run_dropped_at_any_await_leaves_a_usable_cache() {
 /// and its write: the run's own stream is what it returns and what stays.
 #[tokio::test]
 async fn a_writer_between_look_and_set_stream_is_overwritten_by_the_stream_run() {
-    let mem: Arc<dyn Cache> = Arc::new(MemoryCache::new());
-    let w = Wrapped::new(mem.clone());
+    let (mem, w) = wrapped_memory();
     let step = Step::new("sneaked pages");
-    let key = step.resolve().await.unwrap().key();
+    let key = key_of(&step).await;
     *w.sneak.lock().unwrap() = Some((key.clone(), Value::from("from elsewhere")));
-    let ran = w
-        .run_stream(&step, RunOptions::new(), 65536, || async {
-            Ok::<_, std::io::Error>(pages(2, 5))
-        })
-        .await
-        .unwrap();
+    let ran = w.run_pages(&step, 2, 5).await;
     assert!(matches!(ran.outcome, Outcome::Computed { .. }));
     assert_eq!(all_bytes(ran.value).await.len(), 200_000);
     assert!(
@@ -1315,10 +1221,9 @@ async fn a_writer_between_look_and_set_stream_is_overwritten_by_the_stream_run()
 /// refresh when asked, the corruption when its entry was corrupt.
 #[tokio::test]
 async fn a_stream_run_says_why_it_computed() {
-    let mem: Arc<dyn Cache> = Arc::new(MemoryCache::new());
-    let w = Wrapped::new(mem.clone());
+    let (_, w) = wrapped_memory();
     let step = Step::new("explained pages");
-    let key = step.resolve().await.unwrap().key();
+    let key = key_of(&step).await;
     let run = |opts: RunOptions| {
         let (w, step) = (&w, &step);
         async move {
@@ -1387,7 +1292,7 @@ async fn a_disk_cache_journal_tells_evicted_from_deleted() {
     }
     assert!(e.to_string().contains("over its max_bytes"), "{e}");
 
-    let key = step(2).resolve().await.unwrap().key();
+    let key = key_of(&step(2)).await;
     assert!(cache.delete(&key).await.unwrap());
     let e = cache.explain(&step(2)).await.unwrap();
     assert_eq!(e.reason(), "deleted", "{e}");
@@ -1500,11 +1405,7 @@ async fn two_handles_writing_history_keep_both_runs() {
     for i in 0..6u32 {
         let c = if i % 2 == 0 { a.clone() } else { b.clone() };
         tasks.push(tokio::spawn(async move {
-            c.run(&transform(100 + i), RunOptions::new(), || async {
-                text("r")
-            })
-            .await
-            .unwrap();
+            c.run_text(&transform(100 + i), "r").await;
         }));
     }
     for t in tasks {
@@ -1535,9 +1436,7 @@ async fn a_history_write_lost_to_another_handle_is_put_back() {
     a.park_at.store(8, Ordering::SeqCst);
     let spawn = |c: Arc<Wrapped>, rows: u32| {
         tokio::spawn(async move {
-            c.run(&transform(rows), RunOptions::new(), || async { text("r") })
-                .await
-                .unwrap();
+            c.run_text(&transform(rows), "r").await;
         })
     };
     let run_b = spawn(b.clone(), 1);
@@ -1548,51 +1447,56 @@ async fn a_history_write_lost_to_another_handle_is_put_back() {
     run_b.await.unwrap(); // b wrote [b] over [a]
     a.release.notify_one();
     run_a.await.unwrap(); // a's re-check finds its run missing, merges
-    let rows: Vec<String> = a
-        .step_history("transform")
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| {
-            m.parts
-                .iter()
-                .find(|p| p.name == "param.rows")
-                .unwrap()
-                .preview
-                .clone()
-        })
-        .collect();
+    let rows = rows_of(&a.step_history("transform").await.unwrap());
     assert_eq!(rows, ["1", "2"]);
+}
+
+/// How many cache calls a miss of `run` makes (at least five), counted on
+/// a new memory cache.
+async fn cache_calls<F, Fut, T>(run: &F) -> usize
+where
+    F: Fn(Arc<Wrapped>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let probe = Arc::new(Wrapped::new(Arc::new(MemoryCache::new())));
+    run(probe.clone()).await.unwrap();
+    let calls = probe.calls.load(Ordering::SeqCst);
+    assert!(calls >= 5, "{calls}");
+    calls
+}
+
+/// A new memory cache on which a run of `run` was dropped as it made its
+/// cache call number `park`.
+async fn dropped_at<F, Fut, T>(run: &F, park: usize) -> Arc<dyn Cache>
+where
+    F: Fn(Arc<Wrapped>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>> + Send + 'static,
+    T: Send + 'static,
+{
+    let inner: Arc<dyn Cache> = Arc::new(MemoryCache::new());
+    let w = Arc::new(Wrapped::new(inner.clone()));
+    w.park_at.store(park, Ordering::SeqCst);
+    let parked = w.parked.clone();
+    let dropped = run(w);
+    let task = tokio::spawn(async move {
+        let _ = dropped.await;
+    });
+    parked.notified().await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    inner
 }
 
 /// A run dropped at each of its awaits leaves a cache where the next run
 /// returns the right value and computes at most once.
 #[tokio::test]
 async fn a_run_dropped_at_any_await_leaves_a_usable_cache() {
-    // How many cache calls a miss makes.
-    let probe = Wrapped::new(Arc::new(MemoryCache::new()));
-    probe
-        .run(&transform(1), RunOptions::new(), || async { text("v") })
-        .await
-        .unwrap();
-    let calls = probe.calls.load(Ordering::SeqCst);
-    assert!(calls >= 5, "{calls}");
-    for park in 0..calls {
-        let inner: Arc<dyn Cache> = Arc::new(MemoryCache::new());
-        let w = Arc::new(Wrapped::new(inner.clone()));
-        w.park_at.store(park, Ordering::SeqCst);
-        let parked = w.parked.clone();
-        let task = {
-            let w = w.clone();
-            tokio::spawn(async move {
-                let _ = w
-                    .run(&transform(1), RunOptions::new(), || async { text("v") })
-                    .await;
-            })
-        };
-        parked.notified().await;
-        task.abort();
-        assert!(task.await.unwrap_err().is_cancelled());
+    let run = |w: Arc<Wrapped>| async move {
+        w.run(&transform(1), RunOptions::new(), || async { text("v") })
+            .await
+    };
+    for park in 0..cache_calls(&run).await {
+        let inner = dropped_at(&run, park).await;
         let computed = AtomicUsize::new(0);
         let ran = inner
             .run(&transform(1), RunOptions::new(), || async {
@@ -1612,24 +1516,17 @@ async fn a_run_dropped_at_any_await_leaves_a_usable_cache() {
 /// its set: the run's own value is what it returns and what stays.
 #[tokio::test]
 async fn a_writer_between_check_and_set_is_overwritten_by_the_run() {
-    let mem: Arc<dyn Cache> = Arc::new(MemoryCache::new());
-    let w = Wrapped::new(mem.clone());
-    let key = transform(9).resolve().await.unwrap().key();
+    let (mem, w) = wrapped_memory();
+    let key = key_of(&transform(9)).await;
     *w.sneak.lock().unwrap() = Some((key.clone(), Value::from("from elsewhere")));
-    let ran = w
-        .run(&transform(9), RunOptions::new(), || async { text("mine") })
-        .await
-        .unwrap();
+    let ran = w.run_text(&transform(9), "mine").await;
     assert_eq!(ran.value, Value::from("mine"));
     assert_eq!(mem.get(&key).await.unwrap(), Some(Value::from("mine")));
     assert!(
         w.sneak.lock().unwrap().is_none(),
         "the other writer did write"
     );
-    let again = w
-        .run(&transform(9), RunOptions::new(), || async { text("no") })
-        .await
-        .unwrap();
+    let again = w.run_text(&transform(9), "no").await;
     assert_eq!(again.value, Value::from("mine"));
 }
 
@@ -1643,12 +1540,7 @@ async fn a_cache_refusing_the_bookkeeping_still_runs_and_serves_the_step() {
         "step-history/".into(),
         "step-stats/".into(),
     ];
-    let ran = cache
-        .run(&transform(5), RunOptions::new(), || async {
-            text("result")
-        })
-        .await
-        .unwrap();
+    let ran = cache.run_text(&transform(5), "result").await;
     assert_eq!(ran.value, Value::Text("result".into()));
     match ran.outcome {
         Outcome::Computed { why, .. } => {
@@ -1656,22 +1548,12 @@ async fn a_cache_refusing_the_bookkeeping_still_runs_and_serves_the_step() {
         }
         other => panic!("a first run computes: {other:?}"),
     }
-    let again = cache
-        .run(&transform(5), RunOptions::new(), || async {
-            text("not again")
-        })
-        .await
-        .unwrap();
+    let again = cache.run_text(&transform(5), "not again").await;
     assert_eq!(again.value, Value::Text("result".into()));
     assert!(again.outcome.is_hit(), "{:?}", again.outcome);
     // A stream step too: its records refused, its result still served.
     let streamed = Step::new("pages").param("n", &5);
-    let ran = cache
-        .run_stream(&streamed, RunOptions::new(), 65536, || async {
-            Ok::<_, std::io::Error>(pages(2, 1))
-        })
-        .await
-        .unwrap();
+    let ran = cache.run_pages(&streamed, 2, 1).await;
     assert_eq!(all_bytes(ran.value).await.len(), 200_000);
 }
 
@@ -1681,10 +1563,7 @@ async fn a_cache_refusing_the_bookkeeping_still_runs_and_serves_the_step() {
 async fn a_manifest_with_times_out_of_range_is_explained_without_panicking() {
     let cache = MemoryCache::new();
     let step = transform(9);
-    cache
-        .run(&step, RunOptions::new(), || async { text("r") })
-        .await
-        .unwrap();
+    cache.run_text(&step, "r").await;
     let r = step.resolve().await.unwrap();
     let key = format!("step-manifest/{}/{}", r.name, r.digest);
     let mut m: serde_json::Value = cache.get_json(&key).await.unwrap().unwrap();
@@ -1780,14 +1659,8 @@ async fn object_inputs_key_by_version_and_a_change_while_computing_is_not_stored
     assert!(matches!(ran.outcome, Outcome::Computed { .. }));
     assert!(cache.keys(None).await.unwrap().is_empty(), "nothing stored");
     // Left alone: stored, then a hit.
-    cache
-        .run(&step, RunOptions::new(), || async { text("steady") })
-        .await
-        .unwrap();
-    let hit = cache
-        .run(&step, RunOptions::new(), || async { text("never") })
-        .await
-        .unwrap();
+    cache.run_text(&step, "steady").await;
+    let hit = cache.run_text(&step, "never").await;
     assert_eq!(hit.value.as_text(), Some("steady"));
     assert!(matches!(hit.outcome, Outcome::Hit { .. }));
     // A missing object is an error naming the part.

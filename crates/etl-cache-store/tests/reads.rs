@@ -7,14 +7,25 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::{MIB, Watched, bytes};
+use common::{Hooks, MIB, Spied, Watched, bytes};
 use etl_cache_core::{Cache, MemoryCache};
-use etl_cache_store::{Admission, CachedStore, Revalidate};
+use etl_cache_store::{Admission, CachedStore, CachedStoreBuilder, Revalidate};
 use futures::{StreamExt, TryStreamExt};
+use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+/// A builder of a store in front of `inner` keeping 1 MiB blocks in `cache`.
+fn mib_blocks(inner: Arc<dyn ObjectStore>, cache: Arc<dyn Cache>) -> CachedStoreBuilder {
+    CachedStore::builder(inner)
+        .cache(cache)
+        .block_size(MIB as u64)
+}
 
 async fn store_on(
     inner: Arc<Watched>,
@@ -22,9 +33,7 @@ async fn store_on(
     revalidate: Revalidate,
 ) -> Arc<CachedStore> {
     Arc::new(
-        CachedStore::builder(inner)
-            .cache(cache)
-            .block_size(MIB as u64)
+        mib_blocks(inner, cache)
             .revalidate(revalidate)
             .build()
             .await
@@ -32,16 +41,70 @@ async fn store_on(
     )
 }
 
+/// A store in front of `inner` with a memory cache of its own.
+async fn fresh(inner: Arc<Watched>, revalidate: Revalidate) -> Arc<CachedStore> {
+    store_on(inner, Arc::new(MemoryCache::new()), revalidate).await
+}
+
+/// A watched inner store holding `data` at `name`: the store, the bare
+/// store behind it, its hooks and the path.
+async fn holding(name: &str, data: &Bytes) -> (Arc<Watched>, Arc<InMemory>, Arc<Hooks>, Path) {
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from(name);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    (inner, bare, hooks, p)
+}
+
 async fn get_all(s: &dyn ObjectStore, p: &Path, o: GetOptions) -> object_store::Result<Bytes> {
     s.get_opts(p, o).await?.bytes().await
 }
 
+/// The whole object at `p` read through `s`.
+async fn read_all(s: &CachedStore, p: &Path) -> Bytes {
+    s.get(p).await.unwrap().bytes().await.unwrap()
+}
+
+/// Whether `r` is the inner store's "not found".
+fn not_found<T>(r: &object_store::Result<T>) -> bool {
+    matches!(r, Err(object_store::Error::NotFound { .. }))
+}
+
+/// Spawns a read of `range` of `p` through `store`.
+fn spawn_range(
+    store: &Arc<CachedStore>,
+    p: &Path,
+    range: std::ops::Range<u64>,
+) -> JoinHandle<object_store::Result<Bytes>> {
+    let (s, p) = (store.clone(), p.clone());
+    tokio::spawn(async move { s.get_range(&p, range).await })
+}
+
+/// Waits until `n` reads in all have joined a fetch another read leads.
+async fn joined(store: &CachedStore, n: u64) {
+    while store.stats().joins < n {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Opens the inner store's gate: the data requests held there go on.
+fn open(gate: Arc<Semaphore>, hooks: &Hooks) {
+    drop(gate);
+    hooks.open_gate();
+}
+
+/// Deletes `p` through `store`'s `delete_stream`; returns what it deleted.
+async fn delete_by_stream(store: &CachedStore, p: &Path) -> Vec<Path> {
+    store
+        .delete_stream(futures::stream::iter([Ok(p.clone())]).boxed())
+        .try_collect()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn every_kind_of_read_returns_what_the_inner_store_returns_cold_and_warm() {
-    let (inner, bare, hooks) = Watched::new();
     let data = bytes(3 * MIB + 12_345, 1);
-    let p = Path::from("lake/t/part-0.parquet");
-    bare.put(&p, data.clone().into()).await.unwrap();
+    let (inner, bare, hooks, p) = holding("lake/t/part-0.parquet", &data).await;
     let n = data.len() as u64;
     let ranges: Vec<Option<GetRange>> = vec![
         None,
@@ -56,7 +119,7 @@ async fn every_kind_of_read_returns_what_the_inner_store_returns_cold_and_warm()
         Some(GetRange::Suffix(n + 5)),
     ];
     for revalidate in [Revalidate::Always, Revalidate::Never] {
-        let store = store_on(inner.clone(), Arc::new(MemoryCache::new()), revalidate).await;
+        let store = fresh(inner.clone(), revalidate).await;
         for round in ["cold", "warm"] {
             for r in &ranges {
                 let o = GetOptions::new().with_range(r.clone());
@@ -93,7 +156,7 @@ async fn every_kind_of_read_returns_what_the_inner_store_returns_cold_and_warm()
             }
         }
         let before = hooks.gets.load(SeqCst);
-        store.get(&p).await.unwrap().bytes().await.unwrap();
+        read_all(&store, &p).await;
         assert_eq!(
             hooks.gets.load(SeqCst),
             before,
@@ -104,17 +167,10 @@ async fn every_kind_of_read_returns_what_the_inner_store_returns_cold_and_warm()
 
 #[tokio::test]
 async fn a_warm_read_sends_no_request_when_never_revalidated_and_one_head_when_always() {
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("a");
     let data = bytes(2 * MIB + 5, 2);
-    bare.put(&p, data.clone().into()).await.unwrap();
-    let never = store_on(
-        inner.clone(),
-        Arc::new(MemoryCache::new()),
-        Revalidate::Never,
-    )
-    .await;
-    assert_eq!(never.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    let (inner, _, hooks, p) = holding("a", &data).await;
+    let never = fresh(inner.clone(), Revalidate::Never).await;
+    assert_eq!(read_all(&never, &p).await, data);
     assert_eq!(hooks.requests(), 1, "a cold whole read is one request");
     assert_eq!(
         never.get_range(&p, 5..MIB as u64 + 9).await.unwrap(),
@@ -123,8 +179,8 @@ async fn a_warm_read_sends_no_request_when_never_revalidated_and_one_head_when_a
     assert_eq!(hooks.requests(), 1, "warm, never revalidated: no request");
     assert_eq!(never.stats().inner_requests, 1);
 
-    let always = store_on(inner, Arc::new(MemoryCache::new()), Revalidate::Always).await;
-    always.get(&p).await.unwrap().bytes().await.unwrap();
+    let always = fresh(inner, Revalidate::Always).await;
+    read_all(&always, &p).await;
     let (gets, heads) = (hooks.gets.load(SeqCst), hooks.heads.load(SeqCst));
     assert_eq!(always.get_range(&p, 7..9).await.unwrap(), data.slice(7..9));
     assert_eq!(hooks.gets.load(SeqCst), gets, "warm: no data request");
@@ -137,11 +193,9 @@ async fn a_warm_read_sends_no_request_when_never_revalidated_and_one_head_when_a
 
 #[tokio::test]
 async fn a_cold_range_read_of_several_missing_blocks_is_one_request() {
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("big");
     let data = bytes(6 * MIB, 3);
-    bare.put(&p, data.clone().into()).await.unwrap();
-    let store = store_on(inner, Arc::new(MemoryCache::new()), Revalidate::Always).await;
+    let (inner, _, hooks, p) = holding("big", &data).await;
+    let store = fresh(inner, Revalidate::Always).await;
     // Block 2 is kept first; a read of blocks 0..5 then needs 0..2 and 3..5.
     store
         .get_range(&p, 2 * MIB as u64..2 * MIB as u64 + 1)
@@ -159,53 +213,38 @@ async fn a_cold_range_read_of_several_missing_blocks_is_one_request() {
 
 #[tokio::test]
 async fn an_object_changed_behind_the_store_is_seen_unless_never_revalidated() {
-    let (inner, bare, _) = Watched::new();
-    let p = Path::from("t.parquet");
     let (v1, v2) = (bytes(MIB + 10, 4), bytes(MIB + 10, 5));
-    bare.put(&p, v1.clone().into()).await.unwrap();
-    let always = store_on(
-        inner.clone(),
-        Arc::new(MemoryCache::new()),
-        Revalidate::Always,
-    )
-    .await;
-    let never = store_on(inner, Arc::new(MemoryCache::new()), Revalidate::Never).await;
+    let (inner, bare, _, p) = holding("t.parquet", &v1).await;
+    let always = fresh(inner.clone(), Revalidate::Always).await;
+    let never = fresh(inner, Revalidate::Never).await;
     for s in [&always, &never] {
-        assert_eq!(s.get(&p).await.unwrap().bytes().await.unwrap(), v1);
+        assert_eq!(read_all(s, &p).await, v1);
     }
     bare.put(&p, v2.clone().into()).await.unwrap();
-    assert_eq!(always.get(&p).await.unwrap().bytes().await.unwrap(), v2);
+    assert_eq!(read_all(&always, &p).await, v2);
     assert_eq!(always.get_range(&p, 0..4).await.unwrap(), v2.slice(0..4));
     // Never: the version once seen is trusted (documented) ...
-    assert_eq!(never.get(&p).await.unwrap().bytes().await.unwrap(), v1);
+    assert_eq!(read_all(&never, &p).await, v1);
     // ... until a write through the store.
     let v3 = bytes(MIB + 10, 6);
     never.put(&p, v3.clone().into()).await.unwrap();
-    assert_eq!(never.get(&p).await.unwrap().bytes().await.unwrap(), v3);
+    assert_eq!(read_all(&never, &p).await, v3);
 }
 
 #[tokio::test]
 async fn sixty_four_concurrent_reads_of_a_cold_block_make_one_request() {
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("hot");
     let data = bytes(3 * MIB, 7);
-    bare.put(&p, data.clone().into()).await.unwrap();
-    let store = store_on(inner, Arc::new(MemoryCache::new()), Revalidate::Never).await;
+    let (inner, _, hooks, p) = holding("hot", &data).await;
+    let store = fresh(inner, Revalidate::Never).await;
     // The object's metadata known, its blocks not.
     store.head(&p).await.unwrap();
     let gate = hooks.close_gate();
     let reads: Vec<_> = (0..64)
-        .map(|_| {
-            let (s, p) = (store.clone(), p.clone());
-            tokio::spawn(async move { s.get_range(&p, MIB as u64 + 100..MIB as u64 + 200).await })
-        })
+        .map(|_| spawn_range(&store, &p, MIB as u64 + 100..MIB as u64 + 200))
         .collect();
     hooks.wait_paused(1).await;
-    while store.stats().joins < 63 {
-        tokio::task::yield_now().await;
-    }
-    drop(gate);
-    hooks.open_gate();
+    joined(&store, 63).await;
+    open(gate, &hooks);
     for r in reads {
         assert_eq!(r.await.unwrap().unwrap(), data.slice(MIB + 100..MIB + 200));
     }
@@ -215,10 +254,8 @@ async fn sixty_four_concurrent_reads_of_a_cold_block_make_one_request() {
 
 #[tokio::test]
 async fn a_cut_body_is_an_error_and_no_partial_block_is_kept() {
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("cut");
     let data = bytes(3 * MIB, 8);
-    bare.put(&p, data.clone().into()).await.unwrap();
+    let (inner, _, hooks, p) = holding("cut", &data).await;
     let cache = Arc::new(MemoryCache::new());
     let store = store_on(inner, cache.clone(), Revalidate::Never).await;
     *hooks.cut_after.lock().unwrap() = Some(MIB + MIB / 2);
@@ -240,7 +277,7 @@ async fn a_cut_body_is_an_error_and_no_partial_block_is_kept() {
     assert_eq!(entries, 2);
     // The next read completes from where the cache stops.
     let before = hooks.gets.load(SeqCst);
-    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    assert_eq!(read_all(&store, &p).await, data);
     assert_eq!(hooks.gets.load(SeqCst) - before, 1);
     assert_eq!(store.stats().hits, 1);
 }
@@ -248,10 +285,8 @@ async fn a_cut_body_is_an_error_and_no_partial_block_is_kept() {
 #[tokio::test]
 async fn a_second_process_on_the_same_directory_reads_warm_without_the_inner_store() {
     let dir = tempfile::tempdir().unwrap();
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("lake/part-1.parquet");
     let data = bytes(2 * MIB + 77, 9);
-    bare.put(&p, data.clone().into()).await.unwrap();
+    let (inner, _, hooks, p) = holding("lake/part-1.parquet", &data).await;
     let open = || async {
         CachedStore::builder(inner.clone())
             .dir(dir.path())
@@ -262,11 +297,15 @@ async fn a_second_process_on_the_same_directory_reads_warm_without_the_inner_sto
             .unwrap()
     };
     let first = open().await;
-    assert_eq!(first.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    assert_eq!(read_all(&first, &p).await, data);
+    // Blocks are kept behind the read: a process waits for them before it
+    // exits, as documented on `settle` (without it, a busy machine let the
+    // second handle start before the last block landed).
+    first.settle().await;
     drop(first);
     let before = hooks.requests();
     let second = open().await;
-    assert_eq!(second.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    assert_eq!(read_all(&second, &p).await, data);
     assert_eq!(
         second.get_range(&p, 3..MIB as u64 * 2 + 1).await.unwrap(),
         data.slice(3..2 * MIB + 1)
@@ -278,17 +317,14 @@ async fn a_second_process_on_the_same_directory_reads_warm_without_the_inner_sto
 #[tokio::test]
 async fn inner_errors_keep_their_kind() {
     let (inner, bare, _) = Watched::new();
-    let store = store_on(inner, Arc::new(MemoryCache::new()), Revalidate::Always).await;
+    let store = fresh(inner, Revalidate::Always).await;
     let missing = Path::from("nope");
     for r in [
         store.get(&missing).await.map(|_| ()),
         store.head(&missing).await.map(|_| ()),
         store.get_range(&missing, 0..3).await.map(|_| ()),
     ] {
-        assert!(
-            matches!(r, Err(object_store::Error::NotFound { .. })),
-            "{r:?}"
-        );
+        assert!(not_found(&r), "{r:?}");
     }
     let p = Path::from("x");
     bare.put(&p, Bytes::from_static(b"hello").into())
@@ -316,29 +352,22 @@ async fn inner_errors_keep_their_kind() {
     assert_eq!(ok.bytes().await.unwrap(), Bytes::from_static(b"hello"));
     // A deleted object is gone at once through the store.
     store.delete(&p).await.unwrap();
-    assert!(matches!(
-        store.get(&p).await,
-        Err(object_store::Error::NotFound { .. })
-    ));
+    assert!(not_found(&store.get(&p).await));
 }
 
 #[tokio::test]
 async fn second_read_admission_keeps_only_blocks_read_twice() {
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("scan");
     let data = bytes(2 * MIB, 10);
-    bare.put(&p, data.clone().into()).await.unwrap();
+    let (inner, _, hooks, p) = holding("scan", &data).await;
     let store = Arc::new(
-        CachedStore::builder(inner)
-            .cache(Arc::new(MemoryCache::new()))
-            .block_size(MIB as u64)
+        mib_blocks(inner, Arc::new(MemoryCache::new()))
             .revalidate(Revalidate::Never)
             .admission(Admission::SECOND_READ)
             .build()
             .await
             .unwrap(),
     );
-    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    assert_eq!(read_all(&store, &p).await, data);
     store.settle().await;
     assert_eq!(store.stats().not_admitted, 2);
     assert_eq!(store.get_range(&p, 0..10).await.unwrap(), data.slice(0..10));
@@ -363,11 +392,9 @@ async fn second_read_admission_keeps_only_blocks_read_twice() {
 
 #[tokio::test]
 async fn a_read_never_mixes_two_versions() {
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("mixed");
     let (v1, v2) = (bytes(3 * MIB, 11), bytes(3 * MIB, 12));
-    bare.put(&p, v1.clone().into()).await.unwrap();
-    let store = store_on(inner, Arc::new(MemoryCache::new()), Revalidate::Always).await;
+    let (inner, bare, hooks, p) = holding("mixed", &v1).await;
+    let store = fresh(inner, Revalidate::Always).await;
     // Block 0 of v1 is kept.
     store.get_range(&p, 0..10).await.unwrap();
     // The whole read serves block 0, then its fetch of blocks 1..3 is held
@@ -381,8 +408,7 @@ async fn a_read_never_mixes_two_versions() {
     });
     hooks.wait_paused(1).await;
     bare.put(&p, v2.clone().into()).await.unwrap();
-    drop(gate);
-    hooks.open_gate();
+    open(gate, &hooks);
     let parts = read.await.unwrap();
     let ok: Vec<u8> = parts
         .iter()
@@ -402,25 +428,18 @@ async fn a_read_never_mixes_two_versions() {
         parts.last().map(|r| r.as_ref().map(Bytes::len))
     );
     // Before its first byte, a read that meets a change starts again.
-    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), v2);
+    assert_eq!(read_all(&store, &p).await, v2);
 }
 
 #[tokio::test]
 async fn a_change_met_before_the_first_byte_is_read_again_from_the_new_version() {
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("again");
     let (v1, v2) = (bytes(2 * MIB, 13), bytes(2 * MIB + 1, 14));
-    bare.put(&p, v1.clone().into()).await.unwrap();
-    let store = store_on(
-        inner,
-        Arc::new(MemoryCache::new()),
-        Revalidate::After(std::time::Duration::from_secs(3600)),
-    )
-    .await;
+    let (inner, bare, hooks, p) = holding("again", &v1).await;
+    let store = fresh(inner, Revalidate::After(Duration::from_secs(3600))).await;
     store.head(&p).await.unwrap(); // metadata of v1 trusted for an hour
     bare.put(&p, v2.clone().into()).await.unwrap();
     // The fetch on condition of v1 fails; the read looks again and serves v2.
-    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), v2);
+    assert_eq!(read_all(&store, &p).await, v2);
     assert!(hooks.gets.load(SeqCst) >= 2);
 }
 
@@ -431,12 +450,10 @@ async fn a_change_met_before_the_first_byte_is_read_again_from_the_new_version()
 /// reads the new version.
 #[tokio::test]
 async fn a_read_begun_after_a_change_never_takes_a_block_fetched_before_it() {
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("late");
     // The same size: only the e-tag tells them apart.
     let (v1, v2) = (bytes(2 * MIB, 21), bytes(2 * MIB, 22));
-    bare.put(&p, v1.clone().into()).await.unwrap();
-    let store = store_on(inner, Arc::new(MemoryCache::new()), Revalidate::Always).await;
+    let (inner, bare, hooks, p) = holding("late", &v1).await;
+    let store = fresh(inner, Revalidate::Always).await;
     // The metadata is known; block 0 is not kept.
     let m = MIB as u64;
     assert_eq!(
@@ -445,19 +462,14 @@ async fn a_read_begun_after_a_change_never_takes_a_block_fetched_before_it() {
     );
     hooks.gate_after.store(true, SeqCst);
     let gate = hooks.close_gate();
-    let (s1, p1) = (store.clone(), p.clone());
-    let early = tokio::spawn(async move { s1.get_range(&p1, 0..10).await });
+    let early = spawn_range(&store, &p, 0..10);
     // The inner store answered with v1's bytes; they wait at the gate.
     hooks.wait_paused(1).await;
     bare.put(&p, v2.clone().into()).await.unwrap();
     let joins = store.stats().joins;
-    let (s2, p2) = (store.clone(), p.clone());
-    let late = tokio::spawn(async move { s2.get_range(&p2, 0..10).await });
-    while store.stats().joins == joins {
-        tokio::task::yield_now().await;
-    }
-    drop(gate);
-    hooks.open_gate();
+    let late = spawn_range(&store, &p, 0..10);
+    joined(&store, joins + 1).await;
+    open(gate, &hooks);
     // The early read began before the change: v1 is what it may return.
     assert_eq!(early.await.unwrap().unwrap(), v1.slice(0..10));
     assert_eq!(late.await.unwrap().unwrap(), v2.slice(0..10));
@@ -465,61 +477,43 @@ async fn a_read_begun_after_a_change_never_takes_a_block_fetched_before_it() {
 
 #[tokio::test]
 async fn a_dropped_leader_hands_the_fetch_to_a_waiting_read() {
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("drop");
     let data = bytes(MIB + 3, 15);
-    bare.put(&p, data.clone().into()).await.unwrap();
-    let store = store_on(inner, Arc::new(MemoryCache::new()), Revalidate::Never).await;
+    let (inner, _, hooks, p) = holding("drop", &data).await;
+    let store = fresh(inner, Revalidate::Never).await;
     store.head(&p).await.unwrap();
     let gate = hooks.close_gate();
-    let (s1, p1) = (store.clone(), p.clone());
-    let leader = tokio::spawn(async move { s1.get_range(&p1, 0..5).await });
+    let leader = spawn_range(&store, &p, 0..5);
     hooks.wait_paused(1).await;
-    let (s2, p2) = (store.clone(), p.clone());
-    let waiter = tokio::spawn(async move { s2.get_range(&p2, 1..4).await });
-    while store.stats().joins < 1 {
-        tokio::task::yield_now().await;
-    }
+    let waiter = spawn_range(&store, &p, 1..4);
+    joined(&store, 1).await;
     leader.abort();
     assert!(leader.await.unwrap_err().is_cancelled());
-    drop(gate);
-    hooks.open_gate();
+    open(gate, &hooks);
     assert_eq!(waiter.await.unwrap().unwrap(), data.slice(1..4));
 }
 
 #[tokio::test]
 async fn writes_copies_renames_and_deletes_through_the_store_are_seen_at_once() {
     let (inner, bare, _) = Watched::new();
-    let store = store_on(inner, Arc::new(MemoryCache::new()), Revalidate::Never).await;
+    let store = fresh(inner, Revalidate::Never).await;
     let (a, b) = (Path::from("a"), Path::from("b"));
     let (v1, v2) = (bytes(MIB + 1, 16), bytes(MIB + 2, 17));
     store.put(&a, v1.clone().into()).await.unwrap();
     store.put(&b, v2.clone().into()).await.unwrap();
-    assert_eq!(store.get(&a).await.unwrap().bytes().await.unwrap(), v1);
-    assert_eq!(store.get(&b).await.unwrap().bytes().await.unwrap(), v2);
+    assert_eq!(read_all(&store, &a).await, v1);
+    assert_eq!(read_all(&store, &b).await, v2);
     store.copy(&a, &b).await.unwrap();
-    assert_eq!(store.get(&b).await.unwrap().bytes().await.unwrap(), v1);
+    assert_eq!(read_all(&store, &b).await, v1);
     store.put(&a, v2.clone().into()).await.unwrap();
     store.rename(&a, &b).await.unwrap();
-    assert_eq!(store.get(&b).await.unwrap().bytes().await.unwrap(), v2);
-    assert!(matches!(
-        store.get(&a).await,
-        Err(object_store::Error::NotFound { .. })
-    ));
+    assert_eq!(read_all(&store, &b).await, v2);
+    assert!(not_found(&store.get(&a).await));
     let mut up = store.put_multipart(&b).await.unwrap();
     up.put_part(PutPayload::from(v1.clone())).await.unwrap();
     up.complete().await.unwrap();
-    assert_eq!(store.get(&b).await.unwrap().bytes().await.unwrap(), v1);
-    let deleted: Vec<_> = store
-        .delete_stream(futures::stream::iter([Ok(b.clone())]).boxed())
-        .try_collect()
-        .await
-        .unwrap();
-    assert_eq!(deleted, vec![b.clone()]);
-    assert!(matches!(
-        store.get(&b).await,
-        Err(object_store::Error::NotFound { .. })
-    ));
+    assert_eq!(read_all(&store, &b).await, v1);
+    assert_eq!(delete_by_stream(&store, &b).await, vec![b.clone()]);
+    assert!(not_found(&store.get(&b).await));
     assert_eq!(
         bare.list(None).try_collect::<Vec<_>>().await.unwrap().len(),
         0
@@ -588,9 +582,7 @@ async fn a_write_whose_future_is_dropped_is_still_seen() {
         held: held.clone(),
     });
     let store = Arc::new(
-        CachedStore::builder(inner)
-            .cache(Arc::new(MemoryCache::new()))
-            .block_size(MIB as u64)
+        mib_blocks(inner, Arc::new(MemoryCache::new()))
             .revalidate(Revalidate::Never)
             .build()
             .await
@@ -598,38 +590,25 @@ async fn a_write_whose_future_is_dropped_is_still_seen() {
     );
     let p = Path::from("held");
     bare.put(&p, bytes(100, 1).into()).await.unwrap();
-    assert_eq!(
-        store.get(&p).await.unwrap().bytes().await.unwrap(),
-        bytes(100, 1)
-    );
+    assert_eq!(read_all(&store, &p).await, bytes(100, 1));
     let (s, p2) = (store.clone(), p.clone());
     let put = tokio::spawn(async move { s.put(&p2, bytes(100, 2).into()).await });
     held.notified().await;
     put.abort();
     assert!(put.await.unwrap_err().is_cancelled());
-    assert_eq!(
-        store.get(&p).await.unwrap().bytes().await.unwrap(),
-        bytes(100, 2)
-    );
+    assert_eq!(read_all(&store, &p).await, bytes(100, 2));
 }
 
 #[tokio::test]
 async fn a_stream_dropped_part_way_keeps_whole_blocks_and_strands_no_reader() {
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("partway");
     let data = bytes(4 * MIB, 23);
-    bare.put(&p, data.clone().into()).await.unwrap();
-    let cache = Arc::new(MemoryCache::new());
-    let store = store_on(inner, cache.clone(), Revalidate::Never).await;
+    let (inner, _, hooks, p) = holding("partway", &data).await;
+    let store = fresh(inner, Revalidate::Never).await;
     let mut s = store.get(&p).await.unwrap().into_stream();
     assert_eq!(s.next().await.unwrap().unwrap(), data.slice(..MIB));
     // A read of block 2 joins the fetch the stream leads ...
-    let (s2, p2) = (store.clone(), p.clone());
-    let waiter =
-        tokio::spawn(async move { s2.get_range(&p2, 2 * MIB as u64..2 * MIB as u64 + 3).await });
-    while store.stats().joins < 1 {
-        tokio::task::yield_now().await;
-    }
+    let waiter = spawn_range(&store, &p, 2 * MIB as u64..2 * MIB as u64 + 3);
+    joined(&store, 1).await;
     // ... which is dropped before it gets there: the waiter fetches it.
     drop(s);
     assert_eq!(
@@ -637,7 +616,7 @@ async fn a_stream_dropped_part_way_keeps_whole_blocks_and_strands_no_reader() {
         data.slice(2 * MIB..2 * MIB + 3)
     );
     let gets = hooks.gets.load(SeqCst);
-    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    assert_eq!(read_all(&store, &p).await, data);
     // Blocks 0 and 2 were kept; 1 and 3 (never handed out) are fetched.
     assert_eq!(hooks.gets.load(SeqCst), gets + 2);
     assert_eq!(store.stats().misses, 2 + 2);
@@ -646,14 +625,46 @@ async fn a_stream_dropped_part_way_keeps_whole_blocks_and_strands_no_reader() {
 /// Blocks at most kept at once behind reads (`CachedStore::settle`'s doc).
 const KEEP_AHEAD: usize = 4;
 
-async fn behind_store(spied: Arc<common::Spied>, inner: Arc<Watched>) -> CachedStore {
-    CachedStore::builder(inner)
-        .cache(spied)
-        .block_size(MIB as u64)
-        .revalidate(Revalidate::Never)
-        .build()
-        .await
-        .unwrap()
+/// The parts of a never-revalidating store whose cache holds its writes
+/// of blocks: the inner store's hooks, the object's path, the memory
+/// cache, the cache in front of it (`Spied`, its sets of blocks closed
+/// until `open_sets`) and the store.
+type Behind = (
+    Arc<Hooks>,
+    Path,
+    Arc<MemoryCache>,
+    Arc<Spied>,
+    Arc<CachedStore>,
+);
+
+/// A [`Behind`] whose inner store holds `data` at `name`; its store drops
+/// a write of a block after `keep_timeout`, when given.
+async fn behind(name: &str, data: &Bytes, keep_timeout: Option<Duration>) -> Behind {
+    let (inner, _, hooks, p) = holding(name, data).await;
+    let mem = Arc::new(MemoryCache::new());
+    let spied = Spied::new(mem.clone());
+    let mut builder = mib_blocks(inner, spied.clone()).revalidate(Revalidate::Never);
+    if let Some(timeout) = keep_timeout {
+        builder = builder.keep_timeout(timeout);
+    }
+    let store = Arc::new(builder.build().await.unwrap());
+    spied.close_sets();
+    (hooks, p, mem, spied, store)
+}
+
+/// Spawns a whole read of `p` through `store` and waits until KEEP_AHEAD
+/// of its blocks wait to be kept, then a while longer, time for the read
+/// to go on if it could.
+async fn read_to_the_bound(store: &Arc<CachedStore>, spied: &Spied, p: &Path) -> JoinHandle<Bytes> {
+    let read = tokio::spawn({
+        let (store, p) = (store.clone(), p.clone());
+        async move { read_all(&store, &p).await }
+    });
+    spied.sets_parked(KEEP_AHEAD).await;
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    read
 }
 
 /// A cold read hands its blocks on while the cache's writes of them wait;
@@ -661,16 +672,10 @@ async fn behind_store(spied: Arc<common::Spied>, inner: Arc<Watched>) -> CachedS
 /// once they are kept.
 #[tokio::test]
 async fn a_cold_read_does_not_wait_for_the_cache_to_keep_its_blocks() {
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("behind");
     let data = bytes(3 * MIB, 30);
-    bare.put(&p, data.clone().into()).await.unwrap();
-    let mem = Arc::new(MemoryCache::new());
-    let spied = common::Spied::new(mem.clone());
-    let store = behind_store(spied.clone(), inner).await;
-    spied.close_sets();
+    let (hooks, p, mem, spied, store) = behind("behind", &data, None).await;
     // The whole read completes with the three writes of its blocks parked.
-    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    assert_eq!(read_all(&store, &p).await, data);
     spied.sets_parked(3).await;
     let gets = hooks.gets.load(SeqCst);
     assert_eq!(
@@ -689,7 +694,7 @@ async fn a_cold_read_does_not_wait_for_the_cache_to_keep_its_blocks() {
     // Three blocks and the object's metadata.
     assert_eq!(mem.stats().await.unwrap().entries, 4);
     let gets = hooks.gets.load(SeqCst);
-    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    assert_eq!(read_all(&store, &p).await, data);
     assert_eq!(hooks.gets.load(SeqCst), gets);
 }
 
@@ -697,22 +702,9 @@ async fn a_cold_read_does_not_wait_for_the_cache_to_keep_its_blocks() {
 /// read waits after that, so its memory stays bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocks_waiting_to_be_kept_are_bounded() {
-    let (inner, bare, _hooks) = Watched::new();
-    let p = Path::from("bounded");
     let data = bytes(10 * MIB, 31);
-    bare.put(&p, data.clone().into()).await.unwrap();
-    let mem = Arc::new(MemoryCache::new());
-    let spied = common::Spied::new(mem.clone());
-    let store = Arc::new(behind_store(spied.clone(), inner).await);
-    spied.close_sets();
-    let read = tokio::spawn({
-        let (store, p) = (store.clone(), p.clone());
-        async move { store.get(&p).await.unwrap().bytes().await.unwrap() }
-    });
-    spied.sets_parked(KEEP_AHEAD).await;
-    for _ in 0..100 {
-        tokio::task::yield_now().await;
-    }
+    let (_, p, mem, spied, store) = behind("bounded", &data, None).await;
+    let read = read_to_the_bound(&store, &spied, &p).await;
     assert_eq!(spied.sets_parked.load(SeqCst), KEEP_AHEAD);
     assert!(!read.is_finished(), "the read went on past the bound");
     spied.open_sets();
@@ -726,16 +718,10 @@ async fn blocks_waiting_to_be_kept_are_bounded() {
 /// nothing of the old version is left or served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_blocks_kept_after_a_write_drop_themselves() {
-    let (inner, bare, _hooks) = Watched::new();
-    let p = Path::from("rewritten");
     let old = bytes(2 * MIB, 32);
     let new = bytes(2 * MIB, 33);
-    bare.put(&p, old.clone().into()).await.unwrap();
-    let mem = Arc::new(MemoryCache::new());
-    let spied = common::Spied::new(mem.clone());
-    let store = Arc::new(behind_store(spied.clone(), inner).await);
-    spied.close_sets();
-    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), old);
+    let (_, p, mem, spied, store) = behind("rewritten", &old, None).await;
+    assert_eq!(read_all(&store, &p).await, old);
     spied.sets_parked(2).await;
     // The write completes with the old blocks' sets still parked.
     store.put(&p, new.clone().into()).await.unwrap();
@@ -746,7 +732,7 @@ async fn old_blocks_kept_after_a_write_drop_themselves() {
         0,
         "the old version's blocks and metadata are dropped"
     );
-    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), new);
+    assert_eq!(read_all(&store, &p).await, new);
 }
 
 /// A read dropped while it waits to keep a block (KEEP_AHEAD blocks are
@@ -754,29 +740,16 @@ async fn old_blocks_kept_after_a_write_drop_themselves() {
 /// fetches and keeps it, instead of joining a fetch nobody will land.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_dropped_while_waiting_to_keep_leaves_no_flight_behind() {
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("dropped");
     let data = bytes(6 * MIB, 34);
-    bare.put(&p, data.clone().into()).await.unwrap();
-    let mem = Arc::new(MemoryCache::new());
-    let spied = common::Spied::new(mem.clone());
-    let store = Arc::new(behind_store(spied.clone(), inner).await);
-    spied.close_sets();
-    let read = tokio::spawn({
-        let (store, p) = (store.clone(), p.clone());
-        async move { store.get(&p).await.unwrap().bytes().await.unwrap() }
-    });
+    let (hooks, p, mem, spied, store) = behind("dropped", &data, None).await;
     // Blocks 0-3 wait to be kept; the read waits to keep block 4.
-    spied.sets_parked(KEEP_AHEAD).await;
-    for _ in 0..100 {
-        tokio::task::yield_now().await;
-    }
+    let read = read_to_the_bound(&store, &spied, &p).await;
     read.abort();
     assert!(read.await.unwrap_err().is_cancelled());
     spied.open_sets();
     store.settle().await;
     let gets = hooks.gets.load(SeqCst);
-    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    assert_eq!(read_all(&store, &p).await, data);
     assert!(hooks.gets.load(SeqCst) > gets, "blocks 4 and 5 fetched");
     store.settle().await;
     // Six blocks and the object's metadata: block 4 kept this time.
@@ -790,23 +763,11 @@ async fn a_read_dropped_while_waiting_to_keep_leaves_no_flight_behind() {
 /// timeout passes as soon as nothing else can run.)
 #[tokio::test(start_paused = true)]
 async fn a_cache_that_hangs_while_keeping_blocks_stalls_nothing_past_the_keep_timeout() {
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("hung");
     let data = bytes(6 * MIB, 35);
-    bare.put(&p, data.clone().into()).await.unwrap();
-    let mem = Arc::new(MemoryCache::new());
-    let spied = common::Spied::new(mem.clone());
-    let store = CachedStore::builder(inner)
-        .cache(spied.clone())
-        .block_size(MIB as u64)
-        .revalidate(Revalidate::Never)
-        .keep_timeout(std::time::Duration::from_secs(5))
-        .build()
-        .await
-        .unwrap();
-    spied.close_sets(); // never opened: every block's write hangs
-    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
-    tokio::time::timeout(std::time::Duration::from_secs(3600), store.settle())
+    // The sets of blocks are never opened: every block's write hangs.
+    let (hooks, p, mem, _, store) = behind("hung", &data, Some(Duration::from_secs(5))).await;
+    assert_eq!(read_all(&store, &p).await, data);
+    tokio::time::timeout(Duration::from_secs(3600), store.settle())
         .await
         .expect("settle ends once the writes are dropped");
     assert_eq!(
@@ -816,12 +777,12 @@ async fn a_cache_that_hangs_while_keeping_blocks_stalls_nothing_past_the_keep_ti
     );
     assert_eq!(mem.stats().await.unwrap().entries, 1, "the metadata alone");
     let gets = hooks.gets.load(SeqCst);
-    assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap(), data);
+    assert_eq!(read_all(&store, &p).await, data);
     assert!(hooks.gets.load(SeqCst) > gets, "fetched again");
     assert!(
         CachedStore::builder(Watched::new().0)
             .cache(mem)
-            .keep_timeout(std::time::Duration::ZERO)
+            .keep_timeout(Duration::ZERO)
             .build()
             .await
             .is_err()
@@ -832,11 +793,9 @@ async fn a_cache_that_hangs_while_keeping_blocks_stalls_nothing_past_the_keep_ti
 /// of several ranges over a cold object on one handle share their fetches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_get_ranges_on_one_handle_fetch_each_block_once() {
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("ranges");
     let data = bytes(4 * MIB + 3, 18);
-    bare.put(&p, data.clone().into()).await.unwrap();
-    let store = store_on(inner, Arc::new(MemoryCache::new()), Revalidate::Never).await;
+    let (inner, _, hooks, p) = holding("ranges", &data).await;
+    let store = fresh(inner, Revalidate::Never).await;
     // The object's metadata known, its blocks not.
     store.head(&p).await.unwrap();
     let m = MIB as u64;
@@ -854,11 +813,8 @@ async fn concurrent_get_ranges_on_one_handle_fetch_each_block_once() {
         .collect();
     hooks.wait_paused(1).await;
     // Every call needs block 0: all but its leader join its fetch.
-    while store.stats().joins < 15 {
-        tokio::task::yield_now().await;
-    }
-    drop(gate);
-    hooks.open_gate();
+    joined(&store, 15).await;
+    open(gate, &hooks);
     for t in tasks {
         let (ranges, got) = t.await.unwrap();
         for (r, g) in ranges.iter().zip(&got) {
@@ -877,38 +833,28 @@ async fn concurrent_get_ranges_on_one_handle_fetch_each_block_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rename_or_delete_racing_a_read_never_lets_old_blocks_back() {
     for how in ["rename", "delete_stream"] {
-        let (inner, bare, hooks) = Watched::new();
-        let (a, b) = (Path::from("a"), Path::from("b"));
         let (v1, v2) = (bytes(2 * MIB + 1, 19), bytes(2 * MIB + 1, 20));
-        bare.put(&a, v1.clone().into()).await.unwrap();
-        let store = store_on(inner, Arc::new(MemoryCache::new()), Revalidate::Never).await;
+        let (inner, bare, hooks, a) = holding("a", &v1).await;
+        let b = Path::from("b");
+        let store = fresh(inner, Revalidate::Never).await;
         store.head(&a).await.unwrap();
         hooks.gate_after.store(true, SeqCst);
         let gate = hooks.close_gate();
-        let (s, pa) = (store.clone(), a.clone());
-        let read = tokio::spawn(async move { s.get_range(&pa, 0..2 * MIB as u64).await });
+        let read = spawn_range(&store, &a, 0..2 * MIB as u64);
         hooks.wait_paused(1).await;
         match how {
             "rename" => store.rename(&a, &b).await.unwrap(),
-            _ => {
-                let gone: Vec<_> = store
-                    .delete_stream(futures::stream::iter([Ok(a.clone())]).boxed())
-                    .try_collect()
-                    .await
-                    .unwrap();
-                assert_eq!(gone, vec![a.clone()]);
-            }
+            _ => assert_eq!(delete_by_stream(&store, &a).await, vec![a.clone()]),
         }
         // Another writer puts a new object at the old path.
         bare.put(&a, v2.clone().into()).await.unwrap();
-        drop(gate);
-        hooks.open_gate();
+        open(gate, &hooks);
         if let Ok(got) = read.await.unwrap() {
             assert_eq!(got, v1.slice(..2 * MIB), "{how}: the read began on v1");
         }
         store.settle().await;
         assert_eq!(
-            store.get(&a).await.unwrap().bytes().await.unwrap(),
+            read_all(&store, &a).await,
             v2,
             "{how}: the new object at the path"
         );
@@ -918,7 +864,7 @@ async fn a_rename_or_delete_racing_a_read_never_lets_old_blocks_back() {
             "{how}"
         );
         if how == "rename" {
-            assert_eq!(store.get(&b).await.unwrap().bytes().await.unwrap(), v1);
+            assert_eq!(read_all(&store, &b).await, v1);
         }
     }
 }
