@@ -884,7 +884,7 @@ pub(crate) fn section(base: &FsPath, report: &mut Report) {
         true,
     );
     report.note_last(format!(
-        "{:.1} / {:.1} µs; a range reads the 1 MiB pieces of its {} MiB block that hold it",
+        "{:.1} / {:.1} µs; a range reads the 64 KiB pieces of its {} MiB block that hold it",
         disk.p50,
         kv.p50,
         DEFAULT_BLOCK_SIZE >> 20
