@@ -48,6 +48,24 @@ fn builder(root: &Path) -> DiskCacheBuilder {
     DiskCache::builder().root(root)
 }
 
+/// A cache with default settings on a new temporary root; the root is
+/// removed when the returned directory is dropped.
+async fn fresh() -> (tempfile::TempDir, DiskCache) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = builder(dir.path()).build().await.unwrap();
+    (dir, cache)
+}
+
+/// Sets `key` to `value` with default options; the write must succeed.
+async fn put(cache: &DiskCache, key: &str, value: Value) -> etl_cache_core::EntryMeta {
+    cache.set(key, value, SetOptions::new()).await.unwrap()
+}
+
+/// Sets `key` to `text` with default options; the write must succeed.
+async fn put_text(cache: &DiskCache, key: &str, text: &str) {
+    cache.set_text(key, text, SetOptions::new()).await.unwrap();
+}
+
 fn bytes_value(len: usize, seed: u64) -> Value {
     Value::Bytes(Bytes::from(sample_bytes(len, seed)))
 }
@@ -109,21 +127,11 @@ mod lru {
     /// Reads refresh recency: after `get(a)`, `b` is the least recently used.
     async fn check_lru(cache: &DiskCache, root: &Path, payload: usize) {
         for k in ["a", "b", "c"] {
-            let meta = cache
-                .set(
-                    k,
-                    bytes_value(payload, k.as_bytes()[0].into()),
-                    SetOptions::new(),
-                )
-                .await
-                .unwrap();
+            let meta = put(cache, k, bytes_value(payload, k.as_bytes()[0].into())).await;
             assert_eq!(meta.size, entry_size(k, payload));
         }
         assert!(cache.get("a").await.unwrap().is_some());
-        cache
-            .set("d", bytes_value(payload, 4), SetOptions::new())
-            .await
-            .unwrap();
+        put(cache, "d", bytes_value(payload, 4)).await;
 
         assert_eq!(
             cache.get("b").await.unwrap(),
@@ -191,14 +199,7 @@ mod lru {
             let set = |i: u64| {
                 let cache = cache.clone();
                 async move {
-                    cache
-                        .set(
-                            &format!("key-{i:03}"),
-                            bytes_value(payload, i),
-                            SetOptions::new(),
-                        )
-                        .await
-                        .unwrap();
+                    put(&cache, &format!("key-{i:03}"), bytes_value(payload, i)).await;
                 }
             };
             for i in 0..100u64 {
@@ -252,16 +253,10 @@ mod lru {
         let cache = builder(root).max_entries(3_000).build().await.unwrap();
         let key = |i: u64| format!("bg-{i:05}");
         for i in 0..3_000u64 {
-            cache
-                .set(&key(i), bytes_value(16, i), SetOptions::new())
-                .await
-                .unwrap();
+            put(&cache, &key(i), bytes_value(16, i)).await;
         }
         for i in 3_000..6_000u64 {
-            cache
-                .set(&key(i), bytes_value(16, i), SetOptions::new())
-                .await
-                .unwrap();
+            put(&cache, &key(i), bytes_value(16, i)).await;
             let s = cache.stats().await.unwrap();
             assert_eq!(
                 (s.entries, s.evictions),
@@ -366,10 +361,7 @@ mod too_large {
         // LIMIT bytes fits...
         let fits = LIMIT as usize - header_len("exact") - 4 - TRAILER_LEN;
         assert_eq!(entry_size("exact", fits), LIMIT);
-        let meta = cache
-            .set("exact", bytes_value(fits, 1), SetOptions::new())
-            .await
-            .unwrap();
+        let meta = put(&cache, "exact", bytes_value(fits, 1)).await;
         assert_eq!(meta.size, LIMIT);
         cache.delete("exact").await.unwrap();
         // ...one byte more does not.
@@ -381,10 +373,7 @@ mod too_large {
         );
         assert!(!entry_path(root, "exact").exists());
 
-        cache
-            .set_text("k", "previous", SetOptions::new())
-            .await
-            .unwrap();
+        put_text(&cache, "k", "previous").await;
         let before = cache.stats().await.unwrap();
 
         for opts in [
@@ -410,10 +399,7 @@ mod too_large {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let cache = builder(root).max_bytes(LIMIT).build().await.unwrap();
-        cache
-            .set_text("k", "previous", SetOptions::new())
-            .await
-            .unwrap();
+        put_text(&cache, "k", "previous").await;
         let before = cache.stats().await.unwrap();
 
         for compression in [Compression::NONE, Compression::gzip(), Compression::zstd()] {
@@ -457,12 +443,18 @@ mod too_large {
 mod ttl {
     use super::*;
 
+    /// A cache on `root` whose time is the returned manual clock.
+    async fn clocked(root: &Path) -> (Arc<ManualClock>, DiskCache) {
+        let clock = Arc::new(ManualClock::new());
+        let cache = builder(root).clock(clock.clone()).build().await.unwrap();
+        (clock, cache)
+    }
+
     #[tokio::test]
     async fn expired_entry_reads_as_none_and_its_file_is_removed() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let clock = Arc::new(ManualClock::new());
-        let cache = builder(root).clock(clock.clone()).build().await.unwrap();
+        let (clock, cache) = clocked(root).await;
         let ttl = SetOptions::new().ttl(Duration::from_secs(10));
         cache.set_text("short", "s", ttl).await.unwrap();
         cache
@@ -481,10 +473,7 @@ mod ttl {
             )
             .await
             .unwrap();
-        cache
-            .set_text("forever", "f", SetOptions::new())
-            .await
-            .unwrap();
+        put_text(&cache, "forever", "f").await;
 
         clock.advance(Duration::from_secs(9));
         assert_eq!(cache.get_text("short").await.unwrap().as_deref(), Some("s"));
@@ -514,8 +503,7 @@ mod ttl {
     async fn purge_expired_removes_the_files() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let clock = Arc::new(ManualClock::new());
-        let cache = builder(root).clock(clock.clone()).build().await.unwrap();
+        let (clock, cache) = clocked(root).await;
         for i in 0..20 {
             let opts =
                 SetOptions::new().ttl(Duration::from_secs(if i % 2 == 0 { 60 } else { 7200 }));
@@ -524,10 +512,7 @@ mod ttl {
                 .await
                 .unwrap();
         }
-        cache
-            .set_text("forever", "f", SetOptions::new())
-            .await
-            .unwrap();
+        put_text(&cache, "forever", "f").await;
         assert_eq!(cache.purge_expired().await.unwrap(), 0);
         assert_eq!(entry_files(root).len(), 21);
 
@@ -584,9 +569,8 @@ mod corruption {
 
     #[tokio::test]
     async fn any_flipped_byte_is_reported_and_removed() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, cache) = fresh().await;
         let root = dir.path();
-        let cache = builder(root).build().await.unwrap();
         let key = "reports/2026.xml";
         let hl = header_len(key);
         let text = String::from_utf8(sample_bytes(20_000, 3)).unwrap();
@@ -632,9 +616,8 @@ mod corruption {
 
     #[tokio::test]
     async fn truncated_foreign_and_garbage_files_are_reported_and_removed() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, cache) = fresh().await;
         let root = dir.path();
-        let cache = builder(root).build().await.unwrap();
         let key = "k";
         let value = bytes_value(10_000, 5);
         let full = cache
@@ -643,10 +626,7 @@ mod corruption {
             .unwrap()
             .size;
         for new_len in [full - 1, full - 32, full / 2, 40, 10, 0] {
-            cache
-                .set(key, value.clone(), SetOptions::new())
-                .await
-                .unwrap();
+            put(&cache, key, value.clone()).await;
             let f = OpenOptions::new()
                 .write(true)
                 .open(entry_path(root, key))
@@ -656,22 +636,13 @@ mod corruption {
             assert_get_corrupt(&cache, root, key, &format!("truncated to {new_len}")).await;
         }
         for garbage in [Rng(9).bytes(5000), b"ETLC".repeat(100), vec![0; 200]] {
-            cache
-                .set(key, value.clone(), SetOptions::new())
-                .await
-                .unwrap();
+            put(&cache, key, value.clone()).await;
             fs::write(entry_path(root, key), garbage).unwrap();
             assert_get_corrupt(&cache, root, key, "garbage").await;
         }
         // A valid entry of another key in this key's place is not this key's value.
-        cache
-            .set(key, value.clone(), SetOptions::new())
-            .await
-            .unwrap();
-        cache
-            .set_text("other", "not k's value", SetOptions::new())
-            .await
-            .unwrap();
+        put(&cache, key, value.clone()).await;
+        put_text(&cache, "other", "not k's value").await;
         fs::copy(entry_path(root, "other"), entry_path(root, key)).unwrap();
         assert_get_corrupt(&cache, root, key, "another key's entry").await;
         assert_eq!(
@@ -688,14 +659,10 @@ mod corruption {
 
     #[tokio::test]
     async fn head_and_get_stream_report_a_corrupt_header() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, cache) = fresh().await;
         let root = dir.path();
-        let cache = builder(root).build().await.unwrap();
         for at in [0, 10, 24, 28] {
-            cache
-                .set("k", bytes_value(1000, 1), SetOptions::new())
-                .await
-                .unwrap();
+            put(&cache, "k", bytes_value(1000, 1)).await;
             flip(&entry_path(root, "k"), at);
             match cache.head("k").await {
                 Err(Error::Corrupt { key, .. }) => assert_eq!(key, "k"),
@@ -704,10 +671,7 @@ mod corruption {
             assert!(!entry_path(root, "k").exists());
             assert_eq!(cache.head("k").await.unwrap(), None);
 
-            cache
-                .set("k", bytes_value(1000, 1), SetOptions::new())
-                .await
-                .unwrap();
+            put(&cache, "k", bytes_value(1000, 1)).await;
             flip(&entry_path(root, "k"), at);
             match cache.get_stream("k", 100).await {
                 Err(Error::Corrupt { key, .. }) => assert_eq!(key, "k"),
@@ -721,9 +685,8 @@ mod corruption {
     /// end with an InvalidData error, not a clean end, and remove the entry.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn get_stream_of_a_corrupt_large_entry_ends_with_invalid_data() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, cache) = fresh().await;
         let root = dir.path();
-        let cache = builder(root).build().await.unwrap();
         let data = Bytes::from(sample_bytes(5 << 20, 77));
         let key = "big";
         let hl = header_len(key);
@@ -787,10 +750,7 @@ mod corruption {
             .build()
             .await
             .unwrap();
-        cache
-            .set_text("k", "previous", SetOptions::new())
-            .await
-            .unwrap();
+        put_text(&cache, "k", "previous").await;
         let mut w = cache.writer("k", SetOptions::new());
         let err = w.write_all(&sample_bytes(8 << 20, 3)).await.unwrap_err();
         let cause = err.get_ref().and_then(|e| e.downcast_ref::<Error>());
@@ -815,9 +775,8 @@ mod corruption {
         use etl_cache_core::CacheIoExt;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, cache) = fresh().await;
         let root = dir.path();
-        let cache = builder(root).build().await.unwrap();
         let mib = 1usize << 20;
         // Bytes no codec shrinks, so every codec stores at least 4 blocks.
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
@@ -925,9 +884,8 @@ mod streams {
     #[cfg(target_os = "linux")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dropped_stream_closes_the_entry_file() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, cache) = fresh().await;
         let root = dir.path();
-        let cache = builder(root).build().await.unwrap();
         let data = Bytes::from(sample_bytes(12 << 20, 9));
         let open_fds = |path: &Path| {
             fs::read_dir("/proc/self/fd")
@@ -969,14 +927,10 @@ mod failing_stream {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn failing_stream_keeps_the_previous_value_and_leaves_no_temp_file() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, cache) = fresh().await;
         let root = dir.path();
-        let cache = builder(root).build().await.unwrap();
         let previous = bytes_value(3000, 1);
-        cache
-            .set("k", previous.clone(), SetOptions::new())
-            .await
-            .unwrap();
+        put(&cache, "k", previous.clone()).await;
         let before = cache.stats().await.unwrap();
         for compression in [Compression::NONE, Compression::gzip(), Compression::zstd()] {
             for good_chunks in [0usize, 1, 40] {
@@ -1076,10 +1030,7 @@ mod open {
             "the child runs with umask 000"
         );
         let cache = DiskCache::open(&root).await.unwrap();
-        cache
-            .set_text("text", "t", SetOptions::new())
-            .await
-            .unwrap();
+        put_text(&cache, "text", "t").await;
         cache
             .set_stream(
                 "stream",
@@ -1152,7 +1103,7 @@ mod locks {
         let timeout = Duration::from_millis(300);
         let cache = builder(root).lock_timeout(timeout).build().await.unwrap();
         let key = "extract/orders";
-        cache.set_text(key, "v1", SetOptions::new()).await.unwrap();
+        put_text(&cache, key, "v1").await;
         let path = lock_path(root, key);
         assert!(!path.exists(), "lock files exist only while held");
 
@@ -1192,7 +1143,7 @@ mod locks {
 
         held.unlock().unwrap();
         drop(held);
-        cache.set_text(key, "v2", SetOptions::new()).await.unwrap();
+        put_text(&cache, key, "v2").await;
         assert_eq!(cache.get_text(key).await.unwrap().as_deref(), Some("v2"));
         assert!(!path.exists(), "no lock file after a successful set");
         assert_no_lock_files(root);
@@ -1285,9 +1236,8 @@ mod usage {
 
     #[tokio::test]
     async fn stats_are_recounted_from_the_directory_after_reopen() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, cache) = fresh().await;
         let root = dir.path();
-        let cache = builder(root).build().await.unwrap();
         for i in 0..25u64 {
             let opts = SetOptions::new().compression(if i % 3 == 0 {
                 Compression::zstd()
@@ -1355,10 +1305,7 @@ mod drift {
         let root = dir.path();
         let cache = builder(root).max_entries(10).build().await.unwrap();
         for i in 0..5u64 {
-            cache
-                .set(&format!("k{i}"), bytes_value(1000, i), SetOptions::new())
-                .await
-                .unwrap();
+            put(&cache, &format!("k{i}"), bytes_value(1000, i)).await;
         }
         assert_eq!(read_usage(root), disk_usage(root));
         // What a writer killed between reserving and publishing leaves behind,
@@ -1371,10 +1318,7 @@ mod drift {
         .concat();
         fs::write(usage_file(root), phantom).unwrap();
 
-        let meta = cache
-            .set("new", bytes_value(1000, 99), SetOptions::new())
-            .await
-            .unwrap();
+        let meta = put(&cache, "new", bytes_value(1000, 99)).await;
         assert!(
             cache.get("new").await.unwrap().is_some(),
             "the new entry stays"
@@ -1389,10 +1333,7 @@ mod drift {
             [100u64.to_le_bytes(), 20_000_000u64.to_le_bytes()].concat(),
         )
         .unwrap();
-        cache
-            .set("new", bytes_value(3000, 98), SetOptions::new())
-            .await
-            .unwrap();
+        put(&cache, "new", bytes_value(3000, 98)).await;
         assert_eq!(read_usage(root), disk_usage(root), "repaired exactly");
         assert_eq!(cache.get("new").await.unwrap(), Some(bytes_value(3000, 98)));
     }
@@ -1465,10 +1406,7 @@ mod raw_reads {
             .await
             .unwrap();
         let value = Bytes::from(sample_bytes(300_000, 7));
-        cache
-            .set("big", Value::Bytes(value.clone()), SetOptions::new())
-            .await
-            .unwrap();
+        put(&cache, "big", Value::Bytes(value.clone())).await;
         let waker = futures::task::noop_waker();
         for polls in 0..20 {
             let mut fut = Box::pin(cache.get_raw("big"));

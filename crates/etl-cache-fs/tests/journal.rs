@@ -14,14 +14,25 @@ use bytes::Bytes;
 use etl_cache_core::{
     Cache, Error, EvictionLimit, ManualClock, Removal, RemovalCause, SetOptions, Value,
 };
-use etl_cache_fs::DiskCache;
+use etl_cache_fs::{DiskCache, DiskCacheBuilder};
 
 fn bytes(n: usize, seed: u8) -> Value {
     Value::Bytes(Bytes::from(vec![seed; n]))
 }
 
 async fn open(root: &std::path::Path) -> DiskCache {
-    DiskCache::builder().root(root).build().await.unwrap()
+    open_with(root, |b| b).await
+}
+
+/// Opens a cache on `root` with the settings `configure` adds to the builder.
+async fn open_with(
+    root: &std::path::Path,
+    configure: impl FnOnce(DiskCacheBuilder) -> DiskCacheBuilder,
+) -> DiskCache {
+    configure(DiskCache::builder().root(root))
+        .build()
+        .await
+        .unwrap()
 }
 
 async fn removal(cache: &DiskCache, key: &str) -> Option<Removal> {
@@ -40,12 +51,7 @@ fn within(r: &Removal, from: SystemTime, to: SystemTime) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evictions_are_recorded_with_their_limit_and_read_from_another_handle() {
     let dir = tempfile::tempdir().unwrap();
-    let by_count = DiskCache::builder()
-        .root(dir.path())
-        .max_entries(2)
-        .build()
-        .await
-        .unwrap();
+    let by_count = open_with(dir.path(), |b| b.max_entries(2)).await;
     let other = open(dir.path()).await;
     let from = SystemTime::now();
     for (i, key) in ["a", "b", "c"].iter().enumerate() {
@@ -72,12 +78,7 @@ async fn evictions_are_recorded_with_their_limit_and_read_from_another_handle() 
     drop(by_count);
 
     let dir = tempfile::tempdir().unwrap();
-    let by_bytes = DiskCache::builder()
-        .root(dir.path())
-        .max_bytes(150_000)
-        .build()
-        .await
-        .unwrap();
+    let by_bytes = open_with(dir.path(), |b| b.max_bytes(150_000)).await;
     by_bytes
         .set("big/1", bytes(100_000, 1), SetOptions::new())
         .await
@@ -102,12 +103,7 @@ async fn evictions_are_recorded_with_their_limit_and_read_from_another_handle() 
 async fn expiries_deletes_clears_and_corrupt_entries_are_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new());
-    let cache = DiskCache::builder()
-        .root(dir.path())
-        .clock(clock.clone())
-        .build()
-        .await
-        .unwrap();
+    let cache = open_with(dir.path(), |b| b.clock(clock.clone())).await;
     let ttl = SetOptions::new().ttl_seconds(10);
     cache.set("read late", bytes(10, 1), ttl).await.unwrap();
     cache.set("purged", bytes(10, 2), ttl).await.unwrap();
@@ -208,17 +204,9 @@ async fn removals_racing_on_one_handle_and_on_two_are_all_recorded() {
 
     // Evictions by two capped handles writing at once.
     let dir = tempfile::tempdir().unwrap();
-    let capped = |root: std::path::PathBuf| async move {
-        DiskCache::builder()
-            .root(root)
-            .max_entries(8)
-            .build()
-            .await
-            .unwrap()
-    };
     let (a, b) = (
-        capped(dir.path().into()).await,
-        capped(dir.path().into()).await,
+        open_with(dir.path(), |b| b.max_entries(8)).await,
+        open_with(dir.path(), |b| b.max_entries(8)).await,
     );
     let mut tasks = Vec::new();
     for i in 0..48 {

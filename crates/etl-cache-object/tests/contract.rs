@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use etl_cache_core::ManualClock;
 use etl_cache_core::testing::Harness;
-use etl_cache_object::ObjectCache;
+use etl_cache_object::{ObjectCache, ObjectCacheBuilder};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 
@@ -24,22 +24,28 @@ fn second(cache: &ObjectCache, clock: &Arc<ManualClock>) -> Arc<ObjectCache> {
     )
 }
 
+/// The suite's harness on the cache `builder` makes with `clock`, with a
+/// second handle on its entries and `keep` held alive as long as the harness.
+fn harness(
+    builder: ObjectCacheBuilder,
+    clock: Arc<ManualClock>,
+    keep: impl std::any::Any + Send + Sync,
+) -> Harness {
+    let cache = builder.clock(clock.clone()).build().unwrap();
+    let second = second(&cache, &clock);
+    Harness::new(Arc::new(cache), clock, keep)
+        .keeps_expired_until_purge()
+        .with_second_handle(second)
+}
+
 mod memory {
     use super::*;
 
     async fn make(clock: Arc<ManualClock>) -> Harness {
-        let cache = ObjectCache::builder()
+        let builder = ObjectCache::builder()
             .store(Arc::new(InMemory::new()))
-            .prefix("etl/cache")
-            .clock(clock.clone())
-            .build()
-            .unwrap();
-        {
-            let second = second(&cache, &clock);
-            Harness::new(Arc::new(cache), clock, ())
-                .keeps_expired_until_purge()
-                .with_second_handle(second)
-        }
+            .prefix("etl/cache");
+        harness(builder, clock, ())
     }
 
     etl_cache_core::contract_tests!(make);
@@ -49,19 +55,11 @@ mod memory_multipart {
     use super::*;
 
     async fn make(clock: Arc<ManualClock>) -> Harness {
-        let cache = ObjectCache::builder()
+        let builder = ObjectCache::builder()
             .store(Arc::new(InMemory::new()))
-            .clock(clock.clone())
             .part_size(64 * 1024)
-            .max_concurrency(3)
-            .build()
-            .unwrap();
-        {
-            let second = second(&cache, &clock);
-            Harness::new(Arc::new(cache), clock, ())
-                .keeps_expired_until_purge()
-                .with_second_handle(second)
-        }
+            .max_concurrency(3);
+        harness(builder, clock, ())
     }
 
     etl_cache_core::contract_tests!(make);
@@ -73,19 +71,11 @@ mod local {
     async fn make(clock: Arc<ManualClock>) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
-        let cache = ObjectCache::builder()
+        let builder = ObjectCache::builder()
             .store(Arc::new(store))
             .prefix("cache")
-            .clock(clock.clone())
-            .part_size(64 * 1024)
-            .build()
-            .unwrap();
-        {
-            let second = second(&cache, &clock);
-            Harness::new(Arc::new(cache), clock, dir)
-                .keeps_expired_until_purge()
-                .with_second_handle(second)
-        }
+            .part_size(64 * 1024);
+        harness(builder, clock, dir)
     }
 
     etl_cache_core::contract_tests!(make);
@@ -96,17 +86,8 @@ mod local_dir {
 
     async fn make(clock: Arc<ManualClock>) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let cache = ObjectCache::builder()
-            .local_dir(dir.path().join("cache"))
-            .clock(clock.clone())
-            .build()
-            .unwrap();
-        {
-            let second = second(&cache, &clock);
-            Harness::new(Arc::new(cache), clock, dir)
-                .keeps_expired_until_purge()
-                .with_second_handle(second)
-        }
+        let builder = ObjectCache::builder().local_dir(dir.path().join("cache"));
+        harness(builder, clock, dir)
     }
 
     etl_cache_core::contract_tests!(make);

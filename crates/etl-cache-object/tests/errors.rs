@@ -41,30 +41,36 @@ fn expect(e: &Error, kind: ObjectErrorKind, store: &str, bucket: &str, key: &str
     assert!(shown.contains(store), "{shown}");
 }
 
+/// Checks both a read and a write of `key` fail with the error `expect` wants.
+async fn expect_read_and_write(
+    cache: &ObjectCache,
+    kind: ObjectErrorKind,
+    store: &str,
+    bucket: &str,
+    key: &str,
+) {
+    let e = cache.get(key).await.unwrap_err();
+    expect(&e, kind, store, bucket, key);
+    let e = cache
+        .set_text(key, "x", SetOptions::new())
+        .await
+        .unwrap_err();
+    expect(&e, kind, store, bucket, key);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_bucket_is_named_not_a_miss() {
     let Some(moto) = common::moto() else { return };
     let cache =
         ObjectCache::from_url_opts("s3://no-such-bucket/etl", common::s3_options(&moto)).unwrap();
-    let e = cache.get("reports/2026").await.unwrap_err();
-    expect(
-        &e,
+    expect_read_and_write(
+        &cache,
         ObjectErrorKind::BucketNotFound,
         "s3",
         "no-such-bucket",
         "reports/2026",
-    );
-    let e = cache
-        .set_text("reports/2026", "x", SetOptions::new())
-        .await
-        .unwrap_err();
-    expect(
-        &e,
-        ObjectErrorKind::BucketNotFound,
-        "s3",
-        "no-such-bucket",
-        "reports/2026",
-    );
+    )
+    .await;
     let e = cache.keys(None).await.unwrap_err();
     expect(
         &e,
@@ -110,25 +116,14 @@ async fn bad_credentials_are_named() {
     let mut opts = common::azure_options(&azurite);
     opts[1].1 = "d3JvbmcgYWNjb3VudCBrZXk=".into(); // a valid base64 key, the wrong one
     let cache = ObjectCache::from_url_opts(&format!("az://{container}/etl"), opts).unwrap();
-    let e = cache.get("payload_123").await.unwrap_err();
-    expect(
-        &e,
+    expect_read_and_write(
+        &cache,
         ObjectErrorKind::Unauthenticated,
         "azure",
         &container,
         "payload_123",
-    );
-    let e = cache
-        .set_text("payload_123", "x", SetOptions::new())
-        .await
-        .unwrap_err();
-    expect(
-        &e,
-        ObjectErrorKind::Unauthenticated,
-        "azure",
-        &container,
-        "payload_123",
-    );
+    )
+    .await;
 
     let Some(moto) = common::moto_with_auth() else {
         return;

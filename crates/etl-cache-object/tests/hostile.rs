@@ -173,6 +173,18 @@ impl Local {
         self.store_root.join(p.as_ref())
     }
 
+    /// Writes `text` at `key`, then removes its entry file so something
+    /// else can be put in its place; returns the file's path.
+    async fn vacated_entry(&self, key: &str, text: &str) -> PathBuf {
+        self.cache
+            .set(key, text.into(), SetOptions::new())
+            .await
+            .expect("set");
+        let file = self.file(key);
+        std::fs::remove_file(&file).expect("rm");
+        file
+    }
+
     /// The file of `key`'s lease.
     fn lease_file(&self, key: &str) -> PathBuf {
         let hash: String = sha2::Sha256::digest(key.as_bytes())
@@ -211,11 +223,7 @@ fn a_link_at_an_entry_is_not_read_through() {
             let key = "planted";
             let target = l.entry_elsewhere(key, "outside bytes").await;
             let c = &l.cache;
-            c.set(key, "mine".into(), SetOptions::new())
-                .await
-                .expect("set");
-            let file = l.file(key);
-            std::fs::remove_file(&file).expect("rm");
+            let file = l.vacated_entry(key, "mine").await;
             symlink(&target, &file);
             let before = snapshot(&l.outside());
 
@@ -318,11 +326,7 @@ fn a_fifo_at_an_entry_neither_blocks_nor_is_removed() {
         for (what, l) in Local::both() {
             let c = &l.cache;
             let key = "piped";
-            c.set(key, "v".into(), SetOptions::new())
-                .await
-                .expect("set");
-            let file = l.file(key);
-            std::fs::remove_file(&file).expect("rm");
+            let file = l.vacated_entry(key, "v").await;
             mkfifo(&file);
             let text = not_an_entry(c.get(key).await, key, what);
             assert!(text.contains("FIFO"), "{what}: {text}");
@@ -370,11 +374,7 @@ fn a_directory_at_an_entry_is_not_an_entry() {
         for (what, l) in Local::both() {
             let c = &l.cache;
             let key = "dir";
-            c.set(key, "v".into(), SetOptions::new())
-                .await
-                .expect("set");
-            let file = l.file(key);
-            std::fs::remove_file(&file).expect("rm");
+            let file = l.vacated_entry(key, "v").await;
             std::fs::create_dir(&file).expect("mkdir");
             std::fs::write(file.join("x%"), b"inside").expect("write");
             symlink(&l.outside(), &file.join("out"));

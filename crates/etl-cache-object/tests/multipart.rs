@@ -160,19 +160,21 @@ fn chunks(data: &[u8]) -> etl_cache_core::ByteStream {
     futures::stream::iter(parts).boxed()
 }
 
+/// Writes `data` to the key "big" as a stream, on a task of its own.
+fn spawn_big_write(
+    cache: &ObjectCache,
+    data: &[u8],
+) -> tokio::task::JoinHandle<etl_cache_core::Result<etl_cache_core::EntryMeta>> {
+    let (cache, stream) = (cache.clone(), chunks(data));
+    tokio::spawn(async move { cache.set_stream("big", stream, SetOptions::new()).await })
+}
+
 #[tokio::test]
 async fn never_more_parts_in_flight_than_max_concurrency() {
     let store = Gated::new();
     let cache = cache(&store);
     let data = sample_bytes(10 * PART + 12_345, 7); // 11 parts
-    let write = {
-        let (cache, data) = (cache.clone(), data.clone());
-        tokio::spawn(async move {
-            cache
-                .set_stream("big", chunks(&data), SetOptions::new())
-                .await
-        })
-    };
+    let write = spawn_big_write(&cache, &data);
     store.started(MAX_IN_FLIGHT).await;
     // The writer has as many parts in flight as it may; it makes no more
     // until one lands, however long it is given.
@@ -204,14 +206,7 @@ async fn a_write_dropped_mid_upload_aborts_it_and_publishes_nothing() {
         .await
         .unwrap();
     let data = sample_bytes(6 * PART, 8);
-    let write = {
-        let (cache, data) = (cache.clone(), data.clone());
-        tokio::spawn(async move {
-            cache
-                .set_stream("big", chunks(&data), SetOptions::new())
-                .await
-        })
-    };
+    let write = spawn_big_write(&cache, &data);
     store.started(2).await;
     store.permits.add_permits(1); // one part lands, the others wait
     store.started(MAX_IN_FLIGHT + 1).await;

@@ -159,25 +159,29 @@ impl Drop for Server {
     }
 }
 
+/// Starts a moto server with the extra environment `env`, or `None` when
+/// moto is not installed.
+fn start_moto(env: &[(&str, &str)]) -> Option<Arc<Server>> {
+    let program = find(
+        "ETL_CACHE_MOTO_SERVER",
+        "venv/bin/moto_server",
+        "moto_server",
+    )?;
+    Some(Arc::new(Server::start("moto", &program, env, |port, _| {
+        vec![
+            "-H".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ]
+    })))
+}
+
 /// The shared moto server of this test binary (started on first use).
 pub fn moto() -> Option<Arc<Server>> {
     static SERVER: OnceLock<Option<Arc<Server>>> = OnceLock::new();
     SERVER
-        .get_or_init(|| {
-            let program = find(
-                "ETL_CACHE_MOTO_SERVER",
-                "venv/bin/moto_server",
-                "moto_server",
-            )?;
-            Some(Arc::new(Server::start("moto", &program, &[], |port, _| {
-                vec![
-                    "-H".into(),
-                    "127.0.0.1".into(),
-                    "-p".into(),
-                    port.to_string(),
-                ]
-            })))
-        })
+        .get_or_init(|| start_moto(&[]))
         .clone()
         .or_else(|| missing("moto_server (PyPI moto[server])"))
 }
@@ -187,27 +191,7 @@ pub fn moto() -> Option<Arc<Server>> {
 pub fn moto_with_auth() -> Option<Arc<Server>> {
     static SERVER: OnceLock<Option<Arc<Server>>> = OnceLock::new();
     SERVER
-        .get_or_init(|| {
-            let program = find(
-                "ETL_CACHE_MOTO_SERVER",
-                "venv/bin/moto_server",
-                "moto_server",
-            )?;
-            let env = [("INITIAL_NO_AUTH_ACTION_COUNT", "0")];
-            Some(Arc::new(Server::start(
-                "moto",
-                &program,
-                &env,
-                |port, _| {
-                    vec![
-                        "-H".into(),
-                        "127.0.0.1".into(),
-                        "-p".into(),
-                        port.to_string(),
-                    ]
-                },
-            )))
-        })
+        .get_or_init(|| start_moto(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]))
         .clone()
         .or_else(|| missing("moto_server (PyPI moto[server])"))
 }
