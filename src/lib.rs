@@ -42,8 +42,8 @@ pub use etl_cache_core::{
     BlockSize, BoxError, ByteStream, Cache, CacheExt, CacheIoExt, CacheReader, CacheWriter, Clock,
     Codec, Compression, DEFAULT_CHUNK_SIZE, DynCache, EntryMeta, Error, EvictionLimit, GetStream,
     HandleId, InitFuture, Kind, MAX_JSON_DEPTH, MAX_JSON_READ_DEPTH, MAX_KEY_LEN, MAX_TTL,
-    ManualClock, MemoryCache, Removal, RemovalCause, Result, SetOptions, Stats, SystemClock, Value,
-    WRITE_CHUNK_SIZE, stream_read_error, validate_key,
+    MIN_CHECK_BLOCK, ManualClock, MemoryCache, Removal, RemovalCause, Result, SetOptions, Stats,
+    SystemClock, Value, WRITE_CHUNK_SIZE, stream_read_error, validate_key,
 };
 
 pub use crate::open::{Location, open};

@@ -56,7 +56,7 @@ pub use crate::io::{CacheIoExt, CacheReader, CacheWriter, WRITE_CHUNK_SIZE};
 pub use crate::key::{MAX_KEY_LEN, validate_key};
 pub use crate::memory::MemoryCache;
 pub use crate::meta::EntryMeta;
-pub use crate::options::{Codec, Compression, MAX_TTL, SetOptions};
+pub use crate::options::{Codec, Compression, MAX_TTL, MIN_CHECK_BLOCK, SetOptions};
 pub use crate::removal::{EvictionLimit, Removal, RemovalCause};
 pub use crate::stats::Stats;
 pub use crate::value::{Kind, MAX_JSON_DEPTH, MAX_JSON_READ_DEPTH, Value};

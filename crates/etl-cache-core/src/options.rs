@@ -308,10 +308,14 @@ impl SetOptions {
     /// hold the part, so smaller blocks make small ranges of large entries
     /// cheaper: a random 64 KiB range of an 8 MiB entry in a `DiskCache`
     /// read in 1.2–1.3x the time of a whole 64 KiB entry with 64 KiB
-    /// blocks, 2.8x with 1 MiB blocks. Each block costs 4 bytes on disk.
-    /// Readers take the size from each entry, so entries of any block size
-    /// live side by side. Backends that do not store checked blocks
-    /// (`MemoryCache`) ignore it.
+    /// blocks, 2.8x with 1 MiB blocks. Each block costs 4 bytes and a
+    /// checksum; sizes below [`MIN_CHECK_BLOCK`] (4 KiB) are refused by the
+    /// write ([`Error::InvalidInput`]). Readers take the size from each
+    /// entry, so entries of any block size live side by side. `ObjectCache`
+    /// stores the blocks too, but reads an entry whole for a range, so it
+    /// gains nothing from smaller ones; `MemoryCache` ignores the option;
+    /// `TieredCache` passes it to its tiers (a copy promoted by a read gets
+    /// the default).
     ///
     /// ```
     /// use etl_cache_core::{BlockSize, SetOptions};
@@ -340,6 +344,7 @@ impl SetOptions {
     /// back, or as [`crate::Value::check`].
     pub fn value_kind(&self, key: &str, value: &crate::Value) -> Result<Kind> {
         value.check(key)?;
+        self.check_block_ok(key)?;
         match (value, self.kind) {
             (v, None) => Ok(v.kind()),
             (crate::Value::Bytes(b), Some(Kind::Json)) => {
@@ -375,6 +380,7 @@ impl SetOptions {
     /// it is stored, which a stream allows only once it has been written:
     /// collect the bytes and `set` them).
     pub fn stream_kind(&self, key: &str) -> Result<Kind> {
+        self.check_block_ok(key)?;
         match self.kind {
             None => Ok(Kind::Bytes),
             Some(Kind::Json) => Err(Error::InvalidInput {
@@ -454,6 +460,9 @@ impl SetOptions {
         if let Some(k @ Kind::Text) = self.kind {
             return Err(not_a_byte_kind(k));
         }
+        if let Some(message) = self.small_check_block() {
+            return Err(Error::InvalidInput { message });
+        }
         self.expires_at(SystemTime::now()).map(|_| ())
     }
 
@@ -471,6 +480,36 @@ impl SetOptions {
         })
     }
 }
+
+impl SetOptions {
+    /// Why [`SetOptions::check_block`] is refused, if it is.
+    fn small_check_block(&self) -> Option<String> {
+        self.check_block
+            .filter(|b| b.get() < MIN_CHECK_BLOCK)
+            .map(|b| {
+                format!(
+                    "check_block of {b} is below the smallest taken, {} KiB (each block \
+                     costs a read and a checksum of its own)",
+                    MIN_CHECK_BLOCK >> 10
+                )
+            })
+    }
+
+    /// [`SetOptions::small_check_block`] as an error naming `key`.
+    fn check_block_ok(&self, key: &str) -> Result<()> {
+        match self.small_check_block() {
+            Some(why) => Err(Error::InvalidInput {
+                message: format!("key {:?}: {why}", Error::display_key(key)),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The smallest [`SetOptions::check_block`] a write takes: 4 KiB. (The
+/// format allows blocks down to 16 bytes, which would cost a read, a
+/// checksum and a buffer per 16 bytes.)
+pub const MIN_CHECK_BLOCK: u64 = 4 << 10;
 
 /// `kind` for a byte payload: bytes and arrow are taken.
 fn byte_kind(key: &str, kind: Kind) -> Result<Kind> {

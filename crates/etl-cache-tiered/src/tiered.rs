@@ -179,6 +179,7 @@ impl Cache for TieredCache {
                 meta: &meta,
                 value: &value,
                 compression: opts.compression,
+                check_block: opts.check_block,
             };
             inner.end_write(guard, Some(fill)).await;
             Ok(meta)
@@ -545,6 +546,7 @@ impl Cache for TieredCache {
                     } else {
                         compression_of(meta.codec)
                     },
+                    check_block: opts.check_block,
                 });
                 inner.end_write(guard, fill).await;
                 Ok(value)

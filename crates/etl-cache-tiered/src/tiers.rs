@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicU64;
 use bytes::Bytes;
 use etl_cache_core::backend::{Counters, SingleFlight};
 use etl_cache_core::{
-    Cache, Clock, Codec, Compression, EntryMeta, Error, Kind, Result, SetOptions, Value,
+    BlockSize, Cache, Clock, Codec, Compression, EntryMeta, Error, Kind, Result, SetOptions, Value,
 };
 
 use crate::epochs::{Epochs, State, Ticket};
@@ -53,6 +53,9 @@ pub(crate) struct Fill<'a> {
     pub(crate) meta: &'a EntryMeta,
     pub(crate) value: &'a Value,
     pub(crate) compression: Compression,
+    /// The checked blocks the write asked for ([`SetOptions::check_block`]),
+    /// kept by the copies in the tiers above.
+    pub(crate) check_block: Option<BlockSize>,
 }
 
 /// A write of one key between its start and its end. Dropped before
@@ -242,8 +245,10 @@ impl Inner {
                 self.memory_invalidate(&self.epochs.state(), ticket.key());
                 return;
             }
-            let compression = compression_of(meta.codec);
-            self.fill_upper(ticket.key(), meta, value, compression, found)
+            // The entry's metadata does not tell its checked blocks: a
+            // promoted copy gets the default ones.
+            let copy = SetOptions::new().compression(compression_of(meta.codec));
+            self.fill_upper(ticket.key(), meta, value, copy, found)
                 .await;
             Some((clear, key))
         } else {
@@ -259,25 +264,26 @@ impl Inner {
     }
 
     /// Copies `value` (whose entry in a lower tier is `meta`) into the tiers
-    /// above `below`, slowest first, with the time the entry has left and
-    /// its expiry as the latest instant the copies may live: time that
-    /// passes before a tier writes its copy does not extend it. Best
-    /// effort: a tier that refuses the value (too large for it, an I/O
-    /// error) is left without the key, and reads fall through to the tiers
-    /// below. Call with the key's lock held.
+    /// above `below`, slowest first, stored as `copy` says (compression,
+    /// checked blocks), with the time the entry has left and its expiry as
+    /// the latest instant the copies may live: time that passes before a
+    /// tier writes its copy does not extend it. Best effort: a tier that
+    /// refuses the value (too large for it, an I/O error) is left without
+    /// the key, and reads fall through to the tiers below. Call with the
+    /// key's lock held.
     pub(crate) async fn fill_upper(
         &self,
         key: &str,
         meta: &EntryMeta,
         value: &Value,
-        compression: Compression,
+        copy: SetOptions,
         below: usize,
     ) {
         let now = self.clock.now();
         if meta.is_expired(now) {
             return;
         }
-        let mut opts = SetOptions::new().compression(compression);
+        let mut opts = copy;
         if value.kind() != meta.kind {
             // A byte payload stored as another kind (Arrow): the copy
             // keeps the entry's kind.
@@ -370,7 +376,11 @@ impl Inner {
                     }
                 }
             } else if let Some(f) = &fill {
-                self.fill_upper(&key, f.meta, f.value, f.compression, upper.len())
+                let mut copy = SetOptions::new().compression(f.compression);
+                if let Some(size) = f.check_block {
+                    copy = copy.check_block(size);
+                }
+                self.fill_upper(&key, f.meta, f.value, copy, upper.len())
                     .await;
             }
             Some((clear, lock))

@@ -305,3 +305,47 @@ async fn a_json_entry_stored_as_text_is_promoted_as_that_text() {
     assert_eq!(disk_meta.kind, Kind::Json);
     assert_eq!(&disk_raw[..], text.as_bytes());
 }
+
+#[tokio::test]
+async fn copies_in_the_tiers_above_keep_the_checked_blocks_a_write_asks_for() {
+    // Two DiskCaches: the copy a set or a computed value leaves in the
+    // upper one is cut in the same checked blocks as the entry below, as
+    // its size on disk shows (a crc per block: 16 for 1 MiB in 64 KiB
+    // pieces, 1 with the default 1 MiB; the keys are of one length, so
+    // their headers are too).
+    let (up, low) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let upper: Arc<dyn Cache> = Arc::new(DiskCache::open(up.path()).await.unwrap());
+    let lower: Arc<dyn Cache> = Arc::new(DiskCache::open(low.path()).await.unwrap());
+    let cache = TieredCache::builder()
+        .tier(upper.clone())
+        .tier(lower.clone())
+        .build()
+        .unwrap();
+    let payload = Value::Bytes(Bytes::from(vec![7u8; 1 << 20]));
+    let small = SetOptions::new().check_block(etl_cache_core::BlockSize::new(64 << 10).unwrap());
+    let sizes = |key: &'static str| {
+        let (upper, lower) = (upper.clone(), lower.clone());
+        async move {
+            let u = upper.head(key).await.unwrap().unwrap().size;
+            let l = lower.head(key).await.unwrap().unwrap().size;
+            (u, l)
+        }
+    };
+    cache
+        .set("k-plain", payload.clone(), SetOptions::new())
+        .await
+        .unwrap();
+    cache.set("k-piece", payload.clone(), small).await.unwrap();
+    let computed = payload.clone();
+    cache
+        .get_or_insert_with("k-compu", small, || async move { computed })
+        .await
+        .unwrap();
+    let (plain_up, plain_low) = sizes("k-plain").await;
+    assert_eq!(plain_up, plain_low);
+    for key in ["k-piece", "k-compu"] {
+        let (u, l) = sizes(key).await;
+        assert_eq!((u, l), (plain_low + 60, plain_low + 60), "{key}");
+    }
+    assert_eq!(cache.get("k-piece").await.unwrap(), Some(payload));
+}

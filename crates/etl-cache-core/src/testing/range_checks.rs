@@ -73,6 +73,24 @@ pub async fn ranges_read_the_logical_bytes(h: &Harness) {
             assert_eq!(&all[..], &data[..], "{case}: streamed back");
         }
     }
+    // Checked blocks below 4 KiB are refused by every write, naming the
+    // key; nothing is stored.
+    let tiny = SetOptions::new().check_block(BlockSize::new(2048).unwrap());
+    let e = c
+        .set("tiny", Value::Bytes(Bytes::from_static(b"x")), tiny)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidInput { message } if message.contains("tiny")),
+        "{e:?}"
+    );
+    let one = futures::stream::iter([Ok(Bytes::from_static(b"x"))]);
+    let e = c.set_stream("tiny", Box::pin(one), tiny).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidInput { message } if message.contains("tiny")),
+        "{e:?}"
+    );
+    assert!(c.get("tiny").await.unwrap().is_none());
     // Every kind: the bytes a stream of it yields.
     c.set_json(
         "doc",
