@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange};
+use object_store::{Attributes, GetOptions, GetRange};
 use tokio::sync::watch;
 
 use crate::engine::{Coord, Engine, Flight, Held, Landing, Obj, Slot, identity, share_error, wait};
@@ -53,6 +53,8 @@ pub(crate) struct Run {
     /// The store's write count before the request: a block kept after a
     /// write through the store to the object is dropped again.
     snapshot: u64,
+    /// The object's attributes as the inner store answered the request.
+    attributes: Attributes,
 }
 
 impl Run {
@@ -105,6 +107,8 @@ impl Run {
             held,
             keeping: Vec::new(),
             snapshot,
+            // The caller has the response's attributes already.
+            attributes: Attributes::new(),
         }
     }
 
@@ -139,6 +143,7 @@ impl Run {
             held,
             keeping: Vec::new(),
             snapshot,
+            attributes: Attributes::new(),
         };
         let path = &obj.meta.location;
         let got = match eng.fetch(path, opts).await {
@@ -159,6 +164,7 @@ impl Run {
             };
             return Err(run.fail(e));
         }
+        run.attributes = got.attributes.clone();
         run.body = got.into_stream();
         Ok(run)
     }
@@ -300,6 +306,9 @@ pub(crate) struct Reader {
     /// Whether a block came from the inner store (by this read's request,
     /// or one it joined), which checked the object's version.
     fetched: bool,
+    /// The attributes the inner store answered this read's own first
+    /// request with.
+    answered: Option<Attributes>,
     /// The block last looked for again after waiting for another run.
     looked_again: Option<u64>,
 }
@@ -324,6 +333,7 @@ impl Reader {
             next,
             end,
             fetched: run.is_some(),
+            answered: None,
             run,
             looked_again: None,
         }
@@ -332,6 +342,13 @@ impl Reader {
     /// Whether a block came from the inner store so far.
     pub(crate) fn fetched(&self) -> bool {
         self.fetched
+    }
+
+    /// The attributes the inner store answered this read's first own
+    /// request with, if it sent one (a read served from the cache, or by
+    /// another read's request, has none).
+    pub(crate) fn answered_attributes(&self) -> Option<&Attributes> {
+        self.answered.as_ref()
     }
 
     /// The next block's part of the range, or `None` at the end.
@@ -440,6 +457,7 @@ impl Reader {
                     let run =
                         Run::start(self.eng.clone(), self.obj.clone(), i, j, slots, held).await?;
                     self.fetched = true;
+                    self.answered.get_or_insert_with(|| run.attributes.clone());
                     self.run = Some(run);
                 }
             }

@@ -222,6 +222,12 @@ impl CachedStore {
                             }
                             attributes = now_attributes;
                         } else {
+                            // The object was checked by the request that
+                            // fetched the first block: its attributes are
+                            // the ones current now.
+                            if let Some(answered) = reader.answered_attributes() {
+                                attributes = answered.clone();
+                            }
                             eng.remember(location, &meta, &attributes, snapshot).await;
                         }
                     }

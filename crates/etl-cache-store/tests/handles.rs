@@ -422,3 +422,47 @@ async fn attributes_come_back_with_reads_served_from_the_cache() {
     assert_eq!(got.attributes, json);
     assert_eq!(&got.bytes().await.unwrap()[..], b"{}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_fetches_its_first_block_returns_the_attributes_it_was_answered_with() {
+    // The object's attributes change but not its e-tag (a metadata copy
+    // onto itself). A checking read whose first block is not cached sends
+    // no HEAD: the request for that block checks the object, and its
+    // answer's attributes are the ones returned and remembered.
+    let dir = tempfile::tempdir().unwrap();
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from("lake/part-0.parquet");
+    let data = bytes(2 * MIB, 5);
+    bare.put_opts(
+        &p,
+        data.clone().into(),
+        object_store::PutOptions::from(typed("text/csv")),
+    )
+    .await
+    .unwrap();
+    let (store, _) = handle(inner.clone(), dir.path()).await;
+    // Known, with only the second block cached.
+    let got = store
+        .get_opts(
+            &p,
+            object_store::GetOptions::new().with_range(Some(MIB as u64 + 1..MIB as u64 + 9)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.attributes, typed("text/csv"));
+    store.settle().await;
+    let parquet = typed("application/vnd.apache.parquet");
+    *hooks.relabel.lock().unwrap() = Some(parquet.clone());
+    let heads = hooks.heads.load(SeqCst);
+    let got = store
+        .get_opts(&p, object_store::GetOptions::new().with_range(Some(0..10)))
+        .await
+        .unwrap();
+    assert_eq!(
+        hooks.heads.load(SeqCst),
+        heads,
+        "the block's request checked it"
+    );
+    assert_eq!(got.attributes, parquet);
+    assert_eq!(got.bytes().await.unwrap(), data.slice(0..10));
+}

@@ -34,6 +34,9 @@ pub struct Hooks {
     pub gate_after: std::sync::atomic::AtomicBool,
     /// When set, the next data body fails after this many bytes.
     pub cut_after: Mutex<Option<usize>>,
+    /// When set, every answer carries these attributes, as after a change
+    /// of the object's metadata that kept its e-tag.
+    pub relabel: Mutex<Option<object_store::Attributes>>,
 }
 
 #[derive(Debug)]
@@ -113,9 +116,14 @@ impl ObjectStore for Watched {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
+        let relabel = self.hooks.relabel.lock().unwrap().clone();
         if options.head {
             self.hooks.heads.fetch_add(1, SeqCst);
-            return self.inner.get_opts(location, options).await;
+            let mut got = self.inner.get_opts(location, options).await?;
+            if let Some(a) = relabel {
+                got.attributes = a;
+            }
+            return Ok(got);
         }
         self.hooks.gets.fetch_add(1, SeqCst);
         let after = self.hooks.gate_after.load(SeqCst);
@@ -125,6 +133,9 @@ impl ObjectStore for Watched {
         let mut got = self.inner.get_opts(location, options).await?;
         if after {
             self.hooks.pass_gate().await;
+        }
+        if let Some(a) = relabel {
+            got.attributes = a;
         }
         let cut = self.hooks.cut_after.lock().unwrap().take();
         if let Some(cut) = cut {
