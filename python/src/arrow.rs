@@ -11,11 +11,11 @@
 use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_schema::{ArrowError, SchemaRef};
 use etl_cache::arrow::{ArrowCacheExt, ArrowOptions, BatchStream, IpcCompression};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3_arrow::PyRecordBatchReader;
 use pyo3_arrow::input::AnyRecordBatch;
+use pyo3_arrow::{PyRecordBatchReader, PyTable};
 
 use crate::cache::BaseCache;
 use crate::errors::to_py;
@@ -33,11 +33,25 @@ impl Iterator for Batches {
     type Item = Result<RecordBatch, ArrowError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        // The consumer (pyarrow, Polars) calls this from a Python thread,
-        // never from a thread of the runtime, so blocking here is allowed.
-        runtime::get()
-            .block_on(self.stream.next())
-            .map(|r| r.map_err(|e| ArrowError::ExternalError(Box::new(e))))
+        let stream = &mut self.stream;
+        let step = move || runtime::get().block_on(stream.next());
+        // This runs under the C stream interface's `get_next`, which must
+        // not unwind: a panic becomes the stream's error. A consumer that
+        // pulls from inside a Tokio runtime of its own (a Rust library
+        // reading through pyarrow, or another cache's `set_arrow`) cannot
+        // block on ours on that thread: the batch is read on a scoped
+        // thread instead.
+        let got = if tokio::runtime::Handle::try_current().is_ok() {
+            std::thread::scope(|s| s.spawn(step).join())
+        } else {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(step))
+        };
+        match got {
+            Ok(item) => item.map(|r| r.map_err(|e| ArrowError::ExternalError(Box::new(e)))),
+            Err(panic) => Some(Err(ArrowError::ExternalError(
+                format!("reading the entry failed: {}", panic_text(&*panic)).into(),
+            ))),
+        }
     }
 }
 
@@ -45,6 +59,15 @@ impl RecordBatchReader for Batches {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
+}
+
+/// The message of a panic's payload.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// A source's batches, with a panic while importing one (arrow's C data
@@ -63,13 +86,9 @@ impl Iterator for Checked {
             Ok(item) => item,
             Err(panic) => {
                 self.0 = None;
-                let why = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown".into());
                 Some(Err(ArrowError::InvalidArgumentError(format!(
-                    "the Arrow source handed over a batch that does not match its schema ({why})"
+                    "the Arrow source handed over a batch that does not match its schema ({})",
+                    panic_text(&*panic)
                 ))))
             }
         }
@@ -102,13 +121,56 @@ pub(crate) fn set_arrow(
     }
     let reader = data.into_reader()?;
     let schema = reader.schema();
-    // The reader is pulled on this thread as `set_batches` asks for
-    // batches, with the GIL released: a source backed by Python code takes
-    // the GIL itself while it runs.
-    let batches = futures::stream::iter(Checked(Some(reader)));
+    // The source is pulled on this thread, with the GIL released and
+    // outside the runtime (a source may block on a runtime of its own, such
+    // as another cache's `get_arrow_batches`), and its batches handed to the
+    // write on the runtime one at a time: memory holds the batch being
+    // handed over and the ones the writer encodes.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let writer = {
+        let cache = cache.cache.clone();
+        let batches = tokio_stream::wrappers::ReceiverStream::new(rx);
+        runtime::get().spawn(async move { cache.set_batches(&key, schema, batches, opts).await })
+    };
+    py.detach(|| {
+        for item in Checked(Some(reader)) {
+            let failed = item.is_err();
+            // An error ends the write; so does a writer that stopped (its
+            // error is the one returned).
+            if tx.blocking_send(item).is_err() || failed {
+                break;
+            }
+        }
+        drop(tx);
+        match runtime::get().block_on(writer) {
+            Ok(written) => written.map(|_| ()).map_err(to_py),
+            Err(e) => Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                "the Arrow write stopped: {e}"
+            ))),
+        }
+    })
+}
+
+/// The entry's batches as a `pyarrow.Table`, or `None` on a miss. Read in
+/// full before the table is made, so that any failure is the cache's
+/// error (`CacheError` and its kinds), not pyarrow's.
+pub(crate) fn get_arrow<'py>(
+    cache: &BaseCache,
+    py: Python<'py>,
+    key: &str,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     let cache = &cache.cache;
-    runtime::block_on(py, cache.set_batches(&key, schema, batches, opts)).map_err(to_py)?;
-    Ok(())
+    let found = runtime::block_on(py, async {
+        match cache.get_batches(key).await? {
+            Some((schema, stream)) => Ok(Some((schema, stream.try_collect::<Vec<_>>().await?))),
+            None => Ok(None),
+        }
+    })
+    .map_err(to_py)?;
+    match found {
+        Some((schema, batches)) => Ok(Some(PyTable::try_new(batches, schema)?.into_pyarrow(py)?)),
+        None => Ok(None),
+    }
 }
 
 /// The entry's batches as a `pyarrow.RecordBatchReader`, or `None` on a

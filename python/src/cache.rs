@@ -233,14 +233,14 @@ impl BaseCache {
     /// is missing or expired. An entry that is not Arrow data raises
     /// `CacheError` naming the key and its kind.
     fn get_arrow<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
-        crate::arrow::get_arrow_batches(self, py, key)?
-            .map(|reader| reader.call_method0("read_all"))
-            .transpose()
+        crate::arrow::get_arrow(self, py, key)
     }
 
     /// The Arrow data under `key` as a `pyarrow.RecordBatchReader` that
     /// reads and decodes one batch at a time as it is iterated (memory stays
-    /// bounded for tables larger than memory), or `None`.
+    /// bounded for tables larger than memory), or `None`. A failure after
+    /// the first batch (a damaged block further on) raises pyarrow's
+    /// `ArrowInvalid` with the cache's message.
     fn get_arrow_batches<'py>(
         &self,
         py: Python<'py>,

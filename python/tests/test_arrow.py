@@ -4,6 +4,7 @@ with ``etl_cache::arrow``."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -21,7 +22,7 @@ except ImportError:
         raise  # CI installs them (scripts/install-test-servers.sh)
     pytest.skip("pyarrow and polars are not installed", allow_module_level=True)
 
-from etl_cache import CacheError, LocalDiskCache, StreamError  # noqa: E402
+from etl_cache import CacheError, CorruptEntryError, LocalDiskCache, StreamError  # noqa: E402
 from test_engine import _run  # noqa: E402
 
 
@@ -88,6 +89,11 @@ def test_batches_and_readers_in_and_out(tmp_path):
     reader = pa.RecordBatchReader.from_batches(t.schema, batches())
     cache.set_arrow("streamed", reader)
     assert pulled == list(range(30))
+    # A reader of one cache is the source of a write to another (each
+    # blocks on the engine's runtime: the source is pulled outside it).
+    other = LocalDiskCache(str(tmp_path / "other"))
+    other.set_arrow("copied", cache.get_arrow_batches("streamed"))
+    assert other.get_arrow("copied").equals(cache.get_arrow("streamed"))
     out = cache.get_arrow_batches("streamed")
     assert isinstance(out, pa.RecordBatchReader)
     assert out.schema == t.schema
@@ -149,6 +155,20 @@ def test_what_is_not_arrow_data_is_refused_clearly(tmp_path):
     assert pa.ipc.open_file(raw).read_all().equals(_table(3))
 
 
+def test_a_damaged_entry_is_the_caches_error_naming_the_key(tmp_path):
+    cache = LocalDiskCache(str(tmp_path))
+    t = pa.table({"x": pa.array(range(1 << 19), pa.int64())})  # 4 MiB, 4 checked blocks
+    cache.set_arrow("orders", t, compression="none")
+    digest = hashlib.sha256(b"orders").hexdigest()
+    path = tmp_path / "etl-cache-v1" / "entries" / digest[:2] / digest
+    raw = bytearray(path.read_bytes())
+    raw[3 << 20] ^= 0x40  # inside the fourth block, far from the schema
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptEntryError, match="orders"):
+        cache.get_arrow("orders")
+    assert cache.get_arrow("orders") is None  # removed
+
+
 def test_an_arrow_entry_is_an_ipc_file_the_command_line_and_pyarrow_open(tmp_path):
     root = str(tmp_path / "shared")
     cache = LocalDiskCache(root)
@@ -202,6 +222,7 @@ def test_concurrent_writers_and_readers_on_one_handle_and_two(tmp_path):
 _BOUNDED = """
 import resource, sys
 import pyarrow as pa
+import pyarrow.compute as pc
 from etl_cache import LocalDiskCache
 
 def peak_mib():
@@ -209,12 +230,14 @@ def peak_mib():
 
 cache = LocalDiskCache(sys.argv[1])
 schema = pa.schema([("x", pa.int64())])
-batch = pa.record_batch([pa.array(range(1 << 20), pa.int64())], schema=schema)  # 8 MiB
+column = pa.array(range(1 << 20), pa.int64())  # 8 MiB
 base = peak_mib()
 
 def batches():
-    for _ in range(int(sys.argv[2])):
-        yield batch
+    # A new 8 MiB batch each time, freed once written: a write that held
+    # the batches would grow with their number.
+    for i in range(int(sys.argv[2])):
+        yield pa.record_batch([pc.add(column, i)], schema=schema)
 
 cache.set_arrow("big", pa.RecordBatchReader.from_batches(schema, batches()), compression="none")
 after_write = peak_mib()
