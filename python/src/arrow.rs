@@ -8,8 +8,12 @@
 //! and read by `etl_cache::arrow` exactly as a Rust service does, so a
 //! table stored by one reads in the other.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_schema::{ArrowError, SchemaRef};
+use etl_cache::Cache;
 use etl_cache::arrow::{ArrowCacheExt, ArrowOptions, BatchStream, IpcCompression};
 use futures::{StreamExt, TryStreamExt};
 use pyo3::exceptions::PyValueError;
@@ -17,7 +21,6 @@ use pyo3::prelude::*;
 use pyo3_arrow::input::AnyRecordBatch;
 use pyo3_arrow::{PyRecordBatchReader, PyTable};
 
-use crate::cache::BaseCache;
 use crate::errors::to_py;
 use crate::runtime;
 
@@ -106,17 +109,18 @@ fn parse_ipc_compression(name: &str) -> PyResult<IpcCompression> {
     }
 }
 
-/// `set_arrow`: see [`BaseCache::set_arrow`].
+/// `set_arrow` (see the method on `BaseCache`), with the TTL the call's
+/// `ttl_seconds` gave.
 pub(crate) fn set_arrow(
-    cache: &BaseCache,
+    cache: &Arc<dyn Cache>,
     py: Python<'_>,
     key: String,
     data: AnyRecordBatch,
-    ttl_seconds: Option<f64>,
+    ttl: Option<Duration>,
     compression: &str,
 ) -> PyResult<()> {
     let mut opts = ArrowOptions::new().compression(parse_ipc_compression(compression)?);
-    if let Some(ttl) = cache.options(ttl_seconds, None, None)?.ttl {
+    if let Some(ttl) = ttl {
         opts = opts.ttl(ttl);
     }
     let reader = data.into_reader()?;
@@ -128,7 +132,7 @@ pub(crate) fn set_arrow(
     // handed over and the ones the writer encodes.
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let writer = {
-        let cache = cache.cache.clone();
+        let cache = cache.clone();
         let batches = tokio_stream::wrappers::ReceiverStream::new(rx);
         runtime::get().spawn(async move { cache.set_batches(&key, schema, batches, opts).await })
     };
@@ -155,11 +159,10 @@ pub(crate) fn set_arrow(
 /// full before the table is made, so that any failure is the cache's
 /// error (`CacheError` and its kinds), not pyarrow's.
 pub(crate) fn get_arrow<'py>(
-    cache: &BaseCache,
+    cache: &Arc<dyn Cache>,
     py: Python<'py>,
     key: &str,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
-    let cache = &cache.cache;
     let found = runtime::block_on(py, async {
         match cache.get_batches(key).await? {
             Some((schema, stream)) => Ok(Some((schema, stream.try_collect::<Vec<_>>().await?))),
@@ -176,11 +179,10 @@ pub(crate) fn get_arrow<'py>(
 /// The entry's batches as a `pyarrow.RecordBatchReader`, or `None` on a
 /// miss.
 pub(crate) fn get_arrow_batches<'py>(
-    cache: &BaseCache,
+    cache: &Arc<dyn Cache>,
     py: Python<'py>,
     key: &str,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
-    let cache = &cache.cache;
     let found = runtime::block_on(py, cache.get_batches(key)).map_err(to_py)?;
     match found {
         Some((schema, stream)) => {

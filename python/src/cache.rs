@@ -226,14 +226,15 @@ impl BaseCache {
                     .map_or_else(|_| "another type".into(), |n| n.to_string())
             ))
         })?;
-        crate::arrow::set_arrow(self, py, key, data, ttl_seconds, compression)
+        let ttl = self.options(ttl_seconds, None, None)?.ttl;
+        crate::arrow::set_arrow(&self.cache, py, key, data, ttl, compression)
     }
 
     /// The Arrow data under `key` as a `pyarrow.Table`, or `None` when it
     /// is missing or expired. An entry that is not Arrow data raises
     /// `CacheError` naming the key and its kind.
     fn get_arrow<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
-        crate::arrow::get_arrow(self, py, key)
+        crate::arrow::get_arrow(&self.cache, py, key)
     }
 
     /// The Arrow data under `key` as a `pyarrow.RecordBatchReader` that
@@ -246,7 +247,7 @@ impl BaseCache {
         py: Python<'py>,
         key: &str,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        crate::arrow::get_arrow_batches(self, py, key)
+        crate::arrow::get_arrow_batches(&self.cache, py, key)
     }
 
     /// The Arrow data under `key` as a `polars.DataFrame`, or `None`.
