@@ -54,17 +54,47 @@ class AsyncCache:
             return None
         return _drain(chunks)
 
+    async def set_arrow(
+        self,
+        key: str,
+        data: Any,
+        ttl_seconds: float | None = None,
+        compression: str = "zstd",
+    ) -> None:
+        """``set_arrow`` in a worker thread: the source's batches are pulled
+        there (a pyarrow reader or a Polars frame may run Python code)."""
+        await asyncio.to_thread(self.sync.set_arrow, key, data, ttl_seconds, compression)
+
+    async def get_arrow(self, key: str) -> Any:
+        """The Arrow data under ``key`` as a ``pyarrow.Table``, or ``None``."""
+        return await asyncio.to_thread(self.sync.get_arrow, key)
+
+    async def get_polars(self, key: str) -> Any:
+        """The Arrow data under ``key`` as a ``polars.DataFrame``, or ``None``."""
+        return await asyncio.to_thread(self.sync.get_polars, key)
+
+    async def get_arrow_batches(self, key: str) -> AsyncIterator[Any] | None:
+        """An async iterator over the entry's ``pyarrow.RecordBatch`` es, each
+        read and decoded in a worker thread, or ``None``."""
+        reader = await asyncio.to_thread(self.sync.get_arrow_batches, key)
+        if reader is None:
+            return None
+        return _drain(iter(reader), reader.close)
+
     def __repr__(self) -> str:
         return f"Async{self.sync!r}"
 
 
-async def _drain(chunks) -> AsyncIterator[bytes]:
+async def _drain(items, close=None) -> AsyncIterator[Any]:
+    """The items of a blocking iterator, each fetched in a worker thread;
+    ``close`` (the iterator's own ``close`` by default) runs at the end or
+    when the consumer stops early."""
     done = object()
     try:
-        while (chunk := await asyncio.to_thread(next, chunks, done)) is not done:
-            yield chunk
+        while (item := await asyncio.to_thread(next, items, done)) is not done:
+            yield item
     finally:
-        chunks.close()
+        (close or items.close)()
 
 
 class AsyncLocalDiskCache(AsyncCache):

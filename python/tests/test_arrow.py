@@ -4,6 +4,7 @@ with ``etl_cache::arrow``."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import subprocess
@@ -22,7 +23,13 @@ except ImportError:
         raise  # CI installs them (scripts/install-test-servers.sh)
     pytest.skip("pyarrow and polars are not installed", allow_module_level=True)
 
-from etl_cache import CacheError, CorruptEntryError, LocalDiskCache, StreamError  # noqa: E402
+from etl_cache import (  # noqa: E402
+    AsyncLocalDiskCache,
+    CacheError,
+    CorruptEntryError,
+    LocalDiskCache,
+    StreamError,
+)
 from test_engine import _run  # noqa: E402
 
 
@@ -153,6 +160,31 @@ def test_what_is_not_arrow_data_is_refused_clearly(tmp_path):
     raw = cache.get("t")
     assert isinstance(raw, bytes)
     assert pa.ipc.open_file(raw).read_all().equals(_table(3))
+
+
+def test_awaitable_arrow_calls_run_concurrently_on_one_loop(tmp_path):
+    async def main():
+        cache = AsyncLocalDiskCache(str(tmp_path))
+        tables = [_table(300, seed=i * 1000) for i in range(6)]
+        # Six writers and six readers of one key and of their own keys at
+        # once: each read is one whole version.
+        await asyncio.gather(
+            *(cache.set_arrow(f"t{i}", t) for i, t in enumerate(tables)),
+            *(cache.set_arrow("shared", t) for t in tables),
+        )
+        got = await asyncio.gather(*(cache.get_arrow(f"t{i}") for i in range(6)))
+        assert all(g.equals(t) for g, t in zip(got, tables))
+        shared = await cache.get_arrow("shared")
+        assert any(shared.equals(t) for t in tables)
+        frame = await cache.get_polars("t0")
+        assert frame.height == 300
+        batches = await cache.get_arrow_batches("t1")
+        rows = [b async for b in batches]
+        assert pa.Table.from_batches(rows).equals(tables[1])
+        assert await cache.get_arrow("missing") is None
+        assert await cache.get_arrow_batches("missing") is None
+
+    asyncio.run(main())
 
 
 def test_a_damaged_entry_is_the_caches_error_naming_the_key(tmp_path):
