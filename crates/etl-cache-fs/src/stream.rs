@@ -22,7 +22,8 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::{Arc, OnceLock};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use etl_cache_core::backend::Rechunker;
 use etl_cache_core::backend::codec::{CrcChain, PayloadReader};
 use etl_cache_core::backend::format::Layout;
 use etl_cache_core::{ByteStream, Codec, Error};
@@ -369,50 +370,6 @@ fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Checked bytes waiting to be cut into the caller's chunks.
-#[derive(Default)]
-struct Rechunk {
-    pieces: std::collections::VecDeque<Bytes>,
-    len: usize,
-}
-
-impl Rechunk {
-    fn push(&mut self, b: Bytes) {
-        if !b.is_empty() {
-            self.len += b.len();
-            self.pieces.push_back(b);
-        }
-    }
-
-    /// The next chunk of `size` bytes; with `all`, the rest when shorter.
-    /// A slice of a block when it lies in one, else a copy.
-    fn pop(&mut self, size: usize, all: bool) -> Option<Bytes> {
-        if self.len == 0 || (self.len < size && !all) {
-            return None;
-        }
-        let size = size.min(self.len);
-        self.len -= size;
-        let front = self.pieces.front_mut().expect("bytes are held");
-        if front.len() >= size {
-            let chunk = front.split_to(size);
-            if front.is_empty() {
-                self.pieces.pop_front();
-            }
-            return Some(chunk);
-        }
-        let mut chunk = BytesMut::with_capacity(size);
-        while chunk.len() < size {
-            let front = self.pieces.front_mut().expect("bytes are held");
-            let n = front.len().min(size - chunk.len());
-            chunk.extend_from_slice(&front.split_to(n));
-            if front.is_empty() {
-                self.pieces.pop_front();
-            }
-        }
-        Some(chunk.freeze())
-    }
-}
-
 /// The stream a `get_stream` returns: the pieces from the readers' channels
 /// in turn (piece `i` comes from `rxs[i % rxs.len()]`). With `sum`, the
 /// checksum of a format 1 payload is put together on the way; with `chain`,
@@ -439,7 +396,7 @@ fn receive(
         next: usize,
         sum: Option<CrcChain>,
         chain: Option<Chain>,
-        rechunk: Rechunk,
+        rechunk: Rechunker,
         chunk_size: usize,
         /// Every block came and checked: what is held is the rest.
         blocks_done: bool,
@@ -455,7 +412,7 @@ fn receive(
             self.done = true;
             self.rxs.clear();
             self.batches.clear();
-            self.rechunk = Rechunk::default();
+            self.rechunk = Rechunker::new();
         }
     }
     let batches = rxs
@@ -471,7 +428,7 @@ fn receive(
         next: 0,
         sum,
         chain,
-        rechunk: Rechunk::default(),
+        rechunk: Rechunker::new(),
         chunk_size,
         blocks_done: false,
         failed: None,

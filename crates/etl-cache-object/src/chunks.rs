@@ -1,12 +1,12 @@
 //! The chunks a stream hands out: checked stored bytes cut to the caller's
 //! chunk size, or decompressed on a blocking thread.
 
-use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use etl_cache_core::EntryMeta;
+use etl_cache_core::backend::Rechunker;
 use etl_cache_core::backend::codec::PayloadReader;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -20,63 +20,6 @@ use crate::inner::Inner;
 /// doubles up to the chunk size as bytes come.
 const FIRST_DECODE_BUF: usize = 64 * 1024;
 
-/// Cuts a byte stream into chunks of one size: zero-copy when a piece
-/// holds a whole chunk, one copy into an exact-size buffer otherwise.
-struct Rechunker {
-    parts: VecDeque<Bytes>,
-    len: usize,
-    chunk: usize,
-}
-
-impl Rechunker {
-    fn new(chunk: usize) -> Rechunker {
-        Rechunker {
-            parts: VecDeque::new(),
-            len: 0,
-            chunk,
-        }
-    }
-
-    fn push(&mut self, b: Bytes) {
-        self.len += b.len();
-        self.parts.push_back(b);
-    }
-
-    /// A chunk of exactly `chunk` bytes, if that many are buffered.
-    fn full(&mut self) -> Option<Bytes> {
-        (self.len >= self.chunk).then(|| self.take(self.chunk))
-    }
-
-    /// Whatever is buffered (the last, short chunk).
-    fn rest(&mut self) -> Option<Bytes> {
-        (self.len > 0).then(|| self.take(self.len))
-    }
-
-    fn take(&mut self, n: usize) -> Bytes {
-        self.len -= n;
-        let front = self.parts.front_mut().expect("n bytes are buffered");
-        if front.len() >= n {
-            let out = front.split_to(n);
-            if front.is_empty() {
-                self.parts.pop_front();
-            }
-            return out;
-        }
-        let mut out = BytesMut::with_capacity(n);
-        while out.len() < n {
-            let need = n - out.len();
-            let front = self.parts.front_mut().expect("n bytes are buffered");
-            if front.len() <= need {
-                out.extend_from_slice(front);
-                self.parts.pop_front();
-            } else {
-                out.extend_from_slice(&front.split_to(need));
-            }
-        }
-        out.freeze()
-    }
-}
-
 /// An uncompressed payload: cut into chunks as it is checked.
 pub(crate) fn plain_stream(
     src: Checked,
@@ -89,7 +32,7 @@ pub(crate) fn plain_stream(
     }
     let st = State {
         src,
-        chunks: Rechunker::new(chunk_size),
+        chunks: Rechunker::new(),
         done: false,
     };
     futures::stream::unfold(st, move |mut st| async move {
@@ -97,14 +40,14 @@ pub(crate) fn plain_stream(
             return None;
         }
         loop {
-            if let Some(out) = st.chunks.full() {
+            if let Some(out) = st.chunks.pop(chunk_size, false) {
                 return Some((Ok(out), st));
             }
             match st.src.next().await {
                 Ok(Some(b)) => st.chunks.push(b),
                 Ok(None) => {
                     st.done = true;
-                    let out = st.chunks.rest()?;
+                    let out = st.chunks.pop(chunk_size, true)?;
                     return Some((Ok(out), st));
                 }
                 Err(e) => {

@@ -6,6 +6,7 @@
 //! - [`blocks`]: payloads framed in checksummed blocks (format 2);
 //! - [`codec`]: compression and checksums of payloads, whole and streamed;
 //! - [`obs`]: the tracing span and metrics of each operation;
+//! - [`Rechunker`]: byte pieces cut into the chunk size a reader asked for;
 //! - [`SingleFlight`]: the single-flight sequence of `get_or_insert_with`,
 //!   with one timeout ([`DEFAULT_LOCK_TIMEOUT`] unless set); [`KeyedMutex`]
 //!   beneath it, one async lock per key within a process;
@@ -19,6 +20,7 @@ pub mod blocks;
 pub mod codec;
 pub mod format;
 pub mod obs;
+mod rechunk;
 
 pub use crate::cache::{check_range, clamp_range};
 pub use crate::options::env_var;
@@ -27,3 +29,4 @@ pub use crate::single_flight::{
 };
 pub use crate::stats::Counters;
 pub use async_trait::async_trait;
+pub use rechunk::Rechunker;
