@@ -26,6 +26,10 @@ use crate::usage::{UsageError, Wait};
 /// Entries up to this size are read with one `read` call.
 const SMALL_ENTRY: u64 = 64 * 1024;
 
+/// What [`Inner::parse_entry`] found in an entry file's header: its
+/// metadata, framing, header length, and the whole file when it was read.
+pub(crate) type Parsed = (EntryMeta, Framing, u64, Option<Vec<u8>>);
+
 /// An entry file opened and checked (header, trailer, sizes, key).
 pub(crate) struct Opened {
     pub file: File,
@@ -43,6 +47,21 @@ pub(crate) struct Opened {
 }
 
 impl Opened {
+    /// An entry file just opened and parsed by [`Inner::parse_entry`]: not
+    /// stat'ed, not checked yet.
+    fn parsed(file: File, (meta, framing, header_len, whole): Parsed) -> Opened {
+        Opened {
+            file,
+            meta,
+            framing,
+            header_len,
+            known_id: None,
+            mtime: None,
+            whole,
+            checked: None,
+        }
+    }
+
     /// The file's identity (device, inode), to remove it only if it is still
     /// the entry. Small reads skip the stat; it is made here when needed.
     pub(crate) fn id(&self) -> (u64, u64) {
@@ -196,21 +215,10 @@ impl Inner {
         } else {
             None
         };
-        let (meta, framing, header_len, whole) =
-            match self.parse_entry(key, hash, &file, len, whole) {
-                Ok(parsed) => parsed,
-                Err(e) => return Err((e, file)),
-            };
-        Ok(Opened {
-            file,
-            meta,
-            framing,
-            header_len,
-            known_id: None,
-            mtime: None,
-            whole,
-            checked: None,
-        })
+        match self.parse_entry(key, hash, &file, len, whole) {
+            Ok(parsed) => Ok(Opened::parsed(file, parsed)),
+            Err(e) => Err((e, file)),
+        }
     }
 
     /// Reads a small entry whole with one `read` and checks it; gives the
@@ -234,16 +242,7 @@ impl Inner {
         // A failed check is left to the general path, which stats the file
         // and decides (and removes a corrupt one).
         match self.parse_entry(key, hash, &file, w.len() as u64, Some(w)) {
-            Ok((meta, framing, header_len, whole)) => Ok(Opened {
-                file,
-                meta,
-                framing,
-                header_len,
-                known_id: None,
-                mtime: None,
-                whole,
-                checked: None,
-            }),
+            Ok(parsed) => Ok(Opened::parsed(file, parsed)),
             Err(_) => Err(file),
         }
     }
@@ -267,7 +266,7 @@ impl Inner {
         file: &File,
         len: u64,
         whole: Option<Vec<u8>>,
-    ) -> std::result::Result<(EntryMeta, Framing, u64, Option<Vec<u8>>), CheckError> {
+    ) -> std::result::Result<Parsed, CheckError> {
         let head_buf;
         let head: &[u8] = match &whole {
             Some(w) => w,

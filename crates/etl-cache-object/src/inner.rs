@@ -133,22 +133,6 @@ impl Inner {
         }
     }
 
-    /// A cache error for a failure of this store.
-    pub(crate) fn error(
-        &self,
-        kind: ObjectErrorKind,
-        op: &'static str,
-        key: &str,
-        path: &Path,
-        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
-    ) -> Error {
-        Error::Backend {
-            backend: self.name,
-            key: Error::display_key(key),
-            source: Box::new(self.object_error(kind, op, key, path, source)),
-        }
-    }
-
     /// A cache error for an `object_store` error.
     pub(crate) fn fail(
         &self,
@@ -157,7 +141,7 @@ impl Inner {
         path: &Path,
         e: object_store::Error,
     ) -> Error {
-        self.error(classify(&e), op, key, path, Some(Box::new(e)))
+        self.wrap(self.object_error(classify(&e), op, key, path, Some(Box::new(e))))
     }
 
     /// Wraps an [`ObjectError`] of this store into a cache error.

@@ -123,13 +123,13 @@ impl Inner {
         let why = "the store accepted a second conditional create (PutMode::Create, \
                    If-None-Match) of one object: it ignores the condition, so single \
                    flight across hosts cannot work on it";
-        Err(self.error(
+        Err(self.wrap(self.object_error(
             ObjectErrorKind::NotSupported,
             "check conditional creates",
             "",
             &path,
             Some(why.into()),
-        ))
+        )))
     }
 
     async fn probe_conditional_create(&self) -> Result<bool> {

@@ -140,6 +140,29 @@ fn decode_value(
 }
 
 impl Inner {
+    /// A check's verdict on the object at `location` as the read's answer:
+    /// a foreign object is not an entry, a bad one is corrupt.
+    fn judged<T>(
+        &self,
+        key: &str,
+        location: &Path,
+        checked: std::result::Result<T, Bad>,
+    ) -> Result<T> {
+        checked.map_err(|bad| match bad {
+            Bad::Foreign => self.not_an_entry(key, location),
+            Bad::Corrupt(why) => self.corrupt(key, why),
+        })
+    }
+
+    /// Whether `meta` has expired; when it has, the call's span says so.
+    fn expired(&self, meta: &EntryMeta) -> bool {
+        let expired = meta.is_expired(self.config.clock.now());
+        if expired {
+            etl_cache_core::backend::obs::note(etl_cache_core::backend::obs::Outcome::Expired);
+        }
+        expired
+    }
+
     pub(crate) fn not_an_entry(&self, key: &str, location: &Path) -> Error {
         self.not_an_entry_because("read", key, location, None)
     }
@@ -154,7 +177,7 @@ impl Inner {
         why: Option<String>,
     ) -> Error {
         let source = why.map(|w| Box::new(io::Error::other(w)) as _);
-        self.error(ObjectErrorKind::NotAnEntry, op, key, location, source)
+        self.wrap(self.object_error(ObjectErrorKind::NotAnEntry, op, key, location, source))
     }
 
     /// Looks at what stands at an entry's location before a read: `true`
@@ -303,7 +326,7 @@ impl Inner {
                 Err(Bad::Corrupt(reason)) => Ok(Probe::Corrupt { reason, judged }),
             };
         }
-        Err(self.error(ObjectErrorKind::Changed, "get", key, location, None))
+        Err(self.wrap(self.object_error(ObjectErrorKind::Changed, "get", key, location, None)))
     }
 
     /// Reads and verifies a whole value. An expired entry is a miss and a
@@ -338,7 +361,13 @@ impl Inner {
             .await
             .map_err(|e| self.fail("get", key, &location, e))?;
         if bytes.len() as u64 != size {
-            return Err(self.error(ObjectErrorKind::Truncated, "get", key, &location, None));
+            return Err(self.wrap(self.object_error(
+                ObjectErrorKind::Truncated,
+                "get",
+                key,
+                &location,
+                None,
+            )));
         }
         if !is_ours(&bytes, size) {
             return Err(self.not_an_entry(key, &location));
@@ -347,13 +376,9 @@ impl Inner {
             return Err(self.corrupt(key, format!("entry is truncated ({size} bytes)")));
         }
         let trailer = &bytes[bytes.len() - TRAILER_LEN..];
-        let (meta, header, trailer) = match self.parse(&location, &bytes, trailer, size) {
-            Ok(x) => x,
-            Err(Bad::Foreign) => return Err(self.not_an_entry(key, &location)),
-            Err(Bad::Corrupt(why)) => return Err(self.corrupt(key, why)),
-        };
-        if meta.is_expired(self.config.clock.now()) {
-            etl_cache_core::backend::obs::note(etl_cache_core::backend::obs::Outcome::Expired);
+        let (meta, header, trailer) =
+            self.judged(key, &location, self.parse(&location, &bytes, trailer, size))?;
+        if self.expired(&meta) {
             return Ok(None);
         }
         let decoded = if !crate::inner::work_inline(meta.codec, meta.stored_len as usize) {
@@ -409,11 +434,7 @@ impl Inner {
                     _ => break,
                 }
             }
-            let header = match self.parse_header(&location, &buf, size) {
-                Ok(x) => x,
-                Err(Bad::Foreign) => return Err(self.not_an_entry(key, &location)),
-                Err(Bad::Corrupt(why)) => return Err(self.corrupt(key, why)),
-            };
+            let header = self.judged(key, &location, self.parse_header(&location, &buf, size))?;
             let checked = if buf.len() as u64 >= size {
                 let t = &buf[size as usize - TRAILER_LEN..size as usize];
                 check_trailer(&header, t, size).map(|(meta, t)| (meta, Some(t)))
@@ -429,13 +450,8 @@ impl Inner {
                 };
                 check_trailer(&header, &t, size).map(|(meta, t)| (meta, Some(t)))
             };
-            let (meta, trailer) = match checked {
-                Ok(x) => x,
-                Err(Bad::Foreign) => return Err(self.not_an_entry(key, &location)),
-                Err(Bad::Corrupt(why)) => return Err(self.corrupt(key, why)),
-            };
-            if meta.is_expired(self.config.clock.now()) {
-                etl_cache_core::backend::obs::note(etl_cache_core::backend::obs::Outcome::Expired);
+            let (meta, trailer) = self.judged(key, &location, checked)?;
+            if self.expired(&meta) {
                 return Ok(None);
             }
             let first = buf.split_off(header.len).freeze();
@@ -451,6 +467,6 @@ impl Inner {
             };
             return Ok(Some(GetStream::new(meta, stream)));
         }
-        Err(self.error(ObjectErrorKind::Changed, "get", key, &location, None))
+        Err(self.wrap(self.object_error(ObjectErrorKind::Changed, "get", key, &location, None)))
     }
 }

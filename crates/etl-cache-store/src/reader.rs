@@ -96,18 +96,33 @@ impl Run {
         snapshot: u64,
     ) -> Run {
         let slots = Self::register(&eng, &obj, first, end);
+        // The caller has the response's attributes already: the run's stay
+        // empty.
+        let mut run = Self::assemble(eng, obj, first..end, slots, held, snapshot);
+        run.body = body;
+        run
+    }
+
+    /// A run over blocks `blocks` (registered in `slots`) with no body yet.
+    fn assemble(
+        eng: Arc<Engine>,
+        obj: Arc<Obj>,
+        blocks: std::ops::Range<u64>,
+        slots: VecDeque<(String, Option<watch::Sender<Slot>>)>,
+        held: Option<Held>,
+        snapshot: u64,
+    ) -> Run {
         Run {
             eng,
             obj,
-            next: first,
-            end,
-            body,
+            next: blocks.start,
+            end: blocks.end,
+            body: futures::stream::empty().boxed(),
             buf: BytesMut::new(),
             slots,
             held,
             keeping: Vec::new(),
             snapshot,
-            // The caller has the response's attributes already.
             attributes: Attributes::new(),
         }
     }
@@ -132,19 +147,7 @@ impl Run {
             (None, Some(v)) => opts.version = Some(v.clone()),
             (None, None) => {}
         }
-        let mut run = Run {
-            eng: eng.clone(),
-            obj: obj.clone(),
-            next: first,
-            end,
-            body: futures::stream::empty().boxed(),
-            buf: BytesMut::new(),
-            slots,
-            held,
-            keeping: Vec::new(),
-            snapshot,
-            attributes: Attributes::new(),
-        };
+        let mut run = Run::assemble(eng.clone(), obj.clone(), first..end, slots, held, snapshot);
         let path = &obj.meta.location;
         let got = match eng.fetch(path, opts).await {
             Ok(got) => got,

@@ -137,16 +137,12 @@ impl EntryMeta {
                 "uncompressed entry with differing lengths".into(),
             ));
         }
-        Ok(EntryMeta {
-            key: header.key,
-            kind: header.kind,
-            codec: header.codec,
-            created: header.created,
-            expires: header.expires,
-            logical_len: trailer.logical_len,
-            stored_len: trailer.stored_len,
-            size: total_len,
-        })
+        Ok(Self::of_header(
+            header,
+            trailer.logical_len,
+            trailer.stored_len,
+            total_len,
+        ))
     }
 
     /// The metadata of an uncompressed format 1 entry of `total_len` bytes
@@ -181,6 +177,21 @@ impl EntryMeta {
         Self::from_size(header.header, header.len, header.layout, total_len)
     }
 
+    /// The metadata of an entry of `size` bytes with `header` and these
+    /// lengths, once they are checked.
+    fn of_header(header: Header, logical_len: u64, stored_len: u64, size: u64) -> EntryMeta {
+        EntryMeta {
+            key: header.key,
+            kind: header.kind,
+            codec: header.codec,
+            created: header.created,
+            expires: header.expires,
+            logical_len,
+            stored_len,
+            size,
+        }
+    }
+
     fn from_size(
         header: Header,
         header_len: usize,
@@ -200,15 +211,6 @@ impl EntryMeta {
                 "{framed_len} bytes between header and trailer cannot be cut into blocks"
             ))
         })?;
-        Ok(EntryMeta {
-            key: header.key,
-            kind: header.kind,
-            codec: header.codec,
-            created: header.created,
-            expires: header.expires,
-            logical_len: stored_len,
-            stored_len,
-            size: total_len,
-        })
+        Ok(Self::of_header(header, stored_len, stored_len, total_len))
     }
 }
