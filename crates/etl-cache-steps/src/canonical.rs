@@ -229,37 +229,29 @@ impl ser::SerializeMap for FiniteCheck {
     }
 }
 
-impl ser::SerializeStruct for FiniteCheck {
-    type Ok = ();
-    type Error = Refusal;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        name: &'static str,
-        v: &T,
-    ) -> Result<(), Refusal> {
-        v.serialize(FiniteCheck)
-            .map_err(|e| Refusal(format!("field {name}: {e}")))
-    }
-    fn end(self) -> Result<(), Refusal> {
-        Ok(())
-    }
+/// Structs and struct variants: as `compound!`, with the field's name in
+/// the refusal.
+macro_rules! named_fields {
+    ($($trait:ident),* $(,)?) => {
+        $(impl ser::$trait for FiniteCheck {
+            type Ok = ();
+            type Error = Refusal;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                name: &'static str,
+                v: &T,
+            ) -> Result<(), Refusal> {
+                v.serialize(FiniteCheck)
+                    .map_err(|e| Refusal(format!("field {name}: {e}")))
+            }
+            fn end(self) -> Result<(), Refusal> {
+                Ok(())
+            }
+        })*
+    };
 }
 
-impl ser::SerializeStructVariant for FiniteCheck {
-    type Ok = ();
-    type Error = Refusal;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        name: &'static str,
-        v: &T,
-    ) -> Result<(), Refusal> {
-        v.serialize(FiniteCheck)
-            .map_err(|e| Refusal(format!("field {name}: {e}")))
-    }
-    fn end(self) -> Result<(), Refusal> {
-        Ok(())
-    }
-}
+named_fields!(SerializeStruct, SerializeStructVariant);
 
 #[cfg(test)]
 mod tests {

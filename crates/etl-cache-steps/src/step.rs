@@ -327,23 +327,12 @@ pub(crate) struct Inputs {
 
 /// An input object's part record, and where to look at it again.
 #[cfg(feature = "object-store")]
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 struct ObjectStamp {
     part: String,
     digest: String,
     store: std::sync::Arc<dyn object_store::ObjectStore>,
     location: object_store::path::Path,
-}
-
-#[cfg(feature = "object-store")]
-impl std::fmt::Debug for ObjectStamp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectStamp")
-            .field("part", &self.part)
-            .field("location", &self.location)
-            .field("digest", &self.digest)
-            .finish_non_exhaustive()
-    }
 }
 
 /// An input file as it was when hashed: its length and modification time,

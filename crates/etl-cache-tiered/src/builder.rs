@@ -26,23 +26,13 @@ use crate::TieredCache;
 /// # Ok(()) }
 /// ```
 #[must_use]
+#[derive(Debug)]
 pub struct TieredCacheBuilder {
     pub(crate) memory_bytes: u64,
     pub(crate) max_memory_entry: u64,
     pub(crate) tiers: Vec<Arc<dyn Cache>>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) lock_timeout: std::time::Duration,
-}
-
-impl std::fmt::Debug for TieredCacheBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TieredCacheBuilder")
-            .field("memory_bytes", &self.memory_bytes)
-            .field("max_memory_entry", &self.max_memory_entry)
-            .field("tiers", &self.tiers)
-            .field("lock_timeout", &self.lock_timeout)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Default for TieredCacheBuilder {
