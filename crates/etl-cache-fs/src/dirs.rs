@@ -100,11 +100,8 @@ mod imp {
     }
 
     pub(crate) struct Dirs {
-        base: (PathBuf, OwnedFd),
-        entries: (PathBuf, OwnedFd),
-        tmp: (PathBuf, OwnedFd),
-        spare: (PathBuf, OwnedFd),
-        locks: (PathBuf, OwnedFd),
+        /// By [`Sub`].
+        subs: [(PathBuf, OwnedFd); 5],
         /// Cleared when the kernel has no `openat2` (before 5.6) or a
         /// sandbox refuses it: entries are then opened in two steps.
         openat2: AtomicBool,
@@ -131,37 +128,24 @@ mod imp {
                     rustix::fs::openat(&base, name, DIR_FLAGS, Mode::empty())?,
                 ))
             };
+            let (entries, tmp, spare, locks) = (
+                sub(&layout.entries)?,
+                sub(&layout.tmp)?,
+                sub(&layout.spare)?,
+                sub(&layout.locks)?,
+            );
             Ok(Dirs {
-                entries: sub(&layout.entries)?,
-                tmp: sub(&layout.tmp)?,
-                spare: sub(&layout.spare)?,
-                locks: sub(&layout.locks)?,
-                base: (layout.base.clone(), base),
+                subs: [(layout.base.clone(), base), entries, tmp, spare, locks],
                 openat2: AtomicBool::new(true),
             })
         }
 
-        fn held<'a>(&'a self, d: &'a (PathBuf, OwnedFd)) -> Dir<'a> {
+        pub(super) fn sub(&self, which: Sub) -> Dir<'_> {
+            let (path, fd) = &self.subs[which as usize];
             Dir {
-                path: std::borrow::Cow::Borrowed(&d.0),
-                fd: Fd::Held(d.1.as_fd()),
+                path: std::borrow::Cow::Borrowed(path),
+                fd: Fd::Held(fd.as_fd()),
             }
-        }
-
-        pub fn base(&self) -> Dir<'_> {
-            self.held(&self.base)
-        }
-        pub fn entries(&self) -> Dir<'_> {
-            self.held(&self.entries)
-        }
-        pub fn tmp(&self) -> Dir<'_> {
-            self.held(&self.tmp)
-        }
-        pub fn spare(&self) -> Dir<'_> {
-            self.held(&self.spare)
-        }
-        pub fn locks(&self) -> Dir<'_> {
-            self.held(&self.locks)
         }
 
         /// Opens the entry file `hash` (in its fan-out directory) without
@@ -170,7 +154,7 @@ mod imp {
             if self.openat2.load(Ordering::Relaxed) {
                 let rel = format!("{}/{hash}", &hash[..2]);
                 match rustix::fs::openat2(
-                    &self.entries.1,
+                    &self.subs[Sub::Entries as usize].1,
                     rel.as_str(),
                     flags(how),
                     // `openat2` refuses a mode unless it creates.
@@ -306,11 +290,8 @@ mod imp {
     use std::fs::{self, OpenOptions};
 
     pub(crate) struct Dirs {
-        base: PathBuf,
-        entries: PathBuf,
-        tmp: PathBuf,
-        spare: PathBuf,
-        locks: PathBuf,
+        /// By [`Sub`].
+        subs: [PathBuf; 5],
     }
 
     /// One directory of the cache (by path here).
@@ -321,32 +302,19 @@ mod imp {
     impl Dirs {
         pub fn open_all(layout: &Layout) -> io::Result<Dirs> {
             Ok(Dirs {
-                base: layout.base.clone(),
-                entries: layout.entries.clone(),
-                tmp: layout.tmp.clone(),
-                spare: layout.spare.clone(),
-                locks: layout.locks.clone(),
+                subs: [
+                    layout.base.clone(),
+                    layout.entries.clone(),
+                    layout.tmp.clone(),
+                    layout.spare.clone(),
+                    layout.locks.clone(),
+                ],
             })
         }
-        fn held<'a>(&'a self, p: &'a Path) -> Dir<'a> {
+        pub(super) fn sub(&self, which: Sub) -> Dir<'_> {
             Dir {
-                path: std::borrow::Cow::Borrowed(p),
+                path: std::borrow::Cow::Borrowed(&self.subs[which as usize]),
             }
-        }
-        pub fn base(&self) -> Dir<'_> {
-            self.held(&self.base)
-        }
-        pub fn entries(&self) -> Dir<'_> {
-            self.held(&self.entries)
-        }
-        pub fn tmp(&self) -> Dir<'_> {
-            self.held(&self.tmp)
-        }
-        pub fn spare(&self) -> Dir<'_> {
-            self.held(&self.spare)
-        }
-        pub fn locks(&self) -> Dir<'_> {
-            self.held(&self.locks)
         }
         pub fn open_entry(&self, hash: &str, how: How) -> io::Result<File> {
             self.fanout(hash)?.open(OsStr::new(hash), how)
@@ -413,6 +381,34 @@ mod imp {
 }
 
 pub(crate) use imp::{Dir, Dirs, exchange, rename};
+
+/// The directories a handle keeps open: the root and its subdirectories.
+#[derive(Clone, Copy)]
+enum Sub {
+    Base,
+    Entries,
+    Tmp,
+    Spare,
+    Locks,
+}
+
+impl Dirs {
+    pub fn base(&self) -> Dir<'_> {
+        self.sub(Sub::Base)
+    }
+    pub fn entries(&self) -> Dir<'_> {
+        self.sub(Sub::Entries)
+    }
+    pub fn tmp(&self) -> Dir<'_> {
+        self.sub(Sub::Tmp)
+    }
+    pub fn spare(&self) -> Dir<'_> {
+        self.sub(Sub::Spare)
+    }
+    pub fn locks(&self) -> Dir<'_> {
+        self.sub(Sub::Locks)
+    }
+}
 
 impl std::fmt::Debug for Dirs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
