@@ -22,13 +22,20 @@ pub struct RunOptions {
     pub(crate) lock_timeout: Duration,
 }
 
+/// The system clock, shared: options made for every run do not allocate.
+fn system_clock() -> Arc<dyn Clock> {
+    static SYSTEM: std::sync::LazyLock<Arc<dyn Clock>> =
+        std::sync::LazyLock::new(|| Arc::new(SystemClock));
+    SYSTEM.clone()
+}
+
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             set: SetOptions::new(),
             refresh: false,
             history: DEFAULT_HISTORY,
-            clock: Arc::new(SystemClock),
+            clock: system_clock(),
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
         }
     }

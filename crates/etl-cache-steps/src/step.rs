@@ -288,6 +288,7 @@ impl Step {
             digest,
             parts,
             inputs,
+            key: OnceLock::new(),
         })
     }
 }
@@ -305,6 +306,9 @@ pub struct Resolved {
     /// The inputs (files, objects) as they were when digested, to tell
     /// whether one changed while the step computed.
     pub(crate) inputs: Inputs,
+    /// [`Resolved::key`], made once for a step of fixed parts, whose
+    /// resolution is kept (a hit does not format it again).
+    pub(crate) key: OnceLock<String>,
 }
 
 /// Two resolutions are equal when they name the same step, digest and
@@ -373,7 +377,13 @@ impl FileStamp {
 impl Resolved {
     /// The key of the result: `step/{name}/{digest}`.
     pub fn key(&self) -> String {
-        result_key(&self.name, &self.digest)
+        self.key_ref().to_owned()
+    }
+
+    /// [`Resolved::key`], borrowed.
+    pub(crate) fn key_ref(&self) -> &str {
+        self.key
+            .get_or_init(|| result_key(&self.name, &self.digest))
     }
 
     /// The first input that is not as it was when digested, named with its
