@@ -35,7 +35,10 @@ pub use self::expiry_checks::{
     purge_expired_removes_only_expired, ttl_hides_and_removes_expired,
 };
 pub use self::forward::{Hooks, Op};
-pub use self::harness::{Harness, nested_json, poll_then_drop, sample_bytes};
+pub use self::harness::{
+    Harness, assert_no_changed_byte, assert_range_of_one_version, nested_json, noise_bytes,
+    poll_then_drop, sample_bytes, stream_chunks,
+};
 pub use self::io_checks::{
     io_concurrent_writers_leave_one_whole_value, io_dropped_writer_keeps_previous_value,
     io_reader_reads_exact_bytes, io_set_between_writes_and_commit,

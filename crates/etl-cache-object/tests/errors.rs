@@ -336,9 +336,9 @@ async fn a_slow_body_that_keeps_moving_is_not_cut() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_object_is_left_alone() {
-    let Some(moto) = common::moto() else { return };
-    let bucket = common::unique_name("foreign");
-    common::create_bucket(&moto, &bucket);
+    let Some((moto, bucket)) = common::moto_bucket("foreign") else {
+        return;
+    };
     let cache =
         ObjectCache::from_url_opts(&format!("s3://{bucket}/etl"), common::s3_options(&moto))
             .unwrap();

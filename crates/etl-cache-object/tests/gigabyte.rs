@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use etl_cache_core::testing::noise_bytes;
 use etl_cache_core::{ByteStream, Cache, DEFAULT_CHUNK_SIZE, SetOptions};
 use etl_cache_object::ObjectCache;
 use futures::StreamExt;
@@ -25,18 +26,9 @@ fn source(n: usize, base: Arc<Vec<u8>>) -> impl futures::Stream<Item = Bytes> + 
     })
 }
 
+/// A MiB that no codec shrinks.
 fn base_chunk() -> Arc<Vec<u8>> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    Arc::new(
-        (0..MIB)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect(),
-    )
+    Arc::new(noise_bytes(MIB, 0))
 }
 
 async fn crc_of(s: impl futures::Stream<Item = Bytes>) -> (u32, u64) {
@@ -69,12 +61,10 @@ fn mb_s(bytes: u64, d: Duration) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gigabyte_streams_through_s3_in_bounded_memory() {
-    let Some(moto) = common::moto() else { return };
-    let bucket = common::unique_name("gigabyte");
-    common::create_bucket(&moto, &bucket);
-    let cache = ObjectCache::builder()
-        .url(format!("s3://{bucket}/etl"))
-        .options(common::s3_options(&moto))
+    let Some((moto, bucket)) = common::moto_bucket("gigabyte") else {
+        return;
+    };
+    let cache = common::s3_cache(&moto, &bucket, "etl")
         // moto assembles a 1 GiB multipart upload before it answers the
         // completing request, silent for tens of seconds on a busy machine:
         // the default settings allow for it, as the wait for that answer

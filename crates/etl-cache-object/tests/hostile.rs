@@ -10,6 +10,8 @@
 #[path = "support/forward.rs"]
 #[macro_use]
 mod forward;
+#[path = "support/on_get.rs"]
+mod on_get;
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -21,7 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use etl_cache_core::testing::sample_bytes;
+use etl_cache_core::testing::{noise_bytes, sample_bytes};
 use etl_cache_core::{Cache, CacheExt, Compression, SetOptions, Value};
 use etl_cache_object::{ObjectCache, ObjectError, ObjectErrorKind};
 use futures::stream::BoxStream;
@@ -32,6 +34,7 @@ use object_store::path::Path;
 use object_store::{
     GetOptions, GetRange, GetResult, GetResultPayload, ObjectStore, ObjectStoreExt,
 };
+use on_get::{GetHook, OnGet};
 use sha2::Digest;
 
 /// Runs a test body on its own runtime under a deadline. A hang fails the
@@ -406,18 +409,6 @@ fn a_directory_at_an_entry_is_not_an_entry() {
 
 // ------------------------------------------------------------ cut files
 
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 #[test]
 fn a_file_cut_while_it_is_streamed_ends_with_an_error() {
     run(120, async {
@@ -430,7 +421,7 @@ fn a_file_cut_while_it_is_streamed_ends_with_an_error() {
         {
             for cut_to in [len as u64 / 2, 40_000] {
                 let key = format!("cut/{i}/{cut_to}");
-                let data = pseudo_random(len, 7 + i as u64);
+                let data = noise_bytes(len, 7 + i as u64);
                 c.set(
                     &key,
                     Value::Bytes(data.into()),
@@ -487,11 +478,10 @@ fn a_file_cut_while_it_is_streamed_ends_with_an_error() {
 
 // ------------------------------------------------------------ a test store
 
-/// InMemory, with bodies that stop short and then send empty chunks
-/// without end, and slow, counted ranged reads of first bytes.
+/// The reads of an InMemory: bodies that stop short and then send empty
+/// chunks without end, and slow, counted ranged reads of first bytes.
 #[derive(Debug, Default)]
 struct Wrapped {
-    inner: InMemory,
     /// How many more whole-object bodies to cut (`usize::MAX`: all, and
     /// every resumed body too).
     cut: AtomicUsize,
@@ -502,9 +492,10 @@ struct Wrapped {
     most_in_flight: AtomicUsize,
 }
 
-impl std::fmt::Display for Wrapped {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Wrapped({})", self.inner)
+impl Wrapped {
+    /// A new InMemory whose reads a fresh `Wrapped` answers.
+    fn store() -> Arc<OnGet<Wrapped>> {
+        OnGet::new(Arc::new(InMemory::new()), Wrapped::default())
     }
 }
 
@@ -517,14 +508,10 @@ fn stutter(all: Bytes, keep: usize) -> BoxStream<'static, object_store::Result<B
 }
 
 #[async_trait]
-impl ObjectStore for Wrapped {
-    forward_object_store!(
-        inner;
-        put_opts, put_multipart_opts, delete_stream, list, list_with_delimiter, copy_opts
-    );
-
+impl GetHook for Wrapped {
     async fn get_opts(
         &self,
+        inner: &dyn ObjectStore,
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
@@ -544,7 +531,7 @@ impl ObjectStore for Wrapped {
             options.range,
             Some(GetRange::Bounded(Range { start, end })) if start > 0 && end - start > 64
         );
-        let mut r = self.inner.get_opts(location, options).await?;
+        let mut r = inner.get_opts(location, options).await?;
         let cut = self.cut.load(Ordering::SeqCst);
         let cut_this = (whole && cut > 0) || (resumed && cut == usize::MAX);
         if cut_this {
@@ -564,7 +551,7 @@ impl ObjectStore for Wrapped {
     }
 }
 
-fn wrapped_cache(store: &Arc<Wrapped>, resume_attempts: u32) -> ObjectCache {
+fn wrapped_cache(store: &Arc<OnGet<Wrapped>>, resume_attempts: u32) -> ObjectCache {
     ObjectCache::builder()
         .store(store.clone())
         .prefix("etl/cache")
@@ -594,7 +581,7 @@ async fn drain(c: &ObjectCache, key: &str) -> (Vec<u8>, Option<etl_cache_core::E
 #[test]
 fn a_body_of_empty_chunks_is_resumed_or_fails() {
     run(60, async {
-        let store = Arc::new(Wrapped::default());
+        let store = Wrapped::store();
         let c = wrapped_cache(&store, 2);
         let data = sample_bytes(300_000, 3);
         for compression in [Compression::NONE, Compression::zstd()] {
@@ -753,7 +740,7 @@ fn clear_deletes_only_what_the_cache_wrote() {
 #[test]
 fn clear_checks_objects_concurrently_with_a_bound() {
     run(60, async {
-        let store = Arc::new(Wrapped::default());
+        let store = Wrapped::store();
         let c = wrapped_cache(&store, 3);
         let n = 300;
         for i in 0..n {

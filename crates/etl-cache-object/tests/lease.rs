@@ -108,9 +108,9 @@ fn markers(dir: &Path) -> Vec<String> {
 
 #[test]
 fn four_processes_compute_once() {
-    let Some(moto) = common::moto() else { return };
-    let bucket = common::unique_name("lease-once");
-    common::create_bucket(&moto, &bucket);
+    let Some((moto, bucket)) = common::moto_bucket("lease-once") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let children: Vec<Child> = (0..4)
         .map(|_| spawn_child(&moto.endpoint(), &bucket, dir.path(), false, 5_000))
@@ -130,9 +130,9 @@ fn four_processes_compute_once() {
 
 #[test]
 fn a_dead_holder_is_taken_over_after_its_lease() {
-    let Some(moto) = common::moto() else { return };
-    let bucket = common::unique_name("lease-dead");
-    common::create_bucket(&moto, &bucket);
+    let Some((moto, bucket)) = common::moto_bucket("lease-dead") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let lease_ms = 2_000;
     let mut holder = spawn_child(&moto.endpoint(), &bucket, dir.path(), true, lease_ms);

@@ -37,9 +37,9 @@ fn example_binary() -> PathBuf {
 
 #[test]
 fn s3_quickstart_runs_against_the_local_s3_server() {
-    let Some(moto) = common::moto() else { return };
-    let bucket = common::unique_name("quickstart");
-    common::create_bucket(&moto, &bucket);
+    let Some((moto, bucket)) = common::moto_bucket("quickstart") else {
+        return;
+    };
     let out = Command::new(example_binary())
         .env("ETL_CACHE_URL", format!("s3://{bucket}/etl-cache"))
         .env("AWS_ENDPOINT", moto.endpoint())

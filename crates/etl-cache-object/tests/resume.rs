@@ -24,6 +24,12 @@ fn no_retries() -> RetryConfig {
     }
 }
 
+/// Asserts that `received` is the start of `value`, short of its end.
+fn assert_short_prefix(received: &[u8], value: &[u8], what: &str) {
+    assert!(received.len() < value.len(), "{what}: all of it came");
+    assert_eq!(received, &value[..received.len()], "{what}");
+}
+
 struct Setup {
     direct: ObjectCache,
     proxy: common::CuttingProxy,
@@ -32,14 +38,8 @@ struct Setup {
 }
 
 fn setup(tag: &str) -> Option<Setup> {
-    let moto = common::moto()?;
-    let bucket = common::unique_name(tag);
-    common::create_bucket(&moto, &bucket);
-    let direct = ObjectCache::builder()
-        .url(format!("s3://{bucket}/etl"))
-        .options(common::s3_options(&moto))
-        .build()
-        .unwrap();
+    let (moto, bucket) = common::moto_bucket(tag)?;
+    let direct = common::s3_cache(&moto, &bucket, "etl").build().unwrap();
     let proxy = common::CuttingProxy::start(moto.port);
     Some(Setup {
         direct,
@@ -50,6 +50,15 @@ fn setup(tag: &str) -> Option<Setup> {
 }
 
 impl Setup {
+    /// Stores `value` as the bytes of `key`, straight to moto.
+    async fn put(&self, key: &str, value: &Bytes) {
+        let value = Value::Bytes(value.clone());
+        self.direct
+            .set(key, value, SetOptions::new())
+            .await
+            .unwrap();
+    }
+
     /// A cache reaching moto through the cutting proxy.
     fn proxied(&self, resume_attempts: u32, retry: RetryConfig) -> ObjectCache {
         let mut opts = common::s3_options(&self._moto);
@@ -88,9 +97,8 @@ async fn a_cut_body_is_resumed_by_the_cache() {
         // after the header: the body's, the trailer's and the first
         // resumption's are armed. The body and the resumption are cut after
         // a third of the object (the trailer is shorter than that).
-        s.proxy.cut_after.store(stored / 3, Ordering::SeqCst);
         let armed = if key == "plain" { 2 } else { 3 };
-        s.proxy.cuts.store(armed, Ordering::SeqCst);
+        s.proxy.arm(stored / 3, armed);
         let before = s.proxy.cuts_done.load(Ordering::SeqCst);
         let got = cache.get_stream(key, 1 << 20).await.unwrap().unwrap();
         let chunks: Vec<Bytes> = got.map(|r| r.unwrap()).collect().await;
@@ -108,8 +116,7 @@ async fn a_cut_body_is_resumed_by_the_cache() {
     }
     // A whole-value get through the same cut resumes too (inside object_store).
     let retrying = s.proxied(3, RetryConfig::default());
-    s.proxy.cut_after.store(10 << 20, Ordering::SeqCst);
-    s.proxy.cuts.store(1, Ordering::SeqCst);
+    s.proxy.arm(10 << 20, 1);
     let before = s.proxy.cuts_done.load(Ordering::SeqCst);
     assert_eq!(retrying.get_bytes("plain").await.unwrap().unwrap(), data);
     assert_eq!(s.proxy.cuts_done.load(Ordering::SeqCst) - before, 1);
@@ -119,13 +126,9 @@ async fn a_cut_body_is_resumed_by_the_cache() {
 async fn a_body_that_keeps_being_cut_fails_instead_of_ending_short() {
     let Some(s) = setup("always-cut") else { return };
     let data = Bytes::from(sample_bytes(20 << 20, 22));
-    s.direct
-        .set("k", Value::Bytes(data.clone()), SetOptions::new())
-        .await
-        .unwrap();
+    s.put("k", &data).await;
     let cache = s.proxied(2, no_retries());
-    s.proxy.cut_after.store(4 << 20, Ordering::SeqCst);
-    s.proxy.cuts.store(1000, Ordering::SeqCst);
+    s.proxy.arm(4 << 20, 1000);
     // The first connection to be cut may be the body's or the trailer's; only
     // a stream that was opened counts here.
     let mut got = loop {
@@ -147,12 +150,7 @@ async fn a_body_that_keeps_being_cut_fails_instead_of_ending_short() {
             ),
         }
     };
-    assert!(received.len() < data.len());
-    assert_eq!(
-        &received[..],
-        &data[..received.len()],
-        "what came was right"
-    );
+    assert_short_prefix(&received, &data, "what came was right");
     let o = ObjectError::find_io(&err).expect("the store's error");
     assert_eq!(o.kind(), ObjectErrorKind::Truncated, "{err}");
     assert_eq!(o.store(), "s3");
@@ -171,22 +169,15 @@ async fn a_cut_read_of_a_replaced_object_fails_rather_than_mixing() {
     let Some(s) = setup("replaced") else { return };
     let old = Bytes::from(sample_bytes(30 << 20, 23));
     let new = Bytes::from(sample_bytes(30 << 20, 24));
-    s.direct
-        .set("k", Value::Bytes(old.clone()), SetOptions::new())
-        .await
-        .unwrap();
+    s.put("k", &old).await;
     let cache = s.proxied(3, no_retries());
     // Arms the body's connection and the trailer's (which stays short).
-    s.proxy.cut_after.store(8 << 20, Ordering::SeqCst);
-    s.proxy.cuts.store(2, Ordering::SeqCst);
+    s.proxy.arm(8 << 20, 2);
     let mut got = cache.get_stream("k", 1 << 20).await.unwrap().unwrap();
     let mut received = Vec::new();
     received.extend_from_slice(&got.next().await.unwrap().unwrap());
     // Another writer replaces the entry while the cut read is under way.
-    s.direct
-        .set("k", Value::Bytes(new.clone()), SetOptions::new())
-        .await
-        .unwrap();
+    s.put("k", &new).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let err = loop {
         match got.next().await {
@@ -195,12 +186,7 @@ async fn a_cut_read_of_a_replaced_object_fails_rather_than_mixing() {
             None => panic!("a cut read of a replaced object ended without an error"),
         }
     };
-    assert!(received.len() < old.len());
-    assert_eq!(
-        &received[..],
-        &old[..received.len()],
-        "only the old version was returned"
-    );
+    assert_short_prefix(&received, &old, "only the old version was returned");
     let o = ObjectError::find_io(&err).expect("the store's error");
     assert_eq!(o.kind(), ObjectErrorKind::Changed, "{err}");
     // The new value reads whole.

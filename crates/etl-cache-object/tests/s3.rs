@@ -21,12 +21,8 @@ fn cache_on_moto(
     tag: &str,
     clock: Option<Arc<ManualClock>>,
 ) -> Option<(ObjectCache, Arc<common::Server>)> {
-    let moto = common::moto()?;
-    let bucket = common::unique_name(tag);
-    common::create_bucket(&moto, &bucket);
-    let mut b = ObjectCache::builder()
-        .url(format!("s3://{bucket}/etl/cache"))
-        .options(common::s3_options(&moto));
+    let (moto, bucket) = common::moto_bucket(tag)?;
+    let mut b = common::s3_cache(&moto, &bucket, "etl/cache");
     if let Some(c) = clock {
         b = b.clock(c);
     }

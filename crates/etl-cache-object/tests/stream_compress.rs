@@ -28,8 +28,11 @@ fn compressions() -> [Compression; 2] {
     ]
 }
 
-fn handle(store: &Arc<dyn ObjectStore>) -> ObjectCache {
-    ObjectCache::new(store.clone(), "cache").expect("cache")
+/// Two handles on one fresh in-memory store.
+fn two_handles() -> (ObjectCache, ObjectCache) {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let handle = || ObjectCache::new(store.clone(), "cache").expect("cache");
+    (handle(), handle())
 }
 
 fn payload(chunks: usize, seed: u64) -> Bytes {
@@ -52,9 +55,7 @@ async fn bytes_of(cache: &dyn Cache, key: &str) -> Option<Bytes> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compressed_stream_dropped_at_any_poll_leaves_the_older_value_whole() {
     for comp in compressions() {
-        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let cache = handle(&store);
-        let other = handle(&store);
+        let (cache, other) = two_handles();
         let old = payload(1, 1);
         let new = payload(6, 2);
         cache
@@ -95,9 +96,7 @@ async fn a_compressed_stream_dropped_at_any_poll_leaves_the_older_value_whole() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_streams_racing_on_one_handle_and_on_two_each_land_whole() {
     for comp in compressions() {
-        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let one = handle(&store);
-        let two = handle(&store);
+        let (one, two) = two_handles();
         let values: Vec<Bytes> = (0..4).map(|i| payload(2, 10 + i)).collect();
         let writes = values.iter().enumerate().map(|(i, v)| {
             let cache = if i % 2 == 0 { one.clone() } else { two.clone() };
@@ -123,9 +122,7 @@ async fn compressed_streams_racing_on_one_handle_and_on_two_each_land_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_set_while_a_stream_is_compressed_is_replaced_whole() {
     for comp in compressions() {
-        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let cache = handle(&store);
-        let other = handle(&store);
+        let (cache, other) = two_handles();
         let ours = payload(3, 20);
         let theirs = Bytes::from_static(b"set by another writer meanwhile");
         let parts: Vec<Bytes> = ours.chunks(CHUNK).map(|c| ours.slice_ref(c)).collect();

@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use etl_cache_core::{Cache, CacheExt, Error, SetOptions, Value};
+use etl_cache_core::testing::assert_range_of_one_version;
+use etl_cache_core::{Cache, CacheExt, EntryMeta, Error, SetOptions, Value};
 use etl_cache_fs::DiskCache;
 use etl_cache_fs::fault::{self, Point};
 use etl_cache_reliability::{Rng, layout, report, runtime, seed};
@@ -58,10 +59,7 @@ fn a_range_reads_only_its_blocks_and_never_a_wrong_byte() {
             let cache = open(dir.path()).await;
             let data = random_bytes(&mut rng, len);
             let key = "ranges/bitrot";
-            cache
-                .set(key, Value::Bytes(Bytes::from(data.clone())), SetOptions::new())
-                .await
-                .unwrap();
+            set_bytes(&cache, key, &data).await;
             // One byte of block `bad` (its data or its checksum) changed.
             let in_block = rng.below((MIB + CRC).min(len - bad * MIB + CRC));
             let at = block_offset(dir.path(), key, len, bad) + in_block;
@@ -129,14 +127,7 @@ fn a_range_read_held_after_its_open_returns_the_version_it_opened() {
                 old.len() as u64
             };
             let new = random_bytes(&mut rng, new_len);
-            let old_meta = cache
-                .set(
-                    key,
-                    Value::Bytes(Bytes::from(old.clone())),
-                    SetOptions::new(),
-                )
-                .await
-                .unwrap();
+            let old_meta = set_bytes(&*cache, key, &old).await;
             let r = 2 * MIB - 100..2 * MIB + 65_536;
             let hold = fault::hold(dir.path(), Point::RangeOpened);
             let reading = tokio::spawn({
@@ -148,14 +139,7 @@ fn a_range_read_held_after_its_open_returns_the_version_it_opened() {
             if change == "delete" {
                 assert!(cache.delete(key).await.unwrap());
             } else {
-                cache
-                    .set(
-                        key,
-                        Value::Bytes(Bytes::from(new.clone())),
-                        SetOptions::new(),
-                    )
-                    .await
-                    .unwrap();
+                set_bytes(&*cache, key, &new).await;
             }
             hold.release();
             let (meta, got) = reading.await.unwrap().unwrap().expect("it had opened it");
@@ -194,14 +178,7 @@ fn ranges_on_one_handle_while_another_handle_replaces_the_entry() {
                 .map(|i| random_bytes(&mut rng, 2 * MIB + i * 65_537 + 3))
                 .collect(),
         );
-        writer
-            .set(
-                key,
-                Value::Bytes(Bytes::from(versions[0].clone())),
-                SetOptions::new(),
-            )
-            .await
-            .unwrap();
+        set_bytes(&writer, key, &versions[0]).await;
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for t in 0..3u64 {
@@ -209,15 +186,7 @@ fn ranges_on_one_handle_while_another_handle_replaces_the_entry() {
             tasks.push(tokio::spawn(async move {
                 let (mut reads, mut at) = (0u64, t * 700_001);
                 while !stop.load(Ordering::SeqCst) || reads < 10 {
-                    let r = at..at + 100_000;
-                    let (meta, got) = reader.get_range(key, r.clone()).await.unwrap().unwrap();
-                    let v = versions
-                        .iter()
-                        .find(|v| v.len() as u64 == meta.logical_len)
-                        .expect("a version that was set");
-                    let end = r.end.min(v.len() as u64);
-                    let start = r.start.min(end);
-                    assert_eq!(&got[..], &v[start as usize..end as usize]);
+                    assert_range_of_one_version(&*reader, key, at..at + 100_000, &versions).await;
                     reads += 1;
                     at = (at + 1_048_573) % (2 * MIB);
                 }
@@ -226,10 +195,7 @@ fn ranges_on_one_handle_while_another_handle_replaces_the_entry() {
         }
         for round in 0..40 {
             let v = &versions[round % versions.len()];
-            writer
-                .set(key, Value::Bytes(Bytes::from(v.clone())), SetOptions::new())
-                .await
-                .unwrap();
+            set_bytes(&writer, key, v).await;
         }
         stop.store(true, Ordering::SeqCst);
         let mut reads = 0;
@@ -257,14 +223,7 @@ fn a_dropped_range_read_leaves_the_cache_as_it_was() {
         let cache = Arc::new(open(dir.path()).await);
         let key = "ranges/dropped";
         let data = random_bytes(&mut rng, 3 * MIB);
-        cache
-            .set(
-                key,
-                Value::Bytes(Bytes::from(data.clone())),
-                SetOptions::new(),
-            )
-            .await
-            .unwrap();
+        set_bytes(&*cache, key, &data).await;
         drop(cache.get_range(key, 0..10));
         let hold = fault::hold(dir.path(), Point::RangeOpened);
         let reading = tokio::spawn({
@@ -293,4 +252,10 @@ fn a_dropped_range_read_leaves_the_cache_as_it_was() {
         let stats = cache.stats().await.unwrap();
         assert_eq!((stats.entries, stats.bytes), layout::disk_usage(dir.path()));
     });
+}
+
+/// Sets `key` to a copy of the bytes `data`, with the default options.
+async fn set_bytes(cache: &dyn Cache, key: &str, data: &[u8]) -> EntryMeta {
+    let value = Value::Bytes(Bytes::copy_from_slice(data));
+    cache.set(key, value, SetOptions::new()).await.unwrap()
 }

@@ -16,6 +16,8 @@
 #[path = "../../etl-cache-object/tests/support/forward.rs"]
 #[macro_use]
 mod forward;
+#[path = "../../etl-cache-object/tests/support/on_get.rs"]
+mod on_get;
 
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -26,6 +28,7 @@ use bytes::Bytes;
 use etl_cache_core::backend::blocks::{BLOCK_CRC_LEN, BlockSize, verify_payload};
 use etl_cache_core::backend::codec::{Encoder, PayloadReader};
 use etl_cache_core::backend::format::{Header, Layout, Trailer};
+use etl_cache_core::testing::noise_bytes;
 use etl_cache_core::{Cache, Codec, Compression, Error, Kind, SetOptions, Value};
 use etl_cache_object::ObjectCache;
 use futures::StreamExt;
@@ -36,6 +39,7 @@ use object_store::path::Path;
 use object_store::{
     GetOptions, GetResult, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload,
 };
+use on_get::{GetHook, OnGet};
 
 /// The block size ObjectCache writes.
 const B: usize = 1 << 20;
@@ -50,45 +54,35 @@ struct Served {
     delivered: Arc<AtomicU64>,
 }
 
-/// A store that re-cuts every GET body into pieces of `piece` bytes (0:
-/// as the inner store sends it) and records each GET.
+/// Reads that re-cut every GET body into pieces of `piece` bytes (0: as
+/// the inner store sends it) and record each GET.
 #[derive(Debug)]
 struct Recut {
-    inner: Arc<dyn ObjectStore>,
     piece: AtomicUsize,
     served: Mutex<Vec<Served>>,
 }
 
 impl Recut {
-    fn new(inner: Arc<dyn ObjectStore>) -> Arc<Recut> {
-        Arc::new(Recut {
-            inner,
+    /// `inner`, with its reads answered by a fresh `Recut`.
+    fn new(inner: Arc<dyn ObjectStore>) -> Arc<OnGet<Recut>> {
+        let recut = Recut {
             piece: AtomicUsize::new(0),
             served: Mutex::new(Vec::new()),
-        })
-    }
-}
-
-impl std::fmt::Display for Recut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Recut({})", self.inner)
+        };
+        OnGet::new(inner, recut)
     }
 }
 
 #[async_trait]
-impl ObjectStore for Recut {
-    forward_object_store!(
-        inner;
-        put_opts, put_multipart_opts, delete_stream, list, list_with_delimiter, copy_opts
-    );
-
+impl GetHook for Recut {
     async fn get_opts(
         &self,
+        inner: &dyn ObjectStore,
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         if options.head {
-            return self.inner.get_opts(location, options).await;
+            return inner.get_opts(location, options).await;
         }
         let if_match = options.if_match.clone();
         let range_start = match &options.range {
@@ -96,7 +90,7 @@ impl ObjectStore for Recut {
             Some(object_store::GetRange::Offset(o)) => Some(*o),
             _ => None,
         };
-        let mut r = self.inner.get_opts(location, options).await?;
+        let mut r = inner.get_opts(location, options).await?;
         let delivered = Arc::new(AtomicU64::new(0));
         self.served.lock().unwrap().push(Served {
             if_match,
@@ -173,7 +167,7 @@ fn file_stream(
 /// directory: its own staged writes), the reading handle through [`Recut`].
 struct Setup {
     raw: Arc<dyn ObjectStore>,
-    recut: Arc<Recut>,
+    recut: Arc<OnGet<Recut>>,
     writer: ObjectCache,
     reader: ObjectCache,
     _dir: Option<tempfile::TempDir>,
@@ -213,19 +207,6 @@ fn setup(backend: Backend) -> Setup {
         reader: reader.build().expect("reader"),
         _dir: dir,
     }
-}
-
-/// Bytes no codec shrinks (xorshift).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn compressions() -> [Compression; 3] {
@@ -313,7 +294,7 @@ async fn changed_block_case(backend: Backend, piece: usize) {
     s.recut.piece.store(piece, Ordering::SeqCst);
     let blocks = 4;
     let k = 2u64;
-    let data = noise(blocks * B - B / 3, piece as u64 + 11);
+    let data = noise_bytes(blocks * B - B / 3, piece as u64 + 11);
     let mut cases = 0;
     for (ci, codec) in compressions().into_iter().enumerate() {
         for writer in [Writer::Set, Writer::SetStream] {
@@ -435,7 +416,7 @@ async fn legacy_case(backend: Backend) {
         // Small (read whole and checked) and large (checked, then read again).
         for len in [100_000usize, 20 << 20] {
             let key = format!("old/{ci}/{len}");
-            let data = noise(len, len as u64 + ci as u64);
+            let data = noise_bytes(len, len as u64 + ci as u64);
             let path = s.reader.object_path(&key).expect("path");
             let good = legacy_entry(&key, codec, &data);
             replace(&*s.raw, &path, good.clone()).await;
@@ -481,7 +462,7 @@ async fn a_large_legacy_entry_streams_in_bounded_memory() {
         let s = setup(backend);
         let len = 64 << 20;
         let key = "old/large";
-        let data = noise(len, 5);
+        let data = noise_bytes(len, 5);
         let path = s.reader.object_path(key).expect("path");
         replace(&*s.raw, &path, legacy_entry(key, Compression::NONE, &data)).await;
         s.recut.served.lock().unwrap().clear();

@@ -6,12 +6,11 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
-use common::{MIB, Watched, bytes};
+use common::{MIB, bytes, holding, mib_store};
 use etl_cache_core::testing::{Hooks, Op};
 use etl_cache_core::{Cache, DynCache, Error, MemoryCache, Result};
 use etl_cache_store::{CachedStore, Revalidate};
 use object_store::ObjectStoreExt;
-use object_store::path::Path;
 
 /// A MemoryCache that fails every call while `broken` is set.
 #[derive(Debug, Default)]
@@ -49,18 +48,10 @@ impl Cache for Flaky {
 
 #[tokio::test]
 async fn a_failing_cache_never_breaks_a_read() {
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("f");
     let data = bytes(2 * MIB + 9, 20);
-    bare.put(&p, data.clone().into()).await.unwrap();
+    let (inner, bare, hooks, p) = holding("f", &data).await;
     let cache = Arc::new(Flaky::default());
-    let store = CachedStore::builder(inner)
-        .cache(cache.clone())
-        .block_size(MIB as u64)
-        .revalidate(Revalidate::Never)
-        .build()
-        .await
-        .unwrap();
+    let store = mib_store(inner, cache.clone(), Revalidate::Never).await;
     // Broken from the first read: served from the inner store, every time.
     cache.broken.store(true, SeqCst);
     for _ in 0..2 {
@@ -92,10 +83,8 @@ async fn a_failing_cache_never_breaks_a_read() {
 #[tokio::test]
 async fn a_corrupt_block_on_disk_is_never_served() {
     let dir = tempfile::tempdir().unwrap();
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("rot");
     let data = bytes(3 * MIB, 21);
-    bare.put(&p, data.clone().into()).await.unwrap();
+    let (inner, _, hooks, p) = holding("rot", &data).await;
     let store = CachedStore::builder(inner)
         .dir(dir.path())
         .block_size(MIB as u64)
@@ -136,10 +125,8 @@ async fn a_corrupt_block_on_disk_is_never_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stores_on_one_directory_read_the_same_object_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (inner, bare, _) = Watched::new();
-    let p = Path::from("shared");
     let data = bytes(4 * MIB + 1, 22);
-    bare.put(&p, data.clone().into()).await.unwrap();
+    let (inner, _, _, p) = holding("shared", &data).await;
     let open = || async {
         Arc::new(
             CachedStore::builder(inner.clone())

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use common::{Hooks, MIB, Spied, Watched, bytes};
+use bytes::Bytes;
+use common::{Hooks, MIB, Spied, Watched, bytes, holding, mib_blocks, mib_store};
 use etl_cache_core::Cache;
 use etl_cache_fs::DiskCache;
 use etl_cache_store::{CachedStore, Revalidate};
@@ -19,17 +20,31 @@ use object_store::{ObjectStore, ObjectStoreExt};
 async fn handle(inner: Arc<Watched>, dir: &std::path::Path) -> (CachedStore, Arc<Spied>) {
     let disk: Arc<dyn Cache> = Arc::new(DiskCache::open(dir).await.unwrap());
     let spied = Spied::new(disk);
-    let store = CachedStore::builder(inner)
-        .cache(spied.clone())
-        .block_size(MIB as u64)
-        .revalidate(Revalidate::Always)
-        .build()
-        .await
-        .unwrap();
+    let store = mib_store(inner, spied.clone(), Revalidate::Always).await;
     (store, spied)
 }
 
 /// Waits until `done` holds, checking every millisecond.
+/// Two handles on one cache directory (kept alive by the first item) in
+/// front of a watched store holding `data` at `name`: the directory, the
+/// store's hooks, the path and the handles.
+async fn two_handles(
+    name: &str,
+    data: &Bytes,
+) -> (
+    tempfile::TempDir,
+    Arc<Hooks>,
+    Path,
+    (CachedStore, Arc<Spied>),
+    (CachedStore, Arc<Spied>),
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (inner, _, hooks, p) = holding(name, data).await;
+    let a = handle(inner.clone(), dir.path()).await;
+    let b = handle(inner, dir.path()).await;
+    (dir, hooks, p, a, b)
+}
+
 async fn until(mut done: impl FnMut() -> bool) {
     while !done() {
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -42,13 +57,8 @@ async fn until(mut done: impl FnMut() -> bool) {
 /// cache for the lock (or, were reads not coordinated, once two requests
 /// wait there).
 async fn cold_reads_over_two_handles(readers: usize, range: std::ops::Range<u64>) {
-    let dir = tempfile::tempdir().unwrap();
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("lake/part-0.parquet");
     let data = bytes(3 * MIB + 5, 31);
-    bare.put(&p, data.clone().into()).await.unwrap();
-    let a = handle(inner.clone(), dir.path()).await;
-    let b = handle(inner.clone(), dir.path()).await;
+    let (_dir, hooks, p, a, b) = two_handles("lake/part-0.parquet", &data).await;
     let _gate = hooks.close_gate();
     let tasks: Vec<_> = (0..readers)
         .map(|i| {
@@ -91,13 +101,8 @@ async fn eight_reads_over_two_handles_fetch_a_cold_range_once() {
 /// lock is taken by the read that leads a run of missing blocks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_handles_that_know_the_object_fetch_a_cold_block_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("t/f");
     let data = bytes(3 * MIB, 32);
-    bare.put(&p, data.clone().into()).await.unwrap();
-    let a = handle(inner.clone(), dir.path()).await;
-    let b = handle(inner.clone(), dir.path()).await;
+    let (_dir, hooks, p, a, b) = two_handles("t/f", &data).await;
     // Block 0 read by each: the object is known, blocks 1 and 2 are cold.
     assert_eq!(a.0.get_range(&p, 0..10).await.unwrap(), data.slice(0..10));
     assert_eq!(b.0.get_range(&p, 0..10).await.unwrap(), data.slice(0..10));
@@ -131,13 +136,8 @@ async fn two_handles_that_know_the_object_fetch_a_cold_block_once() {
 /// cache, and fetches the rest itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_dropped_part_way_hands_the_rest_to_the_waiting_handle() {
-    let dir = tempfile::tempdir().unwrap();
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("big");
     let data = bytes(3 * MIB, 33);
-    bare.put(&p, data.clone().into()).await.unwrap();
-    let a = handle(inner.clone(), dir.path()).await;
-    let b = handle(inner.clone(), dir.path()).await;
+    let (_dir, hooks, p, a, b) = two_handles("big", &data).await;
     let mut stream = a.0.get(&p).await.unwrap().into_stream();
     // The first block is handed out (and kept); the run holds the lock.
     let mut first = stream.next().await.unwrap().unwrap();
@@ -167,13 +167,8 @@ async fn a_holder_dropped_part_way_hands_the_rest_to_the_waiting_handle() {
 /// lead, miss the block still being kept, and fetch it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_fails_part_way_hands_over_the_lock_once_its_blocks_are_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("lake/cut.parquet");
     let data = bytes(3 * MIB, 36);
-    bare.put(&p, data.clone().into()).await.unwrap();
-    let a = handle(inner.clone(), dir.path()).await;
-    let b = handle(inner.clone(), dir.path()).await;
+    let (_dir, hooks, p, a, b) = two_handles("lake/cut.parquet", &data).await;
     // Both know the object: each read leads a run from block 0.
     a.0.head(&p).await.unwrap();
     b.0.head(&p).await.unwrap();
@@ -217,13 +212,8 @@ async fn a_run_that_fails_part_way_hands_over_the_lock_once_its_blocks_are_kept(
 /// and the failures are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_lock_never_breaks_a_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("f");
     let data = bytes(3 * MIB + 3, 34);
-    bare.put(&p, data.clone().into()).await.unwrap();
-    let a = handle(inner.clone(), dir.path()).await;
-    let b = handle(inner.clone(), dir.path()).await;
+    let (_dir, hooks, p, a, b) = two_handles("f", &data).await;
     a.1.fail_lock.store(true, SeqCst);
     b.1.fail_lock.store(true, SeqCst);
     let ranges = [
@@ -253,14 +243,10 @@ async fn a_failing_lock_never_breaks_a_read() {
 #[tokio::test]
 async fn coordination_can_be_turned_off() {
     let dir = tempfile::tempdir().unwrap();
-    let (inner, bare, _hooks): (_, _, Arc<Hooks>) = Watched::new();
-    let p = Path::from("f");
     let data = bytes(2 * MIB, 35);
-    bare.put(&p, data.clone().into()).await.unwrap();
+    let (inner, _, _, p) = holding("f", &data).await;
     let spied = Spied::new(Arc::new(DiskCache::open(dir.path()).await.unwrap()));
-    let store = CachedStore::builder(inner)
-        .cache(spied.clone())
-        .block_size(MIB as u64)
+    let store = mib_blocks(inner, spied.clone())
         .coordinate_processes(false)
         .build()
         .await
@@ -280,13 +266,8 @@ async fn coordination_can_be_turned_off() {
 /// least one request of its own).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_ranges_over_two_handles_fetch_each_cold_block_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from("lake/part-1.parquet");
     let data = bytes(4 * MIB, 32);
-    bare.put(&p, data.clone().into()).await.unwrap();
-    let a = handle(inner.clone(), dir.path()).await;
-    let b = handle(inner.clone(), dir.path()).await;
+    let (_dir, hooks, p, a, b) = two_handles("lake/part-1.parquet", &data).await;
     let m = MIB as u64;
     let ranges = vec![0..10, m + 1..2 * m + 7, 3 * m..3 * m + 5, 5..9];
     let readers = 8;
@@ -320,6 +301,17 @@ async fn get_ranges_over_two_handles_fetch_each_cold_block_once() {
     );
 }
 
+/// Puts `data` at `p` in `store` with `attributes`.
+async fn put_typed(
+    store: &dyn ObjectStore,
+    p: &Path,
+    data: Bytes,
+    attributes: object_store::Attributes,
+) {
+    let opts = object_store::PutOptions::from(attributes);
+    store.put_opts(p, data.into(), opts).await.unwrap();
+}
+
 /// The attributes `put` gives an object: a content type and user metadata.
 fn typed(content_type: &str) -> object_store::Attributes {
     [
@@ -343,21 +335,14 @@ async fn attributes_come_back_with_reads_served_from_the_cache() {
     let p = Path::from("lake/part-0.parquet");
     let data = bytes(2 * MIB + 5, 17);
     let parquet = typed("application/vnd.apache.parquet");
-    bare.put_opts(
-        &p,
-        data.clone().into(),
-        object_store::PutOptions::from(parquet.clone()),
-    )
-    .await
-    .unwrap();
+    put_typed(&*bare, &p, data.clone(), parquet.clone()).await;
     let never = |inner: Arc<Watched>, dir: std::path::PathBuf| async move {
-        CachedStore::builder(inner)
-            .cache(Arc::new(DiskCache::open(dir).await.unwrap()))
-            .block_size(MIB as u64)
-            .revalidate(Revalidate::Never)
-            .build()
-            .await
-            .unwrap()
+        mib_store(
+            inner,
+            Arc::new(DiskCache::open(dir).await.unwrap()),
+            Revalidate::Never,
+        )
+        .await
     };
     let a = never(inner.clone(), dir.path().to_owned()).await;
     // Cold: the first read's answer carries them.
@@ -392,32 +377,15 @@ async fn attributes_come_back_with_reads_served_from_the_cache() {
     // each read returns the new ones together.
     let csv = typed("text/csv");
     let new_data = bytes(MIB + 3, 18);
-    bare.put_opts(
-        &p,
-        new_data.clone().into(),
-        object_store::PutOptions::from(csv.clone()),
-    )
-    .await
-    .unwrap();
-    let checking = CachedStore::builder(inner.clone())
-        .cache(Arc::new(DiskCache::open(dir.path()).await.unwrap()))
-        .block_size(MIB as u64)
-        .revalidate(Revalidate::Always)
-        .build()
-        .await
-        .unwrap();
+    put_typed(&*bare, &p, new_data.clone(), csv.clone()).await;
+    let disk = Arc::new(DiskCache::open(dir.path()).await.unwrap());
+    let checking = mib_store(inner.clone(), disk, Revalidate::Always).await;
     let got = checking.get(&p).await.unwrap();
     assert_eq!(got.attributes, csv);
     assert_eq!(got.bytes().await.unwrap(), new_data);
     // A write through a store is seen at once, attributes included.
     let json = typed("application/json");
-    a.put_opts(
-        &p,
-        bytes::Bytes::from_static(b"{}").into(),
-        object_store::PutOptions::from(json.clone()),
-    )
-    .await
-    .unwrap();
+    put_typed(&a, &p, bytes::Bytes::from_static(b"{}"), json.clone()).await;
     let got = a.get(&p).await.unwrap();
     assert_eq!(got.attributes, json);
     assert_eq!(&got.bytes().await.unwrap()[..], b"{}");
@@ -433,13 +401,7 @@ async fn a_read_that_fetches_its_first_block_returns_the_attributes_it_was_answe
     let (inner, bare, hooks) = Watched::new();
     let p = Path::from("lake/part-0.parquet");
     let data = bytes(2 * MIB, 5);
-    bare.put_opts(
-        &p,
-        data.clone().into(),
-        object_store::PutOptions::from(typed("text/csv")),
-    )
-    .await
-    .unwrap();
+    put_typed(&*bare, &p, data.clone(), typed("text/csv")).await;
     let (store, _) = handle(inner.clone(), dir.path()).await;
     // Known, with only the second block cached.
     let got = store

@@ -9,9 +9,9 @@ use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use common::{MIB, Watched, bytes};
+use common::{MIB, Watched, bytes, mib_store};
 use etl_cache_core::{Cache, MemoryCache};
-use etl_cache_store::{CachedStore, Revalidate};
+use etl_cache_store::Revalidate;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use proptest::prelude::*;
@@ -99,13 +99,7 @@ fn same_error(a: &object_store::Error, b: &object_store::Error) -> bool {
 
 async fn run(ops: Vec<Op>, revalidate: Revalidate, cache: Arc<dyn Cache>) -> Result<(), String> {
     let (inner, bare, _) = Watched::new();
-    let store = CachedStore::builder(inner)
-        .cache(cache)
-        .block_size(MIB as u64)
-        .revalidate(revalidate)
-        .build()
-        .await
-        .unwrap();
+    let store = mib_store(inner, cache, revalidate).await;
     let path = |i: u8| Path::from(format!("t/part-{i}.parquet"));
     for (n, op) in ops.iter().enumerate() {
         let ctx = format!("op {n} {op:?}");

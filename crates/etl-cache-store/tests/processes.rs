@@ -9,8 +9,6 @@
 //! lock on the object's first block (or, were reads not coordinated, once
 //! both sent a request).
 
-// `common` includes the forwarding macro; `#[macro_use]` passes it on.
-#[macro_use]
 mod common;
 
 use std::path::{Path as FsPath, PathBuf};
@@ -20,9 +18,10 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{MIB, Spied, bytes};
+use common::on_get::{GetHook, OnGet};
+use common::{MIB, Spied, bytes, mib_blocks};
 use etl_cache_fs::DiskCache;
-use etl_cache_store::{CachedStore, Revalidate};
+use etl_cache_store::Revalidate;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{GetOptions, GetResult, ObjectStore, ObjectStoreExt};
@@ -31,19 +30,13 @@ const CHILD: &str = "ETL_CACHE_STORE_CHILD";
 const ID: &str = "ETL_CACHE_STORE_CHILD_ID";
 const SIZE: usize = 3 * MIB;
 
-/// Counts data requests in `count_file`, and holds each until `go` exists.
+/// Reads that count data requests in `count_file`, and hold each until
+/// `go` exists.
 #[derive(Debug)]
 struct Counted {
-    inner: LocalFileSystem,
     gets: AtomicUsize,
     count_file: PathBuf,
     go: PathBuf,
-}
-
-impl std::fmt::Display for Counted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Counted({})", self.inner)
-    }
 }
 
 async fn wait_for(path: &FsPath) {
@@ -53,14 +46,10 @@ async fn wait_for(path: &FsPath) {
 }
 
 #[async_trait]
-impl ObjectStore for Counted {
-    forward_object_store!(
-        inner;
-        put_opts, put_multipart_opts, delete_stream, list, list_with_delimiter, copy_opts
-    );
-
+impl GetHook for Counted {
     async fn get_opts(
         &self,
+        inner: &dyn ObjectStore,
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
@@ -69,7 +58,7 @@ impl ObjectStore for Counted {
             std::fs::write(&self.count_file, n.to_string()).unwrap();
             wait_for(&self.go).await;
         }
-        self.inner.get_opts(location, options).await
+        inner.get_opts(location, options).await
     }
 }
 
@@ -78,12 +67,15 @@ fn object() -> Path {
 }
 
 async fn child(dir: PathBuf, id: String) {
-    let counted = Arc::new(Counted {
-        inner: LocalFileSystem::new_with_prefix(dir.join("inner")).unwrap(),
-        gets: AtomicUsize::new(0),
-        count_file: dir.join(format!("count-{id}")),
-        go: dir.join("go"),
-    });
+    let inner = LocalFileSystem::new_with_prefix(dir.join("inner")).unwrap();
+    let counted = OnGet::new(
+        Arc::new(inner),
+        Counted {
+            gets: AtomicUsize::new(0),
+            count_file: dir.join(format!("count-{id}")),
+            go: dir.join("go"),
+        },
+    );
     std::fs::write(&counted.count_file, "0").unwrap();
     let disk = DiskCache::open(dir.join("cache")).await.unwrap();
     let spied = Arc::new(Spied {
@@ -95,9 +87,7 @@ async fn child(dir: PathBuf, id: String) {
         set_gate: Default::default(),
         sets_parked: Default::default(),
     });
-    let store = CachedStore::builder(counted.clone())
-        .cache(spied)
-        .block_size(MIB as u64)
+    let store = mib_blocks(counted.clone(), spied)
         .revalidate(Revalidate::Always)
         .namespace("shared-inner")
         .build()

@@ -10,49 +10,26 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Hooks, MIB, Spied, Watched, bytes};
+use common::{Hooks, MIB, Spied, Watched, bytes, holding, mib_blocks, mib_store};
 use etl_cache_core::{Cache, MemoryCache};
-use etl_cache_store::{Admission, CachedStore, CachedStoreBuilder, Revalidate};
+use etl_cache_store::{Admission, CachedStore, Revalidate};
 use futures::{StreamExt, TryStreamExt};
-use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-
-/// A builder of a store in front of `inner` keeping 1 MiB blocks in `cache`.
-fn mib_blocks(inner: Arc<dyn ObjectStore>, cache: Arc<dyn Cache>) -> CachedStoreBuilder {
-    CachedStore::builder(inner)
-        .cache(cache)
-        .block_size(MIB as u64)
-}
 
 async fn store_on(
     inner: Arc<Watched>,
     cache: Arc<dyn Cache>,
     revalidate: Revalidate,
 ) -> Arc<CachedStore> {
-    Arc::new(
-        mib_blocks(inner, cache)
-            .revalidate(revalidate)
-            .build()
-            .await
-            .unwrap(),
-    )
+    Arc::new(mib_store(inner, cache, revalidate).await)
 }
 
 /// A store in front of `inner` with a memory cache of its own.
 async fn fresh(inner: Arc<Watched>, revalidate: Revalidate) -> Arc<CachedStore> {
     store_on(inner, Arc::new(MemoryCache::new()), revalidate).await
-}
-
-/// A watched inner store holding `data` at `name`: the store, the bare
-/// store behind it, its hooks and the path.
-async fn holding(name: &str, data: &Bytes) -> (Arc<Watched>, Arc<InMemory>, Arc<Hooks>, Path) {
-    let (inner, bare, hooks) = Watched::new();
-    let p = Path::from(name);
-    bare.put(&p, data.clone().into()).await.unwrap();
-    (inner, bare, hooks, p)
 }
 
 async fn get_all(s: &dyn ObjectStore, p: &Path, o: GetOptions) -> object_store::Result<Bytes> {

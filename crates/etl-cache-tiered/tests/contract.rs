@@ -8,15 +8,11 @@ use etl_cache_core::{ManualClock, MemoryCache};
 use etl_cache_fs::DiskCache;
 use etl_cache_tiered::TieredCache;
 
+mod common;
+
+/// A DiskCache of no size limit.
 async fn disk(clock: &Arc<ManualClock>, dir: &tempfile::TempDir) -> Arc<DiskCache> {
-    Arc::new(
-        DiskCache::builder()
-            .root(dir.path())
-            .clock(clock.clone())
-            .build()
-            .await
-            .unwrap(),
-    )
+    common::disk(clock, dir, None).await
 }
 
 mod memory_disk {

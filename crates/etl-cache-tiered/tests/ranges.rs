@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use etl_cache_core::testing::{Hooks, Op};
+use etl_cache_core::testing::{Hooks, Op, assert_range_of_one_version};
 use etl_cache_core::{Cache, DynCache, Result, SetOptions, Value};
 use etl_cache_fs::DiskCache;
 use etl_cache_tiered::TieredCache;
@@ -170,19 +170,7 @@ async fn concurrent_ranges_on_one_handle_each_come_from_one_version() {
         readers.push(tokio::spawn(async move {
             for i in 0..50u64 {
                 let start = (r * 7919 + i * 104_729) % 60_000;
-                let range = start..start + 5_000;
-                let (meta, part) = cache.get_range("k", range.clone()).await.unwrap().unwrap();
-                let v = versions
-                    .iter()
-                    .find(|v| v.len() as u64 == meta.logical_len)
-                    .expect("the length of one of the versions");
-                let end = range.end.min(v.len() as u64);
-                let from = range.start.min(end);
-                assert_eq!(
-                    part,
-                    v.slice(from as usize..end as usize),
-                    "range {range:?}"
-                );
+                assert_range_of_one_version(&*cache, "k", start..start + 5_000, &versions).await;
             }
         }));
     }

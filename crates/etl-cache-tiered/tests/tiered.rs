@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use etl_cache_core::testing::stream_chunks;
 use etl_cache_core::{Cache, CacheExt, ManualClock, MemoryCache, SetOptions, Value};
 use etl_cache_fs::DiskCache;
 use etl_cache_tiered::{Served, TieredCache};
-use futures::TryStreamExt;
+
+mod common;
 
 struct Setup {
     cache: TieredCache,
@@ -21,14 +23,7 @@ struct Setup {
 async fn setup(max_memory_entry: u64) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new());
-    let disk = Arc::new(
-        DiskCache::builder()
-            .root(dir.path())
-            .clock(clock.clone())
-            .build()
-            .await
-            .unwrap(),
-    );
+    let disk = common::disk(&clock, &dir, None).await;
     let store = Arc::new(MemoryCache::with_clock(clock.clone()));
     let cache = TieredCache::builder()
         .clock(clock.clone())
@@ -150,15 +145,7 @@ async fn big_entries_bypass_memory() {
         assert_eq!(served, Served::Tier(0), "never kept in memory");
     }
     // A big entry streamed from below is passed through in the asked chunks.
-    let chunks: Vec<Bytes> = s
-        .cache
-        .get_stream("big", 1024)
-        .await
-        .unwrap()
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let chunks = stream_chunks(&s.cache, "big", 1024).await;
     assert_eq!(
         chunks.iter().map(Bytes::len).collect::<Vec<_>>(),
         vec![1024, 1024, 1024, 1024, 904]
@@ -177,15 +164,7 @@ async fn small_streams_are_served_from_memory() {
         )
         .await
         .unwrap();
-    let chunks: Vec<Bytes> = s
-        .cache
-        .get_stream("small", 4)
-        .await
-        .unwrap()
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let chunks = stream_chunks(&s.cache, "small", 4).await;
     assert_eq!(chunks, vec![&b"0123"[..], &b"4567"[..], &b"89"[..]]);
     assert_eq!(s.cache.tier_counts().memory, 1);
 }
@@ -224,14 +203,8 @@ async fn building_without_a_tier_is_an_error() {
 #[tokio::test]
 async fn the_longest_ttl_and_far_expiries_live_in_memory() {
     let s = setup(4096).await;
-    s.cache
-        .set(
-            "k",
-            "long".into(),
-            SetOptions::new().ttl(etl_cache_core::MAX_TTL),
-        )
-        .await
-        .unwrap();
+    let longest = SetOptions::new().ttl(etl_cache_core::MAX_TTL);
+    s.cache.set("k", "long".into(), longest).await.unwrap();
     assert_eq!(
         s.cache.get_traced("k").await.unwrap().unwrap().1,
         Served::Memory
@@ -239,14 +212,7 @@ async fn the_longest_ttl_and_far_expiries_live_in_memory() {
     // An entry whose expiry lies further out than any write accepts (its
     // clock ran ahead), promoted from below.
     s.clock.advance(Duration::from_secs(300 * 365 * 24 * 3600));
-    s.store
-        .set(
-            "far",
-            "far".into(),
-            SetOptions::new().ttl(etl_cache_core::MAX_TTL),
-        )
-        .await
-        .unwrap();
+    s.store.set("far", "far".into(), longest).await.unwrap();
     assert_eq!(
         s.cache.get_traced("far").await.unwrap().unwrap(),
         (Value::from("far"), Served::Tier(1))
@@ -290,15 +256,7 @@ async fn a_json_entry_stored_as_text_is_promoted_as_that_text() {
         .unwrap()
         .expect("a hit");
     assert_eq!(&range[..], &text.as_bytes()[2..20]);
-    let streamed: Vec<Bytes> = s
-        .cache
-        .get_stream("doc", 7)
-        .await
-        .unwrap()
-        .expect("a hit")
-        .try_collect()
-        .await
-        .unwrap();
+    let streamed = stream_chunks(&s.cache, "doc", 7).await;
     assert_eq!(streamed.concat(), text.as_bytes());
     // The tier above holds the text too.
     let (disk_meta, disk_raw) = s.disk.get_raw("doc").await.unwrap().expect("promoted");

@@ -13,14 +13,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use etl_cache_core::testing::{Hooks, Op};
+use etl_cache_core::testing::{Hooks, Op, noise_bytes, stream_chunks};
 use etl_cache_core::{
     ByteStream, Cache, CacheExt, DynCache, Error, ManualClock, MemoryCache, Result, SetOptions,
     Value,
 };
 use etl_cache_fs::DiskCache;
 use etl_cache_tiered::{Served, TieredCache};
-use futures::TryStreamExt;
+
+mod common;
 
 /// A MemoryCache that counts what it publishes and can be told to fail
 /// writes or deletes.
@@ -85,70 +86,58 @@ impl Cache for Tap {
     }
 }
 
-/// A DiskCache that holds at most `max_bytes` per entry.
-async fn small_disk(
-    clock: &Arc<ManualClock>,
-    dir: &tempfile::TempDir,
-    max_bytes: u64,
-) -> Arc<DiskCache> {
-    Arc::new(
-        DiskCache::builder()
-            .root(dir.path())
-            .clock(clock.clone())
-            .max_bytes(max_bytes)
-            .build()
-            .await
-            .unwrap(),
-    )
-}
-
 fn stream_of(b: &Bytes, chunk: usize) -> ByteStream {
     let chunks: Vec<std::io::Result<Bytes>> = b.chunks(chunk).map(|c| Ok(b.slice_ref(c))).collect();
     Box::pin(futures::stream::iter(chunks))
 }
 
-/// `len` bytes that do not compress (xorshift), different for each seed.
+/// `len` bytes that do not compress, different for each seed.
 fn big(len: usize, seed: u64) -> Bytes {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ seed.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    Bytes::from(
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect::<Vec<u8>>(),
-    )
+    Bytes::from(noise_bytes(len, seed))
 }
 
-/// memory (entries up to 1,000 bytes) -> DiskCache (max 2,000 bytes) -> Tap.
-struct Middle {
+/// Memory, then two tiers: a DiskCache that holds at most 2,000 bytes
+/// and a Tap, in either order.
+struct Tiers {
     cache: TieredCache,
     disk: Arc<DiskCache>,
-    store: Arc<Tap>,
+    tap: Arc<Tap>,
     _dir: tempfile::TempDir,
 }
 
-async fn middle_refuses_big_values() -> Middle {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new());
-    let disk = small_disk(&clock, &dir, 2_000).await;
-    let store = Tap::new(&clock);
-    let cache = TieredCache::builder()
-        .clock(clock.clone())
-        .memory_bytes(1 << 20)
-        .max_memory_entry(1_000)
-        .tier(disk.clone())
-        .tier(store.clone())
-        .build()
-        .unwrap();
-    Middle {
-        cache,
-        disk,
-        store,
-        _dir: dir,
+impl Tiers {
+    /// Memory keeping entries up to `max_memory_entry` bytes, then the
+    /// DiskCache above the Tap when `disk_first`, else the Tap above it.
+    async fn new(max_memory_entry: u64, disk_first: bool) -> Tiers {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new());
+        let disk = common::disk(&clock, &dir, Some(2_000)).await;
+        let tap = Tap::new(&clock);
+        let (upper, last): (Arc<dyn Cache>, Arc<dyn Cache>) = if disk_first {
+            (disk.clone(), tap.clone())
+        } else {
+            (tap.clone(), disk.clone())
+        };
+        let cache = TieredCache::builder()
+            .clock(clock)
+            .memory_bytes(1 << 20)
+            .max_memory_entry(max_memory_entry)
+            .tier(upper)
+            .tier(last)
+            .build()
+            .unwrap();
+        Tiers {
+            cache,
+            disk,
+            tap,
+            _dir: dir,
+        }
     }
+}
+
+/// memory (entries up to 1,000 bytes) -> DiskCache (max 2,000 bytes) -> Tap.
+async fn middle_refuses_big_values() -> Tiers {
+    Tiers::new(1_000, true).await
 }
 
 #[tokio::test]
@@ -173,7 +162,7 @@ async fn a_set_an_upper_tier_refuses_succeeds_and_is_served_from_below() {
         None,
         "the refusing tier holds neither the new value nor the old one"
     );
-    assert_eq!(m.store.get("k").await.unwrap(), Some(v.clone()));
+    assert_eq!(m.tap.get("k").await.unwrap(), Some(v.clone()));
     for _ in 0..2 {
         let (got, served) = m.cache.get_traced("k").await.unwrap().unwrap();
         assert_eq!(got, v);
@@ -208,16 +197,8 @@ async fn a_stream_an_upper_tier_refuses_succeeds_and_is_served_from_below() {
         .expect("the last tier took the stream");
     assert_eq!(meta.logical_len, 50_000);
     assert_eq!(m.disk.head("s").await.unwrap(), None);
-    assert_eq!(m.store.get_bytes("s").await.unwrap(), Some(b.clone()));
-    let streamed: Vec<Bytes> = m
-        .cache
-        .get_stream("s", 10_000)
-        .await
-        .unwrap()
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    assert_eq!(m.tap.get_bytes("s").await.unwrap(), Some(b.clone()));
+    let streamed = stream_chunks(&m.cache, "s", 10_000).await;
     assert_eq!(streamed.concat(), b[..]);
     assert_eq!(
         m.cache.get_traced("s").await.unwrap().unwrap(),
@@ -231,7 +212,7 @@ async fn a_stream_an_upper_tier_refuses_succeeds_and_is_served_from_below() {
         .await
         .unwrap();
     assert_eq!(m.disk.get_bytes("s").await.unwrap(), Some(small.clone()));
-    assert_eq!(m.store.get_bytes("s").await.unwrap(), Some(small));
+    assert_eq!(m.tap.get_bytes("s").await.unwrap(), Some(small));
 }
 
 #[tokio::test]
@@ -255,32 +236,8 @@ async fn a_computed_value_an_upper_tier_refuses_is_served_from_below() {
 }
 
 /// memory -> Tap (an upper tier) -> DiskCache (max 2,000 bytes, the last).
-struct Bottom {
-    cache: TieredCache,
-    upper: Arc<Tap>,
-    disk: Arc<DiskCache>,
-    _dir: tempfile::TempDir,
-}
-
-async fn bottom_refuses_big_values() -> Bottom {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new());
-    let disk = small_disk(&clock, &dir, 2_000).await;
-    let upper = Tap::new(&clock);
-    let cache = TieredCache::builder()
-        .clock(clock.clone())
-        .memory_bytes(1 << 20)
-        .max_memory_entry(100_000)
-        .tier(upper.clone())
-        .tier(disk.clone())
-        .build()
-        .unwrap();
-    Bottom {
-        cache,
-        upper,
-        disk,
-        _dir: dir,
-    }
+async fn bottom_refuses_big_values() -> Tiers {
+    Tiers::new(100_000, false).await
 }
 
 #[tokio::test]
@@ -290,7 +247,7 @@ async fn a_write_the_last_tier_refuses_fails_and_publishes_nothing_above_it() {
         .set("k", "previous".into(), SetOptions::new())
         .await
         .unwrap();
-    let published = b.upper.published.load(Ordering::SeqCst);
+    let published = b.tap.published.load(Ordering::SeqCst);
     assert_eq!(published, 1);
 
     let r = b
@@ -304,11 +261,11 @@ async fn a_write_the_last_tier_refuses_fails_and_publishes_nothing_above_it() {
         .await;
     assert!(matches!(r, Err(Error::TooLarge { .. })), "{r:?}");
     assert_eq!(
-        b.upper.published.load(Ordering::SeqCst),
+        b.tap.published.load(Ordering::SeqCst),
         published,
         "the upper tier never published the refused values, not even for a moment"
     );
-    assert_eq!(b.upper.get("k").await.unwrap(), None, "nothing stale above");
+    assert_eq!(b.tap.get("k").await.unwrap(), None, "nothing stale above");
     assert_eq!(b.disk.get("k").await.unwrap(), Some("previous".into()));
     assert_eq!(
         b.cache.get_traced("k").await.unwrap().unwrap(),
@@ -331,7 +288,7 @@ async fn a_write_the_last_tier_refuses_fails_and_publishes_nothing_above_it() {
         )
         .await;
     assert!(matches!(r, Err(Error::Stream { .. })), "{r:?}");
-    assert_eq!(b.upper.published.load(Ordering::SeqCst), published + 1);
+    assert_eq!(b.tap.published.load(Ordering::SeqCst), published + 1);
     assert_eq!(b.cache.get("k").await.unwrap(), Some("previous".into()));
 }
 
@@ -342,7 +299,7 @@ async fn a_failed_invalidation_writes_nothing() {
         .set("k", "previous".into(), SetOptions::new())
         .await
         .unwrap();
-    b.upper.fail_deletes.store(true, Ordering::SeqCst);
+    b.tap.fail_deletes.store(true, Ordering::SeqCst);
     let r = b.cache.set("k", "new".into(), SetOptions::new()).await;
     assert!(matches!(r, Err(Error::Backend { .. })), "{r:?}");
     let r = b
@@ -351,7 +308,7 @@ async fn a_failed_invalidation_writes_nothing() {
         .await;
     assert!(matches!(r, Err(Error::Backend { .. })), "{r:?}");
     assert_eq!(b.disk.get("k").await.unwrap(), Some("previous".into()));
-    assert_eq!(b.upper.get("k").await.unwrap(), Some("previous".into()));
+    assert_eq!(b.tap.get("k").await.unwrap(), Some("previous".into()));
     assert_eq!(b.cache.get("k").await.unwrap(), Some("previous".into()));
 }
 
@@ -362,17 +319,17 @@ async fn an_upper_tier_failing_writes_leaves_it_without_the_key() {
         .set("k", "previous".into(), SetOptions::new())
         .await
         .unwrap();
-    b.upper.fail_writes.store(true, Ordering::SeqCst);
+    b.tap.fail_writes.store(true, Ordering::SeqCst);
     b.cache
         .set("k", "new".into(), SetOptions::new())
         .await
         .expect("the last tier took it");
-    assert_eq!(b.upper.get("k").await.unwrap(), None);
+    assert_eq!(b.tap.get("k").await.unwrap(), None);
     b.cache
         .set_stream("k", stream_of(&big(1_000, 8), 100), SetOptions::new())
         .await
         .expect("the last tier took it");
-    assert_eq!(b.upper.get("k").await.unwrap(), None);
+    assert_eq!(b.tap.get("k").await.unwrap(), None);
     assert_eq!(b.disk.get_bytes("k").await.unwrap(), Some(big(1_000, 8)));
     assert_eq!(
         b.cache.get_traced("k").await.unwrap().unwrap(),

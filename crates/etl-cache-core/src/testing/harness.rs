@@ -2,12 +2,13 @@
 //! the payloads and helpers its checks share.
 
 use std::any::Any;
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use crate::{ByteStream, Cache, ManualClock};
+use crate::{ByteStream, Cache, Compression, ManualClock, Stats};
 
 /// A cache under test with the clock it reads.
 pub struct Harness {
@@ -98,6 +99,98 @@ pub(super) async fn collect(
     let chunks: Vec<Bytes> = s.try_collect().await.expect("stream reads");
     let sizes = chunks.iter().map(Bytes::len).collect();
     Some((sizes, chunks.concat()))
+}
+
+/// `len` bytes that no codec shrinks, different for each `seed`: the
+/// middle byte of each step of xorshift64.
+pub fn noise_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ seed.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// The chunks `get_stream(key, chunk)` hands out; panics if `key` is
+/// missing or a read fails.
+pub async fn stream_chunks(cache: &dyn Cache, key: &str, chunk: usize) -> Vec<Bytes> {
+    let stream = cache.get_stream(key, chunk).await.expect("get_stream");
+    let stream = stream.unwrap_or_else(|| panic!("{key:?} is missing"));
+    stream.try_collect().await.expect("stream reads")
+}
+
+/// Reads `range` of `key` from `cache` and asserts that it holds that
+/// range (cut at the end) of the one of `versions` whose length its
+/// metadata gives: bytes and metadata of one version, never a mix.
+pub async fn assert_range_of_one_version<V: AsRef<[u8]>>(
+    cache: &dyn Cache,
+    key: &str,
+    range: Range<u64>,
+    versions: &[V],
+) {
+    let (meta, got) = cache.get_range(key, range.clone()).await.unwrap().unwrap();
+    let v = versions
+        .iter()
+        .map(AsRef::as_ref)
+        .find(|v| v.len() as u64 == meta.logical_len)
+        .expect("the metadata of a version that was set");
+    let end = range.end.min(v.len() as u64);
+    let start = range.start.min(end);
+    assert_eq!(
+        &got[..],
+        &v[start as usize..end as usize],
+        "{key:?} {range:?}: a range mixed versions, or did not match its metadata"
+    );
+}
+
+/// Sets `"k"` to the text `"previous"` and returns the cache's stats
+/// then, for the checks that failed writes keep it and leave no debris.
+pub(super) async fn set_previous(cache: &dyn Cache) -> Stats {
+    cache
+        .set("k", "previous".into(), crate::SetOptions::new())
+        .await
+        .unwrap();
+    cache.stats().await.unwrap()
+}
+
+/// Asserts that a read of `key`, whose stored value `data` had a byte
+/// changed after its first `good_len` bytes of blocks, handed out `got`
+/// and no changed byte: exactly those blocks when stored with no codec,
+/// else a prefix of `data`.
+pub fn assert_no_changed_byte(
+    key: &str,
+    codec: Compression,
+    data: &[u8],
+    got: &[u8],
+    good_len: usize,
+) {
+    if codec == Compression::NONE {
+        assert!(
+            got == &data[..good_len],
+            "{key}: {} bytes handed out",
+            got.len()
+        );
+    } else {
+        assert!(
+            data.starts_with(got),
+            "{key}: a changed byte was handed out"
+        );
+    }
+}
+
+/// Asserts that `cache` holds as many entries and bytes as it did at
+/// `before`: `what` (failed writes, say) left no debris.
+pub(super) async fn assert_no_debris(cache: &dyn Cache, before: &Stats, what: &str) {
+    let after = cache.stats().await.unwrap();
+    assert_eq!(
+        (after.entries, after.bytes),
+        (before.entries, before.bytes),
+        "{what} leave no debris"
+    );
 }
 
 /// A JSON document nesting `depth` arrays and objects.

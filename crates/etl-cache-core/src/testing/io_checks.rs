@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
-use super::harness::{Harness, sample_bytes};
+use super::harness::{Harness, assert_no_debris, sample_bytes, set_previous};
 use crate::io::WRITE_CHUNK_SIZE;
 use crate::{Cache, CacheExt, CacheIoExt, Compression, EntryMeta, Error, Kind, SetOptions, Value};
 
@@ -149,10 +149,7 @@ pub async fn io_shutdown_publishes_and_commit_reports_meta(h: &Harness) {
 /// it had written or flushed, and leaves no debris.
 pub async fn io_dropped_writer_keeps_previous_value(h: &Harness) {
     let c = &*h.cache;
-    c.set("k", "previous".into(), SetOptions::new())
-        .await
-        .unwrap();
-    let before = c.stats().await.unwrap();
+    let before = set_previous(c).await;
     for (i, len) in [10, WRITE_CHUNK_SIZE, 3 * WRITE_CHUNK_SIZE + 1]
         .into_iter()
         .enumerate()
@@ -169,12 +166,7 @@ pub async fn io_dropped_writer_keeps_previous_value(h: &Harness) {
         drop(w);
         assert_eq!(c.get("fresh").await.unwrap(), None);
     }
-    let after = c.stats().await.unwrap();
-    assert_eq!(
-        (after.entries, after.bytes),
-        (before.entries, before.bytes),
-        "dropped writers leave no debris"
-    );
+    assert_no_debris(c, &before, "dropped writers").await;
 }
 
 /// Wakes the test's poll loop.

@@ -172,15 +172,6 @@ pub async fn kind_only_on_byte_payloads(h: &Harness) {
     for kind in [Kind::Text, Kind::Json] {
         let opts = SetOptions::new().kind(kind);
         // Each refusal names the key it was for.
-        fn names<T>(r: crate::Result<T>, key: &str) -> crate::Result<T> {
-            let text = r
-                .as_ref()
-                .err()
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            assert!(text.contains(&format!("{key:?}")), "{text:?} names {key:?}");
-            r
-        }
         assert_invalid_input(names(c.set("k", bytes.clone(), opts).await, "k"));
         assert_invalid_input(names(
             c.set_stream("k", stream_of(vec![bytes.to_bytes()]), opts)
@@ -277,23 +268,13 @@ pub async fn json_bytes_store_a_json_entry(h: &Harness) {
             let r = c
                 .set(key, Value::Bytes(Bytes::copy_from_slice(bad)), json)
                 .await;
-            let text = r
-                .as_ref()
-                .err()
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            assert!(text.contains(&format!("{key:?}")), "{text:?} names {key:?}");
-            assert_invalid_input(r);
+            assert_invalid_input(names(r, key));
         }
     }
     let r = c
         .set_stream("j", stream_of(vec![Bytes::from_static(doc)]), json)
         .await;
-    let text = r
-        .as_ref()
-        .err()
-        .map(ToString::to_string)
-        .unwrap_or_default();
+    let text = error_text(&r);
     assert!(
         text.contains("\"j\"") && text.contains("stream"),
         "{text:?}"
@@ -349,4 +330,20 @@ pub async fn computed_values_keep_the_kind(h: &Harness) {
             .await,
     );
     assert_eq!(c.get("u").await.unwrap(), None);
+}
+
+/// The message of `r`'s error; empty for `Ok`.
+fn error_text<T>(r: &crate::Result<T>) -> String {
+    r.as_ref()
+        .err()
+        .map(ToString::to_string)
+        .unwrap_or_default()
+}
+
+/// Asserts that `r` is an error naming `key` (as `{key:?}`), and hands it
+/// back.
+fn names<T>(r: crate::Result<T>, key: &str) -> crate::Result<T> {
+    let text = error_text(&r);
+    assert!(text.contains(&format!("{key:?}")), "{text:?} names {key:?}");
+    r
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::harness::{Harness, collect, sample_bytes};
+use super::harness::{Harness, assert_range_of_one_version, collect, sample_bytes};
 use crate::{BlockSize, CacheExt, Compression, Error, SetOptions, Value};
 
 /// `get_range` reads the logical bytes of a range, cut at the end, for
@@ -190,19 +190,7 @@ pub async fn ranges_come_from_one_version(h: &Harness) {
             let mut reads = 0;
             let mut at = r * 300_007;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) || reads < 5 {
-                let range = at..at + 70_000;
-                let (meta, got) = c.get_range("v", range.clone()).await.unwrap().unwrap();
-                let v = versions
-                    .iter()
-                    .find(|v| v.len() as u64 == meta.logical_len)
-                    .expect("the metadata of a version that was set");
-                let end = range.end.min(v.len() as u64);
-                let start = range.start.min(end);
-                assert_eq!(
-                    &got[..],
-                    &v[start as usize..end as usize],
-                    "a range mixed versions, or did not match its metadata"
-                );
+                assert_range_of_one_version(&*c, "v", at..at + 70_000, &versions).await;
                 reads += 1;
                 at = (at + 524_309) % (2 * mib as u64);
                 tokio::task::yield_now().await;

@@ -7,7 +7,7 @@ use std::io;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::harness::{Harness, collect, sample_bytes, stream_of};
+use super::harness::{Harness, assert_no_debris, collect, sample_bytes, set_previous, stream_of};
 use crate::{CacheExt, Codec, Compression, DEFAULT_CHUNK_SIZE, Error, Kind, SetOptions, Value};
 
 /// Text that looks like JSON stays text; UTF-8 bytes stay bytes; JSON stays JSON.
@@ -174,10 +174,7 @@ pub async fn streams_roundtrip_in_exact_chunks(h: &Harness) {
 /// A stream that fails part way publishes nothing and keeps the old value.
 pub async fn failing_stream_keeps_previous_value(h: &Harness) {
     let c = &*h.cache;
-    c.set("k", "previous".into(), SetOptions::new())
-        .await
-        .unwrap();
-    let before = c.stats().await.unwrap();
+    let before = set_previous(c).await;
     for comp in [Compression::NONE, Compression::zstd()] {
         let chunks: Vec<std::io::Result<Bytes>> = vec![
             Ok(Bytes::from(sample_bytes(100_000, 3))),
@@ -214,12 +211,7 @@ pub async fn failing_stream_keeps_previous_value(h: &Harness) {
         assert!(new_key_err.is_err());
         assert_eq!(c.get("fresh").await.unwrap(), None);
     }
-    let after = c.stats().await.unwrap();
-    assert_eq!(
-        (after.entries, after.bytes),
-        (before.entries, before.bytes),
-        "failed sets leave no debris"
-    );
+    assert_no_debris(c, &before, "failed sets").await;
 }
 
 /// A zero chunk size is invalid input, not a hang.

@@ -286,6 +286,22 @@ pub fn http(
     Ok((status, body))
 }
 
+/// moto (shared by the binary's tests) with a new bucket named after
+/// `tag`; `None` where moto is missing and the test is to return early.
+pub fn moto_bucket(tag: &str) -> Option<(Arc<Server>, String)> {
+    let moto = moto()?;
+    let bucket = unique_name(tag);
+    create_bucket(&moto, &bucket);
+    Some((moto, bucket))
+}
+
+/// A builder of a cache under `prefix` in `bucket` on moto.
+pub fn s3_cache(moto: &Server, bucket: &str, prefix: &str) -> etl_cache_object::ObjectCacheBuilder {
+    etl_cache_object::ObjectCache::builder()
+        .url(format!("s3://{bucket}/{prefix}"))
+        .options(s3_options(moto))
+}
+
 /// Creates a bucket on the moto server.
 pub fn create_bucket(server: &Server, bucket: &str) {
     let (status, body) = http(server.port, "PUT", &format!("/{bucket}"), &[], b"").unwrap();
@@ -530,6 +546,13 @@ impl CuttingProxy {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Arms the next `cuts` connections to close after relaying
+    /// `cut_after` bytes of response each.
+    pub fn arm(&self, cut_after: u64, cuts: u64) {
+        self.cut_after.store(cut_after, Ordering::SeqCst);
+        self.cuts.store(cuts, Ordering::SeqCst);
     }
 }
 

@@ -6,6 +6,8 @@
 #[path = "../../../etl-cache-object/tests/support/forward.rs"]
 #[macro_use]
 mod forward;
+#[path = "../../../etl-cache-object/tests/support/on_get.rs"]
+pub mod on_get;
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -13,10 +15,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use etl_cache_core::Cache;
+use etl_cache_store::{CachedStore, CachedStoreBuilder, Revalidate};
 use futures::StreamExt;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{GetOptions, GetResult, GetResultPayload, ObjectStore};
+use object_store::{GetOptions, GetResult, GetResultPayload, ObjectStore, ObjectStoreExt};
 use tokio::sync::Semaphore;
 
 #[derive(Debug, Default)]
@@ -171,6 +175,36 @@ pub fn bytes(n: usize, seed: u8) -> Bytes {
 }
 
 pub const MIB: usize = 1 << 20;
+
+/// A builder of a store in front of `inner` keeping 1 MiB blocks in `cache`.
+pub fn mib_blocks(inner: Arc<dyn ObjectStore>, cache: Arc<dyn Cache>) -> CachedStoreBuilder {
+    CachedStore::builder(inner)
+        .cache(cache)
+        .block_size(MIB as u64)
+}
+
+/// A store in front of `inner` keeping 1 MiB blocks in `cache`, that
+/// revalidates as `revalidate` says.
+pub async fn mib_store(
+    inner: Arc<dyn ObjectStore>,
+    cache: Arc<dyn Cache>,
+    revalidate: Revalidate,
+) -> CachedStore {
+    mib_blocks(inner, cache)
+        .revalidate(revalidate)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// A watched inner store holding `data` at `name`: the store, the bare
+/// store behind it, its hooks and the path.
+pub async fn holding(name: &str, data: &Bytes) -> (Arc<Watched>, Arc<InMemory>, Arc<Hooks>, Path) {
+    let (inner, bare, hooks) = Watched::new();
+    let p = Path::from(name);
+    bare.put(&p, data.clone().into()).await.unwrap();
+    (inner, bare, hooks, p)
+}
 
 /// A cache in front of another that counts the calls of
 /// `get_or_insert_boxed` (the lock a `CachedStore` takes before it
