@@ -26,7 +26,7 @@ mod range_checks;
 mod roundtrip_checks;
 
 pub use self::entry_checks::{
-    delete_and_clear, handle_ids_tell_handles_apart, head_reports_metadata,
+    HOSTILE_KEYS, delete_and_clear, handle_ids_tell_handles_apart, head_reports_metadata,
     hostile_keys_are_plain_keys, invalid_keys_are_rejected, list_filters_by_prefix,
     stats_count_operations, typed_helpers,
 };

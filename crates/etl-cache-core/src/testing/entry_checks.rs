@@ -41,20 +41,25 @@ pub async fn invalid_keys_are_rejected(h: &Harness) {
     assert!(c.keys(None).await.unwrap().contains(&max));
 }
 
+/// Keys that look like paths (climbing out, absolute, doubled slashes,
+/// dots, Windows paths), with whitespace and any Unicode: a backend must
+/// store and list each as given, and never read one as a path.
+pub const HOSTILE_KEYS: [&str; 9] = [
+    "my_folder/financial_data",
+    "../../../etc/passwd",
+    "/absolute/path",
+    "a//b/./c/..",
+    "with space and\ttab\nnewline",
+    "ünïcödé/日本語/𝄞/🦀",
+    "C:\\windows\\system32",
+    ".",
+    "..",
+];
+
 /// Keys that look like paths, and any Unicode, are stored and listed as given.
 pub async fn hostile_keys_are_plain_keys(h: &Harness) {
     let c = &*h.cache;
-    let keys = [
-        "my_folder/financial_data",
-        "../../../etc/passwd",
-        "/absolute/path",
-        "a//b/./c/..",
-        "with space and\ttab\nnewline",
-        "ünïcödé/日本語/𝄞/🦀",
-        "C:\\windows\\system32",
-        ".",
-        "..",
-    ];
+    let keys = HOSTILE_KEYS;
     for (i, k) in keys.iter().enumerate() {
         c.set(k, Value::Text(format!("value {i}")), SetOptions::new())
             .await
