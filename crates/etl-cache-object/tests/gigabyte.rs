@@ -3,6 +3,8 @@
 //! (alone in its test binary, so that the peak RSS is its own).
 
 mod common;
+#[path = "support/s3.rs"]
+mod s3_support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,7 +66,7 @@ async fn a_gigabyte_streams_through_s3_in_bounded_memory() {
     let Some((moto, bucket)) = common::moto_bucket("gigabyte") else {
         return;
     };
-    let cache = common::s3_cache(&moto, &bucket, "etl")
+    let cache = s3_support::s3_cache(&moto, &bucket, "etl")
         // moto assembles a 1 GiB multipart upload before it answers the
         // completing request, silent for tens of seconds on a busy machine:
         // the default settings allow for it, as the wait for that answer

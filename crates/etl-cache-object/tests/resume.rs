@@ -3,6 +3,8 @@
 //! with an error — never short, never mixed with another write.
 
 mod common;
+#[path = "support/s3.rs"]
+mod s3_support;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -39,7 +41,7 @@ struct Setup {
 
 fn setup(tag: &str) -> Option<Setup> {
     let (moto, bucket) = common::moto_bucket(tag)?;
-    let direct = common::s3_cache(&moto, &bucket, "etl").build().unwrap();
+    let direct = s3_support::s3_cache(&moto, &bucket, "etl").build().unwrap();
     let proxy = common::CuttingProxy::start(moto.port);
     Some(Setup {
         direct,

@@ -4,6 +4,8 @@
 
 mod common;
 mod foreign;
+#[path = "support/s3.rs"]
+mod s3_support;
 #[macro_use]
 mod server_suite;
 
@@ -22,7 +24,7 @@ fn cache_on_moto(
     clock: Option<Arc<ManualClock>>,
 ) -> Option<(ObjectCache, Arc<common::Server>)> {
     let (moto, bucket) = common::moto_bucket(tag)?;
-    let mut b = common::s3_cache(&moto, &bucket, "etl/cache");
+    let mut b = s3_support::s3_cache(&moto, &bucket, "etl/cache");
     if let Some(c) = clock {
         b = b.clock(c);
     }

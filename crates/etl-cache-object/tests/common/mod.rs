@@ -295,13 +295,6 @@ pub fn moto_bucket(tag: &str) -> Option<(Arc<Server>, String)> {
     Some((moto, bucket))
 }
 
-/// A builder of a cache under `prefix` in `bucket` on moto.
-pub fn s3_cache(moto: &Server, bucket: &str, prefix: &str) -> etl_cache_object::ObjectCacheBuilder {
-    etl_cache_object::ObjectCache::builder()
-        .url(format!("s3://{bucket}/{prefix}"))
-        .options(s3_options(moto))
-}
-
 /// Creates a bucket on the moto server.
 pub fn create_bucket(server: &Server, bucket: &str) {
     let (status, body) = http(server.port, "PUT", &format!("/{bucket}"), &[], b"").unwrap();
