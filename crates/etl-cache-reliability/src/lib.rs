@@ -1,14 +1,15 @@
 //! Helpers shared by the reliability suites of etl-cache (the tests under
 //! `tests/`): the documented on-disk layout of `DiskCache`, child processes
 //! (the test binary re-executed in a role), mounts (tmpfs, read-only binds),
-//! deterministic self-describing payloads, a small seeded RNG, and the
-//! counts each suite reports.
+//! deterministic self-describing payloads, fresh roots and handles, a small
+//! seeded RNG, and the counts each suite reports.
 //!
 //! See `RELIABILITY.md` at the repository root for what each suite tries and
 //! how to run it.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod fixtures;
 pub mod layout;
 pub mod mounts;
 pub mod payload;

@@ -23,6 +23,16 @@ pub fn is_role(role: &str) -> bool {
     self::role().as_deref() == Some(role)
 }
 
+/// In a child started in `role`, the path the parent passed in the
+/// environment variable `var`; `None` in any other process.
+pub fn role_path(role: &str, var: &str) -> Option<std::path::PathBuf> {
+    if !is_role(role) {
+        return None;
+    }
+    let path = std::env::var(var).unwrap_or_else(|_| panic!("{var} is set by the parent"));
+    Some(path.into())
+}
+
 /// The path of the running test binary.
 pub fn exe() -> std::path::PathBuf {
     std::env::current_exe().expect("the path of the test binary")

@@ -63,6 +63,7 @@ use etl_cache_core::{
 };
 use etl_cache_fs::DiskCache;
 use etl_cache_object::ObjectCache;
+use etl_cache_reliability::fixtures::{Limits, scratch};
 use etl_cache_reliability::payload::{self, Style};
 use etl_cache_reliability::{Rng, iterations, layout, report, seed};
 use etl_cache_tiered::TieredCache;
@@ -206,13 +207,6 @@ impl Planned {
             None => o,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Limits {
-    max_entries: Option<u64>,
-    max_bytes: Option<u64>,
-    low_water: f64,
 }
 
 #[derive(Debug)]
@@ -448,16 +442,6 @@ fn plan(rng: &mut Rng, backend: Backend, base: u64) -> Plan {
 
 // ---------------------------------------------------------------- backends
 
-fn scratch() -> PathBuf {
-    // tmpfs when there is one: the cases create and remove many files.
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    }
-}
-
 async fn open_disk(
     root: &Path,
     clock: &Arc<ManualClock>,
@@ -472,13 +456,7 @@ async fn open_disk(
         b = b.inline_io(0);
     }
     if let Some(l) = limits {
-        if let Some(n) = l.max_entries {
-            b = b.max_entries(n);
-        }
-        if let Some(n) = l.max_bytes {
-            b = b.max_bytes(n);
-        }
-        b = b.low_water(l.low_water);
+        b = l.apply(b);
     }
     b.build().await.expect("open the DiskCache")
 }

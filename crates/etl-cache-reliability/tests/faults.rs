@@ -21,9 +21,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use etl_cache_core::{Cache, Compression, Error, Kind, ManualClock, SetOptions, Value};
+use etl_cache_core::{Cache, CacheExt, Compression, Error, Kind, ManualClock, SetOptions, Value};
 use etl_cache_fs::DiskCache;
 use etl_cache_fs::fault::{self, Point};
+use etl_cache_reliability::fixtures::{on_fresh_disk, open_with_clock, temp_root};
 use etl_cache_reliability::mounts::Mount;
 use etl_cache_reliability::payload::{self, Style};
 use etl_cache_reliability::{Rng, iterations, layout, proc, report, require_root, runtime, seed};
@@ -118,6 +119,26 @@ async fn text_of(cache: &dyn Cache, key: &str) -> Option<Value> {
     cache.get(key).await.expect("get")
 }
 
+/// Sets `key` to `value` (`what` names the set should it fail) and checks
+/// that a read returns it.
+async fn set_and_check(cache: &DiskCache, key: &str, value: &Value, what: &str) {
+    cache
+        .set(key, value.clone(), SetOptions::new())
+        .await
+        .expect(what);
+    assert_eq!(text_of(cache, key).await, Some(value.clone()));
+}
+
+/// Checks that `r` failed with an I/O error of kind `StorageFull` naming
+/// `key`, and keeps the error's message in `errors`.
+fn record_storage_full<T: std::fmt::Debug>(
+    errors: &mut Vec<String>,
+    r: etl_cache_core::Result<T>,
+    key: &str,
+) {
+    errors.push(expect_io(r, key, ErrorKind::StorageFull).to_string());
+}
+
 fn big_random(len: usize, seed: u64) -> Bytes {
     Bytes::from(payload::body(seed, Style::Random, len))
 }
@@ -144,8 +165,7 @@ fn injected_io_errors_name_the_key_and_keep_the_previous_value() {
     let trials = iterations("ETL_CACHE_FAULTS", 600, 10_000);
     let seed = seed();
     let mut rng = Rng::new(seed);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("cache");
+    let (_dir, root) = temp_root();
     let rt = runtime();
     let started = Instant::now();
     let mut t = Tally::default();
@@ -276,11 +296,7 @@ fn injected_io_errors_name_the_key_and_keep_the_previous_value() {
 /// error (never a clean end, never a hang) and leaves the entry as it was.
 #[test]
 fn a_failed_read_mid_stream_of_a_large_entry_ends_the_stream() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("cache");
-    let rt = runtime();
-    rt.block_on(async {
-        let cache = DiskCache::open(&root).await.expect("open");
+    on_fresh_disk(async |root, cache| {
         let key = "faults/large";
         // Large enough that the reader threads, which run at most a few
         // blocks ahead of the stream (bounded memory), cannot have read it
@@ -305,7 +321,7 @@ fn a_failed_read_mid_stream_of_a_large_entry_ends_the_stream() {
             for _ in 0..after {
                 got.extend_from_slice(&s.next().await.expect("a chunk").expect("ok"));
             }
-            fault::inject(&root, Point::Read, 1, kind);
+            fault::inject(root, Point::Read, 1, kind);
             let err = loop {
                 match s.next().await {
                     Some(Ok(c)) => got.extend_from_slice(&c),
@@ -321,17 +337,16 @@ fn a_failed_read_mid_stream_of_a_large_entry_ends_the_stream() {
                 key,
                 kind,
             );
-            fault::clear(&root);
+            fault::clear(root);
             assert_eq!(text_of(&cache, key).await, Some(Value::Bytes(data.clone())));
-            assert_consistent(&cache, &root, "a failed read mid-stream").await;
+            assert_consistent(&cache, root, "a failed read mid-stream").await;
         }
     });
 }
 
 #[test]
 fn injected_removal_failures_fail_clear_and_purge_after_removing_the_rest() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("cache");
+    let (_dir, root) = temp_root();
     let clock = Arc::new(ManualClock::new());
     let rt = runtime();
     rt.block_on(async {
@@ -418,10 +433,9 @@ const FSIZE_KEY: &str = "reports/full disk";
 /// Runs under `prlimit --fsize`: files may not grow past FSIZE_LIMIT.
 #[test]
 fn fsize_child() {
-    if !proc::is_role(FSIZE_ROLE) {
+    let Some(root) = proc::role_path(FSIZE_ROLE, "FSIZE_ROOT") else {
         return;
-    }
-    let root = PathBuf::from(std::env::var("FSIZE_ROOT").expect("FSIZE_ROOT"));
+    };
     runtime().block_on(async {
         let cache = DiskCache::open(&root).await.expect("open");
         let before = cache.stats().await.expect("stats");
@@ -466,11 +480,7 @@ fn fsize_child() {
         assert_eq!((before.entries, before.bytes), (after.entries, after.bytes));
         // What fits under the limit still works.
         let small = Value::Bytes(big_random(10_000, 8));
-        cache
-            .set(FSIZE_KEY, small.clone(), SetOptions::new())
-            .await
-            .expect("a value under the limit");
-        assert_eq!(text_of(&cache, FSIZE_KEY).await, Some(small));
+        set_and_check(&cache, FSIZE_KEY, &small, "a value under the limit").await;
         println!("child-ok");
     });
 }
@@ -510,8 +520,7 @@ fn a_full_disk_by_rlimit_fsize_fails_cleanly_and_keeps_the_previous_value() {
             "this test needs `{tool}` (util-linux prlimit, coreutils env)"
         );
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("cache");
+    let (_dir, root) = temp_root();
     let rt = runtime();
     let prev = Value::Text("the previous report".into());
     rt.block_on(async {
@@ -606,16 +615,6 @@ fn parent_as_root(what: &str) -> Option<tempfile::TempDir> {
     Some(tempfile::tempdir().expect("tempdir"))
 }
 
-/// A `DiskCache` at `root` on `clock`.
-async fn open_with_clock(root: &Path, clock: &Arc<ManualClock>) -> DiskCache {
-    DiskCache::builder()
-        .root(root)
-        .clock(clock.clone())
-        .build()
-        .await
-        .expect("open")
-}
-
 #[test]
 fn a_full_tmpfs_fails_cleanly_and_works_again_once_space_is_freed() {
     let Some(dir) = parent_as_root("mounting a small tmpfs") else {
@@ -641,22 +640,20 @@ fn a_full_tmpfs_fails_cleanly_and_works_again_once_space_is_freed() {
         // Out of space.
         let filler = fill_bytes(&mnt);
         for len in [100usize, 20_000, 500_000] {
-            let e = expect_io(
+            record_storage_full(
+                &mut errors,
                 cache
                     .set(key, Value::Bytes(big_random(len, 2)), SetOptions::new())
                     .await,
                 key,
-                ErrorKind::StorageFull,
             );
-            errors.push(e.to_string());
-            let e = expect_io(
+            record_storage_full(
+                &mut errors,
                 cache
                     .set_stream(key, stream_of(big_random(len, 3), 8192), SetOptions::new())
                     .await,
                 key,
-                ErrorKind::StorageFull,
             );
-            errors.push(e.to_string());
             assert_eq!(text_of(&cache, key).await, Some(prev.clone()));
             assert_consistent(&cache, &root, "disk full").await;
         }
@@ -664,43 +661,36 @@ fn a_full_tmpfs_fails_cleanly_and_works_again_once_space_is_freed() {
         assert_eq!(text_of(&cache, key).await, Some(prev.clone()));
         std::fs::remove_file(&filler).expect("free the space");
         let next = Value::Bytes(big_random(500_000, 4));
-        cache
-            .set(key, next.clone(), SetOptions::new())
-            .await
-            .expect("set once space is back");
-        assert_eq!(text_of(&cache, key).await, Some(next.clone()));
+        set_and_check(&cache, key, &next, "set once space is back").await;
 
         // Out of inodes: a value too large to be written into a spare file
         // needs a new temp file, which cannot be created.
         let files = fill_inodes(&mnt);
-        let e = expect_io(
+        record_storage_full(
+            &mut errors,
             cache
                 .set(key, Value::Bytes(big_random(100_000, 5)), SetOptions::new())
                 .await,
             key,
-            ErrorKind::StorageFull,
         );
-        errors.push(e.to_string());
         assert_eq!(text_of(&cache, key).await, Some(next.clone()));
         assert_consistent(&cache, &root, "no inodes").await;
         // A small value still goes in: it is written into the file of the
         // small value that `next` replaced, kept for that (no inode needed).
         let small = Value::Bytes(big_random(100, 6));
-        cache
-            .set(key, small.clone(), SetOptions::new())
-            .await
-            .expect("a small set reuses a replaced entry's file");
-        assert_eq!(text_of(&cache, key).await, Some(small));
+        set_and_check(
+            &cache,
+            key,
+            &small,
+            "a small set reuses a replaced entry's file",
+        )
+        .await;
         assert_consistent(&cache, &root, "no inodes, small set").await;
         for f in files {
             std::fs::remove_file(f).expect("free an inode");
         }
         let last = Value::Text("works again".into());
-        cache
-            .set(key, last.clone(), SetOptions::new())
-            .await
-            .expect("set once inodes are back");
-        assert_eq!(text_of(&cache, key).await, Some(last));
+        set_and_check(&cache, key, &last, "set once inodes are back").await;
         assert_consistent(&cache, &root, "after").await;
     });
     drop(mount);
@@ -767,13 +757,7 @@ fn a_read_only_view_of_the_root_serves_reads_and_refuses_new_handles() {
         let streamed: Vec<Bytes> = s.try_collect().await.expect("stream");
         assert_eq!(streamed.concat(), large.to_bytes());
         assert!(cache.head("ro/small").await.expect("head").is_some());
-        let mut keys: Vec<String> = cache
-            .list(None)
-            .map_ok(|m| m.key)
-            .try_collect()
-            .await
-            .expect("list");
-        keys.sort();
+        let keys = cache.keys(None).await.expect("list");
         assert_eq!(keys, ["ro/expiring", "ro/large", "ro/small"]);
 
         // The handle keeps the directories it opened (so that one swapped
@@ -782,14 +766,14 @@ fn a_read_only_view_of_the_root_serves_reads_and_refuses_new_handles() {
         // not reach them, as it never reached files opened before. Its
         // writes land in the same directory, seen through the read-only
         // view; nothing is written through the view itself.
-        cache
-            .set("ro/small", "new".into(), SetOptions::new())
-            .await
-            .expect("a set through the directories the handle holds");
-        assert_eq!(
-            text_of(&cache, "ro/small").await,
-            Some(Value::Text("new".into()))
-        );
+        let new = Value::Text("new".into());
+        set_and_check(
+            &cache,
+            "ro/small",
+            &new,
+            "a set through the directories the handle holds",
+        )
+        .await;
         assert!(
             std::fs::write(root.join("probe"), b"x").is_err(),
             "the view is still read-only"
@@ -812,14 +796,7 @@ fn a_read_only_view_of_the_root_serves_reads_and_refuses_new_handles() {
 
         mount.unmount().expect("unmount");
         // Writable again: everything works.
-        cache
-            .set("ro/small", "new".into(), SetOptions::new())
-            .await
-            .expect("set");
-        assert_eq!(
-            text_of(&cache, "ro/small").await,
-            Some(Value::Text("new".into()))
-        );
+        set_and_check(&cache, "ro/small", &new, "set").await;
         assert!(cache.delete("ro/large").await.expect("delete"));
         assert_eq!(cache.purge_expired().await.expect("purge"), 1);
         assert_consistent(&cache, &root, "after read-only").await;
@@ -857,11 +834,7 @@ fn files_that_vanish_shrink_or_are_replaced_while_read() {
     if proc::role().is_some() {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("cache");
-    let rt = runtime();
-    rt.block_on(async {
-        let cache = DiskCache::open(&root).await.expect("open");
+    on_fresh_disk(async |root, cache| {
         let other = DiskCache::open(&root).await.expect("a second handle");
         // 6 MB uncompressed is read by two threads at once (see the
         // DiskCache's stream docs); the others by one.
@@ -881,7 +854,7 @@ fn files_that_vanish_shrink_or_are_replaced_while_read() {
                 .set(&key, Value::Bytes(data.clone()), opts)
                 .await
                 .expect("set");
-            let path = layout::entry_path(&root, &key);
+            let path = layout::entry_path(root, &key);
             let (got, err) = first_chunk_then(&cache, &key, 4096, || {
                 std::fs::remove_file(&path).expect("unlink")
             })
@@ -960,7 +933,7 @@ fn files_that_vanish_shrink_or_are_replaced_while_read() {
             // Removing it subtracted the size found on disk (cut), not the
             // size counted when it was written: recount.
             cache.recount().await.expect("recount");
-            assert_consistent(&cache, &root, "vanish").await;
+            assert_consistent(&cache, root, "vanish").await;
         }
 
         // Listing while another handle deletes everything: never an error.
@@ -990,7 +963,7 @@ fn files_that_vanish_shrink_or_are_replaced_while_read() {
             listings += 1;
         }
         deleter.await.expect("deleter");
-        assert_consistent(&cache, &root, "after deletes").await;
+        assert_consistent(&cache, root, "after deletes").await;
     });
 }
 

@@ -21,6 +21,7 @@ use etl_cache_core::backend::format::{Header, Layout, Trailer};
 use etl_cache_core::{Cache, CacheExt, Codec, Error, Kind, ManualClock, SetOptions, Value};
 use etl_cache_fs::DiskCache;
 use etl_cache_object::ObjectCache;
+use etl_cache_reliability::fixtures::{open_capped, open_with_clock};
 use etl_cache_reliability::{layout, report, runtime};
 use etl_cache_tiered::TieredCache;
 use futures::{StreamExt, TryStreamExt};
@@ -30,6 +31,20 @@ async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     match tokio::time::timeout(Duration::from_secs(30), f).await {
         Ok(v) => v,
         Err(_) => panic!("{what} hung (no answer within 30 s)"),
+    }
+}
+
+/// Whether the read `op` ("get", "get_stream" or "head") of `key` fails
+/// with `Error::Corrupt` (within 30 s).
+async fn read_is_corrupt(c: &DiskCache, op: &str, key: &str) -> bool {
+    match op {
+        "get" => matches!(within(op, c.get(key)).await, Err(Error::Corrupt { .. })),
+        "get_stream" => matches!(
+            within(op, c.get_stream(key, 10)).await,
+            Err(Error::Corrupt { .. })
+        ),
+        "head" => matches!(within(op, c.head(key)).await, Err(Error::Corrupt { .. })),
+        other => panic!("{other} is not a read"),
     }
 }
 
@@ -66,6 +81,16 @@ impl Work {
         let root = w.root();
         let c = DiskCache::open(&root).await.expect("open");
         (w, root, c)
+    }
+
+    /// Runs `test` on a new runtime with a fresh work directory, its root
+    /// and a `DiskCache` opened there ([`Work::with_disk`]); returns what
+    /// `test` returns.
+    fn on_disk<T>(test: impl AsyncFnOnce(Work, PathBuf, DiskCache) -> T) -> T {
+        runtime().block_on(async {
+            let (w, root, c) = Work::with_disk().await;
+            test(w, root, c).await
+        })
     }
 
     fn outside(&self) -> PathBuf {
@@ -369,12 +394,7 @@ fn hostile_keys_are_plain_keys_on_every_backend() {
         // TieredCache: memory -> disk -> object store.
         let w = Work::new();
         let clock = Arc::new(ManualClock::new());
-        let disk = DiskCache::builder()
-            .root(w.root())
-            .clock(clock.clone())
-            .build()
-            .await
-            .expect("open");
+        let disk = open_with_clock(&w.root(), &clock).await;
         let t = TieredCache::builder()
             .clock(clock.clone())
             .tier(Arc::new(disk))
@@ -401,9 +421,8 @@ fn hostile_keys_are_plain_keys_on_every_backend() {
 #[test]
 fn symlinks_planted_in_the_root_are_never_followed() {
     let mut cases = 0;
-    runtime().block_on(async {
+    Work::on_disk(async |w, root, c| {
         // 1. An entry file replaced by a link to a valid entry outside.
-        let (w, root, c) = Work::with_disk().await;
         let key = "planted/entry";
         c.set(key, "mine".into(), SetOptions::new())
             .await
@@ -430,14 +449,7 @@ fn symlinks_planted_in_the_root_are_never_followed() {
         for op in ["get_stream", "head", "list", "clear", "purge"] {
             symlink(&planted, &entry);
             match op {
-                "get_stream" => assert!(matches!(
-                    within(op, c.get_stream(key, 10)).await,
-                    Err(Error::Corrupt { .. })
-                )),
-                "head" => assert!(matches!(
-                    within(op, c.head(key)).await,
-                    Err(Error::Corrupt { .. })
-                )),
+                "get_stream" | "head" => assert!(read_is_corrupt(&c, op, key).await, "{op}"),
                 "list" => assert_eq!(
                     within(op, c.keys(None)).await.expect("list"),
                     Vec::<String>::new()
@@ -786,12 +798,7 @@ fn a_root_shared_with_unrelated_files_leaves_them_alone() {
         std::fs::write(root.join("notes.txt"), b"mine").expect("write");
         std::fs::write(root.join("data/2026.csv"), b"x,y\n").expect("write");
         std::fs::write(root.join("data/.hidden"), b"h").expect("write");
-        let c = DiskCache::builder()
-            .root(&root)
-            .max_entries(5)
-            .build()
-            .await
-            .expect("open a shared root");
+        let c = open_capped(&root, 5).await;
         // Unrelated files inside the cache's own directories, with names the
         // cache never writes.
         let h = layout::key_hash("k0");
@@ -848,8 +855,7 @@ fn a_root_shared_with_unrelated_files_leaves_them_alone() {
 #[test]
 fn stored_files_replaced_by_a_directory_or_a_fifo_neither_hang_nor_escape() {
     let mut cases = 0;
-    runtime().block_on(async {
-        let (w, root, c) = Work::with_disk().await;
+    Work::on_disk(async |w, root, c| {
         let key = "replaced";
         let entry = layout::entry_path(&root, key);
         let plant_dir = || {
@@ -880,18 +886,9 @@ fn stored_files_replaced_by_a_directory_or_a_fifo_neither_hang_nor_escape() {
                 std::fs::remove_file(&entry).expect("rm");
                 plant();
                 match op {
-                    "get" => assert!(matches!(
-                        within(op, c.get(key)).await,
-                        Err(Error::Corrupt { .. })
-                    )),
-                    "get_stream" => assert!(matches!(
-                        within(op, c.get_stream(key, 10)).await,
-                        Err(Error::Corrupt { .. })
-                    )),
-                    "head" => assert!(matches!(
-                        within(op, c.head(key)).await,
-                        Err(Error::Corrupt { .. })
-                    )),
+                    "get" | "get_stream" | "head" => {
+                        assert!(read_is_corrupt(&c, op, key).await, "{what} / {op}")
+                    }
                     "list" => {
                         assert_eq!(
                             within(op, c.keys(None)).await.expect("list"),
@@ -984,8 +981,7 @@ fn crafted(key: &str, logical_len: u64, stored_len: u64, codec: Codec, layout: L
 #[test]
 fn crafted_entries_with_impossible_lengths_are_corrupt_not_a_panic() {
     let mut cases = 0;
-    runtime().block_on(async {
-        let (_w, root, c) = Work::with_disk().await;
+    Work::on_disk(async |_w, root, c| {
         let key = "crafted";
         // Format 1 (as earlier versions wrote), and format 2 with the blocks
         // DiskCache writes and with the smallest.

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use etl_cache_core::{Cache, CacheExt, Error, SetOptions, Value};
 use etl_cache_fs::DiskCache;
+use etl_cache_reliability::fixtures::{open_capped, temp_root};
 use etl_cache_reliability::{layout, proc, report, runtime};
 
 const KEY: &str = "locks/the contended key";
@@ -39,9 +40,7 @@ fn parent() -> Option<(tempfile::TempDir, PathBuf)> {
     if proc::role().is_some() {
         return None;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("cache");
-    Some((dir, root))
+    Some(temp_root())
 }
 
 /// In a child started as `role`, opens the cache at LOCK_ROOT and runs
@@ -51,10 +50,9 @@ where
     F: FnOnce(DiskCache) -> Fut,
     Fut: Future<Output = ()>,
 {
-    if !proc::is_role(role) {
+    let Some(root) = proc::role_path(role, "LOCK_ROOT") else {
         return;
-    }
-    let root = PathBuf::from(std::env::var("LOCK_ROOT").expect("LOCK_ROOT"));
+    };
     runtime().block_on(async {
         let cache = DiskCache::open(&root).await.expect("open");
         work(cache).await;
@@ -172,10 +170,9 @@ fn spare_files_of_killed_writers_do_not_pile_up() {
 /// Takes an exclusive `flock` on FLOCK_PATH and sleeps.
 #[test]
 fn flock_holder() {
-    if !proc::is_role(FLOCK) {
+    let Some(path) = proc::role_path(FLOCK, "FLOCK_PATH") else {
         return;
-    }
-    let path = std::env::var("FLOCK_PATH").expect("FLOCK_PATH");
+    };
     use std::os::unix::fs::OpenOptionsExt;
     // (evict.lock exists once something was evicted; create it as the cache does.)
     let f = std::fs::OpenOptions::new()
@@ -388,9 +385,7 @@ fn a_lock_holder_killed_by_sigkill_releases_its_lock_at_once() {
 fn a_hung_evictor_never_blocks_writers_and_limits_return_once_it_is_gone() {
     let Some((_tmp, root)) = parent() else { return };
     let rt = runtime();
-    let cache = rt
-        .block_on(DiskCache::builder().root(&root).max_entries(4).build())
-        .expect("open");
+    let cache = rt.block_on(open_capped(&root, 4));
     let (mut child, _lines) = spawn_flock(&layout::evict_lock(&root));
     rt.block_on(async {
         for i in 0..12 {

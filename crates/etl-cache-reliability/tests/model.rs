@@ -32,6 +32,7 @@ use etl_cache_core::{
 };
 use etl_cache_fs::DiskCache;
 use etl_cache_object::ObjectCache;
+use etl_cache_reliability::fixtures::{Limits, scratch};
 use etl_cache_reliability::payload::{self, Style};
 use etl_cache_reliability::{iterations, layout, report, seed};
 use etl_cache_tiered::TieredCache;
@@ -307,13 +308,6 @@ fn stored_len_chunked(comp: Comp, chunks: &[Bytes]) -> u64 {
 
 // ---------------------------------------------------------------- backends
 
-#[derive(Debug, Clone, Copy)]
-struct Limits {
-    max_entries: Option<u64>,
-    max_bytes: Option<u64>,
-    low_water: f64,
-}
-
 /// The settings of one case.
 #[derive(Debug, Clone)]
 struct Setup {
@@ -412,25 +406,9 @@ async fn disk(root: &Path, clock: &Arc<ManualClock>, s: &Setup) -> DiskCache {
         b = b.inline_io(0);
     }
     if let Some(l) = s.limits {
-        if let Some(n) = l.max_entries {
-            b = b.max_entries(n);
-        }
-        if let Some(n) = l.max_bytes {
-            b = b.max_bytes(n);
-        }
-        b = b.low_water(l.low_water);
+        b = l.apply(b);
     }
     b.build().await.expect("open the DiskCache")
-}
-
-fn scratch() -> PathBuf {
-    // tmpfs when there is one: the cases create and remove many files.
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    }
 }
 
 /// DiskCache handles by settings. Opening a root creates 256 directories

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use etl_cache_core::{Cache, CacheExt, SetOptions};
-use etl_cache_fs::DiskCache;
+use etl_cache_reliability::fixtures::open_capped;
 use etl_cache_reliability::{layout, proc, report, runtime};
 use futures::StreamExt;
 
@@ -132,10 +132,9 @@ const ROLE: &str = "umask-child";
 /// of everything it makes, including files that exist only for a moment.
 #[test]
 fn umask_child() {
-    if !proc::is_role(ROLE) {
+    let Some(root) = proc::role_path(ROLE, "UMASK_ROOT") else {
         return;
-    }
-    let root = PathBuf::from(std::env::var("UMASK_ROOT").expect("UMASK_ROOT"));
+    };
     let mode = |p: &Path| {
         std::fs::symlink_metadata(p)
             .expect("stat")
@@ -144,12 +143,7 @@ fn umask_child() {
             & 0o7777
     };
     runtime().block_on(async {
-        let cache = DiskCache::builder()
-            .root(&root)
-            .max_entries(2)
-            .build()
-            .await
-            .expect("open");
+        let cache = open_capped(&root, 2).await;
         for i in 0..4 {
             cache
                 .set(&format!("k{i}"), "v".into(), SetOptions::new())

@@ -28,6 +28,7 @@ use bytes::Bytes;
 use etl_cache_core::{Cache, CacheExt, Error, ManualClock, SetOptions, Value};
 use etl_cache_fs::DiskCache;
 use etl_cache_fs::fault::{self, Point};
+use etl_cache_reliability::fixtures::{on_fresh_disk, open_with_clock};
 use etl_cache_reliability::{report, runtime};
 use futures::StreamExt;
 
@@ -80,12 +81,7 @@ fn a_purge_never_removes_a_newer_entry_that_took_the_inode_number_of_the_judged_
         for round in 0..rounds {
             let dir = tempfile::tempdir().unwrap();
             let clock = Arc::new(ManualClock::new());
-            let cache = DiskCache::builder()
-                .root(dir.path())
-                .clock(clock.clone())
-                .build()
-                .await
-                .unwrap();
+            let cache = open_with_clock(dir.path(), &clock).await;
             let key = "purge/inode reuse";
             cache
                 .set(key, large(0), SetOptions::new().ttl_seconds(10))
@@ -151,29 +147,54 @@ async fn stays(cache: &DiskCache, key: &str, want: Option<&str>, window: Duratio
     }
 }
 
+/// Starts a `get_or_insert_with(key, ..)` whose computation waits for the
+/// returned sender, then returns `text(value)`; returns once the
+/// computation runs (the key's lock held): the sender and the task.
+async fn computing_under_the_key_lock(
+    cache: &DiskCache,
+    key: &'static str,
+    value: &'static str,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<etl_cache_core::Result<Value>>,
+) {
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let computing = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            cache
+                .get_or_insert_with(key, SetOptions::new(), || async move {
+                    started_tx.send(()).unwrap();
+                    go_rx.await.unwrap();
+                    text(value)
+                })
+                .await
+        }
+    });
+    started_rx.await.unwrap();
+    (go_tx, computing)
+}
+
+/// Opens `path` for reading and writing and takes an exclusive lock on it,
+/// as another process using the same root would.
+fn locked_as_by_another_process(path: &Path) -> fs::File {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    file.lock().unwrap();
+    file
+}
+
 /// Item 4: a set that times out while `get_or_insert_with` holds the key's
 /// lock must not publish once the lock is free: the computed value stays.
 #[test]
 fn a_set_that_timed_out_waiting_for_the_key_lock_never_publishes_later() {
-    runtime().block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = DiskCache::open(dir.path()).await.unwrap();
+    on_fresh_disk(async |_root, cache| {
         let key = "cancel/timed out set";
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
-        let computing = tokio::spawn({
-            let cache = cache.clone();
-            async move {
-                cache
-                    .get_or_insert_with(key, SetOptions::new(), || async move {
-                        started_tx.send(()).unwrap();
-                        go_rx.await.unwrap();
-                        text("computed")
-                    })
-                    .await
-            }
-        });
-        started_rx.await.unwrap();
+        let (go_tx, computing) = computing_under_the_key_lock(&cache, key, "computed").await;
         // Every write path, each given up while it waits for the lock.
         let set = tokio::time::timeout(
             Duration::from_millis(300),
@@ -205,22 +226,8 @@ fn a_set_that_timed_out_waiting_for_the_key_lock_never_publishes_later() {
         )
         .await;
         // A delete given up the same way removes nothing later.
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
         let other = "cancel/timed out delete";
-        let computing = tokio::spawn({
-            let cache = cache.clone();
-            async move {
-                cache
-                    .get_or_insert_with(other, SetOptions::new(), || async move {
-                        started_tx.send(()).unwrap();
-                        go_rx.await.unwrap();
-                        text("kept")
-                    })
-                    .await
-            }
-        });
-        started_rx.await.unwrap();
+        let (go_tx, computing) = computing_under_the_key_lock(&cache, other, "kept").await;
         let deleted = tokio::time::timeout(Duration::from_millis(200), cache.delete(other)).await;
         assert!(
             deleted.is_err(),
@@ -257,14 +264,15 @@ async fn poll_then_drop<F: std::future::Future>(fut: F, polls: usize) -> bool {
 /// the drop is never overwritten.
 #[test]
 fn writes_dropped_at_any_poll_never_take_effect_after_a_newer_set() {
-    runtime().block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = DiskCache::open(dir.path()).await.unwrap();
+    on_fresh_disk(async |_root, cache| {
         let key = "cancel/any poll";
         let (mut dropped, mut finished) = (0, 0);
         for polls in 0..24 {
             for op in 0..4 {
-                cache.set(key, text("old"), SetOptions::new()).await.unwrap();
+                cache
+                    .set(key, text("old"), SetOptions::new())
+                    .await
+                    .unwrap();
                 let done = match op {
                     0 => poll_then_drop(cache.set(key, large(7), SetOptions::new()), polls).await,
                     1 => {
@@ -280,9 +288,7 @@ fn writes_dropped_at_any_poll_never_take_effect_after_a_newer_set() {
                     2 => {
                         cache.delete(key).await.unwrap();
                         poll_then_drop(
-                            cache.get_or_insert_with(key, SetOptions::new(), || async {
-                                large(8)
-                            }),
+                            cache.get_or_insert_with(key, SetOptions::new(), || async { large(8) }),
                             polls,
                         )
                         .await
@@ -294,7 +300,10 @@ fn writes_dropped_at_any_poll_never_take_effect_after_a_newer_set() {
                 } else {
                     dropped += 1;
                 }
-                cache.set(key, text("newer"), SetOptions::new()).await.unwrap();
+                cache
+                    .set(key, text("newer"), SetOptions::new())
+                    .await
+                    .unwrap();
                 stays(
                     &cache,
                     key,
@@ -307,7 +316,9 @@ fn writes_dropped_at_any_poll_never_take_effect_after_a_newer_set() {
         }
         report(
             "races_disk/dropped_writes",
-            &format!("{dropped} writes dropped part way, {finished} finished before the drop; none took effect later"),
+            &format!(
+                "{dropped} writes dropped part way, {finished} finished before the drop; none took effect later"
+            ),
         );
     });
 }
@@ -405,12 +416,7 @@ fn a_read_of_an_expired_entry_does_not_block_the_runtime_while_the_counters_are_
         clock.advance(Duration::from_secs(2));
         // Another open file description holds the counters' lock, as
         // another process would.
-        let usage = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(dir.path().join(BASE).join("usage"))
-            .unwrap();
-        usage.lock().unwrap();
+        let usage = locked_as_by_another_process(&dir.path().join(BASE).join("usage"));
         let ticks = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = tokio::spawn({
@@ -479,12 +485,7 @@ fn an_open_waits_for_the_users_lock_no_longer_than_the_lock_timeout() {
     runtime().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         drop(DiskCache::open(dir.path()).await.unwrap());
-        let users = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(dir.path().join(BASE).join("users.lock"))
-            .unwrap();
-        users.lock().unwrap();
+        let users = locked_as_by_another_process(&dir.path().join(BASE).join("users.lock"));
         let opened = tokio::time::timeout(
             Duration::from_secs(30),
             DiskCache::builder()

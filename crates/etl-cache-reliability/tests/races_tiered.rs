@@ -177,6 +177,38 @@ impl Setup {
         pause.reached().await;
         (pause, reader)
     }
+
+    /// Puts `old` in the last tier, holds a read of "k" there (a promotion
+    /// under way) while `during` runs, then lets the read go and checks it
+    /// returned `old`. Returns what `during` returned.
+    async fn race_a_promotion<T>(&self, during: impl AsyncFnOnce(&Setup) -> T) -> T {
+        old_below(self).await;
+        let (pause, reader) = self.paused_read().await;
+        let out = during(self).await;
+        pause.release();
+        assert_eq!(reader.await.unwrap().as_deref(), Some("old"));
+        out
+    }
+
+    /// A `get_or_insert_with("k", opts, ..)` computing "computed", spawned
+    /// and paused at the last tier once it has stored the value there: the
+    /// pause and the computation.
+    async fn paused_compute(
+        &self,
+        opts: SetOptions,
+    ) -> (Pause, tokio::task::JoinHandle<Result<Value>>) {
+        let mut pause = self.gate.arm(Call::GetOrInsert);
+        let computing = {
+            let cache = self.cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_insert_with("k", opts, || async { Value::from("computed") })
+                    .await
+            })
+        };
+        pause.reached().await;
+        (pause, computing)
+    }
 }
 
 /// Memory ahead of a gated DiskCache.
@@ -239,11 +271,8 @@ async fn uppers_hold_no_other(s: &Setup, want: Option<&str>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_set_completed_during_a_promotion_is_not_shadowed() {
     let s = two_tiers().await;
-    old_below(&s).await;
-    let (pause, reader) = s.paused_read().await;
-    s.cache.set("k", "new".into(), o()).await.unwrap();
-    pause.release();
-    assert_eq!(reader.await.unwrap().as_deref(), Some("old"));
+    s.race_a_promotion(async |s| s.cache.set("k", "new".into(), o()).await.unwrap())
+        .await;
     for _ in 0..3 {
         assert_eq!(s.cache.get_text("k").await.unwrap().as_deref(), Some("new"));
     }
@@ -253,11 +282,8 @@ async fn a_set_completed_during_a_promotion_is_not_shadowed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_completed_during_a_promotion_is_not_undone() {
     let s = two_tiers().await;
-    old_below(&s).await;
-    let (pause, reader) = s.paused_read().await;
-    assert!(s.cache.delete("k").await.unwrap());
-    pause.release();
-    assert_eq!(reader.await.unwrap().as_deref(), Some("old"));
+    s.race_a_promotion(async |s| assert!(s.cache.delete("k").await.unwrap()))
+        .await;
     assert_eq!(s.cache.get("k").await.unwrap(), None);
     assert_eq!(s.cache.head("k").await.unwrap(), None);
 }
@@ -266,11 +292,8 @@ async fn a_delete_completed_during_a_promotion_is_not_undone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clear_completed_during_a_promotion_is_not_undone() {
     let s = two_tiers().await;
-    old_below(&s).await;
-    let (pause, reader) = s.paused_read().await;
-    s.cache.clear().await.unwrap();
-    pause.release();
-    assert_eq!(reader.await.unwrap().as_deref(), Some("old"));
+    s.race_a_promotion(async |s| s.cache.clear().await.unwrap())
+        .await;
     assert_eq!(s.cache.get("k").await.unwrap(), None);
 }
 
@@ -305,17 +328,16 @@ async fn a_set_completed_during_a_streamed_promotion_is_not_shadowed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_two_racing_promotions_the_stale_one_installs_nothing() {
     let s = two_tiers().await;
-    old_below(&s).await;
-    let (pause, stale) = s.paused_read().await;
-    // Written below only, as by another handle, then read (and promoted)
-    // by this one, while the first read is still held.
-    s.gate.inner.set("k", "new".into(), o()).await.unwrap();
-    assert_eq!(
-        s.cache.get_traced("k").await.unwrap(),
-        Some((Value::from("new"), Served::Tier(0)))
-    );
-    pause.release();
-    assert_eq!(stale.await.unwrap().as_deref(), Some("old"));
+    s.race_a_promotion(async |s| {
+        // Written below only, as by another handle, then read (and
+        // promoted) by this one, while the first read is still held.
+        s.gate.inner.set("k", "new".into(), o()).await.unwrap();
+        assert_eq!(
+            s.cache.get_traced("k").await.unwrap(),
+            Some((Value::from("new"), Served::Tier(0)))
+        );
+    })
+    .await;
     assert_eq!(s.cache.get_text("k").await.unwrap().as_deref(), Some("new"));
 }
 
@@ -324,20 +346,10 @@ async fn of_two_racing_promotions_the_stale_one_installs_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_set_completed_before_a_computed_value_is_filled_wins() {
     let s = two_tiers().await;
-    let mut pause = s.gate.arm(Call::GetOrInsert);
-    let computing = {
-        let cache = s.cache.clone();
-        tokio::spawn(async move {
-            cache
-                .get_or_insert_with("k", o(), || async { Value::from("computed") })
-                .await
-                .unwrap()
-        })
-    };
-    pause.reached().await;
+    let (pause, computing) = s.paused_compute(o()).await;
     s.cache.set("k", "new".into(), o()).await.unwrap();
     pause.release();
-    assert_eq!(computing.await.unwrap(), Value::from("computed"));
+    assert_eq!(computing.await.unwrap().unwrap(), Value::from("computed"));
     assert_eq!(s.cache.get_text("k").await.unwrap().as_deref(), Some("new"));
 }
 
@@ -347,17 +359,19 @@ async fn a_set_completed_before_a_computed_value_is_filled_wins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_set_leaves_no_stale_copy_in_memory() {
     let s = two_tiers().await;
-    old_below(&s).await;
-    let (read_pause, reader) = s.paused_read().await;
-    let mut set_pause = s.gate.arm(Call::Set);
-    let writer = {
-        let cache = s.cache.clone();
-        tokio::spawn(async move { cache.set("k", "new".into(), o()).await })
-    };
-    set_pause.reached().await;
-    // The last tier holds the new value; the held read saw the old one.
-    read_pause.release();
-    assert_eq!(reader.await.unwrap().as_deref(), Some("old"));
+    // Once the set is held, the last tier holds the new value; the held
+    // read saw the old one.
+    let (set_pause, writer) = s
+        .race_a_promotion(async |s| {
+            let mut set_pause = s.gate.arm(Call::Set);
+            let writer = {
+                let cache = s.cache.clone();
+                tokio::spawn(async move { cache.set("k", "new".into(), o()).await })
+            };
+            set_pause.reached().await;
+            (set_pause, writer)
+        })
+        .await;
     writer.abort();
     assert!(writer.await.unwrap_err().is_cancelled());
     drop(set_pause);
@@ -373,11 +387,8 @@ async fn a_dropped_set_leaves_no_stale_copy_in_memory() {
 async fn chained_tiers_keep_no_stale_copy_after_a_racing_set() {
     for memory_bytes in [1 << 20, 0] {
         let s = chained(memory_bytes).await;
-        old_below(&s).await;
-        let (pause, reader) = s.paused_read().await;
-        s.cache.set("k", "new".into(), o()).await.unwrap();
-        pause.release();
-        assert_eq!(reader.await.unwrap().as_deref(), Some("old"));
+        s.race_a_promotion(async |s| s.cache.set("k", "new".into(), o()).await.unwrap())
+            .await;
         uppers_hold_no_other(&s, Some("new")).await;
         assert_eq!(
             s.cache.get_text("k").await.unwrap().as_deref(),
@@ -392,15 +403,14 @@ async fn chained_tiers_keep_no_stale_copy_after_a_racing_set() {
 async fn chained_tiers_keep_no_stale_copy_after_a_racing_delete_or_clear() {
     for clear in [false, true] {
         let s = chained(0).await;
-        old_below(&s).await;
-        let (pause, reader) = s.paused_read().await;
-        if clear {
-            s.cache.clear().await.unwrap();
-        } else {
-            s.cache.delete("k").await.unwrap();
-        }
-        pause.release();
-        assert_eq!(reader.await.unwrap().as_deref(), Some("old"));
+        s.race_a_promotion(async |s| {
+            if clear {
+                s.cache.clear().await.unwrap();
+            } else {
+                s.cache.delete("k").await.unwrap();
+            }
+        })
+        .await;
         uppers_hold_no_other(&s, None).await;
         assert_eq!(s.cache.get("k").await.unwrap(), None, "clear {clear}");
     }
@@ -460,17 +470,7 @@ async fn concurrent_sets_and_reads_leave_every_tier_agreeing_with_the_last() {
 async fn a_computed_value_is_copied_up_with_its_own_metadata_only() {
     for memory_bytes in [1 << 20, 0] {
         let s = chained(memory_bytes).await;
-        let mut pause = s.gate.arm(Call::GetOrInsert);
-        let computing = {
-            let cache = s.cache.clone();
-            tokio::spawn(async move {
-                cache
-                    .get_or_insert_with("k", o(), || async { Value::from("computed") })
-                    .await
-                    .unwrap()
-            })
-        };
-        pause.reached().await;
+        let (pause, computing) = s.paused_compute(o()).await;
         let other_opts = o()
             .compression(Compression::zstd())
             .ttl(Duration::from_secs(3600));
@@ -481,7 +481,7 @@ async fn a_computed_value_is_copied_up_with_its_own_metadata_only() {
             .await
             .unwrap();
         pause.release();
-        assert_eq!(computing.await.unwrap(), Value::from("computed"));
+        assert_eq!(computing.await.unwrap().unwrap(), Value::from("computed"));
         let (meta, value) = s.cache.get_entry("k").await.unwrap().unwrap();
         assert_eq!(
             (value, meta.codec, meta.expires),
@@ -505,18 +505,7 @@ async fn a_computed_value_is_copied_up_with_its_own_metadata_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_computation_dropped_before_its_copy_leaves_the_last_tier_in_charge() {
     let s = chained(1 << 20).await;
-    let mut pause = s.gate.arm(Call::GetOrInsert);
-    let computing = {
-        let cache = s.cache.clone();
-        tokio::spawn(async move {
-            cache
-                .get_or_insert_with("k", o().compress(true), || async {
-                    Value::from("computed")
-                })
-                .await
-        })
-    };
-    pause.reached().await;
+    let (pause, computing) = s.paused_compute(o().compress(true)).await;
     computing.abort();
     assert!(computing.await.unwrap_err().is_cancelled());
     drop(pause);

@@ -25,6 +25,7 @@ use etl_cache_core::backend::format::{Header, Layout, TRAILER_LEN, Trailer};
 use etl_cache_core::testing::sample_bytes;
 use etl_cache_core::{ByteStream, Cache, Codec, Compression, Error, Kind, SetOptions, Value};
 use etl_cache_fs::DiskCache;
+use etl_cache_reliability::fixtures::{on_fresh_disk, temp_root};
 use etl_cache_reliability::{layout, report, runtime};
 use futures::StreamExt;
 
@@ -177,12 +178,8 @@ fn assert_corrupt(r: &Result<(), Error>, key: &str, what: &str) {
 
 #[test]
 fn a_damaged_block_and_what_follows_it_are_never_handed_out() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("cache");
-    let rt = runtime();
     let mut trials = 0;
-    rt.block_on(async {
-        let cache = DiskCache::open(&root).await.expect("open");
+    on_fresh_disk(async |root, cache| {
         let sources = [
             // The sizes: a 64 KB text entry (one block) and an 8 MB
             // stream (read by two threads when uncompressed); and a text
@@ -195,7 +192,7 @@ fn a_damaged_block_and_what_follows_it_are_never_handed_out() {
         for source in sources {
             for c in compressions() {
                 let key = format!("check/{source:?}/{c}");
-                let path = layout::entry_path(&root, &key);
+                let path = layout::entry_path(root, &key);
                 write(&cache, &key, source, c).await;
                 let n = parse(&path).blocks();
                 let mut ks = vec![0, 1.min(n - 1), n - 1];
@@ -238,22 +235,18 @@ fn a_damaged_block_and_what_follows_it_are_never_handed_out() {
             }
         }
         let s = cache.stats().await.expect("stats");
-        assert_eq!((s.entries, s.bytes), layout::disk_usage(&root));
+        assert_eq!((s.entries, s.bytes), layout::disk_usage(root));
     });
     report("stream_check", &format!("damaged blocks: {trials} trials"));
 }
 
 #[test]
 fn the_last_block_waits_for_the_trailer() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("cache");
-    let rt = runtime();
-    rt.block_on(async {
-        let cache = DiskCache::open(&root).await.expect("open");
+    on_fresh_disk(async |root, cache| {
         for source in [Source::Text((3 << 20) + 5), Source::Stream(8 << 20)] {
             for c in compressions() {
                 let key = format!("trailer/{source:?}/{c}");
-                let path = layout::entry_path(&root, &key);
+                let path = layout::entry_path(root, &key);
 
                 // A trailer that is itself intact (its own checksum matches)
                 // but sums up other block checksums: every block passes its
@@ -326,8 +319,7 @@ fn legacy_entry(key: &str, kind: Kind, value: &[u8], c: Compression) -> Vec<u8> 
 
 #[test]
 fn format_1_entries_are_read_and_never_streamed_unchecked() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("cache");
+    let (_dir, root) = temp_root();
     let rt = runtime();
     rt.block_on(async {
         // Opened once to make the directories, then again over the planted
