@@ -120,10 +120,7 @@ fn gated(list: Vec<RecordBatch>, at: usize, reached: oneshot::Sender<()>) -> Bat
 async fn a_set_dropped_at_any_batch_publishes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let cache = disk(dir.path()).await;
-    cache
-        .set_batches("k", schema(), batches(version(0)), ArrowOptions::new())
-        .await
-        .unwrap();
+    set_list(&*cache, "k", version(0)).await.unwrap();
     // Large batches, so that the cache has written pieces of the file
     // before the drop.
     let big: Vec<RecordBatch> = (0..4).map(|i| batch(9, 20_000 + i)).collect();
@@ -150,10 +147,7 @@ async fn a_set_dropped_at_any_batch_publishes_nothing() {
     }
     // The key is free: a later write publishes, and nothing dropped
     // published over it since.
-    cache
-        .set_batches("k", schema(), batches(version(1)), ArrowOptions::new())
-        .await
-        .unwrap();
+    set_list(&*cache, "k", version(1)).await.unwrap();
     tokio::task::yield_now().await;
     assert_eq!(read_version(&*cache, "k").await, Some(1));
     assert_eq!(cache.stats().await.unwrap().entries, 1);
@@ -189,18 +183,12 @@ async fn get_or_compute_computes_once_across_handles() {
 async fn a_reader_dropped_halfway_releases_the_entry() {
     let dir = tempfile::tempdir().unwrap();
     let cache = disk(dir.path()).await;
-    cache
-        .set_batches("k", schema(), batches(version(4)), ArrowOptions::new())
-        .await
-        .unwrap();
+    set_list(&*cache, "k", version(4)).await.unwrap();
     let (_, mut stream) = cache.get_batches("k").await.unwrap().unwrap();
     assert_eq!(stream.next().await.unwrap().unwrap(), version(4)[0]);
     assert_eq!(stream.next().await.unwrap().unwrap(), version(4)[1]);
     drop(stream);
-    cache
-        .set_batches("k", schema(), batches(version(2)), ArrowOptions::new())
-        .await
-        .unwrap();
+    set_list(&*cache, "k", version(2)).await.unwrap();
     assert_eq!(read_version(&*cache, "k").await, Some(2));
     assert!(cache.delete("k").await.unwrap());
     assert!(cache.get_batches("k").await.unwrap().is_none());
@@ -214,17 +202,11 @@ async fn a_reader_keeps_the_version_it_opened() {
     let dir = tempfile::tempdir().unwrap();
     let a = disk(dir.path()).await;
     let b = disk(dir.path()).await;
-    a.set_batches("k", schema(), batches(version(5)), ArrowOptions::new())
-        .await
-        .unwrap();
+    set_list(&*a, "k", version(5)).await.unwrap();
     let (_, mut stream) = a.get_batches("k").await.unwrap().unwrap();
     let mut read = vec![stream.next().await.unwrap().unwrap()];
-    b.set_batches("k", schema(), batches(version(1)), ArrowOptions::new())
-        .await
-        .unwrap();
-    a.set_batches("k", schema(), batches(version(2)), ArrowOptions::new())
-        .await
-        .unwrap();
+    set_list(&*b, "k", version(1)).await.unwrap();
+    set_list(&*a, "k", version(2)).await.unwrap();
     read.extend(stream.try_collect::<Vec<_>>().await.unwrap());
     assert_eq!(read, version(5));
     assert_eq!(read_version(&*a, "k").await, Some(2));

@@ -13,7 +13,7 @@ use arrow_array::types::Int64Type;
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{DataFrame, SessionContext};
 use etl_cache_arrow::datafusion::{CachedTable, cached_dataframe, register_cached_table};
 use etl_cache_arrow::{ArrowCacheExt, ArrowOptions};
 use etl_cache_core::{Cache, Error};
@@ -83,6 +83,54 @@ async fn disk(dir: &std::path::Path) -> Arc<dyn Cache> {
     Arc::new(DiskCache::open(dir).await.unwrap())
 }
 
+/// A cache in a new directory with `count` batches of `rows` orders each
+/// under `key`; the directory lives as long as the handle returned with it.
+async fn cache_with_orders(
+    key: &str,
+    count: usize,
+    rows: usize,
+) -> (tempfile::TempDir, Arc<dyn Cache>) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = disk(dir.path()).await;
+    set_orders(&*cache, key, count, rows).await;
+    (dir, cache)
+}
+
+/// The batches `sql` answers on `ctx`.
+async fn collect_sql(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
+    ctx.sql(sql).await.unwrap().collect().await.unwrap()
+}
+
+/// [`QUERY`] on `ctx` through `cached_dataframe` under `key`, each
+/// computation counted in `calls`.
+async fn counted_query(
+    ctx: &SessionContext,
+    cache: Arc<dyn Cache>,
+    key: &str,
+    calls: &AtomicUsize,
+) -> DataFrame {
+    cached_dataframe(ctx, cache, key, ArrowOptions::new(), || async {
+        calls.fetch_add(1, SeqCst);
+        ctx.sql(QUERY).await
+    })
+    .await
+    .unwrap()
+}
+
+/// Stores `count` batches of `rows` orders each under `key`.
+async fn set_orders(cache: &dyn Cache, key: &str, count: usize, rows: usize) {
+    let batches = (0..count).map(|_| Ok::<_, std::io::Error>(orders(rows)));
+    cache
+        .set_batches(
+            key,
+            orders_schema(),
+            futures::stream::iter(batches),
+            ArrowOptions::new(),
+        )
+        .await
+        .unwrap();
+}
+
 /// The first call runs the query and stores its result; the next reads the
 /// result from the cache (its compute is never called), on a new context
 /// and a new handle as a new process would.
@@ -91,34 +139,12 @@ async fn a_cached_dataframe_is_computed_once_and_then_read_from_the_cache() {
     let dir = tempfile::tempdir().unwrap();
     let calls = AtomicUsize::new(0);
     let ctx = context();
-    let df = cached_dataframe(
-        &ctx,
-        disk(dir.path()).await,
-        "q/v1",
-        ArrowOptions::new(),
-        || async {
-            calls.fetch_add(1, SeqCst);
-            ctx.sql(QUERY).await
-        },
-    )
-    .await
-    .unwrap();
+    let df = counted_query(&ctx, disk(dir.path()).await, "q/v1", &calls).await;
     assert_eq!(rows(&df.collect().await.unwrap()), expected());
 
     let ctx2 = context();
     let cache2 = disk(dir.path()).await;
-    let df = cached_dataframe(
-        &ctx2,
-        cache2.clone(),
-        "q/v1",
-        ArrowOptions::new(),
-        || async {
-            calls.fetch_add(1, SeqCst);
-            ctx2.sql(QUERY).await
-        },
-    )
-    .await
-    .unwrap();
+    let df = counted_query(&ctx2, cache2.clone(), "q/v1", &calls).await;
     // The result can be queried further, like any DataFrame.
     let north = df
         .filter(datafusion::prelude::col("region").eq(datafusion::prelude::lit("north")))
@@ -187,18 +213,7 @@ async fn a_failing_query_stores_nothing() {
 /// and filtered; an absent key registers nothing.
 #[tokio::test]
 async fn a_cached_entry_registered_as_a_table_answers_sql() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = disk(dir.path()).await;
-    let batches = (0..4).map(|_| Ok::<_, std::io::Error>(orders(1000)));
-    cache
-        .set_batches(
-            "orders",
-            orders_schema(),
-            futures::stream::iter(batches),
-            ArrowOptions::new(),
-        )
-        .await
-        .unwrap();
+    let (_dir, cache) = cache_with_orders("orders", 4, 1000).await;
     let ctx = SessionContext::new();
     assert!(
         register_cached_table(&ctx, "t", cache.clone(), "orders")
@@ -210,21 +225,9 @@ async fn a_cached_entry_registered_as_a_table_answers_sql() {
             .await
             .unwrap()
     );
-    let got = ctx
-        .sql(&QUERY.replace("orders", "t"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let got = collect_sql(&ctx, &QUERY.replace("orders", "t")).await;
     assert_eq!(rows(&got), expected());
-    let one = ctx
-        .sql("SELECT amount FROM t WHERE amount = 999 LIMIT 1")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let one = collect_sql(&ctx, "SELECT amount FROM t WHERE amount = 999 LIMIT 1").await;
     assert_eq!(one[0].num_columns(), 1);
     assert_eq!(one[0].column(0).as_primitive::<Int64Type>().value(0), 999);
 }
@@ -235,19 +238,7 @@ async fn a_cached_entry_registered_as_a_table_answers_sql() {
 /// returns no rows.
 #[tokio::test]
 async fn an_entry_changed_or_gone_after_registration_is_seen_by_the_scan() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = disk(dir.path()).await;
-    let put = |rows: usize| {
-        let cache = cache.clone();
-        async move {
-            let batches = futures::stream::iter([Ok::<_, std::io::Error>(orders(rows))]);
-            cache
-                .set_batches("t", orders_schema(), batches, ArrowOptions::new())
-                .await
-                .unwrap();
-        }
-    };
-    put(10).await;
+    let (_dir, cache) = cache_with_orders("t", 1, 10).await;
     let ctx = SessionContext::new();
     let table = CachedTable::open(cache.clone(), "t")
         .await
@@ -263,7 +254,7 @@ async fn an_entry_changed_or_gone_after_registration_is_seen_by_the_scan() {
             .map(|b| b[0].column(0).as_primitive::<Int64Type>().value(0))
     };
     assert_eq!(count(ctx.clone()).await.unwrap(), 10);
-    put(25).await;
+    set_orders(&*cache, "t", 1, 25).await;
     assert_eq!(
         count(ctx.clone()).await.unwrap(),
         25,
@@ -328,42 +319,15 @@ async fn an_entry_that_is_not_arrow_data_is_refused() {
 /// right after it succeeds and is what the next scan reads.
 #[tokio::test]
 async fn a_scan_stopped_early_releases_the_entry() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = disk(dir.path()).await;
-    let many = (0..50).map(|_| Ok::<_, std::io::Error>(orders(1000)));
-    cache
-        .set_batches(
-            "t",
-            orders_schema(),
-            futures::stream::iter(many),
-            ArrowOptions::new(),
-        )
-        .await
-        .unwrap();
+    let (_dir, cache) = cache_with_orders("t", 50, 1000).await;
     let ctx = SessionContext::new();
     register_cached_table(&ctx, "t", cache.clone(), "t")
         .await
         .unwrap();
-    let first = ctx
-        .sql("SELECT * FROM t LIMIT 3")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let first = collect_sql(&ctx, "SELECT * FROM t LIMIT 3").await;
     assert_eq!(first.iter().map(RecordBatch::num_rows).sum::<usize>(), 3);
-    let one = futures::stream::iter([Ok::<_, std::io::Error>(orders(7))]);
-    cache
-        .set_batches("t", orders_schema(), one, ArrowOptions::new())
-        .await
-        .unwrap();
-    let all = ctx
-        .sql("SELECT count(*) FROM t")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    set_orders(&*cache, "t", 1, 7).await;
+    let all = collect_sql(&ctx, "SELECT count(*) FROM t").await;
     assert_eq!(all[0].column(0).as_primitive::<Int64Type>().value(0), 7);
 }
 

@@ -3,14 +3,16 @@
 //! Both pass the cache's checksums (they were stored as they are); reading
 //! them must end in an error naming the key, never in an abort or a panic.
 
+mod common;
+
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use arrow_ipc::MessageHeader;
 use arrow_schema::{DataType, Field, Schema};
-use bytes::Bytes;
+use common::set_raw;
 use etl_cache_arrow::{ArrowCacheExt, ArrowOptions, IpcCompression};
-use etl_cache_core::{Cache, CacheExt, Error, Kind, MemoryCache, SetOptions, Value};
+use etl_cache_core::{CacheExt, Error, Kind, MemoryCache, SetOptions};
 use futures::TryStreamExt;
 
 /// The bytes of a zstd-compressed Arrow entry of one batch.
@@ -61,15 +63,22 @@ fn first_batch(file: &[u8]) -> (usize, usize, usize) {
     }
 }
 
+/// The first buffer at least `min_len` bytes long that the record batch
+/// message with header (flatbuffer) `message` lists.
+fn buffer_at_least(message: &[u8], min_len: i64) -> arrow_ipc::Buffer {
+    *arrow_ipc::root_as_message(message)
+        .unwrap()
+        .header_as_record_batch()
+        .unwrap()
+        .buffers()
+        .unwrap()
+        .iter()
+        .find(|b| b.length() >= min_len)
+        .expect("a buffer that long")
+}
+
 async fn read_all(cache: &MemoryCache, bytes: Vec<u8>) -> Error {
-    cache
-        .set(
-            "hostile",
-            Value::Bytes(Bytes::from(bytes)),
-            SetOptions::new().kind(Kind::Arrow),
-        )
-        .await
-        .unwrap();
+    set_raw(cache, "hostile", bytes, SetOptions::new().kind(Kind::Arrow)).await;
     let opened = cache.get_batches("hostile").await;
     let read = match opened {
         Err(e) => return e,
@@ -87,14 +96,8 @@ async fn a_buffer_claiming_a_terabyte_is_an_error_not_an_abort() {
     let mut file = payload(&cache).await;
     let (header, len, body) = first_batch(&file);
     let m = arrow_ipc::root_as_message(&file[header..header + len]).unwrap();
-    let batch = m.header_as_record_batch().unwrap();
-    assert!(batch.compression().is_some());
-    let b = batch
-        .buffers()
-        .unwrap()
-        .iter()
-        .find(|b| b.length() >= 8)
-        .expect("a compressed buffer");
+    assert!(m.header_as_record_batch().unwrap().compression().is_some());
+    let b = buffer_at_least(&file[header..header + len], 8);
     let at = body + b.offset() as usize;
     file[at..at + 8].copy_from_slice(&(1i64 << 40).to_le_bytes());
     let err = read_all(&cache, file).await;
@@ -110,15 +113,7 @@ async fn a_buffer_past_its_body_is_an_error_not_a_panic() {
     let cache = MemoryCache::new();
     let mut file = payload(&cache).await;
     let (header, len, _) = first_batch(&file);
-    let m = arrow_ipc::root_as_message(&file[header..header + len]).unwrap();
-    let b = m
-        .header_as_record_batch()
-        .unwrap()
-        .buffers()
-        .unwrap()
-        .iter()
-        .find(|b| b.length() > 0)
-        .expect("a buffer");
+    let b = buffer_at_least(&file[header..header + len], 1);
     // The buffer as the header stores it (offset, length), made a MiB long.
     let mut pattern = b.offset().to_le_bytes().to_vec();
     pattern.extend_from_slice(&b.length().to_le_bytes());
@@ -211,14 +206,7 @@ async fn bytes_past_the_last_message_beyond_a_footer_are_refused_unread() {
     // A footer with room to spare still reads.
     let cache = MemoryCache::new();
     let file = payload_of(&cache, 3).await;
-    cache
-        .set(
-            "again",
-            Value::Bytes(file.into()),
-            SetOptions::new().kind(Kind::Arrow),
-        )
-        .await
-        .unwrap();
+    set_raw(&cache, "again", file, SetOptions::new().kind(Kind::Arrow)).await;
     let (_, batches) = cache.get_batches("again").await.unwrap().unwrap();
     let got: Vec<RecordBatch> = batches.try_collect().await.unwrap();
     assert_eq!(

@@ -8,6 +8,8 @@
 //! `~/.cache/etl-cache-test-servers`). Without it the tests fail when `CI`
 //! is set, and otherwise say why and return early.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,8 +23,9 @@ use arrow_array::{
     StructArray,
 };
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
+use common::set_raw;
 use etl_cache_arrow::{ArrowCacheExt, ArrowOptions, IpcCompression};
-use etl_cache_core::{Cache, CacheExt, Kind, SetOptions, Value};
+use etl_cache_core::{Cache, CacheExt, Kind, SetOptions};
 use etl_cache_fs::DiskCache;
 use futures::TryStreamExt;
 use serde_json::Value as Json;
@@ -80,11 +83,7 @@ fn schema() -> SchemaRef {
                 .with_metadata([("unit".to_owned(), "row".to_owned())].into()),
             Field::new("score", DataType::Float64, true),
             Field::new("name", DataType::Utf8, false),
-            Field::new(
-                "category",
-                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
-                false,
-            ),
+            Field::new_dictionary("category", DataType::Int32, DataType::Utf8, false),
             Field::new(
                 "tags",
                 DataType::List(Arc::new(Field::new("item", DataType::Int32, true))),
@@ -222,14 +221,13 @@ async fn an_ipc_file_written_by_pyarrow_reads_back_through_the_cache() {
     run_python(&python, "write", &file);
     let cache = DiskCache::open(dir.path().join("cache")).await.unwrap();
     let bytes = std::fs::read(&file).unwrap();
-    cache
-        .set(
-            "from-python",
-            Value::Bytes(bytes.into()),
-            SetOptions::new().kind(Kind::Arrow),
-        )
-        .await
-        .unwrap();
+    set_raw(
+        &cache,
+        "from-python",
+        bytes,
+        SetOptions::new().kind(Kind::Arrow),
+    )
+    .await;
     assert_eq!(
         cache.head("from-python").await.unwrap().unwrap().kind,
         Kind::Arrow

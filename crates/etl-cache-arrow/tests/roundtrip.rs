@@ -97,10 +97,7 @@ async fn batches_round_trip_exactly_on_every_backend() {
 #[tokio::test]
 async fn zero_batches_keep_the_schema() {
     let cache = MemoryCache::new();
-    cache
-        .set_batches("empty", schema(), batches(vec![]), ArrowOptions::new())
-        .await
-        .unwrap();
+    set_list(&cache, "empty", vec![]).await.unwrap();
     let (s, read) = collect(cache.get_batches("empty").await.unwrap()).await;
     assert_eq!((s, read.len()), (schema(), 0));
     let bytes = cache.get_bytes("empty").await.unwrap().unwrap();
@@ -123,15 +120,7 @@ async fn one_dictionary_for_every_batch_round_trips() {
         batch_with_cities(1, 50, &cities),
         batch_with_cities(2, 70, &cities),
     ];
-    cache
-        .set_batches(
-            "dict",
-            schema(),
-            batches(written.clone()),
-            ArrowOptions::new(),
-        )
-        .await
-        .unwrap();
+    set_list(&cache, "dict", written.clone()).await.unwrap();
     let (_, read) = collect(cache.get_batches("dict").await.unwrap()).await;
     assert_eq!(read, written);
 }
@@ -174,15 +163,7 @@ async fn a_dictionary_that_changes_is_refused_clearly() {
 async fn batches_that_disagree_with_the_schema_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cache = disk(dir.path()).await;
-    cache
-        .set_batches(
-            "k",
-            schema(),
-            batches(vec![batch(1, 5)]),
-            ArrowOptions::new(),
-        )
-        .await
-        .unwrap();
+    set_list(&*cache, "k", vec![batch(1, 5)]).await.unwrap();
     let other = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
         "id",
         arrow_schema::DataType::Int32,
@@ -193,13 +174,7 @@ async fn batches_that_disagree_with_the_schema_are_refused() {
         vec![Arc::new(arrow_array::Int32Array::from(vec![1, 2]))],
     )
     .unwrap();
-    let err = cache
-        .set_batches(
-            "k",
-            schema(),
-            batches(vec![batch(2, 5), wrong_type]),
-            ArrowOptions::new(),
-        )
+    let err = set_list(&*cache, "k", vec![batch(2, 5), wrong_type])
         .await
         .unwrap_err();
     let text = err.to_string();
@@ -224,15 +199,7 @@ async fn batches_that_disagree_with_the_schema_are_refused() {
     let mut columns = batch(3, 3).columns().to_vec();
     columns[0] = Arc::new(arrow_array::Int64Array::from(vec![Some(1), None, Some(3)]));
     let with_nulls = RecordBatch::try_new(Arc::new(nullable_id), columns).unwrap();
-    let err = cache
-        .set_batches(
-            "k",
-            schema(),
-            batches(vec![with_nulls]),
-            ArrowOptions::new(),
-        )
-        .await
-        .unwrap_err();
+    let err = set_list(&*cache, "k", vec![with_nulls]).await.unwrap_err();
     assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}");
     assert!(err.to_string().contains("batch 0"), "{err}");
 
@@ -244,15 +211,7 @@ async fn batches_that_disagree_with_the_schema_are_refused() {
 async fn a_failing_batch_stream_publishes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let cache = disk(dir.path()).await;
-    cache
-        .set_batches(
-            "k",
-            schema(),
-            batches(vec![batch(1, 5)]),
-            ArrowOptions::new(),
-        )
-        .await
-        .unwrap();
+    set_list(&*cache, "k", vec![batch(1, 5)]).await.unwrap();
     let failing = stream::iter(vec![
         Ok(batch(2, 5)),
         Ok(batch(3, 5)),
@@ -286,14 +245,13 @@ async fn a_failing_batch_stream_publishes_nothing() {
 #[tokio::test]
 async fn other_kinds_are_a_kind_mismatch_and_arrow_is_not_text() {
     let cache = MemoryCache::new();
-    cache
-        .set(
-            "bytes",
-            Value::Bytes(Bytes::from_static(b"ARROW1")),
-            SetOptions::new(),
-        )
-        .await
-        .unwrap();
+    set_raw(
+        &cache,
+        "bytes",
+        Bytes::from_static(b"ARROW1"),
+        SetOptions::new(),
+    )
+    .await;
     cache
         .set_text("text", "hello", SetOptions::new())
         .await
@@ -311,15 +269,7 @@ async fn other_kinds_are_a_kind_mismatch_and_arrow_is_not_text() {
             ),
         }
     }
-    cache
-        .set_batches(
-            "t",
-            schema(),
-            batches(vec![batch(1, 3)]),
-            ArrowOptions::new(),
-        )
-        .await
-        .unwrap();
+    set_list(&cache, "t", vec![batch(1, 3)]).await.unwrap();
     let err = cache.get_text("t").await.unwrap_err();
     assert!(
         err.to_string().contains("arrow") && err.to_string().contains("\"t\""),
@@ -341,15 +291,7 @@ async fn other_kinds_are_a_kind_mismatch_and_arrow_is_not_text() {
 async fn truncated_or_damaged_payloads_are_errors() {
     let cache = MemoryCache::new();
     let written = vec![batch(1, 40), batch(2, 40)];
-    cache
-        .set_batches(
-            "good",
-            schema(),
-            batches(written.clone()),
-            ArrowOptions::new(),
-        )
-        .await
-        .unwrap();
+    set_list(&cache, "good", written.clone()).await.unwrap();
     let file = cache.get_bytes("good").await.unwrap().unwrap();
     let arrow = SetOptions::new().kind(Kind::Arrow);
     let read_all = |bytes: Bytes| {
@@ -478,11 +420,7 @@ async fn files_written_by_arrow_itself_read_back() {
         }
         writer.finish().unwrap();
         let file = writer.into_inner().unwrap();
-        let opts = SetOptions::new().kind(Kind::Arrow);
-        cache
-            .set("f", Value::Bytes(file.into()), opts)
-            .await
-            .unwrap();
+        set_raw(&cache, "f", file, SetOptions::new().kind(Kind::Arrow)).await;
         let (s, read) = collect(cache.get_batches("f").await.unwrap()).await;
         assert_eq!(
             (s, read),
@@ -591,15 +529,7 @@ async fn get_or_compute_checks_the_kind_of_an_entry_stored_meanwhile() {
         miss_once: true.into(),
     };
     let elsewhere = MemoryCache::new();
-    elsewhere
-        .set_batches(
-            "f",
-            schema(),
-            batches(vec![batch(1, 3)]),
-            ArrowOptions::new(),
-        )
-        .await
-        .unwrap();
+    set_list(&elsewhere, "f", vec![batch(1, 3)]).await.unwrap();
     let file = elsewhere.get_bytes("f").await.unwrap().unwrap();
     cache
         .inner

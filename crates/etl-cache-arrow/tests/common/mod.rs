@@ -11,7 +11,9 @@ use arrow_array::{
     StringArray, StructArray,
 };
 use arrow_schema::{ArrowError, DataType, Field, Fields, Schema, SchemaRef};
-use etl_cache_arrow::BatchStream;
+use bytes::Bytes;
+use etl_cache_arrow::{ArrowCacheExt, ArrowOptions, BatchStream};
+use etl_cache_core::{Cache, EntryMeta, SetOptions, Value};
 use etl_cache_fs::DiskCache;
 use futures::TryStreamExt;
 use futures::stream::{self, BoxStream, StreamExt};
@@ -44,11 +46,7 @@ pub fn schema() -> SchemaRef {
             id,
             Field::new("price", DataType::Float64, true),
             Field::new("name", DataType::Utf8, true),
-            Field::new(
-                "city",
-                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
-                true,
-            ),
+            Field::new_dictionary("city", DataType::Int32, DataType::Utf8, true),
             Field::new_list("tags", Field::new_list_field(DataType::Int32, true), true),
             Field::new_struct("pair", struct_fields(), true),
             Field::new("attrs", map, true),
@@ -118,6 +116,30 @@ pub fn batch_with_cities(seed: i64, rows: usize, cities: &[&str]) -> RecordBatch
 
 pub fn batches(list: Vec<RecordBatch>) -> Batches {
     stream::iter(list.into_iter().map(Ok)).boxed()
+}
+
+/// Stores `list` under `key` with [`schema`] and default options.
+pub async fn set_list(
+    cache: &(impl Cache + ?Sized),
+    key: &str,
+    list: Vec<RecordBatch>,
+) -> etl_cache_core::Result<EntryMeta> {
+    cache
+        .set_batches(key, schema(), batches(list), ArrowOptions::new())
+        .await
+}
+
+/// Stores `bytes` under `key` as they are, with `opts`.
+pub async fn set_raw(
+    cache: &(impl Cache + ?Sized),
+    key: &str,
+    bytes: impl Into<Bytes>,
+    opts: SetOptions,
+) {
+    cache
+        .set(key, Value::Bytes(bytes.into()), opts)
+        .await
+        .unwrap();
 }
 
 /// The error of `r`, which must have failed.
