@@ -172,6 +172,22 @@ async fn run(root: &Path, sales: &Path) -> Result<(Duration, bool)> {
     Ok((started.elapsed(), computed.load(Ordering::SeqCst)))
 }
 
+/// [`run`], then a line saying how long the `which` run took and whether
+/// the transform ran.
+async fn reported_run(root: &Path, sales: &Path, which: &str) -> Result<(Duration, bool)> {
+    let (time, computed) = run(root, sales).await?;
+    println!(
+        "{which} run: {:.2}s, transform {}",
+        time.as_secs_f64(),
+        if computed {
+            "ran"
+        } else {
+            "read from the cache"
+        }
+    );
+    Ok((time, computed))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let root = PathBuf::from(
@@ -186,28 +202,10 @@ async fn main() -> Result<()> {
     write_sales(&sales, rows)?;
 
     println!("== first run ==");
-    let (first, computed_first) = run(&root, &sales).await?;
-    println!(
-        "first run: {:.2}s, transform {}",
-        first.as_secs_f64(),
-        if computed_first {
-            "ran"
-        } else {
-            "read from the cache"
-        }
-    );
+    let (first, computed_first) = reported_run(&root, &sales, "first").await?;
 
     println!("\n== second run ==");
-    let (second, computed_second) = run(&root, &sales).await?;
-    println!(
-        "second run: {:.2}s, transform {}",
-        second.as_secs_f64(),
-        if computed_second {
-            "ran"
-        } else {
-            "read from the cache"
-        }
-    );
+    let (second, computed_second) = reported_run(&root, &sales, "second").await?;
     if computed_first && !computed_second {
         let saved = first.saturating_sub(second);
         println!(

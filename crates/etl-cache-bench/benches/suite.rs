@@ -85,6 +85,16 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
+/// A new directory in `base` with our `DiskCache` open in its `ours`
+/// subdirectory; a section puts its peers' stores beside it.
+fn ours_in(rt: &tokio::runtime::Runtime, base: &Path) -> (tempfile::TempDir, DiskCache) {
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let cache = rt
+        .block_on(DiskCache::open(dir.path().join("ours")))
+        .unwrap();
+    (dir, cache)
+}
+
 /// The target directory: the bench binary lives in `<target>/release/deps/`.
 fn target_dir() -> PathBuf {
     std::env::current_exe()
@@ -104,6 +114,38 @@ struct Lat {
     mean: f64,
     max: f64,
     n: usize,
+}
+
+/// Prints a table of the p50 and p99 of each row: a header naming the
+/// first column `first`, then each row's name in a column `name_width`
+/// wide and its figures `width` wide with `decimals` decimals.
+fn print_p50_p99(
+    first: &str,
+    rows: &[(&str, &Lat)],
+    name_width: usize,
+    width: usize,
+    decimals: usize,
+) {
+    println!("{first:<name_width$} {:>width$} {:>width$}", "p50", "p99");
+    for (name, l) in rows {
+        println!(
+            "{name:<name_width$} {:>width$.decimals$} {:>width$.decimals$}",
+            l.p50, l.p99
+        );
+    }
+}
+
+/// Reads `r` to its end through a 1 MiB buffer: the number of bytes read.
+fn read_counting(mut r: impl Read) -> usize {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0;
+    loop {
+        match r.read(&mut buf).unwrap() {
+            0 => break,
+            k => n += k,
+        }
+    }
+    n
 }
 
 fn lat(v: &mut [Duration]) -> Lat {
@@ -188,6 +230,21 @@ fn value_1k(i: usize, version: u64) -> Bytes {
     v.extend_from_slice(&version.to_le_bytes());
     v.resize(1024, b'v');
     Bytes::from(v)
+}
+
+/// Sets `{prefix}{i}` to `value_1k(i, 0)` for each `i` of `range`, one
+/// after the other.
+async fn fill_1k(cache: &(impl Cache + ?Sized), prefix: &str, range: std::ops::Range<usize>) {
+    for i in range {
+        cache
+            .set(
+                &format!("{prefix}{i}"),
+                Value::Bytes(value_1k(i, 0)),
+                SetOptions::new(),
+            )
+            .await
+            .unwrap();
+    }
 }
 
 /// The bench's report: rows per section, targets, machine.
@@ -425,13 +482,11 @@ fn section_small(base: &Path, report: &mut Report) {
     .filter(|i| only.as_deref().is_none_or(|o| o == i.slug()))
     .collect();
     let rt = runtime();
-    let dir = tempfile::tempdir_in(base).unwrap();
+    let (dir, ours) = ours_in(&rt, base);
     let raw = dir.path().join("raw");
     std::fs::create_dir_all(&raw).unwrap();
     let small = Arc::new(Small {
-        ours: rt
-            .block_on(DiskCache::open(dir.path().join("ours")))
-            .unwrap(),
+        ours,
         cacache: dir.path().join("cacache"),
         raw,
     });
@@ -618,15 +673,7 @@ fn child_stream() -> Json {
         }
         ("raw", "get") => {
             let t = Instant::now();
-            let mut f = std::fs::File::open(raw_stream_path(&dir)).unwrap();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut n = 0;
-            loop {
-                match f.read(&mut buf).unwrap() {
-                    0 => break,
-                    r => n += r,
-                }
-            }
+            let n = read_counting(std::fs::File::open(raw_stream_path(&dir)).unwrap());
             assert_eq!(n, total);
             t.elapsed()
         }
@@ -642,14 +689,7 @@ fn child_stream() -> Json {
         ("cacache-sync", "get") => {
             let t = Instant::now();
             let mut r = cacache::SyncReader::open(&dir, STREAM_KEY).unwrap();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut n = 0;
-            loop {
-                match r.read(&mut buf).unwrap() {
-                    0 => break,
-                    k => n += k,
-                }
-            }
+            let n = read_counting(&mut r);
             r.check().unwrap();
             assert_eq!(n, total);
             t.elapsed()
@@ -874,10 +914,7 @@ fn section_xml(base: &Path, report: &mut Report) {
     let xml = make_xml(50_000_000);
     let len = xml.len();
     let rt = runtime();
-    let dir = tempfile::tempdir_in(base).unwrap();
-    let cache = rt
-        .block_on(DiskCache::open(dir.path().join("ours")))
-        .unwrap();
+    let (dir, cache) = ours_in(&rt, base);
     let cacache_dir = dir.path().join("cacache");
     // name -> (set secs, get secs, size on disk)
     let mut rows: Vec<(String, Vec<f64>, Vec<f64>, u64)> = Vec::new();
@@ -1061,18 +1098,9 @@ fn section_capped(base: &Path, report: &mut Report) {
                 .into_iter()
                 .map(|(a, b)| {
                     let cache = cache.clone();
-                    tokio::spawn(async move {
-                        for i in a..b {
-                            cache
-                                .set(
-                                    &format!("fill/{i}"),
-                                    Value::Bytes(value_1k(i as usize, 0)),
-                                    SetOptions::new(),
-                                )
-                                .await
-                                .unwrap();
-                        }
-                    })
+                    tokio::spawn(
+                        async move { fill_1k(&cache, "fill/", a as usize..b as usize).await },
+                    )
                 })
                 .collect();
             for task in tasks {
@@ -1438,16 +1466,7 @@ fn section_tiered(base: &Path, report: &mut Report) {
     let (tier, floor) = rt.block_on(async {
         let disk = DiskCache::open(dir.path()).await.unwrap();
         let tiered = TieredCache::builder().tier(Arc::new(disk)).build().unwrap();
-        for i in 0..KEYS {
-            tiered
-                .set(
-                    &format!("k{i}"),
-                    Value::Bytes(value_1k(i, 0)),
-                    SetOptions::new(),
-                )
-                .await
-                .unwrap();
-        }
+        fill_1k(&tiered, "k", 0..KEYS).await;
         let map: Arc<Mutex<HashMap<String, Bytes>>> = Arc::new(Mutex::new(
             (0..KEYS)
                 .map(|i| (format!("k{i}"), value_1k(i, 0)))
@@ -1475,14 +1494,15 @@ fn section_tiered(base: &Path, report: &mut Report) {
         .unwrap()
     });
     println!("\n== memory-tier hit (1 KB, {n} gets): µs ==");
-    println!("{:<34} {:>8} {:>8}", "implementation", "p50", "p99");
-    println!(
-        "{:<34} {:>8.3} {:>8.3}",
-        "etl-cache TieredCache (moka)", tier.p50, tier.p99
-    );
-    println!(
-        "{:<34} {:>8.3} {:>8.3}",
-        "raw Mutex<HashMap<String, Bytes>>", floor.p50, floor.p99
+    print_p50_p99(
+        "implementation",
+        &[
+            ("etl-cache TieredCache (moka)", &tier),
+            ("raw Mutex<HashMap<String, Bytes>>", &floor),
+        ],
+        34,
+        8,
+        3,
     );
     report.target("memory-tier hit p50", tier.p50, "µs", 1.0, true);
     report.sections.push((
@@ -1784,20 +1804,24 @@ fn section_arrow(_base: &Path, _report: &mut Report) {
 
 // ---------------------------------------------------------------- main
 
-const SECTIONS: &[&str] = &[
-    "small",
-    "stream",
-    "xml",
-    "capped",
-    "multiproc",
-    "tiered",
-    "object",
-    "store",
-    "io",
-    "steps",
-    "arrow",
-    "spares",
-    "stream64",
+/// A section of the suite: the name that selects it, and what runs it.
+type Section = (&'static str, fn(&Path, &mut Report));
+
+/// Every section, in the order they run.
+const SECTIONS: &[Section] = &[
+    ("small", section_small),
+    ("stream", section_stream),
+    ("xml", section_xml),
+    ("capped", section_capped),
+    ("multiproc", section_multiproc),
+    ("tiered", section_tiered),
+    ("object", |_, report| section_object(report)),
+    ("store", section_store),
+    ("io", io::section),
+    ("steps", steps::section),
+    ("arrow", section_arrow),
+    ("spares", spares::section),
+    ("stream64", stream64::section),
 ];
 
 fn main() {
@@ -1815,10 +1839,11 @@ fn main() {
         wanted = s.split(',').map(|s| s.trim().to_owned()).collect();
     }
     wanted.retain(|s| !s.is_empty());
+    let names: Vec<&str> = SECTIONS.iter().map(|&(name, _)| name).collect();
     for w in &wanted {
         assert!(
-            SECTIONS.contains(&w.as_str()),
-            "unknown section {w:?}; sections: {SECTIONS:?}"
+            names.contains(&w.as_str()),
+            "unknown section {w:?}; sections: {names:?}"
         );
     }
     let run = |s: &str| wanted.is_empty() || wanted.iter().any(|w| w == s);
@@ -1842,44 +1867,10 @@ fn main() {
         if long_mode() { "; LONG mode" } else { "" }
     );
     let mut report = Report::default();
-    if run("small") {
-        section_small(&base, &mut report);
-    }
-    if run("stream") {
-        section_stream(&base, &mut report);
-    }
-    if run("xml") {
-        section_xml(&base, &mut report);
-    }
-    if run("capped") {
-        section_capped(&base, &mut report);
-    }
-    if run("multiproc") {
-        section_multiproc(&base, &mut report);
-    }
-    if run("tiered") {
-        section_tiered(&base, &mut report);
-    }
-    if run("object") {
-        section_object(&mut report);
-    }
-    if run("store") {
-        section_store(&base, &mut report);
-    }
-    if run("io") {
-        io::section(&base, &mut report);
-    }
-    if run("steps") {
-        steps::section(&base, &mut report);
-    }
-    if run("arrow") {
-        section_arrow(&base, &mut report);
-    }
-    if run("spares") {
-        spares::section(&base, &mut report);
-    }
-    if run("stream64") {
-        stream64::section(&base, &mut report);
+    for &(name, section) in SECTIONS {
+        if run(name) {
+            section(&base, &mut report);
+        }
     }
 
     println!("\n== targets (ratios measured in this run) ==");

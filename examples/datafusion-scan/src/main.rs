@@ -18,11 +18,20 @@
 #[allow(missing_docs)] // dead_code: the module allows it itself
 pub mod servers;
 
+// `forward_object_store!`: the methods of the counting store (`counted`)
+// that only pass the call on to S3.
+#[path = "../../../crates/etl-cache-object/tests/support/forward.rs"]
+#[macro_use]
+mod forward;
+
+// A store wrapper counting the requests to S3; the bench suite uses it too.
+#[path = "counted.rs"]
+mod counted;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::arrow::array::{Float64Array, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -32,89 +41,10 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use etl_cache_store::object_store::aws::AmazonS3Builder;
 use etl_cache_store::object_store::path::Path;
-use etl_cache_store::object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use etl_cache_store::object_store::{ObjectStore, ObjectStoreExt};
 use etl_cache_store::{CachedStore, Revalidate};
-use futures::stream::BoxStream;
 
-/// Counts what is asked of the store it wraps.
-#[derive(Debug, Default)]
-struct Counts {
-    gets: AtomicU64,
-    lists: AtomicU64,
-    bytes: AtomicU64,
-}
-
-#[derive(Debug)]
-struct Counted {
-    inner: Arc<dyn ObjectStore>,
-    counts: Arc<Counts>,
-}
-
-impl std::fmt::Display for Counted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.inner.fmt(f)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for Counted {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.counts.gets.fetch_add(1, Relaxed);
-        let head = options.head;
-        let got = self.inner.get_opts(location, options).await?;
-        if !head {
-            self.counts
-                .bytes
-                .fetch_add(got.range.end - got.range.start, Relaxed);
-        }
-        Ok(got)
-    }
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.counts.lists.fetch_add(1, Relaxed);
-        self.inner.list(prefix)
-    }
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.counts.lists.fetch_add(1, Relaxed);
-        self.inner.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
-
+use counted::{Counted, Counts};
 use etl_cache_store::object_store;
 
 /// What one run of the query asked of S3, and what it answered.
@@ -225,7 +155,7 @@ async fn scan(
     Ok((
         Scan {
             time,
-            gets: counts.gets.load(Relaxed),
+            gets: counts.gets.load(Relaxed) + counts.heads.load(Relaxed),
             lists: counts.lists.load(Relaxed),
             bytes: counts.bytes.load(Relaxed),
             answer: pretty_format_batches(&batches)?.to_string(),

@@ -45,11 +45,7 @@ fn schema() -> SchemaRef {
         Field::new("id", DataType::Int64, false),
         Field::new("amount", DataType::Float64, true),
         Field::new("name", DataType::Utf8, false),
-        Field::new(
-            "region",
-            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
-            false,
-        ),
+        Field::new_dictionary("region", DataType::Int32, DataType::Utf8, false),
     ]))
 }
 

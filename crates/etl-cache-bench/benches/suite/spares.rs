@@ -17,7 +17,7 @@ use etl_cache::{Cache, DiskCache, SetOptions, Value};
 use etl_cache_reliability::mounts::Mount;
 use serde_json::json;
 
-use super::{Report, env_usize, fs_type, lat, lat_json, runtime, value_1k};
+use super::{Report, env_usize, fill_1k, fs_type, lat, lat_json, runtime, value_1k};
 
 const KEYS: usize = 1000;
 const BATCH: usize = 200;
@@ -52,13 +52,7 @@ fn measure(root: &Path, rounds: usize) -> HashMap<(Work, bool), Vec<Duration>> {
                     b = b.max_entries(KEYS as u64);
                 }
                 let cache = b.build().await.unwrap();
-                for i in 0..KEYS {
-                    let v = Value::Bytes(value_1k(i, 0));
-                    cache
-                        .set(&format!("k{i}"), v, SetOptions::new())
-                        .await
-                        .unwrap();
-                }
+                fill_1k(&cache, "k", 0..KEYS).await;
                 caches.insert((work, recycle), Arc::new(cache));
             }
         }

@@ -10,10 +10,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use etl_cache::steps::{Explanation, RunOptions, Step, StepExt};
-use etl_cache::{Cache, DiskCache, SetOptions, Value};
+use etl_cache::{Cache, DiskCache, Value};
 use serde_json::json;
 
-use super::{Report, env_usize, lat, lat_json, runtime, value_1k};
+use super::{Report, env_usize, fill_1k, lat, lat_json, print_p50_p99, runtime, value_1k};
 
 fn step(size: usize, version: u32) -> Step {
     Step::new("bench/transform")
@@ -95,16 +95,7 @@ pub(crate) fn section(base: &Path, report: &mut Report) {
 
         // explain on a cache of `entries` entries.
         let t = Instant::now();
-        for i in 0..entries {
-            cache
-                .set(
-                    &format!("filler/{i}"),
-                    Value::Bytes(value_1k(i, 0)),
-                    SetOptions::new(),
-                )
-                .await
-                .unwrap();
-        }
+        fill_1k(&cache, "filler/", 0..entries).await;
         println!(
             "\nfilled {entries} entries in {:.1} s",
             t.elapsed().as_secs_f64()
@@ -132,14 +123,15 @@ pub(crate) fn section(base: &Path, report: &mut Report) {
         (lat(&mut hit), lat(&mut miss))
     });
     println!("\n== explain on {entries} entries: µs ==");
-    println!("{:<28} {:>10} {:>10}", "case", "p50", "p99");
-    println!(
-        "{:<28} {:>10.1} {:>10.1}",
-        "hit", explain_hit.p50, explain_hit.p99
-    );
-    println!(
-        "{:<28} {:>10.1} {:>10.1}",
-        "miss, a parameter changed", explain_miss.p50, explain_miss.p99
+    print_p50_p99(
+        "case",
+        &[
+            ("hit", &explain_hit),
+            ("miss, a parameter changed", &explain_miss),
+        ],
+        28,
+        10,
+        1,
     );
     let worst = explain_hit.p99.max(explain_miss.p99) / 1000.0;
     report.target(

@@ -12,12 +12,16 @@
 #[macro_use]
 mod forward;
 
+// `Counted`, the counting wrapper around the inner store, shared with the
+// DataFusion example.
+#[path = "../../../../examples/datafusion-scan/src/counted.rs"]
+mod counted;
+
 use std::path::Path as FsPath;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -31,14 +35,13 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use etl_cache::store::object_store::memory::InMemory;
 use etl_cache::store::object_store::path::Path;
 use etl_cache::store::object_store::throttle::{ThrottleConfig, ThrottledStore};
-use etl_cache::store::object_store::{
-    self, GetOptions, GetResult, ListResult, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload,
-};
+use etl_cache::store::object_store::{self, ObjectStore, ObjectStoreExt, PutPayload};
 use etl_cache::store::{CachedStore, DEFAULT_BLOCK_SIZE, Revalidate, StoreStats};
 use etl_cache::{Cache, DiskCache, SetOptions, TieredCache, Value};
 use futures::TryStreamExt;
-use futures::stream::BoxStream;
 use serde_json::{Value as Json, json};
+
+use counted::{Counted, Counts};
 
 use super::{Lat, Report, Rng, env_usize, lat, lat_json, r3, runtime, vmhwm_kb};
 
@@ -56,14 +59,6 @@ const QUERY: &str = "SELECT count(*) AS n, \
     sum(f0) AS f0, sum(f1) AS f1, sum(f2) AS f2, sum(f3) AS f3 FROM t";
 
 // ---------------------------------------------------------------- counting store
-
-#[derive(Debug, Default)]
-struct Counts {
-    gets: AtomicU64,
-    heads: AtomicU64,
-    lists: AtomicU64,
-    bytes: AtomicU64,
-}
 
 /// What was asked of the inner store between two points.
 #[derive(Debug, Clone, Copy, Default)]
@@ -103,68 +98,6 @@ impl Tally {
     fn json(&self) -> Json {
         json!({"requests": self.requests(), "gets": self.gets, "heads": self.heads,
             "lists": self.lists, "bytes": self.bytes})
-    }
-}
-
-/// Counts the requests and body bytes asked of the store it wraps.
-///
-/// `get_ranges` is left to the trait's default, which cuts the ranges into
-/// coalesced `get_range` calls, as the S3, GCS and Azure stores do: each is
-/// one GET here, counted and throttled. (`ThrottledStore` and `InMemory`
-/// answer a whole `get_ranges` with one wait, which no cloud store does.)
-#[derive(Debug)]
-struct Counted {
-    inner: Arc<dyn ObjectStore>,
-    counts: Arc<Counts>,
-}
-
-impl std::fmt::Display for Counted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.inner.fmt(f)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for Counted {
-    forward_object_store!(inner; put_opts, put_multipart_opts, delete_stream, copy_opts);
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        let head = options.head;
-        if head {
-            self.counts.heads.fetch_add(1, Relaxed);
-        } else {
-            self.counts.gets.fetch_add(1, Relaxed);
-        }
-        let got = self.inner.get_opts(location, options).await?;
-        if !head {
-            self.counts
-                .bytes
-                .fetch_add(got.range.end - got.range.start, Relaxed);
-        }
-        Ok(got)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.counts.lists.fetch_add(1, Relaxed);
-        self.inner.list(prefix)
-    }
-
-    fn list_with_offset(
-        &self,
-        prefix: Option<&Path>,
-        offset: &Path,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.counts.lists.fetch_add(1, Relaxed);
-        self.inner.list_with_offset(prefix, offset)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.counts.lists.fetch_add(1, Relaxed);
-        self.inner.list_with_delimiter(prefix).await
     }
 }
 
@@ -304,6 +237,19 @@ async fn sql_run(
     }
 }
 
+/// The bare run (a), `label`: the inner store itself, cold.
+async fn bare_run(label: &'static str, inner: &Arc<dyn ObjectStore>, counts: &Counts) -> SqlRun {
+    sql_run(label, "bare_cold", "", inner.clone(), None, counts).await
+}
+
+/// The labels and slugs of the runs (b'), (c'), (d') with
+/// `Revalidate::Never`.
+const NEVER_LABELS: [(&str, &str); 3] = [
+    ("(b') Revalidate::Never, empty cache, cold", "cold_never"),
+    ("(c') same handle again, warm", "warm_same_never"),
+    ("(d') new handle, same dir, warm", "warm_new_never"),
+];
+
 /// Through a `CachedStore` on the empty directory `dir`: a cold run, the
 /// same handle again, then a new handle on the directory (nothing of the
 /// runs before in this process's memory, as after a restart), which is
@@ -409,6 +355,111 @@ fn throttled_counted<S: ObjectStore>(
     (inner, counts)
 }
 
+/// Writes the dataset, `files` Parquet files of `rows_per_file` rows, into
+/// `store`, saying `verb` of each file done: their paths and total size.
+fn put_dataset(
+    rt: &tokio::runtime::Runtime,
+    store: &dyn ObjectStore,
+    files: usize,
+    rows_per_file: usize,
+    verb: &str,
+) -> (Vec<Path>, u64) {
+    let mut paths = Vec::with_capacity(files);
+    let mut total = 0u64;
+    for f in 0..files {
+        let buf = parquet_file(f, rows_per_file);
+        total += buf.len() as u64;
+        let path = Path::from(format!("{TABLE_DIR}/part-{f}.parquet"));
+        rt.block_on(store.put(&path, PutPayload::from(buf)))
+            .unwrap();
+        paths.push(path);
+        println!("  {verb} file {}/{files}", f + 1);
+    }
+    (paths, total)
+}
+
+/// Checks that every run gave the answer of the first (`bare`, the bare
+/// store's) and that the answer counts the `rows` written.
+fn check_answers(runs: &[SqlRun], rows: usize, bare: &str) {
+    for r in &runs[1..] {
+        assert_eq!(
+            r.answer, runs[0].answer,
+            "{} answered differently from {bare}",
+            r.label
+        );
+    }
+    assert!(
+        runs[0].answer.contains(&format!(" {rows} ")),
+        "count(*) is the {rows} rows written:\n{}",
+        runs[0].answer
+    );
+}
+
+/// The warm runs: (c), (d), (c'), (d').
+const WARM: [usize; 4] = [2, 3, 5, 6];
+
+/// The target `name`: the warm runs read no byte from the inner store.
+fn warm_bytes_target(report: &mut Report, name: &str, runs: &[SqlRun]) {
+    let warm_bytes: u64 = WARM.iter().map(|&i| runs[i].tally.bytes).sum();
+    report.target(name, warm_bytes as f64, "B", 0.0, true);
+    report.note_last("sum over (c), (d), (c'), (d')");
+}
+
+/// A target for each warm run, named by `names` in the order of [`WARM`]:
+/// its cold run's time over its own is at least 30; `note(warm, cold)`
+/// gives the figures behind it.
+fn warm_targets(
+    report: &mut Report,
+    runs: &[SqlRun],
+    names: [&str; 4],
+    note: impl Fn(&SqlRun, &SqlRun) -> String,
+) {
+    for (i, name) in WARM.into_iter().zip(names) {
+        let (r, cold) = (&runs[i], cold_of(runs, i));
+        report.target(name, cold.secs / r.secs, "x", 30.0, false);
+        report.note_last(note(r, cold));
+    }
+}
+
+/// The cold run that run `i` is compared with: (b) for the runs with the
+/// default revalidation, (b') for those with `Revalidate::Never`.
+fn cold_of(runs: &[SqlRun], i: usize) -> &SqlRun {
+    if i < 4 { &runs[1] } else { &runs[4] }
+}
+
+/// The runs as JSON, each warm or cold one with its cold run's time over
+/// its own.
+fn runs_json(runs: &[SqlRun]) -> Vec<Json> {
+    runs.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            json!({
+                "run": r.slug, "label": r.label, "revalidate": r.revalidate,
+                "secs": r3(r.secs), "inner": r.tally.json(), "cached_store": r.stats,
+                "cold_over_this": (i > 0).then(|| r3(cold_of(runs, i).secs / r.secs)),
+            })
+        })
+        .collect()
+}
+
+/// The target that the `cold` run (`tag`) of `store` asks at most 1.1 times
+/// the requests of the `bare` run.
+fn cold_requests_target(report: &mut Report, store: &str, tag: &str, cold: &SqlRun, bare: &SqlRun) {
+    report.target(
+        &format!("{store} cold {tag} requests / bare"),
+        cold.tally.requests() as f64 / bare.tally.requests() as f64,
+        "x",
+        1.1,
+        true,
+    );
+    report.note_last(format!(
+        "{} / {} (HEADs: {})",
+        cold.tally.requests(),
+        bare.tally.requests(),
+        cold.tally.heads
+    ));
+}
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
@@ -432,16 +483,7 @@ pub(crate) fn section(base: &FsPath, report: &mut Report) {
     // 1. The dataset, written straight into InMemory.
     let t = Instant::now();
     let mem = InMemory::new();
-    let mut paths = Vec::with_capacity(files);
-    let mut total = 0u64;
-    for f in 0..files {
-        let buf = parquet_file(f, rows_per_file);
-        total += buf.len() as u64;
-        let path = Path::from(format!("{TABLE_DIR}/part-{f}.parquet"));
-        rt.block_on(mem.put(&path, PutPayload::from(buf))).unwrap();
-        paths.push(path);
-        println!("  wrote file {}/{files}", f + 1);
-    }
+    let (paths, total) = put_dataset(&rt, &mem, files, rows_per_file, "wrote");
     let rows = rows_per_file * files;
     let write_secs = t.elapsed().as_secs_f64();
     println!(
@@ -461,17 +503,7 @@ pub(crate) fn section(base: &FsPath, report: &mut Report) {
         // 3. SQL: bare, then through CachedStore cold and warm.
         println!("SQL runs, each in a fresh SessionContext:");
         let mut runs = Vec::new();
-        runs.push(
-            sql_run(
-                "(a) bare inner store, cold",
-                "bare_cold",
-                "",
-                inner.clone(),
-                None,
-                &counts,
-            )
-            .await,
-        );
+        runs.push(bare_run("(a) bare inner store, cold", &inner, &counts).await);
         // (b), (c), (d) with the defaults; (b'), (c'), (d') the same with
         // Revalidate::Never on a second directory. The default checks an
         // object with a HEAD before a read whose first block is cached;
@@ -493,27 +525,12 @@ pub(crate) fn section(base: &FsPath, report: &mut Report) {
             &inner,
             dir_never.path(),
             Revalidate::Never,
-            [
-                ("(b') Revalidate::Never, empty cache, cold", "cold_never"),
-                ("(c') same handle again, warm", "warm_same_never"),
-                ("(d') new handle, same dir, warm", "warm_new_never"),
-            ],
+            NEVER_LABELS,
             &counts,
         )
         .await;
         runs.extend(never_runs);
-        for r in &runs[1..] {
-            assert_eq!(
-                r.answer, runs[0].answer,
-                "{} answered differently from the bare store",
-                r.label
-            );
-        }
-        assert!(
-            runs[0].answer.contains(&format!(" {rows} ")),
-            "count(*) is the {rows} rows written:\n{}",
-            runs[0].answer
-        );
+        check_answers(&runs, rows, "the bare store");
         let hwm_sql = vmhwm_kb();
 
         // 4. Byte scan: every object whole, bare (nothing is cached there,
@@ -717,7 +734,6 @@ pub(crate) fn section(base: &FsPath, report: &mut Report) {
     // Revalidate::Never. Each warm run is compared with the cold run of
     // its group.
     let bare = &runs[0];
-    let cold_of = |i: usize| if i < 4 { &runs[1] } else { &runs[4] };
     println!(
         "\n== CachedStore under DataFusion: count and sum of every column over {:.1} MiB, {latency_ms} ms per request ==",
         mib(total)
@@ -737,7 +753,7 @@ pub(crate) fn section(base: &FsPath, report: &mut Report) {
             if i == 0 {
                 String::new()
             } else {
-                format!("{:.2}x", cold_of(i).secs / r.secs)
+                format!("{:.2}x", cold_of(&runs, i).secs / r.secs)
             }
         );
     }
@@ -819,33 +835,22 @@ pub(crate) fn section(base: &FsPath, report: &mut Report) {
     );
 
     // ------------------------------------------------------------ targets
-    let warm: Vec<usize> = vec![2, 3, 5, 6];
-    let warm_bytes: u64 = warm.iter().map(|&i| runs[i].tally.bytes).sum();
-    report.target(
-        "CachedStore SQL warm bytes from inner",
-        warm_bytes as f64,
-        "B",
-        0.0,
-        true,
-    );
-    report.note_last("sum over (c), (d), (c'), (d')");
-    for &i in &warm {
-        let (r, cold) = (&runs[i], cold_of(i));
-        let name = match r.slug {
-            "warm_same" => "CachedStore SQL (b)/(c) warm, same handle",
-            "warm_new" => "CachedStore SQL (b)/(d) warm, new handle",
-            "warm_same_never" => "CachedStore SQL (b')/(c') Never, same handle",
-            _ => "CachedStore SQL (b')/(d') Never, new handle",
-        };
-        report.target(name, cold.secs / r.secs, "x", 30.0, false);
-        report.note_last(format!(
+    warm_bytes_target(report, "CachedStore SQL warm bytes from inner", &runs);
+    let names = [
+        "CachedStore SQL (b)/(c) warm, same handle",
+        "CachedStore SQL (b)/(d) warm, new handle",
+        "CachedStore SQL (b')/(c') Never, same handle",
+        "CachedStore SQL (b')/(d') Never, new handle",
+    ];
+    warm_targets(report, &runs, names, |r, cold| {
+        format!(
             "{:.2} s / {:.2} s; {} requests; bare cold (a): {:.2} s",
             cold.secs,
             r.secs,
             r.tally.requests(),
             bare.secs
-        ));
-    }
+        )
+    });
     for i in [1, 4] {
         let cold = &runs[i];
         let tag = if i == 1 { "(b)" } else { "(b') Never" };
@@ -862,19 +867,7 @@ pub(crate) fn section(base: &FsPath, report: &mut Report) {
             bare.secs,
             block_set.as_secs_f64()
         ));
-        report.target(
-            &format!("CachedStore SQL cold {tag} requests / bare"),
-            cold.tally.requests() as f64 / bare.tally.requests() as f64,
-            "x",
-            1.1,
-            true,
-        );
-        report.note_last(format!(
-            "{} / {} (HEADs: {})",
-            cold.tally.requests(),
-            bare.tally.requests(),
-            cold.tally.heads
-        ));
+        cold_requests_target(report, "CachedStore SQL", tag, cold, bare);
     }
     report.target(
         "CachedStore 64 KiB range p50 / DiskCache get",
@@ -900,11 +893,7 @@ pub(crate) fn section(base: &FsPath, report: &mut Report) {
             "sql": {
                 "query": QUERY,
                 "answer": bare.answer,
-                "runs": runs.iter().enumerate().map(|(i, r)| json!({
-                    "run": r.slug, "label": r.label, "revalidate": r.revalidate,
-                    "secs": r3(r.secs), "inner": r.tally.json(), "cached_store": r.stats,
-                    "cold_over_this": (i > 0).then(|| r3(cold_of(i).secs / r.secs)),
-                })).collect::<Vec<_>>(),
+                "runs": runs_json(&runs),
             },
             "byte_scan": {
                 "bare": {"secs": r3(bare_time.as_secs_f64()), "inner": bare_tally.json()},
@@ -955,14 +944,7 @@ pub(crate) fn section_s3(base: &FsPath, report: &mut Report) {
     let s3: Arc<dyn ObjectStore> = Arc::new(moto.s3());
     let rt = runtime();
     let t = Instant::now();
-    let mut total = 0u64;
-    for f in 0..files {
-        let buf = parquet_file(f, rows_per_file);
-        total += buf.len() as u64;
-        let path = Path::from(format!("{TABLE_DIR}/part-{f}.parquet"));
-        rt.block_on(s3.put(&path, PutPayload::from(buf))).unwrap();
-        println!("  uploaded file {}/{files}", f + 1);
-    }
+    let (_, total) = put_dataset(&rt, s3.as_ref(), files, rows_per_file, "uploaded");
     let rows = rows_per_file * files;
     println!(
         "dataset: {:.1} MiB, {rows} rows, uploaded in {:.1} s",
@@ -973,17 +955,7 @@ pub(crate) fn section_s3(base: &FsPath, report: &mut Report) {
     let dir = tempfile::tempdir_in(base).unwrap();
     let dir_never = tempfile::tempdir_in(base).unwrap();
     let runs = rt.block_on(async {
-        let mut runs = vec![
-            sql_run(
-                "(a) bare S3, cold",
-                "bare_cold",
-                "",
-                inner.clone(),
-                None,
-                &counts,
-            )
-            .await,
-        ];
+        let mut runs = vec![bare_run("(a) bare S3, cold", &inner, &counts).await];
         for (revalidate, dir, labels) in [
             (
                 Revalidate::Always,
@@ -994,15 +966,7 @@ pub(crate) fn section_s3(base: &FsPath, report: &mut Report) {
                     ("(d) new CachedStore, same dir, warm", "warm_new"),
                 ],
             ),
-            (
-                Revalidate::Never,
-                dir_never.path(),
-                [
-                    ("(b') Revalidate::Never, empty cache, cold", "cold_never"),
-                    ("(c') same handle again, warm", "warm_same_never"),
-                    ("(d') new handle, same dir, warm", "warm_new_never"),
-                ],
-            ),
+            (Revalidate::Never, dir_never.path(), NEVER_LABELS),
         ] {
             let (more, last) = cached_runs(&inner, dir, revalidate, labels, &counts).await;
             last.settle().await;
@@ -1011,45 +975,23 @@ pub(crate) fn section_s3(base: &FsPath, report: &mut Report) {
         runs
     });
     drop(moto);
-    for r in &runs[1..] {
-        assert_eq!(
-            r.answer, runs[0].answer,
-            "{} answered differently from bare S3",
-            r.label
-        );
-    }
-    assert!(
-        runs[0].answer.contains(&format!(" {rows} ")),
-        "count(*) is the {rows} rows written:\n{}",
-        runs[0].answer
-    );
+    check_answers(&runs, rows, "bare S3");
     let bare = &runs[0];
-    let cold_of = |i: usize| if i < 4 { &runs[1] } else { &runs[4] };
-    let warm_bytes: u64 = [2, 3, 5, 6].iter().map(|&i| runs[i].tally.bytes).sum();
-    report.target(
-        "CachedStore on S3: warm bytes from inner",
-        warm_bytes as f64,
-        "B",
-        0.0,
-        true,
-    );
-    report.note_last("sum over (c), (d), (c'), (d')");
-    for i in [2, 3, 5, 6] {
-        let (r, cold) = (&runs[i], cold_of(i));
-        let name = match r.slug {
-            "warm_same" => "CachedStore on S3 (b)/(c) warm, same handle",
-            "warm_new" => "CachedStore on S3 (b)/(d) warm, new handle",
-            "warm_same_never" => "CachedStore on S3 (b')/(c') Never, same",
-            _ => "CachedStore on S3 (b')/(d') Never, new handle",
-        };
-        report.target(name, cold.secs / r.secs, "x", 30.0, false);
-        report.note_last(format!(
+    warm_bytes_target(report, "CachedStore on S3: warm bytes from inner", &runs);
+    let names = [
+        "CachedStore on S3 (b)/(c) warm, same handle",
+        "CachedStore on S3 (b)/(d) warm, new handle",
+        "CachedStore on S3 (b')/(c') Never, same",
+        "CachedStore on S3 (b')/(d') Never, new handle",
+    ];
+    warm_targets(report, &runs, names, |r, cold| {
+        format!(
             "{:.2} s / {:.2} s; {} requests",
             cold.secs,
             r.secs,
             r.tally.requests()
-        ));
-    }
+        )
+    });
     for (i, tag) in [(1, "(b)"), (4, "(b') Never")] {
         let cold = &runs[i];
         report.target(
@@ -1060,30 +1002,14 @@ pub(crate) fn section_s3(base: &FsPath, report: &mut Report) {
             true,
         );
         report.note_last(format!("{:.2} s / {:.2} s", cold.secs, bare.secs));
-        report.target(
-            &format!("CachedStore on S3 cold {tag} requests / bare"),
-            cold.tally.requests() as f64 / bare.tally.requests() as f64,
-            "x",
-            1.1,
-            true,
-        );
-        report.note_last(format!(
-            "{} / {} (HEADs: {})",
-            cold.tally.requests(),
-            bare.tally.requests(),
-            cold.tally.heads
-        ));
+        cold_requests_target(report, "CachedStore on S3", tag, cold, bare);
     }
     report.sections.push((
         "store_s3".into(),
         json!({
             "dataset": {"files": files, "nominal_mib": nominal_mb, "bytes": total, "rows": rows},
             "inner": {"store": "S3 (moto), ThrottledStore, counted", "latency_ms_per_get": latency_ms},
-            "runs": runs.iter().enumerate().map(|(i, r)| json!({
-                "run": r.slug, "label": r.label, "revalidate": r.revalidate,
-                "secs": r3(r.secs), "inner": r.tally.json(), "cached_store": r.stats,
-                "cold_over_this": (i > 0).then(|| r3(cold_of(i).secs / r.secs)),
-            })).collect::<Vec<_>>(),
+            "runs": runs_json(&runs),
         }),
     ));
 }

@@ -13,12 +13,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use etl_cache::{Cache, DiskCache, SetOptions};
+use etl_cache::{Cache, SetOptions};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{Report, chunk, env_usize, median, runtime};
+use super::{Report, chunk, env_usize, median, ours_in, runtime};
 
 const CHUNK: usize = 64 * 1024;
 
@@ -45,10 +45,7 @@ pub(crate) fn section(base: &Path, report: &mut Report) {
     let total = (n * CHUNK) as f64;
     let maker = std::sync::Arc::new(Maker { pattern: chunk(7) });
     let rt = runtime();
-    let dir = tempfile::tempdir_in(base).unwrap();
-    let cache = rt
-        .block_on(DiskCache::open(dir.path().join("ours")))
-        .unwrap();
+    let (dir, cache) = ours_in(&rt, base);
     let raw_dir = dir.path().join("raw");
     std::fs::create_dir_all(&raw_dir).unwrap();
     let mut rows = Vec::new();
