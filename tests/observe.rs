@@ -48,20 +48,18 @@ fn name_of(key: &Key) -> String {
     format!("{}{{{}}}", key.name(), labels.join(","))
 }
 
+/// The handle kept in `map` for `key`, made on the first use of the key.
+fn handle_for<T: Default + Clone>(map: &Mutex<BTreeMap<String, T>>, key: &Key) -> T {
+    map.lock().unwrap().entry(name_of(key)).or_default().clone()
+}
+
 impl metrics::Recorder for Metrics {
     fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
 
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let total = self
-            .counters
-            .lock()
-            .unwrap()
-            .entry(name_of(key))
-            .or_default()
-            .clone();
-        Counter::from_arc(Arc::new(Total(total)))
+        Counter::from_arc(Arc::new(Total(handle_for(&self.counters, key))))
     }
 
     fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
@@ -69,14 +67,7 @@ impl metrics::Recorder for Metrics {
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        let samples = self
-            .histograms
-            .lock()
-            .unwrap()
-            .entry(name_of(key))
-            .or_default()
-            .clone();
-        Histogram::from_arc(samples)
+        Histogram::from_arc(handle_for(&self.histograms, key))
     }
 }
 

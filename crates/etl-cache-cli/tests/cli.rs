@@ -2,6 +2,8 @@
 //! the JSON outputs, a corrupt entry found by `verify`, TTL expiry, and 1 GiB
 //! through pipes in bounded memory.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
+use support::output_with_stdin;
 use wait4::Wait4;
 
 const BIN: &str = env!("CARGO_BIN_EXE_etl-cache");
@@ -29,6 +32,12 @@ impl Run {
     fn json(&self) -> Json {
         serde_json::from_slice(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.out()))
+    }
+
+    /// Asserts that stderr says `text`.
+    #[track_caller]
+    fn assert_stderr(&self, text: &str) {
+        assert!(self.stderr.contains(text), "{}", self.stderr);
     }
 
     #[track_caller]
@@ -53,23 +62,7 @@ fn bin() -> Command {
 
 /// Runs `etl-cache --cache URL ARGS…` with `stdin` piped in.
 fn run_with(url: &str, args: &[&str], stdin: &[u8]) -> Run {
-    let mut child = bin()
-        .arg("--cache")
-        .arg(url)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let feeder = std::thread::spawn(move || {
-        // The command may not read its stdin at all.
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
+    let out = output_with_stdin(bin().arg("--cache").arg(url).args(args), stdin);
     Run {
         code: out.status.code().expect("exited, not killed"),
         stdout: out.stdout,
@@ -127,6 +120,11 @@ fn pattern(n: u64, len: usize) -> Vec<u8> {
         out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
     }
     out
+}
+
+/// The keys `ls --json` lists in the cache at `root`.
+fn listed_keys(root: &Path) -> Vec<String> {
+    keys_of(&run(root, &["ls", "--json"]).expect(0).json())
 }
 
 fn keys_of(ls_json: &Json) -> Vec<String> {
@@ -205,44 +203,29 @@ fn set_get_rm_round_trip_every_kind_with_exit_codes() {
     // A miss is exit 1 with a message; rm is 0 then 1.
     let miss = run(&root, &["get", "nope"]).expect(1);
     assert!(miss.stdout.is_empty());
-    assert!(
-        miss.stderr.contains("no entry for key \"nope\""),
-        "{}",
-        miss.stderr
-    );
+    miss.assert_stderr("no entry for key \"nope\"");
     let rm = run(&root, &["rm", "payload_123"]).expect(0);
     assert!(rm.out().contains("removed payload_123"));
     let again = run(&root, &["rm", "payload_123"]).expect(1);
-    assert!(
-        again.stderr.contains("no entry for key"),
-        "{}",
-        again.stderr
-    );
+    again.assert_stderr("no entry for key");
     run(&root, &["get", "payload_123"]).expect(1);
 
     // Bad input is exit 2 with a message saying what to do; nothing is stored.
     let bad = run_in(&root, &["set", "j", "--json"], b"{not json").expect(2);
-    assert!(
-        bad.stderr.contains("not valid JSON") && bad.stderr.contains("hint:"),
-        "{}",
-        bad.stderr
-    );
+    bad.assert_stderr("not valid JSON");
+    bad.assert_stderr("hint:");
     let bad = run_in(&root, &["set", "t", "--text"], b"ok\xff").expect(2);
-    assert!(bad.stderr.contains("not valid UTF-8"), "{}", bad.stderr);
+    bad.assert_stderr("not valid UTF-8");
     let bad = run(&root, &["set", "f", "/definitely/not/here"]).expect(2);
-    assert!(
-        bad.stderr.contains("cannot read /definitely/not/here"),
-        "{}",
-        bad.stderr
-    );
+    bad.assert_stderr("cannot read /definitely/not/here");
     let bad = run_in(&root, &["set", "x", "--ttl", "soon"], b"v").expect(2);
-    assert!(bad.stderr.contains("invalid TTL"), "{}", bad.stderr);
+    bad.assert_stderr("invalid TTL");
     let bad = run_in(&root, &["set", "x", "--compress", "lz4"], b"v").expect(2);
-    assert!(bad.stderr.contains("unknown compression"), "{}", bad.stderr);
+    bad.assert_stderr("unknown compression");
     run_in(&root, &["set", "x", "--json", "--text"], b"1").expect(2);
     let long_key = "k".repeat(1025);
     let bad = run_in(&root, &["set", &long_key], b"v").expect(2);
-    assert!(bad.stderr.contains("invalid key"), "{}", bad.stderr);
+    bad.assert_stderr("invalid key");
     for k in ["j", "t", "f", "x"] {
         run(&root, &["get", k]).expect(1);
     }
@@ -276,22 +259,17 @@ fn ls_shows_every_column_and_its_json_parses() {
     for col in ["KEY", "KIND", "SIZE", "LOGICAL", "CODEC", "AGE", "EXPIRES"] {
         assert!(lines[0].contains(col), "{ls}");
     }
-    assert!(
-        lines[1].starts_with("raw ") && lines[1].contains("gzip"),
-        "{ls}"
-    );
-    assert!(
-        lines[2].starts_with("reports/a.xml") && lines[2].contains("9.77 KiB"),
-        "{ls}"
-    );
-    assert!(
-        lines[2].contains("text") && lines[2].contains("never"),
-        "{ls}"
-    );
-    assert!(
-        lines[3].contains("json") && lines[3].contains("in 1h 29m"),
-        "{ls}"
-    );
+    // Each row: how it starts, and what else it shows.
+    for (row, start, shows) in [
+        (1, "raw ", &["gzip"][..]),
+        (2, "reports/a.xml", &["9.77 KiB", "text", "never"]),
+        (3, "", &["json", "in 1h 29m"]),
+    ] {
+        assert!(lines[row].starts_with(start), "{ls}");
+        for part in shows {
+            assert!(lines[row].contains(part), "{ls}");
+        }
+    }
 
     let prefixed = run(&root, &["ls", "reports/", "--json"]).expect(0).json();
     assert_eq!(keys_of(&prefixed), ["reports/a.xml", "reports/b.json"]);
@@ -313,7 +291,7 @@ fn ls_shows_every_column_and_its_json_parses() {
 
     let none = run(&root, &["ls", "zzz"]).expect(0);
     assert!(none.stdout.is_empty());
-    assert!(none.stderr.contains("no entries"), "{}", none.stderr);
+    none.assert_stderr("no entries");
     assert_eq!(
         run(&root, &["ls", "zzz", "--json"]).expect(0).json(),
         serde_json::json!([])
@@ -392,15 +370,12 @@ fn ttl_expiry_shows_in_stat_and_purge_removes_it() {
         (stat["entries"].as_u64(), stat["expired"].as_u64()),
         (Some(1), Some(0))
     );
-    assert_eq!(
-        keys_of(&run(&root, &["ls", "--json"]).expect(0).json()),
-        ["kept"]
-    );
+    assert_eq!(listed_keys(&root), ["kept"]);
     assert_eq!(run(&root, &["get", "kept"]).expect(0).stdout, b"stays");
 
     // purge needs --expired: to remove everything there is clear --yes.
     let usage = run(&root, &["purge"]).expect(2);
-    assert!(usage.stderr.contains("--expired"), "{}", usage.stderr);
+    usage.assert_stderr("--expired");
 }
 
 #[test]
@@ -430,7 +405,7 @@ fn verify_reports_and_removes_corrupt_entries() {
         "{report}"
     );
     assert!(report.contains("4 ok, 1 corrupt and removed"), "{report}");
-    assert!(!keys_of(&run(&root, &["ls", "--json"]).expect(0).json()).contains(&"bad1".into()));
+    assert!(!listed_keys(&root).contains(&"bad1".into()));
 
     // JSON report.
     corrupt(&root, "bad2");
@@ -452,7 +427,7 @@ fn verify_reports_and_removes_corrupt_entries() {
     corrupt(&root, "bad3");
     let out = tmp.path().join("out.bin");
     let got = run(&root, &["get", "bad3", "-o", out.to_str().unwrap()]).expect(2);
-    assert!(got.stderr.contains("corrupt"), "{}", got.stderr);
+    got.assert_stderr("corrupt");
     assert!(!out.exists());
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()
@@ -466,10 +441,7 @@ fn verify_reports_and_removes_corrupt_entries() {
         (after["checked"].as_u64(), after["ok"].as_u64()),
         (Some(2), Some(2))
     );
-    assert_eq!(
-        keys_of(&run(&root, &["ls", "--json"]).expect(0).json()),
-        ["good", "good.gz"]
-    );
+    assert_eq!(listed_keys(&root), ["good", "good.gz"]);
 }
 
 #[test]
@@ -479,12 +451,9 @@ fn clear_refuses_without_yes() {
         run_in(&root, &["set", k], k.as_bytes()).expect(0);
     }
     let refused = run(&root, &["clear"]).expect(2);
-    assert!(refused.stderr.contains("3 entries"), "{}", refused.stderr);
-    assert!(refused.stderr.contains("clear --yes"), "{}", refused.stderr);
-    assert_eq!(
-        keys_of(&run(&root, &["ls", "--json"]).expect(0).json()),
-        ["a", "b", "c"]
-    );
+    refused.assert_stderr("3 entries");
+    refused.assert_stderr("clear --yes");
+    assert_eq!(listed_keys(&root), ["a", "b", "c"]);
     let done = run(&root, &["clear", "--yes"]).expect(0);
     assert!(done.out().contains("removed 3 entries"), "{}", done.out());
     assert_eq!(
@@ -519,16 +488,12 @@ fn read_commands_never_create_a_cache() {
     }
     // get and rm: a miss, with the reason.
     let r = run(&missing, &["get", "k"]).expect(1);
-    assert!(
-        r.stderr.contains("no entry for key \"k\": no cache at"),
-        "{}",
-        r.stderr
-    );
+    r.assert_stderr("no entry for key \"k\": no cache at");
     run(&missing, &["rm", "k"]).expect(1);
     assert!(!missing.exists());
     // A directory that is not a cache root is left alone too.
     let r = run(tmp.path(), &["ls"]).expect(2);
-    assert!(r.stderr.contains("not an etl-cache root"), "{}", r.stderr);
+    r.assert_stderr("not an etl-cache root");
     assert!(!tmp.path().join("etl-cache-v1").exists());
     // set creates it.
     run_in(&missing, &["set", "k"], b"v").expect(0);
@@ -597,19 +562,12 @@ fn cache_urls_and_the_environment() {
     ] {
         if !on {
             let r = run_with(url, &["ls"], b"").expect(2);
-            assert!(
-                r.stderr.contains(&format!("`{feature}` feature")),
-                "{}",
-                r.stderr
-            );
+            r.assert_stderr(&format!("`{feature}` feature"));
         }
     }
     let ftp = run_with("ftp://host/dir", &["ls"], b"").expect(2);
-    assert!(
-        ftp.stderr.contains("unknown scheme") && ftp.stderr.contains("memory://"),
-        "{}",
-        ftp.stderr
-    );
+    ftp.assert_stderr("unknown scheme");
+    ftp.assert_stderr("memory://");
 }
 
 #[test]

@@ -3,9 +3,11 @@
 
 #[path = "../../etl-cache-object/tests/common/mod.rs"]
 mod common;
+mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+use support::output_with_stdin;
 
 const BIN: &str = env!("CARGO_BIN_EXE_etl-cache");
 
@@ -16,26 +18,15 @@ struct Run {
 }
 
 fn run(server: &common::Server, url: &str, args: &[&str], stdin: &[u8]) -> Run {
-    let mut child = Command::new(BIN)
-        .env("ETL_CACHE_URL", url)
+    let mut cmd = Command::new(BIN);
+    cmd.env("ETL_CACHE_URL", url)
         .env("AWS_ENDPOINT", server.endpoint())
         .env("AWS_ALLOW_HTTP", "true")
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
+        .args(args);
+    let out = output_with_stdin(&mut cmd, stdin);
     Run {
         code: out.status.code().expect("exited"),
         stdout: out.stdout,

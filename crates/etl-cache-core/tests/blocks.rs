@@ -78,6 +78,19 @@ fn check(header_crc: u32, b: BlockSize, framed: &[u8], cuts: &[usize]) -> Outcom
     }
 }
 
+/// Fills `buf` with the bytes of `file` at `at`, as a positional read of a
+/// file holding `file` would: an unexpected end when they run past it.
+fn read_at(file: &[u8], buf: &mut [u8], at: u64) -> std::io::Result<()> {
+    let at = at as usize;
+    match file.get(at..at + buf.len()) {
+        Some(src) => {
+            buf.copy_from_slice(src);
+            Ok(())
+        }
+        None => Err(std::io::ErrorKind::UnexpectedEof.into()),
+    }
+}
+
 /// `read_payload_at` over `after_header` as a file would hold it; counts
 /// the reads.
 fn positional(
@@ -88,14 +101,7 @@ fn positional(
     let mut reads = 0;
     let r = read_payload_at(layout, header_crc, after_header.len() as u64, |buf, at| {
         reads += 1;
-        let at = at as usize;
-        match after_header.get(at..at + buf.len()) {
-            Some(src) => {
-                buf.copy_from_slice(src);
-                Ok(())
-            }
-            None => Err(std::io::ErrorKind::UnexpectedEof.into()),
-        }
+        read_at(after_header, buf, at)
     })
     .expect("no read error");
     (r, reads)
@@ -509,16 +515,7 @@ fn positional_reads_of_a_file_that_shrank_or_failed() {
         Layout::Blocks(b),
         HEADER_CRC,
         framed.len() as u64,
-        |buf, at| {
-            let at = at as usize;
-            match short.get(at..at + buf.len()) {
-                Some(src) => {
-                    buf.copy_from_slice(src);
-                    Ok(())
-                }
-                None => Err(std::io::ErrorKind::UnexpectedEof.into()),
-            }
-        },
+        |buf, at| read_at(short, buf, at),
     )
     .unwrap();
     assert_eq!(

@@ -37,6 +37,11 @@ fn inode(path: &Path) -> u64 {
     std::fs::symlink_metadata(path).expect("stat").ino()
 }
 
+/// Sets `key` to `value` with the default options.
+async fn put(cache: &DiskCache, key: &str, value: Value) {
+    cache.set(key, value, SetOptions::new()).await.unwrap();
+}
+
 fn bytes(s: &str) -> Value {
     Value::Bytes(Bytes::from(s.to_owned()))
 }
@@ -47,30 +52,18 @@ async fn replacing_small_values_writes_into_the_replaced_files() {
     let root = dir.path();
     let cache = DiskCache::open(root).await.unwrap();
     let path = entry_path(root, "k");
-    cache
-        .set("k", bytes("first"), SetOptions::new())
-        .await
-        .unwrap();
+    put(&cache, "k", bytes("first")).await;
     let first = inode(&path);
-    cache
-        .set("k", bytes("second"), SetOptions::new())
-        .await
-        .unwrap();
+    put(&cache, "k", bytes("second")).await;
     let second = inode(&path);
     assert_ne!(first, second, "a set publishes a new file");
     assert_eq!(spare_files(root).len(), 1, "the replaced file is kept");
     // The third value goes into the first file, which is shorter now.
-    cache
-        .set("k", bytes("3rd"), SetOptions::new())
-        .await
-        .unwrap();
+    put(&cache, "k", bytes("3rd")).await;
     assert_eq!(inode(&path), first, "the replaced file is written again");
     assert_eq!(cache.get("k").await.unwrap(), Some(bytes("3rd")));
     // Another key takes the spare too: no file is created for it.
-    cache
-        .set("other", bytes("o"), SetOptions::new())
-        .await
-        .unwrap();
+    put(&cache, "other", bytes("o")).await;
     assert_eq!(inode(&entry_path(root, "other")), second);
     assert!(spare_files(root).is_empty());
     assert!(files_in(&tmp_dir(root)).is_empty());
@@ -79,19 +72,13 @@ async fn replacing_small_values_writes_into_the_replaced_files() {
 
     // A large value is never kept for recycling: it is removed once replaced.
     let large = Value::Bytes(Bytes::from(vec![7u8; 100_000]));
-    cache
-        .set("big", large.clone(), SetOptions::new())
-        .await
-        .unwrap();
-    cache
-        .set("big", bytes("small now"), SetOptions::new())
-        .await
-        .unwrap();
+    put(&cache, "big", large.clone()).await;
+    put(&cache, "big", bytes("small now")).await;
     assert!(spare_files(root).is_empty());
     assert_eq!(cache.get("big").await.unwrap(), Some(bytes("small now")));
 
     // Dropping the handle removes its spares.
-    cache.set("k", bytes("4"), SetOptions::new()).await.unwrap();
+    put(&cache, "k", bytes("4")).await;
     assert_eq!(spare_files(root).len(), 1);
     drop(cache);
     assert!(spare_files(root).is_empty());
@@ -113,8 +100,8 @@ async fn spares_whose_owner_died_are_removed_by_any_handle_that_opens_the_root()
     let root = dir.path();
     // A live handle with a spare: replacing a key keeps the replaced file.
     let live = DiskCache::open(root).await.unwrap();
-    live.set("k", bytes("1"), SetOptions::new()).await.unwrap();
-    live.set("k", bytes("2"), SetOptions::new()).await.unwrap();
+    put(&live, "k", bytes("1")).await;
+    put(&live, "k", bytes("2")).await;
     let kept = spare_names(root);
     assert_eq!(
         kept.iter().filter(|n| n.ends_with(".spare")).count(),
@@ -152,7 +139,7 @@ async fn spares_whose_owner_died_are_removed_by_any_handle_that_opens_the_root()
     );
     assert!(after.contains(&"notes.txt".to_owned()), "{after:?}");
     // The live handle still recycles its spare: the next set writes into it.
-    live.set("k", bytes("3"), SetOptions::new()).await.unwrap();
+    put(&live, "k", bytes("3")).await;
     assert_eq!(
         live.get("k").await.unwrap().map(|v| v.into_bytes()),
         Some(Bytes::from("3"))
@@ -177,19 +164,10 @@ async fn a_handle_with_recycling_off_keeps_no_spare_files() {
         .await
         .unwrap();
     let path = entry_path(root, "k");
-    cache
-        .set("k", bytes("first"), SetOptions::new())
-        .await
-        .unwrap();
-    cache
-        .set("k", bytes("second"), SetOptions::new())
-        .await
-        .unwrap();
+    put(&cache, "k", bytes("first")).await;
+    put(&cache, "k", bytes("second")).await;
     for i in 0..5 {
-        cache
-            .set(&format!("new{i}"), bytes("evicts"), SetOptions::new())
-            .await
-            .unwrap();
+        put(&cache, &format!("new{i}"), bytes("evicts")).await;
     }
     assert!(
         spare_names(root).is_empty(),
@@ -215,10 +193,7 @@ async fn a_full_cache_recycles_the_files_it_evicts() {
         .unwrap();
     let value = |i: u64| Value::Bytes(Bytes::from(format!("value {i} ").repeat(50)));
     for i in 0..50u64 {
-        cache
-            .set(&format!("k{i}"), value(i), SetOptions::new())
-            .await
-            .unwrap();
+        put(&cache, &format!("k{i}"), value(i)).await;
     }
     // Every inode under the cache's entry and spare directories.
     let inodes = || {
@@ -237,17 +212,11 @@ async fn a_full_cache_recycles_the_files_it_evicts() {
     };
     // The first sets past the limit evict (and queue the next victims).
     for i in 50..60u64 {
-        cache
-            .set(&format!("k{i}"), value(i), SetOptions::new())
-            .await
-            .unwrap();
+        put(&cache, &format!("k{i}"), value(i)).await;
     }
     let before = inodes();
     for i in 60..400u64 {
-        cache
-            .set(&format!("k{i}"), value(i), SetOptions::new())
-            .await
-            .unwrap();
+        put(&cache, &format!("k{i}"), value(i)).await;
         assert_eq!(cache.stats().await.unwrap().entries, 50);
     }
     assert_eq!(inodes(), before, "the same files hold the new entries");
@@ -306,9 +275,7 @@ async fn readers_racing_recycled_files_see_whole_values_and_no_errors() {
     let b = DiskCache::open(&root).await.unwrap();
     const KEYS: [&str; 3] = ["alpha", "beta", "gamma"];
     for k in KEYS {
-        a.set(k, Value::Bytes(make(k, 0, 0, 10)), SetOptions::new())
-            .await
-            .unwrap();
+        put(&a, k, Value::Bytes(make(k, 0, 0, 10))).await;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicU64::new(0));
@@ -418,7 +385,7 @@ async fn handles_opening_beside_recycling_ones_never_take_their_spares() {
                 for i in 0..20u32 {
                     let key = format!("k{}", i % 4);
                     let v = format!("task {t} round {round} set {i}");
-                    cache.set(&key, bytes(&v), SetOptions::new()).await.unwrap();
+                    put(&cache, &key, bytes(&v)).await;
                     let got = cache.get(&key).await.unwrap().expect("a value");
                     let got = String::from_utf8(got.into_bytes().to_vec()).unwrap();
                     assert!(got.starts_with("task "), "{got:?}");

@@ -54,6 +54,14 @@ fn result_line(stdout: &str) -> &str {
         .unwrap_or_else(|| panic!("no RESULT line in {stdout:?}"))
 }
 
+/// A holder (process 0) that hangs in its computation, once it has started
+/// it, and a waiter (process 1) in `role` started after it.
+fn holder_and_waiter(dir: &Path, role: &str) -> (Child, Child) {
+    let holder = spawn("hang", dir, 0);
+    wait_for(&dir.join("computing0"), Duration::from_secs(60));
+    (holder, spawn(role, dir, 1))
+}
+
 fn computations(dir: &Path) -> usize {
     fs::read_to_string(dir.join("computations"))
         .unwrap_or_default()
@@ -84,9 +92,7 @@ fn four_processes_compute_a_missing_key_once() {
 #[test]
 fn a_holder_killed_mid_computation_hands_over_to_the_next_process() {
     let dir = tempfile::tempdir().unwrap();
-    let mut holder = spawn("hang", dir.path(), 0);
-    wait_for(&dir.path().join("computing0"), Duration::from_secs(60));
-    let waiter = spawn("compute_now", dir.path(), 1);
+    let (mut holder, waiter) = holder_and_waiter(dir.path(), "compute_now");
     std::thread::sleep(Duration::from_millis(300));
     holder.kill().unwrap(); // SIGKILL: the OS releases its lock
     holder.wait().unwrap();
@@ -104,9 +110,7 @@ fn a_holder_killed_mid_computation_hands_over_to_the_next_process() {
 #[test]
 fn a_holder_that_hangs_makes_waiters_time_out() {
     let dir = tempfile::tempdir().unwrap();
-    let mut holder = spawn("hang", dir.path(), 0);
-    wait_for(&dir.path().join("computing0"), Duration::from_secs(60));
-    let waiter = spawn("timeout", dir.path(), 1);
+    let (mut holder, waiter) = holder_and_waiter(dir.path(), "timeout");
     let result = output(waiter);
     holder.kill().unwrap();
     holder.wait().unwrap();
