@@ -28,6 +28,17 @@ ARROW_SPEC="${ETL_CACHE_ARROW_SPEC:-pyarrow>=15 polars>=1}"
 PY_SPEC="${ETL_CACHE_PY_SPEC:-maturin>=1.9.4,<2 pytest>=8 boto3>=1.34 etl-pycache[s3]==1.0.0 pyarrow>=15 polars>=1}"
 mkdir -p "$DIR"
 
+# Makes the virtual environment $DIR/$1, installs the requirements $2 (a
+# list) into it, and checks that its python imports the modules $3.
+install_venv() {
+    local venv="$DIR/$1" spec=$2 imports=$3
+    echo "installing $spec into $venv" >&2
+    python3 -m venv "$venv" >&2
+    # shellcheck disable=SC2086 # the spec is a list of requirements
+    "$venv/bin/pip" install --quiet --disable-pip-version-check $spec >&2
+    "$venv/bin/python" -c "import $imports"
+}
+
 moto="$DIR/venv/bin/moto_server"
 if [ -x "$moto" ] && "$moto" --help >/dev/null 2>&1; then
     echo "moto_server already installed: $moto" >&2
@@ -52,11 +63,7 @@ arrow_py="$DIR/arrow-venv/bin/python"
 if [ -x "$arrow_py" ] && "$arrow_py" -c 'import pyarrow, polars' >/dev/null 2>&1; then
     echo "pyarrow and polars already installed: $arrow_py" >&2
 else
-    echo "installing $ARROW_SPEC into $DIR/arrow-venv" >&2
-    python3 -m venv "$DIR/arrow-venv" >&2
-    # shellcheck disable=SC2086 # the spec is a list of requirements
-    "$DIR/arrow-venv/bin/pip" install --quiet --disable-pip-version-check $ARROW_SPEC >&2
-    "$arrow_py" -c 'import pyarrow, polars'
+    install_venv arrow-venv "$ARROW_SPEC" 'pyarrow, polars'
 fi
 
 py="$DIR/py-venv/bin/python"
@@ -64,11 +71,7 @@ if [ -x "$py" ] && "$py" -c 'import pytest, boto3, etl_pycache, pyarrow, polars'
     && [ -x "$DIR/py-venv/bin/maturin" ]; then
     echo "maturin, pytest, boto3, etl-pycache, pyarrow, polars already installed: $py" >&2
 else
-    echo "installing $PY_SPEC into $DIR/py-venv" >&2
-    python3 -m venv "$DIR/py-venv" >&2
-    # shellcheck disable=SC2086 # the spec is a list of requirements
-    "$DIR/py-venv/bin/pip" install --quiet --disable-pip-version-check $PY_SPEC >&2
-    "$py" -c 'import pytest, boto3, etl_pycache, pyarrow, polars'
+    install_venv py-venv "$PY_SPEC" 'pytest, boto3, etl_pycache, pyarrow, polars'
 fi
 
 echo "moto_server:  $moto (moto $("$DIR/venv/bin/python" -c 'import moto; print(moto.__version__)'))" >&2

@@ -415,11 +415,7 @@ impl S3Settings {
     /// credentials, frozen at this moment).
     fn from_boto3(client: &Bound<'_, PyAny>) -> PyResult<Self> {
         let not_client = |what: &str| {
-            let ty = client
-                .get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default();
+            let ty = convert::type_name(client);
             PyTypeError::new_err(format!(
                 "client must be a boto3 S3 client ({what} is missing on {ty}); or pass \
                  endpoint_url, region_name, aws_access_key_id and aws_secret_access_key"

@@ -77,14 +77,18 @@ pub(crate) fn bytes_like(obj: &Bound<'_, PyAny>) -> PyResult<Option<Bytes>> {
     Ok(None)
 }
 
+/// The name of the type of `obj`, for a message (empty if it has none).
+pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
 /// One chunk of a streamed payload: must be bytes-like.
 pub(crate) fn chunk(obj: &Bound<'_, PyAny>, key: &str) -> PyResult<Bytes> {
     bytes_like(obj)?.ok_or_else(|| {
-        let ty = obj
-            .get_type()
-            .name()
-            .map(|n| n.to_string())
-            .unwrap_or_default();
+        let ty = type_name(obj);
         PyTypeError::new_err(format!(
             "the stream for key {key:?} yielded {ty}; stream chunks must be bytes"
         ))
