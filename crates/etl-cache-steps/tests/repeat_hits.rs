@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use etl_cache_core::{Cache, MemoryCache, SetOptions, Value};
 use etl_cache_steps::{Outcome, RunOptions, Step, StepExt};
 
-use common::Wrapped;
+use common::{Wrapped, computed_why};
 
 fn step() -> Step {
     Step::new("repeated").code_version("v1").param("rows", &3)
@@ -37,20 +37,13 @@ async fn run(w: &Wrapped, computes: &'static str) -> (Value, Outcome) {
     (ran.value, ran.outcome)
 }
 
-fn why(o: &Outcome) -> &'static str {
-    match o {
-        Outcome::Computed { why, .. } => why.reason(),
-        o => panic!("not computed: {o:?}"),
-    }
-}
-
 /// Between two hits of one handle, another writer replaces the result,
 /// corrupts it, deletes it: each next run sees it.
 #[tokio::test]
 async fn a_run_after_hits_sees_what_another_writer_did() {
     let (mem, w) = shared();
     let key = step().resolve().await.unwrap().key();
-    assert_eq!(why(&run(&w, "one").await.1), "no_earlier_run");
+    assert_eq!(computed_why(&run(&w, "one").await.1), "no_earlier_run");
     for _ in 0..3 {
         let (v, o) = run(&w, "never").await;
         assert!(o.is_hit());
@@ -68,7 +61,7 @@ async fn a_run_after_hits_sees_what_another_writer_did() {
     // Corrupt: computed again once, with that reason, and stored.
     w.corrupt.lock().unwrap().insert(key.clone());
     let (v, o) = run(&w, "three").await;
-    assert_eq!((why(&o), v), ("corrupt", Value::from("three")));
+    assert_eq!((computed_why(&o), v), ("corrupt", Value::from("three")));
     let (v, o) = run(&w, "never").await;
     assert!(o.is_hit());
     assert_eq!(v, Value::from("three"));
@@ -76,7 +69,10 @@ async fn a_run_after_hits_sees_what_another_writer_did() {
     // Deleted: computed again, and explained as gone.
     mem.delete(&key).await.unwrap();
     let (v, o) = run(&w, "four").await;
-    assert_eq!((why(&o), v), ("evicted_or_deleted", Value::from("four")));
+    assert_eq!(
+        (computed_why(&o), v),
+        ("evicted_or_deleted", Value::from("four"))
+    );
     assert_eq!(mem.get(&key).await.unwrap(), Some(Value::from("four")));
 
     // Every hit is counted once, every miss once.

@@ -16,7 +16,7 @@ use etl_cache_fs::DiskCache;
 use etl_cache_steps::{Error, Explanation, Manifest, Outcome, Ran, RunOptions, Step, StepExt};
 use futures::{StreamExt, TryStreamExt};
 
-use common::Wrapped;
+use common::{Wrapped, computed_why};
 
 type Res = Result<Value, std::io::Error>;
 
@@ -440,14 +440,6 @@ async fn key_of(step: &Step) -> String {
 /// Why `step` would miss in `cache` at `now`, or "hit".
 async fn reason_at(cache: &dyn Cache, step: &Step, now: std::time::SystemTime) -> &'static str {
     cache.explain_at(step, now).await.unwrap().reason()
-}
-
-/// Why a run computed; fails the test for a hit.
-fn computed_why(outcome: &Outcome) -> &'static str {
-    match outcome {
-        Outcome::Computed { why, .. } => why.reason(),
-        o => panic!("not computed: {o:?}"),
-    }
 }
 
 /// Every cause of a miss, each set up and explained: all must be named right.

@@ -164,3 +164,11 @@ impl Cache for Wrapped {
         }
     }
 }
+
+/// Why a run computed; fails the test for a hit.
+pub fn computed_why(outcome: &etl_cache_steps::Outcome) -> &'static str {
+    match outcome {
+        etl_cache_steps::Outcome::Computed { why, .. } => why.reason(),
+        o => panic!("not computed: {o:?}"),
+    }
+}
