@@ -109,6 +109,11 @@ pub trait StepExt: Cache {
     /// [`etl_cache_core::CacheExt::get_or_insert_with`]). A corrupt entry is
     /// computed again, with [`Explanation::Corrupt`] as the reason.
     ///
+    /// A result whose manifest this handle read in the last second (a step
+    /// run in a loop) is read with a plain `get`: the backend's span and
+    /// metrics show it as a `get`, not a `get_or_insert`; should the result
+    /// be gone by then, the backend counts two misses for the run.
+    ///
     /// # Errors
     ///
     /// [`Error::Part`] when a part cannot be digested (nothing is read or
@@ -129,8 +134,15 @@ pub trait StepExt: Cache {
         // (0.25 of 0.9 µs). Should the entry be gone meanwhile, the path
         // below looks again (the backend then counts two misses for this
         // run).
+        // The options are checked on every run, as the single flight does.
+        opts.set.validate_for(r.key_ref())?;
+        // A kept resolution took no time; another read files or objects.
+        let resolved_at = match step.is_kept() {
+            true => started,
+            false => Instant::now(),
+        };
         let known = match forced {
-            None => remembered(self, &r.name, &r.digest, started),
+            None => remembered(self, &r.name, &r.digest, resolved_at),
             Some(_) => None,
         };
         if let Some(known) = known {
@@ -569,19 +581,17 @@ async fn finish_hit<C: Cache + ?Sized>(
     known: Option<(f64, u64)>,
     len: impl FnOnce() -> u64 + Send,
 ) -> f64 {
+    // The clock as of the tally's write: read again after a manifest read,
+    // which may take a network round trip.
+    let mut now = ended;
     let (saved, bytes) = match known.or_else(|| remembered(cache, &r.name, &r.digest, ended)) {
         Some((seconds, bytes)) => (seconds - took.as_secs_f64(), bytes),
         // Boxed: a read's state is large, and the hits that find the
         // manifest remembered should not carry it.
         None => match Box::pin(read_manifest(cache, &r.name, &r.digest)).await {
             Ok(Some(Stored::Known(m))) => {
-                remember(
-                    cache,
-                    &r.name,
-                    &r.digest,
-                    ended,
-                    (m.compute_seconds, m.bytes),
-                );
+                now = Instant::now();
+                remember(cache, &r.name, &r.digest, now, (m.compute_seconds, m.bytes));
                 (m.compute_seconds - took.as_secs_f64(), m.bytes)
             }
             Ok(_) => (0.0, len()),
@@ -595,7 +605,7 @@ async fn finish_hit<C: Cache + ?Sized>(
         cache,
         &r.name,
         &r.digest,
-        ended,
+        now,
         StepStats {
             hits: 1,
             bytes_served: bytes,

@@ -78,10 +78,22 @@ enum Source {
     File(PathBuf),
     Env(String),
     #[cfg(feature = "object-store")]
-    Object(
-        std::sync::Arc<dyn object_store::ObjectStore>,
-        object_store::path::Path,
-    ),
+    Object(StoreRef, object_store::path::Path),
+}
+
+/// An input's object store, shown by its `Display` (the kind of store and
+/// its bucket): a store's `Debug` may hold its credentials (object_store's
+/// Azure and GCS keys are printed as they are), and a step or its
+/// resolution may be logged with `{:?}`.
+#[cfg(feature = "object-store")]
+#[derive(Clone)]
+struct StoreRef(std::sync::Arc<dyn object_store::ObjectStore>);
+
+#[cfg(feature = "object-store")]
+impl std::fmt::Debug for StoreRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
 }
 
 /// One part of a step as digested: its name, the SHA-256 of its kind tag and
@@ -177,7 +189,10 @@ impl Step {
         store: std::sync::Arc<dyn object_store::ObjectStore>,
         location: object_store::path::Path,
     ) -> Self {
-        self.with(format!("input.{name}"), Source::Object(store, location))
+        self.with(
+            format!("input.{name}"),
+            Source::Object(StoreRef(store), location),
+        )
     }
 
     /// An environment variable (part `env.VAR`), read when the step runs. An
@@ -206,6 +221,12 @@ impl Step {
 
     /// [`Step::resolve`], shared: made once for a step whose parts are all
     /// fixed.
+    /// Whether the step's resolution is kept (all its parts are fixed):
+    /// resolving it again reads nothing.
+    pub(crate) fn is_kept(&self) -> bool {
+        self.fixed.get().is_some()
+    }
+
     pub(crate) async fn resolved(&self) -> Result<Arc<Resolved>> {
         if let Some(r) = self.fixed.get() {
             return Ok(r.clone());
@@ -229,7 +250,12 @@ impl Step {
     /// [`Error::InvalidName`]; [`Error::Part`] for a part that cannot be
     /// serialized or read, or a part name given twice.
     pub async fn resolve(&self) -> Result<Resolved> {
-        Ok(Resolved::clone(&*self.resolved().await?))
+        let kept = self.resolved().await?;
+        // The caller may change the fields: its key is made from them.
+        Ok(Resolved {
+            key: OnceLock::new(),
+            ..Resolved::clone(&kept)
+        })
     }
 
     async fn resolve_now(&self) -> Result<Resolved> {
@@ -253,7 +279,7 @@ impl Step {
                 Source::Env(var) => env_record(name, var),
                 #[cfg(feature = "object-store")]
                 Source::Object(store, location) => {
-                    let rec = object_record(name, store.as_ref(), location)
+                    let rec = object_record(name, store.0.as_ref(), location)
                         .await
                         .map_err(fail)?;
                     inputs.objects.push(ObjectStamp {
@@ -307,7 +333,8 @@ pub struct Resolved {
     /// whether one changed while the step computed.
     pub(crate) inputs: Inputs,
     /// [`Resolved::key`], made once for a step of fixed parts, whose
-    /// resolution is kept (a hit does not format it again).
+    /// resolution is kept (a hit does not format it again). Never set in
+    /// a resolution handed to a caller, who may change `name` or `digest`.
     pub(crate) key: OnceLock<String>,
 }
 
@@ -335,7 +362,7 @@ pub(crate) struct Inputs {
 struct ObjectStamp {
     part: String,
     digest: String,
-    store: std::sync::Arc<dyn object_store::ObjectStore>,
+    store: StoreRef,
     location: object_store::path::Path,
 }
 
@@ -377,10 +404,11 @@ impl FileStamp {
 impl Resolved {
     /// The key of the result: `step/{name}/{digest}`.
     pub fn key(&self) -> String {
-        self.key_ref().to_owned()
+        result_key(&self.name, &self.digest)
     }
 
-    /// [`Resolved::key`], borrowed.
+    /// [`Resolved::key`], made once: only for a resolution nobody can
+    /// change (the one a step keeps, behind an `Arc`).
     pub(crate) fn key_ref(&self) -> &str {
         self.key
             .get_or_init(|| result_key(&self.name, &self.digest))
@@ -414,7 +442,7 @@ impl Resolved {
         for was in &self.inputs.objects {
             // An object that cannot be looked at counts as changed, as a
             // file does; the warning says why.
-            match object_record(&was.part, was.store.as_ref(), &was.location).await {
+            match object_record(&was.part, was.store.0.as_ref(), &was.location).await {
                 Ok(now) if now.digest == was.digest => {}
                 Ok(_) => return Some(format!("{} ({})", was.part, was.location)),
                 Err(e) => {
@@ -585,5 +613,101 @@ pub(crate) fn unix_seconds(t: SystemTime) -> f64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => d.as_secs_f64(),
         Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+#[cfg(all(test, feature = "object-store"))]
+mod tests {
+    use super::*;
+
+    /// A store whose `Debug` holds a secret, as object_store's Azure and
+    /// GCS credentials do.
+    #[derive(Debug)]
+    struct Keyed {
+        inner: object_store::memory::InMemory,
+        #[allow(dead_code)] // read by the derived Debug
+        secret: &'static str,
+    }
+
+    impl std::fmt::Display for Keyed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Keyed({})", self.inner)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl object_store::ObjectStore for Keyed {
+        async fn put_opts(
+            &self,
+            location: &object_store::path::Path,
+            payload: object_store::PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &object_store::path::Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &object_store::path::Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<
+                'static,
+                object_store::Result<object_store::path::Path>,
+            >,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>
+        {
+            self.inner.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &object_store::path::Path,
+            to: &object_store::path::Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    /// A step, and its resolution, printed with `{:?}` (as logs do) show
+    /// an input's store by its name, never its credentials.
+    #[tokio::test]
+    async fn debug_output_never_shows_an_input_store_s_credentials() {
+        use object_store::ObjectStoreExt;
+        let store = Arc::new(Keyed {
+            inner: object_store::memory::InMemory::new(),
+            secret: "s3cr3t-account-key",
+        });
+        let at = object_store::path::Path::from("in/data.csv");
+        store.put(&at, "a,b\n1,2\n".into()).await.unwrap();
+        let step = Step::new("load").input_object("data", store, at);
+        let resolved = step.resolve().await.unwrap();
+        for shown in [format!("{step:?}"), format!("{resolved:?}")] {
+            assert!(shown.contains("Keyed(InMemory)"), "{shown}");
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+        }
     }
 }

@@ -7,8 +7,10 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use etl_cache_core::{Cache, MemoryCache, SetOptions, Value};
+use etl_cache_fs::DiskCache;
 use etl_cache_steps::{Outcome, RunOptions, Step, StepExt};
 
 use common::{Wrapped, computed_why};
@@ -106,14 +108,68 @@ async fn a_repeated_hit_dropped_while_it_reads_leaves_the_result_and_the_counts(
     assert_eq!((s.hits, s.misses), (2, 1));
 }
 
-/// Many tasks repeating one step on one handle, and on a second handle of
-/// the same cache, while another writer replaces the result: every run
-/// returns a value some writer stored, and every hit is counted once.
+/// A repeated hit checks the run's options as every run does, and fails
+/// with the cache's error when its read fails.
+#[tokio::test]
+async fn a_repeated_hit_checks_its_options_and_reports_a_failed_read() {
+    let (_, w) = shared();
+    run(&w, "one").await;
+    assert!(run(&w, "never").await.1.is_hit());
+    let too_long = SetOptions::new().ttl(etl_cache_core::MAX_TTL + Duration::from_secs(1));
+    let err = w
+        .run(&step(), RunOptions::new().set_options(too_long), || async {
+            Ok::<_, std::io::Error>(Value::from("never"))
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("ttl"), "{err}");
+    assert!(run(&w, "never").await.1.is_hit());
+
+    w.refuse.lock().unwrap().push("step/".into());
+    let err = w
+        .run(&step(), RunOptions::new(), || async {
+            Ok::<_, std::io::Error>(Value::from("never"))
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("refused (simulated)"), "{err}");
+    w.refuse.lock().unwrap().clear();
+    assert!(run(&w, "never").await.1.is_hit());
+}
+
+/// A resolution handed out after runs makes its key from its fields, as
+/// the caller may change them.
+#[tokio::test]
+async fn a_resolution_makes_its_key_from_its_fields() {
+    let (_, w) = shared();
+    run(&w, "one").await;
+    run(&w, "never").await;
+    let mut r = step().resolve().await.unwrap();
+    assert_eq!(r.key(), format!("step/repeated/{}", r.digest));
+    let again = Step::new("repeated").code_version("v1").param("rows", &4);
+    let other = again.resolve().await.unwrap();
+    assert_ne!(other.digest, r.digest);
+    r.name = "renamed".into();
+    r.digest = other.digest.clone();
+    assert_eq!(r.key(), format!("step/renamed/{}", other.digest));
+}
+
+/// Many tasks repeating one step on two handles of one cache directory
+/// (each with its own handle id, its own hits waiting and its own
+/// remembered manifests), while another writer replaces the result: every
+/// run returns a value some writer stored, and every hit is counted once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn repeated_hits_racing_a_writer_on_two_handles_are_all_counted() {
-    let (mem, one) = shared();
-    let two = Arc::new(Wrapped::new(mem.handle().expect("a handle")));
-    two.share_id.store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let open = || async {
+        let disk: Arc<dyn Cache> = Arc::new(DiskCache::open(dir.path()).await.unwrap());
+        let w = Arc::new(Wrapped::new(disk));
+        w.share_id.store(true, Ordering::SeqCst);
+        w
+    };
+    let (one, two) = (open().await, open().await);
+    assert_ne!(one.handle_id(), two.handle_id());
+    let mem = one.inner.clone();
     let key = step().resolve().await.unwrap().key();
     run(&one, "v0").await;
     let writer = {

@@ -24,7 +24,6 @@ async fn handle(inner: Arc<Watched>, dir: &std::path::Path) -> (CachedStore, Arc
     (store, spied)
 }
 
-/// Waits until `done` holds, checking every millisecond.
 /// Two handles on one cache directory (kept alive by the first item) in
 /// front of a watched store holding `data` at `name`: the directory, the
 /// store's hooks, the path and the handles.
@@ -45,6 +44,7 @@ async fn two_handles(
     (dir, hooks, p, a, b)
 }
 
+/// Waits until `done` holds, checking every millisecond.
 async fn until(mut done: impl FnMut() -> bool) {
     while !done() {
         tokio::time::sleep(Duration::from_millis(1)).await;

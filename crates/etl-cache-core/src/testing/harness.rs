@@ -104,7 +104,8 @@ pub(super) async fn collect(
 /// `len` bytes that no codec shrinks, different for each `seed`: the
 /// middle byte of each step of xorshift64.
 pub fn noise_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ seed.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    // Odd, so never zero (xorshift stays at zero from zero).
+    let mut x = (0x9E37_79B9_7F4A_7C15u64 ^ seed.wrapping_mul(0xBF58_476D_1CE4_E5B9)) | 1;
     (0..len)
         .map(|_| {
             x ^= x << 13;
